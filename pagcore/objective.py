@@ -1,0 +1,208 @@
+"""The PAG training objective: Eq. (1) and Eq. (2) of Ganz, Kawar & Elad.
+
+.. math::
+
+    \\mathcal{L}_{total}(x, y) = \\mathcal{L}_{CE}(f_\\theta(x), y)
+        + \\lambda \\sum_{y_t=1}^{C} \\mathcal{L}_{cos}(\\nabla_x f_\\theta(x)_{y_t}, g(x, y_t))   \\quad (1)
+
+    \\mathcal{L}_{cos}(v, u) = 1 - \\frac{v^\\top u}{\\max(\\|v\\|_2 \\|u\\|_2, \\varepsilon)}   \\quad (2)
+
+The pieces, in the order a training step uses them:
+
+* :func:`sample_target_classes` picks which target classes y_t enter the sum (all C, or an
+  unbiased sample of k of them);
+* :func:`class_input_gradients` computes the model's input-gradient for each of them, with a
+  graph so that the cosine loss can be back-propagated into the weights;
+* :func:`cosine_loss` is Eq. (2);
+* :func:`pag_loss` puts them together into Eq. (1), averaged over the batch.
+
+The target gradients g(x, y_t) themselves come from :mod:`pagcore.targets`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .validation import check_choice, check_nonnegative, check_positive
+
+GradientKind = Literal["logit", "log_softmax"]
+GRADIENT_KINDS: tuple[str, ...] = ("logit", "log_softmax")
+"""What is differentiated w.r.t. the input: the raw logit f(x)_{y_t}, as Eq. (1) is written,
+or log p(y_t | x), as the authors' released code does (it takes the gradient of -CE)."""
+
+GradientStrategy = Literal["loop", "vmap", "replicate"]
+GRADIENT_STRATEGIES: tuple[str, ...] = ("loop", "vmap", "replicate")
+"""How the k input-gradients of one batch are computed; all give the same numbers (up to the
+batch-norm caveat in :func:`class_input_gradients`) and differ only in speed, which
+``benchmarks/pag_step.py`` measures."""
+
+DEFAULT_COSINE_EPS = 1e-8
+
+
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is bf16/fp16 (autocast outputs); float32/float64 stay as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def cosine_loss(v: Tensor, u: Tensor, eps: float = DEFAULT_COSINE_EPS) -> Tensor:
+    """Eq. (2) along the last dimension: ``1 - v.u / max(|v| |u|, eps)``.
+
+    Computed in float32 or wider even when ``v`` comes from a bf16 forward pass, because a
+    cosine of two nearly orthogonal high-dimensional vectors loses its digits in bf16. A zero
+    vector gives a loss of exactly 1 and a finite gradient, thanks to ``eps``.
+    """
+    dtype = torch.promote_types(at_least_float32(v).dtype, u.dtype)
+    v, u = v.to(dtype), u.to(dtype)
+    dot = (v * u).sum(dim=-1)
+    norms = torch.linalg.vector_norm(v, dim=-1) * torch.linalg.vector_norm(u, dim=-1)
+    return 1.0 - dot / norms.clamp_min(eps)
+
+
+def class_scores(logits: Tensor, kind: GradientKind) -> Tensor:
+    """The per-class scalar whose input-gradient the PAG loss aligns (see ``GRADIENT_KINDS``)."""
+    if kind == "logit":
+        return logits
+    if kind == "log_softmax":
+        # At least float32: a bf16 log-softmax would round away small class probabilities.
+        return torch.log_softmax(at_least_float32(logits), dim=-1)
+    raise ValueError(f"gradient kind must be one of {GRADIENT_KINDS}; got {kind!r}")
+
+
+def sample_target_classes(
+    batch_size: int,
+    num_classes: int,
+    k: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Target classes for every image of a batch, shape ``(batch_size, k)``.
+
+    With ``k`` = None or ``k == num_classes`` every row is ``0 .. C-1``, the full sum of
+    Eq. (1). With ``k < C`` each row holds k distinct classes drawn uniformly without
+    replacement, so each class enters with probability k / C; :func:`pag_loss` scales the
+    sampled sum by C / k, which makes it an unbiased estimate of the full sum. The draw stays
+    on ``device`` (no host synchronisation).
+    """
+    if k is None or k == num_classes:
+        return torch.arange(num_classes, device=device).expand(batch_size, num_classes)
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"k (target classes per image) must be in 1..{num_classes}; got {k}")
+    keys = torch.rand(batch_size, num_classes, generator=generator, device=device)
+    return keys.argsort(dim=1)[:, :k]
+
+
+def class_input_gradients(
+    model: nn.Module,
+    x: Tensor,
+    classes: Tensor,
+    kind: GradientKind = "logit",
+    *,
+    strategy: GradientStrategy = "vmap",
+    create_graph: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Logits of ``x`` and the input-gradients ``grad_x score(x)[classes[i, j]]``.
+
+    Returns ``(logits, grads)`` with ``logits`` of shape ``(B, C)`` and ``grads`` of shape
+    ``(B, k, *x.shape[1:])``. With ``create_graph=True`` the gradients are differentiable
+    w.r.t. the model's parameters, which is what makes Eq. (1) trainable.
+
+    Strategies:
+
+    * ``"loop"``: one forward pass, then one backward pass per column j of ``classes``.
+    * ``"vmap"``: one forward pass and the k backward passes batched into one
+      (``torch.autograd.grad(..., is_grads_batched=True)``).
+    * ``"replicate"``: every image repeated k times, one forward and one backward pass of the
+      B*k batch, as the authors' code does (without its Python loop over the batch).
+
+    Every strategy differentiates the batch-sum of the chosen scores. In eval mode, or for a
+    model without batch-norm, samples do not interact and all three agree exactly. In train
+    mode batch-norm couples the samples through the batch statistics; "loop" and "vmap" still
+    agree exactly, while "replicate" differs by terms of order 1/B because its batch holds
+    each image k times.
+    """
+    check_choice("strategy", strategy, GRADIENT_STRATEGIES)
+    batch_size, k = classes.shape
+    if strategy == "replicate":
+        x_rep = x.detach().repeat_interleave(k, dim=0).requires_grad_(True)
+        logits_rep = model(x_rep)
+        chosen = class_scores(logits_rep, kind).gather(1, classes.reshape(-1, 1))
+        (grads,) = torch.autograd.grad(chosen.sum(), x_rep, create_graph=create_graph)
+        # Rows of one image are identical and see identical batch statistics, so the first
+        # copy of each image carries that image's logits.
+        logits = logits_rep[::k]
+        return logits, grads.view(batch_size, k, *x.shape[1:])
+
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    scores = class_scores(logits, kind)
+    if strategy == "loop":
+        columns = []
+        for j in range(k):
+            chosen = scores.gather(1, classes[:, j : j + 1])
+            (g,) = torch.autograd.grad(chosen.sum(), x, create_graph=create_graph, retain_graph=True)
+            columns.append(g)
+        return logits, torch.stack(columns, dim=1)
+
+    # vmap: row j of the batched cotangent selects class classes[i, j] for every image i.
+    cotangents = F.one_hot(classes.t(), scores.shape[1]).to(scores.dtype)  # (k, B, C)
+    (grads,) = torch.autograd.grad(
+        scores, x, cotangents, is_grads_batched=True, create_graph=create_graph, retain_graph=True
+    )
+    return logits, grads.transpose(0, 1)
+
+
+@dataclass
+class PagLoss:
+    """The terms of Eq. (1) for one batch, each a 0-dim tensor still on the device."""
+
+    total: Tensor
+    cross_entropy: Tensor
+    cosine: Tensor  # the class sum of Eq. (2), averaged over the batch (before lambda)
+    logits: Tensor
+
+
+def pag_loss(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    classes: Tensor,
+    target_gradients: Tensor | None,
+    lam: float,
+    *,
+    num_classes: int,
+    kind: GradientKind = "logit",
+    strategy: GradientStrategy = "vmap",
+    eps: float = DEFAULT_COSINE_EPS,
+) -> PagLoss:
+    """Eq. (1), averaged over the batch.
+
+    ``classes`` is ``(B, k)`` from :func:`sample_target_classes` and ``target_gradients`` is
+    ``(B, k, *x.shape[1:])``, the g(x, y_t) of those classes. The class sum is scaled by
+    ``num_classes / k`` so that sampling k < C classes estimates the full sum without bias.
+    With ``lam == 0`` this is plain cross-entropy training (the "vanilla" baseline) and no
+    input-gradient is computed.
+    """
+    check_nonnegative("lam", lam)
+    check_positive("eps", eps)
+    if lam == 0:
+        logits = model(x)
+        ce = F.cross_entropy(at_least_float32(logits), y)
+        return PagLoss(total=ce, cross_entropy=ce, cosine=torch.zeros_like(ce), logits=logits)
+    if target_gradients is None:
+        raise ValueError("target_gradients are required when lam > 0")
+    if target_gradients.shape[:2] != classes.shape:
+        raise ValueError(
+            f"target_gradients must have shape (B, k, ...) = {tuple(classes.shape)} + input shape; "
+            f"got {tuple(target_gradients.shape)}"
+        )
+    logits, grads = class_input_gradients(model, x, classes, kind, strategy=strategy)
+    per_class = cosine_loss(grads.flatten(2), target_gradients.flatten(2), eps)  # (B, k)
+    cosine = per_class.sum(dim=1).mean() * (num_classes / classes.shape[1])
+    ce = F.cross_entropy(at_least_float32(logits), y)
+    return PagLoss(total=ce + lam * cosine, cross_entropy=ce, cosine=cosine, logits=logits)

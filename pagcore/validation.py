@@ -1,0 +1,60 @@
+"""Parameter checks that run before any data is loaded or any model is trained.
+
+Every public entry point (the CLI, the notebooks, the training functions) calls these on
+its inputs first, so that a typo costs a second instead of an hour of GPU time. Each check
+raises :class:`ConfigError`, a ``ValueError`` whose message names the parameter, what it
+got and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An experiment parameter has a value the code cannot run with."""
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
+    return value
+
+
+def check_nonnegative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0; got {value!r}")
+    return value
+
+
+def check_seeds(name: str, seeds: Sequence[Any]) -> list[int]:
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError(f"{name} must list at least one integer seed; got an empty list")
+    for seed in seeds:
+        check_nonnegative_int(f"each of {name}", seed)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{name} must not repeat a seed; got {seeds!r}")
+    return seeds

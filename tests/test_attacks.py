@@ -1,0 +1,121 @@
+"""PGD (Algorithm 1): stays in its ball and bounds, attacks work, the model's mode survives."""
+
+import pytest
+import torch
+from torch import nn
+
+from pagcore.attacks import PGD, L2Ball, LinfBall, accuracy
+from pagcore.validation import ConfigError
+
+
+def image_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(16, 3, 6, 6, generator=generator), torch.randint(0, 4, (16,), generator=generator)
+
+
+def perturbation_norms(x_adv, x, norm):
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+@pytest.mark.parametrize("random_start", [False, True])
+@pytest.mark.parametrize("target", [False, True])
+def test_stays_in_ball_and_bounds(batch, norm, eps, random_start, target):
+    x, y = batch
+    attack = PGD(norm, eps, step_size=eps / 2, steps=7, random_start=random_start, bounds=(0.0, 1.0))
+    x_adv = attack(image_model(), x, y, target=(y + 1) % 4 if target else None, generator=torch.Generator().manual_seed(1))
+    assert (perturbation_norms(x_adv, x, norm) <= eps + 1e-6).all()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert not x_adv.requires_grad
+
+
+def test_unbounded_attack_can_leave_the_box():
+    x = torch.full((4, 3, 6, 6), 0.99)
+    y = torch.zeros(4, dtype=torch.long)
+    x_adv = PGD("linf", 0.1, step_size=0.05, steps=4, bounds=None)(image_model(), x, y)
+    assert x_adv.max() > 1.0
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 2.0)])
+def test_untargeted_attack_lowers_accuracy_and_targeted_raises_target_probability(batch, norm, eps):
+    x, y = batch
+    model = image_model().eval()
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # labels the model gets right
+    attack = PGD(norm, eps, step_size=eps / 4, steps=10)
+    assert accuracy(model, attack(model, x, y), y) < accuracy(model, x, y)
+
+    target = (y + 1) % 4
+    x_adv = attack(model, x, y, target=target)
+    with torch.no_grad():
+        before = model(x).softmax(1).gather(1, target[:, None]).squeeze(1)
+        after = model(x_adv).softmax(1).gather(1, target[:, None]).squeeze(1)
+    assert (after > before).all()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_model_is_in_eval_mode_during_the_attack_and_restored_after(batch, training):
+    x, y = batch
+    model = image_model().train(training)
+    modes = []
+    model[0].register_forward_hook(lambda module, inputs, output: modes.append(module.training))
+    running_mean = model[1].running_mean.clone()
+    PGD("linf", 0.05, step_size=0.01, steps=3)(model, x, y)
+    assert modes and not any(modes)
+    assert model.training is training
+    assert all(m.training is training for m in model.modules())
+    torch.testing.assert_close(model[1].running_mean, running_mean)  # attack left BN statistics alone
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_mode_restored_even_when_the_model_fails(batch):
+    x, y = batch
+    model = image_model().train()
+    with pytest.raises(RuntimeError):
+        PGD("l2", 0.5, step_size=0.1, steps=2)(model, x[:, :2], y)  # wrong channel count
+    assert model.training
+
+
+def test_random_starts_lie_inside_their_balls():
+    like = torch.zeros(500, 2)
+    generator = torch.Generator().manual_seed(0)
+    linf = LinfBall(0.3).random_start(like, generator)
+    l2 = L2Ball(0.3).random_start(like, generator)
+    assert linf.abs().max() <= 0.3
+    assert l2.norm(dim=1).max() <= 0.3 + 1e-7
+    # Uniform in a disc: the median radius is eps / sqrt(2).
+    assert abs(l2.norm(dim=1).median().item() - 0.3 / 2**0.5) < 0.03
+
+
+def test_projections():
+    delta = torch.tensor([[3.0, 4.0], [0.1, -0.2]])
+    torch.testing.assert_close(L2Ball(1.0).project(delta), torch.tensor([[0.6, 0.8], [0.1, -0.2]]))
+    torch.testing.assert_close(LinfBall(0.15).project(delta), torch.tensor([[0.15, 0.15], [0.1, -0.15]]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,parameter",
+    [
+        (dict(norm="l3", eps=1.0, step_size=0.1, steps=1), "norm"),
+        (dict(norm="l2", eps=-1.0, step_size=0.1, steps=1), "eps"),
+        (dict(norm="l2", eps=1.0, step_size=0.1, steps=0), "steps"),
+        (dict(norm="l2", eps=1.0, step_size=0.0, steps=1), "step_size"),
+        (dict(norm="l2", eps=1.0, step_size=0.1, steps=1, bounds=(1.0, 0.0)), "bounds"),
+    ],
+)
+def test_bad_settings_name_the_parameter(kwargs, parameter):
+    with pytest.raises(ConfigError, match=parameter):
+        PGD(**kwargs)
+
+
+def test_paper_real_data_settings():
+    attack = PGD.paper_real_data("linf", 8 / 255)
+    assert attack.steps == 20 and attack.random_start and attack.bounds == (0.0, 1.0)
+    assert attack.step_size == pytest.approx(2 * (8 / 255) / 20)

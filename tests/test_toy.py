@@ -1,0 +1,148 @@
+"""The toy experiment of Section 5.1: data, configuration checks, a short run, the CLI."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pagcore import toy
+from pagcore.toy import MODE_CENTERS, ToyConfig, make_toy_data, run_toy_experiment, seeded_model
+from pagcore.validation import ConfigError
+
+
+class TestToyData:
+    def setup_method(self):
+        self.x, self.y = make_toy_data(1000, torch.Generator().manual_seed(0))
+
+    def test_sizes(self):
+        assert self.x.shape == (6000, 2) and self.x.dtype == torch.float32
+        assert torch.bincount(self.y).tolist() == [3000, 3000]
+
+    def test_points_lie_on_the_line(self):
+        assert torch.equal(self.x[:, 1], 2 * self.x[:, 0])
+
+    def test_modes(self):
+        # Samples come mode by mode; each mode is N(c, 1) in x1.
+        for m, (label, center) in enumerate((l, c) for l, cs in MODE_CENTERS.items() for c in cs):
+            block = self.x[m * 1000 : (m + 1) * 1000, 0]
+            assert (self.y[m * 1000 : (m + 1) * 1000] == label).all()
+            assert abs(block.mean().item() - center) < 0.15  # 5 standard errors
+            assert abs(block.std().item() - 1.0) < 0.1
+
+    def test_classes_alternate_along_the_line(self):
+        centers = sorted((c, label) for label, cs in MODE_CENTERS.items() for c in cs)
+        labels = [label for _, label in centers]
+        assert labels == [0, 1, 0, 1, 0, 1]
+        gaps = [b[0] - a[0] for a, b in zip(centers, centers[1:])]
+        assert gaps == [20.0] * 5
+
+    def test_seeded(self):
+        again, _ = make_toy_data(1000, torch.Generator().manual_seed(0))
+        other, _ = make_toy_data(1000, torch.Generator().manual_seed(1))
+        assert torch.equal(self.x, again) and not torch.equal(self.x, other)
+
+
+@pytest.mark.parametrize(
+    "change,parameter,allowed",
+    [
+        (dict(source="nn"), "source", "'one_image', 'class_mean', 'nearest_neighbor'"),
+        (dict(gradient="softmax"), "gradient", "'logit', 'log_softmax'"),
+        (dict(attack_norm="l1"), "attack_norm", "'linf', 'l2'"),
+        (dict(lam=-0.5), "lam", ">= 0"),
+        (dict(attack_eps=-1.0), "attack_eps", ">= 0"),
+        (dict(attack_steps=0), "attack_steps", ">= 1"),
+        (dict(seeds=[]), "seeds", "at least one"),
+        (dict(epochs=0), "epochs", ">= 1"),
+    ],
+)
+def test_bad_parameters_fail_before_any_training(monkeypatch, change, parameter, allowed):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started despite a bad parameter")
+
+    monkeypatch.setattr(toy, "train_toy_model", no_training)
+    with pytest.raises(ConfigError) as error:
+        run_toy_experiment(replace(ToyConfig(), **change), progress=False)
+    assert str(error.value).startswith(parameter)
+    assert allowed in str(error.value)
+
+
+def test_same_seed_same_initial_weights_and_global_rng_untouched():
+    state = torch.random.get_rng_state()
+    a, b, c = seeded_model(3), seeded_model(3), seeded_model(4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+SMALL = dict(epochs=3, train_per_mode=60, test_per_mode=20, pool_size=10)
+
+
+def test_short_run_reports_both_models_per_seed():
+    experiment = run_toy_experiment(ToyConfig(seeds=[0, 1], **SMALL), progress=False)
+    summary = experiment.summary()
+    assert set(summary) == {"vanilla", "pag", "seeds", "seconds"}
+    assert summary["seeds"] == [0, 1]
+    for model in ("vanilla", "pag"):
+        for metric in ("clean", "pgd"):
+            values = [r.metrics[model][metric] for r in experiment.per_seed]
+            assert all(0.0 <= v <= 1.0 for v in values)
+            assert summary[model][metric] == pytest.approx(sum(values) / 2)
+    # An attack can only hurt on points it starts from: robust <= clean, model by model.
+    for r in experiment.per_seed:
+        for model in ("vanilla", "pag"):
+            assert r.metrics[model]["pgd"] <= r.metrics[model]["clean"]
+
+
+def test_runs_are_reproducible():
+    a = run_toy_experiment(ToyConfig(seeds=[5], **SMALL), progress=False).summary()
+    b = run_toy_experiment(ToyConfig(seeds=[5], **SMALL), progress=False).summary()
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+
+
+def test_pag_and_vanilla_models_differ_only_through_lambda():
+    experiment = run_toy_experiment(ToyConfig(seeds=[0], **dict(SMALL, lam=0.0)), progress=False)
+    models = experiment.per_seed[0].models
+    for p, q in zip(models["vanilla"].parameters(), models["pag"].parameters()):
+        assert torch.equal(p, q)
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pagcore", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_prints_json_summary_on_its_last_line(tmp_path):
+    record = tmp_path / "record.json"
+    out = run_cli("toy", "--seeds", "0", "--epochs", "2", "--pool-size", "10", "--record", str(record), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["seeds"] == [0] and summary["seconds"] > 0
+    assert 0 <= summary["pag"]["pgd"] <= 1
+    saved = json.loads(record.read_text())
+    for key in ("git", "device", "torch", "started", "wall_seconds", "parameters"):
+        assert key in saved
+    assert saved["parameters"]["epochs"] == 2
+    assert saved["summary"]["pag"] == summary["pag"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--source", "mean"], "source must be one of"),
+        (["--gradient", "prob"], "gradient must be one of"),
+        (["--attack-norm", "l0"], "attack_norm must be one of"),
+        (["--lam", "-1"], "lam must be"),
+        (["--attack-eps", "-2"], "attack_eps must be"),
+        (["--attack-steps", "0"], "attack_steps must be"),
+        (["--seeds"], "--seeds: expected at least one argument"),
+    ],
+)
+def test_cli_rejects_bad_input_with_one_clear_error(args, message):
+    out = run_cli("toy", *args, timeout=60)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "epoch/s" not in out.stderr  # no progress bar: no training started
