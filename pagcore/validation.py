@@ -50,6 +50,11 @@ def check_nonnegative_int(name: str, value: Any) -> int:
 
 
 def check_seeds(name: str, seeds: Sequence[Any]) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise ConfigError(
+            f"{name} must be a list of integers such as [0, 1, 2]; got {seeds!r} "
+            f"(with papermill, pass lists as YAML: -y '{name}: [0, 1, 2]')"
+        )
     seeds = list(seeds)
     if not seeds:
         raise ConfigError(f"{name} must list at least one integer seed; got an empty list")

@@ -1,0 +1,55 @@
+"""The book builds with Sphinx warnings as errors, and its pages show what they should."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = shutil.which("jupyter-book", path=str(Path(__import__("sys").executable).parent))
+    result = subprocess.run(
+        [jupyter_book, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going", "--all"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return out / "_build" / "html"
+
+
+def page_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_toc_page_is_built(built_book):
+    toc = (ROOT / "_toc.yml").read_text()
+    for name in re.findall(r"file: (\S+)", toc) + [re.search(r"root: (\S+)", toc).group(1)]:
+        assert (built_book / f"{name}.html").exists(), name
+
+
+def test_toy_page_shows_boundaries_and_seed_table(built_book):
+    html = page_text(built_book / "book/experiments/toy_manifold.html")
+    assert re.search(r'<img[^>]+src="[^"]+\.png"', html), "decision-boundary figure missing"
+    assert "fig-toy-boundaries" in html
+    cell = r"<t{tag}[^>]*>(?:\s|<p>)*{text}(?:\s|</p>)*</t{tag}>"
+    assert re.search(cell.format(tag="h", text=r"PGD \(ours\)"), html), "accuracy table missing"
+    assert re.search(cell.format(tag="d", text="vanilla"), html) and re.search(cell.format(tag="d", text="pag"), html)
+    assert "run record" in html
+
+
+def test_no_raw_glue_keys_or_tracebacks(built_book):
+    for page in built_book.rglob("*.html"):
+        html = page_text(page)
+        assert "{glue" not in html, page
+        assert "Traceback (most recent call last)" not in html, page
+
+
+def test_unrun_chapters_say_so(built_book):
+    for name in ("book/experiments/cifar10", "book/experiments/stl10"):
+        html = page_text(built_book / f"{name}.html")
+        assert "not happened yet" in html or "has not been run" in html or "not been run yet" in html, name
