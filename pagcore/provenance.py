@@ -20,15 +20,19 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Files that decide what a run computes. Changes elsewhere (the book's prose, executed
+# notebooks, stored run records) do not make a result "dirty".
+CODE_PATHS = ("pagcore", "notebooks", "tools", "benchmarks", "pyproject.toml", "constraints.txt")
+
 
 def git_revision(repo: Path = REPO_ROOT) -> str:
-    """The checked-out commit, ``<sha>-dirty`` if files differ from it, or ``"unknown"``."""
+    """The checked-out commit, ``<sha>-dirty`` if code differs from it, or ``"unknown"``."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             cwd=repo, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
