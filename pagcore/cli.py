@@ -1,6 +1,8 @@
 """Command line: the book's experiments without Jupyter.
 
     python -m pagcore toy --seeds 0 1 2 3 4
+    python -m pagcore train --dataset cifar10 --data .data/cifar10.npz --method class_mean
+    python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -59,10 +61,122 @@ def _run_toy(args: argparse.Namespace) -> dict:
     return experiment.summary()
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="", help="torchvision root directory or .npz file (x_train, y_train, x_test, y_test)")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data")
+    p.add_argument("--synthetic", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                   help="use random images of the dataset's shape instead of --data (smoke tests only)")
+    p.add_argument("--runs", default=None, help="run-store directory (default: runs/ in the repository)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_train_parser(subparsers) -> None:
+    from .training import METHODS, RIGD_TARGETS, TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser("train", help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)")
+    p.add_argument("--dataset", default=d.dataset, help="cifar10 or stl10")
+    p.add_argument("--method", default=d.method, help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--lam", type=float, default=None, help="lambda of Eq. (1) (default: the paper's Table 3)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 64 for CIFAR-10, 32 for STL-10")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-milestones", type=float, nargs="*", default=d.lr_milestones, help="fractions of the epochs")
+    p.add_argument("--lr-factors", type=float, nargs="*", default=d.lr_factors, help="lr multiplier from each milestone on")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--gradient", default=d.gradient, help="logit or log_softmax")
+    p.add_argument("--classes-per-image", type=int, default=None, help="k target classes per image (default: all)")
+    p.add_argument("--pool-size", type=int, default=d.pool_size)
+    p.add_argument("--teacher", default="", help="RIGD: run name or directory of an adversarially trained model")
+    p.add_argument("--rigd-targets", default=d.rigd_targets, help=" or ".join(RIGD_TARGETS))
+    p.add_argument("--adv-norm", default=d.adv_norm, help="adversarial training: linf or l2")
+    p.add_argument("--adv-eps", type=float, default=None, help="adversarial training radius (default: the paper's)")
+    p.add_argument("--adv-steps", type=int, default=d.adv_steps)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--width", type=int, default=d.width, help="ResNet-18 width (64; smaller only for smoke tests)")
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--test-subset", type=int, default=None)
+    p.add_argument("--eval-pgd-steps", type=int, default=d.eval_pgd_steps)
+    p.add_argument("--picture-images", type=int, default=d.picture_images)
+    p.add_argument("--strategy", default="auto", help="auto, loop, vmap or replicate")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (and resumably) after this long")
+    p.add_argument("--retrain", action="store_true", help="discard an existing run of these parameters")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    _add_data_arguments(p)
+    p.set_defaults(run=_run_train)
+
+
+def _dataset(args: argparse.Namespace, name: str):
+    from .data import load_dataset, synthetic_dataset
+    from .validation import ConfigError
+
+    if args.synthetic:
+        return synthetic_dataset(name, *args.synthetic)
+    if not args.data:
+        raise ConfigError("data is required: a torchvision root directory or an .npz file (or --synthetic TRAIN TEST)")
+    return load_dataset(name, args.data, download=args.download)
+
+
+def _run_train(args: argparse.Namespace) -> dict:
+    from .runs import RunStore
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        dataset=args.dataset, method=args.method, lam=args.lam, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, lr_milestones=list(args.lr_milestones), lr_factors=list(args.lr_factors), seed=args.seed,
+        gradient=args.gradient, classes_per_image=args.classes_per_image, pool_size=args.pool_size,
+        teacher=args.teacher, rigd_targets=args.rigd_targets, adv_norm=args.adv_norm, adv_eps=args.adv_eps,
+        adv_steps=args.adv_steps, augment=not args.no_augment, width=args.width, train_subset=args.train_subset,
+        test_subset=args.test_subset, eval_pgd_steps=args.eval_pgd_steps, picture_images=args.picture_images,
+    ).resolved().validate()  # every parameter is checked before any data is read
+    data = _dataset(args, config.dataset)
+    result = train(
+        config, data, RunStore(args.runs), device=args.device, strategy=args.strategy,
+        amp=False if args.no_amp else None, progress=not args.no_progress,
+        checkpoint_every_steps=args.checkpoint_every, max_minutes=args.max_minutes,
+        retrain=args.retrain, final_evaluation=not args.no_eval,
+    )
+    run = result.run
+    return {"run": run.name, "path": str(run.path), "status": run.status, "finished": result.finished,
+            "epochs_done": len(run.history), "metrics": run.metrics}
+
+
+def _add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a stored run again (clean and PGD accuracy, PAG pictures)")
+    p.add_argument("--run", required=True, help="run name or directory")
+    p.add_argument("--pgd-steps", type=int, default=None, help="default: the run's own setting (20)")
+    _add_data_arguments(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> dict:
+    from dataclasses import replace
+
+    from .runs import RunStore
+    from .training import TrainConfig, finish_run, load_run_model, prepare_data, resolve_device
+
+    run = RunStore(args.runs).find(args.run)
+    config = TrainConfig(**run.params)
+    if args.pgd_steps is not None:
+        config = replace(config, eval_pgd_steps=args.pgd_steps)
+    config.validate()
+    data = prepare_data(config, _dataset(args, config.dataset))
+    device = resolve_device(args.device)
+    model = load_run_model(run, device=device)
+    metrics = finish_run(run, model, data, config, device=device, progress=not args.no_progress,
+                         autocast=device.type == "cuda")
+    return {"run": run.name, "metrics": metrics}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pagcore", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_toy_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     return parser
 
 

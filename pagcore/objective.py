@@ -150,7 +150,9 @@ def class_input_gradients(
         return logits, torch.stack(columns, dim=1)
 
     # vmap: row j of the batched cotangent selects class classes[i, j] for every image i.
-    cotangents = F.one_hot(classes.t(), scores.shape[1]).to(scores.dtype)  # (k, B, C)
+    # (scatter rather than F.one_hot, which checks the class range on the host.)
+    cotangents = torch.zeros(k, batch_size, scores.shape[1], dtype=scores.dtype, device=scores.device)
+    cotangents.scatter_(2, classes.t().unsqueeze(2), 1.0)  # (k, B, C)
     (grads,) = torch.autograd.grad(
         scores, x, cotangents, is_grads_batched=True, create_graph=create_graph, retain_graph=True
     )

@@ -1,0 +1,168 @@
+"""The run store: one directory per training run, named by its parameters.
+
+A run's directory (``runs/<name>/``) holds:
+
+* ``params.json``: the parameters that define the run (its identity);
+* ``record.json``: provenance (git sha, device, torch version, dates, wall time summed over
+  every session that worked on it), the run's ``kind`` (``real`` or ``smoke``) and ``status``;
+* ``history.json``: one entry per finished epoch;
+* ``metrics.json``: the final evaluation;
+* ``checkpoint-latest.pt`` / ``checkpoint-final.pt``: weights and optimiser state (not in git);
+* ``artifacts/``: figures and arrays, e.g. the PAG picture grid.
+
+Every file is written atomically (to a temporary file, then renamed), so a run killed at any
+moment leaves either the old or the new version of each file, never half of one. Checkpoints
+are read with ``torch.load(weights_only=True)``: loading a run never executes code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .provenance import write_json_atomic
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
+STATUSES = ("new", "running", "interrupted", "trained", "complete")
+
+
+def canonical_json(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def parameter_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:10]
+
+
+def run_name(readable: str, identity: dict[str, Any]) -> str:
+    """``<readable>-<hash of the identity>``, e.g. ``cifar10-class_mean-lam0.4-e100-s0-1a2b3c4d5e``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", readable)
+    return f"{safe}-{parameter_hash(identity)}"
+
+
+class Run:
+    """One run directory. Cheap to construct; files are read on demand."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- JSON parts -------------------------------------------------------------------------
+    def _read(self, filename: str, default: Any = None) -> Any:
+        file = self.path / filename
+        return json.loads(file.read_text()) if file.exists() else default
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self._read("params.json", {})
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self._read("record.json", {})
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self._read("history.json", [])
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        return self._read("metrics.json")
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", "new")
+
+    @property
+    def kind(self) -> str:
+        return self.record.get("kind", "smoke")
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete" and self.metrics is not None
+
+    def write_json(self, filename: str, payload: Any) -> None:
+        write_json_atomic(self.path / filename, payload)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def checkpoint_path(self, which: str = "latest") -> Path:
+        return self.path / f"checkpoint-{which}.pt"
+
+    def save_checkpoint(self, state: dict[str, Any], which: str = "latest") -> None:
+        target = self.checkpoint_path(which)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False) as tmp:
+            torch.save(state, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp.name, target)
+
+    def load_checkpoint(self, which: str = "latest", map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        path = self.checkpoint_path(which)
+        if not path.exists():
+            return None
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, status={self.status!r}, kind={self.kind!r})"
+
+
+class RunStore:
+    """All runs under one root directory (``runs/`` at the repository root by default)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else DEFAULT_ROOT
+
+    def run(self, name: str) -> Run:
+        return Run(self.root / name)
+
+    def create(self, name: str, params: dict[str, Any]) -> Run:
+        """The run called ``name``; its params.json is written on first use and checked after."""
+        run = self.run(name)
+        existing = run.params
+        if existing and canonical_json(existing) != canonical_json(params):
+            raise ValueError(f"run {name} exists with different parameters; refusing to mix them")
+        if not existing:
+            run.write_json("params.json", params)
+        return run
+
+    def find(self, reference: str | Path) -> Run:
+        """A run by name (in this store) or by path to its directory."""
+        path = Path(reference)
+        for candidate in (path, self.root / str(reference)):
+            if (candidate / "params.json").exists():
+                return Run(candidate)
+        raise FileNotFoundError(
+            f"no run '{reference}' (looked for a directory with params.json at '{path}' and '{self.root / str(reference)}')"
+        )
+
+    def runs(self) -> list[Run]:
+        if not self.root.exists():
+            return []
+        return sorted((Run(p.parent) for p in self.root.glob("*/params.json")), key=lambda r: r.name)
+
+    def select(self, *, kind: str | None = "real", complete: bool = True, **params: Any) -> list[Run]:
+        """Runs whose params include every ``key=value`` given (and of the given kind/status)."""
+        chosen = []
+        for run in self.runs():
+            if kind is not None and run.kind != kind:
+                continue
+            if complete and not run.complete:
+                continue
+            p = run.params
+            if all(p.get(k) == v for k, v in params.items()):
+                chosen.append(run)
+        return chosen

@@ -1,0 +1,76 @@
+"""The run store: names, identity checks, selection, atomic files, safe checkpoint loading."""
+
+import pickle
+
+import pytest
+import torch
+
+from pagcore.provenance import git_revision, run_record, write_json_atomic
+from pagcore.runs import RunStore, run_name
+from pagcore.training import TrainConfig, run_name_for
+
+
+def test_names_are_readable_and_determined_by_the_parameters():
+    a = run_name_for(TrainConfig(method="class_mean").resolved())
+    assert a.startswith("cifar10-class_mean-lam0.4-e100-s0-")
+    assert a == run_name_for(TrainConfig(method="class_mean").resolved())
+    assert a != run_name_for(TrainConfig(method="class_mean", seed=1).resolved())
+    assert a != run_name_for(TrainConfig(method="class_mean", lr_milestones=[0.6, 0.8]).resolved())
+    assert run_name("weird name/with:chars", {}).startswith("weird_name_with_chars-")
+
+
+def test_create_refuses_to_mix_parameters(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"a": 1})
+    store.create("r", {"a": 1})
+    with pytest.raises(ValueError, match="different parameters"):
+        store.create("r", {"a": 2})
+
+
+def test_find_and_select(tmp_path):
+    store = RunStore(tmp_path)
+    real = store.create("real-run", {"method": "vanilla", "dataset": "cifar10"})
+    real.write_json("record.json", {"kind": "real", "status": "complete"})
+    real.write_json("metrics.json", {"clean": 0.9})
+    smoke = store.create("smoke-run", {"method": "vanilla", "dataset": "cifar10"})
+    smoke.write_json("record.json", {"kind": "smoke", "status": "complete"})
+    smoke.write_json("metrics.json", {"clean": 0.1})
+    unfinished = store.create("unfinished", {"method": "vanilla", "dataset": "cifar10"})
+    unfinished.write_json("record.json", {"kind": "real", "status": "interrupted"})
+    assert [r.name for r in store.select(method="vanilla")] == ["real-run"]
+    assert [r.name for r in store.select(kind="smoke")] == ["smoke-run"]
+    assert store.select(method="class_mean") == []
+    assert store.find("real-run").path == real.path
+    assert store.find(str(real.path)).name == "real-run"
+    with pytest.raises(FileNotFoundError, match="no run 'missing'"):
+        store.find("missing")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    run = RunStore(tmp_path).create("r", {})
+    run.save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 3, "history": [{"loss": 1.0}]})
+    state = run.load_checkpoint()
+    assert state["epoch"] == 3 and torch.equal(state["model"]["w"], torch.ones(2))
+    torch.save({"evil": Payload()}, run.checkpoint_path("latest"))
+    with pytest.raises(pickle.UnpicklingError):
+        run.load_checkpoint()
+
+
+def test_atomic_json_leaves_no_temporary_files(tmp_path):
+    write_json_atomic(tmp_path / "a" / "x.json", {"b": 1})
+    write_json_atomic(tmp_path / "a" / "x.json", {"b": 2})
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+    assert (tmp_path / "a" / "x.json").read_text().strip().endswith("}")
+
+
+def test_record_carries_provenance():
+    record = run_record({"lam": 1.0}, wall_seconds=1.23456, started="2026-01-01T00:00:00+00:00", kind="smoke")
+    assert record["parameters"] == {"lam": 1.0}
+    assert record["wall_seconds"] == 1.235 and record["kind"] == "smoke"
+    assert record["git"] == git_revision() and record["git"] != ""
+    assert record["device"].startswith("cpu") and record["torch"] == torch.__version__
