@@ -29,6 +29,7 @@ DATASETS: tuple[str, ...] = ("cifar10", "stl10")
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
+    title: str
     image_size: int
     num_classes: int
     train_size: int
@@ -38,12 +39,12 @@ class DatasetSpec:
 
 SPECS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        "cifar10", 32, 10, 50_000, 10_000,
+        "cifar10", "CIFAR-10", 32, 10, 50_000, 10_000,
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     ),
     # STL-10's labeled splits: 500 training and 800 test images per class.
     "stl10": DatasetSpec(
-        "stl10", 96, 10, 5_000, 8_000,
+        "stl10", "STL-10", 96, 10, 5_000, 8_000,
         ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
     ),
 }

@@ -58,3 +58,91 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ImportError:  # plain Jupyter without the book's tooling: nothing to glue into
         return
     myst_glue(name, value, display=display)
+
+
+# -- real-data chapters ------------------------------------------------------------------------
+# (imports kept local: the toy chapter should not pay for torch/matplotlib figures it never draws)
+
+METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
+
+
+def results_table(runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
+    """Markdown: one row per method, our accuracy beside the paper's for each metric."""
+    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")] + ["epochs"]
+    rows = []
+    for row, run in runs.items():
+        metrics = run.metrics if run is not None else {}
+        paper = paper_rows.get(row, {})
+        cells = [labels.get(row, row)]
+        for key, _ in METRIC_COLUMNS:
+            cells += [percent(metrics.get(key), digits=2), percent(paper[key], digits=2) if key in paper else "—"]
+        cells.append(run.params["epochs"] if run is not None else "—")
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def status_sentence(runs: dict[str, Any], chapter: str) -> str:
+    """One plain sentence on how much of ``chapter`` rests on real runs."""
+    done = [r for r in runs.values() if r is not None]
+    if not done:
+        return (f"No real run of the {chapter} experiments exists yet, so every 'ours' cell reads "
+                "'not run' and only the paper's numbers are shown.")
+    epochs = sorted({r.params["epochs"] for r in done})
+    schedule = ", ".join(str(e) for e in epochs)
+    return (f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
+            f"the paper trains for 100); the others read 'not run'.")
+
+
+def training_curves(runs: dict[str, Any], labels: dict[str, str]):
+    """Test accuracy and training loss per epoch of every stored run; None if there are none."""
+    import matplotlib.pyplot as plt
+
+    available = {row: run for row, run in runs.items() if run is not None and run.history}
+    if not available:
+        return None
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for row, run in available.items():
+        epochs = [h["epoch"] for h in run.history]
+        ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in run.history], label=labels.get(row, row))
+        ax_loss.plot(epochs, [h["loss"] for h in run.history], label=labels.get(row, row))
+    ax_acc.set(xlabel="epoch", ylabel="clean test accuracy (%)")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (Eq. 1)", yscale="log")
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: Sequence[str], image: int = 0):
+    """For one test image, the large-eps targeted PGD towards every class, one row per run."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    grids = {}
+    for row, run in runs.items():
+        path = run.artifacts / "pag_grid.pt" if run is not None else None
+        if path is not None and path.exists():
+            grids[row] = torch.load(path, weights_only=True)["grid"].float()
+    if not grids:
+        return None
+    from .plotting import image_grid
+
+    stacked = torch.stack([g[min(image, len(g) - 1)] for g in grids.values()])
+    return image_grid(stacked, row_labels=[labels.get(r, r) for r in grids], column_labels=("input", *class_names), scale=1.2)
+
+
+def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
+    """Markdown: the provenance of every stored run behind a chapter."""
+    rows = []
+    for row, run in runs.items():
+        if run is None:
+            continue
+        record = run.record
+        last = record["sessions"][-1]
+        devices = sorted({s["device"] for s in record["sessions"]})
+        rows.append((
+            labels.get(row, row), f"`{run.name}`", last["git"][:12], "; ".join(devices),
+            last["finished"][:10], f"{record['wall_seconds'] / 60:.1f} min",
+        ))
+    if not rows:
+        return "No run exists yet, so there is no record to show."
+    return markdown_table(("method", "run", "git", "device", "date", "wall time"), rows)

@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 # Tiny settings per notebook: seconds on a CPU. These are code tests, never results.
+REAL_DATA_SMOKE = dict(
+    synthetic=[64, 20], epochs=1, width=4, pool_size=8, eval_pgd_steps=1, picture_images=1, kind="smoke",
+    train_missing=True, rows=["vanilla", "class_mean", "rigd_l2"], extra_rows=[], progress=False,
+)
 SMOKE_PARAMETERS = {
     "toy_manifold": dict(seeds=[0], epochs=2, train_per_mode=30, test_per_mode=10, pool_size=5, progress=False),
+    "cifar10": REAL_DATA_SMOKE,
+    "stl10": REAL_DATA_SMOKE,
 }
 
 
@@ -39,9 +45,12 @@ def test_notebook_has_a_parameters_cell(path):
 @pytest.mark.parametrize("name", sorted(SMOKE_PARAMETERS))
 def test_smoke_run_executes_and_reruns_identically(name, tmp_path):
     executed = tmp_path / f"{name}.ipynb"
+    parameters = dict(SMOKE_PARAMETERS[name])
+    if "runs_dir" in notebook_parameters(name):
+        parameters["runs_dir"] = str(tmp_path / "runs")
     papermill.execute_notebook(
         str(ROOT / "notebooks" / f"{name}.ipynb"), str(executed),
-        parameters=SMOKE_PARAMETERS[name], cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+        parameters=parameters, cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
     )
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -53,3 +62,24 @@ def test_smoke_run_executes_and_reruns_identically(name, tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert rerun.returncode == 0, rerun.stdout[-3000:]
+    # The re-run found every run in the store and did not train again.
+    for record in (tmp_path / "runs").glob("*/record.json"):
+        assert len(json.loads(record.read_text())["sessions"]) == 1
+
+
+def notebook_parameters(name: str) -> str:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return next("".join(c["source"]) for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+
+
+def test_real_data_chapters_show_no_smoke_runs(tmp_path):
+    """A smoke run in the store must not reach the book's tables (kind="real")."""
+    parameters = dict(REAL_DATA_SMOKE, runs_dir=str(tmp_path / "runs"), rows=["vanilla"])
+    papermill.execute_notebook(str(ROOT / "notebooks" / "cifar10.ipynb"), str(tmp_path / "smoke.ipynb"),
+                               parameters=parameters, kernel_name="python3", progress_bar=False)
+    book_view = dict(runs_dir=str(tmp_path / "runs"), rows=["vanilla"], extra_rows=[], progress=False)
+    papermill.execute_notebook(str(ROOT / "notebooks" / "cifar10.ipynb"), str(tmp_path / "book.ipynb"),
+                               parameters=book_view, kernel_name="python3", progress_bar=False)
+    text = (tmp_path / "book.ipynb").read_text()
+    assert "No real run of the CIFAR-10 experiments exists yet" in text
+    assert "not run" in text

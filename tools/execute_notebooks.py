@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     # The real toy run: the paper's setting, five seeds, about a minute on two CPU cores.
     "toy_manifold": ("book/experiments/toy_manifold.ipynb", {"record_path": "toy_manifold.record.json"}),
+    # The real-data chapters only read the run store here (train_missing=False): seconds.
+    "cifar10": ("book/experiments/cifar10.ipynb", {"progress": False}),
+    "stl10": ("book/experiments/stl10.ipynb", {"progress": False}),
 }
 
 
