@@ -34,6 +34,7 @@ def _add_toy_parser(subparsers) -> None:
     p.add_argument("--source", default=d.source, help=f"target-gradient source: {', '.join(MODEL_FREE_SOURCES)}")
     p.add_argument("--gradient", default=d.gradient, help=f"what is differentiated: {', '.join(GRADIENT_KINDS)}")
     p.add_argument("--pool-size", type=int, default=d.pool_size, help="nearest-neighbour pool per class")
+    p.add_argument("--classes-per-image", type=int, default=None, help="k target classes sampled per point (default: all)")
     p.add_argument("--attack-norm", default=d.attack_norm, help=f"PGD threat model: {', '.join(NORMS)}")
     p.add_argument("--attack-eps", type=float, default=d.attack_eps)
     p.add_argument("--attack-steps", type=int, default=d.attack_steps)
@@ -49,7 +50,7 @@ def _run_toy(args: argparse.Namespace) -> dict:
 
     config = ToyConfig(
         seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam,
-        source=args.source, gradient=args.gradient, pool_size=args.pool_size,
+        source=args.source, gradient=args.gradient, pool_size=args.pool_size, classes_per_image=args.classes_per_image,
         attack_norm=args.attack_norm, attack_eps=args.attack_eps, attack_steps=args.attack_steps,
         attack_step_size=args.attack_step_size, attack_random_start=args.attack_random_start,
     ).validate()

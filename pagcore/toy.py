@@ -26,6 +26,7 @@ from .progress import progress_bar
 from .provenance import run_record, utc_now
 from .targets import MODEL_FREE_SOURCES, build_target_source
 from .validation import (
+    ConfigError,
     check_choice,
     check_nonnegative,
     check_positive,
@@ -74,6 +75,7 @@ class ToyConfig:
     source: str = "nearest_neighbor"
     gradient: str = "logit"
     pool_size: int = 100
+    classes_per_image: int | None = None  # k < C samples the class sum of Eq. (1) (unbiased)
     train_per_mode: int = 1000
     test_per_mode: int = 100
     attack_norm: str = "l2"
@@ -92,6 +94,8 @@ class ToyConfig:
         check_choice("source", self.source, MODEL_FREE_SOURCES)
         check_choice("gradient", self.gradient, GRADIENT_KINDS)
         check_positive_int("pool_size", self.pool_size)
+        if self.classes_per_image is not None and not 1 <= self.classes_per_image <= NUM_CLASSES:
+            raise ConfigError(f"classes_per_image must be in 1..{NUM_CLASSES} or None; got {self.classes_per_image}")
         check_positive_int("train_per_mode", self.train_per_mode)
         check_positive_int("test_per_mode", self.test_per_mode)
         check_choice("attack_norm", self.attack_norm, NORMS)
@@ -148,6 +152,7 @@ def train_toy_model(
     if lam > 0:
         source = build_target_source(config.source, x, y, NUM_CLASSES, seed=seed, pool_size=config.pool_size, center=0.0)
     order_generator = torch.Generator().manual_seed(seed)
+    class_generator = torch.Generator().manual_seed(seed + 1)
     index_all = torch.arange(len(x))
     model.train()
     for _ in progress_bar(range(config.epochs), enabled=progress, desc=description, unit="epoch"):
@@ -155,7 +160,7 @@ def train_toy_model(
         for start in range(0, len(x), config.batch_size):
             index = index_all[order[start : start + config.batch_size]]
             xb, yb = x[index], y[index]
-            classes = sample_target_classes(len(index), NUM_CLASSES)
+            classes = sample_target_classes(len(index), NUM_CLASSES, config.classes_per_image, generator=class_generator)
             targets = source.target_gradients(xb, index, classes) if source is not None else None
             loss = pag_loss(model, xb, yb, classes, targets, lam, num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop")
             optimizer.zero_grad(set_to_none=True)

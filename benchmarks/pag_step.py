@@ -1,0 +1,251 @@
+"""Benchmark: the cost of a PAG training step against a vanilla step and an official-style step.
+
+    python benchmarks/pag_step.py                 # CUDA when present: ResNet-18, batch 64
+    python benchmarks/pag_step.py --device cpu    # a narrow ResNet-18 and few iterations
+
+In one run, with the same model, batch and device, it times
+
+* a vanilla cross-entropy step;
+* the official-style step (benchmarks/official_style.py: a Python loop over the batch, fp32);
+* pagcore's step (pagcore.training.training_step) with k = 10 target classes per image under
+  each gradient strategy, and with k = 1, 2 and 5 under the fastest one;
+* pagcore's step with RIGD targets looked up from a precomputed table and computed by the
+  teacher on the fly;
+* PGD-20 (L-inf, the paper's evaluation attack) over test-sized batches.
+
+For each it prints images/s, the ratio to vanilla and to the official-style step, peak memory
+and an estimate of model FLOP utilisation, and it saves everything, with the device, torch
+version and git sha, to benchmarks/results/. This is a measurement script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_style import official_style_step  # noqa: E402
+
+from pagcore.attacks import PGD  # noqa: E402
+from pagcore.evaluation import evaluate  # noqa: E402
+from pagcore.models import build_model  # noqa: E402
+from pagcore.objective import GRADIENT_STRATEGIES  # noqa: E402
+from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
+from pagcore.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vectors  # noqa: E402
+from pagcore.targets import RepresentativeSource  # noqa: E402
+from pagcore.training import StepSettings, resolve_device, training_step  # noqa: E402
+
+NUM_CLASSES = 10
+CIFAR_STEPS_PER_EPOCH = math.ceil(50_000 / 64)
+# Dense bf16 tensor-core peaks (FLOP/s), for the utilisation estimate.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A40": 150e12, "L40": 181e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+class FlopCount(TorchDispatchMode):
+    """Sums the FLOPs of matmuls and convolutions as they run, double backward included.
+
+    (torch's FlopCounterMode tracks modules with autograd hooks that refuse
+    ``autograd.grad`` on leaf inputs, which every PAG step calls; this counts from the
+    same per-op formulas without the module tracking.)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(step, device: torch.device, iters: int, warmup: int) -> dict:
+    """Median seconds per call of ``step()``, its peak memory and its FLOPs."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    with FlopCount() as counter:
+        step()
+    synchronize(device)
+    return {"seconds": statistics.median(times), "peak_bytes": peak, "flops": counter.total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--width", type=int, default=None, help="ResNet-18 width (default: 64 on CUDA, 8 on CPU)")
+    parser.add_argument("--iters", type=int, default=None, help="timed steps per variant (default: 20 CUDA, 3 CPU)")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--pgd-images", type=int, default=None, help="images for the PGD-20 timing (default: 10000 CUDA, 256 CPU)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    width = args.width or (64 if cuda else 8)
+    iters = args.iters or (20 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    pgd_images = args.pgd_images or (10_000 if cuda else 256)
+    batch = args.batch_size
+    torch.manual_seed(0)
+
+    images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+    index = torch.arange(batch, device=device)
+    representatives = RepresentativeSource("class_mean", torch.rand(NUM_CLASSES, 3, 32, 32, device=device))
+    target_table = torch.randn(batch, NUM_CLASSES, 3, 32, 32, device=device)
+
+    def fresh_model():
+        torch.manual_seed(0)
+        model = build_model("cifar10", NUM_CLASSES, width=width).to(device)
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def pagcore_variant(k: int, strategy: str, source=representatives, lam: float = 0.4):
+        model, optimizer = fresh_model()
+        settings = StepSettings(num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, autocast=cuda)
+        generator = torch.Generator(device=device).manual_seed(0)
+        return lambda: training_step(model, optimizer, images, labels, index, source, settings, generator)
+
+    def official_variant(k: int):
+        model, optimizer = fresh_model()
+        model = model.to(memory_format=torch.contiguous_format)
+        generator = torch.Generator().manual_seed(0)
+        x = images.float() / 255
+        return lambda: official_style_step(model, optimizer, x, labels, target_table, k=k, lam=0.4, generator=generator)
+
+    variants: dict[str, object] = {"vanilla": pagcore_variant(NUM_CLASSES, "loop", lam=0.0), "official-style k=10": official_variant(10)}
+    for strategy in GRADIENT_STRATEGIES:
+        variants[f"pagcore k=10 {strategy}"] = pagcore_variant(10, strategy)
+
+    results: dict[str, dict] = {}
+    for name, step in variants.items():
+        results[name] = measure(step, device, iters, warmup)
+        print(f"measured {name}: {results[name]['seconds'] * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+    best = min(GRADIENT_STRATEGIES, key=lambda s: results[f"pagcore k=10 {s}"]["seconds"])
+    for k in (1, 2, 5):
+        results[f"pagcore k={k} {best}"] = measure(pagcore_variant(k, best), device, iters, warmup)
+
+    # RIGD targets: a lookup in a precomputed table against the teacher on every batch.
+    teacher, _ = fresh_model()
+    table = PrecomputedGradients(unit_vectors(torch.randn(batch, NUM_CLASSES, 3, 32, 32, device=device)).half())
+    results[f"pagcore k=10 {best} RIGD precomputed"] = measure(pagcore_variant(10, best, source=table), device, iters, warmup)
+    results[f"pagcore k=10 {best} RIGD on the fly"] = measure(
+        pagcore_variant(10, best, source=TeacherOnTheFly(teacher)), device, iters, warmup
+    )
+
+    host_sync_free = None
+    if cuda:
+        # Any host-device synchronisation inside the step raises in this mode.
+        step = pagcore_variant(10, best)
+        step()
+        torch.cuda.synchronize(device)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+            host_sync_free = True
+        except RuntimeError as error:
+            host_sync_free = False
+            print(f"host synchronisation inside the step: {error}", file=sys.stderr)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    vanilla = results["vanilla"]["seconds"]
+    official = results["official-style k=10"]["seconds"]
+    peak = peak_flops(device)
+    print(f"\nPAG step benchmark on {device_description(device)}; ResNet-18 width {width}, batch {batch}")
+    print(f"{'variant':42s} {'img/s':>9s} {'x vanilla':>9s} {'x official':>10s} {'peak MiB':>9s} {'TFLOP/s':>8s} {'MFU':>6s}")
+    for name, r in results.items():
+        r["images_per_second"] = batch / r["seconds"]
+        r["ratio_to_vanilla"] = r["seconds"] / vanilla
+        r["speedup_over_official"] = official / r["seconds"]
+        r["flops_per_second"] = r["flops"] / r["seconds"]
+        r["mfu"] = r["flops_per_second"] / peak if peak else None
+        memory = f"{r['peak_bytes'] / 2**20:9.0f}" if r["peak_bytes"] is not None else f"{'n/a':>9s}"
+        mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else f"{'n/a':>6s}"
+        print(f"{name:42s} {r['images_per_second']:9.1f} {r['ratio_to_vanilla']:9.2f} {r['speedup_over_official']:10.2f} "
+              f"{memory} {r['flops_per_second'] / 1e12:8.3f} {mfu}")
+
+    # PGD-20 throughput on test-sized images (L-inf, the paper's evaluation attack).
+    model, _ = fresh_model()
+    test_images = torch.randint(0, 256, (pgd_images, 3, 32, 32), dtype=torch.uint8, device=device)
+    test_labels = torch.randint(0, NUM_CLASSES, (pgd_images,), device=device)
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate(model, test_images, test_labels, {"linf": PGD.paper_real_data("linf", 8 / 255)}, batch_size=500,
+             device=device, progress=False, autocast=cuda)
+    synchronize(device)
+    pgd_seconds = time.perf_counter() - start
+    print(f"\nPGD-20 (L-inf) evaluation: {pgd_images} images in {pgd_seconds:.1f} s, "
+          f"{pgd_images / pgd_seconds:.0f} images/s; 10,000 test images would take {1e4 * pgd_seconds / pgd_images:.0f} s")
+
+    k10 = results[f"pagcore k=10 {best}"]
+    k2 = results[f"pagcore k=2 {best}"]
+    projection = {name: r["seconds"] * CIFAR_STEPS_PER_EPOCH * 100 / 60 for name, r in results.items()}
+    goals = {
+        "k=10 step <= 6x vanilla": k10["ratio_to_vanilla"] <= 6,
+        "k=10 step >= 4x faster than official-style": k10["speedup_over_official"] >= 4,
+        "k=2 step <= 2.5x vanilla": k2["ratio_to_vanilla"] <= 2.5,
+    }
+    print(f"\nfastest strategy for k=10: {best}; step free of host synchronisation: "
+          f"{'n/a (CPU)' if host_sync_free is None else host_sync_free}")
+    for goal, met in goals.items():
+        print(f"  {'met    ' if met else 'NOT met'}  {goal}")
+    print(f"projected 100 CIFAR-10 epochs ({CIFAR_STEPS_PER_EPOCH} steps each, training steps only): "
+          + ", ".join(f"{name} {minutes:.0f} min" for name, minutes in projection.items() if name in
+                      ("vanilla", "official-style k=10", f"pagcore k=10 {best}", f"pagcore k=2 {best}")))
+    if not cuda:
+        print("(CPU, narrow model: these ratios test the script, they are not the GPU goals' figures)")
+
+    payload = {
+        "date": utc_now(), "device": device_description(device), "torch": torch.__version__, "git": git_revision(),
+        "settings": {"width": width, "batch_size": batch, "iters": iters, "warmup": warmup, "amp_bf16": cuda,
+                     "channels_last": cuda, "pgd_images": pgd_images},
+        "results": results, "fastest_k10_strategy": best, "goals": goals, "host_sync_free": host_sync_free,
+        "pgd20_linf": {"images": pgd_images, "seconds": pgd_seconds, "images_per_second": pgd_images / pgd_seconds},
+        "projected_minutes_100_cifar_epochs": projection,
+    }
+    slug = "cuda-" + torch.cuda.get_device_name(device).split()[-1] if cuda else "cpu"
+    out = Path(args.out) / f"pag_step-{slug}-{payload['date'][:10]}.json"
+    write_json_atomic(out, payload)
+    print(f"\nsaved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
