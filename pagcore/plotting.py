@@ -75,3 +75,22 @@ def image_grid(images: np.ndarray | Tensor, *, row_labels=(), column_labels=(), 
                 ax.set_ylabel(row_labels[r], fontsize=8)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def plot_accuracy_vs_lambda(ax: Axes, lams, series: dict[str, list[float | None]], *, paper: dict[str, list[float]] | None = None,
+                            title: str = "") -> None:
+    """Accuracy (%) against lambda on a symmetric-log axis; dashed lines for the paper's values."""
+    for i, (label, values) in enumerate(series.items()):
+        points = [(lam, 100 * v) for lam, v in zip(lams, values) if v is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", color=f"C{i}", label=label)
+        if paper and label in paper:
+            ax.plot(lams, [100 * v for v in paper[label]], linestyle="--", marker="x", color=f"C{i}", alpha=0.6,
+                    label=f"{label} (paper)")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)

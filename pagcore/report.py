@@ -138,7 +138,7 @@ def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
             continue
         record = run.record
         last = record["sessions"][-1]
-        devices = sorted({s["device"] for s in record["sessions"]})
+        devices = sorted({short_device(s["device"]) for s in record["sessions"]})
         rows.append((
             labels.get(row, row), f"`{run.name}`", last["git"][:12], "; ".join(devices),
             last["finished"][:10], f"{record['wall_seconds'] / 60:.1f} min",
@@ -146,3 +146,25 @@ def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
     if not rows:
         return "No run exists yet, so there is no record to show."
     return markdown_table(("method", "run", "git", "device", "date", "wall time"), rows)
+
+
+def seed_summary(runs: dict[Any, Any]) -> dict[str, Any] | None:
+    """Mean and sample standard deviation of each metric over the stored runs (None if none)."""
+    import statistics
+
+    done = [r.metrics for r in runs.values() if r is not None]
+    if not done:
+        return None
+    summary: dict[str, Any] = {"mean": {}, "std": {}, "n": len(done)}
+    for key, _ in METRIC_COLUMNS:
+        values = [m[key] for m in done]
+        summary["mean"][key] = statistics.fmean(values)
+        summary["std"][key] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+def short_device(description: str) -> str:
+    """``"cpu: Intel(R) Xeon(R) Processor (2 logical cores, ...)"`` -> ``"CPU: Intel Xeon Processor"``."""
+    kind, _, name = description.partition(": ")
+    name = name.split(" (")[0].replace("(R)", "").replace("(TM)", "").strip()
+    return f"{kind.upper()}: {name}" if name else description

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -244,3 +244,28 @@ def toy_record(experiment: ToyExperiment) -> dict:
     record["per_seed"] = {str(r.seed): r.metrics for r in experiment.per_seed}
     record["paper"] = PAPER_RESULTS
     return record
+
+
+def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """PAG models of one seed over a grid of lambdas and sources: ``{source: {"clean": [...], "pgd": [...]}}``.
+
+    lambda = 0 is the vanilla model, the same for every source, so it is trained once.
+    """
+    config.validate()
+    generator = torch.Generator().manual_seed(seed)
+    x_train, y_train = make_toy_data(config.train_per_mode, generator)
+    x_test, y_test = make_toy_data(config.test_per_mode, generator)
+    attack = config.attack()
+    cache: dict[tuple[str, float], dict[str, float]] = {}
+    sweep: dict[str, dict[str, list[float]]] = {}
+    for source in sources:
+        check_choice("source", source, MODEL_FREE_SOURCES)
+        sweep[source] = {"clean": [], "pgd": []}
+        for lam in lams:
+            key = ("vanilla", 0.0) if lam == 0 else (source, lam)
+            if key not in cache:
+                model = train_toy_model(x_train, y_train, replace(config, source=source), seed, lam=lam, progress=False)
+                cache[key] = evaluate_toy_model(model, x_test, y_test, attack)
+            for metric in ("clean", "pgd"):
+                sweep[source][metric].append(cache[key][metric])
+    return sweep

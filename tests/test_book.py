@@ -1,25 +1,9 @@
 """The book builds with Sphinx warnings as errors, and its pages show what they should."""
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    jupyter_book = shutil.which("jupyter-book", path=str(Path(__import__("sys").executable).parent))
-    result = subprocess.run(
-        [jupyter_book, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going", "--all"],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return out / "_build" / "html"
 
 
 def page_text(path: Path) -> str:

@@ -17,9 +17,15 @@ REAL_DATA_SMOKE = dict(
     train_missing=True, rows=["vanilla", "class_mean", "rigd_l2"], extra_rows=[], progress=False,
 )
 SMOKE_PARAMETERS = {
-    "toy_manifold": dict(seeds=[0], epochs=2, train_per_mode=30, test_per_mode=10, pool_size=5, progress=False),
+    "toy_manifold": dict(seeds=[0], epochs=2, train_per_mode=30, test_per_mode=10, pool_size=5, progress=False,
+                         sweep_lams=[0.0, 1.0], sweep_sources=["nearest_neighbor"], interactive=True),
     "cifar10": REAL_DATA_SMOKE,
     "stl10": REAL_DATA_SMOKE,
+    "lambda_ablation": dict(synthetic=[64, 20], epochs=1, width=4, eval_pgd_steps=1, picture_images=1, kind="smoke",
+                            train_missing=True, lams=[0.1, 1.0], progress=False, interactive=True),
+    "seed_error_bars": dict(synthetic=[64, 20], epochs=1, width=4, eval_pgd_steps=1, picture_images=1, kind="smoke",
+                            train_missing=True, seeds=[0, 1], progress=False),
+    "reproduction_status": dict(toy_record="missing.record.json"),
 }
 
 

@@ -1,0 +1,112 @@
+"""The reproduction status: every number the paper reports beside ours, or "not run".
+
+:func:`reproduction_status` walks the paper's results (the toy experiment, Tables 1, 2 and 4,
+Figure 5) and, for each cell, looks up the run that answers it: the toy run's record, and the
+run store for everything else. Only ``real`` runs count; smoke runs never appear.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paper
+from .experiments import PAPER_ROWS, ROW_LABELS, RealDataExperiment
+from .report import METRIC_COLUMNS, seed_summary, short_device
+from .runs import Run, RunStore
+
+
+@dataclass
+class StatusRow:
+    experiment: str
+    setting: str
+    metric: str
+    paper: float
+    ours: float | None
+    schedule: str = ""
+    device: str = ""
+    date: str = ""
+
+    @property
+    def gap(self) -> float | None:
+        """Ours minus the paper's, in the same units (fractions)."""
+        return None if self.ours is None else self.ours - self.paper
+
+
+def _provenance(run: Run) -> dict[str, str]:
+    record = run.record
+    sessions = record.get("sessions", [])
+    devices = sorted({short_device(s["device"]) for s in sessions})
+    return {
+        "schedule": f"{run.params['epochs']} epochs",
+        "device": "; ".join(devices),
+        "date": sessions[-1]["finished"][:10] if sessions else "",
+    }
+
+
+def toy_rows(record_path: Path) -> list[StatusRow]:
+    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    rows = []
+    for model in ("vanilla", "pag"):
+        for metric in ("clean", "pgd"):
+            ours = record["summary"][model][metric] if record and record.get("kind") == "real" else None
+            extra = {}
+            if ours is not None:
+                seeds = record["summary"]["seeds"]
+                extra = {"schedule": f"{record['parameters']['epochs']} epochs, {len(seeds)} seeds",
+                         "device": short_device(record["device"]), "date": record["finished"][:10]}
+            rows.append(StatusRow("toy (Section 5.1)", model, metric, paper.TOY[model][metric], ours, **extra))
+    return rows
+
+
+def table_rows(store: RunStore, dataset: str) -> list[StatusRow]:
+    experiment = RealDataExperiment(dataset, store=store)
+    rows = []
+    for row in PAPER_ROWS:
+        run = experiment.run(row)
+        for metric, title in METRIC_COLUMNS:
+            extra = _provenance(run) if run else {}
+            rows.append(StatusRow(f"Table {paper.TABLE_NUMBER[dataset]} ({dataset})", ROW_LABELS[row], title,
+                                  paper.TABLES[dataset][row][metric], run.metrics[metric] if run else None, **extra))
+    return rows
+
+
+def seed_rows(store: RunStore, seeds: tuple[int, ...] = (0, 1, 2)) -> list[StatusRow]:
+    experiment = RealDataExperiment("cifar10", store=store)
+    runs = {seed: experiment.run("one_image", seed=seed) for seed in seeds}
+    summary = seed_summary(runs)
+    done = [r for r in runs.values() if r is not None]
+    extra: dict[str, Any] = {}
+    if done:
+        extra = _provenance(done[0])
+        extra["schedule"] += f", {len(done)} of {len(seeds)} seeds"
+    rows = []
+    for metric, title in METRIC_COLUMNS:
+        rows.append(StatusRow("Table 4 (seeds)", "One Image, mean", title, paper.SEED_ERROR_BARS["mean"][metric],
+                              summary["mean"][metric] if summary else None, **extra))
+    return rows
+
+
+def lambda_rows(store: RunStore) -> list[StatusRow]:
+    experiment = RealDataExperiment("cifar10", store=store)
+    rows = []
+    for lam, values in paper.LAMBDA_ABLATION.items():
+        run = experiment.run("class_mean", lam=lam)
+        for metric, title in METRIC_COLUMNS:
+            extra = _provenance(run) if run else {}
+            rows.append(StatusRow("Figure 5 (λ)", f"Class Mean, λ = {lam:g}", title, values[metric],
+                                  run.metrics[metric] if run else None, **extra))
+    return rows
+
+
+def reproduction_status(store: RunStore, toy_record: Path) -> list[StatusRow]:
+    """Every reported number of the paper with ours beside it (``ours=None``: not run)."""
+    return [
+        *toy_rows(toy_record),
+        *table_rows(store, "cifar10"),
+        *table_rows(store, "stl10"),
+        *seed_rows(store),
+        *lambda_rows(store),
+    ]
