@@ -129,7 +129,10 @@ def class_input_gradients(
     check_choice("strategy", strategy, GRADIENT_STRATEGIES)
     batch_size, k = classes.shape
     if strategy == "replicate":
-        x_rep = x.detach().repeat_interleave(k, dim=0).requires_grad_(True)
+        x_rep = x.detach().repeat_interleave(k, dim=0)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            x_rep = x_rep.contiguous(memory_format=torch.channels_last)  # keep the conv layout
+        x_rep.requires_grad_(True)
         logits_rep = model(x_rep)
         chosen = class_scores(logits_rep, kind).gather(1, classes.reshape(-1, 1))
         (grads,) = torch.autograd.grad(chosen.sum(), x_rep, create_graph=create_graph)

@@ -244,7 +244,8 @@ def training_step(
         transform = random_crop_flip(len(x), generator=generator, device=device)
         x = transform(x)
     if settings.adversary is not None:
-        x = settings.adversary(model, x, labels, generator=generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
+            x = settings.adversary(model, x, labels, generator=generator)
     classes = targets = None
     if settings.lam > 0:
         classes = sample_target_classes(len(x), settings.num_classes, settings.classes_per_image, generator=generator, device=device)
