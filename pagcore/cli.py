@@ -160,7 +160,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     from .training import TrainConfig, finish_run, load_run_model, prepare_data, resolve_device
 
     run = RunStore(args.runs).find(args.run)
-    config = TrainConfig(**run.params)
+    config = TrainConfig.from_params(run.params)
     if args.pgd_steps is not None:
         config = replace(config, eval_pgd_steps=args.pgd_steps)
     config.validate()

@@ -69,7 +69,8 @@ class RealDataExperiment:
         elif row.startswith("adversarial_"):
             config = replace(base, method="adversarial", adv_norm=row.split("_", 1)[1], lam=None)
         elif row.startswith("rigd_"):
-            teacher = run_name_for(self.config(f"adversarial_{row.split('_', 1)[1]}", seed=base.seed))
+            teacher_config = self.config(f"adversarial_{row.split('_', 1)[1]}", seed=base.seed)
+            teacher = run_name_for(teacher_config, self.kind)
             config = replace(base, method="rigd", teacher=teacher)
         else:
             config = replace(base, method=row)
@@ -82,7 +83,7 @@ class RealDataExperiment:
         of the same kind that differs only in its schedule and has the most epochs.
         """
         config = self.config(row, **overrides)
-        exact = self.store.run(run_name_for(config))
+        exact = self.store.run(run_name_for(config, self.kind))
         if exact.complete and exact.kind == self.kind:
             return exact
         wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_FIELDS}

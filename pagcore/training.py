@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -162,8 +162,14 @@ class TrainConfig:
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The parameters that name the run: every field, teacher included."""
+        """Every field, teacher included (the run's name adds its kind, see run_name_for)."""
         return asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "TrainConfig":
+        """The config stored in a run's params.json (which also records the run's kind)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
 
     def readable_name(self) -> str:
         if self.method == "adversarial":
@@ -377,7 +383,8 @@ def train(
         check_positive("max_minutes", max_minutes)
     data = prepare_data(config, data)
     store = store or RunStore()
-    run = store.create(run_name_for(config), config.identity())
+    kind = run_kind(config, data)
+    run = store.create(run_name_for(config, kind), run_identity(config, kind))
     if run.complete and not retrain:
         return TrainResult(run, finished=True)
     if retrain:
@@ -390,7 +397,7 @@ def train(
     session_start, clock = utc_now(), time.perf_counter()
     deadline = clock + 60 * max_minutes if max_minutes else math.inf
 
-    record = run.record or {"kind": run_kind(config, data), "data": data.source, "sessions": [], "wall_seconds": 0.0}
+    record = run.record or {"kind": kind, "data": data.source, "sessions": [], "wall_seconds": 0.0}
     record["status"] = "running"
     run.write_json("record.json", record)
 
@@ -504,9 +511,16 @@ def train(
     return TrainResult(run, finished=True)
 
 
-def run_name_for(config: TrainConfig) -> str:
-    """The run-store name of a resolved config."""
-    return run_name(config.readable_name(), config.identity())
+def run_identity(config: TrainConfig, kind: str) -> dict[str, Any]:
+    """What names a run: its configuration and its kind, so that a smoke run can never be
+    resumed, reused or shown as the real run of the same configuration."""
+    return {**config.identity(), "kind": kind}
+
+
+def run_name_for(config: TrainConfig, kind: str = "real") -> str:
+    """The run-store name of a resolved config (``-smoke`` marks smoke runs)."""
+    readable = config.readable_name() + ("-smoke" if kind == "smoke" else "")
+    return run_name(readable, run_identity(config, kind))
 
 
 def finish_run(

@@ -19,6 +19,13 @@ def test_names_are_readable_and_determined_by_the_parameters():
     assert run_name("weird name/with:chars", {}).startswith("weird_name_with_chars-")
 
 
+def test_smoke_and_real_runs_of_one_configuration_never_share_a_name():
+    config = TrainConfig(method="class_mean").resolved()
+    smoke = run_name_for(config, "smoke")
+    assert smoke.startswith("cifar10-class_mean-lam0.4-e100-s0-smoke-")
+    assert smoke != run_name_for(config, "real")
+
+
 def test_create_refuses_to_mix_parameters(tmp_path):
     store = RunStore(tmp_path)
     store.create("r", {"a": 1})

@@ -5,12 +5,12 @@ import json
 from pagcore import paper
 from pagcore.runs import RunStore
 from pagcore.status import reproduction_status
-from pagcore.training import run_name_for
+from pagcore.training import run_identity, run_name_for
 from pagcore.experiments import RealDataExperiment
 
 
 def store_run(store, config, kind, metrics):
-    run = store.create(run_name_for(config), config.identity())
+    run = store.create(run_name_for(config, kind), run_identity(config, kind))
     run.write_json("record.json", {"kind": kind, "status": "complete", "wall_seconds": 60.0, "sessions": [
         {"device": "cuda: NVIDIA H100 80GB HBM3", "finished": "2026-12-01T10:00:00+00:00", "git": "abc"}]})
     run.write_json("metrics.json", metrics)

@@ -233,3 +233,18 @@ def test_training_step_changes_the_weights(data):
                          StepSettings(num_classes=10, lam=0.4), torch.Generator().manual_seed(0))
     assert loss.total.requires_grad is False and torch.isfinite(loss.total)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_a_smoke_run_is_never_resumed_as_a_real_one(tmp_path):
+    """Same configuration, synthetic data then "real" (npz) data: two separate runs."""
+    store = RunStore(tmp_path / "runs")
+    config = TrainConfig(method="vanilla", **{**TINY, "width": 64, "epochs": 1})
+    synthetic = synthetic_dataset("cifar10", 64, 20)
+    smoke = train(config, synthetic, store, progress=False, max_minutes=1e-6).run
+    assert smoke.kind == "smoke" and smoke.status == "interrupted"
+    from pagcore.data import load_dataset
+
+    as_real = load_dataset("cifar10", save_npz(synthetic, tmp_path / "d.npz"))  # read like real data
+    real = train(config, as_real, store, progress=False, max_minutes=1e-6).run
+    assert real.path != smoke.path and real.kind == "real"
+    assert len(real.record["sessions"]) == 1
