@@ -248,3 +248,23 @@ def test_a_smoke_run_is_never_resumed_as_a_real_one(tmp_path):
     real = train(config, as_real, store, progress=False, max_minutes=1e-6).run
     assert real.path != smoke.path and real.kind == "real"
     assert len(real.record["sessions"]) == 1
+
+
+def test_training_cli_needs_no_jupyter(tmp_path):
+    """The GPU machines have torch, torchvision, numpy, matplotlib and tqdm but no Jupyter:
+    `python -m pagcore train` must not import IPython, ipywidgets, papermill or myst_nb."""
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'IPython', 'ipywidgets', 'papermill', 'myst_nb', 'nbformat'}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from pagcore.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["train", "--method", "class_mean", "--synthetic", "32", "8", "--epochs", "1", "--width", "4",
+            "--batch-size", "16", "--eval-pgd-steps", "1", "--picture-images", "1", "--no-progress", "--runs", str(tmp_path)]
+    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "complete"
