@@ -66,11 +66,6 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def to(self, device: torch.device | str) -> "ImageDataset":
-        for field in ("x_train", "y_train", "x_test", "y_test"):
-            setattr(self, field, getattr(self, field).to(device))
-        return self
-
     def subset(self, train: int | None = None, test: int | None = None) -> "ImageDataset":
         """The first ``train`` / ``test`` images (for smoke tests), keeping everything else."""
         return ImageDataset(

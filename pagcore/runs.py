@@ -4,7 +4,8 @@ A run's directory (``runs/<name>/``) holds:
 
 * ``params.json``: the parameters that define the run (its identity);
 * ``record.json``: provenance (git sha, device, torch version, dates, wall time summed over
-  every session that worked on it), the run's ``kind`` (``real`` or ``smoke``) and ``status``;
+  every session that worked on it), the run's ``kind`` (``real`` or ``smoke``) and ``status``
+  (``running``, ``interrupted``, ``trained`` without final evaluation, or ``complete``);
 * ``history.json``: one entry per finished epoch;
 * ``metrics.json``: the final evaluation;
 * ``checkpoint-latest.pt`` / ``checkpoint-final.pt``: weights and optimiser state (not in git);
@@ -30,7 +31,6 @@ import torch
 from .provenance import write_json_atomic
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
-STATUSES = ("new", "running", "interrupted", "trained", "complete")
 
 
 def canonical_json(payload: Any) -> str:
