@@ -206,10 +206,10 @@ def step_generator(device: torch.device, *parts: int) -> torch.Generator:
 def default_strategy(device: torch.device) -> str:
     """The gradient strategy used when none is asked for.
 
-    On CPU, benchmarks/pag_step.py measured "loop" fastest (ResNet-18 width 8, batch 64:
-    1.05 s per k=10 step against 1.36 s for "vmap" and 1.68 s for "replicate"). On CUDA the
-    default is "replicate", whose single B*k batch keeps a GPU busiest, until the benchmark's
-    GPU figures are in benchmarks/results/.
+    On CPU, benchmarks/pag_step.py measured "loop" fastest (ResNet-18 width 8, batch 64, k=10:
+    58 images/s against 44 for "vmap" and 34 for "replicate"; benchmarks/results/
+    pag_step-cpu-2026-11-21.json). On CUDA the default is "replicate", whose single B*k batch
+    should keep a GPU busiest; it is unmeasured until the benchmark has run on a GPU.
     """
     return "replicate" if device.type == "cuda" else "loop"
 
