@@ -21,7 +21,6 @@ version and git sha, to benchmarks/results/. This is a measurement script, not a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys

@@ -38,6 +38,11 @@ ROW_LABELS = {
 SCHEDULE_FIELDS = ("epochs", "teacher")
 
 
+def row_norm(row: str) -> str:
+    """The threat model in a row name: ``"rigd_l2"`` -> ``"l2"``."""
+    return row.split("_", 1)[1]
+
+
 def load_data(dataset: str, data: str = "", *, download: bool = False, synthetic: list[int] | None = None) -> ImageDataset:
     """The chapter's dataset: ``synthetic=[train, test]`` for smoke runs, else from ``data``."""
     if synthetic:
@@ -67,9 +72,9 @@ class RealDataExperiment:
         if row == "vanilla":
             config = replace(base, method="vanilla", lam=None)
         elif row.startswith("adversarial_"):
-            config = replace(base, method="adversarial", adv_norm=row.split("_", 1)[1], lam=None)
+            config = replace(base, method="adversarial", adv_norm=row_norm(row), lam=None)
         elif row.startswith("rigd_"):
-            teacher_config = self.config(f"adversarial_{row.split('_', 1)[1]}", seed=base.seed)
+            teacher_config = self.config(f"adversarial_{row_norm(row)}", seed=base.seed)
             teacher = run_name_for(teacher_config, self.kind)
             config = replace(base, method="rigd", teacher=teacher)
         else:
@@ -89,8 +94,7 @@ class RealDataExperiment:
         wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_FIELDS}
         candidates = self.store.select(kind=self.kind, **wanted)
         if row.startswith("rigd_"):
-            norm = row.split("_", 1)[1]
-            candidates = [r for r in candidates if self._teacher_norm(r) == norm]
+            candidates = [r for r in candidates if self._teacher_norm(r) == row_norm(row)]
         return max(candidates, key=lambda r: r.params["epochs"], default=None)
 
     def _teacher_norm(self, run: Run) -> str | None:
@@ -103,7 +107,8 @@ class RealDataExperiment:
         """Train (or resume) ``row``; a RIGD row first trains its adversarial teacher."""
         overrides = train_options.pop("overrides", {})
         if row.startswith("rigd_"):
-            teacher = self.train(f"adversarial_{row.split('_', 1)[1]}", data, overrides={"seed": overrides.get("seed", self.base.seed)}, **train_options)
+            teacher_seed = {"seed": overrides.get("seed", self.base.seed)}
+            teacher = self.train(f"adversarial_{row_norm(row)}", data, overrides=teacher_seed, **train_options)
             if not teacher.finished:
                 return teacher
         return train(self.config(row, **overrides), data, self.store, **train_options)

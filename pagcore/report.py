@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
+import torch
 from IPython.display import Markdown, display
+
+from .plotting import image_grid
 
 
 def percent(value: float | None, std: float | None = None, digits: int = 1) -> str:
@@ -61,7 +66,6 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
 
 # -- real-data chapters ------------------------------------------------------------------------
-# (imports kept local: the toy chapter should not pay for torch/matplotlib figures it never draws)
 
 METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
 
@@ -95,8 +99,6 @@ def status_sentence(runs: dict[str, Any], chapter: str) -> str:
 
 def training_curves(runs: dict[str, Any], labels: dict[str, str]):
     """Test accuracy and training loss per epoch of every stored run; None if there are none."""
-    import matplotlib.pyplot as plt
-
     available = {row: run for row, run in runs.items() if run is not None and run.history}
     if not available:
         return None
@@ -114,9 +116,6 @@ def training_curves(runs: dict[str, Any], labels: dict[str, str]):
 
 def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: Sequence[str], image: int = 0):
     """For one test image, the large-eps targeted PGD towards every class, one row per run."""
-    import matplotlib.pyplot as plt
-    import torch
-
     grids = {}
     for row, run in runs.items():
         path = run.artifacts / "pag_grid.pt" if run is not None else None
@@ -124,8 +123,6 @@ def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: S
             grids[row] = torch.load(path, weights_only=True)["grid"].float()
     if not grids:
         return None
-    from .plotting import image_grid
-
     stacked = torch.stack([g[min(image, len(g) - 1)] for g in grids.values()])
     return image_grid(stacked, row_labels=[labels.get(r, r) for r in grids], column_labels=("input", *class_names), scale=1.2)
 
@@ -150,8 +147,6 @@ def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
 
 def seed_summary(runs: dict[Any, Any]) -> dict[str, Any] | None:
     """Mean and sample standard deviation of each metric over the stored runs (None if none)."""
-    import statistics
-
     done = [r.metrics for r in runs.values() if r is not None]
     if not done:
         return None

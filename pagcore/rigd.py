@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .objective import GradientKind, class_input_gradients
 from .progress import progress_bar
-from .targets import BatchTransform, TargetSource, as_float
+from .targets import TargetSource, as_float
 
 
 def unit_vectors(g: Tensor) -> Tensor:

@@ -26,8 +26,8 @@ from .progress import progress_bar
 from .provenance import run_record, utc_now
 from .targets import MODEL_FREE_SOURCES, build_target_source
 from .validation import (
-    ConfigError,
     check_choice,
+    check_classes_per_image,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -94,8 +94,7 @@ class ToyConfig:
         check_choice("source", self.source, MODEL_FREE_SOURCES)
         check_choice("gradient", self.gradient, GRADIENT_KINDS)
         check_positive_int("pool_size", self.pool_size)
-        if self.classes_per_image is not None and not 1 <= self.classes_per_image <= NUM_CLASSES:
-            raise ConfigError(f"classes_per_image must be in 1..{NUM_CLASSES} or None; got {self.classes_per_image}")
+        check_classes_per_image(self.classes_per_image, NUM_CLASSES)
         check_positive_int("train_per_mode", self.train_per_mode)
         check_positive_int("test_per_mode", self.test_per_mode)
         check_choice("attack_norm", self.attack_norm, NORMS)
@@ -170,16 +169,21 @@ def train_toy_model(
     return model
 
 
-def evaluate_toy_model(model: nn.Module, x: Tensor, y: Tensor, attack: PGD) -> dict[str, float]:
-    """Clean accuracy and accuracy under ``attack``, as fractions."""
-    x_adv = attack(model, x, y)
+def evaluate_toy_model(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, x_adv: Tensor | None = None) -> dict[str, float]:
+    """Clean accuracy and accuracy under ``attack``, as fractions (``x_adv``: already attacked points)."""
+    if x_adv is None:
+        x_adv = attack(model, x, y)
     return {"clean": accuracy(model, x, y), "pgd": accuracy(model, x_adv, y)}
 
 
-def run_toy_seed(config: ToyConfig, seed: int, *, include_vanilla: bool = True, progress: bool = True) -> ToySeedResult:
+def toy_split(config: ToyConfig, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The training and test sets of ``seed``: ``((x_train, y_train), (x_test, y_test))``."""
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = make_toy_data(config.train_per_mode, generator)
-    x_test, y_test = make_toy_data(config.test_per_mode, generator)
+    return make_toy_data(config.train_per_mode, generator), make_toy_data(config.test_per_mode, generator)
+
+
+def run_toy_seed(config: ToyConfig, seed: int, *, include_vanilla: bool = True, progress: bool = True) -> ToySeedResult:
+    (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
     attack = config.attack()
     runs = {"pag": config.lam}
     if include_vanilla:
@@ -252,9 +256,7 @@ def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed:
     lambda = 0 is the vanilla model, the same for every source, so it is trained once.
     """
     config.validate()
-    generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = make_toy_data(config.train_per_mode, generator)
-    x_test, y_test = make_toy_data(config.test_per_mode, generator)
+    (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
     attack = config.attack()
     cache: dict[tuple[str, float], dict[str, float]] = {}
     sweep: dict[str, dict[str, list[float]]] = {}

@@ -46,6 +46,7 @@ from .targets import MODEL_FREE_SOURCES, TargetSource, as_float, build_target_so
 from .validation import (
     ConfigError,
     check_choice,
+    check_classes_per_image,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -142,9 +143,7 @@ class TrainConfig:
                 f"length; got {self.lr_milestones} and {self.lr_factors}"
             )
         check_choice("gradient", self.gradient, GRADIENT_KINDS)
-        num_classes = SPECS[self.dataset].num_classes
-        if self.classes_per_image is not None and not 1 <= self.classes_per_image <= num_classes:
-            raise ConfigError(f"classes_per_image must be in 1..{num_classes} or None; got {self.classes_per_image}")
+        check_classes_per_image(self.classes_per_image, SPECS[self.dataset].num_classes)
         check_positive_int("pool_size", self.pool_size)
         if self.method == "rigd" and not self.teacher:
             raise ConfigError("teacher must name an adversarially trained run (run name or directory) for method 'rigd'")

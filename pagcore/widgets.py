@@ -19,14 +19,13 @@ from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import torch
 from IPython.display import Image, Markdown, display
 
 from .objective import GRADIENT_KINDS
 from .plotting import plot_decision_boundary
-from .report import markdown_table, percent
+from .report import markdown_table, pag_grid_figure, percent
 from .targets import MODEL_FREE_SOURCES
-from .toy import ToyConfig, evaluate_toy_model, make_toy_data, train_toy_model
+from .toy import ToyConfig, evaluate_toy_model, toy_split, train_toy_model
 
 
 def show(output: widgets.Output, *objects: Any) -> None:
@@ -50,9 +49,7 @@ class ToyExplorer:
     def __init__(self, config: ToyConfig, seed: int = 0, lam_max: float = 5.0):
         self.config = config.validate()
         self.seed = seed
-        generator = torch.Generator().manual_seed(seed)
-        self.train_data = make_toy_data(config.train_per_mode, generator)
-        self.test_data = make_toy_data(config.test_per_mode, generator)
+        self.train_data, self.test_data = toy_split(config, seed)
         self.lam = widgets.FloatSlider(value=config.lam, min=0.0, max=lam_max, step=0.05, description="λ",
                                        continuous_update=False, readout_format=".2f")
         self.source = widgets.Dropdown(options=MODEL_FREE_SOURCES, value=config.source, description="source")
@@ -74,7 +71,7 @@ class ToyExplorer:
         x_test, y_test = self.test_data
         attack = config.attack()
         x_adv = attack(model, x_test, y_test)
-        self.result = evaluate_toy_model(model, x_test, y_test, attack)
+        self.result = evaluate_toy_model(model, x_test, y_test, attack, x_adv=x_adv)
         if self.figure is not None:
             plt.close(self.figure)
         self.figure, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -104,8 +101,6 @@ class StoredRunsExplorer:
         self.update()
 
     def update(self, change: Any = None) -> None:
-        from .report import pag_grid_figure
-
         key = self.slider.value
         run = self.runs.get(key)
         if run is None:

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagcore import data as data_module
 from pagcore.augment import CropFlip, random_crop_flip
 from pagcore.data import SPECS, load_dataset, save_npz, synthetic_dataset
 from pagcore.models import ResNet18, build_model
