@@ -21,7 +21,10 @@ The target gradients g(x, y_t) themselves come from :mod:`pagcore.targets`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -37,8 +40,8 @@ or log p(y_t | x), as the authors' released code does (it takes the gradient of 
 
 GradientStrategy = Literal["loop", "vmap", "replicate"]
 GRADIENT_STRATEGIES: tuple[str, ...] = ("loop", "vmap", "replicate")
-"""How the k input-gradients of one batch are computed; all give the same numbers (up to the
-batch-norm caveat in :func:`class_input_gradients`) and differ only in speed, which
+"""How the k input-gradients of one batch are computed; all give the same numbers (batch-norm
+included, see :func:`class_input_gradients`) and differ only in speed, which
 ``benchmarks/pag_step.py`` measures."""
 
 DEFAULT_COSINE_EPS = 1e-8
@@ -97,6 +100,63 @@ def sample_target_classes(
     return keys.argsort(dim=1)[:, :k]
 
 
+def _couples_samples(module: nn.Module) -> bool:
+    """Whether ``module`` normalises with statistics of the current batch (and so couples its samples).
+
+    ``_BatchNorm`` is the common base of BatchNorm1d/2d/3d and SyncBatchNorm. A batch-norm layer
+    without running statistics uses batch statistics even in eval mode.
+    """
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None)
+
+
+def _batch_moments(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    """Forward hook: keep the mean and biased variance the layer normalised with (float32 or wider)."""
+    x = at_least_float32(inputs[0])
+    dims = [0, *range(2, x.dim())]
+    module._pag_held_moments = (x.mean(dims), x.var(dims, unbiased=False))
+
+
+def _normalise_with_held_moments(module: nn.Module, x: Tensor) -> Tensor:
+    """Batch-norm with the moments recorded by :func:`_batch_moments`, as one per-channel affine map.
+
+    The moments still depend on the weights (they came from the first pass), so the parameter
+    gradient keeps the statistics' path; they do not depend on this pass's input.
+    """
+    mean, var = module._pag_held_moments
+    scale = torch.rsqrt(var + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight
+    shift = -mean * scale
+    if module.bias is not None:
+        shift = shift + module.bias
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
+
+
+@contextmanager
+def _held_batch_statistics(layers: list[nn.Module]) -> Iterator[None]:
+    """Within the block, ``layers`` normalise with their held moments instead of the batch's."""
+    try:
+        for layer in layers:
+            # An instance attribute shadows the class's forward for this module only.
+            layer.forward = partial(_normalise_with_held_moments, layer)
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+            del layer._pag_held_moments
+
+
+def _forward_recording_moments(model: nn.Module, x: Tensor, layers: list[nn.Module]) -> Tensor:
+    """An ordinary forward pass (running statistics update once) that records each layer's moments."""
+    handles = [layer.register_forward_hook(_batch_moments) for layer in layers]
+    try:
+        return model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def class_input_gradients(
     model: nn.Module,
     x: Tensor,
@@ -106,27 +166,46 @@ def class_input_gradients(
     strategy: GradientStrategy = "vmap",
     create_graph: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Logits of ``x`` and the input-gradients ``grad_x score(x)[classes[i, j]]``.
+    """Logits of ``x`` and the per-image input-gradients ``grad_{x_i} score(x_i)[classes[i, j]]``.
 
     Returns ``(logits, grads)`` with ``logits`` of shape ``(B, C)`` and ``grads`` of shape
     ``(B, k, *x.shape[1:])``. With ``create_graph=True`` the gradients are differentiable
     w.r.t. the model's parameters, which is what makes Eq. (1) trainable.
 
-    Strategies:
+    **Batch-norm in train mode.** There the logits of image i depend on every image of the
+    batch through the batch statistics, so "the input-gradient of image i" needs a definition.
+    Ours holds the batch statistics fixed: the gradient is that of image i's logits w.r.t. x_i
+    with every batch-norm layer normalising by the mean and variance of the whole batch, taken
+    as constants of x. It differs from the fully coupled derivative d f(X)_i / d x_i only by
+    image i's own 1/B share of the statistics, and unlike the derivative of the batch-sum it
+    has no cross-image terms. To compute it, a first, ordinary forward pass gives the logits
+    (for the cross-entropy) and records each layer's moments; a second pass on a copy of the
+    input that requires grad normalises with those moments. The moments still depend on the
+    weights, so the parameter gradient of Eq. (1) keeps the statistics' path. In eval mode, or
+    without batch-norm, images do not interact and one pass serves both.
+
+    Strategies (the same numbers, different speed; ``benchmarks/pag_step.py`` measures them):
 
     * ``"loop"``: one forward pass, then one backward pass per column j of ``classes``.
     * ``"vmap"``: one forward pass and the k backward passes batched into one
       (``torch.autograd.grad(..., is_grads_batched=True)``).
     * ``"replicate"``: every image repeated k times, one forward and one backward pass of the
       B*k batch, as the authors' code does (without its Python loop over the batch).
-
-    Every strategy differentiates the batch-sum of the chosen scores. In eval mode, or for a
-    model without batch-norm, samples do not interact and all three agree exactly. In train
-    mode batch-norm couples the samples through the batch statistics; "loop" and "vmap" still
-    agree exactly, while "replicate" differs by terms of order 1/B because its batch holds
-    each image k times.
     """
     check_choice("strategy", strategy, GRADIENT_STRATEGIES)
+    coupling_layers = [m for m in model.modules() if _couples_samples(m)]
+    if coupling_layers:
+        logits = _forward_recording_moments(model, x.detach(), coupling_layers)
+        with _held_batch_statistics(coupling_layers):
+            _, grads = _per_image_gradients(model, x, classes, kind, strategy, create_graph)
+        return logits, grads
+    return _per_image_gradients(model, x, classes, kind, strategy, create_graph)
+
+
+def _per_image_gradients(
+    model: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind, strategy: str, create_graph: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`class_input_gradients` for a model whose images do not interact."""
     batch_size, k = classes.shape
     if strategy == "replicate":
         x_rep = x.detach().repeat_interleave(k, dim=0)
@@ -136,10 +215,8 @@ def class_input_gradients(
         logits_rep = model(x_rep)
         chosen = class_scores(logits_rep, kind).gather(1, classes.reshape(-1, 1))
         (grads,) = torch.autograd.grad(chosen.sum(), x_rep, create_graph=create_graph)
-        # Rows of one image are identical and see identical batch statistics, so the first
-        # copy of each image carries that image's logits.
-        logits = logits_rep[::k]
-        return logits, grads.view(batch_size, k, *x.shape[1:])
+        # The copies of one image have identical logits; the first carries them.
+        return logits_rep[::k], grads.view(batch_size, k, *x.shape[1:])
 
     x = x.detach().requires_grad_(True)
     logits = model(x)

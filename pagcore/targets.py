@@ -174,6 +174,11 @@ def nearest_neighbor_index(
     chunks as matrix products on the samples' device. A sample is never its own neighbour:
     when it sits in its own class's pool, that entry is masked out by index. Returns an int64
     tensor of shape ``(N, C)`` on the samples' device.
+
+    The expansion |q - p|^2 = |q|^2 - 2 q.p + |p|^2 cancels catastrophically when the points
+    sit far from the origin compared with their spacing (the toy's modes are 50 units out and
+    their neighbours a few hundredths apart): in float32 it picks a wrong neighbour for about
+    half the toy's points. So the products are taken in float64, about the pool's centre.
     """
     check_positive_int("pool_size", pool_size)
     if pool_size < 2:
@@ -188,11 +193,13 @@ def nearest_neighbor_index(
     n = len(samples)
     result = torch.empty(n, num_classes, dtype=torch.int64, device=device)
     for c, pool in enumerate(pools):
-        candidates = as_float(samples[pool]).flatten(1)
+        candidates = as_float(samples[pool]).flatten(1).double()
+        center = candidates.mean(dim=0)
+        candidates -= center
         candidate_sq = candidates.square().sum(dim=1)
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
-            queries = as_float(samples[start:stop]).flatten(1)
+            queries = as_float(samples[start:stop]).flatten(1).double() - center
             # |q - p|^2 without |q|^2, which is the same for every candidate of a query.
             dist = candidate_sq.unsqueeze(0) - 2.0 * queries @ candidates.t()
             own = pool.unsqueeze(0) == torch.arange(start, stop, device=device).unsqueeze(1)

@@ -1,5 +1,6 @@
 """Eq. (1)-(2): the cosine loss, the class input-gradients and the PAG loss."""
 
+import copy
 import itertools
 import math
 
@@ -143,13 +144,123 @@ def test_pag_loss_equals_naive_per_sample_loop(strategy, kind):
         torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
 
 
-def test_loop_and_vmap_agree_in_train_mode_batch_norm():
+def two_batch_norm_convnet() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 3 * 3, 5),
+    ).train()
+
+
+def held_statistics_reference(model, x, classes):
+    """The definition, computed independently of pagcore: every image alone, through a copy of the
+    model in eval mode whose running statistics are the batch's. Momentum 1 makes them so; the
+    running variance is the unbiased one while train mode normalises by the biased one, so it is
+    scaled back by (n - 1) / n, n being the number of values per channel."""
+    frozen = copy.deepcopy(model)
+    layers = [m for m in frozen.modules() if isinstance(m, nn.BatchNorm2d)]
+    counts = {}
+
+    def count(layer, inputs, output):
+        counts[layer] = inputs[0].numel() // inputs[0].shape[1]
+
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    for layer in layers:
+        layer.momentum = 1.0
+    with torch.no_grad():
+        frozen(x)
+    for hook in hooks:
+        hook.remove()
+    for layer in layers:
+        layer.running_var.mul_((counts[layer] - 1) / counts[layer])
+    frozen.eval()
+    grads = torch.zeros(*classes.shape, *x.shape[1:])
+    for i in range(len(x)):
+        for j, c in enumerate(classes[i].tolist()):
+            xi = x[i : i + 1].clone().requires_grad_(True)
+            (grads[i, j],) = torch.autograd.grad(frozen(xi)[0, c], xi)
+    return grads
+
+
+def fully_coupled_gradients(model, x, classes):
+    """d f(X)[i, c] / d x_i with the batch statistics depending on every image, x_i included."""
+    grads = torch.zeros(*classes.shape, *x.shape[1:])
+    state = copy.deepcopy(model.state_dict())
+    for i in range(len(x)):
+        for j, c in enumerate(classes[i].tolist()):
+            xs = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xs)[i, c], xs)
+            grads[i, j] = g[i]
+    model.load_state_dict(state)
+    return grads
+
+
+def cosines(a, b):
+    return torch.nn.functional.cosine_similarity(a.flatten(2), b.flatten(2), dim=2)
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+@pytest.mark.parametrize("batch_size", [8, 32])
+@pytest.mark.parametrize("k", [5, 2])
+def test_train_mode_batch_norm_gradients_hold_the_batch_statistics(strategy, batch_size, k):
+    model = two_batch_norm_convnet()
+    x = torch.rand(batch_size, 3, 8, 8)
+    classes = sample_target_classes(batch_size, 5, k=k, generator=torch.Generator().manual_seed(2))
+    reference = held_statistics_reference(model, x, classes)
+    _, grads = class_input_gradients(model, x, classes, strategy=strategy)
+    assert cosines(grads, reference).min() >= 0.999
+    torch.testing.assert_close(grads, reference, rtol=1e-8, atol=1e-10)
+    # The definition is not the fully coupled derivative: this test could tell them apart.
+    assert not torch.allclose(grads, fully_coupled_gradients(model, x, classes), rtol=1e-6, atol=1e-8)
+
+
+def test_train_mode_batch_norm_updates_running_statistics_once():
+    model = two_batch_norm_convnet()
+    plain = copy.deepcopy(model)
+    x = torch.rand(8, 3, 8, 8)
+    with torch.no_grad():
+        plain(x)
+    class_input_gradients(model, x, sample_target_classes(8, 5), strategy="vmap")
+    for ours, theirs in zip(model.buffers(), plain.buffers()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    # And the layers are left as they were: an ordinary forward afterwards.
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def naive_train_mode_cosine(model, x, classes, targets):
+    """Eq. (1)'s class sum for small_convnet(batch_norm=True) in train mode, by the definition: the
+    batch statistics of its one batch-norm layer come from the whole batch (and so depend on the
+    weights), and are held fixed w.r.t. each image's own input."""
+    conv, norm, rest = model[0], model[1], model[2:]
+    h = conv(x)
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
+    total = 0.0
+    for i in range(len(x)):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        hi = (conv(xi) - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + norm.eps)
+        logits = rest(hi * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1))
+        for j, c in enumerate(classes[i].tolist()):
+            (g,) = torch.autograd.grad(logits[0, c], xi, create_graph=True)
+            v, u = g.flatten(), targets[i, j].flatten()
+            total = total + 1 - (v @ u) / torch.clamp(v.norm() * u.norm(), min=1e-8)
+    return total / len(x)
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+def test_train_mode_parameter_gradients_keep_the_statistics_path(strategy):
     model = small_convnet(batch_norm=True).train()
+    with torch.no_grad():  # a non-trivial affine map, so that its gradient is tested too
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
     x = torch.rand(6, 3, 8, 8)
-    classes = sample_target_classes(6, 5, k=3, generator=torch.Generator().manual_seed(1))
-    _, loop = class_input_gradients(model, x, classes, strategy="loop")
-    _, vmap = class_input_gradients(model, x, classes, strategy="vmap")
-    torch.testing.assert_close(loop, vmap, rtol=1e-10, atol=1e-12)
+    classes = sample_target_classes(6, 5, k=3, generator=torch.Generator().manual_seed(3))
+    targets = torch.randn(6, 3, 3, 8, 8)
+    out = pag_loss(model, x, torch.zeros(6, dtype=torch.long), classes, targets, 1.0, num_classes=5, strategy=strategy)
+    naive = naive_train_mode_cosine(model, x, classes, targets) * (5 / 3)
+    torch.testing.assert_close(out.cosine, naive, rtol=1e-10, atol=1e-12)
+    for fast, slow in zip(parameter_gradients(model, out.cosine), parameter_gradients(model, naive)):
+        torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-11)
 
 
 def test_gradients_have_one_entry_per_target_class():

@@ -46,6 +46,24 @@ class TestNearestNeighbor:
                 assert torch.isclose((x[index[i, c]] - x[i]).norm(), (x[best] - x[i]).norm())
                 assert y[index[i, c]] == c
 
+    @pytest.mark.parametrize("offset", [0.0, 50.0, 1e4])
+    def test_exact_far_from_the_origin(self, offset):
+        """Points on a line far from the origin, spaced by hundredths: the toy's geometry, where
+        |q|^2 - 2 q.p + |p|^2 in float32 picks wrong neighbours. Compared with brute force in float64."""
+        generator = torch.Generator().manual_seed(1)
+        t = offset + torch.randn(400, generator=generator, dtype=torch.float64)
+        x = torch.stack([t, 2 * t], dim=1).float()
+        y = torch.randint(0, 2, (400,), generator=generator)
+        index = nearest_neighbor_index(x, y, 2, pool_size=1000, seed=0)
+        exact = x.double()
+        distances = torch.cdist(exact, exact)
+        distances.fill_diagonal_(float("inf"))
+        for c in range(2):
+            others = torch.where(y == c, 0.0, float("inf")).double()
+            best = (distances + others).argmin(dim=1)
+            chosen = distances[torch.arange(400), index[:, c]]
+            torch.testing.assert_close(chosen, distances[torch.arange(400), best], rtol=0, atol=0)
+
     def test_pool_limits_the_candidates(self, points):
         x, y = points
         index = nearest_neighbor_index(x, y, 3, pool_size=5, seed=3)
