@@ -249,6 +249,35 @@ class PagLoss:
     logits: Tensor
 
 
+def per_image_pag_terms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    classes: Tensor,
+    target_gradients: Tensor,
+    *,
+    num_classes: int,
+    kind: GradientKind = "logit",
+    strategy: GradientStrategy = "vmap",
+    eps: float = DEFAULT_COSINE_EPS,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits, cross_entropy, cosine)``: Eq. (1)'s two terms for every image, shapes (B, C), (B,), (B,).
+
+    ``cosine[i]`` is the class sum of Eq. (2) for image i, scaled by ``num_classes / k`` so that
+    sampling k < C classes estimates the full sum without bias.
+    """
+    if target_gradients.shape[:2] != classes.shape:
+        raise ValueError(
+            f"target_gradients must have shape (B, k, ...) = {tuple(classes.shape)} + input shape; "
+            f"got {tuple(target_gradients.shape)}"
+        )
+    logits, grads = class_input_gradients(model, x, classes, kind, strategy=strategy)
+    per_class = cosine_loss(grads.flatten(2), target_gradients.flatten(2), eps)  # (B, k)
+    cosine = per_class.sum(dim=1) * (num_classes / classes.shape[1])
+    cross_entropy = F.cross_entropy(at_least_float32(logits), y, reduction="none")
+    return logits, cross_entropy, cosine
+
+
 def pag_loss(
     model: nn.Module,
     x: Tensor,
@@ -265,8 +294,7 @@ def pag_loss(
     """Eq. (1), averaged over the batch.
 
     ``classes`` is ``(B, k)`` from :func:`sample_target_classes` and ``target_gradients`` is
-    ``(B, k, *x.shape[1:])``, the g(x, y_t) of those classes. The class sum is scaled by
-    ``num_classes / k`` so that sampling k < C classes estimates the full sum without bias.
+    ``(B, k, *x.shape[1:])``, the g(x, y_t) of those classes (see :func:`per_image_pag_terms`).
     With ``lam == 0`` this is plain cross-entropy training (the "vanilla" baseline) and no
     input-gradient is computed.
     """
@@ -278,13 +306,8 @@ def pag_loss(
         return PagLoss(total=ce, cross_entropy=ce, cosine=torch.zeros_like(ce), logits=logits)
     if target_gradients is None:
         raise ValueError("target_gradients are required when lam > 0")
-    if target_gradients.shape[:2] != classes.shape:
-        raise ValueError(
-            f"target_gradients must have shape (B, k, ...) = {tuple(classes.shape)} + input shape; "
-            f"got {tuple(target_gradients.shape)}"
-        )
-    logits, grads = class_input_gradients(model, x, classes, kind, strategy=strategy)
-    per_class = cosine_loss(grads.flatten(2), target_gradients.flatten(2), eps)  # (B, k)
-    cosine = per_class.sum(dim=1).mean() * (num_classes / classes.shape[1])
-    ce = F.cross_entropy(at_least_float32(logits), y)
+    logits, ce, cosine = per_image_pag_terms(
+        model, x, y, classes, target_gradients, num_classes=num_classes, kind=kind, strategy=strategy, eps=eps
+    )
+    ce, cosine = ce.mean(), cosine.mean()
     return PagLoss(total=ce + lam * cosine, cross_entropy=ce, cosine=cosine, logits=logits)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import paper
 from .attacks import NORMS, PGD, accuracy
-from .objective import GRADIENT_KINDS, pag_loss, sample_target_classes
+from .objective import GRADIENT_KINDS, pag_loss, per_image_pag_terms, sample_target_classes
 from .progress import progress_bar
 from .provenance import run_record, utc_now
 from .targets import MODEL_FREE_SOURCES, build_target_source
@@ -169,6 +169,104 @@ def train_toy_model(
     return model
 
 
+@dataclass(frozen=True)
+class ToyMember:
+    """One model of a batched toy training: its seed (data, initial weights, batch order), lambda and source."""
+
+    seed: int
+    lam: float
+    source: str
+
+
+class StackedToyMLP(nn.Module):
+    """M independent ToyMLPs run as one model by grouped matrix products.
+
+    Input rows ``m * n : (m + 1) * n`` of a batch of ``M * n`` rows go through model m. Rows
+    never interact, so one backward pass of the summed losses gives every model exactly its own
+    gradient, and Adam, being elementwise, updates each model as if it were alone.
+    """
+
+    def __init__(self, models: list[ToyMLP]):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.stack([m[0].weight.detach() for m in models]))  # (M, H, 2)
+        self.b1 = nn.Parameter(torch.stack([m[0].bias.detach() for m in models]).unsqueeze(1))  # (M, 1, H)
+        self.w2 = nn.Parameter(torch.stack([m[2].weight.detach() for m in models]))  # (M, C, H)
+        self.b2 = nn.Parameter(torch.stack([m[2].bias.detach() for m in models]).unsqueeze(1))  # (M, 1, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.view(len(self.w1), -1, x.shape[-1])
+        h = torch.relu(torch.baddbmm(self.b1, h, self.w1.transpose(1, 2)))
+        return torch.baddbmm(self.b2, h, self.w2.transpose(1, 2)).reshape(-1, self.w2.shape[1])
+
+    def unstack(self) -> list[ToyMLP]:
+        """The M models as separate ToyMLPs (copies, in eval mode)."""
+        models = []
+        for m in range(len(self.w1)):
+            model = ToyMLP(self.w1.shape[1])
+            with torch.no_grad():
+                model[0].weight.copy_(self.w1[m])
+                model[0].bias.copy_(self.b1[m, 0])
+                model[2].weight.copy_(self.w2[m])
+                model[2].bias.copy_(self.b2[m, 0])
+            models.append(model.eval())
+        return models
+
+
+def representative_table(x: Tensor, y: Tensor, config: ToyConfig, member: ToyMember) -> Tensor:
+    """For every training point i and class c, the point r with g(x_i, c) = r - x_i: shape (N, C, 2).
+
+    It is what ``member``'s target source answers for the training set; a vanilla member gets
+    zeros, whose cosine loss has zero gradient (and lambda = 0 besides).
+    """
+    if member.lam == 0:
+        return torch.zeros(len(x), NUM_CLASSES, x.shape[1])
+    source = build_target_source(member.source, x, y, NUM_CLASSES, seed=member.seed, pool_size=config.pool_size, center=0.0)
+    every_class = torch.arange(NUM_CLASSES).expand(len(x), NUM_CLASSES)
+    return source.target_gradients(x, torch.arange(len(x)), every_class) + x.unsqueeze(1)
+
+
+def train_toy_models(
+    members: list[ToyMember], config: ToyConfig, *, progress: bool = True, description: str = "toy models"
+) -> list[ToyMLP]:
+    """:func:`train_toy_model` for many (seed, lambda, source) members at once, as one stacked model.
+
+    Each member sees exactly what it would alone: its seed's data, initial weights, batch order
+    and class draws. Only the arithmetic is batched, so results agree with one model at a time up
+    to float rounding (tested), and twenty seeds cost little more than one.
+    """
+    splits = {seed: toy_split(config, seed)[0] for seed in {m.seed for m in members}}
+    x = torch.stack([splits[m.seed][0] for m in members])  # (M, N, 2)
+    y = torch.stack([splits[m.seed][1] for m in members])  # (M, N)
+    reps = torch.stack([representative_table(x[i], y[i], config, m) for i, m in enumerate(members)])  # (M, N, C, 2)
+    lams = torch.tensor([m.lam for m in members])
+    model = StackedToyMLP([seeded_model(m.seed) for m in members]).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    order_generators = [torch.Generator().manual_seed(m.seed) for m in members]
+    class_generators = [torch.Generator().manual_seed(m.seed + 1) for m in members]
+    num_models, n = y.shape
+    rows = torch.arange(num_models).view(-1, 1, 1)
+    for _ in progress_bar(range(config.epochs), enabled=progress, desc=description, unit="epoch"):
+        orders = torch.stack([torch.randperm(n, generator=g) for g in order_generators])
+        for start in range(0, n, config.batch_size):
+            index = orders[:, start : start + config.batch_size]  # (M, b)
+            b = index.shape[1]
+            xb = x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+            yb = y.gather(1, index)
+            classes = torch.stack(
+                [sample_target_classes(b, NUM_CLASSES, config.classes_per_image, generator=g) for g in class_generators]
+            )  # (M, b, k)
+            targets = reps[rows, index.unsqueeze(2), classes] - xb.unsqueeze(2)  # (M, b, k, 2)
+            _, ce, cosine = per_image_pag_terms(
+                model, xb.reshape(-1, 2), yb.flatten(), classes.flatten(0, 1), targets.flatten(0, 1),
+                num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop",
+            )
+            per_model = ce.view(num_models, b).mean(1) + lams * cosine.view(num_models, b).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            per_model.sum().backward()
+            optimizer.step()
+    return model.unstack()
+
+
 def evaluate_toy_model(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, x_adv: Tensor | None = None) -> dict[str, float]:
     """Clean accuracy and accuracy under ``attack``, as fractions (``x_adv``: already attacked points)."""
     if x_adv is None:
@@ -182,18 +280,19 @@ def toy_split(config: ToyConfig, seed: int) -> tuple[tuple[Tensor, Tensor], tupl
     return make_toy_data(config.train_per_mode, generator), make_toy_data(config.test_per_mode, generator)
 
 
-def run_toy_seed(config: ToyConfig, seed: int, *, include_vanilla: bool = True, progress: bool = True) -> ToySeedResult:
-    (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
+def run_toy_seeds(config: ToyConfig, *, include_vanilla: bool = True, progress: bool = True) -> list[ToySeedResult]:
+    """Train the vanilla and PAG models of every seed together (:func:`train_toy_models`), then attack each."""
+    names = {"vanilla": 0.0, "pag": config.lam} if include_vanilla else {"pag": config.lam}
+    members = [ToyMember(seed, lam, config.source) for seed in config.seeds for lam in names.values()]
+    trained = iter(train_toy_models(members, config, progress=progress, description=f"{len(members)} toy models"))
     attack = config.attack()
-    runs = {"pag": config.lam}
-    if include_vanilla:
-        runs = {"vanilla": 0.0, **runs}
-    models, metrics = {}, {}
-    for name, lam in runs.items():
-        model = train_toy_model(x_train, y_train, config, seed, lam=lam, progress=progress, description=f"seed {seed} {name}")
-        models[name] = model
-        metrics[name] = evaluate_toy_model(model, x_test, y_test, attack)
-    return ToySeedResult(seed=seed, metrics=metrics, models=models, test=(x_test, y_test))
+    results = []
+    for seed in config.seeds:
+        _, (x_test, y_test) = toy_split(config, seed)
+        models = {name: next(trained) for name in names}
+        metrics = {name: evaluate_toy_model(model, x_test, y_test, attack) for name, model in models.items()}
+        results.append(ToySeedResult(seed=seed, metrics=metrics, models=models, test=(x_test, y_test)))
+    return results
 
 
 @dataclass
@@ -237,7 +336,7 @@ def run_toy_experiment(config: ToyConfig, *, include_vanilla: bool = True, progr
     """Train and attack the vanilla and PAG models for every seed of ``config``."""
     config.validate()
     started, start = utc_now(), time.perf_counter()
-    per_seed = [run_toy_seed(config, s, include_vanilla=include_vanilla, progress=progress) for s in config.seeds]
+    per_seed = run_toy_seeds(config, include_vanilla=include_vanilla, progress=progress)
     return ToyExperiment(config=config, per_seed=per_seed, seconds=time.perf_counter() - start, started=started)
 
 
@@ -253,21 +352,64 @@ def toy_record(experiment: ToyExperiment) -> dict:
 def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed: int = 0) -> dict[str, dict[str, list[float]]]:
     """PAG models of one seed over a grid of lambdas and sources: ``{source: {"clean": [...], "pgd": [...]}}``.
 
-    lambda = 0 is the vanilla model, the same for every source, so it is trained once.
+    lambda = 0 is the vanilla model, the same for every source, so it is trained once. All the
+    grid's models train together (:func:`train_toy_models`).
     """
     config.validate()
-    (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
-    attack = config.attack()
-    cache: dict[tuple[str, float], dict[str, float]] = {}
-    sweep: dict[str, dict[str, list[float]]] = {}
     for source in sources:
         check_choice("source", source, MODEL_FREE_SOURCES)
-        sweep[source] = {"clean": [], "pgd": []}
-        for lam in lams:
-            key = ("vanilla", 0.0) if lam == 0 else (source, lam)
-            if key not in cache:
-                model = train_toy_model(x_train, y_train, replace(config, source=source), seed, lam=lam, progress=False)
-                cache[key] = evaluate_toy_model(model, x_test, y_test, attack)
-            for metric in ("clean", "pgd"):
-                sweep[source][metric].append(cache[key][metric])
-    return sweep
+    vanilla = ToyMember(seed, 0.0, config.source)
+    grid = {(source, lam): vanilla if lam == 0 else ToyMember(seed, lam, source) for source in sources for lam in lams}
+    members = list(dict.fromkeys(grid.values()))  # unique, in order
+    models = dict(zip(members, train_toy_models(members, config, progress=False)))
+    _, (x_test, y_test) = toy_split(config, seed)
+    attack = config.attack()
+    metrics = {m: evaluate_toy_model(model, x_test, y_test, attack) for m, model in models.items()}
+    return {
+        source: {key: [metrics[grid[(source, lam)]][key] for lam in lams] for key in ("clean", "pgd")}
+        for source in sources
+    }
+
+
+def _spread(experiment_per_seed: list[ToySeedResult], model: str) -> dict[str, float]:
+    values = [r.metrics[model]["pgd"] for r in experiment_per_seed]
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "zero": sum(v == 0 for v in values)}
+
+
+def gap_candidates(experiment: ToyExperiment, *, longer_epochs: int = 300, progress: bool = False) -> dict[str, dict]:
+    """What moves PGD accuracy, measured on ``experiment``'s seeds, one candidate at a time.
+
+    The paper reports one seed; ours differ from it, and these are the candidate reasons we can
+    measure (each changes one thing and keeps everything else of ``experiment``):
+
+    * ``"as run"``: the experiment itself, its spread over seeds;
+    * ``"attack with random start"`` / ``"attack, 100 steps of 0.5"``: the same models under a
+      differently configured PGD;
+    * ``"fresh test points"``: the same models on another draw of the test set;
+    * ``f"{longer_epochs} epochs"``: models trained longer (a new batched training).
+
+    Returns ``{candidate: {"vanilla": spread, "pag": spread, "seconds": s}}``, where a spread is
+    the mean, min and max PGD accuracy over seeds and the number of seeds at exactly 0.
+    """
+    config = experiment.config
+    results = {"as run": {"vanilla": _spread(experiment.per_seed, "vanilla"), "pag": _spread(experiment.per_seed, "pag"), "seconds": 0.0}}
+
+    def reevaluate(name: str, attack: PGD, fresh_test: bool = False) -> None:
+        start = time.perf_counter()
+        per_seed = []
+        for r in experiment.per_seed:
+            x_test, y_test = r.test
+            if fresh_test:  # same distribution, another draw: a generator no other part of the code uses
+                x_test, y_test = make_toy_data(config.test_per_mode, torch.Generator().manual_seed(10_000 + r.seed))
+            metrics = {m: evaluate_toy_model(model, x_test, y_test, attack) for m, model in r.models.items()}
+            per_seed.append(replace(r, metrics=metrics))
+        results[name] = {m: _spread(per_seed, m) for m in ("vanilla", "pag")}
+        results[name]["seconds"] = time.perf_counter() - start
+
+    reevaluate("attack with random start", replace(config, attack_random_start=True).attack())
+    reevaluate("attack, 100 steps of 0.5", replace(config, attack_steps=100, attack_step_size=0.5).attack())
+    reevaluate("fresh test points", config.attack(), fresh_test=True)
+    longer = run_toy_experiment(replace(config, epochs=longer_epochs), progress=progress)
+    results[f"{longer_epochs} epochs"] = {m: _spread(longer.per_seed, m) for m in ("vanilla", "pag")}
+    results[f"{longer_epochs} epochs"]["seconds"] = longer.seconds
+    return results

@@ -17,7 +17,8 @@ REAL_DATA_SMOKE = dict(
     train_missing=True, rows=["vanilla", "class_mean", "rigd_l2"], extra_rows=[], progress=False,
 )
 SMOKE_PARAMETERS = {
-    "toy_manifold": dict(seeds=[0], epochs=2, train_per_mode=30, test_per_mode=10, pool_size=5, progress=False,
+    "toy_manifold": dict(seeds=[0], epochs=2, longer_epochs=3, train_per_mode=30, test_per_mode=10, pool_size=5,
+                         progress=False,
                          sweep_lams=[0.0, 1.0], sweep_sources=["nearest_neighbor"], interactive=True),
     "cifar10": REAL_DATA_SMOKE,
     "stl10": REAL_DATA_SMOKE,

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (executed copy under book/, papermill parameters)
 BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
-    # The real toy run: the paper's setting, five seeds, about three minutes on two CPU cores.
+    # The real toy run: the paper's setting, twenty seeds trained as one batched model, and the
+    # checks of what moves its numbers (about two minutes on two CPU cores).
     "toy_manifold": ("book/experiments/toy_manifold.ipynb", {"record_path": "toy_manifold.record.json", "interactive": False}),
     # The real-data chapters only read the run store here (train_missing=False): seconds.
     "cifar10": ("book/experiments/cifar10.ipynb", {"progress": False}),
