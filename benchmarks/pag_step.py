@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def pagcore_variant(k: int, strategy: str, source=representatives, lam: float = 0.4):
         model, optimizer = fresh_model()
-        settings = StepSettings(num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, autocast=cuda)
+        settings = StepSettings(
+            num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, autocast=cuda, channels_last=cuda
+        )
         generator = torch.Generator(device=device).manual_seed(0)
         return lambda: training_step(model, optimizer, images, labels, index, source, settings, generator)
 

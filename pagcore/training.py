@@ -65,6 +65,7 @@ PAPER_BATCH_SIZE = {"cifar10": 64, "stl10": 32}
 # Large-eps L2 radius of the PAG pictures; STL images have 9x the pixels of CIFAR's, hence 3x.
 PICTURE_EPS = {"cifar10": 10.0, "stl10": 30.0}
 RIGD_TARGETS = ("precompute", "on_the_fly")
+RUN_KINDS = ("real", "smoke", "pilot")
 
 
 @dataclass
@@ -225,6 +226,7 @@ class StepSettings:
     augment: bool = True
     adversary: PGD | None = None
     autocast: bool = False
+    channels_last: bool = False
 
 
 def training_step(
@@ -255,7 +257,7 @@ def training_step(
     if settings.lam > 0:
         classes = sample_target_classes(len(x), settings.num_classes, settings.classes_per_image, generator=generator, device=device)
         targets = source.target_gradients(x, index, classes, transform)
-    if device.type == "cuda":
+    if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
         loss = pag_loss(
@@ -367,11 +369,16 @@ def train(
     max_minutes: float | None = None,
     retrain: bool = False,
     final_evaluation: bool = True,
+    kind: str | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data`` into ``store``, resuming the run if it already exists.
 
     ``max_minutes`` stops the session cleanly (checkpoint saved) once the budget is spent;
-    calling again continues. A complete run is returned as is unless ``retrain``.
+    calling again continues. A complete run is returned as is unless ``retrain``. ``kind``
+    defaults to :func:`run_kind`; ``"pilot"`` marks the runs that choose a scale's preset
+    (benchmarks/cpu_pilot.py), which, like smoke runs, are never shown as results.
+    ``channels_last`` (default: on CUDA only) stores activations channels-last.
     """
     config = config.resolved().validate()
     if strategy != "auto":
@@ -382,7 +389,9 @@ def train(
         check_positive("max_minutes", max_minutes)
     data = prepare_data(config, data)
     store = store or RunStore()
-    kind = run_kind(config, data)
+    if kind is None:
+        kind = run_kind(config, data)
+    check_choice("kind", kind, RUN_KINDS)
     run = store.create(run_name_for(config, kind), run_identity(config, kind))
     if run.complete and not retrain:
         return TrainResult(run, finished=True)
@@ -393,6 +402,7 @@ def train(
     device = resolve_device(device)
     strategy = default_strategy(device) if strategy == "auto" else strategy
     amp = (device.type == "cuda") if amp is None else amp
+    channels_last = (device.type == "cuda") if channels_last is None else channels_last
     session_start, clock = utc_now(), time.perf_counter()
     deadline = clock + 60 * max_minutes if max_minutes else math.inf
 
@@ -407,7 +417,7 @@ def train(
     if state is not None:
         model.load_state_dict(state["model"])
     model.to(device)
-    if device.type == "cuda":
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -425,6 +435,7 @@ def train(
     settings = StepSettings(
         num_classes=num_classes, lam=config.lam, classes_per_image=config.classes_per_image,
         gradient=config.gradient, strategy=strategy, augment=config.augment, adversary=adversary, autocast=amp,
+        channels_last=channels_last,
     )
     n, batch = len(x_train), config.batch_size
     steps_per_epoch = math.ceil(n / batch)
@@ -445,7 +456,7 @@ def train(
         record["sessions"].append({
             "started": session_start, "finished": utc_now(), "device": device_description(device),
             "git": git_revision(), "torch": torch.__version__, "wall_seconds": round(seconds, 3),
-            "epochs": [start_epoch, completed], "strategy": strategy, "amp_bf16": amp,
+            "epochs": [start_epoch, completed], "strategy": strategy, "amp_bf16": amp, "channels_last": channels_last,
         })
         record["wall_seconds"] = round(record["wall_seconds"] + seconds, 3)
         record["status"] = status
