@@ -6,11 +6,7 @@ from torch import nn
 
 from pagcore.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
 from pagcore.validation import ConfigError
-
-
-def image_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+from tiny_models import image_model, trained_image_model
 
 
 @pytest.fixture
@@ -124,20 +120,6 @@ def test_paper_real_data_settings():
     attack = PGD.paper_real_data("linf", 8 / 255)
     assert attack.steps == 20 and attack.random_start and attack.bounds == (0.0, 1.0)
     assert attack.step_size == pytest.approx(2 * (8 / 255) / 20)
-
-
-def trained_image_model():
-    """A small model fitted to separable data, so that attacks have something to break."""
-    torch.manual_seed(0)
-    x = torch.rand(64, 3, 6, 6)
-    y = (x[:, 0].mean(dim=(1, 2)) > x[:, 1].mean(dim=(1, 2))).long() + 2 * (x[:, 2].mean(dim=(1, 2)) > 0.5).long()
-    model = image_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    return model.eval(), x, y
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])  # radii that break some images, not all
