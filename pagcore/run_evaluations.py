@@ -100,6 +100,22 @@ def stored_evaluations(run: Run) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
 
 
+def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
+    """One stored evaluation per (name, norm) for the book: real budgets before reduced ones, then
+    the largest subset. ``norm`` is ``"all"`` for the PAG score."""
+    chosen: dict[tuple[str, str], dict] = {}
+
+    def rank(entry: dict) -> tuple:
+        settings = entry["settings"]
+        return (settings["budgets"] == "real", settings["subset"]["size"])
+
+    for entry in stored_evaluations(run).values():
+        slot = (entry["name"], entry["settings"].get("norm", "all"))
+        if slot not in chosen or rank(entry) > rank(chosen[slot]):
+            chosen[slot] = entry
+    return chosen
+
+
 @dataclass
 class Job:
     name: str
@@ -137,7 +153,8 @@ def evaluate_stored_run(
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
     x = data.x_test[chosen.indices].to(device).float() / 255
     y = data.y_test[chosen.indices].to(device)
-    common = {"subset": chosen.record(), "seed": seed, "dataset": data.name}
+    common = {"subset": chosen.record(), "seed": seed, "dataset": data.name,
+              "budgets": "real" if budgets == Budgets() else "reduced (tests only)"}
     dataset = data.name
 
     jobs: list[Job] = []
