@@ -163,7 +163,9 @@ class PGD:
             raise ConfigError("restarts > 1 needs random_start=True (without it every restart is the same attack)")
 
     @classmethod
-    def paper_real_data(cls, norm: str, eps: float, steps: int = 20, *, restarts: int = 1, keep_best: bool = False) -> "PGD":
+    def paper_real_data(
+        cls, norm: str, eps: float, steps: int = 20, *, restarts: int = 1, keep_best: bool = False
+    ) -> "PGD":
         """The paper's PGD-k evaluation (Appendix C.2): random start, step 2*eps/k, [0, 1] pixels.
 
         ``restarts`` and ``keep_best`` make it stronger; the defaults are the paper's attack."""
@@ -222,7 +224,9 @@ class PGD:
                 delta = self._clip_to_bounds(x, delta)
         return delta, outcome
 
-    def _offer(self, outcome: _Outcome | None, x_adv: Tensor, logits: Tensor, losses: Tensor, y, target) -> _Outcome:
+    def _offer(
+        self, outcome: _Outcome | None, x_adv: Tensor, logits: Tensor, losses: Tensor, y: Tensor, target: Tensor | None
+    ) -> _Outcome:
         success = self._success(logits, y, target)
         if outcome is None:
             return _Outcome(x_adv.detach(), success, losses.detach())

@@ -91,7 +91,9 @@ def input_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
-def check_eps_curve(model, x, y, norm: str, eps: float, settings: ChecklistSettings, attack_at=None) -> list[CheckResult]:
+def check_eps_curve(
+    model, x, y, norm: str, eps: float, settings: ChecklistSettings, attack_at=None
+) -> list[CheckResult]:
     """Checks 1 and 2. ``attack_at(radius)`` builds the attack (default: PGD-``curve_steps``, best
     iterate); tests pass a deliberately broken one to see the checks fail."""
     if attack_at is None:
@@ -138,7 +140,8 @@ def gradient_masking_checklist(
         results = check_eps_curve(model, x, y, norm, eps, settings)
 
         baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
-        strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts, keep_best=True)
+        strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts,
+                                     keep_best=True)
         baseline_accuracy = robust_mask(model, x, y, baseline, settings.seed).float().mean().item()
         strong_mask = robust_mask(model, x, y, strong, settings.seed)
         strong_accuracy = strong_mask.float().mean().item()

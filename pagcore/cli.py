@@ -3,7 +3,8 @@
     python -m pagcore toy --seeds 0 1 2 3 4
     python -m pagcore train --dataset cifar10 --data .data/cifar10.npz --method class_mean
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
-    python -m pagcore evaluate --run <run> --data .data/cifar10.npz --attacks pgd20,pgd100,autoattack,checks --subset 1000
+    python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
+        --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -186,7 +187,8 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
         names = [name.strip() for name in args.attacks.split(",") if name.strip()]
         unknown = [n for n in names if n not in EVALUATIONS]
         if unknown or not names:
-            raise ConfigError(f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}")
+            raise ConfigError(
+                f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}")
     data = prepare_data(config, _dataset(args, config.dataset))
     device = resolve_device(args.device)
     model = load_run_model(run, device=device)

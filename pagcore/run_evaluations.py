@@ -162,11 +162,13 @@ def evaluate_stored_run(
     for norm in ("linf", "l2"):
         for name, steps, restarts, best in (("pgd20", 20, 1, False), ("pgd100", 100, 5, True)):
             if name in evaluations:
-                attack = PGD.paper_real_data(norm, PAPER_PGD_EPS[dataset][norm], steps, restarts=restarts, keep_best=best)
+                eps = PAPER_PGD_EPS[dataset][norm]
+                attack = PGD.paper_real_data(norm, eps, steps, restarts=restarts, keep_best=best)
                 jobs.append(Job(name, {**attack.settings(), "radius": "paper (Section 5.2)", **common},
                                 _pgd_job(model, x, y, attack, seed, device, progress)))
         if "autoattack" in evaluations:
-            aa = AutoAttackSettings(norm, STANDARD_EPS[dataset][norm], seed=seed, apgd_iterations=budgets.autoattack_iterations,
+            aa = AutoAttackSettings(norm, STANDARD_EPS[dataset][norm], seed=seed,
+                                    apgd_iterations=budgets.autoattack_iterations,
                                     fab_iterations=budgets.autoattack_iterations, square_queries=budgets.square_queries)
             jobs.append(Job("autoattack", {**aa.settings(), "radius": "standard (RobustBench)", **common},
                             lambda aa=aa: run_autoattack(model, x, y, aa, device=device)))

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from pagcore.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
 from pagcore.validation import ConfigError

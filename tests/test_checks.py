@@ -46,7 +46,8 @@ def test_models_that_mask_gradients_are_flagged(normal, masking):
     # The unmasked model is the natural transfer source: same decisions, working gradients.
     results = by_name(gradient_masking_checklist(masked, x, y, norm=NORM, eps=EPS, source=model, settings=FAST))
     failed = set(summary(results.values())["failed"])
-    assert {"eps_reaches_zero", "black_box", "transfer", "gradients"} <= failed, {n: r.numbers for n, r in results.items()}
+    expected = {"eps_reaches_zero", "black_box", "transfer", "gradients"}
+    assert expected <= failed, {n: r.numbers for n, r in results.items()}
     assert results["gradients"].numbers["zero_fraction"] >= 0.9
     assert results["transfer"].numbers["transfer"] < results["transfer"].numbers["white_box"]
 
@@ -54,8 +55,8 @@ def test_models_that_mask_gradients_are_flagged(normal, masking):
 def test_more_iterations_check_fails_when_the_baseline_attack_is_weak(normal, source):
     """With PGD-1 as the baseline, PGD-20 x 2 restarts is far stronger: the check must say so."""
     model, x, y = normal
-    weak_baseline = ChecklistSettings(curve_steps=5, baseline_steps=1, strong_steps=20, strong_restarts=2, square_queries=50)
-    results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=0.5, source=source, settings=weak_baseline))
+    weak = ChecklistSettings(curve_steps=5, baseline_steps=1, strong_steps=20, strong_restarts=2, square_queries=50)
+    results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=0.5, source=source, settings=weak))
     numbers = results["more_iterations"].numbers
     assert results["more_iterations"].passed is False
     assert numbers["baseline"] - numbers["strong"] > 0.1

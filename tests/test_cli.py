@@ -63,7 +63,8 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     runs, names = trained
     run_dir = runs / names["vanilla"]
     before = identity_files(run_dir)
-    args = ["evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", "pgd20,pgd100,autoattack,checks,pag_score",
+    args = ["evaluate", "--run", names["vanilla"], "--runs", str(runs),
+            "--attacks", "pgd20,pgd100,autoattack,checks,pag_score",
             "--subset", "6", "--reduced-for-tests", "--no-progress", *SYNTHETIC]
     out, first = pagcore(*args)
     assert out.returncode == 0, out.stderr[-3000:]

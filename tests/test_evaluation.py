@@ -27,7 +27,7 @@ def test_paper_pgd_uses_0031_and_the_standard_radius_is_8_over_255():
 
 
 def test_subsets_are_fixed_by_their_seed():
-    a, b, c = EvaluationSubset.draw(1000, 50, seed=0), EvaluationSubset.draw(1000, 50, seed=0), EvaluationSubset.draw(1000, 50, seed=1)
+    a, b, c = (EvaluationSubset.draw(1000, 50, seed=s) for s in (0, 0, 1))
     assert torch.equal(a.indices, b.indices) and a.record() == b.record()
     assert a.record()["indices_sha256"] != c.record()["indices_sha256"]
     assert len(set(a.indices.tolist())) == 50 and a.indices.tolist() == sorted(a.indices.tolist())
