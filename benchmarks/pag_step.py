@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     synchronize(device)
     start = time.perf_counter()
     evaluate(model, test_images, test_labels, {"linf": PGD.paper_real_data("linf", 8 / 255)}, batch_size=500,
-             device=device, progress=False, autocast=cuda)
+             device=device, progress=False)
     synchronize(device)
     pgd_seconds = time.perf_counter() - start
     print(f"\nPGD-20 (L-inf) evaluation: {pgd_images} images in {pgd_seconds:.1f} s, "

@@ -3,6 +3,8 @@
     python -m pagcore toy --seeds 0 1 2 3 4
     python -m pagcore train --dataset cifar10 --data .data/cifar10.npz --method class_mean
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
+    python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
+        --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -42,7 +44,7 @@ def _add_toy_parser(subparsers) -> None:
     p.add_argument("--attack-random-start", action="store_true", default=d.attack_random_start)
     p.add_argument("--record", help="also write the full result and its provenance record to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(run=_run_toy)
+    p.set_defaults(handler=_run_toy)
 
 
 def _run_toy(args: argparse.Namespace) -> dict:
@@ -107,7 +109,7 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--retrain", action="store_true", help="discard an existing run of these parameters")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     _add_data_arguments(p)
-    p.set_defaults(run=_run_train)
+    p.set_defaults(handler=_run_train)
 
 
 def _dataset(args: argparse.Namespace, name: str):
@@ -146,11 +148,25 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 
 def _add_evaluate_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a stored run again (clean and PGD accuracy, PAG pictures)")
+    from .run_evaluations import EVALUATIONS
+
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a stored run again, or add attacks and checks to it",
+        description="Without --attacks: the final evaluation again (clean and PGD accuracy, PAG pictures). "
+                    "With --attacks: extra evaluations stored in the run's evaluations/ folder.")
     p.add_argument("--run", required=True, help="run name or directory")
     p.add_argument("--pgd-steps", type=int, default=None, help="default: the run's own setting (20)")
+    p.add_argument("--attacks", default=None,
+                   help=f"comma-separated, any of {','.join(EVALUATIONS)}: stored per settings key, computed once")
+    p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset and of the attacks' random starts")
+    p.add_argument("--source", default=None, help="vanilla run for the transfer check (default: one from the store)")
+    p.add_argument("--reference", default=None,
+                   help="adversarially trained run for the PAG score (default: one from the store)")
+    p.add_argument("--reduced-for-tests", action="store_true",
+                   help="tiny AutoAttack and checklist budgets, labelled as such (code tests only, never results)")
     _add_data_arguments(p)
-    p.set_defaults(run=_run_evaluate)
+    p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict:
@@ -159,17 +175,56 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     from .runs import RunStore
     from .training import TrainConfig, finish_run, load_run_model, prepare_data, resolve_device
 
-    run = RunStore(args.runs).find(args.run)
+    store = RunStore(args.runs)
+    run = store.find(args.run)
     config = TrainConfig.from_params(run.params)
     if args.pgd_steps is not None:
         config = replace(config, eval_pgd_steps=args.pgd_steps)
     config.validate()
+    if args.attacks is not None:
+        from .run_evaluations import EVALUATIONS
+
+        names = [name.strip() for name in args.attacks.split(",") if name.strip()]
+        unknown = [n for n in names if n not in EVALUATIONS]
+        if unknown or not names:
+            raise ConfigError(
+                f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}")
     data = prepare_data(config, _dataset(args, config.dataset))
     device = resolve_device(args.device)
     model = load_run_model(run, device=device)
-    metrics = finish_run(run, model, data, config, device=device, progress=not args.no_progress,
-                         autocast=device.type == "cuda")
-    return {"run": run.name, "metrics": metrics}
+    if args.attacks is None:
+        metrics = finish_run(run, model, data, config, device=device, progress=not args.no_progress)
+        return {"run": run.name, "metrics": metrics}
+
+    from .run_evaluations import Budgets, evaluate_stored_run
+
+    source = _companion_run(store, run, args.source, "vanilla", device) if "checks" in names else None
+    reference = _companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
+    lines = evaluate_stored_run(
+        run, model, data, names, subset=args.subset, seed=args.subset_seed, device=device, source=source,
+        reference=reference, budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
+        progress=not args.no_progress,
+    )
+    return {"run": run.name, "evaluations": lines}
+
+
+def _companion_run(store, run, reference: str | None, method: str, device):
+    """(name, model) of the run named ``reference``, or else of a complete ``method`` run of the same
+    dataset and kind from the store (the L2 one first for adversarial training); None if there is none."""
+    from .training import load_run_model
+
+    if reference:
+        chosen = store.find(reference)
+    else:
+        candidates = [r for r in store.select(kind=run.kind, dataset=run.params["dataset"], method=method)]
+        others = [r for r in candidates if r.name != run.name] or candidates
+        others.sort(key=lambda r: (r.params.get("adv_norm") != "l2", r.name))
+        if not others:
+            return None
+        chosen = others[0]
+    if chosen.params.get("method") != method:
+        raise ConfigError(f"{chosen.name} is a {chosen.params.get('method')!r} run; a {method!r} run is needed here")
+    return chosen.name, load_run_model(chosen, device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.run(args)
+        # ``handler``, not ``run``: evaluate's --run option would overwrite the dispatcher.
+        result = args.handler(args)
     except ConfigError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     sys.stdout.write(json.dumps(result) + "\n")

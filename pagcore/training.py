@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .attacks import NORMS, PGD
 from .augment import random_crop_flip
 from .data import DATASETS, SPECS, ImageDataset
-from .evaluation import PAPER_EPS, evaluate, pag_pictures, paper_attacks
+from .evaluation import STANDARD_EPS, evaluate, pag_pictures, paper_attacks
 from .models import build_model
 from .plotting import image_grid
 from .objective import GRADIENT_KINDS, GRADIENT_STRATEGIES, PagLoss, pag_loss, sample_target_classes
@@ -115,7 +115,7 @@ class TrainConfig:
             lam = PAPER_LAMBDA[self.dataset].get(self.method, 0.0)
         adv_eps = self.adv_eps
         if adv_eps is None and self.adv_norm in NORMS:
-            adv_eps = PAPER_EPS[self.dataset][self.adv_norm]
+            adv_eps = STANDARD_EPS[self.dataset][self.adv_norm]
         return replace(
             self,
             lam=lam,
@@ -496,7 +496,7 @@ def train(
                 stopped = True
                 break
             seen = sums["seen"].item()
-            clean = evaluate(model, data.x_test, data.y_test, {}, device=device, progress=False, autocast=amp)["clean"]
+            clean = evaluate(model, data.x_test, data.y_test, {}, device=device, progress=False)["clean"]
             history.append({
                 "epoch": epoch + 1, "lr": config.lr_at(epoch),
                 "loss": sums["loss"].item() / seen, "cross_entropy": sums["ce"].item() / seen,
@@ -516,7 +516,7 @@ def train(
 
     run.save_checkpoint({"model": model.state_dict(), "history": history}, which="final")
     if final_evaluation:
-        finish_run(run, model, data, config, device=device, progress=progress, autocast=amp)
+        finish_run(run, model, data, config, device=device, progress=progress)
     close_session("complete" if final_evaluation else "trained")
     return TrainResult(run, finished=True)
 
@@ -541,16 +541,16 @@ def finish_run(
     *,
     device: torch.device,
     progress: bool = True,
-    autocast: bool = False,
 ) -> dict[str, float]:
-    """Final evaluation (clean, PGD-k L-inf and L2 on the whole test set) and the PAG pictures."""
+    """Final evaluation (clean, PGD-k L-inf and L2 on the whole test set, float32) and the PAG pictures."""
     start = time.perf_counter()
+    attacks = paper_attacks(config.dataset, config.eval_pgd_steps)
     metrics = evaluate(
-        model, data.x_test, data.y_test, paper_attacks(config.dataset, config.eval_pgd_steps),
-        device=device, seed=config.seed, progress=progress, autocast=autocast,
+        model, data.x_test, data.y_test, attacks, device=device, seed=config.seed, progress=progress,
     )
     metrics["test_images"] = len(data.x_test)
     metrics["pgd_steps"] = config.eval_pgd_steps
+    metrics["attacks"] = {name: attack.settings() for name, attack in attacks.items()}
     metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
     run.write_json("metrics.json", metrics)
 

@@ -2,15 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 
-from pagcore.attacks import PGD, L2Ball, LinfBall, accuracy
+from pagcore.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
 from pagcore.validation import ConfigError
-
-
-def image_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+from tiny_models import image_model, trained_image_model
 
 
 @pytest.fixture
@@ -83,15 +78,18 @@ def test_model_mode_restored_even_when_the_model_fails(batch):
     assert model.training
 
 
-def test_random_starts_lie_inside_their_balls():
-    like = torch.zeros(500, 2)
+def test_random_starts_follow_the_papers_evaluation_code():
+    like = torch.zeros(500, 3, 32, 32)
     generator = torch.Generator().manual_seed(0)
     linf = LinfBall(0.3).random_start(like, generator)
-    l2 = L2Ball(0.3).random_start(like, generator)
-    assert linf.abs().max() <= 0.3
-    assert l2.norm(dim=1).max() <= 0.3 + 1e-7
-    # Uniform in a disc: the median radius is eps / sqrt(2).
-    assert abs(l2.norm(dim=1).median().item() - 0.3 / 2**0.5) < 0.03
+    l2 = L2Ball(0.5).random_start(like, generator)
+    assert linf.abs().max() <= 0.3 and linf.abs().max() > 0.29  # uniform over the whole [-eps, eps]
+    # L2: TRADES' per-pixel noise of half-width 8/255 whatever eps is, so ~1.0 in norm on CIFAR-10.
+    assert l2.abs().max() <= L2_START_HALF_WIDTH and l2.abs().max() > 0.99 * L2_START_HALF_WIDTH
+    torch.testing.assert_close(L2Ball(3.0).random_start(like, torch.Generator().manual_seed(1)),
+                               L2Ball(0.1).random_start(like, torch.Generator().manual_seed(1)))
+    expected_norm = L2_START_HALF_WIDTH * (3 * 32 * 32 / 3) ** 0.5
+    assert abs(l2.flatten(1).norm(dim=1).mean().item() - expected_norm) < 0.01
 
 
 def test_projections():
@@ -108,6 +106,8 @@ def test_projections():
         (dict(norm="l2", eps=1.0, step_size=0.1, steps=0), "steps"),
         (dict(norm="l2", eps=1.0, step_size=0.0, steps=1), "step_size"),
         (dict(norm="l2", eps=1.0, step_size=0.1, steps=1, bounds=(1.0, 0.0)), "bounds"),
+        (dict(norm="l2", eps=1.0, step_size=0.1, steps=1, restarts=0), "restarts"),
+        (dict(norm="l2", eps=1.0, step_size=0.1, steps=1, restarts=2), "random_start"),
     ],
 )
 def test_bad_settings_name_the_parameter(kwargs, parameter):
@@ -119,3 +119,49 @@ def test_paper_real_data_settings():
     attack = PGD.paper_real_data("linf", 8 / 255)
     assert attack.steps == 20 and attack.random_start and attack.bounds == (0.0, 1.0)
     assert attack.step_size == pytest.approx(2 * (8 / 255) / 20)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])  # radii that break some images, not all
+@pytest.mark.parametrize("restarts,keep_best", [(1, True), (3, False), (3, True)])
+def test_stronger_pgd_is_never_weaker_than_the_last_iterate(norm, eps, restarts, keep_best):
+    model, x, y = trained_image_model()
+    paper = PGD.paper_real_data(norm, eps, steps=5)
+    stronger = PGD.paper_real_data(norm, eps, steps=5, restarts=restarts, keep_best=keep_best)
+    for seed in range(3):
+        last = paper(model, x, y, generator=torch.Generator().manual_seed(seed))
+        best = stronger(model, x, y, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            fooled_last = model(last).argmax(1) != y
+            fooled_best = model(best).argmax(1) != y
+        assert not (fooled_last & ~fooled_best).any(), "an image the paper's attack fools survived the stronger one"
+        assert (perturbation_norms(best, x, norm) <= eps + 1e-6).all() and best.min() >= 0 and best.max() <= 1
+    assert accuracy(model, x, y) > accuracy(model, best, y)
+
+
+def test_best_iterate_beats_a_last_iterate_that_overshoots():
+    """With a step far too large the last iterate oscillates; the best iterate keeps the hit."""
+    model, x, y = trained_image_model()
+    overshooting = dict(norm="linf", eps=0.05, step_size=0.1, steps=5, random_start=True, bounds=(0.0, 1.0))
+    last = PGD(**overshooting)(model, x, y, generator=torch.Generator().manual_seed(0))
+    best = PGD(**overshooting, keep_best=True)(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert accuracy(model, best, y) < accuracy(model, last, y)
+
+
+def test_targeted_best_iterate_keeps_the_first_success():
+    model, x, y = trained_image_model()
+    target = (y + 1) % 4
+    attack = PGD("l2", 2.0, step_size=0.5, steps=8, keep_best=True, bounds=(0.0, 1.0))
+    x_adv = attack(model, x, y, target=target)
+    plain = PGD("l2", 2.0, step_size=0.5, steps=8, bounds=(0.0, 1.0))(model, x, y, target=target)
+    with torch.no_grad():
+        hits_best = (model(x_adv).argmax(1) == target).sum()
+        hits_last = (model(plain).argmax(1) == target).sum()
+    assert hits_best >= hits_last > 0
+
+
+def test_settings_describe_the_attack():
+    settings = PGD.paper_real_data("l2", 0.5, steps=100, restarts=5, keep_best=True).settings()
+    assert settings["steps"] == 100 and settings["restarts"] == 5 and settings["iterate"] == "best"
+    assert settings["step_size"] == pytest.approx(0.01) and settings["precision"] == "float32"
+    assert "8/255" in settings["random_start"]
+    assert PGD.paper_real_data("linf", 0.031).settings()["iterate"] == "last"

@@ -44,3 +44,14 @@ def test_chapters_without_real_runs_say_so(built_book):
         html = page_text(built_book / f"book/experiments/{dataset}.html")
         if dataset not in real:
             assert any(p in html for p in UNRUN_PHRASES), dataset
+
+
+def test_gradient_masking_chapter_says_when_nothing_was_evaluated(built_book):
+    from pagcore.run_evaluations import stored_evaluations
+    from pagcore.runs import RunStore
+
+    evaluated = [r for r in RunStore().runs() if r.kind == "real" and r.complete and stored_evaluations(r)]
+    html = page_text(built_book / "book/experiments/gradient_masking.html")
+    assert "fig-masking-curves" in html and "tab-masking-checks" in html
+    if not evaluated:
+        assert "No real run has been evaluated yet" in html

@@ -27,6 +27,7 @@ SMOKE_PARAMETERS = {
     "seed_error_bars": dict(synthetic=[64, 20], epochs=1, width=4, eval_pgd_steps=1, picture_images=1, kind="smoke",
                             train_missing=True, seeds=[0, 1], progress=False),
     "reproduction_status": dict(toy_record="missing.record.json"),
+    "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
 }
 
 
@@ -90,3 +91,18 @@ def test_real_data_chapters_show_no_smoke_runs(tmp_path):
     text = (tmp_path / "book.ipynb").read_text()
     assert "No real run of the CIFAR-10 experiments exists yet" in text
     assert "not run" in text
+
+
+def test_gradient_masking_chapter_shows_no_smoke_runs(tmp_path):
+    """Smoke evaluations in the store must not reach the chapter's real view, which says nothing was evaluated."""
+    runs = str(tmp_path / "runs")
+    papermill.execute_notebook(str(ROOT / "notebooks" / "gradient_masking.ipynb"), str(tmp_path / "smoke.ipynb"),
+                               parameters=dict(runs_dir=runs, smoke_run=True, kind="smoke"), kernel_name="python3",
+                               progress_bar=False)
+    smoke = (tmp_path / "smoke.ipynb").read_text()
+    assert "smoke runs on random images" in smoke and "eps_monotone" in smoke
+    papermill.execute_notebook(str(ROOT / "notebooks" / "gradient_masking.ipynb"), str(tmp_path / "book.ipynb"),
+                               parameters=dict(runs_dir=runs), kernel_name="python3", progress_bar=False)
+    text = (tmp_path / "book.ipynb").read_text()
+    assert "No real run has been evaluated yet" in text
+    assert "vanilla s0" not in text  # no smoke run's row

@@ -1,0 +1,201 @@
+"""Is it gradient masking? A checklist after Carlini et al., *On Evaluating Adversarial Robustness* (2019).
+
+PAG training reshapes the very input-gradients that PGD follows, so a high PGD accuracy could
+mean the gradients stopped pointing anywhere useful rather than that the model is robust.
+Each check below measures something that a genuinely robust model and a gradient-masking one
+do differently, and returns its numbers with a pass or a fail:
+
+1. ``eps_monotone``: robust accuracy does not rise as eps grows (beyond ``tolerance``);
+2. ``eps_reaches_zero``: at a radius that covers the whole image range, accuracy is ~0;
+3. ``more_iterations``: PGD-100 with 5 restarts (best iterate) is not much stronger than the
+   paper's PGD-20;
+4. ``black_box``: the black-box Square attack (AutoAttack's, 5,000 queries) is not stronger
+   than that white-box PGD;
+5. ``transfer``: adversarial examples crafted on a separate (vanilla) source model do not fool
+   the model more than its own white-box attack does;
+6. ``gradients``: no test image has an all-zero or non-finite input-gradient.
+
+A passed check is evidence, not proof; a failed one says the white-box numbers of that model
+cannot be trusted as they are. Every check can fail: the tests run the checklist on models that
+mask gradients by construction (an input-quantisation step, a saturated softmax) and see it fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attacks import PGD
+from .autoattack import AutoAttackSettings, run_autoattack
+from .modes import eval_mode
+from .validation import ConfigError, check_nonnegative, check_positive_int
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    criterion: str  # the rule, in words, with its tolerance
+    passed: bool | None  # None: not run (e.g. no source model for the transfer check)
+    numbers: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChecklistSettings:
+    """What the checklist runs. The defaults are the ones for real runs; tests shrink the budgets."""
+
+    # Multiples of eps for the accuracy curve; the largest must cover the image range (see check 2).
+    eps_multipliers: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 32.0)
+    curve_steps: int = 20
+    baseline_steps: int = 20  # the paper's PGD-20: last iterate, one start
+    strong_steps: int = 100
+    strong_restarts: int = 5
+    square_queries: int | None = None  # None: AutoAttack's standard 5,000
+    monotone_tolerance: float = 0.01  # a rise of accuracy allowed between radii (random starts)
+    zero_accuracy: float = 0.02  # "~0" at the largest radius
+    iterations_tolerance: float = 0.02  # how much stronger PGD-100x5 may be than PGD-20
+    black_box_tolerance: float = 0.01  # how much stronger Square may be than white-box
+    transfer_tolerance: float = 0.01  # how much stronger transfer may be than white-box
+    zero_gradient_fraction: float = 0.0  # images allowed an all-zero input-gradient
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("curve_steps", "baseline_steps", "strong_steps", "strong_restarts"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("monotone_tolerance", "zero_accuracy", "iterations_tolerance", "black_box_tolerance",
+                     "transfer_tolerance", "zero_gradient_fraction"):
+            check_nonnegative(name, getattr(self, name))
+        if list(self.eps_multipliers) != sorted(self.eps_multipliers) or len(self.eps_multipliers) < 2:
+            raise ConfigError(f"eps_multipliers must be at least two increasing values; got {self.eps_multipliers!r}")
+
+    def settings(self) -> dict:
+        return {"check": "gradient_masking", **asdict(self), "eps_multipliers": list(self.eps_multipliers)}
+
+
+def robust_mask(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, seed: int) -> Tensor:
+    """Per image: still classified correctly after ``attack`` (random starts drawn from ``seed``)."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    x_adv = attack(model, x, y, generator=generator)
+    with eval_mode(model), torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+def input_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """d CE(model(x), y) / dx per image, in float32 and eval mode."""
+    x = x.detach().float().requires_grad_(True)
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
+        loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def check_eps_curve(
+    model, x, y, norm: str, eps: float, settings: ChecklistSettings, attack_at=None
+) -> list[CheckResult]:
+    """Checks 1 and 2. ``attack_at(radius)`` builds the attack (default: PGD-``curve_steps``, best
+    iterate); tests pass a deliberately broken one to see the checks fail."""
+    if attack_at is None:
+        def attack_at(radius: float) -> PGD:
+            return PGD.paper_real_data(norm, radius, settings.curve_steps, keep_best=True)
+
+    radii = [m * eps for m in settings.eps_multipliers]
+    accuracies = []
+    for radius in radii:
+        if radius == 0:
+            with eval_mode(model), torch.no_grad():
+                accuracies.append((model(x).argmax(1) == y).float().mean().item())
+            continue
+        accuracies.append(robust_mask(model, x, y, attack_at(radius), settings.seed).float().mean().item())
+    rises = [later - earlier for earlier, later in zip(accuracies, accuracies[1:])]
+    numbers = {"eps": radii, "accuracy": accuracies, "largest_rise": max(rises)}
+    return [
+        CheckResult("eps_monotone", f"accuracy never rises by more than {settings.monotone_tolerance} as eps grows",
+                    max(rises) <= settings.monotone_tolerance, numbers),
+        CheckResult("eps_reaches_zero", f"accuracy at eps = {radii[-1]:.4g} is at most {settings.zero_accuracy}",
+                    accuracies[-1] <= settings.zero_accuracy, {"eps": radii[-1], "accuracy": accuracies[-1]}),
+    ]
+
+
+def gradient_masking_checklist(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: str,
+    eps: float,
+    source: nn.Module | None = None,
+    settings: ChecklistSettings = ChecklistSettings(),
+    device: torch.device | str = "cpu",
+) -> list[CheckResult]:
+    """Run every check on ``x``, ``y`` (floats in [0, 1]) at radius ``eps`` of ``norm``.
+
+    ``source`` is the model transfer attacks are crafted on (a vanilla model); without it the
+    transfer check is reported as not run.
+    """
+    device = torch.device(device)
+    x, y = x.to(device).float(), y.to(device)
+    with torch.autocast(device.type, enabled=False):
+        results = check_eps_curve(model, x, y, norm, eps, settings)
+
+        baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
+        strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts,
+                                     keep_best=True)
+        baseline_accuracy = robust_mask(model, x, y, baseline, settings.seed).float().mean().item()
+        strong_mask = robust_mask(model, x, y, strong, settings.seed)
+        strong_accuracy = strong_mask.float().mean().item()
+        results.append(CheckResult(
+            "more_iterations",
+            f"PGD-{settings.strong_steps} x {settings.strong_restarts} restarts (best iterate) lowers accuracy by at "
+            f"most {settings.iterations_tolerance} below PGD-{settings.baseline_steps}",
+            baseline_accuracy - strong_accuracy <= settings.iterations_tolerance,
+            {"baseline": baseline_accuracy, "strong": strong_accuracy, "baseline_attack": baseline.settings(),
+             "strong_attack": strong.settings()},
+        ))
+
+        square = run_autoattack(model, x, y, AutoAttackSettings(norm, eps, seed=settings.seed, attacks=("square",),
+                                                                square_queries=settings.square_queries), device=device)
+        square_mask = torch.tensor(square["robust_mask"], device=device)
+        results.append(CheckResult(
+            "black_box",
+            f"Square's accuracy is at least white-box PGD's minus {settings.black_box_tolerance}",
+            square["robust"] >= strong_accuracy - settings.black_box_tolerance,
+            {"square": square["robust"], "white_box": strong_accuracy,
+             "fooled_only_by_square": int((strong_mask & ~square_mask).sum()), "square_settings": square["settings"]},
+        ))
+
+        if source is None:
+            results.append(CheckResult("transfer", "not run: no source model", None, {}))
+        else:
+            crafted = strong(source, x, y, generator=torch.Generator(device=device).manual_seed(settings.seed))
+            with eval_mode(model), torch.no_grad():
+                transfer_accuracy = (model(crafted).argmax(1) == y).float().mean().item()
+            results.append(CheckResult(
+                "transfer",
+                f"attacks crafted on the source model leave accuracy at least white-box's minus "
+                f"{settings.transfer_tolerance}",
+                transfer_accuracy >= strong_accuracy - settings.transfer_tolerance,
+                {"transfer": transfer_accuracy, "white_box": strong_accuracy},
+            ))
+
+        grads = input_gradients(model, x, y).flatten(1)
+        finite = torch.isfinite(grads).all(dim=1)
+        zero = finite & (grads.abs().amax(dim=1) == 0)
+        results.append(CheckResult(
+            "gradients",
+            f"no non-finite input-gradient, and at most a fraction {settings.zero_gradient_fraction} all zero",
+            bool(finite.all()) and zero.float().mean().item() <= settings.zero_gradient_fraction,
+            {"nonfinite_fraction": 1 - finite.float().mean().item(), "zero_fraction": zero.float().mean().item(),
+             "median_norm": grads[finite].norm(dim=1).median().item() if finite.any() else float("nan")},
+        ))
+    return results
+
+
+def summary(results: list[CheckResult]) -> dict:
+    """``{"passed": [...], "failed": [...], "not_run": [...]}`` by check name."""
+    return {
+        "passed": [r.name for r in results if r.passed is True],
+        "failed": [r.name for r in results if r.passed is False],
+        "not_run": [r.name for r in results if r.passed is None],
+    }

@@ -1,0 +1,87 @@
+"""The gradient-masking checklist passes a normal model and flags models that mask gradients by construction."""
+
+import pytest
+import torch
+
+from pagcore.attacks import PGD
+from pagcore.checks import ChecklistSettings, check_eps_curve, gradient_masking_checklist, summary
+from pagcore.validation import ConfigError
+from tiny_models import QuantisedInput, SaturatedSoftmax, trained_image_model
+
+# Reduced budgets: seconds on a CPU. Radii: L2 1.0 breaks the tiny normal model under PGD.
+FAST = ChecklistSettings(curve_steps=10, baseline_steps=10, strong_steps=20, strong_restarts=2, square_queries=300)
+NORM, EPS = "l2", 1.0
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def normal():
+    return trained_image_model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def source():
+    """An independently trained model of the same data: the transfer source."""
+    return trained_image_model(seed=1)[0]
+
+
+def test_a_normal_model_passes_every_check(normal, source):
+    model, x, y = normal
+    results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=EPS, source=source, settings=FAST))
+    assert summary(results.values())["failed"] == [], {n: r.numbers for n, r in results.items() if not r.passed}
+    curve = results["eps_monotone"].numbers["accuracy"]
+    assert curve[0] == 1.0 and curve[-1] == 0.0  # clean accuracy first, nothing left at the largest radius
+    assert results["gradients"].numbers["zero_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("masking", [QuantisedInput, SaturatedSoftmax])
+def test_models_that_mask_gradients_are_flagged(normal, masking):
+    model, x, y = normal
+    masked = masking(model).eval()
+    with torch.no_grad():
+        assert (masked(x).argmax(1) == y).float().mean() >= 0.9  # the wrapper keeps the model's decisions
+    # The unmasked model is the natural transfer source: same decisions, working gradients.
+    results = by_name(gradient_masking_checklist(masked, x, y, norm=NORM, eps=EPS, source=model, settings=FAST))
+    failed = set(summary(results.values())["failed"])
+    expected = {"eps_reaches_zero", "black_box", "transfer", "gradients"}
+    assert expected <= failed, {n: r.numbers for n, r in results.items()}
+    assert results["gradients"].numbers["zero_fraction"] >= 0.9
+    assert results["transfer"].numbers["transfer"] < results["transfer"].numbers["white_box"]
+
+
+def test_more_iterations_check_fails_when_the_baseline_attack_is_weak(normal, source):
+    """With PGD-1 as the baseline, PGD-20 x 2 restarts is far stronger: the check must say so."""
+    model, x, y = normal
+    weak = ChecklistSettings(curve_steps=5, baseline_steps=1, strong_steps=20, strong_restarts=2, square_queries=50)
+    results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=0.5, source=source, settings=weak))
+    numbers = results["more_iterations"].numbers
+    assert results["more_iterations"].passed is False
+    assert numbers["baseline"] - numbers["strong"] > 0.1
+
+
+def test_non_monotone_curve_is_flagged(normal):
+    """Feed the curve check an attack that gets weaker as eps grows: both curve checks must fail."""
+    model, x, y = normal
+
+    def weaker_with_eps(radius):
+        return PGD.paper_real_data("l2", max(1.0 - radius / 8, 0.01), 10)
+
+    monotone, zero = check_eps_curve(model, x, y, "l2", 1.0, FAST, attack_at=weaker_with_eps)
+    assert monotone.passed is False and monotone.numbers["largest_rise"] > 0.01
+    assert zero.passed is False
+
+
+def test_transfer_check_is_not_run_without_a_source(normal):
+    model, x, y = normal
+    results = by_name(gradient_masking_checklist(model, x[:8], y[:8], norm=NORM, eps=EPS, settings=FAST))
+    assert results["transfer"].passed is None and "transfer" in summary(results.values())["not_run"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="eps_multipliers"):
+        ChecklistSettings(eps_multipliers=(1.0, 0.5))
+    with pytest.raises(ConfigError, match="strong_restarts"):
+        ChecklistSettings(strong_restarts=0)

@@ -1,0 +1,110 @@
+"""Every subcommand of `python -m pagcore`, end to end through the real entry point, on tiny settings."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pagcore.cli import build_parser
+
+# Code tests, never results: 32 synthetic training images, width-4 ResNet-18, one epoch.
+SYNTHETIC = ["--synthetic", "32", "16"]
+TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--eval-pgd-steps", "1", "--picture-images", "1",
+              "--no-progress", *SYNTHETIC]
+TESTED_SUBCOMMANDS = {"toy", "train", "evaluate"}
+
+
+def pagcore(*args, timeout=300):
+    out = subprocess.run([sys.executable, "-m", "pagcore", *args], capture_output=True, text=True, timeout=timeout)
+    return out, (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None)
+
+
+def test_every_subcommand_is_tested_here():
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(subcommands) == TESTED_SUBCOMMANDS
+
+
+def test_toy_subcommand(tmp_path):
+    out, result = pagcore("toy", "--seeds", "0", "--epochs", "1", "--pool-size", "5", "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert result["seeds"] == [0]
+    for model in ("vanilla", "pag"):
+        assert 0.0 <= result[model]["pgd"] <= result[model]["clean"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A vanilla and an adversarially trained tiny run, trained through the CLI."""
+    runs = tmp_path_factory.mktemp("runs")
+    names = {}
+    for method, extra in (("vanilla", []), ("adversarial", ["--adv-norm", "l2", "--adv-steps", "1"])):
+        out, result = pagcore("train", "--method", method, *extra, *TINY_TRAIN, "--runs", str(runs))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert result["status"] == "complete"
+        names[method] = result["run"]
+    return runs, names
+
+
+def identity_files(run_dir):
+    return {name: (run_dir / name).read_bytes() for name in ("params.json", "record.json", "metrics.json")}
+
+
+def test_evaluate_again_without_attacks(trained):
+    runs, names = trained
+    out, result = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--no-progress", *SYNTHETIC)
+    assert out.returncode == 0, out.stderr[-2000:]  # it used to fail with "'str' object is not callable"
+    assert result["run"] == names["vanilla"]
+    assert 0.0 <= result["metrics"]["linf"] <= 1.0
+    assert result["metrics"]["attacks"]["linf"]["eps"] == 0.031  # the paper's PGD radius
+
+
+def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
+    runs, names = trained
+    run_dir = runs / names["vanilla"]
+    before = identity_files(run_dir)
+    args = ["evaluate", "--run", names["vanilla"], "--runs", str(runs),
+            "--attacks", "pgd20,pgd100,autoattack,checks,pag_score",
+            "--subset", "6", "--reduced-for-tests", "--no-progress", *SYNTHETIC]
+    out, first = pagcore(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    created = [line for line in first["evaluations"] if line.get("created")]
+    assert sorted(line["name"] for line in created) == sorted(
+        ["pgd20", "pgd20", "pgd100", "pgd100", "autoattack", "autoattack", "checks", "checks", "pag_score"])
+    stored = {p.stem: json.loads(p.read_text()) for p in (run_dir / "evaluations").glob("*.json")}
+    assert set(stored) == {line["key"] for line in created}
+    for entry in stored.values():
+        assert entry["settings"]["subset"]["size"] == 6 and len(entry["settings"]["subset"]["indices_sha256"]) == 64
+        assert entry["provenance"]["git"] and entry["run"] == names["vanilla"]
+    autoattack = [e for e in stored.values() if e["name"] == "autoattack"]
+    assert {e["settings"]["eps"] for e in autoattack} == {8 / 255, 0.5}
+    assert all(e["settings"]["package"] == "pyautoattack" and e["settings"]["package_version"] for e in autoattack)
+    assert all("reduced" in e["settings"]["version"] for e in autoattack)  # test budgets are labelled as such
+    pgd20 = {e["settings"]["norm"]: e for e in stored.values() if e["name"] == "pgd20"}
+    assert pgd20["linf"]["settings"]["eps"] == 0.031 and pgd20["linf"]["settings"]["iterate"] == "last"
+    checks = [e for e in stored.values() if e["name"] == "checks"]
+    assert all(e["settings"]["source"] == names["vanilla"] for e in checks)  # the only vanilla run: itself
+    pag = next(e for e in stored.values() if e["name"] == "pag_score")
+    assert pag["settings"]["reference"] == names["adversarial"]
+    assert -1.0 <= pag["results"]["gradient_alignment"]["score"] <= 1.0
+    assert identity_files(run_dir) == before  # identity, record and training metrics untouched
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (run_dir / "evaluations").iterdir()}
+    out, again = pagcore(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not any(line.get("created") for line in again["evaluations"])
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "evaluations").iterdir()} == mtimes
+    assert not list((run_dir / "evaluations").glob("*.tmp"))
+
+    # Another subset is another evaluation: new files, the old ones kept.
+    out, other = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", "pgd20",
+                         "--subset", "5", "--no-progress", *SYNTHETIC)
+    assert out.returncode == 0 and all(line["created"] for line in other["evaluations"])
+    assert len(list((run_dir / "evaluations").glob("*.json"))) == len(stored) + 2
+
+
+@pytest.mark.parametrize("attacks,message", [("pgd7", "attacks must be"), ("", "attacks must be")])
+def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
+    runs, names = trained
+    out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", attacks, *SYNTHETIC)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
