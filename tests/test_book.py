@@ -44,3 +44,14 @@ def test_chapters_without_real_runs_say_so(built_book):
         html = page_text(built_book / f"book/experiments/{dataset}.html")
         if dataset not in real:
             assert any(p in html for p in UNRUN_PHRASES), dataset
+
+
+def test_mathjax_is_served_from_the_book(built_book):
+    """Offline readers get equations: MathJax is a file of the book, and no page asks a CDN for it."""
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists()
+    math_pages = 0
+    for page in built_book.rglob("*.html"):
+        scripts = re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', page_text(page), flags=re.I)
+        assert all(not s.startswith(("http:", "https:", "//")) for s in scripts), (page, scripts)
+        math_pages += bool(scripts)
+    assert math_pages >= 5, "expected MathJax on the chapters with equations"
