@@ -3,6 +3,7 @@
     python -m pagcore toy --seeds 0 1 2 3 4
     python -m pagcore train --dataset cifar10 --data .data/cifar10.npz --method class_mean
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
+    python -m pagcore sweep train -p method vanilla class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_toy_parser(subparsers)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    from .sweep import add_sweep_parser  # the sweep's options live with the sweep
+
+    add_sweep_parser(subparsers)
     return parser
 
 
