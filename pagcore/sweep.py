@@ -160,7 +160,7 @@ class PointJob:
         # A child process, so that the pre-emption signal (SIGTERM) reaches training's own handler,
         # which saves a checkpoint before the process ends; the last stdout line is its JSON result.
         arguments = [sys.executable, "-m", "pagcore", *cli_arguments(self.experiment, self.parameters)]
-        completed = subprocess.run(arguments, cwd=self.working_directory, stdout=subprocess.PIPE, text=True)
+        completed = subprocess.run(arguments, cwd=self.working_directory, stdout=subprocess.PIPE, text=True, check=False)
         (Path(self.directory) / "stdout.txt").write_text(completed.stdout)
         if completed.returncode != 0:
             raise RuntimeError(f"{' '.join(arguments)} exited with {completed.returncode}; stderr is in the job's log")
@@ -198,7 +198,7 @@ class Resources:
     array_parallelism: int = 4
     name: str = "pag-sweep"
 
-    def validate(self) -> "Resources":
+    def validate(self) -> Resources:
         if self.cluster not in CLUSTERS:
             raise ConfigError(f"cluster must be one of {CLUSTERS}, not {self.cluster!r}")
         if self.cluster == "slurm" and not self.partition:

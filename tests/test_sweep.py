@@ -25,8 +25,8 @@ from pagcore.validation import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 # Smoke settings for `train` on random images: seconds per run on a CPU, never results. Two steps
 # per epoch and two epochs, so that a run can be stopped part-way.
-TINY_TRAIN = dict(dataset="cifar10", synthetic=[64, 20], epochs=2, batch_size=32, width=4, pool_size=8, eval_pgd_steps=1,
-                  picture_images=1, device="cpu", no_progress=True)
+TINY_TRAIN = {"dataset": "cifar10", "synthetic": [64, 20], "epochs": 2, "batch_size": 32, "width": 4, "pool_size": 8,
+              "eval_pgd_steps": 1, "picture_images": 1, "device": "cpu", "no_progress": True}
 
 
 def test_grid_expands_to_every_combination_last_axis_fastest():
