@@ -84,7 +84,7 @@ def parameter_names(notebook: str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_link: str, columns: int = 3) -> str:
+def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_link: str, columns: int = 2) -> str:
     """MyST Markdown: ``names`` with their ``values`` in ``columns`` name/value pairs per row, then the link.
 
     The block is wrapped in a container of class ``parameters-in-use`` so that the book's browser
