@@ -5,6 +5,7 @@
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
         --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
+    python -m pagcore sweep train -p method vanilla class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_toy_parser(subparsers)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    from .sweep import add_sweep_parser  # the sweep's options live with the sweep
+
+    add_sweep_parser(subparsers)
     return parser
 
 

@@ -7,10 +7,12 @@ GitHub.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -63,6 +65,49 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ImportError:  # plain Jupyter without the book's tooling: nothing to glue into
         return
     myst_glue(name, value, display=display)
+
+
+# -- the parameters a chapter ran with ------------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def parameter_names(notebook: str | Path) -> list[str]:
+    """The names assigned in a notebook's cell tagged ``parameters``, in their order there."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
+    source = "".join(tagged[0]["source"])
+    names = [target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+             for target in node.targets if isinstance(target, ast.Name)]
+    return list(dict.fromkeys(names))
+
+
+def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_link: str, columns: int = 2) -> str:
+    """MyST Markdown: ``names`` with their ``values`` in ``columns`` name/value pairs per row, then the link.
+
+    The block is wrapped in a container of class ``parameters-in-use`` so that the book's browser
+    test can tell this table of inputs from the results that follow it.
+    """
+    # A "|" inside a value would end its table cell early.
+    pairs = [(f"`{name}`", f"`{values[name]!r}`".replace("|", "\\|")) for name in names]
+    pairs += [("", "")] * (-len(pairs) % columns)  # pad the last row to full width
+    rows = [sum(pairs[i:i + columns], ()) for i in range(0, len(pairs), columns)]
+    table = markdown_table(("parameter", "value") * columns, rows)
+    return (f":::{{container}} parameters-in-use\n**Parameters of this run.** {notebook_link} holds the code; "
+            f"rerun it with papermill to change them.\n\n{table}\n:::")
+
+
+def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
+    """Show the values ``notebook`` (a name in notebooks/) runs with, after any papermill overrides.
+
+    The names come from the source notebook's parameters cell, so the table lists exactly what
+    papermill can change; the link makes the book copy the clean source notebook for download.
+    """
+    names = parameter_names(NOTEBOOKS / f"{notebook}.ipynb")
+    link = f"{{download}}`The notebook <{'/notebooks/' + notebook + '.ipynb'}>`"
+    display(Markdown(parameters_table(namespace, names, link)))
 
 
 # -- real-data chapters ------------------------------------------------------------------------

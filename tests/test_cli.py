@@ -12,7 +12,7 @@ from pagcore.cli import build_parser
 SYNTHETIC = ["--synthetic", "32", "16"]
 TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--eval-pgd-steps", "1", "--picture-images", "1",
               "--no-progress", *SYNTHETIC]
-TESTED_SUBCOMMANDS = {"toy", "train", "evaluate"}
+TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep"}
 
 
 def pagcore(*args, timeout=300):
@@ -108,3 +108,16 @@ def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
     runs, names = trained
     out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", attacks, *SYNTHETIC)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sweep_subcommand(tmp_path):
+    """A 1x2 toy grid through local processes, then again: the second call skips both points."""
+    args = ("sweep", "toy", "-p", "seeds", "[0]", "-p", "epochs", "1", "2", "-p", "pool-size", "5",
+            "--out", str(tmp_path / "sweep"), "--array-parallelism", "1")
+    out, result = pagcore(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [p["state"] for p in summary["points"]] == ["DONE", "DONE"]
+    again, _ = pagcore(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["points"][0]["state"].startswith("SKIPPED")

@@ -50,6 +50,18 @@ def test_notebook_has_a_parameters_cell(path):
     assert len(tagged) == 1
 
 
+BOOK_TAGS = {"hide-input", "remove-input", "remove-cell"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_is_folded_in_the_book(path):
+    """The book shows prose and results: every code cell is folded or removed there (Jupyter shows all)."""
+    nb = json.loads(path.read_text())
+    open_cells = [c["source"][:1] for c in nb["cells"]
+                  if c["cell_type"] == "code" and not BOOK_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    assert not open_cells, f"{path.name}: tag these hide-input or remove-input: {open_cells}"
+
+
 @pytest.mark.parametrize("name", sorted(SMOKE_PARAMETERS))
 def test_smoke_run_executes_and_reruns_identically(name, tmp_path):
     executed = tmp_path / f"{name}.ipynb"

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,22 @@ def execute(name: str) -> None:
         progress_bar=False,
         log_output=True,
     )
+    hide_injected_parameters(output)
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Tag papermill's injected-parameters cell remove-input, as the parameters cell it overrides is.
+
+    papermill gives the cell it adds no tags but its own, so without this the book would open
+    with a code cell; each chapter shows the parameters in use as a table instead.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-input" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-input"]
+    nbformat.write(notebook, path)
 
 
 def main(names: list[str]) -> int:
