@@ -40,7 +40,8 @@ from pagcore.objective import pag_loss, sample_target_classes  # noqa: E402
 from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.runs import RunStore  # noqa: E402
 from pagcore.targets import RepresentativeSource, as_float, class_mean_representatives  # noqa: E402
-from pagcore.training import StepSettings, TrainConfig, train, training_step  # noqa: E402
+from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
+from pagcore.training import StepSettings, train, training_step  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PILOT_STORE = ROOT / "benchmarks" / "pilot_runs"
@@ -167,13 +168,16 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The pilot's runs: the `cpu` scale's method and schedule shape at each width, short schedules."""
     configs = []
     for width in args.widths:
-        for method in args.methods:
-            configs.append(TrainConfig(
-                dataset="cifar10", method=method, epochs=args.epochs, width=width,
-                classes_per_image=None if method == "vanilla" else args.k,
-            ))
+        for source in args.sources:
+            knobs = {"scale": "cpu", "dataset": "cifar10", "epochs": args.epochs, "width": width}
+            if source == "vanilla":
+                knobs["objective"] = "cross_entropy"
+            else:
+                knobs.update(objective="pag", source=source, classes_per_image=args.k)
+            configs.append(TrainConfig.from_flat(knobs))
     return configs
 
 
@@ -186,11 +190,11 @@ def accuracy(args: argparse.Namespace) -> None:
         minutes_left = None if deadline is None else (deadline - time.perf_counter()) / 60
         if minutes_left is not None and minutes_left <= 0.5:
             break
-        result = train(
-            config, data, store, device="cpu", amp=args.bf16, channels_last=args.channels_last, kind="pilot",
-            progress=True,
-            max_minutes=minutes_left, final_evaluation=False, checkpoint_every_steps=100,
+        options = ExecutionOptions(
+            device="cpu", amp=args.bf16, channels_last=args.channels_last, kind="pilot", max_minutes=minutes_left,
+            evaluate=False, checkpoint_every=100,
         )
+        result = train(config, data, store, options)
         if not result.finished:
             break
     summary = []
@@ -199,7 +203,8 @@ def accuracy(args: argparse.Namespace) -> None:
             continue
         history = run.history or []
         summary.append({
-            "run": run.name, "method": run.params["method"], "width": run.params["width"],
+            "run": run.name, "objective": run.params["objective"], "source": run.params.get("source"),
+            "width": run.params["width"],
             "k": run.params["classes_per_image"], "epochs_done": len(history), "epochs": run.params["epochs"],
             "test_accuracy": [round(h["test_accuracy"], 4) for h in history],
             "train_accuracy": [round(h["train_accuracy"], 4) for h in history],
@@ -228,7 +233,7 @@ def main() -> None:
     a = sub.add_parser("accuracy")
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
-    a.add_argument("--methods", nargs="+", default=["vanilla", "class_mean"])
+    a.add_argument("--sources", nargs="+", default=["vanilla", "class_mean"], help="vanilla or a PAG target source")
     a.add_argument("--epochs", type=int, default=20)
     a.add_argument("--k", type=int, default=2)
     a.add_argument("--bf16", action="store_true")

@@ -41,7 +41,8 @@ from pagcore.objective import GRADIENT_STRATEGIES  # noqa: E402
 from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vectors  # noqa: E402
 from pagcore.targets import RepresentativeSource  # noqa: E402
-from pagcore.training import StepSettings, resolve_device, training_step  # noqa: E402
+from pagcore.devices import resolve_device  # noqa: E402
+from pagcore.training import StepSettings, training_step  # noqa: E402
 
 NUM_CLASSES = 10
 CIFAR_STEPS_PER_EPOCH = math.ceil(50_000 / 64)

@@ -1,11 +1,11 @@
 """Command line: the book's experiments without Jupyter.
 
     python -m pagcore toy --seeds 0 1 2 3 4
-    python -m pagcore train --dataset cifar10 --data .data/cifar10.npz --method class_mean
+    python -m pagcore train --scale cpu --dataset cifar10 --data .data/cifar10.npz --objective pag --source class_mean
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
         --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
-    python -m pagcore sweep train -p method vanilla class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
+    python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -18,45 +18,26 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .attacks import NORMS
-from .objective import GRADIENT_KINDS
-from .targets import MODEL_FREE_SOURCES
 from .validation import ConfigError
 
 
 def _add_toy_parser(subparsers) -> None:
+    from .config import add_group_arguments
     from .toy import ToyConfig
 
-    d = ToyConfig()
-    p = subparsers.add_parser("toy", help="the 2-D toy experiment (Section 5.1)", description="Train vanilla and PAG toy models per seed and attack them with PGD.")
-    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help="seeds; each trains one vanilla and one PAG model (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lam", type=float, default=d.lam, help="weight of the PAG term, lambda in Eq. (1)")
-    p.add_argument("--source", default=d.source, help=f"target-gradient source: {', '.join(MODEL_FREE_SOURCES)}")
-    p.add_argument("--gradient", default=d.gradient, help=f"what is differentiated: {', '.join(GRADIENT_KINDS)}")
-    p.add_argument("--pool-size", type=int, default=d.pool_size, help="nearest-neighbour pool per class")
-    p.add_argument("--classes-per-image", type=int, default=None, help="k target classes sampled per point (default: all)")
-    p.add_argument("--attack-norm", default=d.attack_norm, help=f"PGD threat model: {', '.join(NORMS)}")
-    p.add_argument("--attack-eps", type=float, default=d.attack_eps)
-    p.add_argument("--attack-steps", type=int, default=d.attack_steps)
-    p.add_argument("--attack-step-size", type=float, default=d.attack_step_size)
-    p.add_argument("--attack-random-start", action="store_true", default=d.attack_random_start)
+    p = subparsers.add_parser("toy", help="the 2-D toy experiment (Section 5.1)",
+                              description="Train vanilla and PAG toy models per seed and attack them with PGD.")
+    add_group_arguments(p, "toy experiment", ToyConfig)
     p.add_argument("--record", help="also write the full result and its provenance record to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(handler=_run_toy)
 
 
 def _run_toy(args: argparse.Namespace) -> dict:
+    from .config import given
     from .toy import ToyConfig, run_toy_experiment, toy_record
 
-    config = ToyConfig(
-        seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam,
-        source=args.source, gradient=args.gradient, pool_size=args.pool_size, classes_per_image=args.classes_per_image,
-        attack_norm=args.attack_norm, attack_eps=args.attack_eps, attack_steps=args.attack_steps,
-        attack_step_size=args.attack_step_size, attack_random_start=args.attack_random_start,
-    ).validate()
+    config = ToyConfig(**given(args, ToyConfig)).validate()
     experiment = run_toy_experiment(config, progress=not args.no_progress)
     if args.record:
         from .provenance import write_json_atomic
@@ -71,44 +52,17 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", type=int, nargs=2, metavar=("TRAIN", "TEST"),
                    help="use random images of the dataset's shape instead of --data (smoke tests only)")
     p.add_argument("--runs", default=None, help="run-store directory (default: runs/ in the repository)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _add_train_parser(subparsers) -> None:
-    from .training import METHODS, RIGD_TARGETS, TrainConfig
+    from .config import ExecutionOptions, add_arguments, add_group_arguments
+    from .evaluation import EvaluationSettings
 
-    d = TrainConfig()
-    p = subparsers.add_parser("train", help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)")
-    p.add_argument("--dataset", default=d.dataset, help="cifar10 or stl10")
-    p.add_argument("--method", default=d.method, help=f"one of: {', '.join(METHODS)}")
-    p.add_argument("--lam", type=float, default=None, help="lambda of Eq. (1) (default: the paper's Table 3)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=None, help="default: 64 for CIFAR-10, 32 for STL-10")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-milestones", type=float, nargs="*", default=d.lr_milestones, help="fractions of the epochs")
-    p.add_argument("--lr-factors", type=float, nargs="*", default=d.lr_factors, help="lr multiplier from each milestone on")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--gradient", default=d.gradient, help="logit or log_softmax")
-    p.add_argument("--classes-per-image", type=int, default=None, help="k target classes per image (default: all)")
-    p.add_argument("--pool-size", type=int, default=d.pool_size)
-    p.add_argument("--teacher", default="", help="RIGD: run name or directory of an adversarially trained model")
-    p.add_argument("--rigd-targets", default=d.rigd_targets, help=" or ".join(RIGD_TARGETS))
-    p.add_argument("--adv-norm", default=d.adv_norm, help="adversarial training: linf or l2")
-    p.add_argument("--adv-eps", type=float, default=None, help="adversarial training radius (default: the paper's)")
-    p.add_argument("--adv-steps", type=int, default=d.adv_steps)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--width", type=int, default=d.width, help="ResNet-18 width (64; smaller only for smoke tests)")
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--test-subset", type=int, default=None)
-    p.add_argument("--eval-pgd-steps", type=int, default=d.eval_pgd_steps)
-    p.add_argument("--picture-images", type=int, default=d.picture_images)
-    p.add_argument("--strategy", default="auto", help="auto, loop, vmap or replicate")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (and resumably) after this long")
-    p.add_argument("--retrain", action="store_true", help="discard an existing run of these parameters")
-    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p = subparsers.add_parser("train", help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)",
+                              description="Options left out take the scale's preset, then the paper's values.")
+    add_arguments(p)
+    add_group_arguments(p, "execution", ExecutionOptions)
+    add_group_arguments(p, "evaluation", EvaluationSettings)
     _add_data_arguments(p)
     p.set_defaults(handler=_run_train)
 
@@ -125,30 +79,25 @@ def _dataset(args: argparse.Namespace, name: str):
 
 
 def _run_train(args: argparse.Namespace) -> dict:
+    from .config import ExecutionOptions, from_arguments, given
+    from .evaluation import EvaluationSettings
     from .runs import RunStore
-    from .training import TrainConfig, train
+    from .training import train
 
-    config = TrainConfig(
-        dataset=args.dataset, method=args.method, lam=args.lam, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, lr_milestones=list(args.lr_milestones), lr_factors=list(args.lr_factors), seed=args.seed,
-        gradient=args.gradient, classes_per_image=args.classes_per_image, pool_size=args.pool_size,
-        teacher=args.teacher, rigd_targets=args.rigd_targets, adv_norm=args.adv_norm, adv_eps=args.adv_eps,
-        adv_steps=args.adv_steps, augment=not args.no_augment, width=args.width, train_subset=args.train_subset,
-        test_subset=args.test_subset, eval_pgd_steps=args.eval_pgd_steps, picture_images=args.picture_images,
-    ).resolved().validate()  # every parameter is checked before any data is read
-    data = _dataset(args, config.dataset)
-    result = train(
-        config, data, RunStore(args.runs), device=args.device, strategy=args.strategy,
-        amp=False if args.no_amp else None, progress=not args.no_progress,
-        checkpoint_every_steps=args.checkpoint_every, max_minutes=args.max_minutes,
-        retrain=args.retrain, final_evaluation=not args.no_eval,
-    )
+    # Every parameter is checked before any data is read.
+    config = from_arguments(args).resolve()
+    options = ExecutionOptions(**given(args, ExecutionOptions)).validate()
+    evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    data = _dataset(args, config.data.dataset)
+    result = train(config, data, RunStore(args.runs), options, evaluation)
     run = result.run
     return {"run": run.name, "path": str(run.path), "status": run.status, "finished": result.finished,
             "epochs_done": len(run.history), "metrics": run.metrics}
 
 
 def _add_evaluate_parser(subparsers) -> None:
+    from .config import add_group_arguments
+    from .evaluation import EvaluationSettings
     from .run_evaluations import EVALUATIONS
 
     p = subparsers.add_parser(
@@ -156,7 +105,9 @@ def _add_evaluate_parser(subparsers) -> None:
         description="Without --attacks: the final evaluation again (clean and PGD accuracy, PAG pictures). "
                     "With --attacks: extra evaluations stored in the run's evaluations/ folder.")
     p.add_argument("--run", required=True, help="run name or directory")
-    p.add_argument("--pgd-steps", type=int, default=None, help="default: the run's own setting (20)")
+    add_group_arguments(p, "final evaluation (without --attacks)", EvaluationSettings)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--attacks", default=None,
                    help=f"comma-separated, any of {','.join(EVALUATIONS)}: stored per settings key, computed once")
     p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
@@ -171,17 +122,16 @@ def _add_evaluate_parser(subparsers) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict:
-    from dataclasses import replace
-
+    from .config import TrainConfig, given
+    from .devices import resolve_device
+    from .evaluation import EvaluationSettings, evaluate_run
     from .runs import RunStore
-    from .training import TrainConfig, finish_run, load_run_model, prepare_data, resolve_device
+    from .training import prepare_data
 
     store = RunStore(args.runs)
     run = store.find(args.run)
-    config = TrainConfig.from_params(run.params)
-    if args.pgd_steps is not None:
-        config = replace(config, eval_pgd_steps=args.pgd_steps)
-    config.validate()
+    config = TrainConfig.from_identity(run.params)
+    settings = EvaluationSettings(**given(args, EvaluationSettings)).validate()
     if args.attacks is not None:
         from .run_evaluations import EVALUATIONS
 
@@ -190,16 +140,16 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
         if unknown or not names:
             raise ConfigError(
                 f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}")
-    data = prepare_data(config, _dataset(args, config.dataset))
+    data = prepare_data(config, _dataset(args, config.data.dataset))
     device = resolve_device(args.device)
-    model = load_run_model(run, device=device)
+    model = run.load_model(device=device)
     if args.attacks is None:
-        metrics = finish_run(run, model, data, config, device=device, progress=not args.no_progress)
+        metrics = evaluate_run(run, model, data, settings, device=device, progress=not args.no_progress)
         return {"run": run.name, "metrics": metrics}
 
     from .run_evaluations import Budgets, evaluate_stored_run
 
-    source = _companion_run(store, run, args.source, "vanilla", device) if "checks" in names else None
+    source = _companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
     reference = _companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
     lines = evaluate_stored_run(
         run, model, data, names, subset=args.subset, seed=args.subset_seed, device=device, source=source,
@@ -209,23 +159,23 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     return {"run": run.name, "evaluations": lines}
 
 
-def _companion_run(store, run, reference: str | None, method: str, device):
-    """(name, model) of the run named ``reference``, or else of a complete ``method`` run of the same
-    dataset and kind from the store (the L2 one first for adversarial training); None if there is none."""
-    from .training import load_run_model
-
+def _companion_run(store, run, reference: str | None, objective: str, device):
+    """(name, model) of the run named ``reference``, or else of a complete run trained on ``objective``
+    of the same dataset, scale and kind from the store (the L2 one first for adversarial training);
+    None if there is none."""
     if reference:
         chosen = store.find(reference)
     else:
-        candidates = [r for r in store.select(kind=run.kind, dataset=run.params["dataset"], method=method)]
+        candidates = store.select(kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"],
+                                  objective=objective)
         others = [r for r in candidates if r.name != run.name] or candidates
-        others.sort(key=lambda r: (r.params.get("adv_norm") != "l2", r.name))
+        others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
         if not others:
             return None
         chosen = others[0]
-    if chosen.params.get("method") != method:
-        raise ConfigError(f"{chosen.name} is a {chosen.params.get('method')!r} run; a {method!r} run is needed here")
-    return chosen.name, load_run_model(chosen, device=device)
+    if chosen.params.get("objective") != objective:
+        raise ConfigError(f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here")
+    return chosen.name, chosen.load_model(device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,11 @@
 """The paper's real-data experiments as named rows of runs (Tables 1, 2 and 4, Figure 5).
 
-A :class:`RealDataExperiment` turns the rows of a table ("vanilla", "class_mean",
-"rigd_linf", ...) into training configurations that share one schedule, finds their runs in
-the run store, and trains the missing ones (teachers before their RIGD students). The
-chapter notebooks use it so that they hold only orchestration and prose.
+A row of a results table ("vanilla", "class_mean", "rigd_linf", ...) is a :class:`Row`: the
+knobs that make it what it is (objective, target source, threat model) and, for RIGD, the row
+of its adversarially trained teacher. A :class:`RealDataExperiment` turns rows into training
+configurations that share one base (scale, schedule, seed), finds their runs in the run store,
+and trains the missing ones, teachers before their RIGD students. The chapter notebook and the
+status page use it, so that they hold only orchestration and prose.
 
 Only runs of the requested ``kind`` are ever returned: the book asks for ``real`` runs, the
 smoke tests for ``smoke`` ones, so a smoke run can never reach a results table.
@@ -11,36 +13,49 @@ smoke tests for ``smoke`` ones, so a smoke run can never reach a results table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from .config import KINDS, ExecutionOptions, TrainConfig
 from .data import ImageDataset, load_dataset, synthetic_dataset
+from .evaluation import EvaluationSettings
 from .runs import Run, RunStore
-from .training import TrainConfig, TrainResult, run_name_for, train
+from .training import TrainResult, run_name_for, train
 from .validation import ConfigError, check_choice
 
-PAPER_ROWS: tuple[str, ...] = ("vanilla", "one_image", "class_mean", "nearest_neighbor", "rigd_linf", "rigd_l2")
-EXTRA_ROWS: tuple[str, ...] = ("adversarial_linf", "adversarial_l2")
-ROWS: tuple[str, ...] = PAPER_ROWS + EXTRA_ROWS
-ROW_LABELS = {
-    "vanilla": "Vanilla",
-    "one_image": "One Image",
-    "class_mean": "Class Mean",
-    "nearest_neighbor": "Nearest Neighbor",
-    "rigd_linf": "RIGD ℓ∞",
-    "rigd_l2": "RIGD ℓ2",
-    "adversarial_linf": "Adversarial training ℓ∞ (not in the paper)",
-    "adversarial_l2": "Adversarial training ℓ2 (not in the paper)",
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    knobs: dict[str, Any]
+    teacher: str | None = None  # the row whose run is this row's RIGD teacher
+    in_paper: bool = True
+
+
+ROWS: dict[str, Row] = {
+    row.name: row
+    for row in (
+        Row("vanilla", "Vanilla", {"objective": "cross_entropy"}),
+        Row("one_image", "One Image", {"objective": "pag", "source": "one_image"}),
+        Row("class_mean", "Class Mean", {"objective": "pag", "source": "class_mean"}),
+        Row("nearest_neighbor", "Nearest Neighbor", {"objective": "pag", "source": "nearest_neighbor"}),
+        Row("rigd_linf", "RIGD ℓ∞", {"objective": "pag", "source": "rigd"}, teacher="adversarial_linf"),
+        Row("rigd_l2", "RIGD ℓ2", {"objective": "pag", "source": "rigd"}, teacher="adversarial_l2"),
+        Row("adversarial_linf", "Adversarial training ℓ∞ (RIGD teacher)", {"objective": "adversarial", "threat": "linf"},
+            in_paper=False),
+        Row("adversarial_l2", "Adversarial training ℓ2 (RIGD teacher)", {"objective": "adversarial", "threat": "l2"},
+            in_paper=False),
+    )
 }
-# Parameters that may differ between a requested row and a stored run that still answers it:
-# the schedule (a shorter run stands in, labelled with its epochs) and the teacher's name,
-# which contains the teacher's own schedule.
-SCHEDULE_FIELDS = ("epochs", "teacher")
+PAPER_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if row.in_paper)
+EXTRA_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if not row.in_paper)
+ROW_LABELS = {name: row.label for name, row in ROWS.items()}
 
-
-def row_norm(row: str) -> str:
-    """The threat model in a row name: ``"rigd_l2"`` -> ``"l2"``."""
-    return row.split("_", 1)[1]
+# Knobs in which a stored run may differ from the requested row and still answer it: the
+# schedule (a shorter run stands in, labelled with its epochs) and the teacher's name, which
+# contains the teacher's own schedule.
+SCHEDULE_KNOBS = ("epochs", "teacher")
 
 
 def load_data(dataset: str, data: str = "", *, download: bool = False, synthetic: list[int] | None = None) -> ImageDataset:
@@ -54,32 +69,27 @@ def load_data(dataset: str, data: str = "", *, download: bool = False, synthetic
 
 @dataclass
 class RealDataExperiment:
-    """The runs of one results table: a dataset, a shared schedule and a run store."""
+    """The runs of one results table: a dataset, shared knobs (scale, schedule, ...) and a run store."""
 
     dataset: str
-    base: TrainConfig = field(default_factory=TrainConfig)
+    knobs: dict[str, Any] = field(default_factory=dict)
     store: RunStore = field(default_factory=RunStore)
     kind: str = "real"
 
     def __post_init__(self) -> None:
-        check_choice("kind", self.kind, ("real", "smoke"))
-        self.base = replace(self.base, dataset=self.dataset)
+        check_choice("kind", self.kind, KINDS)
+        TrainConfig.from_flat({**self.knobs, "dataset": self.dataset})  # unknown knobs fail here, before any work
 
     def config(self, row: str, **overrides: Any) -> TrainConfig:
         """The resolved configuration of ``row`` (``overrides`` e.g. ``lam=0.1`` or ``seed=2``)."""
-        check_choice("row", row, ROWS)
-        base = replace(self.base, **overrides)
-        if row == "vanilla":
-            config = replace(base, method="vanilla", lam=None)
-        elif row.startswith("adversarial_"):
-            config = replace(base, method="adversarial", adv_norm=row_norm(row), lam=None)
-        elif row.startswith("rigd_"):
-            teacher_config = self.config(f"adversarial_{row_norm(row)}", seed=base.seed)
-            teacher = run_name_for(teacher_config, self.kind)
-            config = replace(base, method="rigd", teacher=teacher)
-        else:
-            config = replace(base, method=row)
-        return config.resolved().validate()
+        spec = ROWS[check_choice("row", row, tuple(ROWS))]
+        knobs = {**self.knobs, **overrides, **spec.knobs, "dataset": self.dataset}
+        if spec.teacher:
+            teacher = self.config(spec.teacher, **{k: v for k, v in overrides.items() if k == "seed"})
+            knobs["teacher"] = run_name_for(teacher, self.kind)
+        if spec.knobs["objective"] != "pag":
+            knobs.pop("lam", None)  # a lambda for the PAG rows does not apply here
+        return TrainConfig.from_flat(knobs).resolve()
 
     def run(self, row: str, **overrides: Any) -> Run | None:
         """The stored, complete run answering ``row``, or None.
@@ -89,26 +99,86 @@ class RealDataExperiment:
         """
         config = self.config(row, **overrides)
         exact = self.store.run(run_name_for(config, self.kind))
-        if exact.complete and exact.kind == self.kind:
+        if exact.complete:
             return exact
-        wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_FIELDS}
+        wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_KNOBS}
         candidates = self.store.select(kind=self.kind, **wanted)
-        if row.startswith("rigd_"):
-            candidates = [r for r in candidates if self._teacher_norm(r) == row_norm(row)]
+        teacher_row = ROWS[row].teacher
+        if teacher_row:
+            threat = ROWS[teacher_row].knobs["threat"]
+            candidates = [r for r in candidates if self.teacher_threat(r) == threat]
         return max(candidates, key=lambda r: r.params["epochs"], default=None)
 
-    def _teacher_norm(self, run: Run) -> str | None:
+    def teacher_threat(self, run: Run) -> str:
+        """The threat model of a RIGD run's teacher; its teacher must be in the store."""
         try:
-            return self.store.find(run.params["teacher"]).params.get("adv_norm")
-        except FileNotFoundError:
-            return None
+            teacher = self.store.find(run.params["teacher"])
+        except FileNotFoundError as missing:
+            raise ConfigError(f"RIGD run {run.name} names teacher {run.params['teacher']!r}, which is not in the store") from missing
+        return teacher.params["adversary"]["threat"]
 
-    def train(self, row: str, data: ImageDataset, **train_options: Any) -> TrainResult:
+    def train(
+        self,
+        row: str,
+        data: ImageDataset,
+        options: ExecutionOptions | None = None,
+        evaluation: EvaluationSettings | None = None,
+        **overrides: Any,
+    ) -> TrainResult:
         """Train (or resume) ``row``; a RIGD row first trains its adversarial teacher."""
-        overrides = train_options.pop("overrides", {})
-        if row.startswith("rigd_"):
-            teacher_seed = {"seed": overrides.get("seed", self.base.seed)}
-            teacher = self.train(f"adversarial_{row_norm(row)}", data, overrides=teacher_seed, **train_options)
+        options = options or ExecutionOptions(kind=self.kind)
+        if options.kind != self.kind:
+            raise ConfigError(f"options.kind is {options.kind!r} but this experiment's runs are {self.kind!r}")
+        teacher_row = ROWS[row].teacher
+        if teacher_row:
+            seed = {k: v for k, v in overrides.items() if k == "seed"}
+            teacher = self.train(teacher_row, data, options, evaluation, **seed)
             if not teacher.finished:
                 return teacher
-        return train(self.config(row, **overrides), data, self.store, **train_options)
+        return train(self.config(row, **overrides), data, self.store, options, evaluation)
+
+    def runs_for(
+        self,
+        points: dict[str, tuple[str, dict[str, Any]]],
+        data: ImageDataset | None = None,
+        options: ExecutionOptions | None = None,
+        evaluation: EvaluationSettings | None = None,
+    ) -> dict[str, Run | None]:
+        """The runs of named points (label -> (row, overrides)); with ``data``, train the missing ones first."""
+        if data is not None:
+            for row, overrides in points.values():
+                self.train(row, data, options, evaluation, **overrides)
+        return {label: self.run(row, **overrides) for label, (row, overrides) in points.items()}
+
+
+def chapter_runs(
+    dataset: str,
+    points: dict[str, tuple[str, dict[str, Any]]],
+    *,
+    knobs: dict[str, Any],
+    runs_dir: str = "",
+    kind: str = "real",
+    train_missing: bool = False,
+    data: str = "",
+    download: bool = False,
+    synthetic: list[int] | None = None,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    progress: bool = True,
+    eval_pgd_steps: int = 20,
+    picture_images: int = 4,
+) -> dict[str, Run | None]:
+    """What a chapter notebook does with its parameters: check them all, train what is missing
+    (only with ``train_missing``), and return the stored runs of its points.
+
+    ``knobs`` are the shared training knobs (``None`` values are left to the scale's preset);
+    every parameter is validated before any data is read.
+    """
+    experiment = RealDataExperiment(dataset, {k: v for k, v in knobs.items() if v is not None},
+                                    RunStore(runs_dir or None), kind=kind)
+    options = ExecutionOptions(device=device, max_minutes=max_minutes, progress=progress, kind=kind).validate()
+    evaluation = EvaluationSettings(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
+    for row, overrides in points.values():
+        experiment.config(row, **overrides)  # every point resolves (and validates) before any work
+    images = load_data(dataset, data, download=download, synthetic=synthetic) if train_missing else None
+    return experiment.runs_for(points, images, options, evaluation)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -94,3 +97,12 @@ def plot_accuracy_vs_lambda(ax: Axes, lams, series: dict[str, list[float | None]
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+
+
+def save_pag_grid(folder: Path, grid: Tensor, test_index: Tensor, *, column_labels: Sequence[str]) -> None:
+    """Store a PAG picture grid (:func:`pagcore.evaluation.pag_pictures`) as an array and a PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"grid": grid.half(), "test_index": test_index.cpu()}, folder / "pag_grid.pt")
+    figure = image_grid(grid, column_labels=column_labels)
+    figure.savefig(folder / "pag_grid.png", dpi=100)
+    plt.close(figure)

@@ -68,7 +68,7 @@ def run_record(
     wall_seconds: float,
     started: str,
     device: torch.device | str | None = None,
-    kind: str = "real",
+    kind: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance record of one run.

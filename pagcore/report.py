@@ -17,9 +17,16 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import Markdown, display
 
 from .plotting import image_grid
+
+
+def _show_markdown(text: str) -> None:
+    """Display Markdown in a notebook; IPython is imported only here, so the rest of this module
+    (and the status page's data, which uses it) works without Jupyter."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
 
 
 def percent(value: float | None, std: float | None = None, digits: int = 1) -> str:
@@ -38,7 +45,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def show_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    display(Markdown(markdown_table(header, rows)))
+    _show_markdown(markdown_table(header, rows))
 
 
 def show_record(record: dict[str, Any]) -> None:
@@ -55,7 +62,7 @@ def show_record(record: dict[str, Any]) -> None:
     text += "\n\n<details><summary>parameters</summary>\n\n```json\n"
     text += json.dumps(record.get("parameters", {}), indent=1, sort_keys=True)
     text += "\n```\n</details>"
-    display(Markdown(text))
+    _show_markdown(text)
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
@@ -107,7 +114,7 @@ def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
     """
     names = parameter_names(NOTEBOOKS / f"{notebook}.ipynb")
     link = f"{{download}}`The notebook <{'/notebooks/' + notebook + '.ipynb'}>`"
-    display(Markdown(parameters_table(namespace, names, link)))
+    _show_markdown(parameters_table(namespace, names, link))
 
 
 # -- real-data chapters ------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .attacks import PGD
 from .autoattack import AutoAttackSettings, run_autoattack
 from .checks import ChecklistSettings, gradient_masking_checklist, summary
 from .data import ImageDataset
-from .evaluation import PAPER_PGD_EPS, STANDARD_EPS, evaluate
+from .evaluation import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
 from .pag_score import gradient_alignment, targeted_confidence
 from .provenance import device_description, git_revision, utc_now, write_json_atomic
 from .runs import Run, parameter_hash
@@ -43,8 +43,6 @@ from .validation import ConfigError, check_positive_int
 
 EVALUATIONS = ("pgd20", "pgd100", "autoattack", "checks", "pag_score")
 FOLDER = "evaluations"
-# The radii of the PAG pictures, reused for the targeted-confidence score.
-PICTURE_EPS = {"cifar10": 10.0, "stl10": 30.0}
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,30 @@ class Run:
             return None
         return torch.load(path, map_location=map_location, weights_only=True)
 
+    def load_model(self, which: str = "final", device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The run's model, in eval mode, from its final (or latest) checkpoint."""
+        from .data import SPECS
+        from .models import build_model
+
+        state = self.load_checkpoint(which, map_location=device)
+        if state is None:
+            raise FileNotFoundError(
+                f"run {self.name} has no {which} checkpoint (paper-scale checkpoints are not kept in git)"
+            )
+        dataset = self.params["dataset"]
+        model = build_model(dataset, SPECS[dataset].num_classes, width=self.params["width"])
+        model.load_state_dict(state["model"])
+        return model.to(device).eval()
+
+    def clear(self) -> None:
+        """Forget everything but the identity (for retraining the same parameters)."""
+        for name in ("checkpoint-latest.pt", "checkpoint-final.pt", "history.json", "metrics.json", "record.json"):
+            (self.path / name).unlink(missing_ok=True)
+        for folder in (self.artifacts, self.path / "evaluations"):
+            if folder.exists():
+                for file in folder.iterdir():
+                    file.unlink()
+
     @property
     def artifacts(self) -> Path:
         return self.path / "artifacts"

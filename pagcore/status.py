@@ -1,8 +1,10 @@
-"""The reproduction status: every number the paper reports beside ours, or "not run".
+"""The reproduction status: every number the paper reports beside ours, or "not run", per scale.
 
 :func:`reproduction_status` walks the paper's results (the toy experiment, Tables 1, 2 and 4,
-Figure 5) and, for each cell, looks up the run that answers it: the toy run's record, and the
-run store for everything else. Only ``real`` runs count; smoke runs never appear.
+Figure 5) and, for each cell and each scale (``paper``, ``cpu``), looks up the run that answers
+it: the toy run's record, and the run store for everything else. Only ``real`` runs count; smoke
+and pilot runs never appear. A ``cpu``-scale number is shown beside the paper's but is never a
+reproduction of it: :func:`counts` keeps the scales apart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from .report import METRIC_COLUMNS, seed_summary, short_device
 from .runs import Run, RunStore
 
 
+SCALE_ORDER = ("paper", "cpu")
+
+
 @dataclass
 class StatusRow:
     experiment: str
@@ -25,6 +30,7 @@ class StatusRow:
     metric: str
     paper: float
     ours: float | None
+    scale: str = "paper"
     schedule: str = ""
     device: str = ""
     date: str = ""
@@ -40,7 +46,7 @@ def _provenance(run: Run) -> dict[str, str]:
     sessions = record.get("sessions", [])
     devices = sorted({short_device(s["device"]) for s in sessions})
     return {
-        "schedule": f"{run.params['epochs']} epochs",
+        "schedule": f"{run.params['epochs']} epochs, width {run.params['width']}",
         "device": "; ".join(devices),
         "date": sessions[-1]["finished"][:10] if sessions else "",
     }
@@ -61,20 +67,21 @@ def toy_rows(record_path: Path) -> list[StatusRow]:
     return rows
 
 
-def table_rows(store: RunStore, dataset: str) -> list[StatusRow]:
-    experiment = RealDataExperiment(dataset, store=store)
+def table_rows(store: RunStore, dataset: str, scale: str) -> list[StatusRow]:
+    experiment = RealDataExperiment(dataset, {"scale": scale}, store=store)
     rows = []
     for row in PAPER_ROWS:
         run = experiment.run(row)
         for metric, title in METRIC_COLUMNS:
             extra = _provenance(run) if run else {}
             rows.append(StatusRow(f"Table {paper.TABLE_NUMBER[dataset]} ({dataset})", ROW_LABELS[row], title,
-                                  paper.TABLES[dataset][row][metric], run.metrics[metric] if run else None, **extra))
+                                  paper.TABLES[dataset][row][metric], run.metrics[metric] if run else None, scale,
+                                  **extra))
     return rows
 
 
-def seed_rows(store: RunStore, seeds: tuple[int, ...] = (0, 1, 2)) -> list[StatusRow]:
-    experiment = RealDataExperiment("cifar10", store=store)
+def seed_rows(store: RunStore, scale: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list[StatusRow]:
+    experiment = RealDataExperiment("cifar10", {"scale": scale}, store=store)
     runs = {seed: experiment.run("one_image", seed=seed) for seed in seeds}
     summary = seed_summary(runs)
     done = [r for r in runs.values() if r is not None]
@@ -85,28 +92,43 @@ def seed_rows(store: RunStore, seeds: tuple[int, ...] = (0, 1, 2)) -> list[Statu
     rows = []
     for metric, title in METRIC_COLUMNS:
         rows.append(StatusRow("Table 4 (seeds)", "One Image, mean", title, paper.SEED_ERROR_BARS["mean"][metric],
-                              summary["mean"][metric] if summary else None, **extra))
+                              summary["mean"][metric] if summary else None, scale, **extra))
     return rows
 
 
-def lambda_rows(store: RunStore) -> list[StatusRow]:
-    experiment = RealDataExperiment("cifar10", store=store)
+def lambda_rows(store: RunStore, scale: str) -> list[StatusRow]:
+    experiment = RealDataExperiment("cifar10", {"scale": scale}, store=store)
     rows = []
     for lam, values in paper.LAMBDA_ABLATION.items():
         run = experiment.run("class_mean", lam=lam)
         for metric, title in METRIC_COLUMNS:
             extra = _provenance(run) if run else {}
             rows.append(StatusRow("Figure 5 (λ)", f"Class Mean, λ = {lam:g}", title, values[metric],
-                                  run.metrics[metric] if run else None, **extra))
+                                  run.metrics[metric] if run else None, scale, **extra))
     return rows
 
 
 def reproduction_status(store: RunStore, toy_record: Path) -> list[StatusRow]:
-    """Every reported number of the paper with ours beside it (``ours=None``: not run)."""
-    return [
-        *toy_rows(toy_record),
-        *table_rows(store, "cifar10"),
-        *table_rows(store, "stl10"),
-        *seed_rows(store),
-        *lambda_rows(store),
-    ]
+    """Every reported number of the paper with ours beside it (``ours=None``: not run), at each scale.
+
+    The toy experiment runs at the paper's own setting on any machine, so it has paper-scale rows only.
+    """
+    rows = toy_rows(toy_record)
+    for scale in SCALE_ORDER:
+        rows += [
+            *table_rows(store, "cifar10", scale),
+            *table_rows(store, "stl10", scale),
+            *seed_rows(store, scale),
+            *lambda_rows(store, scale),
+        ]
+    return rows
+
+
+def counts(rows: list[StatusRow]) -> dict[str, dict[str, int]]:
+    """Per scale: how many of the paper's numbers it has cells for, and how many have a run."""
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        entry = out.setdefault(row.scale, {"cells": 0, "measured": 0})
+        entry["cells"] += 1
+        entry["measured"] += row.ours is not None
+    return out

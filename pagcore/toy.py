@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from . import paper
+from .config import knob
 from .attacks import NORMS, PGD, accuracy
 from .objective import GRADIENT_KINDS, pag_loss, per_image_pag_terms, sample_target_classes
 from .progress import progress_bar
@@ -67,22 +68,22 @@ class ToyConfig:
     ``lam=1`` and ``pool_size=100`` are our choices, fixed before any result was seen.
     """
 
-    seeds: list[int] = field(default_factory=lambda: [0])
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.01
-    lam: float = 1.0
-    source: str = "nearest_neighbor"
-    gradient: str = "logit"
-    pool_size: int = 100
-    classes_per_image: int | None = None  # k < C samples the class sum of Eq. (1) (unbiased)
-    train_per_mode: int = 1000
-    test_per_mode: int = 100
-    attack_norm: str = "l2"
-    attack_eps: float = 15.0
-    attack_steps: int = 10
-    attack_step_size: float = 2.0
-    attack_random_start: bool = False
+    seeds: list[int] = knob([0], "seeds; each trains one vanilla and one PAG model")
+    epochs: int = knob(100, "training epochs")
+    batch_size: int = knob(128, "batch size")
+    lr: float = knob(0.01, "Adam learning rate")
+    lam: float = knob(1.0, "weight of the PAG term, lambda in Eq. (1)")
+    source: str = knob("nearest_neighbor", "target-gradient source", choices=MODEL_FREE_SOURCES)
+    gradient: str = knob("logit", "the score whose input-gradient is aligned", choices=GRADIENT_KINDS)
+    pool_size: int = knob(100, "nearest-neighbour candidates per class")
+    classes_per_image: int | None = knob(None, "k target classes sampled per point (default: all, the full sum)")
+    train_per_mode: int = knob(1000, "training points per mode (the paper: 1,000)")
+    test_per_mode: int = knob(100, "test points per mode (the paper: 600 in all)")
+    attack_norm: str = knob("l2", "PGD threat model", choices=NORMS)
+    attack_eps: float = knob(15.0, "PGD radius")
+    attack_steps: int = knob(10, "PGD steps")
+    attack_step_size: float = knob(2.0, "PGD step size")
+    attack_random_start: bool = knob(False, "start PGD at a random point of the ball")
 
     def validate(self) -> "ToyConfig":
         """Raise a ConfigError naming the first bad parameter; return self when all are fine."""
@@ -340,9 +341,24 @@ def run_toy_experiment(config: ToyConfig, *, include_vanilla: bool = True, progr
     return ToyExperiment(config=config, per_seed=per_seed, seconds=time.perf_counter() - start, started=started)
 
 
+def toy_kind(config: ToyConfig) -> str:
+    """``real`` when training length and data sizes are at least the paper's; anything smaller is a smoke run."""
+    paper_setting = ToyConfig()
+    reduced = any(
+        getattr(config, name) < getattr(paper_setting, name) for name in ("epochs", "train_per_mode", "test_per_mode")
+    )
+    return "smoke" if reduced else "real"
+
+
 def toy_record(experiment: ToyExperiment) -> dict:
-    """Results per seed, their summary and the provenance record, ready to be saved as JSON."""
-    record = run_record(experiment.config_dict(), wall_seconds=experiment.seconds, started=experiment.started, device="cpu")
+    """Results per seed, their summary and the provenance record, ready to be saved as JSON.
+
+    The toy models train and are attacked on the CPU, whatever else the machine has.
+    """
+    record = run_record(
+        experiment.config_dict(), kind=toy_kind(experiment.config), wall_seconds=experiment.seconds,
+        started=experiment.started, device="cpu",
+    )
     record["summary"] = experiment.summary()
     record["per_seed"] = {str(r.seed): r.metrics for r in experiment.per_seed}
     record["paper"] = PAPER_RESULTS

@@ -10,7 +10,7 @@ from pagcore.cli import build_parser
 
 # Code tests, never results: 32 synthetic training images, width-4 ResNet-18, one epoch.
 SYNTHETIC = ["--synthetic", "32", "16"]
-TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--eval-pgd-steps", "1", "--picture-images", "1",
+TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--pgd-steps", "1", "--picture-images", "1",
               "--no-progress", *SYNTHETIC]
 TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep"}
 
@@ -38,11 +38,13 @@ def trained(tmp_path_factory):
     """A vanilla and an adversarially trained tiny run, trained through the CLI."""
     runs = tmp_path_factory.mktemp("runs")
     names = {}
-    for method, extra in (("vanilla", []), ("adversarial", ["--adv-norm", "l2", "--adv-steps", "1"])):
-        out, result = pagcore("train", "--method", method, *extra, *TINY_TRAIN, "--runs", str(runs))
+    rows = {"vanilla": ["--objective", "cross_entropy"],
+            "adversarial": ["--objective", "adversarial", "--threat", "l2", "--adversary-steps", "1"]}
+    for row, knobs in rows.items():
+        out, result = pagcore("train", *knobs, *TINY_TRAIN, "--runs", str(runs))
         assert out.returncode == 0, out.stderr[-2000:]
         assert result["status"] == "complete"
-        names[method] = result["run"]
+        names[row] = result["run"]
     return runs, names
 
 

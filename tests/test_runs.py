@@ -1,26 +1,37 @@
 """The run store: names, identity checks, selection, atomic files, safe checkpoint loading."""
 
 import pickle
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
-from pagcore.provenance import git_revision, run_record, write_json_atomic
+from pagcore.provenance import run_record, write_json_atomic
 from pagcore.runs import RunStore, run_name
-from pagcore.training import TrainConfig, run_name_for
+from pagcore.config import TrainConfig
+from pagcore.training import run_name_for
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def class_mean(**knobs):
+    return TrainConfig.from_flat({"source": "class_mean", **knobs}).resolve()
 
 
 def test_names_are_readable_and_determined_by_the_parameters():
-    a = run_name_for(TrainConfig(method="class_mean").resolved())
+    a = run_name_for(class_mean(), "real")
     assert a.startswith("cifar10-class_mean-lam0.4-e100-s0-")
-    assert a == run_name_for(TrainConfig(method="class_mean").resolved())
-    assert a != run_name_for(TrainConfig(method="class_mean", seed=1).resolved())
-    assert a != run_name_for(TrainConfig(method="class_mean", lr_milestones=[0.6, 0.8]).resolved())
+    assert a == run_name_for(class_mean(), "real")
+    assert a != run_name_for(class_mean(seed=1), "real")
+    assert a != run_name_for(class_mean(lr_milestones=[0.6, 0.8]), "real")
+    assert run_name_for(class_mean(scale="cpu", width=16), "real").startswith("cifar10-cpu-w16-class_mean-")
     assert run_name("weird name/with:chars", {}).startswith("weird_name_with_chars-")
 
 
 def test_smoke_and_real_runs_of_one_configuration_never_share_a_name():
-    config = TrainConfig(method="class_mean").resolved()
+    config = class_mean()
     smoke = run_name_for(config, "smoke")
     assert smoke.startswith("cifar10-class_mean-lam0.4-e100-s0-smoke-")
     assert smoke != run_name_for(config, "real")
@@ -36,17 +47,17 @@ def test_create_refuses_to_mix_parameters(tmp_path):
 
 def test_find_and_select(tmp_path):
     store = RunStore(tmp_path)
-    real = store.create("real-run", {"method": "vanilla", "dataset": "cifar10"})
+    real = store.create("real-run", {"objective": "cross_entropy", "dataset": "cifar10"})
     real.write_json("record.json", {"kind": "real", "status": "complete"})
     real.write_json("metrics.json", {"clean": 0.9})
-    smoke = store.create("smoke-run", {"method": "vanilla", "dataset": "cifar10"})
+    smoke = store.create("smoke-run", {"objective": "cross_entropy", "dataset": "cifar10"})
     smoke.write_json("record.json", {"kind": "smoke", "status": "complete"})
     smoke.write_json("metrics.json", {"clean": 0.1})
-    unfinished = store.create("unfinished", {"method": "vanilla", "dataset": "cifar10"})
+    unfinished = store.create("unfinished", {"objective": "cross_entropy", "dataset": "cifar10"})
     unfinished.write_json("record.json", {"kind": "real", "status": "interrupted"})
-    assert [r.name for r in store.select(method="vanilla")] == ["real-run"]
+    assert [r.name for r in store.select(objective="cross_entropy")] == ["real-run"]
     assert [r.name for r in store.select(kind="smoke")] == ["smoke-run"]
-    assert store.select(method="class_mean") == []
+    assert store.select(objective="pag") == []
     assert store.find("real-run").path == real.path
     assert store.find(str(real.path)).name == "real-run"
     with pytest.raises(FileNotFoundError, match="no run 'missing'"):
@@ -79,5 +90,7 @@ def test_record_carries_provenance():
     record = run_record({"lam": 1.0}, wall_seconds=1.23456, started="2026-01-01T00:00:00+00:00", kind="smoke")
     assert record["parameters"] == {"lam": 1.0}
     assert record["wall_seconds"] == 1.235 and record["kind"] == "smoke"
-    assert record["git"] == git_revision() and record["git"] != ""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    assert len(head) == 40 and record["git"].removesuffix("-dirty") == head[: len(record["git"].removesuffix("-dirty"))]
+    assert len(record["git"].removesuffix("-dirty")) >= 7
     assert record["device"].startswith("cpu") and record["torch"] == torch.__version__

@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # Smoke settings for `train` on random images: seconds per run on a CPU, never results. Two steps
 # per epoch and two epochs, so that a run can be stopped part-way.
 TINY_TRAIN = {"dataset": "cifar10", "synthetic": [64, 20], "epochs": 2, "batch_size": 32, "width": 4, "pool_size": 8,
-              "eval_pgd_steps": 1, "picture_images": 1, "device": "cpu", "no_progress": True}
+              "pgd_steps": 1, "picture_images": 1, "device": "cpu", "no_progress": True}
 
 
 def test_grid_expands_to_every_combination_last_axis_fastest():
-    points = expand_grid({"method": ["vanilla", "class_mean"], "seed": [0, 1], "epochs": [3]})
+    points = expand_grid({"source": ["one_image", "class_mean"], "seed": [0, 1], "epochs": [3]})
     assert points == [
-        {"method": "vanilla", "seed": 0, "epochs": 3}, {"method": "vanilla", "seed": 1, "epochs": 3},
-        {"method": "class_mean", "seed": 0, "epochs": 3}, {"method": "class_mean", "seed": 1, "epochs": 3},
+        {"source": "one_image", "seed": 0, "epochs": 3}, {"source": "one_image", "seed": 1, "epochs": 3},
+        {"source": "class_mean", "seed": 0, "epochs": 3}, {"source": "class_mean", "seed": 1, "epochs": 3},
     ]
     with pytest.raises(ConfigError):
         expand_grid({"seed": []})
@@ -55,8 +55,8 @@ def test_grid_file_scalars_are_fixed_and_lists_are_axes(tmp_path):
 
 def test_parameters_become_cli_options():
     arguments = cli_arguments("train", {"lam": 0.4, "no_augment": True, "retrain": False, "teacher": None,
-                                        "synthetic": [64, 20], "method": "class_mean"})
-    assert arguments == ["train", "--lam", "0.4", "--no-augment", "--synthetic", "64", "20", "--method", "class_mean"]
+                                        "synthetic": [64, 20], "source": "class_mean"})
+    assert arguments == ["train", "--lam", "0.4", "--no-augment", "--synthetic", "64", "20", "--source", "class_mean"]
 
 
 def train_cli(*arguments: str) -> dict:
@@ -68,10 +68,10 @@ def train_cli(*arguments: str) -> dict:
 @pytest.mark.slow
 def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tmp_path):
     runs = tmp_path / "runs"
-    grid = {"method": ["vanilla", "class_mean"], "seed": [0, 1], "runs": [str(runs)],
+    grid = {"source": ["one_image", "class_mean"], "seed": [0, 1], "runs": [str(runs)],
             **{k: [v] for k, v in TINY_TRAIN.items()}}
     # A pre-empted job leaves its run interrupted with a checkpoint: stop one point's run after one step.
-    interrupted_point = dict(TINY_TRAIN, method="class_mean", seed=1, runs=str(runs))
+    interrupted_point = dict(TINY_TRAIN, source="class_mean", seed=1, runs=str(runs))
     first = train_cli(*cli_arguments("train", interrupted_point)[1:], "--max-minutes", "0.000001")
     assert first["status"] == "interrupted" and not first["finished"]
     assert RunStore(runs).find(first["run"]).load_checkpoint()["step"] == 1, "stopped after the first step"
@@ -84,7 +84,7 @@ def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tm
     assert len({p.job_id for p in points}) == 4, "one job per point"
 
     store = RunStore(runs)
-    records = {(r.params["method"], r.params["seed"]): r.record for r in store.runs()}
+    records = {(r.params["source"], r.params["seed"]): r.record for r in store.runs()}
     assert len(records) == 4 and all(r["status"] == "complete" for r in records.values())
     resumed = records[("class_mean", 1)]["sessions"]
     assert len(resumed) == 2, "the interrupted run was continued, not started again or skipped"
@@ -99,7 +99,7 @@ def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tm
     again = run_sweep("train", grid, sweep_dir, resources, log=lambda message: None)
     assert [p.state for p in again] == ["SKIPPED (finished)"] * 4
     assert sorted((sweep_dir / "jobs").glob("*_submitted.pkl")) == submitted, "no job was submitted again"
-    assert [len(r.record["sessions"]) for r in store.runs()] == [len(records[(r.params["method"], r.params["seed"])]
+    assert [len(r.record["sessions"]) for r in store.runs()] == [len(records[(r.params["source"], r.params["seed"])]
                                                                     ["sessions"]) for r in store.runs()]
 
     # Extending the grid submits only the new points.
@@ -146,7 +146,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 def test_slurm_sweep_submits_one_job_array_with_the_requested_resources(tmp_path, fake_slurm, capsys):
     sweep_dir = tmp_path / "sweep"
-    code = cli.main(["sweep", "train", "-p", "method", "vanilla", "class_mean", "-p", "seed", "0", "1",
+    code = cli.main(["sweep", "train", "-p", "source", "one_image", "class_mean", "-p", "seed", "0", "1",
                      "-p", "dataset", "cifar10", "-p", "data", "/cluster/data/cifar10.npz", "--out", str(sweep_dir),
                      "--cluster", "slurm", "--partition", "gpu-a100", "--gpus", "1", "--cpus", "8", "--mem-gb", "32",
                      "--time", "600", "--array-parallelism", "2", "--job-name", "pag-table1"])
@@ -171,7 +171,7 @@ def test_slurm_sweep_submits_one_job_array_with_the_requested_resources(tmp_path
     assert sorted(json.loads((sweep_dir / "jobs.json").read_text()).values()) == [f"4242_{i}" for i in range(4)]
 
     # Submitting again while the jobs may still be queued must not submit them twice.
-    again = run_sweep("train", {"method": ["vanilla", "class_mean"], "seed": [0, 1], "dataset": ["cifar10"],
+    again = run_sweep("train", {"source": ["one_image", "class_mean"], "seed": [0, 1], "dataset": ["cifar10"],
                                 "data": ["/cluster/data/cifar10.npz"]}, sweep_dir,
                       Resources(cluster="slurm", partition="gpu-a100"), log=lambda message: None)
     assert {p.state for p in again} == {"SKIPPED (queued)"}

@@ -141,9 +141,10 @@ def test_cli_prints_json_summary_on_its_last_line(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--source", "mean"], "source must be one of"),
-        (["--gradient", "prob"], "gradient must be one of"),
-        (["--attack-norm", "l0"], "attack_norm must be one of"),
+        (["--source", "mean"], "argument --source: invalid choice: 'mean'"),
+        (["--gradient", "prob"], "argument --gradient: invalid choice: 'prob'"),
+        (["--attack-norm", "l0"], "argument --attack-norm: invalid choice: 'l0'"),
+        (["--epochs", "0"], "epochs must be an integer >= 1"),
         (["--lam", "-1"], "lam must be"),
         (["--attack-eps", "-2"], "attack_eps must be"),
         (["--attack-steps", "0"], "attack_steps must be"),
@@ -182,3 +183,13 @@ def test_batched_training_equals_one_model_at_a_time(change):
             torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
     # The members did not all end alike: the comparison above is not between copies of one model.
     assert not torch.allclose(batched[0][0].weight, batched[1][0].weight)
+
+
+def test_a_shortened_toy_run_is_recorded_as_smoke():
+    """Only the paper's training length and data sizes make a real toy record."""
+    from pagcore.toy import toy_kind
+
+    assert toy_kind(ToyConfig()) == "real" and toy_kind(ToyConfig(seeds=[0, 1], lam=0.5)) == "real"
+    assert toy_kind(ToyConfig(epochs=2)) == "smoke" and toy_kind(ToyConfig(train_per_mode=30)) == "smoke"
+    experiment = run_toy_experiment(ToyConfig(seeds=[0], **SMALL), progress=False)
+    assert toy.toy_record(experiment)["kind"] == "smoke"

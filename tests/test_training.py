@@ -1,23 +1,41 @@
-"""Real-data training on tiny synthetic data: every method, RIGD teachers, resume, the CLI."""
+"""Real-data training on tiny synthetic data: every objective and source, RIGD teachers, resume, the CLI."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from pagcore.config import ExecutionOptions, TrainConfig
 from pagcore.data import save_npz, synthetic_dataset
+from pagcore.evaluation import EvaluationSettings
 from pagcore.rigd import PrecomputedGradients, teacher_gradients
 from pagcore.runs import RunStore
-from pagcore.training import TrainConfig, load_run_model, train, training_step
+from pagcore.training import train, training_step
 from pagcore.validation import ConfigError
 
+REPO = Path(__file__).resolve().parent.parent
 # Tiny settings: code tests, never results. 64 training images in batches of 32.
-TINY = dict(dataset="cifar10", epochs=1, width=4, batch_size=32, pool_size=8, eval_pgd_steps=1, picture_images=2)
+TINY = dict(dataset="cifar10", epochs=1, width=4, batch_size=32, pool_size=8)
+EVAL = EvaluationSettings(pgd_steps=1, picture_images=2)
+SOURCE_KNOBS = {
+    "vanilla": {"objective": "cross_entropy"},
+    **{s: {"objective": "pag", "source": s} for s in ("one_image", "class_mean", "nearest_neighbor")},
+}
+
+
+def tiny(**knobs) -> TrainConfig:
+    return TrainConfig.from_flat({**TINY, **knobs})
+
+
+def train_quietly(config, data, store, **options):
+    return train(config, data, store, ExecutionOptions(progress=False, **options), EVAL)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +51,10 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teachers(data, store):
     """Tiny adversarially trained models, one per threat model."""
-    runs = {}
-    for norm in ("linf", "l2"):
-        runs[norm] = train(TrainConfig(method="adversarial", adv_norm=norm, adv_steps=2, **TINY), data, store, progress=False).run
-    return runs
+    return {
+        threat: train_quietly(tiny(objective="adversarial", threat=threat, steps=2), data, store).run
+        for threat in ("linf", "l2")
+    }
 
 
 def check_complete(run):
@@ -55,26 +73,29 @@ def check_complete(run):
     assert record["wall_seconds"] > 0
 
 
-@pytest.mark.parametrize("method", ["vanilla", "one_image", "class_mean", "nearest_neighbor"])
-def test_every_model_free_method_completes(data, store, method):
-    run = train(TrainConfig(method=method, **TINY), data, store, progress=False).run
+@pytest.mark.parametrize("row", list(SOURCE_KNOBS))
+def test_every_model_free_source_completes(data, store, row):
+    run = train_quietly(tiny(**SOURCE_KNOBS[row]), data, store).run
     check_complete(run)
-    assert run.params["lam"] == {"vanilla": 0.0, "one_image": 0.5, "class_mean": 0.4, "nearest_neighbor": 0.4}[method]
+    assert run.params.get("lam", 0.0) == {"vanilla": 0.0, "one_image": 0.5, "class_mean": 0.4, "nearest_neighbor": 0.4}[row]
     cosine = run.history[0]["cosine"]
-    assert (cosine == 0.0) if method == "vanilla" else (0.0 < cosine <= 20.0)
+    assert (cosine == 0.0) if row == "vanilla" else (0.0 < cosine <= 20.0)
+    assert run.metrics["settings"]["pgd_steps"] == 1  # the evaluation's settings live with its numbers
+    assert "pgd_steps" not in run.params  # and not in the run's identity
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("threat", ["linf", "l2"])
 @pytest.mark.parametrize("targets", ["precompute", "on_the_fly"])
-def test_rigd_with_tiny_teachers(data, store, teachers, norm, targets):
-    check_complete(teachers[norm])
-    run = train(TrainConfig(method="rigd", teacher=teachers[norm].name, rigd_targets=targets, **TINY), data, store, progress=False).run
+def test_rigd_with_tiny_teachers(data, store, teachers, threat, targets):
+    check_complete(teachers[threat])
+    config = tiny(objective="pag", source="rigd", teacher=teachers[threat].name, rigd_targets=targets)
+    run = train_quietly(config, data, store).run
     check_complete(run)
-    assert run.params["teacher"] == teachers[norm].name
+    assert run.params["teacher"] == teachers[threat].name
 
 
 def test_precomputed_rigd_targets_are_unit_teacher_gradients(data, teachers):
-    teacher = load_run_model(teachers["l2"])
+    teacher = teachers["l2"].load_model()
     table = PrecomputedGradients.from_teacher(teacher, data.x_train[:6], 10, progress=False).table
     assert table.shape == (6, 10, 3, 32, 32) and table.dtype == torch.float16
     norms = table.float().flatten(2).norm(dim=2)
@@ -85,26 +106,34 @@ def test_precomputed_rigd_targets_are_unit_teacher_gradients(data, teachers):
 
 
 def test_rigd_refuses_a_teacher_that_is_not_adversarially_trained(data, store):
-    vanilla = train(TrainConfig(method="vanilla", **TINY), data, store, progress=False).run
+    vanilla = train_quietly(tiny(objective="cross_entropy"), data, store).run
     with pytest.raises(ConfigError, match="not an adversarially trained run"):
-        train(TrainConfig(method="rigd", teacher=vanilla.name, **TINY), data, store, progress=False)
+        train_quietly(tiny(objective="pag", source="rigd", teacher=vanilla.name), data, store)
 
 
 def test_sampled_classes_and_other_strategies_train(data, store):
     for strategy in ("vmap", "replicate"):
-        config = TrainConfig(method="class_mean", classes_per_image=2, **TINY)
-        result = train(config, data, RunStore(store.root / strategy), progress=False, strategy=strategy)
+        result = train_quietly(tiny(classes_per_image=2), data, RunStore(store.root / strategy), strategy=strategy)
         assert result.run.complete
 
 
 def test_a_complete_run_is_reused_unless_retrained(data, store):
-    config = TrainConfig(method="vanilla", **TINY)
-    first = train(config, data, store, progress=False).run
+    config = tiny(objective="cross_entropy")
+    first = train_quietly(config, data, store).run
     sessions = len(first.record["sessions"])
-    again = train(config, data, store, progress=False).run
+    again = train_quietly(config, data, store).run
     assert again.path == first.path and len(again.record["sessions"]) == sessions
-    retrained = train(config, data, store, progress=False, retrain=True).run
+    retrained = train_quietly(config, data, store, retrain=True).run
     assert len(retrained.record["sessions"]) == 1 and retrained.complete
+
+
+def test_a_trained_run_is_evaluated_later_without_retraining(data, tmp_path):
+    store = RunStore(tmp_path)
+    trained = train_quietly(tiny(objective="cross_entropy"), data, store, evaluate=False).run
+    assert trained.status == "trained" and trained.metrics is None
+    assert not trained.checkpoint_path("latest").exists()  # a finished run keeps its final weights only
+    evaluated = train_quietly(tiny(objective="cross_entropy"), data, store).run
+    assert evaluated.complete and evaluated.record["sessions"][-1]["epochs"] == [1, 1]
 
 
 def final_state(run):
@@ -121,12 +150,12 @@ def assert_same_results(a, b):
 
 
 def test_time_budget_stops_cleanly_and_resume_matches(data, tmp_path):
-    config = TrainConfig(method="nearest_neighbor", **{**TINY, "epochs": 2})
-    whole = train(config, data, RunStore(tmp_path / "whole"), progress=False).run
+    config = tiny(objective="pag", source="nearest_neighbor", epochs=2)
+    whole = train_quietly(config, data, RunStore(tmp_path / "whole")).run
     pieces = RunStore(tmp_path / "pieces")
     sessions = 0
     while True:
-        result = train(config, data, pieces, progress=False, max_minutes=1e-6)  # stops after one step
+        result = train_quietly(config, data, pieces, max_minutes=1e-6)  # stops after one step
         sessions += 1
         if result.finished:
             break
@@ -136,13 +165,57 @@ def test_time_budget_stops_cleanly_and_resume_matches(data, tmp_path):
     assert len(result.run.record["sessions"]) == 4
 
 
+def git(*args, cwd):
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_a_cpu_scale_run_committed_mid_training_continues_in_a_fresh_clone(data, tmp_path):
+    """Stop a CPU-scale run after a step, commit its directory with the repository's .gitignore,
+    clone, resume in the clone: the result equals an uninterrupted run's, and once complete only
+    the final weights are left to commit."""
+    config = tiny(scale="cpu", objective="pag", source="class_mean", epochs=2)
+    whole = train_quietly(config, data, RunStore(tmp_path / "whole"), kind="smoke").run
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    shutil.copy(REPO / ".gitignore", origin / ".gitignore")
+    git("init", "-q", cwd=origin)
+    stopped = train_quietly(config, data, RunStore(origin / "runs"), kind="smoke", max_minutes=1e-6)
+    assert not stopped.finished
+    git("add", "-A", cwd=origin)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run, interrupted", cwd=origin)
+    tracked = git("ls-files", cwd=origin)
+    assert f"runs/{stopped.run.name}/checkpoint-latest.pt" in tracked  # CPU-scale checkpoints travel in git
+
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    resumed = train_quietly(config, data, RunStore(clone / "runs"), kind="smoke")
+    assert resumed.finished and len(resumed.run.record["sessions"]) == 2
+    assert_same_results(whole, resumed.run)
+    files = {p.name for p in resumed.run.path.iterdir()}
+    assert "checkpoint-final.pt" in files and "checkpoint-latest.pt" not in files
+
+
+def test_paper_scale_checkpoints_stay_out_of_git(tmp_path):
+    shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
+    git("init", "-q", cwd=tmp_path)
+    for name in ("cifar10-class_mean-lam0.4-e100-s0-0123456789", "cifar10-cpu-class_mean-lam0.4-e20-s0-0123456789"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "checkpoint-latest.pt").write_bytes(b"x")
+    ignored = git("status", "--porcelain", "--ignored", "--untracked-files=all", cwd=tmp_path)
+    assert "!! runs/cifar10-class_mean-lam0.4-e100-s0-0123456789/checkpoint-latest.pt" in ignored
+    assert "?? runs/cifar10-cpu-class_mean-lam0.4-e20-s0-0123456789/checkpoint-latest.pt" in ignored
+
+
 def cli(*args):
     return [sys.executable, "-m", "pagcore", *args]
 
 
 KILL_ARGS = [
-    "train", "--dataset", "cifar10", "--method", "nearest_neighbor", "--epochs", "3", "--width", "4",
-    "--batch-size", "16", "--pool-size", "8", "--eval-pgd-steps", "1", "--picture-images", "1",
+    "train", "--dataset", "cifar10", "--objective", "pag", "--source", "nearest_neighbor", "--epochs", "3",
+    "--width", "4", "--batch-size", "16", "--pool-size", "8", "--pgd-steps", "1", "--picture-images", "1",
     "--checkpoint-every", "1", "--no-progress", "--device", "cpu",
 ]
 
@@ -184,11 +257,12 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--dataset", "imagenet", "--synthetic", "4", "4"], "dataset must be one of 'cifar10', 'stl10'"),
-        (["--method", "nn", "--synthetic", "4", "4"], "method must be one of"),
+        (["--dataset", "imagenet", "--synthetic", "4", "4"], "invalid choice: 'imagenet' (choose from 'cifar10', 'stl10')"),
+        (["--source", "nn", "--synthetic", "4", "4"], "invalid choice: 'nn'"),
+        (["--batch-size", "0", "--synthetic", "4", "4"], "batch_size must be an integer >= 1"),
         (["--lam", "-0.5", "--synthetic", "4", "4"], "lam must be a finite number >= 0"),
         (["--data", "/no/such/cifar.npz"], "cifar10 was not found at '/no/such/cifar.npz'"),
-        (["--method", "rigd", "--synthetic", "4", "4"], "teacher must name"),
+        (["--source", "rigd", "--synthetic", "4", "4"], "teacher must name"),
         ([], "data is required"),
     ],
 )
@@ -201,21 +275,20 @@ def test_cli_rejects_bad_parameters_before_any_compute(tmp_path, args, message):
     assert time.monotonic() - started < 60
 
 
-def test_config_checks():
-    with pytest.raises(ConfigError, match="lam must be 0 for method 'vanilla'"):
-        TrainConfig(method="vanilla", lam=0.4).resolved().validate()
-    with pytest.raises(ConfigError, match="classes_per_image"):
-        TrainConfig(classes_per_image=11).resolved().validate()
-    with pytest.raises(ConfigError, match="lr_milestones"):
-        TrainConfig(lr_milestones=[0.5], lr_factors=[]).resolved().validate()
-    stl = TrainConfig(dataset="stl10", method="one_image").resolved()
-    assert stl.lam == 0.25 and stl.batch_size == 32 and stl.picture_eps == 30.0
-    assert TrainConfig(dataset="stl10", method="adversarial", adv_norm="l2").resolved().adv_eps == 1.5
-
-
 def test_lr_schedule_defaults_to_the_authors_step_schedule():
-    config = TrainConfig(epochs=100)
-    assert [config.lr_at(e) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4])
+    schedule = tiny(epochs=100).resolve().schedule
+    assert [schedule.lr_at(e) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4])
+
+
+def test_a_provisional_preset_refuses_real_runs(data, tmp_path, monkeypatch):
+    from pagcore import config as cfg
+
+    monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
+    as_real = __import__("pagcore.data", fromlist=["load_dataset"]).load_dataset(
+        "cifar10", save_npz(data, tmp_path / "d.npz"))
+    with pytest.raises(ConfigError, match="provisional"):
+        train_quietly(tiny(scale="cpu"), as_real, RunStore(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_training_step_changes_the_weights(data):
@@ -237,14 +310,14 @@ def test_training_step_changes_the_weights(data):
 def test_a_smoke_run_is_never_resumed_as_a_real_one(tmp_path):
     """Same configuration, synthetic data then "real" (npz) data: two separate runs."""
     store = RunStore(tmp_path / "runs")
-    config = TrainConfig(method="vanilla", **{**TINY, "width": 64, "epochs": 1})
+    config = tiny(objective="cross_entropy", width=64)
     synthetic = synthetic_dataset("cifar10", 64, 20)
-    smoke = train(config, synthetic, store, progress=False, max_minutes=1e-6).run
+    smoke = train_quietly(config, synthetic, store, max_minutes=1e-6).run
     assert smoke.kind == "smoke" and smoke.status == "interrupted"
     from pagcore.data import load_dataset
 
     as_real = load_dataset("cifar10", save_npz(synthetic, tmp_path / "d.npz"))  # read like real data
-    real = train(config, as_real, store, progress=False, max_minutes=1e-6).run
+    real = train_quietly(config, as_real, store, max_minutes=1e-6).run
     assert real.path != smoke.path and real.kind == "real"
     assert len(real.record["sessions"]) == 1
 
@@ -262,8 +335,8 @@ def test_training_cli_needs_no_jupyter(tmp_path):
         "from pagcore.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    args = ["train", "--method", "class_mean", "--synthetic", "32", "8", "--epochs", "1", "--width", "4",
-            "--batch-size", "16", "--eval-pgd-steps", "1", "--picture-images", "1", "--no-progress", "--runs", str(tmp_path)]
+    args = ["train", "--source", "class_mean", "--synthetic", "32", "8", "--epochs", "1", "--width", "4",
+            "--batch-size", "16", "--pgd-steps", "1", "--picture-images", "1", "--no-progress", "--runs", str(tmp_path)]
     out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "complete"

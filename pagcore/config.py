@@ -1,0 +1,378 @@
+"""Every knob of a real-data run, each defined once, grouped by what it is about.
+
+A :class:`TrainConfig` is four small groups and a scale:
+
+* :class:`DataConfig`: the dataset, the ResNet-18 width, augmentation, smoke-test subsets;
+* :class:`ScheduleConfig`: epochs, batch, SGD and its learning-rate steps, the seed;
+* :class:`ObjectiveConfig`: the training objective (``cross_entropy``, ``pag``, ``adversarial``),
+  the PAG target source, lambda, k target classes per image and the gradient kind;
+* :class:`AdversaryConfig`: the threat model and budget of adversarial training;
+* ``scale``: ``"paper"`` or ``"cpu"``, a preset (:data:`SCALES`) for the knobs a machine can
+  afford to shrink: width, epochs, k and the adversary's steps.
+
+Fields left at ``None`` are filled by :meth:`TrainConfig.resolve`, once, at the boundary: first
+from the scale's preset, then from the paper (Table 3's lambda, the batch size and attack radius
+of the dataset). Explicit values always win. :meth:`TrainConfig.resolve` also validates, so a
+resolved config is a valid one.
+
+The command line (:func:`add_arguments`) and the notebooks (:meth:`TrainConfig.from_flat`) are
+derived from the fields and their metadata, so a knob added to a group reaches both. A run's
+identity (:meth:`TrainConfig.identity`) is what was trained: the resolved groups that matter
+for its objective. How a run is executed (device, precision, time budget) and how it is
+evaluated are not part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+from . import paper
+from .data import DATASETS, SPECS
+from .objective import GRADIENT_KINDS, GRADIENT_STRATEGIES
+from .validation import (
+    ConfigError,
+    check_choice,
+    check_classes_per_image,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
+
+OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial")
+"""The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
+adversarial training (the RIGD teachers, and a comparison row beyond the paper)."""
+
+SOURCES: tuple[str, ...] = ("one_image", "class_mean", "nearest_neighbor", "rigd")
+"""Where the PAG objective's target gradients come from (Section 4)."""
+
+THREATS: tuple[str, ...] = ("linf", "l2")
+RIGD_TARGETS: tuple[str, ...] = ("precompute", "on_the_fly")
+SCALE_NAMES: tuple[str, ...] = ("paper", "cpu")
+KINDS: tuple[str, ...] = ("real", "smoke", "pilot")
+"""``real`` runs are results; ``smoke`` runs test code and ``pilot`` runs choose a preset, and
+neither is ever shown as a result."""
+
+
+def knob(default: Any, help: str, *, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
+    """A dataclass field with what the command line needs to offer it."""
+    metadata = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = knob("cifar10", "the dataset", choices=DATASETS)
+    width: int | None = knob(None, "ResNet-18 width (default: the scale's; the paper's is 64)")
+    augment: bool = knob(True, "random crop (padding 4) and horizontal flip")
+    train_subset: int | None = knob(None, "use only the first N training images (smoke tests)")
+    test_subset: int | None = knob(None, "use only the first N test images (smoke tests)")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    epochs: int | None = knob(None, "training epochs (default: the scale's; the paper's is 100)")
+    batch_size: int | None = knob(None, "batch size (default: the paper's, 64 on CIFAR-10 and 32 on STL-10)")
+    lr: float = knob(paper.SGD["lr"], "SGD learning rate")
+    momentum: float = knob(paper.SGD["momentum"], "SGD momentum")
+    weight_decay: float = knob(paper.SGD["weight_decay"], "SGD weight decay")
+    lr_milestones: list[float] = knob([0.5, 0.75], "fractions of the epochs at which the learning rate steps")
+    lr_factors: list[float] = knob([0.1, 0.01], "learning-rate multiplier from each milestone on")
+    seed: int = knob(0, "initial weights, batch order, augmentation and sampled classes")
+
+    def lr_at(self, epoch: int) -> float:
+        """Step schedule (the authors' released code): the factor of the last milestone passed."""
+        factor = 1.0
+        for milestone, f in zip(self.lr_milestones, self.lr_factors):
+            if epoch >= milestone * self.epochs:
+                factor = f
+        return self.lr * factor
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    objective: str = knob("pag", "what the model is trained on", choices=OBJECTIVES)
+    source: str = knob("class_mean", "PAG target source (objective pag)", choices=SOURCES)
+    lam: float | None = knob(None, "lambda of Eq. (1) (default: the paper's Table 3)")
+    classes_per_image: int | None = knob(
+        None, "k target classes sampled per image (default: the scale's; all C = the full sum of Eq. 1)"
+    )
+    gradient: str = knob("logit", "the score whose input-gradient is aligned", choices=GRADIENT_KINDS)
+    pool_size: int = knob(1000, "nearest-neighbour candidates per class")
+    rescale_class_mean: bool = knob(True, "stretch class means to the average image norm")
+    teacher: str = knob("", "RIGD: run name or directory of an adversarially trained model")
+    rigd_targets: str = knob("precompute", "RIGD: a table of teacher gradients or the teacher at every step", choices=RIGD_TARGETS)
+
+
+@dataclass(frozen=True)
+class AdversaryConfig:
+    threat: str = knob("linf", "threat model of adversarial training", choices=THREATS)
+    eps: float | None = knob(None, "its radius (default: the paper's for the dataset)", flag="adversary-eps")
+    steps: int | None = knob(None, "its PGD steps (default: the scale's; Madry et al.'s 7)", flag="adversary-steps")
+
+
+@dataclass(frozen=True)
+class ScalePreset:
+    """The knobs a scale may shrink; the method (loss, sources, lambda, schedule shape) stays."""
+
+    width: int
+    epochs: int
+    classes_per_image: int | None  # None: all C classes
+    adversary_steps: int
+    final: bool  # False while the preset awaits its pilot: real runs refuse to start
+    note: str
+
+
+SCALES: dict[str, ScalePreset] = {
+    "paper": ScalePreset(
+        width=64, epochs=100, classes_per_image=None, adversary_steps=7, final=True,
+        note="the paper's setting (Appendix C.2): ResNet-18, 100 epochs, the full class sum",
+    ),
+    # Chosen by benchmarks/cpu_pilot.py on two CPU cores; see its results and the CIFAR-10 chapter.
+    "cpu": ScalePreset(
+        width=8, epochs=20, classes_per_image=2, adversary_steps=3, final=False,
+        note="provisional: the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
+    ),
+}
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How a run is executed; none of it names the run, all of it is in each session's record."""
+
+    device: str = knob("auto", "cpu, cuda, cuda:1, ... (auto: cuda when there is one)")
+    strategy: str = knob("auto", "how the k input-gradients are computed (auto: the device's fastest)",
+                         choices=("auto", *GRADIENT_STRATEGIES))
+    amp: bool | None = knob(None, "bf16 autocast for the training step (default: on CUDA only)")
+    channels_last: bool | None = knob(None, "channels-last activations (default: on CUDA only)")
+    checkpoint_every: int | None = knob(None, "also checkpoint every N steps (always at the end of an epoch)")
+    max_minutes: float | None = knob(None, "stop cleanly, resumably, after this many minutes")
+    retrain: bool = knob(False, "discard an existing run of these parameters and start again")
+    evaluate: bool = knob(True, "evaluate the run once trained (PGD-20 and the PAG pictures)")
+    kind: str | None = knob(None, "real, smoke or pilot (default: real for the full real dataset)", choices=KINDS)
+    progress: bool = knob(True, "show progress bars")
+
+    def validate(self) -> "ExecutionOptions":
+        for f in fields(self):
+            if f.metadata.get("choices") and getattr(self, f.name) is not None:
+                check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
+        if self.checkpoint_every is not None:
+            check_positive_int("checkpoint_every", self.checkpoint_every)
+        if self.max_minutes is not None:
+            check_positive("max_minutes", self.max_minutes)
+        return self
+
+
+GROUPS: dict[str, type] = {
+    "data": DataConfig,
+    "schedule": ScheduleConfig,
+    "objective": ObjectiveConfig,
+    "adversary": AdversaryConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; see the module docstring."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
+    scale: str = "paper"
+
+    # -- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from flat knob names (``{"dataset": "stl10", "lam": 0.1, "scale": "cpu"}``).
+
+        This is how notebooks and the command line build one; an unknown name is an error
+        that lists the known ones.
+        """
+        values = dict(values)
+        scale = values.pop("scale", "paper")
+        groups = {}
+        for group_name, group in GROUPS.items():
+            names = {f.name for f in fields(group)}
+            groups[group_name] = group(**{k: values.pop(k) for k in list(values) if k in names})
+        if values:
+            raise ConfigError(f"unknown parameter(s) {sorted(values)}; the knobs are {sorted(knob_names())}")
+        return cls(**groups, scale=scale)
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any]) -> "TrainConfig":
+        """The resolved config a run's ``params.json`` (its :meth:`identity` and kind) describes."""
+        flat = {k: v for k, v in identity.items() if k in knob_names()}
+        adversary = identity.get("adversary")
+        if adversary:
+            flat.update(threat=adversary["threat"], eps=adversary["eps"], steps=adversary["steps"])
+        return cls.from_flat(flat).resolve()
+
+    def replace(self, **flat: Any) -> "TrainConfig":
+        """A copy with some knobs changed, by their flat names."""
+        return TrainConfig.from_flat({**self.flat(), **flat})
+
+    def flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"scale": self.scale}
+        for group_name in GROUPS:
+            out.update(asdict(getattr(self, group_name)))
+        return out
+
+    # -- resolution and validation ----------------------------------------------------------------
+
+    @property
+    def preset(self) -> ScalePreset:
+        return SCALES[check_choice("scale", self.scale, SCALE_NAMES)]
+
+    def resolve(self) -> "TrainConfig":
+        """Every ``None`` filled in (scale preset, then the paper), then validated. Idempotent."""
+        check_choice("scale", self.scale, SCALE_NAMES)
+        check_choice("dataset", self.data.dataset, DATASETS)
+        check_choice("objective", self.objective.objective, OBJECTIVES)
+        preset, dataset = self.preset, self.data.dataset
+        num_classes = SPECS[dataset].num_classes
+        o = self.objective
+        lam = o.lam
+        if lam is None:
+            lam = paper.LAMBDA[dataset][o.source] if o.objective == "pag" else 0.0
+        k = o.classes_per_image
+        if k is None:
+            k = preset.classes_per_image or num_classes
+        a = self.adversary
+        check_choice("threat", a.threat, THREATS)
+        resolved = TrainConfig(
+            data=replace(self.data, width=_default(self.data.width, preset.width)),
+            schedule=replace(
+                self.schedule,
+                epochs=_default(self.schedule.epochs, preset.epochs),
+                batch_size=_default(self.schedule.batch_size, paper.BATCH_SIZE[dataset]),
+            ),
+            objective=replace(o, lam=lam, classes_per_image=k),
+            adversary=replace(
+                a, eps=_default(a.eps, paper.EPS[dataset][a.threat]), steps=_default(a.steps, preset.adversary_steps)
+            ),
+            scale=self.scale,
+        )
+        resolved._validate()
+        return resolved
+
+    def _validate(self) -> None:
+        d, s, o, a = self.data, self.schedule, self.objective, self.adversary
+        for group in (d, s, o, a):
+            for f in fields(group):
+                if f.metadata.get("choices"):
+                    check_choice(f.name, getattr(group, f.name), f.metadata["choices"])
+        check_positive_int("width", d.width)
+        for name in ("train_subset", "test_subset"):
+            if getattr(d, name) is not None:
+                check_positive_int(name, getattr(d, name))
+        check_positive_int("epochs", s.epochs)
+        check_positive_int("batch_size", s.batch_size)
+        check_positive("lr", s.lr)
+        check_nonnegative("momentum", s.momentum)
+        check_nonnegative("weight_decay", s.weight_decay)
+        if len(s.lr_milestones) != len(s.lr_factors) or any(not 0 < m < 1 for m in s.lr_milestones):
+            raise ConfigError(
+                "lr_milestones (fractions of the epochs, each in (0, 1)) and lr_factors must have the same "
+                f"length; got {s.lr_milestones} and {s.lr_factors}"
+            )
+        check_nonnegative("lam", o.lam)
+        if o.objective != "pag" and o.lam != 0:
+            raise ConfigError(f"lam must be 0 for objective {o.objective!r} (it has no PAG term); got {o.lam}")
+        if o.objective == "pag" and o.lam == 0:
+            raise ConfigError("lam must be > 0 for objective 'pag'; use objective='cross_entropy' for lam = 0")
+        check_classes_per_image(o.classes_per_image, SPECS[d.dataset].num_classes)
+        check_positive_int("pool_size", o.pool_size)
+        if o.objective == "pag" and o.source == "rigd" and not o.teacher:
+            raise ConfigError("teacher must name an adversarially trained run (run name or directory) for source 'rigd'")
+        check_nonnegative("adversary_eps", a.eps)
+        check_positive_int("adversary_steps", a.steps)
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """What names a run (call on a resolved config): the groups its objective uses."""
+        o = self.objective
+        objective: dict[str, Any] = {"objective": o.objective}
+        if o.objective == "pag":
+            objective.update(source=o.source, lam=o.lam, classes_per_image=o.classes_per_image, gradient=o.gradient)
+            if o.source == "nearest_neighbor":
+                objective["pool_size"] = o.pool_size
+            if o.source == "class_mean":
+                objective["rescale_class_mean"] = o.rescale_class_mean
+            if o.source == "rigd":
+                objective.update(teacher=o.teacher, rigd_targets=o.rigd_targets)
+        identity = {"scale": self.scale, **asdict(self.data), **asdict(self.schedule), **objective}
+        if o.objective == "adversarial":
+            identity["adversary"] = asdict(self.adversary)
+        return identity
+
+    def readable_name(self) -> str:
+        o, s = self.objective, self.schedule
+        if o.objective == "adversarial":
+            what = f"adversarial-{self.adversary.threat}"
+        elif o.objective == "cross_entropy":
+            what = "vanilla"
+        else:
+            what = f"{o.source}-lam{o.lam:g}"
+        scale = "" if self.scale == "paper" else f"-{self.scale}"
+        width = "" if self.data.width == self.preset.width else f"-w{self.data.width}"
+        return f"{self.data.dataset}{scale}{width}-{what}-e{s.epochs}-s{s.seed}"
+
+
+def _default(value: Any, default: Any) -> Any:
+    """``value`` unless it is None (0 and empty values are kept, and rejected by validation)."""
+    return default if value is None else value
+
+
+def knob_names() -> list[str]:
+    return ["scale", *(f.name for group in GROUPS.values() for f in fields(group))]
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def _flag(f) -> str:
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+
+
+def add_group_arguments(parser: argparse.ArgumentParser, title: str, group: type) -> None:
+    """One option per field of ``group``; defaults stay unset (None), so that only what the user
+    typed overrides the dataclass defaults and the scale's preset."""
+    options = parser.add_argument_group(title)
+    hints = get_type_hints(group)
+    for f in fields(group):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        shown = f" (default: {default})" if default not in (None, "") else ""
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.metadata["help"] + shown}
+        hint = hints[f.name]
+        if hint in (bool, bool | None):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif hint in (list[float], list[int]):
+            kwargs.update(type=hint.__args__[0], nargs="+")
+        else:
+            kwargs["type"] = float if hint in (float, float | None) else int if hint in (int, int | None) else str
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        options.add_argument(_flag(f), **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a :class:`TrainConfig`: ``--scale`` and one group per config group."""
+    parser.add_argument("--scale", choices=SCALE_NAMES, default=None, help="preset: paper (default) or cpu")
+    for group_name, group in GROUPS.items():
+        add_group_arguments(parser, group_name, group)
+
+
+def given(args: argparse.Namespace, group: type) -> dict[str, Any]:
+    """The fields of ``group`` the user set on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(group) if getattr(args, f.name, None) is not None}
+
+
+def from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """The config the options of :func:`add_arguments` describe (only the options given)."""
+    given = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+    return TrainConfig.from_flat(given)
