@@ -42,6 +42,8 @@ NORMS: tuple[str, ...] = ("linf", "l2")
 # Half-width of the per-pixel uniform noise that starts an L2 attack: TRADES' L-inf start
 # (8/255) kept unchanged when its code was extended to L2, as in the paper's evaluation.
 L2_START_HALF_WIDTH = 8 / 255
+# "trades": that start, for images; "ball": uniform in the L2 ball, for other data (the toy).
+L2_STARTS: tuple[str, ...] = ("trades", "ball")
 
 
 def _per_sample_norm(t: Tensor) -> Tensor:
@@ -81,11 +83,22 @@ class LinfBall(ThreatModel):
 
 
 class L2Ball(ThreatModel):
+    def __init__(self, eps: float, start: str = "trades"):
+        super().__init__(eps)
+        self.start = check_choice("l2_start", start, L2_STARTS)
+
     def random_start(self, like, generator=None):
-        # Per-pixel uniform noise of half-width 8/255 whatever eps is (see the module docstring);
-        # deliberately not projected, as in the paper's evaluation code: the first step does it.
-        u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-        return (2 * u - 1) * L2_START_HALF_WIDTH
+        if self.start == "trades":
+            # Per-pixel uniform noise of half-width 8/255 whatever eps is (see the module docstring);
+            # deliberately not projected, as in the paper's evaluation code: the first step does it.
+            u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+            return (2 * u - 1) * L2_START_HALF_WIDTH
+        # Uniform in the ball: a uniform direction and a radius with density ~ r^(d-1). For data
+        # that are not [0, 1] images (the toy's points lie tens of units out), where 8/255 means nothing.
+        direction = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        direction = direction / _per_sample_norm(direction).clamp_min(1e-12)
+        u = torch.rand((like.shape[0],) + (1,) * (like.dim() - 1), generator=generator, device=like.device, dtype=like.dtype)
+        return direction * self.eps * u.pow(1.0 / like[0].numel())
 
     def step(self, delta, grad, step_size):
         return delta + step_size * grad / _per_sample_norm(grad).clamp_min(1e-12)
@@ -95,14 +108,15 @@ class L2Ball(ThreatModel):
         return delta * (self.eps / norms.clamp_min(1e-12)).clamp(max=1.0)
 
 
-def threat_model(norm: str, eps: float) -> ThreatModel:
+def threat_model(norm: str, eps: float, l2_start: str = "trades") -> ThreatModel:
     check_choice("norm", norm, NORMS)
-    return LinfBall(eps) if norm == "linf" else L2Ball(eps)
+    return LinfBall(eps) if norm == "linf" else L2Ball(eps, l2_start)
 
 
 START_DESCRIPTION = {
     "linf": "uniform in [-eps, eps] per pixel",
-    "l2": f"uniform in [-{L2_START_HALF_WIDTH:.6f}, {L2_START_HALF_WIDTH:.6f}] per pixel (8/255, TRADES), unprojected",
+    "trades": f"uniform in [-{L2_START_HALF_WIDTH:.6f}, {L2_START_HALF_WIDTH:.6f}] per pixel (8/255, TRADES), unprojected",
+    "ball": "uniform in the L2 ball",
 }
 
 
@@ -150,9 +164,11 @@ class PGD:
     bounds: tuple[float, float] | None = None
     restarts: int = 1
     keep_best: bool = False
+    l2_start: str = "trades"
 
     def __post_init__(self) -> None:
         check_choice("norm", self.norm, NORMS)
+        check_choice("l2_start", self.l2_start, L2_STARTS)
         check_nonnegative("eps", self.eps)
         check_positive("step_size", self.step_size)
         check_positive_int("steps", self.steps)
@@ -176,7 +192,7 @@ class PGD:
         """Everything that defines this attack, to be stored with every number it produced."""
         return {
             "attack": "pgd", "norm": self.norm, "eps": self.eps, "step_size": self.step_size, "steps": self.steps,
-            "random_start": START_DESCRIPTION[self.norm] if self.random_start else "none",
+            "random_start": START_DESCRIPTION["linf" if self.norm == "linf" else self.l2_start] if self.random_start else "none",
             "restarts": self.restarts, "iterate": "best" if self.keep_best else "last",
             "bounds": list(self.bounds) if self.bounds is not None else None,
             "loss": "cross-entropy", "precision": "float32",
@@ -191,7 +207,7 @@ class PGD:
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Adversarial versions of ``x`` (detached, same shape and dtype)."""
-        ball = threat_model(self.norm, self.eps)
+        ball = threat_model(self.norm, self.eps, self.l2_start)
         x = x.detach()
         with eval_mode(model):
             # The paper's attack needs no bookkeeping: its answer is the last iterate.

@@ -61,16 +61,28 @@ class ImageDataset:
     y_test: Tensor
     class_names: tuple[str, ...]
     source: str  # where it was read from, for the run record
+    test_index: Tensor | None = None  # positions in the official test set; None: the official order, all of it
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def test_set(self) -> str:
+        """What the test images are, in words every number computed on them must carry."""
+        spec, n = SPECS[self.name], len(self.y_test)
+        if self.test_index is None and n == spec.test_size:
+            return f"all {n:,} {spec.title} test images"
+        counts = torch.bincount(self.y_test, minlength=self.num_classes)
+        balanced = " class-balanced" if bool((counts == counts[0]).all()) else ""
+        return f"{n:,}-image{balanced} subset of the {spec.title} test set"
 
     def subset(self, train: int | None = None, test: int | None = None) -> "ImageDataset":
         """The first ``train`` / ``test`` images (for smoke tests), keeping everything else."""
         return ImageDataset(
             self.name, self.x_train[:train], self.y_train[:train], self.x_test[:test], self.y_test[:test],
             self.class_names, self.source + (f" (first {train} train / {test} test)" if train or test else ""),
+            None if self.test_index is None else self.test_index[:test],
         )
 
 
@@ -126,13 +138,17 @@ def _from_npz(name: str, path: Path) -> ImageDataset:
         if missing:
             raise ConfigError(f"{path} lacks the array(s) {sorted(missing)}; it needs x_train, y_train, x_test, y_test")
         parts = {k: arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        # A subset of the official test set says which images it holds (the shared STL-10 copy does).
+        test_index = torch.from_numpy(arrays["test_index"].astype(np.int64)) if "test_index" in arrays.files else None
     for split in ("train", "test"):
         check_shapes(name, parts[f"x_{split}"], parts[f"y_{split}"], split, str(path))
+    if test_index is not None and test_index.shape != (len(parts["y_test"]),):
+        raise ConfigError(f"{path}: test_index must have one entry per test image; got shape {tuple(test_index.shape)}")
     return ImageDataset(
         name,
         hwc_to_tensor(parts["x_train"]), torch.from_numpy(parts["y_train"].astype(np.int64)),
         hwc_to_tensor(parts["x_test"]), torch.from_numpy(parts["y_test"].astype(np.int64)),
-        SPECS[name].class_names, f"npz: {path}",
+        SPECS[name].class_names, f"npz: {path}", test_index,
     )
 
 
@@ -186,9 +202,10 @@ def save_npz(dataset: ImageDataset, path: str | Path) -> Path:
     """Write ``dataset`` in the .npz form :func:`load_dataset` reads (uint8 HWC)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if dataset.test_index is None else {"test_index": dataset.test_index.cpu().numpy()}
     np.savez(
         path,
         x_train=dataset.x_train.permute(0, 2, 3, 1).cpu().numpy(), y_train=dataset.y_train.cpu().numpy(),
-        x_test=dataset.x_test.permute(0, 2, 3, 1).cpu().numpy(), y_test=dataset.y_test.cpu().numpy(),
+        x_test=dataset.x_test.permute(0, 2, 3, 1).cpu().numpy(), y_test=dataset.y_test.cpu().numpy(), **extra,
     )
     return path

@@ -178,6 +178,7 @@ def evaluate_run(
     attacks = paper_attacks(data.name, settings.pgd_steps)
     metrics = evaluate(model, data.x_test, data.y_test, attacks, device=device, seed=settings.eval_seed, progress=progress)
     metrics["test_images"] = len(data.x_test)
+    metrics["test_set"] = data.test_set
     metrics["pgd_steps"] = settings.pgd_steps
     metrics["attacks"] = {name: attack.settings() for name, attack in attacks.items()}
     metrics["settings"] = asdict(settings)

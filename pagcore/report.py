@@ -122,19 +122,69 @@ def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
 METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
 
 
-def results_table(runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
-    """Markdown: one row per method, our accuracy beside the paper's for each metric."""
-    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")] + ["epochs"]
-    rows = []
+def results_table(
+    runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str], *, test_set: bool = False
+) -> str:
+    """Markdown: one row per method, our accuracy beside the paper's for each metric, with the length
+    and wall time of our run. With ``test_set``, a line under the table names the test set(s) used."""
+    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")] + ["epochs", "wall time"]
+    rows, test_sets = [], set()
     for row, run in runs.items():
-        metrics = run.metrics if run is not None else {}
+        metrics = (run.metrics or {}) if run is not None else {}
         paper = paper_rows.get(row, {})
         cells = [labels.get(row, row)]
         for key, _ in METRIC_COLUMNS:
             cells += [percent(metrics.get(key), digits=2), percent(paper[key], digits=2) if key in paper else "—"]
         cells.append(run.params["epochs"] if run is not None else "—")
+        cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
         rows.append(cells)
-    return markdown_table(header, rows)
+        if "test_set" in metrics:
+            test_sets.add(metrics["test_set"])
+    table = markdown_table(header, rows)
+    if test_set and test_sets:
+        table += "\n\nOur numbers are computed on: " + "; ".join(sorted(test_sets)) + "."
+    return table
+
+
+def preset_sentence(scale: str, dataset: str) -> str:
+    """The knobs a scale's preset sets, in words."""
+    from .config import SCALES
+    from .data import SPECS
+
+    preset = SCALES[scale]
+    k = preset.classes_per_image or SPECS[dataset].num_classes
+    text = (f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
+            f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
+            f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (7).")
+    if not preset.final:
+        text += f" This preset is provisional: {preset.note}; no real run uses it yet."
+    return text
+
+
+def cpu_scale_verdict(runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
+    """What the CPU-scale rows show about the paper's claim, computed from the stored runs only."""
+    done = {row: run for row, run in runs.items() if run is not None and run.metrics}
+    if "vanilla" not in done or not any(row in done for row in PAG_ROWS):
+        return ("There is no CPU-scale result to discuss yet: the vanilla row and at least one PAG row must have "
+                "real runs first.")
+    vanilla = done["vanilla"].metrics
+    parts = [f"At the CPU scale the vanilla model reaches {percent(vanilla['clean'])} clean, "
+             f"{percent(vanilla['linf'])} under ℓ∞ and {percent(vanilla['l2'])} under ℓ2 PGD-20."]
+    for row in PAG_ROWS:
+        if row not in done:
+            continue
+        m = done[row].metrics
+        gains = [m[key] - vanilla[key] for key in ("linf", "l2")]
+        verdict = "more" if min(gains) > 0 else "not more"
+        parts.append(f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
+                     f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
+                     f"(paper at its scale: {percent(paper_rows[row]['linf'])} ℓ∞, {percent(paper_rows[row]['l2'])} ℓ2).")
+    parts.append("These are numbers of a reduced protocol: they can support or contradict the direction of the "
+                 "paper's claim (robustness without adversarial examples), not its figures.")
+    return " ".join(parts)
+
+
+PAG_ROWS = ("one_image", "class_mean", "nearest_neighbor", "rigd_linf", "rigd_l2")
 
 
 def status_sentence(runs: dict[str, Any], chapter: str) -> str:

@@ -1,7 +1,7 @@
 """Sweeps: one experiment over a grid of parameters, one scheduler job per grid point.
 
     python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 -p dataset cifar10 ...
-    python -m pagcore sweep notebooks/cifar10.ipynb --grid grid.yaml --cluster slurm --partition gpu
+    python -m pagcore sweep notebooks/real_data.ipynb --grid grid.yaml --cluster slurm --partition gpu
 
 The experiment is either a notebook (each job executes it with papermill) or a subcommand of
 this CLI, ``train`` or ``toy`` (each job runs ``python -m pagcore <subcommand>``, which needs

@@ -113,6 +113,7 @@ class ToyConfig:
             steps=self.attack_steps,
             random_start=self.attack_random_start,
             bounds=None,  # the toy data is unbounded
+            l2_start="ball",  # the images' 8/255-per-pixel start would be no start at this data's scale
         )
 
 

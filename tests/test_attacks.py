@@ -165,3 +165,15 @@ def test_settings_describe_the_attack():
     assert settings["step_size"] == pytest.approx(0.01) and settings["precision"] == "float32"
     assert "8/255" in settings["random_start"]
     assert PGD.paper_real_data("linf", 0.031).settings()["iterate"] == "last"
+
+
+def test_l2_starts_images_trades_style_and_other_data_inside_the_ball():
+
+    like = torch.zeros(2000, 2)
+    generator = torch.Generator().manual_seed(0)
+    ball = L2Ball(15.0, "ball").random_start(like, generator).norm(dim=1)
+    assert ball.max() <= 15.0 and ball.median() > 7.0  # uniform in a disc: median radius 15 / sqrt(2)
+    trades = L2Ball(15.0, "trades").random_start(like, generator)
+    assert trades.abs().max() <= L2_START_HALF_WIDTH  # per-pixel noise, whatever the radius
+    with pytest.raises(ConfigError, match="l2_start"):
+        L2Ball(1.0, "sphere")

@@ -1,5 +1,7 @@
 """Datasets (CIFAR-10, STL-10) from .npz and torchvision, augmentation, and the models."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from pagcore.models import ResNet18, build_model
 from pagcore.validation import ConfigError
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+SHARED_STL = SHARED_CIFAR.parent / "stl10"
 
 
 @pytest.mark.parametrize("name", ["cifar10", "stl10"])
@@ -77,6 +80,29 @@ def test_torchvision_layouts_are_converted(monkeypatch, tmp_path):
     assert cifar.y_test.tolist() == [0, 1, 2, 3]
     stl = load_dataset("stl10", tmp_path)
     assert stl.x_train.shape == (5, 3, 96, 96) and stl.x_test.shape == (3, 3, 96, 96)
+
+
+def test_a_test_subset_says_what_it_is(tmp_path):
+    full = synthetic_dataset("stl10", 20, 8000)
+    assert full.test_set == "all 8,000 STL-10 test images"
+    subset = synthetic_dataset("stl10", 20, 50)
+    subset.test_index = torch.arange(0, 100, 2)
+    loaded = load_dataset("stl10", save_npz(subset, tmp_path / "s.npz"))
+    assert torch.equal(loaded.test_index, subset.test_index)
+    assert loaded.test_set == "50-image class-balanced subset of the STL-10 test set"
+    lopsided = loaded.subset(test=7)  # 7 images of 10 classes cannot be balanced
+    assert lopsided.test_set == "7-image subset of the STL-10 test set" and len(lopsided.test_index) == 7
+
+
+@pytest.mark.skipif(not SHARED_STL.exists(), reason="the shared STL-10 copy is not on this machine")
+def test_real_stl10_through_the_npz_path(tmp_path):
+    out = subprocess.run([sys.executable, str(SHARED_STL / "unpack.py"), str(tmp_path / "stl10.npz")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    data = load_dataset("stl10", tmp_path / "stl10.npz")
+    assert data.x_train.shape == (5000, 3, 96, 96) and data.x_test.shape == (5000, 3, 96, 96)
+    assert data.test_set == "5,000-image class-balanced subset of the STL-10 test set"
+    assert int(data.test_index.max()) < 8000 and len(set(data.test_index.tolist())) == 5000
 
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="the shared CIFAR-10 copy is not on this machine")
