@@ -134,7 +134,7 @@ SCALES: dict[str, ScalePreset] = {
     # Chosen by benchmarks/cpu_pilot.py on two CPU cores; see its results and the CIFAR-10 chapter.
     "cpu": ScalePreset(
         width=8, epochs=20, classes_per_image=2, adversary_steps=3, final=False,
-        note="provisional: the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
+        note="the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
     ),
 }
 
@@ -376,3 +376,9 @@ def from_arguments(args: argparse.Namespace) -> TrainConfig:
     """The config the options of :func:`add_arguments` describe (only the options given)."""
     given = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
     return TrainConfig.from_flat(given)
+
+
+def from_namespace(group: type, namespace: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``group`` from the names a notebook defines (its parameters
+    cell), taking every field it finds there: the notebook's knobs are the dataclass's fields."""
+    return group(**{f.name: namespace[f.name] for f in fields(group) if f.name in namespace})

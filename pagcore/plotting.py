@@ -12,6 +12,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from torch import Tensor, nn
 
+from .modes import eval_mode
+
 CLASS_COLORS = ("#3b6fb6", "#d1603d")
 
 
@@ -33,13 +35,11 @@ def plot_decision_boundary(
     With ``x_adv``, arrows join a subset of test points to their adversarial versions, which
     shows whether the attack found the other class off the data line.
     """
-    was_training = model.training
-    model.eval()
     x0, x1, y0, y1 = extent
     gx, gy = torch.meshgrid(torch.linspace(x0, x1, resolution), torch.linspace(y0, y1, resolution), indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
-    predicted = model(grid).argmax(dim=1).view(resolution, resolution).numpy()
-    model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        predicted = model(grid).argmax(dim=1).view(resolution, resolution).numpy()
 
     cmap = ListedColormap([c + "40" for c in CLASS_COLORS])  # translucent class colours
     ax.imshow(predicted, origin="lower", extent=extent, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")

@@ -38,6 +38,11 @@ def percent(value: float | None, std: float | None = None, digits: int = 1) -> s
     return f"{100 * value:.{digits}f} ± {100 * std:.{digits}f}%"
 
 
+def mean_std(experiment: Any, model: str, metric: str) -> str:
+    """A toy experiment's mean ± std over seeds of ``metric`` for ``model``, as a percentage."""
+    return percent(experiment.mean(model, metric), experiment.std(model, metric))
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]

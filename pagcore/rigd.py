@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .modes import eval_mode
 from .objective import GradientKind, class_input_gradients
 from .progress import progress_bar
 from .targets import TargetSource, as_float
@@ -38,13 +39,8 @@ def teacher_gradients(
     teacher: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind = "logit"
 ) -> Tensor:
     """The teacher's input-gradients for ``classes`` at ``x`` (eval mode, no graph kept)."""
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        with torch.enable_grad():
-            _, grads = class_input_gradients(teacher, x, classes, kind, strategy="vmap", create_graph=False)
-    finally:
-        teacher.train(was_training)
+    with eval_mode(teacher), torch.enable_grad():
+        _, grads = class_input_gradients(teacher, x, classes, kind, strategy="vmap", create_graph=False)
     return grads.detach()
 
 

@@ -351,30 +351,52 @@ def toy_kind(config: ToyConfig) -> str:
     return "smoke" if reduced else "real"
 
 
-def toy_record(experiment: ToyExperiment) -> dict:
+def toy_record(
+    experiment: ToyExperiment,
+    *,
+    comparisons: dict[str, dict[str, ToyExperiment]] | None = None,
+    sweep: dict | None = None,
+    gaps: dict[str, dict] | None = None,
+) -> dict:
     """Results per seed, their summary and the provenance record, ready to be saved as JSON.
 
-    The toy models train and are attacked on the CPU, whatever else the machine has.
+    ``comparisons`` adds experiments run beside the main one, by section and name (e.g.
+    ``{"sampled_classes": {"k = 1": ...}}``); ``sweep`` a :func:`lambda_sweep` result with its
+    ``seconds``; ``gaps`` the :func:`gap_candidates`. The wall time covers all of them. The toy
+    models train and are attacked on the CPU, whatever else the machine has.
     """
+    seconds = experiment.seconds
     record = run_record(
-        experiment.config_dict(), kind=toy_kind(experiment.config), wall_seconds=experiment.seconds,
+        experiment.config_dict(), kind=toy_kind(experiment.config), wall_seconds=0.0,
         started=experiment.started, device="cpu",
     )
     record["summary"] = experiment.summary()
     record["per_seed"] = {str(r.seed): r.metrics for r in experiment.per_seed}
     record["paper"] = PAPER_RESULTS
+    for section, experiments in (comparisons or {}).items():
+        record[section] = {name: e.summary() for name, e in experiments.items()}
+        seconds += sum(e.seconds for e in experiments.values())
+    if sweep is not None:
+        record["lambda_sweep"] = sweep
+        seconds += sweep["seconds"]
+    if gaps:
+        record["gap_candidates"] = gaps
+        seconds += sum(g["seconds"] for g in gaps.values())
+    record["wall_seconds"] = round(seconds, 3)
     return record
 
 
-def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed: int = 0) -> dict[str, dict[str, list[float]]]:
-    """PAG models of one seed over a grid of lambdas and sources: ``{source: {"clean": [...], "pgd": [...]}}``.
+def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed: int = 0) -> dict:
+    """PAG models of one seed over a grid of lambdas and sources.
 
+    Returns ``{"seed", "lams", "results": {source: {"clean": [...], "pgd": [...]}}, "seconds"}``.
     lambda = 0 is the vanilla model, the same for every source, so it is trained once. All the
     grid's models train together (:func:`train_toy_models`).
     """
     config.validate()
     for source in sources:
         check_choice("source", source, MODEL_FREE_SOURCES)
+    start = time.perf_counter()
     vanilla = ToyMember(seed, 0.0, config.source)
     grid = {(source, lam): vanilla if lam == 0 else ToyMember(seed, lam, source) for source in sources for lam in lams}
     members = list(dict.fromkeys(grid.values()))  # unique, in order
@@ -382,10 +404,11 @@ def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed:
     _, (x_test, y_test) = toy_split(config, seed)
     attack = config.attack()
     metrics = {m: evaluate_toy_model(model, x_test, y_test, attack) for m, model in models.items()}
-    return {
+    results = {
         source: {key: [metrics[grid[(source, lam)]][key] for lam in lams] for key in ("clean", "pgd")}
         for source in sources
     }
+    return {"seed": seed, "lams": list(lams), "results": results, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _spread(experiment_per_seed: list[ToySeedResult], model: str) -> dict[str, float]:

@@ -36,14 +36,20 @@ def test_no_raw_glue_keys_or_tracebacks(built_book):
 UNRUN_PHRASES = ("No real run", "not happened yet", "has not been run", "not been run yet")
 
 
-def test_chapters_without_real_runs_say_so(built_book):
+def test_real_data_chapters_show_exactly_their_real_runs(built_book):
+    """A chapter without a real run says so; a chapter with real runs shows each run's name in its
+    records and its clean accuracy in its table (two decimals, as the table prints it)."""
+    from pagcore.report import percent
     from pagcore.runs import RunStore
 
-    real = {r.params["dataset"] for r in RunStore().runs() if r.kind == "real" and r.complete}
+    real = [r for r in RunStore().runs() if r.kind == "real" and r.complete]
     for dataset in ("cifar10", "stl10"):
         html = page_text(built_book / f"book/experiments/{dataset}.html")
-        if dataset not in real:
+        mine = [r for r in real if r.params["dataset"] == dataset]
+        if not mine:
             assert any(p in html for p in UNRUN_PHRASES), dataset
+        for run in mine:
+            assert run.name in html and percent(run.metrics["clean"], digits=2) in html, run.name
 
 
 def test_gradient_masking_chapter_says_when_nothing_was_evaluated(built_book):

@@ -121,3 +121,14 @@ def test_gradient_masking_chapter_shows_no_smoke_runs(tmp_path):
     text = (tmp_path / "book.ipynb").read_text()
     assert "No real run has been evaluated yet" in text
     assert "vanilla s0" not in text  # no smoke run's row
+
+
+def test_the_toy_notebook_offers_every_toy_knob():
+    """The toy chapter builds its ToyConfig from its parameters: each field must be one of them."""
+    from dataclasses import fields
+
+    from pagcore.toy import ToyConfig
+
+    parameters = notebook_parameters("toy_manifold")
+    missing = [f.name for f in fields(ToyConfig) if f"\n{f.name} =" not in "\n" + parameters]
+    assert not missing, f"toy_manifold.ipynb's parameters cell lacks {missing}"
