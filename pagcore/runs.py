@@ -6,7 +6,7 @@ A run's directory (``runs/<name>/``) holds:
 * ``record.json``: provenance (git sha, device, torch version, dates, wall time summed over
   every session that worked on it), the run's ``kind`` (``real`` or ``smoke``) and ``status``
   (``running``, ``interrupted``, ``trained`` without final evaluation, or ``complete``);
-* ``history.json``: one entry per finished epoch;
+* ``history.json``: one entry per finished epoch, and ``train.log``, a line per session and epoch;
 * ``metrics.json``: the final evaluation;
 * ``checkpoint-latest.pt`` / ``checkpoint-final.pt``: weights and optimiser state (not in git);
 * ``artifacts/``: figures and arrays, e.g. the PAG picture grid.
@@ -89,6 +89,14 @@ class Run:
     @property
     def complete(self) -> bool:
         return self.status == "complete" and self.metrics is not None
+
+    def log(self, message: str) -> None:
+        """Append a timestamped line to the run's ``train.log``: what a run in the background did, and when."""
+        from .provenance import utc_now
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "train.log", "a") as log:
+            log.write(f"{utc_now()}  {message}\n")
 
     def write_json(self, filename: str, payload: Any) -> None:
         write_json_atomic(self.path / filename, payload)

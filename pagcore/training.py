@@ -276,6 +276,9 @@ class Trainer:
         self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
         self.checkpoint()
         self.run.write_json("history.json", self.history)
+        h = self.history[-1]
+        self.run.log(f"epoch {h['epoch']}/{self.config.schedule.epochs}: loss {h['loss']:.4f}, train accuracy "
+                     f"{h['train_accuracy']:.4f}, test accuracy {h['test_accuracy']:.4f}, {h['seconds']:.0f} s")
 
     def finish(self) -> None:
         """Final weights only (no optimiser): all a finished run needs, and small enough for git at CPU scale."""
@@ -329,7 +332,9 @@ def train(
         trainer.restore()
         session.update(strategy=trainer.strategy, amp_bf16=trainer.amp, channels_last=trainer.channels_last)
         first_epoch = trainer.epoch
+        run.log(f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} (git {session['git']})")
         finished = _train_until_done_or_stopped(trainer, options, clock)
+        run.log("training finished" if finished else f"stopped at epoch {trainer.epoch}, step {trainer.step}; run again to continue")
         session["epochs"] = [first_epoch, trainer.epoch]
         model = trainer.model
         if finished:

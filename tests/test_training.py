@@ -163,6 +163,8 @@ def test_time_budget_stops_cleanly_and_resume_matches(data, tmp_path):
     assert sessions == 4  # 2 epochs x 2 steps, one step per session
     assert_same_results(whole, result.run)
     assert len(result.run.record["sessions"]) == 4
+    log = (result.run.path / "train.log").read_text()
+    assert log.count("session started") == 4 and log.count("epoch 2/2:") == 1 and "training finished" in log
 
 
 def git(*args, cwd):
