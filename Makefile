@@ -1,6 +1,7 @@
 # Two commands do all set-up:
 #   make book   create .venv if needed, install, execute the CPU-feasible notebooks, build the HTML book
-#   make test   the whole test suite (pytest + nbval + a warnings-as-errors book build)
+#   make test   style (ruff check, ruff format --check), then the whole test suite (pytest + nbval + a
+#               warnings-as-errors book build + a headless-browser check)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,6 +25,8 @@ html: $(STAMP)
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 clean:

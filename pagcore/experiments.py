@@ -20,7 +20,7 @@ from .config import KINDS, ExecutionOptions, TrainConfig
 from .data import ImageDataset, load_dataset, synthetic_dataset
 from .evaluation import EvaluationSettings
 from .runs import Run, RunStore
-from .training import TrainResult, run_name_for, train
+from .training import TrainResult, check_trainable, run_name_for, train
 from .validation import ConfigError, check_choice
 
 
@@ -179,6 +179,8 @@ def chapter_runs(
     options = ExecutionOptions(device=device, max_minutes=max_minutes, progress=progress, kind=kind).validate()
     evaluation = EvaluationSettings(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
     for row, overrides in points.values():
-        experiment.config(row, **overrides)  # every point resolves (and validates) before any work
+        config = experiment.config(row, **overrides)  # every point resolves (and validates) before any work
+        if train_missing:
+            check_trainable(config, kind)
     images = load_data(dataset, data, download=download, synthetic=synthetic) if train_missing else None
     return experiment.runs_for(points, images, options, evaluation)

@@ -123,6 +123,15 @@ def run_kind(config: TrainConfig, data: ImageDataset) -> str:
     return "smoke" if synthetic or config.data.train_subset or config.data.test_subset else "real"
 
 
+def check_trainable(config: TrainConfig, kind: str) -> None:
+    """Real runs only at a final preset: a provisional one may still change, and its runs with it."""
+    if kind == "real" and not config.preset.final:
+        raise ConfigError(
+            f"the {config.scale!r} preset is provisional ({config.preset.note}); real runs wait for it "
+            "(pass kind='pilot' to train a pilot run)"
+        )
+
+
 def run_identity(config: TrainConfig, kind: str) -> dict[str, Any]:
     """What names a run: its resolved configuration and its kind, so that a smoke run can never
     be resumed, reused or shown as the real run of the same configuration."""
@@ -306,11 +315,7 @@ def train(
     data = prepare_data(config, data)
     store = store or RunStore()
     kind = options.kind or run_kind(config, data)
-    if kind == "real" and not config.preset.final:
-        raise ConfigError(
-            f"the {config.scale!r} preset is provisional ({config.preset.note}); real runs wait for it "
-            "(pass kind='pilot' to train a pilot run)"
-        )
+    check_trainable(config, kind)
     run = open_run(store, config, kind)
     if options.retrain:
         run.clear()

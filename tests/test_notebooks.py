@@ -132,3 +132,15 @@ def test_the_toy_notebook_offers_every_toy_knob():
     parameters = notebook_parameters("toy_manifold")
     missing = [f.name for f in fields(ToyConfig) if f"\n{f.name} =" not in "\n" + parameters]
     assert not missing, f"toy_manifold.ipynb's parameters cell lacks {missing}"
+
+
+def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch):
+    """Asking a chapter to train real runs at a provisional preset fails at once, before any data is read."""
+    from pagcore import config as cfg
+    from pagcore.experiments import chapter_runs
+    from pagcore.validation import ConfigError
+
+    monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
+    with pytest.raises(ConfigError, match="provisional"):
+        chapter_runs("cifar10", {"vanilla": ("vanilla", {})}, knobs={"scale": "cpu"}, runs_dir=str(tmp_path),
+                     train_missing=True, data=str(tmp_path / "no-such.npz"))
