@@ -69,7 +69,9 @@ def main() -> None:
         data = load_dataset("cifar10", args.data)
         images, labels, data_name = data.x_train, data.y_train, f"CIFAR-10 training images ({args.data.name})"
     else:
-        images = (torch.rand(args.steps * args.batch_size + args.batch_size, 3, 32, 32, generator=generator) * 255).byte()
+        images = (
+            torch.rand(args.steps * args.batch_size + args.batch_size, 3, 32, 32, generator=generator) * 255
+        ).byte()
         labels = torch.randint(10, (len(images),), generator=generator)
         data_name = "random images (not CIFAR-10)"
 

@@ -34,13 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
 from pagcore.data import load_dataset, synthetic_dataset  # noqa: E402
 from pagcore.models import build_model  # noqa: E402
 from pagcore.objective import pag_loss, sample_target_classes  # noqa: E402
 from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.runs import RunStore  # noqa: E402
 from pagcore.targets import RepresentativeSource, as_float, class_mean_representatives  # noqa: E402
-from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
 from pagcore.training import StepSettings, train, training_step  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,7 +63,11 @@ def make_step(width: int, k: int | None, batch: int, bf16: bool, channels_last: 
     source = RepresentativeSource("class_mean", reps)
     lam = 0.0 if k == 0 else 0.4
     settings = StepSettings(
-        num_classes=NUM_CLASSES, lam=lam, classes_per_image=k or None, strategy=strategy, autocast=bf16,
+        num_classes=NUM_CLASSES,
+        lam=lam,
+        classes_per_image=k or None,
+        strategy=strategy,
+        autocast=bf16,
         channels_last=channels_last,
     )
     images, labels = data.x_train[:batch], data.y_train[:batch]
@@ -93,7 +97,12 @@ def loss_precision(width: int, k: int, batch: int) -> dict[str, float]:
         out["bf16" if bf16 else "fp32"] = (loss.cross_entropy.item(), loss.cosine.item())
     (ce32, cos32), (ce16, cos16) = out["fp32"], out["bf16"]
     # The cosine term is a sum of C terms of Eq. (2); per class the difference is a tenth of this.
-    return {"ce_fp32": ce32, "ce_abs_diff": abs(ce16 - ce32), "cosine_fp32": cos32, "cosine_abs_diff": abs(cos16 - cos32)}
+    return {
+        "ce_fp32": ce32,
+        "ce_abs_diff": abs(ce16 - ce32),
+        "cosine_fp32": cos32,
+        "cosine_abs_diff": abs(cos16 - cos32),
+    }
 
 
 def time_configs(configs: dict[str, dict], rounds: int, steps: int, batch_of: dict[str, int]) -> dict[str, float]:
@@ -150,17 +159,25 @@ def throughput(args: argparse.Namespace) -> None:
     precision = {f"w{w} k{k}": loss_precision(w, k, 64) for w in args.widths for k in args.ks if k}
     record = {
         "what": "images/s of pagcore.training.training_step on CIFAR-sized batches (median of interleaved rounds)",
-        "rounds": args.rounds, "steps_per_round": args.steps, "threads": torch.get_num_threads(),
-        "rows": rows, "loss_bf16_vs_fp32": precision,
-        "device": device_description(torch.device("cpu")), "torch": torch.__version__,
-        "git_sha": git_revision(), "started": started, "finished": utc_now(),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "loss_bf16_vs_fp32": precision,
+        "device": device_description(torch.device("cpu")),
+        "torch": torch.__version__,
+        "git_sha": git_revision(),
+        "started": started,
+        "finished": utc_now(),
     }
     out = RESULTS / f"cpu_pilot-throughput-{started[:10]}.json"
     write_json_atomic(out, record)
     for row in rows:
-        print(f"{row['name']:32s} {row['images_per_s']:8.1f} img/s  "
-              f"x{row.get('speedup_vs_fp32_loop_k2', float('nan')):.2f} vs fp32 loop k2  "
-              f"cost {row.get('cost_vs_vanilla', float('nan')):.2f}x vanilla")
+        print(
+            f"{row['name']:32s} {row['images_per_s']:8.1f} img/s  "
+            f"x{row.get('speedup_vs_fp32_loop_k2', float('nan')):.2f} vs fp32 loop k2  "
+            f"cost {row.get('cost_vs_vanilla', float('nan')):.2f}x vanilla"
+        )
     print(f"saved {out.relative_to(ROOT)}")
 
 
@@ -191,8 +208,13 @@ def accuracy(args: argparse.Namespace) -> None:
         if minutes_left is not None and minutes_left <= 0.5:
             break
         options = ExecutionOptions(
-            device="cpu", amp=args.bf16, channels_last=args.channels_last, kind="pilot", max_minutes=minutes_left,
-            evaluate=False, checkpoint_every=100,
+            device="cpu",
+            amp=args.bf16,
+            channels_last=args.channels_last,
+            kind="pilot",
+            max_minutes=minutes_left,
+            evaluate=False,
+            checkpoint_every=100,
         )
         result = train(config, data, store, options)
         if not result.finished:
@@ -202,19 +224,34 @@ def accuracy(args: argparse.Namespace) -> None:
         if run.params.get("kind") != "pilot":
             continue
         history = run.history or []
-        summary.append({
-            "run": run.name, "objective": run.params["objective"], "source": run.params.get("source"),
-            "width": run.params["width"],
-            "k": run.params["classes_per_image"], "epochs_done": len(history), "epochs": run.params["epochs"],
-            "test_accuracy": [round(h["test_accuracy"], 4) for h in history],
-            "train_accuracy": [round(h["train_accuracy"], 4) for h in history],
-            "seconds_per_epoch": [h["seconds"] for h in history],
-        })
-    write_json_atomic(RESULTS / "cpu_pilot-accuracy.json", {
-        "what": "clean CIFAR-10 test accuracy (all 10,000 images) after every epoch of short pilot schedules",
-        "runs": summary, "device": device_description(torch.device("cpu")), "torch": torch.__version__,
-        "git_sha": git_revision(), "written": utc_now(), "bf16": args.bf16, "channels_last": args.channels_last, "threads": torch.get_num_threads(),
-    })
+        summary.append(
+            {
+                "run": run.name,
+                "objective": run.params["objective"],
+                "source": run.params.get("source"),
+                "width": run.params["width"],
+                "k": run.params["classes_per_image"],
+                "epochs_done": len(history),
+                "epochs": run.params["epochs"],
+                "test_accuracy": [round(h["test_accuracy"], 4) for h in history],
+                "train_accuracy": [round(h["train_accuracy"], 4) for h in history],
+                "seconds_per_epoch": [h["seconds"] for h in history],
+            }
+        )
+    write_json_atomic(
+        RESULTS / "cpu_pilot-accuracy.json",
+        {
+            "what": "clean CIFAR-10 test accuracy (all 10,000 images) after every epoch of short pilot schedules",
+            "runs": summary,
+            "device": device_description(torch.device("cpu")),
+            "torch": torch.__version__,
+            "git_sha": git_revision(),
+            "written": utc_now(),
+            "bf16": args.bf16,
+            "channels_last": args.channels_last,
+            "threads": torch.get_num_threads(),
+        },
+    )
     for row in summary:
         print(row["run"], row["epochs_done"], "/", row["epochs"], row["test_accuracy"][-3:])
 

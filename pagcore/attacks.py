@@ -97,7 +97,9 @@ class L2Ball(ThreatModel):
         # that are not [0, 1] images (the toy's points lie tens of units out), where 8/255 means nothing.
         direction = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
         direction = direction / _per_sample_norm(direction).clamp_min(1e-12)
-        u = torch.rand((like.shape[0],) + (1,) * (like.dim() - 1), generator=generator, device=like.device, dtype=like.dtype)
+        u = torch.rand(
+            (like.shape[0],) + (1,) * (like.dim() - 1), generator=generator, device=like.device, dtype=like.dtype
+        )
         return direction * self.eps * u.pow(1.0 / like[0].numel())
 
     def step(self, delta, grad, step_size):
@@ -115,7 +117,9 @@ def threat_model(norm: str, eps: float, l2_start: str = "trades") -> ThreatModel
 
 START_DESCRIPTION = {
     "linf": "uniform in [-eps, eps] per pixel",
-    "trades": f"uniform in [-{L2_START_HALF_WIDTH:.6f}, {L2_START_HALF_WIDTH:.6f}] per pixel (8/255, TRADES), unprojected",
+    "trades": (
+        f"uniform in [-{L2_START_HALF_WIDTH:.6f}, {L2_START_HALF_WIDTH:.6f}] per pixel (8/255, TRADES), unprojected"
+    ),
     "ball": "uniform in the L2 ball",
 }
 
@@ -181,21 +185,37 @@ class PGD:
     @classmethod
     def paper_real_data(
         cls, norm: str, eps: float, steps: int = 20, *, restarts: int = 1, keep_best: bool = False
-    ) -> "PGD":
+    ) -> PGD:
         """The paper's PGD-k evaluation (Appendix C.2): random start, step 2*eps/k, [0, 1] pixels.
 
         ``restarts`` and ``keep_best`` make it stronger; the defaults are the paper's attack."""
-        return cls(norm, eps, step_size=2 * eps / steps, steps=steps, random_start=True, bounds=(0.0, 1.0),
-                   restarts=restarts, keep_best=keep_best)
+        return cls(
+            norm,
+            eps,
+            step_size=2 * eps / steps,
+            steps=steps,
+            random_start=True,
+            bounds=(0.0, 1.0),
+            restarts=restarts,
+            keep_best=keep_best,
+        )
 
     def settings(self) -> dict:
         """Everything that defines this attack, to be stored with every number it produced."""
         return {
-            "attack": "pgd", "norm": self.norm, "eps": self.eps, "step_size": self.step_size, "steps": self.steps,
-            "random_start": START_DESCRIPTION["linf" if self.norm == "linf" else self.l2_start] if self.random_start else "none",
-            "restarts": self.restarts, "iterate": "best" if self.keep_best else "last",
+            "attack": "pgd",
+            "norm": self.norm,
+            "eps": self.eps,
+            "step_size": self.step_size,
+            "steps": self.steps,
+            "random_start": START_DESCRIPTION["linf" if self.norm == "linf" else self.l2_start]
+            if self.random_start
+            else "none",
+            "restarts": self.restarts,
+            "iterate": "best" if self.keep_best else "last",
             "bounds": list(self.bounds) if self.bounds is not None else None,
-            "loss": "cross-entropy", "precision": "float32",
+            "loss": "cross-entropy",
+            "precision": "float32",
         }
 
     def __call__(

@@ -42,7 +42,11 @@ class CropFlip:
 
 
 def random_crop_flip(
-    batch_size: int, *, padding: int = 4, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    batch_size: int,
+    *,
+    padding: int = 4,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> CropFlip:
     """Draw one batch's transform: offsets uniform in 0..2*padding, flips with probability 1/2."""
     offsets = torch.randint(0, 2 * padding + 1, (2, batch_size), generator=generator, device=device)

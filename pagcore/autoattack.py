@@ -74,10 +74,18 @@ class AutoAttackSettings:
 
     def settings(self) -> dict:
         return {
-            "attack": "autoattack", "version": self.version, "attacks": list(self.attacks), "norm": self.norm,
-            "eps": self.eps, "seed": self.seed, "package": PACKAGE, "package_version": package_version(PACKAGE),
-            "apgd_iterations": self.apgd_iterations or 100, "fab_iterations": self.fab_iterations or 100,
-            "square_queries": self.square_queries or 5000, "precision": "float32",
+            "attack": "autoattack",
+            "version": self.version,
+            "attacks": list(self.attacks),
+            "norm": self.norm,
+            "eps": self.eps,
+            "seed": self.seed,
+            "package": PACKAGE,
+            "package_version": package_version(PACKAGE),
+            "apgd_iterations": self.apgd_iterations or 100,
+            "fab_iterations": self.fab_iterations or 100,
+            "square_queries": self.square_queries or 5000,
+            "precision": "float32",
         }
 
 
@@ -123,8 +131,14 @@ def run_autoattack(
         with eval_mode(model), torch.autocast(device.type, enabled=False), torch.random.fork_rng(devices=devices):
             with torch.no_grad():
                 num_classes = model(x[:1]).shape[1]
-            adversary = AutoAttack(model, norm=_PACKAGE_NORM[settings.norm], eps=settings.eps, version="standard",
-                                   seed=settings.seed, device=device)
+            adversary = AutoAttack(
+                model,
+                norm=_PACKAGE_NORM[settings.norm],
+                eps=settings.eps,
+                version="standard",
+                seed=settings.seed,
+                device=device,
+            )
             # The standard version's parameters stay; only the list of attacks and, in tests,
             # the budgets change. Fewer than 10 classes only happen in tests.
             adversary.attacks_to_run = list(settings.attacks)
@@ -139,8 +153,9 @@ def run_autoattack(
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
             with torch.no_grad():
                 clean = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) == y
-                survived = torch.cat(
-                    [model(x_adv[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) == y
+                survived = (
+                    torch.cat([model(x_adv[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) == y
+                )
     finally:
         logger.removeHandler(collect)
         logger.setLevel(previous_level)

@@ -64,8 +64,14 @@ class ChecklistSettings:
     def __post_init__(self) -> None:
         for name in ("curve_steps", "baseline_steps", "strong_steps", "strong_restarts"):
             check_positive_int(name, getattr(self, name))
-        for name in ("monotone_tolerance", "zero_accuracy", "iterations_tolerance", "black_box_tolerance",
-                     "transfer_tolerance", "zero_gradient_fraction"):
+        for name in (
+            "monotone_tolerance",
+            "zero_accuracy",
+            "iterations_tolerance",
+            "black_box_tolerance",
+            "transfer_tolerance",
+            "zero_gradient_fraction",
+        ):
             check_nonnegative(name, getattr(self, name))
         if list(self.eps_multipliers) != sorted(self.eps_multipliers) or len(self.eps_multipliers) < 2:
             raise ConfigError(f"eps_multipliers must be at least two increasing values; got {self.eps_multipliers!r}")
@@ -97,6 +103,7 @@ def check_eps_curve(
     """Checks 1 and 2. ``attack_at(radius)`` builds the attack (default: PGD-``curve_steps``, best
     iterate); tests pass a deliberately broken one to see the checks fail."""
     if attack_at is None:
+
         def attack_at(radius: float) -> PGD:
             return PGD.paper_real_data(norm, radius, settings.curve_steps, keep_best=True)
 
@@ -111,10 +118,18 @@ def check_eps_curve(
     rises = [later - earlier for earlier, later in zip(accuracies, accuracies[1:])]
     numbers = {"eps": radii, "accuracy": accuracies, "largest_rise": max(rises)}
     return [
-        CheckResult("eps_monotone", f"accuracy never rises by more than {settings.monotone_tolerance} as eps grows",
-                    max(rises) <= settings.monotone_tolerance, numbers),
-        CheckResult("eps_reaches_zero", f"accuracy at eps = {radii[-1]:.4g} is at most {settings.zero_accuracy}",
-                    accuracies[-1] <= settings.zero_accuracy, {"eps": radii[-1], "accuracy": accuracies[-1]}),
+        CheckResult(
+            "eps_monotone",
+            f"accuracy never rises by more than {settings.monotone_tolerance} as eps grows",
+            max(rises) <= settings.monotone_tolerance,
+            numbers,
+        ),
+        CheckResult(
+            "eps_reaches_zero",
+            f"accuracy at eps = {radii[-1]:.4g} is at most {settings.zero_accuracy}",
+            accuracies[-1] <= settings.zero_accuracy,
+            {"eps": radii[-1], "accuracy": accuracies[-1]},
+        ),
     ]
 
 
@@ -140,30 +155,50 @@ def gradient_masking_checklist(
         results = check_eps_curve(model, x, y, norm, eps, settings)
 
         baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
-        strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts,
-                                     keep_best=True)
+        strong = PGD.paper_real_data(
+            norm, eps, settings.strong_steps, restarts=settings.strong_restarts, keep_best=True
+        )
         baseline_accuracy = robust_mask(model, x, y, baseline, settings.seed).float().mean().item()
         strong_mask = robust_mask(model, x, y, strong, settings.seed)
         strong_accuracy = strong_mask.float().mean().item()
-        results.append(CheckResult(
-            "more_iterations",
-            f"PGD-{settings.strong_steps} x {settings.strong_restarts} restarts (best iterate) lowers accuracy by at "
-            f"most {settings.iterations_tolerance} below PGD-{settings.baseline_steps}",
-            baseline_accuracy - strong_accuracy <= settings.iterations_tolerance,
-            {"baseline": baseline_accuracy, "strong": strong_accuracy, "baseline_attack": baseline.settings(),
-             "strong_attack": strong.settings()},
-        ))
+        results.append(
+            CheckResult(
+                "more_iterations",
+                f"PGD-{settings.strong_steps} x {settings.strong_restarts} restarts (best iterate) lowers accuracy "
+                f"by at most {settings.iterations_tolerance} below PGD-{settings.baseline_steps}",
+                baseline_accuracy - strong_accuracy <= settings.iterations_tolerance,
+                {
+                    "baseline": baseline_accuracy,
+                    "strong": strong_accuracy,
+                    "baseline_attack": baseline.settings(),
+                    "strong_attack": strong.settings(),
+                },
+            )
+        )
 
-        square = run_autoattack(model, x, y, AutoAttackSettings(norm, eps, seed=settings.seed, attacks=("square",),
-                                                                square_queries=settings.square_queries), device=device)
+        square = run_autoattack(
+            model,
+            x,
+            y,
+            AutoAttackSettings(
+                norm, eps, seed=settings.seed, attacks=("square",), square_queries=settings.square_queries
+            ),
+            device=device,
+        )
         square_mask = torch.tensor(square["robust_mask"], device=device)
-        results.append(CheckResult(
-            "black_box",
-            f"Square's accuracy is at least white-box PGD's minus {settings.black_box_tolerance}",
-            square["robust"] >= strong_accuracy - settings.black_box_tolerance,
-            {"square": square["robust"], "white_box": strong_accuracy,
-             "fooled_only_by_square": int((strong_mask & ~square_mask).sum()), "square_settings": square["settings"]},
-        ))
+        results.append(
+            CheckResult(
+                "black_box",
+                f"Square's accuracy is at least white-box PGD's minus {settings.black_box_tolerance}",
+                square["robust"] >= strong_accuracy - settings.black_box_tolerance,
+                {
+                    "square": square["robust"],
+                    "white_box": strong_accuracy,
+                    "fooled_only_by_square": int((strong_mask & ~square_mask).sum()),
+                    "square_settings": square["settings"],
+                },
+            )
+        )
 
         if source is None:
             results.append(CheckResult("transfer", "not run: no source model", None, {}))
@@ -171,24 +206,31 @@ def gradient_masking_checklist(
             crafted = strong(source, x, y, generator=torch.Generator(device=device).manual_seed(settings.seed))
             with eval_mode(model), torch.no_grad():
                 transfer_accuracy = (model(crafted).argmax(1) == y).float().mean().item()
-            results.append(CheckResult(
-                "transfer",
-                f"attacks crafted on the source model leave accuracy at least white-box's minus "
-                f"{settings.transfer_tolerance}",
-                transfer_accuracy >= strong_accuracy - settings.transfer_tolerance,
-                {"transfer": transfer_accuracy, "white_box": strong_accuracy},
-            ))
+            results.append(
+                CheckResult(
+                    "transfer",
+                    f"attacks crafted on the source model leave accuracy at least white-box's minus "
+                    f"{settings.transfer_tolerance}",
+                    transfer_accuracy >= strong_accuracy - settings.transfer_tolerance,
+                    {"transfer": transfer_accuracy, "white_box": strong_accuracy},
+                )
+            )
 
         grads = input_gradients(model, x, y).flatten(1)
         finite = torch.isfinite(grads).all(dim=1)
         zero = finite & (grads.abs().amax(dim=1) == 0)
-        results.append(CheckResult(
-            "gradients",
-            f"no non-finite input-gradient, and at most a fraction {settings.zero_gradient_fraction} all zero",
-            bool(finite.all()) and zero.float().mean().item() <= settings.zero_gradient_fraction,
-            {"nonfinite_fraction": 1 - finite.float().mean().item(), "zero_fraction": zero.float().mean().item(),
-             "median_norm": grads[finite].norm(dim=1).median().item() if finite.any() else float("nan")},
-        ))
+        results.append(
+            CheckResult(
+                "gradients",
+                f"no non-finite input-gradient, and at most a fraction {settings.zero_gradient_fraction} all zero",
+                bool(finite.all()) and zero.float().mean().item() <= settings.zero_gradient_fraction,
+                {
+                    "nonfinite_fraction": 1 - finite.float().mean().item(),
+                    "zero_fraction": zero.float().mean().item(),
+                    "median_norm": grads[finite].norm(dim=1).median().item() if finite.any() else float("nan"),
+                },
+            )
+        )
     return results
 
 

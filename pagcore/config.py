@@ -104,7 +104,9 @@ class ObjectiveConfig:
     pool_size: int = knob(1000, "nearest-neighbour candidates per class")
     rescale_class_mean: bool = knob(True, "stretch class means to the average image norm")
     teacher: str = knob("", "RIGD: run name or directory of an adversarially trained model")
-    rigd_targets: str = knob("precompute", "RIGD: a table of teacher gradients or the teacher at every step", choices=RIGD_TARGETS)
+    rigd_targets: str = knob(
+        "precompute", "RIGD: a table of teacher gradients or the teacher at every step", choices=RIGD_TARGETS
+    )
 
 
 @dataclass(frozen=True)
@@ -128,23 +130,35 @@ class ScalePreset:
 
 SCALES: dict[str, ScalePreset] = {
     "paper": ScalePreset(
-        width=64, epochs=100, classes_per_image=None, adversary_steps=7, final=True,
+        width=64,
+        epochs=100,
+        classes_per_image=None,
+        adversary_steps=7,
+        final=True,
         note="the paper's setting (Appendix C.2): ResNet-18, 100 epochs, the full class sum",
     ),
     # Chosen by benchmarks/cpu_pilot.py on two CPU cores; see its results and the CIFAR-10 chapter.
     "cpu": ScalePreset(
-        width=8, epochs=20, classes_per_image=2, adversary_steps=3, final=False,
+        width=8,
+        epochs=20,
+        classes_per_image=2,
+        adversary_steps=3,
+        final=False,
         note="the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
     ),
 }
+
 
 @dataclass(frozen=True)
 class ExecutionOptions:
     """How a run is executed; none of it names the run, all of it is in each session's record."""
 
     device: str = knob("auto", "cpu, cuda, cuda:1, ... (auto: cuda when there is one)")
-    strategy: str = knob("auto", "how the k input-gradients are computed (auto: the device's fastest)",
-                         choices=("auto", *GRADIENT_STRATEGIES))
+    strategy: str = knob(
+        "auto",
+        "how the k input-gradients are computed (auto: the device's fastest)",
+        choices=("auto", *GRADIENT_STRATEGIES),
+    )
     amp: bool | None = knob(None, "bf16 autocast for the training step (default: on CUDA only)")
     channels_last: bool | None = knob(None, "channels-last activations (default: on CUDA only)")
     checkpoint_every: int | None = knob(None, "also checkpoint every N steps (always at the end of an epoch)")
@@ -154,7 +168,7 @@ class ExecutionOptions:
     kind: str | None = knob(None, "real, smoke or pilot (default: real for the full real dataset)", choices=KINDS)
     progress: bool = knob(True, "show progress bars")
 
-    def validate(self) -> "ExecutionOptions":
+    def validate(self) -> ExecutionOptions:
         for f in fields(self):
             if f.metadata.get("choices") and getattr(self, f.name) is not None:
                 check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
@@ -186,7 +200,7 @@ class TrainConfig:
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
-    def from_flat(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from flat knob names (``{"dataset": "stl10", "lam": 0.1, "scale": "cpu"}``).
 
         This is how notebooks and the command line build one; an unknown name is an error
@@ -203,7 +217,7 @@ class TrainConfig:
         return cls(**groups, scale=scale)
 
     @classmethod
-    def from_identity(cls, identity: dict[str, Any]) -> "TrainConfig":
+    def from_identity(cls, identity: dict[str, Any]) -> TrainConfig:
         """The resolved config a run's ``params.json`` (its :meth:`identity` and kind) describes."""
         flat = {k: v for k, v in identity.items() if k in knob_names()}
         adversary = identity.get("adversary")
@@ -211,7 +225,7 @@ class TrainConfig:
             flat.update(threat=adversary["threat"], eps=adversary["eps"], steps=adversary["steps"])
         return cls.from_flat(flat).resolve()
 
-    def replace(self, **flat: Any) -> "TrainConfig":
+    def replace(self, **flat: Any) -> TrainConfig:
         """A copy with some knobs changed, by their flat names."""
         return TrainConfig.from_flat({**self.flat(), **flat})
 
@@ -227,7 +241,7 @@ class TrainConfig:
     def preset(self) -> ScalePreset:
         return SCALES[check_choice("scale", self.scale, SCALE_NAMES)]
 
-    def resolve(self) -> "TrainConfig":
+    def resolve(self) -> TrainConfig:
         """Every ``None`` filled in (scale preset, then the paper), then validated. Idempotent."""
         check_choice("scale", self.scale, SCALE_NAMES)
         check_choice("dataset", self.data.dataset, DATASETS)
@@ -287,7 +301,9 @@ class TrainConfig:
         check_classes_per_image(o.classes_per_image, SPECS[d.dataset].num_classes)
         check_positive_int("pool_size", o.pool_size)
         if o.objective == "pag" and o.source == "rigd" and not o.teacher:
-            raise ConfigError("teacher must name an adversarially trained run (run name or directory) for source 'rigd'")
+            raise ConfigError(
+                "teacher must name an adversarially trained run (run name or directory) for source 'rigd'"
+            )
         check_nonnegative("adversary_eps", a.eps)
         check_positive_int("adversary_steps", a.steps)
 

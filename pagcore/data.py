@@ -39,12 +39,22 @@ class DatasetSpec:
 
 SPECS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        "cifar10", "CIFAR-10", 32, 10, 50_000, 10_000,
+        "cifar10",
+        "CIFAR-10",
+        32,
+        10,
+        50_000,
+        10_000,
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     ),
     # STL-10's labeled splits: 500 training and 800 test images per class.
     "stl10": DatasetSpec(
-        "stl10", "STL-10", 96, 10, 5_000, 8_000,
+        "stl10",
+        "STL-10",
+        96,
+        10,
+        5_000,
+        8_000,
         ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
     ),
 }
@@ -77,11 +87,16 @@ class ImageDataset:
         balanced = " class-balanced" if bool((counts == counts[0]).all()) else ""
         return f"{n:,}-image{balanced} subset of the {spec.title} test set"
 
-    def subset(self, train: int | None = None, test: int | None = None) -> "ImageDataset":
+    def subset(self, train: int | None = None, test: int | None = None) -> ImageDataset:
         """The first ``train`` / ``test`` images (for smoke tests), keeping everything else."""
         return ImageDataset(
-            self.name, self.x_train[:train], self.y_train[:train], self.x_test[:test], self.y_test[:test],
-            self.class_names, self.source + (f" (first {train} train / {test} test)" if train or test else ""),
+            self.name,
+            self.x_train[:train],
+            self.y_train[:train],
+            self.x_test[:test],
+            self.y_test[:test],
+            self.class_names,
+            self.source + (f" (first {train} train / {test} test)" if train or test else ""),
             None if self.test_index is None else self.test_index[:test],
         )
 
@@ -123,8 +138,7 @@ def check_shapes(name: str, x: np.ndarray, y: np.ndarray, split: str, where: str
     size = SPECS[name].image_size
     if x.ndim != 4 or x.shape[1:] != (size, size, 3) or x.dtype != np.uint8:
         raise ConfigError(
-            f"{where}: x_{split} must be uint8 of shape (N, {size}, {size}, 3) for {name}; "
-            f"got {x.dtype} {x.shape}"
+            f"{where}: x_{split} must be uint8 of shape (N, {size}, {size}, 3) for {name}; got {x.dtype} {x.shape}"
         )
     if y.shape != (len(x),):
         raise ConfigError(f"{where}: y_{split} must have shape ({len(x)},); got {y.shape}")
@@ -146,9 +160,13 @@ def _from_npz(name: str, path: Path) -> ImageDataset:
         raise ConfigError(f"{path}: test_index must have one entry per test image; got shape {tuple(test_index.shape)}")
     return ImageDataset(
         name,
-        hwc_to_tensor(parts["x_train"]), torch.from_numpy(parts["y_train"].astype(np.int64)),
-        hwc_to_tensor(parts["x_test"]), torch.from_numpy(parts["y_test"].astype(np.int64)),
-        SPECS[name].class_names, f"npz: {path}", test_index,
+        hwc_to_tensor(parts["x_train"]),
+        torch.from_numpy(parts["y_train"].astype(np.int64)),
+        hwc_to_tensor(parts["x_test"]),
+        torch.from_numpy(parts["y_test"].astype(np.int64)),
+        SPECS[name].class_names,
+        f"npz: {path}",
+        test_index,
     )
 
 
@@ -171,9 +189,13 @@ def _from_torchvision(name: str, root: Path, download: bool) -> ImageDataset:
         x_train, x_test = torch.from_numpy(np.asarray(train.data)), torch.from_numpy(np.asarray(test.data))
         y_train, y_test = np.asarray(train.labels), np.asarray(test.labels)
     return ImageDataset(
-        name, x_train.contiguous(), torch.from_numpy(y_train.astype(np.int64)),
-        x_test.contiguous(), torch.from_numpy(y_test.astype(np.int64)),
-        SPECS[name].class_names, f"torchvision: {root}",
+        name,
+        x_train.contiguous(),
+        torch.from_numpy(y_train.astype(np.int64)),
+        x_test.contiguous(),
+        torch.from_numpy(y_test.astype(np.int64)),
+        SPECS[name].class_names,
+        f"torchvision: {root}",
     )
 
 
@@ -205,7 +227,10 @@ def save_npz(dataset: ImageDataset, path: str | Path) -> Path:
     extra = {} if dataset.test_index is None else {"test_index": dataset.test_index.cpu().numpy()}
     np.savez(
         path,
-        x_train=dataset.x_train.permute(0, 2, 3, 1).cpu().numpy(), y_train=dataset.y_train.cpu().numpy(),
-        x_test=dataset.x_test.permute(0, 2, 3, 1).cpu().numpy(), y_test=dataset.y_test.cpu().numpy(), **extra,
+        x_train=dataset.x_train.permute(0, 2, 3, 1).cpu().numpy(),
+        y_train=dataset.y_train.cpu().numpy(),
+        x_test=dataset.x_test.permute(0, 2, 3, 1).cpu().numpy(),
+        y_test=dataset.y_test.cpu().numpy(),
+        **extra,
     )
     return path

@@ -15,11 +15,9 @@
 from __future__ import annotations
 
 import time
-
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -68,7 +66,7 @@ class EvaluationSettings:
     picture_eps: float | None = knob(None, "L2 radius of the PAG pictures (default: 10 on CIFAR-10, 30 on STL-10)")
     eval_seed: int = knob(0, "seed of the attacks' random starts")
 
-    def validate(self) -> "EvaluationSettings":
+    def validate(self) -> EvaluationSettings:
         check_positive_int("pgd_steps", self.pgd_steps)
         check_positive_int("picture_images", self.picture_images)
         if self.picture_eps is not None:
@@ -161,9 +159,9 @@ def first_of_each_class(labels: Tensor, count: int) -> Tensor:
 
 
 def evaluate_run(
-    run: "Run",
+    run: Run,
     model: nn.Module,
-    data: "ImageDataset",
+    data: ImageDataset,
     settings: EvaluationSettings,
     *,
     device: torch.device | str = "cpu",
@@ -176,7 +174,9 @@ def evaluate_run(
     settings.validate()
     start = time.perf_counter()
     attacks = paper_attacks(data.name, settings.pgd_steps)
-    metrics = evaluate(model, data.x_test, data.y_test, attacks, device=device, seed=settings.eval_seed, progress=progress)
+    metrics = evaluate(
+        model, data.x_test, data.y_test, attacks, device=device, seed=settings.eval_seed, progress=progress
+    )
     metrics["test_images"] = len(data.x_test)
     metrics["test_set"] = data.test_set
     metrics["pgd_steps"] = settings.pgd_steps

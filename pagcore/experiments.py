@@ -42,10 +42,18 @@ ROWS: dict[str, Row] = {
         Row("nearest_neighbor", "Nearest Neighbor", {"objective": "pag", "source": "nearest_neighbor"}),
         Row("rigd_linf", "RIGD ℓ∞", {"objective": "pag", "source": "rigd"}, teacher="adversarial_linf"),
         Row("rigd_l2", "RIGD ℓ2", {"objective": "pag", "source": "rigd"}, teacher="adversarial_l2"),
-        Row("adversarial_linf", "Adversarial training ℓ∞ (RIGD teacher)", {"objective": "adversarial", "threat": "linf"},
-            in_paper=False),
-        Row("adversarial_l2", "Adversarial training ℓ2 (RIGD teacher)", {"objective": "adversarial", "threat": "l2"},
-            in_paper=False),
+        Row(
+            "adversarial_linf",
+            "Adversarial training ℓ∞ (RIGD teacher)",
+            {"objective": "adversarial", "threat": "linf"},
+            in_paper=False,
+        ),
+        Row(
+            "adversarial_l2",
+            "Adversarial training ℓ2 (RIGD teacher)",
+            {"objective": "adversarial", "threat": "l2"},
+            in_paper=False,
+        ),
     )
 }
 PAPER_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if row.in_paper)
@@ -58,7 +66,9 @@ ROW_LABELS = {name: row.label for name, row in ROWS.items()}
 SCHEDULE_KNOBS = ("epochs", "teacher")
 
 
-def load_data(dataset: str, data: str = "", *, download: bool = False, synthetic: list[int] | None = None) -> ImageDataset:
+def load_data(
+    dataset: str, data: str = "", *, download: bool = False, synthetic: list[int] | None = None
+) -> ImageDataset:
     """The chapter's dataset: ``synthetic=[train, test]`` for smoke runs, else from ``data``."""
     if synthetic:
         return synthetic_dataset(dataset, *synthetic)
@@ -114,7 +124,9 @@ class RealDataExperiment:
         try:
             teacher = self.store.find(run.params["teacher"])
         except FileNotFoundError as missing:
-            raise ConfigError(f"RIGD run {run.name} names teacher {run.params['teacher']!r}, which is not in the store") from missing
+            raise ConfigError(
+                f"RIGD run {run.name} names teacher {run.params['teacher']!r}, which is not in the store"
+            ) from missing
         return teacher.params["adversary"]["threat"]
 
     def train(
@@ -174,8 +186,9 @@ def chapter_runs(
     ``knobs`` are the shared training knobs (``None`` values are left to the scale's preset);
     every parameter is validated before any data is read.
     """
-    experiment = RealDataExperiment(dataset, {k: v for k, v in knobs.items() if v is not None},
-                                    RunStore(runs_dir or None), kind=kind)
+    experiment = RealDataExperiment(
+        dataset, {k: v for k, v in knobs.items() if v is not None}, RunStore(runs_dir or None), kind=kind
+    )
     options = ExecutionOptions(device=device, max_minutes=max_minutes, progress=progress, kind=kind).validate()
     evaluation = EvaluationSettings(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
     for row, overrides in points.values():

@@ -88,5 +88,9 @@ def targeted_confidence(
     with eval_mode(reference), torch.no_grad():
         probabilities = F.softmax(reference(moved).float(), dim=1)
     confidence = probabilities.gather(1, targets[keep][:, None]).squeeze(1)
-    return {"score": confidence.mean().item(), "pairs": int(keep.sum()), "chance": 1 / num_classes,
-            "attack": attack.settings()}
+    return {
+        "score": confidence.mean().item(),
+        "pairs": int(keep.sum()),
+        "chance": 1 / num_classes,
+        "attack": attack.settings(),
+    }

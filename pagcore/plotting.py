@@ -42,7 +42,9 @@ def plot_decision_boundary(
         predicted = model(grid).argmax(dim=1).view(resolution, resolution).numpy()
 
     cmap = ListedColormap([c + "40" for c in CLASS_COLORS])  # translucent class colours
-    ax.imshow(predicted, origin="lower", extent=extent, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.imshow(
+        predicted, origin="lower", extent=extent, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest"
+    )
     for label, color in enumerate(CLASS_COLORS):
         pts = x[y == label].numpy()
         ax.scatter(pts[:, 0], pts[:, 1], s=6, color=color, label=f"class {label}", zorder=3)
@@ -50,8 +52,16 @@ def plot_decision_boundary(
         step = max(1, len(x) // max_arrows)
         start, end = x[::step].numpy(), x_adv[::step].numpy()
         ax.quiver(
-            start[:, 0], start[:, 1], end[:, 0] - start[:, 0], end[:, 1] - start[:, 1],
-            angles="xy", scale_units="xy", scale=1, width=0.004, color="black", zorder=4,
+            start[:, 0],
+            start[:, 1],
+            end[:, 0] - start[:, 0],
+            end[:, 1] - start[:, 1],
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            width=0.004,
+            color="black",
+            zorder=4,
         )
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -80,16 +90,29 @@ def image_grid(images: np.ndarray | Tensor, *, row_labels=(), column_labels=(), 
     return fig
 
 
-def plot_accuracy_vs_lambda(ax: Axes, lams, series: dict[str, list[float | None]], *, paper: dict[str, list[float]] | None = None,
-                            title: str = "") -> None:
+def plot_accuracy_vs_lambda(
+    ax: Axes,
+    lams,
+    series: dict[str, list[float | None]],
+    *,
+    paper: dict[str, list[float]] | None = None,
+    title: str = "",
+) -> None:
     """Accuracy (%) against lambda on a symmetric-log axis; dashed lines for the paper's values."""
     for i, (label, values) in enumerate(series.items()):
         points = [(lam, 100 * v) for lam, v in zip(lams, values) if v is not None]
         if points:
             ax.plot(*zip(*points), marker="o", color=f"C{i}", label=label)
         if paper and label in paper:
-            ax.plot(lams, [100 * v for v in paper[label]], linestyle="--", marker="x", color=f"C{i}", alpha=0.6,
-                    label=f"{label} (paper)")
+            ax.plot(
+                lams,
+                [100 * v for v in paper[label]],
+                linestyle="--",
+                marker="x",
+                color=f"C{i}",
+                alpha=0.6,
+                label=f"{label} (paper)",
+            )
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("λ")
     ax.set_ylabel("accuracy (%)")

@@ -15,7 +15,9 @@ from tqdm.std import tqdm
 T = TypeVar("T")
 
 
-def progress_bar(iterable: Iterable[T], *, enabled: bool = True, desc: str = "", unit: str = "it", total: int | None = None) -> Iterator[T]:
+def progress_bar(
+    iterable: Iterable[T], *, enabled: bool = True, desc: str = "", unit: str = "it", total: int | None = None
+) -> Iterator[T]:
     if not enabled:
         return iter(iterable)
     return iter(tqdm(iterable, desc=desc, unit=unit, total=total, file=sys.stderr, mininterval=1.0, dynamic_ncols=True))
@@ -25,7 +27,7 @@ class _NoBar:
     def update(self, n: int = 1) -> None:
         pass
 
-    def __enter__(self) -> "_NoBar":
+    def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -40,5 +42,13 @@ def counter_bar(*, total: int, initial: int = 0, enabled: bool = True, desc: str
     """
     if not enabled:
         return _NoBar()
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
-                mininterval=1.0, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )

@@ -33,7 +33,11 @@ def git_revision(repo: Path = REPO_ROOT) -> str:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-            cwd=repo, capture_output=True, text=True, check=True, timeout=10,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

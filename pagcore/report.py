@@ -91,8 +91,13 @@ def parameter_names(notebook: str | Path) -> list[str]:
     if len(tagged) != 1:
         raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
     source = "".join(tagged[0]["source"])
-    names = [target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-             for target in node.targets if isinstance(target, ast.Name)]
+    names = [
+        target.id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -105,10 +110,12 @@ def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_l
     # A "|" inside a value would end its table cell early.
     pairs = [(f"`{name}`", f"`{values[name]!r}`".replace("|", "\\|")) for name in names]
     pairs += [("", "")] * (-len(pairs) % columns)  # pad the last row to full width
-    rows = [sum(pairs[i:i + columns], ()) for i in range(0, len(pairs), columns)]
+    rows = [sum(pairs[i : i + columns], ()) for i in range(0, len(pairs), columns)]
     table = markdown_table(("parameter", "value") * columns, rows)
-    return (f":::{{container}} parameters-in-use\n**Parameters of this run.** {notebook_link} holds the code; "
-            f"rerun it with papermill to change them.\n\n{table}\n:::")
+    return (
+        f":::{{container}} parameters-in-use\n**Parameters of this run.** {notebook_link} holds the code; "
+        f"rerun it with papermill to change them.\n\n{table}\n:::"
+    )
 
 
 def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
@@ -158,9 +165,11 @@ def preset_sentence(scale: str, dataset: str) -> str:
 
     preset = SCALES[scale]
     k = preset.classes_per_image or SPECS[dataset].num_classes
-    text = (f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
-            f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
-            f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (7).")
+    text = (
+        f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
+        f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
+        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (7)."
+    )
     if not preset.final:
         text += f" This preset is provisional: {preset.note}; no real run uses it yet."
     return text
@@ -170,22 +179,30 @@ def cpu_scale_verdict(runs: dict[str, Any], paper_rows: dict[str, dict[str, floa
     """What the CPU-scale rows show about the paper's claim, computed from the stored runs only."""
     done = {row: run for row, run in runs.items() if run is not None and run.metrics}
     if "vanilla" not in done or not any(row in done for row in PAG_ROWS):
-        return ("There is no CPU-scale result to discuss yet: the vanilla row and at least one PAG row must have "
-                "real runs first.")
+        return (
+            "There is no CPU-scale result to discuss yet: the vanilla row and at least one PAG row must have "
+            "real runs first."
+        )
     vanilla = done["vanilla"].metrics
-    parts = [f"At the CPU scale the vanilla model reaches {percent(vanilla['clean'])} clean, "
-             f"{percent(vanilla['linf'])} under ℓ∞ and {percent(vanilla['l2'])} under ℓ2 PGD-20."]
+    parts = [
+        f"At the CPU scale the vanilla model reaches {percent(vanilla['clean'])} clean, "
+        f"{percent(vanilla['linf'])} under ℓ∞ and {percent(vanilla['l2'])} under ℓ2 PGD-20."
+    ]
     for row in PAG_ROWS:
         if row not in done:
             continue
         m = done[row].metrics
         gains = [m[key] - vanilla[key] for key in ("linf", "l2")]
         verdict = "more" if min(gains) > 0 else "not more"
-        parts.append(f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
-                     f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
-                     f"(paper at its scale: {percent(paper_rows[row]['linf'])} ℓ∞, {percent(paper_rows[row]['l2'])} ℓ2).")
-    parts.append("These are numbers of a reduced protocol: they can support or contradict the direction of the "
-                 "paper's claim (robustness without adversarial examples), not its figures.")
+        parts.append(
+            f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
+            f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
+            f"(paper at its scale: {percent(paper_rows[row]['linf'])} ℓ∞, {percent(paper_rows[row]['l2'])} ℓ2)."
+        )
+    parts.append(
+        "These are numbers of a reduced protocol: they can support or contradict the direction of the "
+        "paper's claim (robustness without adversarial examples), not its figures."
+    )
     return " ".join(parts)
 
 
@@ -196,12 +213,16 @@ def status_sentence(runs: dict[str, Any], chapter: str) -> str:
     """One plain sentence on how much of ``chapter`` rests on real runs."""
     done = [r for r in runs.values() if r is not None]
     if not done:
-        return (f"No real run of the {chapter} experiments exists yet, so every 'ours' cell reads "
-                "'not run' and only the paper's numbers are shown.")
+        return (
+            f"No real run of the {chapter} experiments exists yet, so every 'ours' cell reads "
+            "'not run' and only the paper's numbers are shown."
+        )
     epochs = sorted({r.params["epochs"] for r in done})
     schedule = ", ".join(str(e) for e in epochs)
-    return (f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
-            f"the paper trains for 100); the others read 'not run'.")
+    return (
+        f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
+        f"the paper trains for 100); the others read 'not run'."
+    )
 
 
 def training_curves(runs: dict[str, Any], labels: dict[str, str]):
@@ -231,7 +252,9 @@ def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: S
     if not grids:
         return None
     stacked = torch.stack([g[min(image, len(g) - 1)] for g in grids.values()])
-    return image_grid(stacked, row_labels=[labels.get(r, r) for r in grids], column_labels=("input", *class_names), scale=1.2)
+    return image_grid(
+        stacked, row_labels=[labels.get(r, r) for r in grids], column_labels=("input", *class_names), scale=1.2
+    )
 
 
 def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
@@ -243,10 +266,16 @@ def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
         record = run.record
         last = record["sessions"][-1]
         devices = sorted({short_device(s["device"]) for s in record["sessions"]})
-        rows.append((
-            labels.get(row, row), f"`{run.name}`", last["git"][:12], "; ".join(devices),
-            last["finished"][:10], f"{record['wall_seconds'] / 60:.1f} min",
-        ))
+        rows.append(
+            (
+                labels.get(row, row),
+                f"`{run.name}`",
+                last["git"][:12],
+                "; ".join(devices),
+                last["finished"][:10],
+                f"{record['wall_seconds'] / 60:.1f} min",
+            )
+        )
     if not rows:
         return "No run exists yet, so there is no record to show."
     return markdown_table(("method", "run", "git", "device", "date", "wall time"), rows)

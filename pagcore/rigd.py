@@ -35,9 +35,7 @@ def unit_vectors(g: Tensor) -> Tensor:
     return g / norms.clamp_min(1e-12)
 
 
-def teacher_gradients(
-    teacher: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind = "logit"
-) -> Tensor:
+def teacher_gradients(teacher: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind = "logit") -> Tensor:
     """The teacher's input-gradients for ``classes`` at ``x`` (eval mode, no graph kept)."""
     with eval_mode(teacher), torch.enable_grad():
         _, grads = class_input_gradients(teacher, x, classes, kind, strategy="vmap", create_graph=False)
@@ -63,9 +61,11 @@ class PrecomputedGradients(TargetSource):
         batch_size: int = 250,
         device: torch.device | str = "cpu",
         progress: bool = True,
-    ) -> "PrecomputedGradients":
+    ) -> PrecomputedGradients:
         device = torch.device(device)
-        table = torch.empty((len(train_images), num_classes, *train_images.shape[1:]), dtype=torch.float16, device=device)
+        table = torch.empty(
+            (len(train_images), num_classes, *train_images.shape[1:]), dtype=torch.float16, device=device
+        )
         all_classes = torch.arange(num_classes, device=device)
         starts = range(0, len(train_images), batch_size)
         for start in progress_bar(starts, enabled=progress, desc="RIGD targets", unit="batch"):

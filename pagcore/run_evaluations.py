@@ -54,7 +54,7 @@ class EvaluationSubset:
     of: int
 
     @classmethod
-    def draw(cls, total: int, size: int | None, seed: int = 0) -> "EvaluationSubset":
+    def draw(cls, total: int, size: int | None, seed: int = 0) -> EvaluationSubset:
         if size is None or size >= total:
             return cls(torch.arange(total), seed, total)
         check_positive_int("subset", size)
@@ -80,10 +80,21 @@ class Budgets:
     targeted_steps: int = 60
 
     @classmethod
-    def for_tests(cls) -> "Budgets":
-        return cls(autoattack_iterations=5, square_queries=50, checklist=ChecklistSettings(
-            eps_multipliers=(0.0, 1.0, 32.0), curve_steps=3, baseline_steps=3, strong_steps=5, strong_restarts=2,
-            square_queries=50), targeted_images=4, targeted_steps=3)
+    def for_tests(cls) -> Budgets:
+        return cls(
+            autoattack_iterations=5,
+            square_queries=50,
+            checklist=ChecklistSettings(
+                eps_multipliers=(0.0, 1.0, 32.0),
+                curve_steps=3,
+                baseline_steps=3,
+                strong_steps=5,
+                strong_restarts=2,
+                square_queries=50,
+            ),
+            targeted_images=4,
+            targeted_steps=3,
+        )
 
 
 def evaluation_key(name: str, settings: dict) -> str:
@@ -151,8 +162,12 @@ def evaluate_stored_run(
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
     x = data.x_test[chosen.indices].to(device).float() / 255
     y = data.y_test[chosen.indices].to(device)
-    common = {"subset": chosen.record(), "seed": seed, "dataset": data.name,
-              "budgets": "real" if budgets == Budgets() else "reduced (tests only)"}
+    common = {
+        "subset": chosen.record(),
+        "seed": seed,
+        "dataset": data.name,
+        "budgets": "real" if budgets == Budgets() else "reduced (tests only)",
+    }
     dataset = data.name
 
     jobs: list[Job] = []
@@ -162,39 +177,82 @@ def evaluate_stored_run(
             if name in evaluations:
                 eps = PAPER_PGD_EPS[dataset][norm]
                 attack = PGD.paper_real_data(norm, eps, steps, restarts=restarts, keep_best=best)
-                jobs.append(Job(name, {**attack.settings(), "radius": "paper (Section 5.2)", **common},
-                                _pgd_job(model, x, y, attack, seed, device, progress)))
+                jobs.append(
+                    Job(
+                        name,
+                        {**attack.settings(), "radius": "paper (Section 5.2)", **common},
+                        _pgd_job(model, x, y, attack, seed, device, progress),
+                    )
+                )
         if "autoattack" in evaluations:
-            aa = AutoAttackSettings(norm, STANDARD_EPS[dataset][norm], seed=seed,
-                                    apgd_iterations=budgets.autoattack_iterations,
-                                    fab_iterations=budgets.autoattack_iterations, square_queries=budgets.square_queries)
-            jobs.append(Job("autoattack", {**aa.settings(), "radius": "standard (RobustBench)", **common},
-                            lambda aa=aa: run_autoattack(model, x, y, aa, device=device)))
+            aa = AutoAttackSettings(
+                norm,
+                STANDARD_EPS[dataset][norm],
+                seed=seed,
+                apgd_iterations=budgets.autoattack_iterations,
+                fab_iterations=budgets.autoattack_iterations,
+                square_queries=budgets.square_queries,
+            )
+            jobs.append(
+                Job(
+                    "autoattack",
+                    {**aa.settings(), "radius": "standard (RobustBench)", **common},
+                    lambda aa=aa: run_autoattack(model, x, y, aa, device=device),
+                )
+            )
         if "checks" in evaluations:
             eps = STANDARD_EPS[dataset][norm]
-            settings = {**budgets.checklist.settings(), "norm": norm, "eps": eps, "radius": "standard (RobustBench)",
-                        "source": source[0] if source else None, **common}
+            settings = {
+                **budgets.checklist.settings(),
+                "norm": norm,
+                "eps": eps,
+                "radius": "standard (RobustBench)",
+                "source": source[0] if source else None,
+                **common,
+            }
             jobs.append(Job("checks", settings, _checks_job(model, x, y, norm, eps, source, budgets.checklist, device)))
     if "pag_score" in evaluations:
         if reference is None:
             lines.append({"name": "pag_score", "skipped": "no adversarially trained reference run"})
         else:
-            settings = {"score": "gradient alignment and targeted confidence", "reference": reference[0],
-                        "targeted_eps": PICTURE_EPS[dataset], "targeted_images": budgets.targeted_images,
-                        "targeted_steps": budgets.targeted_steps, **common}
-            jobs.append(Job("pag_score", settings, _pag_score_job(model, reference[1], x, y, data.num_classes,
-                                                                  PICTURE_EPS[dataset], budgets)))
+            settings = {
+                "score": "gradient alignment and targeted confidence",
+                "reference": reference[0],
+                "targeted_eps": PICTURE_EPS[dataset],
+                "targeted_images": budgets.targeted_images,
+                "targeted_steps": budgets.targeted_steps,
+                **common,
+            }
+            jobs.append(
+                Job(
+                    "pag_score",
+                    settings,
+                    _pag_score_job(model, reference[1], x, y, data.num_classes, PICTURE_EPS[dataset], budgets),
+                )
+            )
 
     for job in jobs:
         path = run.path / FOLDER / f"{job.key}.json"
         if not path.exists():
             start = time.perf_counter()
             results = job.compute()
-            write_json_atomic(path, {
-                "name": job.name, "key": job.key, "run": run.name, "settings": job.settings, "results": results,
-                "provenance": {"git": git_revision(), "torch": torch.__version__, "device": device_description(device),
-                               "finished": utc_now(), "seconds": round(time.perf_counter() - start, 3)},
-            })
+            write_json_atomic(
+                path,
+                {
+                    "name": job.name,
+                    "key": job.key,
+                    "run": run.name,
+                    "settings": job.settings,
+                    "results": results,
+                    "provenance": {
+                        "git": git_revision(),
+                        "torch": torch.__version__,
+                        "device": device_description(device),
+                        "finished": utc_now(),
+                        "seconds": round(time.perf_counter() - start, 3),
+                    },
+                },
+            )
             lines.append({"name": job.name, "key": job.key, "path": str(path), "created": True})
         else:
             lines.append({"name": job.name, "key": job.key, "path": str(path), "created": False})
@@ -211,8 +269,9 @@ def _pgd_job(model, x, y, attack: PGD, seed: int, device, progress: bool):
 
 def _checks_job(model, x, y, norm, eps, source, settings: ChecklistSettings, device):
     def compute() -> dict:
-        results = gradient_masking_checklist(model, x, y, norm=norm, eps=eps, source=source[1] if source else None,
-                                             settings=settings, device=device)
+        results = gradient_masking_checklist(
+            model, x, y, norm=norm, eps=eps, source=source[1] if source else None, settings=settings, device=device
+        )
         return {"checks": [asdict(r) for r in results], **summary(results)}
 
     return compute
@@ -221,9 +280,11 @@ def _checks_job(model, x, y, norm, eps, source, settings: ChecklistSettings, dev
 def _pag_score_job(model, reference, x, y, num_classes: int, eps: float, budgets: Budgets):
     def compute() -> dict:
         few = slice(0, budgets.targeted_images)
-        return {"gradient_alignment": gradient_alignment(model, reference, x, num_classes=num_classes),
-                "targeted_confidence": targeted_confidence(model, reference, x[few], y[few], num_classes=num_classes,
-                                                           eps=eps, steps=budgets.targeted_steps)}
+        return {
+            "gradient_alignment": gradient_alignment(model, reference, x, num_classes=num_classes),
+            "targeted_confidence": targeted_confidence(
+                model, reference, x[few], y[few], num_classes=num_classes, eps=eps, steps=budgets.targeted_steps
+            ),
+        }
 
     return compute
-

@@ -108,7 +108,9 @@ class Run:
     def save_checkpoint(self, state: dict[str, Any], which: str = "latest") -> None:
         target = self.checkpoint_path(which)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        ) as tmp:
             torch.save(state, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
@@ -178,7 +180,8 @@ class RunStore:
             if (candidate / "params.json").exists():
                 return Run(candidate)
         raise FileNotFoundError(
-            f"no run '{reference}' (looked for a directory with params.json at '{path}' and '{self.root / str(reference)}')"
+            f"no run '{reference}' (looked for a directory with params.json at '{path}' "
+            f"and '{self.root / str(reference)}')"
         )
 
     def runs(self) -> list[Run]:

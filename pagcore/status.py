@@ -19,7 +19,6 @@ from .experiments import PAPER_ROWS, ROW_LABELS, RealDataExperiment
 from .report import METRIC_COLUMNS, seed_summary, short_device
 from .runs import Run, RunStore
 
-
 SCALE_ORDER = ("paper", "cpu")
 
 
@@ -61,8 +60,11 @@ def toy_rows(record_path: Path) -> list[StatusRow]:
             extra = {}
             if ours is not None:
                 seeds = record["summary"]["seeds"]
-                extra = {"schedule": f"{record['parameters']['epochs']} epochs, {len(seeds)} seeds",
-                         "device": short_device(record["device"]), "date": record["finished"][:10]}
+                extra = {
+                    "schedule": f"{record['parameters']['epochs']} epochs, {len(seeds)} seeds",
+                    "device": short_device(record["device"]),
+                    "date": record["finished"][:10],
+                }
             rows.append(StatusRow("toy (Section 5.1)", model, metric, paper.TOY[model][metric], ours, **extra))
     return rows
 
@@ -74,9 +76,17 @@ def table_rows(store: RunStore, dataset: str, scale: str) -> list[StatusRow]:
         run = experiment.run(row)
         for metric, title in METRIC_COLUMNS:
             extra = _provenance(run) if run else {}
-            rows.append(StatusRow(f"Table {paper.TABLE_NUMBER[dataset]} ({dataset})", ROW_LABELS[row], title,
-                                  paper.TABLES[dataset][row][metric], run.metrics[metric] if run else None, scale,
-                                  **extra))
+            rows.append(
+                StatusRow(
+                    f"Table {paper.TABLE_NUMBER[dataset]} ({dataset})",
+                    ROW_LABELS[row],
+                    title,
+                    paper.TABLES[dataset][row][metric],
+                    run.metrics[metric] if run else None,
+                    scale,
+                    **extra,
+                )
+            )
     return rows
 
 
@@ -91,8 +101,17 @@ def seed_rows(store: RunStore, scale: str, seeds: tuple[int, ...] = (0, 1, 2)) -
         extra["schedule"] += f", {len(done)} of {len(seeds)} seeds"
     rows = []
     for metric, title in METRIC_COLUMNS:
-        rows.append(StatusRow("Table 4 (seeds)", "One Image, mean", title, paper.SEED_ERROR_BARS["mean"][metric],
-                              summary["mean"][metric] if summary else None, scale, **extra))
+        rows.append(
+            StatusRow(
+                "Table 4 (seeds)",
+                "One Image, mean",
+                title,
+                paper.SEED_ERROR_BARS["mean"][metric],
+                summary["mean"][metric] if summary else None,
+                scale,
+                **extra,
+            )
+        )
     return rows
 
 
@@ -103,8 +122,17 @@ def lambda_rows(store: RunStore, scale: str) -> list[StatusRow]:
         run = experiment.run("class_mean", lam=lam)
         for metric, title in METRIC_COLUMNS:
             extra = _provenance(run) if run else {}
-            rows.append(StatusRow("Figure 5 (λ)", f"Class Mean, λ = {lam:g}", title, values[metric],
-                                  run.metrics[metric] if run else None, scale, **extra))
+            rows.append(
+                StatusRow(
+                    "Figure 5 (λ)",
+                    f"Class Mean, λ = {lam:g}",
+                    title,
+                    values[metric],
+                    run.metrics[metric] if run else None,
+                    scale,
+                    **extra,
+                )
+            )
     return rows
 
 

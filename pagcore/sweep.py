@@ -43,8 +43,18 @@ CLUSTERS = ("local", "slurm")
 # Slurm states in which a job still holds, or waits for, a place in the queue. UNKNOWN (sacct does
 # not know the job yet, or cannot be reached) counts too: submitting a point twice would let two
 # jobs train the same run at once, which is worse than waiting for the next resubmission.
-QUEUED_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-                 "SUSPENDED", "RESIZING", "UNKNOWN"}
+QUEUED_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "UNKNOWN",
+}
 
 
 # -- the grid ------------------------------------------------------------------------------------
@@ -150,8 +160,12 @@ class PointJob:
         else:
             output = self.run_notebook()
             finished = True
-        result = {"output": output, "finished": finished, "seconds": round(time.perf_counter() - started, 3),
-                  "ended": utc_now()}
+        result = {
+            "output": output,
+            "finished": finished,
+            "seconds": round(time.perf_counter() - started, 3),
+            "ended": utc_now(),
+        }
         # Only a finished point gets result.json: that file is what makes a resubmission skip it.
         write_json_atomic(directory / ("result.json" if finished else "partial.json"), result)
         return result
@@ -160,7 +174,9 @@ class PointJob:
         # A child process, so that the pre-emption signal (SIGTERM) reaches training's own handler,
         # which saves a checkpoint before the process ends; the last stdout line is its JSON result.
         arguments = [sys.executable, "-m", "pagcore", *cli_arguments(self.experiment, self.parameters)]
-        completed = subprocess.run(arguments, cwd=self.working_directory, stdout=subprocess.PIPE, text=True, check=False)
+        completed = subprocess.run(
+            arguments, cwd=self.working_directory, stdout=subprocess.PIPE, text=True, check=False
+        )
         (Path(self.directory) / "stdout.txt").write_text(completed.stdout)
         if completed.returncode != 0:
             raise RuntimeError(f"{' '.join(arguments)} exited with {completed.returncode}; stderr is in the job's log")
@@ -172,8 +188,14 @@ class PointJob:
         except ImportError as error:  # a cluster image without Jupyter: the CLI experiments need none
             raise RuntimeError("papermill is not installed here; sweep the `train` or `toy` CLI instead") from error
         output = Path(self.directory) / Path(self.experiment).name
-        papermill.execute_notebook(self.experiment, str(output), parameters=self.parameters,
-                                   cwd=self.working_directory, kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            self.experiment,
+            str(output),
+            parameters=self.parameters,
+            cwd=self.working_directory,
+            kernel_name="python3",
+            progress_bar=False,
+        )
         return {"notebook": str(output)}
 
     def checkpoint(self, *args: Any, **kwargs: Any):
@@ -216,8 +238,13 @@ def make_executor(folder: Path, resources: Resources):
     import submitit
 
     executor = submitit.AutoExecutor(folder=folder, cluster=resources.cluster)
-    parameters: dict[str, Any] = {"name": resources.name, "timeout_min": resources.time_minutes,
-                                  "cpus_per_task": resources.cpus, "tasks_per_node": 1, "nodes": 1}
+    parameters: dict[str, Any] = {
+        "name": resources.name,
+        "timeout_min": resources.time_minutes,
+        "cpus_per_task": resources.cpus,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
     if resources.gpus:
         parameters["gpus_per_node"] = resources.gpus
     if resources.memory_gb:
@@ -310,7 +337,7 @@ def run_sweep(
     # The local executor starts every job it is given at once; batches keep to the parallelism asked for.
     batch = len(to_submit) if resources.cluster == "slurm" else resources.array_parallelism
     for start in range(0, len(to_submit), max(batch, 1)):
-        chunk = to_submit[start:start + batch]
+        chunk = to_submit[start : start + batch]
         with executor.batch():  # one sbatch --array submission on Slurm
             chunk_jobs = [executor.submit(PointJob(experiment, p.parameters, str(p.directory))) for p in chunk]
         for point, job in zip(chunk, chunk_jobs):
@@ -376,21 +403,45 @@ def job_table(points: Sequence[PointState]) -> str:
     """A plain-text table: one row per grid point with its varied parameters, job and state."""
     columns = (varied(points) or list(points[0].parameters)[:1]) if points else []
     header = ["#", *columns, "job", "state", "result"]
-    rows = [[str(i), *(json.dumps(p.parameters.get(c), default=str).strip('"') for c in columns), p.job_id or "-",
-             p.state, result_note(p.result)] for i, p in enumerate(points)]
+    rows = [
+        [
+            str(i),
+            *(json.dumps(p.parameters.get(c), default=str).strip('"') for c in columns),
+            p.job_id or "-",
+            p.state,
+            result_note(p.result),
+        ]
+        for i, p in enumerate(points)
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def write_summary(sweep_dir: Path, experiment: str, grid: Mapping[str, Sequence[Any]], resources: Resources,
-                  points: Iterable[PointState]) -> Path:
+def write_summary(
+    sweep_dir: Path,
+    experiment: str,
+    grid: Mapping[str, Sequence[Any]],
+    resources: Resources,
+    points: Iterable[PointState],
+) -> Path:
     summary = {
-        "experiment": experiment, "grid": {k: list(v) for k, v in grid.items()}, "cluster": resources.cluster,
+        "experiment": experiment,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "cluster": resources.cluster,
         "written": utc_now(),
-        "points": [{"key": p.directory.name, "parameters": p.parameters, "job": p.job_id, "state": p.state,
-                    "directory": str(p.directory), "result": p.result} for p in points],
+        "points": [
+            {
+                "key": p.directory.name,
+                "parameters": p.parameters,
+                "job": p.job_id,
+                "state": p.state,
+                "directory": str(p.directory),
+                "result": p.result,
+            }
+            for p in points
+        ],
     }
     path = Path(sweep_dir) / "summary.json"
     write_json_atomic(path, summary)
@@ -407,26 +458,46 @@ def load_summary(sweep_dir: str | Path) -> dict[str, Any]:
 
 def add_sweep_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "sweep", help="run an experiment over a parameter grid: a Slurm job array, or local processes",
+        "sweep",
+        help="run an experiment over a parameter grid: a Slurm job array, or local processes",
         description="One job per grid point, through submitit. Finished points are skipped; interrupted ones resume.",
     )
-    p.add_argument("experiment", nargs="?", help=f"a notebook (.ipynb, run with papermill) or {' / '.join(CLI_EXPERIMENTS)}"
-                   " (the CLI, no Jupyter needed); may come from --grid instead")
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        help=f"a notebook (.ipynb, run with papermill) or {' / '.join(CLI_EXPERIMENTS)}"
+        " (the CLI, no Jupyter needed); may come from --grid instead",
+    )
     p.add_argument("--grid", help="YAML file: {experiment: ..., parameters: {name: value or [values]}}")
-    p.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a parameter and its values (YAML: 0.4, true, [64, 20]); several values make a grid axis")
+    p.add_argument(
+        "-p",
+        "--param",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter and its values (YAML: 0.4, true, [64, 20]); several values make a grid axis",
+    )
     p.add_argument("--out", help="sweep directory (default: sweeps/<experiment name> in the current directory)")
-    p.add_argument("--cluster", default="local", help="local (submitit's local executor) or slurm (default: %(default)s)")
+    p.add_argument(
+        "--cluster", default="local", help="local (submitit's local executor) or slurm (default: %(default)s)"
+    )
     p.add_argument("--partition", help="Slurm partition (required with --cluster slurm)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per job (default: %(default)s)")
     p.add_argument("--cpus", type=int, default=1, help="CPUs per job (default: %(default)s)")
     p.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)")
     p.add_argument("--time", type=int, default=60, help="time limit per job in minutes (default: %(default)s)")
-    p.add_argument("--array-parallelism", type=int, default=4,
-                   help="jobs running at once: Slurm's --array=...%%N, or local processes (default: %(default)s)")
+    p.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=4,
+        help="jobs running at once: Slurm's --array=...%%N, or local processes (default: %(default)s)",
+    )
     p.add_argument("--job-name", default="pag-sweep")
     wait = p.add_mutually_exclusive_group()
-    wait.add_argument("--wait", dest="wait", action="store_true", default=None, help="wait for the jobs (local default)")
+    wait.add_argument(
+        "--wait", dest="wait", action="store_true", default=None, help="wait for the jobs (local default)"
+    )
     wait.add_argument("--no-wait", dest="wait", action="store_false", help="return after submitting (Slurm default)")
     p.set_defaults(handler=run_sweep_command)
 
@@ -438,9 +509,16 @@ def run_sweep_command(args) -> dict[str, Any]:
     if not experiment:
         raise ConfigError("name the experiment: a notebook or one of " + ", ".join(CLI_EXPERIMENTS))
     out = Path(args.out) if args.out else Path("sweeps") / Path(experiment).stem
-    resources = Resources(cluster=args.cluster, partition=args.partition, gpus=args.gpus, cpus=args.cpus,
-                          memory_gb=args.mem_gb, time_minutes=args.time, array_parallelism=args.array_parallelism,
-                          name=args.job_name)
+    resources = Resources(
+        cluster=args.cluster,
+        partition=args.partition,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        memory_gb=args.mem_gb,
+        time_minutes=args.time,
+        array_parallelism=args.array_parallelism,
+        name=args.job_name,
+    )
     points = run_sweep(experiment, grid, out, resources, wait=args.wait)
     print(job_table(points), flush=True)
     states: dict[str, int] = {}

@@ -69,7 +69,7 @@ class TargetSource(ABC):
         rows of the training set the batch came from, ``classes`` the ``(B, k)`` target classes.
         """
 
-    def to(self, device: torch.device | str) -> "TargetSource":
+    def to(self, device: torch.device | str) -> TargetSource:
         for attribute, value in vars(self).items():
             if isinstance(value, Tensor):
                 setattr(self, attribute, value.to(device))
@@ -182,7 +182,9 @@ def nearest_neighbor_index(
     """
     check_positive_int("pool_size", pool_size)
     if pool_size < 2:
-        raise ConfigError(f"pool_size must be >= 2 so that a sample always has a neighbour other than itself; got {pool_size}")
+        raise ConfigError(
+            f"pool_size must be >= 2 so that a sample always has a neighbour other than itself; got {pool_size}"
+        )
     device = samples.device
     generator = torch.Generator().manual_seed(seed)
     pools = []

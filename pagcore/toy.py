@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from . import paper
-from .config import knob
 from .attacks import NORMS, PGD, accuracy
+from .config import knob
 from .objective import GRADIENT_KINDS, pag_loss, per_image_pag_terms, sample_target_classes
 from .progress import progress_bar
 from .provenance import run_record, utc_now
@@ -85,7 +85,7 @@ class ToyConfig:
     attack_step_size: float = knob(2.0, "PGD step size")
     attack_random_start: bool = knob(False, "start PGD at a random point of the ball")
 
-    def validate(self) -> "ToyConfig":
+    def validate(self) -> ToyConfig:
         """Raise a ConfigError naming the first bad parameter; return self when all are fine."""
         check_seeds("seeds", self.seeds)
         check_positive_int("epochs", self.epochs)
@@ -151,7 +151,9 @@ def train_toy_model(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     source = None
     if lam > 0:
-        source = build_target_source(config.source, x, y, NUM_CLASSES, seed=seed, pool_size=config.pool_size, center=0.0)
+        source = build_target_source(
+            config.source, x, y, NUM_CLASSES, seed=seed, pool_size=config.pool_size, center=0.0
+        )
     order_generator = torch.Generator().manual_seed(seed)
     class_generator = torch.Generator().manual_seed(seed + 1)
     index_all = torch.arange(len(x))
@@ -161,9 +163,13 @@ def train_toy_model(
         for start in range(0, len(x), config.batch_size):
             index = index_all[order[start : start + config.batch_size]]
             xb, yb = x[index], y[index]
-            classes = sample_target_classes(len(index), NUM_CLASSES, config.classes_per_image, generator=class_generator)
+            classes = sample_target_classes(
+                len(index), NUM_CLASSES, config.classes_per_image, generator=class_generator
+            )
             targets = source.target_gradients(xb, index, classes) if source is not None else None
-            loss = pag_loss(model, xb, yb, classes, targets, lam, num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop")
+            loss = pag_loss(
+                model, xb, yb, classes, targets, lam, num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop"
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
@@ -222,7 +228,9 @@ def representative_table(x: Tensor, y: Tensor, config: ToyConfig, member: ToyMem
     """
     if member.lam == 0:
         return torch.zeros(len(x), NUM_CLASSES, x.shape[1])
-    source = build_target_source(member.source, x, y, NUM_CLASSES, seed=member.seed, pool_size=config.pool_size, center=0.0)
+    source = build_target_source(
+        member.source, x, y, NUM_CLASSES, seed=member.seed, pool_size=config.pool_size, center=0.0
+    )
     every_class = torch.arange(NUM_CLASSES).expand(len(x), NUM_CLASSES)
     return source.target_gradients(x, torch.arange(len(x)), every_class) + x.unsqueeze(1)
 
@@ -259,8 +267,14 @@ def train_toy_models(
             )  # (M, b, k)
             targets = reps[rows, index.unsqueeze(2), classes] - xb.unsqueeze(2)  # (M, b, k, 2)
             _, ce, cosine = per_image_pag_terms(
-                model, xb.reshape(-1, 2), yb.flatten(), classes.flatten(0, 1), targets.flatten(0, 1),
-                num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop",
+                model,
+                xb.reshape(-1, 2),
+                yb.flatten(),
+                classes.flatten(0, 1),
+                targets.flatten(0, 1),
+                num_classes=NUM_CLASSES,
+                kind=config.gradient,
+                strategy="loop",
             )
             per_model = ce.view(num_models, b).mean(1) + lams * cosine.view(num_models, b).mean(1)
             optimizer.zero_grad(set_to_none=True)
@@ -269,7 +283,9 @@ def train_toy_models(
     return model.unstack()
 
 
-def evaluate_toy_model(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, x_adv: Tensor | None = None) -> dict[str, float]:
+def evaluate_toy_model(
+    model: nn.Module, x: Tensor, y: Tensor, attack: PGD, x_adv: Tensor | None = None
+) -> dict[str, float]:
     """Clean accuracy and accuracy under ``attack``, as fractions (``x_adv``: already attacked points)."""
     if x_adv is None:
         x_adv = attack(model, x, y)
@@ -367,8 +383,11 @@ def toy_record(
     """
     seconds = experiment.seconds
     record = run_record(
-        experiment.config_dict(), kind=toy_kind(experiment.config), wall_seconds=0.0,
-        started=experiment.started, device="cpu",
+        experiment.config_dict(),
+        kind=toy_kind(experiment.config),
+        wall_seconds=0.0,
+        started=experiment.started,
+        device="cpu",
     )
     record["summary"] = experiment.summary()
     record["per_seed"] = {str(r.seed): r.metrics for r in experiment.per_seed}
@@ -413,7 +432,12 @@ def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed:
 
 def _spread(experiment_per_seed: list[ToySeedResult], model: str) -> dict[str, float]:
     values = [r.metrics[model]["pgd"] for r in experiment_per_seed]
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "zero": sum(v == 0 for v in values)}
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "zero": sum(v == 0 for v in values),
+    }
 
 
 def gap_candidates(experiment: ToyExperiment, *, longer_epochs: int = 300, progress: bool = False) -> dict[str, dict]:
@@ -432,7 +456,13 @@ def gap_candidates(experiment: ToyExperiment, *, longer_epochs: int = 300, progr
     the mean, min and max PGD accuracy over seeds and the number of seeds at exactly 0.
     """
     config = experiment.config
-    results = {"as run": {"vanilla": _spread(experiment.per_seed, "vanilla"), "pag": _spread(experiment.per_seed, "pag"), "seconds": 0.0}}
+    results = {
+        "as run": {
+            "vanilla": _spread(experiment.per_seed, "vanilla"),
+            "pag": _spread(experiment.per_seed, "pag"),
+            "seconds": 0.0,
+        }
+    }
 
     def reevaluate(name: str, attack: PGD, fresh_test: bool = False) -> None:
         start = time.perf_counter()

@@ -96,14 +96,23 @@ def training_step(
             x = settings.adversary(model, x, labels, generator=generator)
     classes = targets = None
     if settings.lam > 0:
-        classes = sample_target_classes(len(x), settings.num_classes, settings.classes_per_image, generator=generator, device=device)
+        classes = sample_target_classes(
+            len(x), settings.num_classes, settings.classes_per_image, generator=generator, device=device
+        )
         targets = source.target_gradients(x, index, classes, transform)
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
         loss = pag_loss(
-            model, x, labels, classes, targets, settings.lam,
-            num_classes=settings.num_classes, kind=settings.gradient, strategy=settings.strategy,
+            model,
+            x,
+            labels,
+            classes,
+            targets,
+            settings.lam,
+            num_classes=settings.num_classes,
+            kind=settings.gradient,
+            strategy=settings.strategy,
         )
     optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
@@ -149,7 +158,9 @@ def open_run(store: RunStore, config: TrainConfig, kind: str) -> Run:
     return store.create(run_name_for(config, kind), run_identity(config, kind))
 
 
-def build_source(config: TrainConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool) -> TargetSource | None:
+def build_source(
+    config: TrainConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool
+) -> TargetSource | None:
     """The target source of a PAG config, on ``device``; None for the other objectives."""
     o = config.objective
     if o.objective != "pag":
@@ -157,16 +168,27 @@ def build_source(config: TrainConfig, data: ImageDataset, store: RunStore, devic
     if o.source != "rigd":
         # center 0.5: rescaled class means get an image-like norm in [-1, 1] space (see targets).
         return build_target_source(
-            o.source, data.x_train, data.y_train, data.num_classes, seed=config.schedule.seed,
-            pool_size=o.pool_size, rescale_class_mean=o.rescale_class_mean, center=0.5,
+            o.source,
+            data.x_train,
+            data.y_train,
+            data.num_classes,
+            seed=config.schedule.seed,
+            pool_size=o.pool_size,
+            rescale_class_mean=o.rescale_class_mean,
+            center=0.5,
         ).to(device)
     teacher_run = store.find(o.teacher)
     if teacher_run.params.get("objective") != "adversarial":
-        raise ConfigError(f"teacher {o.teacher!r} is not an adversarially trained run (objective {teacher_run.params.get('objective')!r})")
+        raise ConfigError(
+            f"teacher {o.teacher!r} is not an adversarially trained run "
+            f"(objective {teacher_run.params.get('objective')!r})"
+        )
     teacher = teacher_run.load_model(device=device)
     if o.rigd_targets == "on_the_fly":
         return TeacherOnTheFly(teacher, o.gradient)
-    return PrecomputedGradients.from_teacher(teacher, data.x_train, data.num_classes, kind=o.gradient, device=device, progress=progress)
+    return PrecomputedGradients.from_teacher(
+        teacher, data.x_train, data.num_classes, kind=o.gradient, device=device, progress=progress
+    )
 
 
 def initial_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -201,15 +223,25 @@ class Trainer:
         self.channels_last = (self.device.type == "cuda") if options.channels_last is None else options.channels_last
         self.model = initial_model(config, data.num_classes)
         s = config.schedule
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
         self.epoch, self.step, self.history = 0, 0, []
         self.sums = self._zero_sums()
         self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
-        self.source = build_source(config, replace(data, x_train=self.x_train, y_train=self.y_train), store, self.device, options.progress)
+        self.source = build_source(
+            config, replace(data, x_train=self.x_train, y_train=self.y_train), store, self.device, options.progress
+        )
         self.settings = StepSettings(
-            num_classes=data.num_classes, lam=config.objective.lam, classes_per_image=config.objective.classes_per_image,
-            gradient=config.objective.gradient, strategy=self.strategy, augment=config.data.augment,
-            adversary=self._adversary(), autocast=self.amp, channels_last=self.channels_last,
+            num_classes=data.num_classes,
+            lam=config.objective.lam,
+            classes_per_image=config.objective.classes_per_image,
+            gradient=config.objective.gradient,
+            strategy=self.strategy,
+            augment=config.data.augment,
+            adversary=self._adversary(),
+            autocast=self.amp,
+            channels_last=self.channels_last,
         )
         self.steps_per_epoch = math.ceil(len(self.x_train) / s.batch_size)
 
@@ -236,17 +268,25 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
 
     def checkpoint(self) -> None:
-        self.run.save_checkpoint({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-            "step": self.step, "sums": {k: v.cpu() for k, v in self.sums.items()}, "history": self.history,
-        })
+        self.run.save_checkpoint(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch,
+                "step": self.step,
+                "sums": {k: v.cpu() for k, v in self.sums.items()},
+                "history": self.history,
+            }
+        )
 
     def run_epoch(self, should_stop, bar) -> bool:
         """Train the rest of the current epoch; True when it ended, False when stopped mid-way."""
         s = self.config.schedule
         for group in self.optimizer.param_groups:
             group["lr"] = s.lr_at(self.epoch)
-        order = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(derived_seed(s.seed, self.epoch)))
+        order = torch.randperm(
+            len(self.x_train), generator=torch.Generator().manual_seed(derived_seed(s.seed, self.epoch))
+        )
         order = order.to(self.device)
         self.model.train()
         epoch_clock = time.perf_counter()
@@ -255,7 +295,14 @@ class Trainer:
             index = order[self.step * s.batch_size : (self.step + 1) * s.batch_size]
             generator = step_generator(self.device, s.seed, self.epoch, self.step)
             loss = training_step(
-                self.model, self.optimizer, self.x_train[index], self.y_train[index], index, self.source, self.settings, generator
+                self.model,
+                self.optimizer,
+                self.x_train[index],
+                self.y_train[index],
+                index,
+                self.source,
+                self.settings,
+                generator,
             )
             for key, value in (("loss", loss.total), ("ce", loss.cross_entropy), ("cos", loss.cosine)):
                 self.sums[key] += value * len(index)
@@ -276,18 +323,26 @@ class Trainer:
     def _close_epoch(self, seconds: float) -> None:
         seen = self.sums["seen"].item()
         clean = clean_accuracy(self.model, self.data.x_test, self.data.y_test, device=self.device)
-        self.history.append({
-            "epoch": self.epoch + 1, "lr": self.config.schedule.lr_at(self.epoch),
-            "loss": self.sums["loss"].item() / seen, "cross_entropy": self.sums["ce"].item() / seen,
-            "cosine": self.sums["cos"].item() / seen, "train_accuracy": self.sums["correct"].item() / seen,
-            "test_accuracy": clean, "seconds": round(seconds, 3),
-        })
+        self.history.append(
+            {
+                "epoch": self.epoch + 1,
+                "lr": self.config.schedule.lr_at(self.epoch),
+                "loss": self.sums["loss"].item() / seen,
+                "cross_entropy": self.sums["ce"].item() / seen,
+                "cosine": self.sums["cos"].item() / seen,
+                "train_accuracy": self.sums["correct"].item() / seen,
+                "test_accuracy": clean,
+                "seconds": round(seconds, 3),
+            }
+        )
         self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
         self.checkpoint()
         self.run.write_json("history.json", self.history)
         h = self.history[-1]
-        self.run.log(f"epoch {h['epoch']}/{self.config.schedule.epochs}: loss {h['loss']:.4f}, train accuracy "
-                     f"{h['train_accuracy']:.4f}, test accuracy {h['test_accuracy']:.4f}, {h['seconds']:.0f} s")
+        self.run.log(
+            f"epoch {h['epoch']}/{self.config.schedule.epochs}: loss {h['loss']:.4f}, train accuracy "
+            f"{h['train_accuracy']:.4f}, test accuracy {h['test_accuracy']:.4f}, {h['seconds']:.0f} s"
+        )
 
     def finish(self) -> None:
         """Final weights only (no optimiser): all a finished run needs, and small enough for git at CPU scale."""
@@ -323,8 +378,19 @@ def train(
         return TrainResult(run, finished=True)
 
     device = resolve_device(options.device)
-    record = run.record or {"kind": kind, "scale": config.scale, "data": data.source, "sessions": [], "wall_seconds": 0.0}
-    session = {"started": utc_now(), "device": device_description(device), "git": git_revision(), "torch": torch.__version__}
+    record = run.record or {
+        "kind": kind,
+        "scale": config.scale,
+        "data": data.source,
+        "sessions": [],
+        "wall_seconds": 0.0,
+    }
+    session = {
+        "started": utc_now(),
+        "device": device_description(device),
+        "git": git_revision(),
+        "torch": torch.__version__,
+    }
     clock = time.perf_counter()
     record["status"] = "running"
     run.write_json("record.json", record)
@@ -337,9 +403,16 @@ def train(
         trainer.restore()
         session.update(strategy=trainer.strategy, amp_bf16=trainer.amp, channels_last=trainer.channels_last)
         first_epoch = trainer.epoch
-        run.log(f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} (git {session['git']})")
+        run.log(
+            f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} "
+            f"(git {session['git']})"
+        )
         finished = _train_until_done_or_stopped(trainer, options, clock)
-        run.log("training finished" if finished else f"stopped at epoch {trainer.epoch}, step {trainer.step}; run again to continue")
+        run.log(
+            "training finished"
+            if finished
+            else f"stopped at epoch {trainer.epoch}, step {trainer.step}; run again to continue"
+        )
         session["epochs"] = [first_epoch, trainer.epoch]
         model = trainer.model
         if finished:
@@ -360,9 +433,10 @@ def _train_until_done_or_stopped(trainer: Trainer, options: ExecutionOptions, cl
     epochs, n = trainer.config.schedule.epochs, len(trainer.x_train)
     deadline = clock + 60 * options.max_minutes if options.max_minutes else math.inf
     done = trainer.epoch * n + min(trainer.step * trainer.config.schedule.batch_size, n)
-    with stop_requests() as stop_requested, counter_bar(
-        total=epochs * n, initial=done, enabled=options.progress, desc=trainer.run.name, unit="img"
-    ) as bar:
+    with (
+        stop_requests() as stop_requested,
+        counter_bar(total=epochs * n, initial=done, enabled=options.progress, desc=trainer.run.name, unit="img") as bar,
+    ):
 
         def should_stop() -> bool:
             return stop_requested.is_set() or time.perf_counter() > deadline

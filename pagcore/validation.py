@@ -52,7 +52,9 @@ def check_nonnegative_int(name: str, value: Any) -> int:
 def check_classes_per_image(value: Any, num_classes: int) -> int | None:
     """k target classes per sample: None (all C) or an integer in 1..C."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= num_classes):
-        raise ConfigError(f"classes_per_image must be an integer in 1..{num_classes} or None (all classes); got {value!r}")
+        raise ConfigError(
+            f"classes_per_image must be an integer in 1..{num_classes} or None (all classes); got {value!r}"
+        )
     return value
 
 

@@ -50,8 +50,15 @@ class ToyExplorer:
         self.config = config.validate()
         self.seed = seed
         self.train_data, self.test_data = toy_split(config, seed)
-        self.lam = widgets.FloatSlider(value=config.lam, min=0.0, max=lam_max, step=0.05, description="λ",
-                                       continuous_update=False, readout_format=".2f")
+        self.lam = widgets.FloatSlider(
+            value=config.lam,
+            min=0.0,
+            max=lam_max,
+            step=0.05,
+            description="λ",
+            continuous_update=False,
+            readout_format=".2f",
+        )
         self.source = widgets.Dropdown(options=MODEL_FREE_SOURCES, value=config.source, description="source")
         self.gradient = widgets.Dropdown(options=GRADIENT_KINDS, value=config.gradient, description="gradient of")
         self.status = widgets.Label()
@@ -65,7 +72,9 @@ class ToyExplorer:
 
     def update(self, change: Any = None) -> None:
         config = replace(self.config, lam=self.lam.value, source=self.source.value, gradient=self.gradient.value)
-        self.status.value = f"training with λ = {config.lam:.2f}, {config.source}, gradient of the {config.gradient} ..."
+        self.status.value = (
+            f"training with λ = {config.lam:.2f}, {config.source}, gradient of the {config.gradient} ..."
+        )
         x, y = self.train_data
         model = train_toy_model(x, y, config, self.seed, lam=config.lam, progress=False)
         x_test, y_test = self.test_data
@@ -75,9 +84,17 @@ class ToyExplorer:
         if self.figure is not None:
             plt.close(self.figure)
         self.figure, ax = plt.subplots(figsize=(5.5, 4.5))
-        plot_decision_boundary(ax, model, x_test, y_test, x_adv=x_adv,
-                               title=f"λ = {config.lam:.2f} ({'vanilla' if config.lam == 0 else config.source})")
-        self.status.value = f"clean {percent(self.result['clean'])}, under PGD {percent(self.result['pgd'])} (seed {self.seed})"
+        plot_decision_boundary(
+            ax,
+            model,
+            x_test,
+            y_test,
+            x_adv=x_adv,
+            title=f"λ = {config.lam:.2f} ({'vanilla' if config.lam == 0 else config.source})",
+        )
+        self.status.value = (
+            f"clean {percent(self.result['clean'])}, under PGD {percent(self.result['pgd'])} (seed {self.seed})"
+        )
         show(self.output, self.figure)
         plt.close(self.figure)
 
@@ -108,10 +125,20 @@ class StoredRunsExplorer:
             self.shown = None
             return
         metrics = run.metrics
-        table = Markdown(markdown_table(
-            ("run", "clean", "ℓ∞", "ℓ2", "epochs"),
-            [(f"`{run.name}`", percent(metrics["clean"]), percent(metrics["linf"]), percent(metrics["l2"]), run.params["epochs"])],
-        ))
+        table = Markdown(
+            markdown_table(
+                ("run", "clean", "ℓ∞", "ℓ2", "epochs"),
+                [
+                    (
+                        f"`{run.name}`",
+                        percent(metrics["clean"]),
+                        percent(metrics["linf"]),
+                        percent(metrics["l2"]),
+                        run.params["epochs"],
+                    )
+                ],
+            )
+        )
         figure = pag_grid_figure({key: run}, self.labels, self.class_names)
         show(self.output, table, *([figure] if figure is not None else []))
         if figure is not None:

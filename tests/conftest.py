@@ -17,7 +17,9 @@ def built_book(tmp_path_factory) -> Path:
     jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     result = subprocess.run(
         [jupyter_book, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going", "--all"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return out / "_build" / "html"

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny_models import image_model, trained_image_model
 
 from pagcore.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
 from pagcore.validation import ConfigError
-from tiny_models import image_model, trained_image_model
 
 
 @pytest.fixture
@@ -25,7 +25,9 @@ def perturbation_norms(x_adv, x, norm):
 def test_stays_in_ball_and_bounds(batch, norm, eps, random_start, target):
     x, y = batch
     attack = PGD(norm, eps, step_size=eps / 2, steps=7, random_start=random_start, bounds=(0.0, 1.0))
-    x_adv = attack(image_model(), x, y, target=(y + 1) % 4 if target else None, generator=torch.Generator().manual_seed(1))
+    x_adv = attack(
+        image_model(), x, y, target=(y + 1) % 4 if target else None, generator=torch.Generator().manual_seed(1)
+    )
     assert (perturbation_norms(x_adv, x, norm) <= eps + 1e-6).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert not x_adv.requires_grad
@@ -86,8 +88,10 @@ def test_random_starts_follow_the_papers_evaluation_code():
     assert linf.abs().max() <= 0.3 and linf.abs().max() > 0.29  # uniform over the whole [-eps, eps]
     # L2: TRADES' per-pixel noise of half-width 8/255 whatever eps is, so ~1.0 in norm on CIFAR-10.
     assert l2.abs().max() <= L2_START_HALF_WIDTH and l2.abs().max() > 0.99 * L2_START_HALF_WIDTH
-    torch.testing.assert_close(L2Ball(3.0).random_start(like, torch.Generator().manual_seed(1)),
-                               L2Ball(0.1).random_start(like, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(
+        L2Ball(3.0).random_start(like, torch.Generator().manual_seed(1)),
+        L2Ball(0.1).random_start(like, torch.Generator().manual_seed(1)),
+    )
     expected_norm = L2_START_HALF_WIDTH * (3 * 32 * 32 / 3) ** 0.5
     assert abs(l2.flatten(1).norm(dim=1).mean().item() - expected_norm) < 0.01
 

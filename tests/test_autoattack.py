@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from tiny_models import trained_image_model
 
 from pagcore.attacks import PGD
 from pagcore.autoattack import STANDARD_ATTACKS, AutoAttackSettings, run_autoattack
 from pagcore.checks import robust_mask
 from pagcore.validation import ConfigError
-from tiny_models import trained_image_model
 
 REDUCED = dict(apgd_iterations=10, fab_iterations=10, square_queries=100)
 

@@ -61,6 +61,8 @@ def test_gradient_masking_chapter_says_when_nothing_was_evaluated(built_book):
     assert "fig-masking-curves" in html and "tab-masking-checks" in html
     if not evaluated:
         assert "No real run has been evaluated yet" in html
+
+
 def test_mathjax_is_served_from_the_book(built_book):
     """Offline readers get equations: MathJax is a file of the book, and no page asks a CDN for it."""
     assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists()

@@ -16,8 +16,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a closed network: no background requests, no component updates, no sandbox (root).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # TeX that MathJax should have turned into math; any of it in visible text means it did not run.
 RAW_TEX = re.compile(r"\$\$|\\(mathcal|frac|ell|epsilon|lambda|nabla|\(|\[)")
 # The glued results tables; each must come out as a numbered table, not a figure.

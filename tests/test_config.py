@@ -84,8 +84,27 @@ def test_command_line_values_reach_the_config():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(
-        ["--scale", "cpu", "--dataset", "stl10", "--lam", "0.1", "--no-augment", "--lr-milestones", "0.3",
-         "--lr-factors", "0.5", "--objective", "adversarial", "--threat", "l2", "--adversary-steps", "2", "--lam", "0"]
+        [
+            "--scale",
+            "cpu",
+            "--dataset",
+            "stl10",
+            "--lam",
+            "0.1",
+            "--no-augment",
+            "--lr-milestones",
+            "0.3",
+            "--lr-factors",
+            "0.5",
+            "--objective",
+            "adversarial",
+            "--threat",
+            "l2",
+            "--adversary-steps",
+            "2",
+            "--lam",
+            "0",
+        ]
     )
     c = from_arguments(args).resolve()
     assert c.scale == "cpu" and c.data.dataset == "stl10" and c.data.augment is False
@@ -101,7 +120,8 @@ def test_a_new_knob_reaches_cli_and_notebook(monkeypatch):
     from dataclasses import make_dataclass
 
     extended = make_dataclass(
-        "DataConfig", [(f.name, f.type, f) for f in fields(cfg.DataConfig)]
+        "DataConfig",
+        [(f.name, f.type, f) for f in fields(cfg.DataConfig)]
         + [("label_smoothing", "float", cfg.knob(0.0, "a hypothetical new knob"))],
         frozen=True,
     )

@@ -96,8 +96,12 @@ def test_a_test_subset_says_what_it_is(tmp_path):
 
 @pytest.mark.skipif(not SHARED_STL.exists(), reason="the shared STL-10 copy is not on this machine")
 def test_real_stl10_through_the_npz_path(tmp_path):
-    out = subprocess.run([sys.executable, str(SHARED_STL / "unpack.py"), str(tmp_path / "stl10.npz")],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(SHARED_STL / "unpack.py"), str(tmp_path / "stl10.npz")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     data = load_dataset("stl10", tmp_path / "stl10.npz")
     assert data.x_train.shape == (5000, 3, 96, 96) and data.x_test.shape == (5000, 3, 96, 96)

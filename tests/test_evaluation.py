@@ -1,10 +1,10 @@
 """Final evaluation: float32 even inside autocast, the paper's radii, settings of the stronger PGD."""
 
 import torch
+from tiny_models import trained_image_model
 
 from pagcore.evaluation import PAPER_PGD_EPS, STANDARD_EPS, evaluate, paper_attacks
 from pagcore.run_evaluations import EvaluationSubset
-from tiny_models import trained_image_model
 
 
 def test_evaluation_ignores_an_autocast_region_around_it():

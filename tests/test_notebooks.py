@@ -13,19 +13,56 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 # Tiny settings per notebook: seconds on a CPU. These are code tests, never results.
 REAL_DATA_SMOKE = dict(
-    synthetic=[64, 20], epochs=1, width=4, pool_size=8, eval_pgd_steps=1, picture_images=1, kind="smoke",
-    train_missing=True, rows=["vanilla", "class_mean", "rigd_l2"], extra_rows=[], progress=False,
+    synthetic=[64, 20],
+    epochs=1,
+    width=4,
+    pool_size=8,
+    eval_pgd_steps=1,
+    picture_images=1,
+    kind="smoke",
+    train_missing=True,
+    rows=["vanilla", "class_mean", "rigd_l2"],
+    extra_rows=[],
+    progress=False,
 )
 SMOKE_PARAMETERS = {
-    "toy_manifold": dict(seeds=[0], epochs=2, longer_epochs=3, train_per_mode=30, test_per_mode=10, pool_size=5,
-                         progress=False,
-                         sweep_lams=[0.0, 1.0], sweep_sources=["nearest_neighbor"], interactive=True),
+    "toy_manifold": dict(
+        seeds=[0],
+        epochs=2,
+        longer_epochs=3,
+        train_per_mode=30,
+        test_per_mode=10,
+        pool_size=5,
+        progress=False,
+        sweep_lams=[0.0, 1.0],
+        sweep_sources=["nearest_neighbor"],
+        interactive=True,
+    ),
     # The CPU scale on STL-10's image size (the paper scale on CIFAR-10 is test_real_data_chapters_show_no_smoke_runs').
     "real_data": dict(REAL_DATA_SMOKE, dataset="stl10", scales=["cpu"]),
-    "lambda_ablation": dict(synthetic=[64, 20], epochs=1, width=4, eval_pgd_steps=1, picture_images=1, kind="smoke",
-                            train_missing=True, lams=[0.1, 1.0], progress=False, interactive=True),
-    "seed_error_bars": dict(synthetic=[64, 20], epochs=1, width=4, eval_pgd_steps=1, picture_images=1, kind="smoke",
-                            train_missing=True, seeds=[0, 1], progress=False),
+    "lambda_ablation": dict(
+        synthetic=[64, 20],
+        epochs=1,
+        width=4,
+        eval_pgd_steps=1,
+        picture_images=1,
+        kind="smoke",
+        train_missing=True,
+        lams=[0.1, 1.0],
+        progress=False,
+        interactive=True,
+    ),
+    "seed_error_bars": dict(
+        synthetic=[64, 20],
+        epochs=1,
+        width=4,
+        eval_pgd_steps=1,
+        picture_images=1,
+        kind="smoke",
+        train_missing=True,
+        seeds=[0, 1],
+        progress=False,
+    ),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
 }
@@ -57,8 +94,11 @@ BOOK_TAGS = {"hide-input", "remove-input", "remove-cell"}
 def test_code_is_folded_in_the_book(path):
     """The book shows prose and results: every code cell is folded or removed there (Jupyter shows all)."""
     nb = json.loads(path.read_text())
-    open_cells = [c["source"][:1] for c in nb["cells"]
-                  if c["cell_type"] == "code" and not BOOK_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    open_cells = [
+        c["source"][:1]
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and not BOOK_TAGS & set(c.get("metadata", {}).get("tags", []))
+    ]
     assert not open_cells, f"{path.name}: tag these hide-input or remove-input: {open_cells}"
 
 
@@ -69,8 +109,12 @@ def test_smoke_run_executes_and_reruns_identically(name, tmp_path):
     if "runs_dir" in notebook_parameters(name):
         parameters["runs_dir"] = str(tmp_path / "runs")
     papermill.execute_notebook(
-        str(ROOT / "notebooks" / f"{name}.ipynb"), str(executed),
-        parameters=parameters, cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+        str(ROOT / "notebooks" / f"{name}.ipynb"),
+        str(executed),
+        parameters=parameters,
+        cwd=str(tmp_path),
+        kernel_name="python3",
+        progress_bar=False,
     )
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -78,8 +122,22 @@ def test_smoke_run_executes_and_reruns_identically(name, tmp_path):
     # nbval re-executes the notebook and compares every output with the stored one, except
     # cells tagged nbval-ignore-output (the run record, with its dates and wall time).
     rerun = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", str(executed), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            str(executed),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     # The re-run found every run in the store and did not train again.
@@ -97,12 +155,22 @@ def notebook_parameters(name: str) -> str:
 def test_real_data_chapters_show_no_smoke_runs(tmp_path):
     """A smoke run in the store must not reach the book's tables (kind="real")."""
     parameters = dict(REAL_DATA_SMOKE, runs_dir=str(tmp_path / "runs"), rows=["vanilla"], scales=["paper"])
-    papermill.execute_notebook(str(ROOT / "notebooks" / "real_data.ipynb"), str(tmp_path / "smoke.ipynb"),
-                               parameters=parameters, kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "real_data.ipynb"),
+        str(tmp_path / "smoke.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert list((tmp_path / "runs").glob("*-smoke-*/metrics.json"))  # the smoke run exists and is complete
     book_view = dict(runs_dir=str(tmp_path / "runs"), rows=["vanilla"], extra_rows=[], progress=False)
-    papermill.execute_notebook(str(ROOT / "notebooks" / "real_data.ipynb"), str(tmp_path / "book.ipynb"),
-                               parameters=book_view, kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "real_data.ipynb"),
+        str(tmp_path / "book.ipynb"),
+        parameters=book_view,
+        kernel_name="python3",
+        progress_bar=False,
+    )
     text = (tmp_path / "book.ipynb").read_text()
     assert text.count("No real run of the CIFAR-10 experiments exists yet") >= 2  # one per scale
     assert "not run" in text
@@ -111,13 +179,22 @@ def test_real_data_chapters_show_no_smoke_runs(tmp_path):
 def test_gradient_masking_chapter_shows_no_smoke_runs(tmp_path):
     """Smoke evaluations in the store must not reach the chapter's real view, which says nothing was evaluated."""
     runs = str(tmp_path / "runs")
-    papermill.execute_notebook(str(ROOT / "notebooks" / "gradient_masking.ipynb"), str(tmp_path / "smoke.ipynb"),
-                               parameters=dict(runs_dir=runs, smoke_run=True, kind="smoke"), kernel_name="python3",
-                               progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "gradient_masking.ipynb"),
+        str(tmp_path / "smoke.ipynb"),
+        parameters=dict(runs_dir=runs, smoke_run=True, kind="smoke"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     smoke = (tmp_path / "smoke.ipynb").read_text()
     assert "smoke runs on random images" in smoke and "eps_monotone" in smoke
-    papermill.execute_notebook(str(ROOT / "notebooks" / "gradient_masking.ipynb"), str(tmp_path / "book.ipynb"),
-                               parameters=dict(runs_dir=runs), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "gradient_masking.ipynb"),
+        str(tmp_path / "book.ipynb"),
+        parameters=dict(runs_dir=runs),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     text = (tmp_path / "book.ipynb").read_text()
     assert "No real run has been evaluated yet" in text
     assert "vanilla s0" not in text  # no smoke run's row
@@ -142,5 +219,11 @@ def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch)
 
     monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
     with pytest.raises(ConfigError, match="provisional"):
-        chapter_runs("cifar10", {"vanilla": ("vanilla", {})}, knobs={"scale": "cpu"}, runs_dir=str(tmp_path),
-                     train_missing=True, data=str(tmp_path / "no-such.npz"))
+        chapter_runs(
+            "cifar10",
+            {"vanilla": ("vanilla", {})},
+            knobs={"scale": "cpu"},
+            runs_dir=str(tmp_path),
+            train_missing=True,
+            data=str(tmp_path / "no-such.npz"),
+        )

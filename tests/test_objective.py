@@ -107,8 +107,13 @@ def small_convnet(batch_norm: bool) -> nn.Module:
     torch.manual_seed(0)
     norm = nn.BatchNorm2d(4) if batch_norm else nn.Identity()
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), norm, nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2),
-        nn.Softplus(), nn.Flatten(), nn.Linear(6 * 3 * 3, 5),
+        nn.Conv2d(3, 4, 3, padding=1),
+        norm,
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.Softplus(),
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 5),
     )
 
 
@@ -137,7 +142,17 @@ def test_pag_loss_equals_naive_per_sample_loop(strategy, kind):
     x = torch.rand(4, 3, 8, 8)
     classes = sample_target_classes(4, 5)
     targets = torch.randn(4, 5, 3, 8, 8)
-    out = pag_loss(model, x, torch.zeros(4, dtype=torch.long), classes, targets, lam=1.0, num_classes=5, kind=kind, strategy=strategy)
+    out = pag_loss(
+        model,
+        x,
+        torch.zeros(4, dtype=torch.long),
+        classes,
+        targets,
+        lam=1.0,
+        num_classes=5,
+        kind=kind,
+        strategy=strategy,
+    )
     naive = naive_pag_cosine(model, x, classes, targets, kind)
     torch.testing.assert_close(out.cosine, naive, rtol=1e-10, atol=1e-12)
     for fast, slow in zip(parameter_gradients(model, out.cosine), parameter_gradients(model, naive)):
@@ -147,9 +162,14 @@ def test_pag_loss_equals_naive_per_sample_loop(strategy, kind):
 def two_batch_norm_convnet() -> nn.Module:
     torch.manual_seed(1)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 6, 3, stride=2), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 3 * 3, 5),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 5),
     ).train()
 
 

@@ -25,7 +25,9 @@ def test_parameter_names_needs_exactly_one_parameters_cell(tmp_path):
 
 
 def test_parameters_table_pairs_names_with_their_values_and_links_the_notebook():
-    text = report.parameters_table({"a": 1, "b": "x|y", "c": None, "d": [1, 2]}, ["a", "b", "c", "d"], "LINK", columns=3)
+    text = report.parameters_table(
+        {"a": 1, "b": "x|y", "c": None, "d": [1, 2]}, ["a", "b", "c", "d"], "LINK", columns=3
+    )
     lines = text.splitlines()
     assert lines[0] == ":::{container} parameters-in-use" and lines[-1] == ":::"
     assert "LINK" in lines[1]
@@ -40,6 +42,9 @@ def test_every_chapter_notebook_lists_its_parameters():
 
 
 def test_parameters_table_has_two_pairs_per_row_by_default():
-    rows = [line for line in report.parameters_table({"a": 1, "b": 2, "c": 3}, "abc", "LINK").splitlines()
-            if line.startswith("| `")]
+    rows = [
+        line
+        for line in report.parameters_table({"a": 1, "b": 2, "c": 3}, "abc", "LINK").splitlines()
+        if line.startswith("| `")
+    ]
     assert rows == ["| `a` | `1` | `b` | `2` |", "| `c` | `3` |  |  |"]

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pagcore.config import TrainConfig
 from pagcore.provenance import run_record, write_json_atomic
 from pagcore.runs import RunStore, run_name
-from pagcore.config import TrainConfig
 from pagcore.training import run_name_for
-
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,15 +25,27 @@ from pagcore.validation import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 # Smoke settings for `train` on random images: seconds per run on a CPU, never results. Two steps
 # per epoch and two epochs, so that a run can be stopped part-way.
-TINY_TRAIN = {"dataset": "cifar10", "synthetic": [64, 20], "epochs": 2, "batch_size": 32, "width": 4, "pool_size": 8,
-              "pgd_steps": 1, "picture_images": 1, "device": "cpu", "no_progress": True}
+TINY_TRAIN = {
+    "dataset": "cifar10",
+    "synthetic": [64, 20],
+    "epochs": 2,
+    "batch_size": 32,
+    "width": 4,
+    "pool_size": 8,
+    "pgd_steps": 1,
+    "picture_images": 1,
+    "device": "cpu",
+    "no_progress": True,
+}
 
 
 def test_grid_expands_to_every_combination_last_axis_fastest():
     points = expand_grid({"source": ["one_image", "class_mean"], "seed": [0, 1], "epochs": [3]})
     assert points == [
-        {"source": "one_image", "seed": 0, "epochs": 3}, {"source": "one_image", "seed": 1, "epochs": 3},
-        {"source": "class_mean", "seed": 0, "epochs": 3}, {"source": "class_mean", "seed": 1, "epochs": 3},
+        {"source": "one_image", "seed": 0, "epochs": 3},
+        {"source": "one_image", "seed": 1, "epochs": 3},
+        {"source": "class_mean", "seed": 0, "epochs": 3},
+        {"source": "class_mean", "seed": 1, "epochs": 3},
     ]
     with pytest.raises(ConfigError):
         expand_grid({"seed": []})
@@ -54,22 +66,36 @@ def test_grid_file_scalars_are_fixed_and_lists_are_axes(tmp_path):
 
 
 def test_parameters_become_cli_options():
-    arguments = cli_arguments("train", {"lam": 0.4, "no_augment": True, "retrain": False, "teacher": None,
-                                        "synthetic": [64, 20], "source": "class_mean"})
+    arguments = cli_arguments(
+        "train",
+        {
+            "lam": 0.4,
+            "no_augment": True,
+            "retrain": False,
+            "teacher": None,
+            "synthetic": [64, 20],
+            "source": "class_mean",
+        },
+    )
     assert arguments == ["train", "--lam", "0.4", "--no-augment", "--synthetic", "64", "20", "--source", "class_mean"]
 
 
 def train_cli(*arguments: str) -> dict:
-    completed = subprocess.run([sys.executable, "-m", "pagcore", "train", *arguments], capture_output=True, text=True,
-                               cwd=ROOT, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pagcore", "train", *arguments], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tmp_path):
     runs = tmp_path / "runs"
-    grid = {"source": ["one_image", "class_mean"], "seed": [0, 1], "runs": [str(runs)],
-            **{k: [v] for k, v in TINY_TRAIN.items()}}
+    grid = {
+        "source": ["one_image", "class_mean"],
+        "seed": [0, 1],
+        "runs": [str(runs)],
+        **{k: [v] for k, v in TINY_TRAIN.items()},
+    }
     # A pre-empted job leaves its run interrupted with a checkpoint: stop one point's run after one step.
     interrupted_point = dict(TINY_TRAIN, source="class_mean", seed=1, runs=str(runs))
     first = train_cli(*cli_arguments("train", interrupted_point)[1:], "--max-minutes", "0.000001")
@@ -99,8 +125,9 @@ def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tm
     again = run_sweep("train", grid, sweep_dir, resources, log=lambda message: None)
     assert [p.state for p in again] == ["SKIPPED (finished)"] * 4
     assert sorted((sweep_dir / "jobs").glob("*_submitted.pkl")) == submitted, "no job was submitted again"
-    assert [len(r.record["sessions"]) for r in store.runs()] == [len(records[(r.params["source"], r.params["seed"])]
-                                                                    ["sessions"]) for r in store.runs()]
+    assert [len(r.record["sessions"]) for r in store.runs()] == [
+        len(records[(r.params["source"], r.params["seed"])]["sessions"]) for r in store.runs()
+    ]
 
     # Extending the grid submits only the new points.
     wider = dict(grid, seed=[0, 1, 2])
@@ -117,10 +144,19 @@ def test_notebook_sweep_runs_papermill_per_point(tmp_path):
     parameters = nbformat.v4.new_code_cell("lam = 0.0\nseed = 0")
     parameters.metadata["tags"] = ["parameters"]
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    nbformat.write(nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell("print(lam * 10 + seed)")],
-                                            metadata=kernel), notebook)
-    points = run_sweep(str(notebook), {"lam": [0.5], "seed": [1, 2]}, tmp_path / "sweep",
-                       Resources(cluster="local", array_parallelism=2), log=lambda message: None)
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[parameters, nbformat.v4.new_code_cell("print(lam * 10 + seed)")], metadata=kernel
+        ),
+        notebook,
+    )
+    points = run_sweep(
+        str(notebook),
+        {"lam": [0.5], "seed": [1, 2]},
+        tmp_path / "sweep",
+        Resources(cluster="local", array_parallelism=2),
+        log=lambda message: None,
+    )
     assert [p.state for p in points] == ["DONE", "DONE"], job_table(points)
     for point, expected in zip(points, ("6.0", "7.0")):
         executed = nbformat.read(point.result["output"]["notebook"], as_version=4)
@@ -146,15 +182,52 @@ def fake_slurm(tmp_path, monkeypatch):
 
 def test_slurm_sweep_submits_one_job_array_with_the_requested_resources(tmp_path, fake_slurm, capsys):
     sweep_dir = tmp_path / "sweep"
-    code = cli.main(["sweep", "train", "-p", "source", "one_image", "class_mean", "-p", "seed", "0", "1",
-                     "-p", "dataset", "cifar10", "-p", "data", "/cluster/data/cifar10.npz", "--out", str(sweep_dir),
-                     "--cluster", "slurm", "--partition", "gpu-a100", "--gpus", "1", "--cpus", "8", "--mem-gb", "32",
-                     "--time", "600", "--array-parallelism", "2", "--job-name", "pag-table1"])
+    code = cli.main(
+        [
+            "sweep",
+            "train",
+            "-p",
+            "source",
+            "one_image",
+            "class_mean",
+            "-p",
+            "seed",
+            "0",
+            "1",
+            "-p",
+            "dataset",
+            "cifar10",
+            "-p",
+            "data",
+            "/cluster/data/cifar10.npz",
+            "--out",
+            str(sweep_dir),
+            "--cluster",
+            "slurm",
+            "--partition",
+            "gpu-a100",
+            "--gpus",
+            "1",
+            "--cpus",
+            "8",
+            "--mem-gb",
+            "32",
+            "--time",
+            "600",
+            "--array-parallelism",
+            "2",
+            "--job-name",
+            "pag-table1",
+        ]
+    )
     assert code == 0
     scripts = sorted(fake_slurm.iterdir())
     assert len(scripts) == 1, "the whole grid goes in one sbatch call"
-    options = {line.split("=")[0][len("#SBATCH "):]: line.split("=", 1)[1]
-               for line in scripts[0].read_text().splitlines() if line.startswith("#SBATCH")}
+    options = {
+        line.split("=")[0][len("#SBATCH ") :]: line.split("=", 1)[1]
+        for line in scripts[0].read_text().splitlines()
+        if line.startswith("#SBATCH")
+    }
     assert options["--array"] == "0-3%2"
     assert options["--partition"] == "gpu-a100"
     assert options["--gpus-per-node"] == "1"
@@ -171,9 +244,18 @@ def test_slurm_sweep_submits_one_job_array_with_the_requested_resources(tmp_path
     assert sorted(json.loads((sweep_dir / "jobs.json").read_text()).values()) == [f"4242_{i}" for i in range(4)]
 
     # Submitting again while the jobs may still be queued must not submit them twice.
-    again = run_sweep("train", {"source": ["one_image", "class_mean"], "seed": [0, 1], "dataset": ["cifar10"],
-                                "data": ["/cluster/data/cifar10.npz"]}, sweep_dir,
-                      Resources(cluster="slurm", partition="gpu-a100"), log=lambda message: None)
+    again = run_sweep(
+        "train",
+        {
+            "source": ["one_image", "class_mean"],
+            "seed": [0, 1],
+            "dataset": ["cifar10"],
+            "data": ["/cluster/data/cifar10.npz"],
+        },
+        sweep_dir,
+        Resources(cluster="slurm", partition="gpu-a100"),
+        log=lambda message: None,
+    )
     assert {p.state for p in again} == {"SKIPPED (queued)"}
     assert len(list(fake_slurm.iterdir())) == 1
 

@@ -36,7 +36,7 @@ class TestToyData:
 
     def test_modes(self):
         # Samples come mode by mode; each mode is N(c, 1) in x1.
-        for m, (label, center) in enumerate((l, c) for l, cs in MODE_CENTERS.items() for c in cs):
+        for m, (label, center) in enumerate((label, c) for label, cs in MODE_CENTERS.items() for c in cs):
             block = self.x[m * 1000 : (m + 1) * 1000, 0]
             assert (self.y[m * 1000 : (m + 1) * 1000] == label).all()
             assert abs(block.mean().item() - center) < 0.15  # 5 standard errors
@@ -179,7 +179,9 @@ def test_batched_training_equals_one_model_at_a_time(change):
     batched = train_toy_models(members, config, progress=False)
     for member, model in zip(members, batched):
         (x, y), _ = toy_split(config, member.seed)
-        alone = train_toy_model(x, y, replace(config, source=member.source), member.seed, lam=member.lam, progress=False)
+        alone = train_toy_model(
+            x, y, replace(config, source=member.source), member.seed, lam=member.lam, progress=False
+        )
         for p, q in zip(alone.parameters(), model.parameters()):
             torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
     # The members did not all end alike: the comparison above is not between copies of one model.

@@ -62,7 +62,10 @@ def check_complete(run):
     metrics = run.metrics
     for key in ("clean", "linf", "l2"):  # a count of the 20 test images, not just any number in [0, 1]
         assert 0 <= round(metrics[key] * 20) <= 20 and abs(metrics[key] * 20 - round(metrics[key] * 20)) < 1e-9
-    assert metrics["test_images"] == 20 and metrics["test_set"] == "20-image class-balanced subset of the CIFAR-10 test set"
+    assert (
+        metrics["test_images"] == 20
+        and metrics["test_set"] == "20-image class-balanced subset of the CIFAR-10 test set"
+    )
     assert len(run.history) == run.params["epochs"]
     assert (run.artifacts / "pag_grid.png").stat().st_size > 0
     grid = torch.load(run.artifacts / "pag_grid.pt", weights_only=True)["grid"]
@@ -77,7 +80,10 @@ def check_complete(run):
 def test_every_model_free_source_completes(data, store, row):
     run = train_quietly(tiny(**SOURCE_KNOBS[row]), data, store).run
     check_complete(run)
-    assert run.params.get("lam", 0.0) == {"vanilla": 0.0, "one_image": 0.5, "class_mean": 0.4, "nearest_neighbor": 0.4}[row]
+    assert (
+        run.params.get("lam", 0.0)
+        == {"vanilla": 0.0, "one_image": 0.5, "class_mean": 0.4, "nearest_neighbor": 0.4}[row]
+    )
     cosine = run.history[0]["cosine"]
     assert (cosine == 0.0) if row == "vanilla" else (0.0 < cosine <= 20.0)
     assert run.metrics["settings"]["pgd_steps"] == 1  # the evaluation's settings live with its numbers
@@ -143,10 +149,12 @@ def final_state(run):
 def assert_same_results(a, b):
     for key, tensor in final_state(a).items():
         assert torch.equal(tensor, final_state(b)[key]), key
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]
-    assert strip(a.history) == strip(b.history)
-    drop = lambda m: {k: v for k, v in m.items() if k != "eval_seconds"}
-    assert drop(a.metrics) == drop(b.metrics)
+
+    def without(key, entries):
+        return [{k: v for k, v in e.items() if k != key} for e in entries]
+
+    assert without("seconds", a.history) == without("seconds", b.history)
+    assert without("eval_seconds", [a.metrics]) == without("eval_seconds", [b.metrics])
 
 
 def test_time_budget_stops_cleanly_and_resume_matches(data, tmp_path):
@@ -216,9 +224,30 @@ def cli(*args):
 
 
 KILL_ARGS = [
-    "train", "--dataset", "cifar10", "--objective", "pag", "--source", "nearest_neighbor", "--epochs", "3",
-    "--width", "4", "--batch-size", "16", "--pool-size", "8", "--pgd-steps", "1", "--picture-images", "1",
-    "--checkpoint-every", "1", "--no-progress", "--device", "cpu",
+    "train",
+    "--dataset",
+    "cifar10",
+    "--objective",
+    "pag",
+    "--source",
+    "nearest_neighbor",
+    "--epochs",
+    "3",
+    "--width",
+    "4",
+    "--batch-size",
+    "16",
+    "--pool-size",
+    "8",
+    "--pgd-steps",
+    "1",
+    "--picture-images",
+    "1",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
 ]
 
 
@@ -230,7 +259,9 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
     name = json.loads(whole.stdout.strip().splitlines()[-1])["run"]
 
     killed_root = tmp_path / "killed"
-    process = subprocess.Popen(cli(*args, "--runs", str(killed_root)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        cli(*args, "--runs", str(killed_root)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     checkpoint = killed_root / name / "checkpoint-latest.pt"
     position = None
     deadline = time.monotonic() + 300
@@ -259,7 +290,10 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--dataset", "imagenet", "--synthetic", "4", "4"], "invalid choice: 'imagenet' (choose from 'cifar10', 'stl10')"),
+        (
+            ["--dataset", "imagenet", "--synthetic", "4", "4"],
+            "invalid choice: 'imagenet' (choose from 'cifar10', 'stl10')",
+        ),
         (["--source", "nn", "--synthetic", "4", "4"], "invalid choice: 'nn'"),
         (["--batch-size", "0", "--synthetic", "4", "4"], "batch_size must be an integer >= 1"),
         (["--lam", "-0.5", "--synthetic", "4", "4"], "lam must be a finite number >= 0"),
@@ -287,7 +321,8 @@ def test_a_provisional_preset_refuses_real_runs(data, tmp_path, monkeypatch):
 
     monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
     as_real = __import__("pagcore.data", fromlist=["load_dataset"]).load_dataset(
-        "cifar10", save_npz(data, tmp_path / "d.npz"))
+        "cifar10", save_npz(data, tmp_path / "d.npz")
+    )
     with pytest.raises(ConfigError, match="provisional"):
         train_quietly(tiny(scale="cpu"), as_real, RunStore(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
@@ -303,8 +338,16 @@ def test_training_step_changes_the_weights(data):
     source = build_target_source("class_mean", data.x_train, data.y_train, 10, center=0.5)
     before = [p.detach().clone() for p in model.parameters()]
     index = torch.arange(8)
-    loss = training_step(model, optimizer, data.x_train[index], data.y_train[index], index, source,
-                         StepSettings(num_classes=10, lam=0.4), torch.Generator().manual_seed(0))
+    loss = training_step(
+        model,
+        optimizer,
+        data.x_train[index],
+        data.y_train[index],
+        index,
+        source,
+        StepSettings(num_classes=10, lam=0.4),
+        torch.Generator().manual_seed(0),
+    )
     assert loss.total.requires_grad is False and torch.isfinite(loss.total)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
@@ -337,8 +380,27 @@ def test_training_cli_needs_no_jupyter(tmp_path):
         "from pagcore.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    args = ["train", "--source", "class_mean", "--synthetic", "32", "8", "--epochs", "1", "--width", "4",
-            "--batch-size", "16", "--pgd-steps", "1", "--picture-images", "1", "--no-progress", "--runs", str(tmp_path)]
+    args = [
+        "train",
+        "--source",
+        "class_mean",
+        "--synthetic",
+        "32",
+        "8",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--batch-size",
+        "16",
+        "--pgd-steps",
+        "1",
+        "--picture-images",
+        "1",
+        "--no-progress",
+        "--runs",
+        str(tmp_path),
+    ]
     out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "complete"

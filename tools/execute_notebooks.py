@@ -31,7 +31,10 @@ SHARED_SOURCES: dict[str, tuple[str, str]] = {
 BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     # The real toy run: the paper's setting, twenty seeds trained as one batched model, and the
     # checks of what moves its numbers (about two minutes on two CPU cores).
-    "toy_manifold": ("book/experiments/toy_manifold.ipynb", {"record_path": "toy_manifold.record.json", "interactive": False}),
+    "toy_manifold": (
+        "book/experiments/toy_manifold.ipynb",
+        {"record_path": "toy_manifold.record.json", "interactive": False},
+    ),
     # The real-data chapters only read the run store here (train_missing=False): seconds.
     "cifar10": ("book/experiments/cifar10.ipynb", {"dataset": "cifar10", "progress": False}),
     "stl10": ("book/experiments/stl10.ipynb", {"dataset": "stl10", "progress": False}),

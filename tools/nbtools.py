@@ -1,7 +1,7 @@
 """Helpers for keeping the notebook sources in notebooks/ clean.
 
-    python tools/nbtools.py strip notebooks/*.ipynb    # drop outputs and execution counts
-    python tools/nbtools.py check notebooks/*.ipynb    # fail if any are left (used by the tests)
+python tools/nbtools.py strip notebooks/*.ipynb    # drop outputs and execution counts
+python tools/nbtools.py check notebooks/*.ipynb    # fail if any are left (used by the tests)
 """
 
 from __future__ import annotations
