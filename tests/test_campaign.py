@@ -155,9 +155,9 @@ def test_default_strategy_reads_the_newest_cuda_benchmark_of_this_gpu(tmp_path):
 
 
 def dry_settings(tmp_path: Path, **changes) -> Settings:
-    values = dict(out=tmp_path / "out", work=tmp_path / "work", minutes=1.0, steps=campaign.STEPS, device="cpu",
-                  data={"cifar10": "", "stl10": ""}, dry=True, slice_minutes=0.05, pack_minutes=0.0,
-                  repo_runs=tmp_path / "repo-runs")
+    values = {"out": tmp_path / "out", "work": tmp_path / "work", "minutes": 1.0, "steps": campaign.STEPS,
+              "device": "cpu", "data": {"cifar10": "", "stl10": ""}, "dry": True, "slice_minutes": 0.05,
+              "pack_minutes": 0.0, "repo_runs": tmp_path / "repo-runs"}
     return Settings(**{**values, **changes})
 
 
@@ -268,7 +268,7 @@ def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
     )
     args = ["--dry", "--device", "cpu", "--steps", "train,pack", "--minutes", "0.2", "--out", str(tmp_path / "out"),
             "--work", str(work), "--repo-runs", str(tmp_path / "none")]
-    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["train"][0]["entry"] == "cifar10 vanilla"
