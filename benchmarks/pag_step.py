@@ -161,7 +161,8 @@ def side_by_side(processes: int, variant: str, args, device: torch.device, width
         workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
         outputs = [w.communicate(timeout=600)[0] for w in workers]
     if any(w.returncode for w in workers):
-        return {"processes": processes, "variant": variant, "error": f"worker exit codes {[w.returncode for w in workers]}"}
+        codes = [w.returncode for w in workers]
+        return {"processes": processes, "variant": variant, "error": f"worker exit codes {codes}"}
     timings = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     images = sum(t["images"] for t in timings)
     window = max(t["end"] for t in timings) - min(t["start"] for t in timings)
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--pgd-images", type=int, default=None, help="images for the PGD-20 timing (default: 10000 CUDA, 256 CPU)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--compile", action="store_true", help="CUDA: also time the fastest k=10 step under torch.compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="CUDA: also time the fastest k=10 step under torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="CUDA: also time it replayed as a CUDA graph")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
                         help="also time vanilla and the fastest k=10 step at these batch sizes")

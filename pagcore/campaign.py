@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -323,9 +324,12 @@ def run_benchmark(settings: Settings, clock: Clock) -> dict:
     timeout = max(1.0, min(60 * settings.benchmark_minutes, clock.left() - 60 * settings.pack_minutes))
     command = benchmark_command(settings, out)
     log = settings.work / "benchmark.log"
+    # The GPU machine has no installed pagcore: the script finds this checkout's through PYTHONPATH.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     try:
         with open(log, "w") as handle:
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO, check=False)
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO,
+                                  check=False, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "command": command}
     saved = sorted(set(out.glob("pag_step-*.json")) - before)
@@ -663,7 +667,8 @@ def summary(report: dict) -> dict:
     return {
         "ok": "stopped" not in report,
         "stopped": report.get("stopped"),
-        "smoke": smoke if isinstance(smoke, str) or smoke is None else ("ok" if smoke["ok"] else f"failed: {smoke['failed']}"),
+        "smoke": smoke if isinstance(smoke, str) or smoke is None
+        else ("ok" if smoke["ok"] else f"failed: {smoke['failed']}"),
         "benchmark": (report.get("benchmark") or {}).get("fastest_k10_strategy"),
         "train": [{k: t.get(k) for k in ("entry", "outcome", "run")} for t in report.get("train", [])],
         "files": (report.get("pack") or {}).get("files"),
@@ -673,20 +678,25 @@ def summary(report: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (the device's $OUT): at most 8 files")
-    parser.add_argument("--minutes", required=True, type=float, help="this call's wall-clock budget (under the 10-minute limit)")
-    parser.add_argument("--data", default="", help="CIFAR-10 .npz (tools/stage_data.py unpack writes .data/cifar10.npz)")
+    parser.add_argument("--minutes", required=True, type=float,
+                        help="this call's wall-clock budget (under the 10-minute limit)")
+    parser.add_argument("--data", default="",
+                        help="CIFAR-10 .npz (tools/stage_data.py unpack writes .data/cifar10.npz)")
     parser.add_argument("--stl10", default="", help="STL-10 .npz, if staged (priority 6 and its smoke path need it)")
-    parser.add_argument("--work", type=Path, default=REPO / ".data" / "campaign", help="state and run store kept between calls")
+    parser.add_argument("--work", type=Path, default=REPO / ".data" / "campaign",
+                        help="state and run store kept between calls")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, in this order: {','.join(STEPS)}")
     parser.add_argument("--device", default="auto", help="cuda (auto) or cpu (dry mode)")
     parser.add_argument("--slice-minutes", type=float, default=9.0, help="longest training slice")
     parser.add_argument("--eval-minutes", type=float, default=2.0, help="minutes a run's final evaluation is given")
     parser.add_argument("--pack-minutes", type=float, default=0.5, help="minutes kept for packing")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="limit of the step benchmark")
-    parser.add_argument("--commit", default="", help="the git commit sent (the machine may have no .git to read it from)")
+    parser.add_argument("--commit", default="",
+                        help="the git commit sent (the machine may have no .git to read it from)")
     parser.add_argument("--repo-runs", type=Path, default=REPO / "runs",
                         help="the repository's run store, whose complete runs are not trained again")
-    parser.add_argument("--dry", action="store_true", help="synthetic data, tiny widths and budgets: tests the campaign on CPU")
+    parser.add_argument("--dry", action="store_true",
+                        help="synthetic data, tiny widths and budgets: tests the campaign on CPU")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

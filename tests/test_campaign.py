@@ -167,7 +167,8 @@ def test_priority_list_is_the_issues_order():
     groups = [e.group for e in PRIORITY]
     assert groups == sorted(groups) and set(groups) == {1, 2, 3, 4, 5, 6}
     rows = [e.row for e in PRIORITY if e.dataset == "cifar10"]
-    assert rows.index("adversarial_linf") < rows.index("rigd_linf") and rows.index("adversarial_l2") < rows.index("rigd_l2")
+    assert rows.index("adversarial_linf") < rows.index("rigd_linf")
+    assert rows.index("adversarial_l2") < rows.index("rigd_l2")
     assert {e.overrides.get("lam") for e in PRIORITY if e.group == 5} == {0.01, 0.1, 1.0}
 
 
@@ -268,7 +269,8 @@ def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
     )
     args = ["--dry", "--device", "cpu", "--steps", "train,pack", "--minutes", "0.2", "--out", str(tmp_path / "out"),
             "--work", str(work), "--repo-runs", str(tmp_path / "none")]
-    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["train"][0]["entry"] == "cifar10 vanilla"

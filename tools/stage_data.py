@@ -168,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="split the datasets into carry folders that fit beside the working tree")
-    p.add_argument("--datasets", nargs="+", default=["cifar10"], help="shared dataset folders to send (default: cifar10)")
+    p.add_argument("--datasets", nargs="+", default=["cifar10"],
+                   help="shared dataset folders to send (default: cifar10)")
     p.add_argument("--shared", type=Path, default=SHARED, help=f"where they are (default: {SHARED})")
     p.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
                    help="checkpoint parts to send back too (default: .data/checkpoints/<run>/*.partNN)")
     sub.add_parser("check", help="check the part folders against the working tree as it is now")
     u = sub.add_parser("unpack", help="on the GPU machine: rebuild .data/<dataset>.npz and carried checkpoints")
-    u.add_argument("--runs", type=Path, default=CAMPAIGN_RUNS, help="where carried checkpoints go (the campaign's store)")
+    u.add_argument("--runs", type=Path, default=CAMPAIGN_RUNS,
+                   help="where carried checkpoints go (the campaign's store)")
     args = parser.parse_args(argv)
     try:
         if args.command == "plan":
