@@ -54,6 +54,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ("smoke", "benchmark", "train", "pack")
 REPORT = "campaign-report.json"
+DESCRIPTION = ("On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
+               "the next paper-scale runs of the priority list in resumable slices, and the pack into --out "
+               "(see pagcore/campaign.py and the README's GPU sessions).")
 ARCHIVE = "campaign-results.tar.gz"
 
 
@@ -729,7 +732,7 @@ def handle(args: argparse.Namespace) -> dict:
 
 def add_campaign_parser(subparsers) -> None:
     p = subparsers.add_parser("campaign", help="the GPU campaign: smoke check, step benchmark, paper-scale runs, pack",
-                              description=__doc__.split("\n\n")[2].strip())
+                              description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(handler=handle)
 
@@ -738,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pagcore.campaign``: without the sweep's imports; exit code 1 when it stopped early."""
     from .validation import ConfigError
 
-    parser = argparse.ArgumentParser(prog="python -m pagcore.campaign", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pagcore.campaign", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
