@@ -275,3 +275,16 @@ def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["train"][0]["entry"] == "cifar10 vanilla"
     assert "campaign-results.tar.gz" in result["files"]
+
+
+def test_a_large_results_archive_comes_back_in_parts_and_is_joined_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "PART_BYTES", 600)
+    settings = dry_settings(tmp_path)
+    run = RunStore(settings.work / "runs").create("run-1", {"scale": "paper"})
+    run.write_json("history.json", [{"epoch": n, "loss": 1.0 / (n + 1)} for n in range(40)])
+    packed = campaign.run_pack(settings, campaign.load_state(settings.work), {"call": "test"})
+    assert "campaign-results.tar.gz.parts.json" in packed["files"] and "campaign-results.tar.gz" not in packed["files"]
+    assert all((settings.out / f).stat().st_size <= 600 for f in packed["files"] if ".part0" in f)
+    merged = campaign.unpack_results(settings.out, tmp_path / "here")
+    assert merged["files_extracted"] >= 3
+    assert json.loads((tmp_path / "here" / "runs" / "run-1" / "history.json").read_text())[39]["epoch"] == 39
