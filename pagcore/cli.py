@@ -6,6 +6,7 @@
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
         --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
     python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
+    python -m pagcore campaign --data .data/cifar10.npz --out $OUT --minutes 8.5   (see pagcore/campaign.py)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep import add_sweep_parser  # the sweep's options live with the sweep
 
     add_sweep_parser(subparsers)
+    from .campaign import add_campaign_parser  # likewise the GPU campaign's
+
+    add_campaign_parser(subparsers)
     return parser
 
 

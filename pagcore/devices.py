@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+from .objective import GRADIENT_STRATEGIES
+
+BENCHMARK_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+CPU_STRATEGY = "loop"
+CUDA_FALLBACK_STRATEGY = "replicate"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -12,12 +21,40 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def default_strategy(device: torch.device) -> str:
+def measured_cuda_strategy(gpu_name: str | None, results: Path = BENCHMARK_RESULTS) -> tuple[str, str] | None:
+    """(strategy, file) from the newest committed CUDA run of benchmarks/pag_step.py, preferring one
+    measured on a GPU of this name; None when no CUDA benchmark has been committed.
+
+    The files are ``pag_step-cuda-*.json``; their ``fastest_k10_strategy`` is the strategy that
+    was fastest at ResNet-18 width 64, batch 64, k = 10 (the paper-scale step)."""
+    found = []
+    for path in sorted(results.glob("pag_step-cuda-*.json")):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        strategy = payload.get("fastest_k10_strategy")
+        if strategy not in GRADIENT_STRATEGIES:
+            continue
+        same_gpu = bool(gpu_name) and gpu_name in str(payload.get("device", ""))
+        found.append((same_gpu, str(payload.get("date", "")), strategy, path.name))
+    if not found:
+        return None
+    _, _, strategy, name = max(found)
+    return strategy, name
+
+
+def default_strategy(device: torch.device, results: Path = BENCHMARK_RESULTS) -> str:
     """The gradient strategy used when none is asked for.
 
     On CPU, benchmarks/pag_step.py measured "loop" fastest (ResNet-18 width 8, batch 64, k=10:
     58 images/s against 44 for "vmap" and 34 for "replicate"; benchmarks/results/
-    pag_step-cpu-2026-11-21.json). On CUDA the default is "replicate", whose single B*k batch
-    should keep a GPU busiest; it is unmeasured until the benchmark has run on a GPU.
+    pag_step-cpu-2026-11-21.json). On CUDA it is what the newest committed CUDA benchmark
+    (``benchmarks/results/pag_step-cuda-*.json``, one from a GPU of the same name first) measured
+    fastest; until one is committed, "replicate", whose single B*k batch should keep a GPU busiest.
     """
-    return "replicate" if device.type == "cuda" else "loop"
+    if device.type != "cuda":
+        return CPU_STRATEGY
+    gpu_name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else None
+    measured = measured_cuda_strategy(gpu_name, results)
+    return measured[0] if measured else CUDA_FALLBACK_STRATEGY

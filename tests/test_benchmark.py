@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_pag_step_benchmark_runs_on_cpu(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "pag_step.py"), "--device", "cpu", "--width", "4",
-         "--batch-size", "8", "--iters", "1", "--warmup", "0", "--pgd-images", "16", "--out", str(tmp_path)],
+         "--batch-size", "8", "--iters", "1", "--warmup", "0", "--pgd-images", "16", "--out", str(tmp_path),
+         "--batch-sizes", "16", "--side-by-side", "2", "--compile", "--cuda-graphs"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -24,3 +25,19 @@ def test_pag_step_benchmark_runs_on_cpu(tmp_path):
     for result in saved["results"].values():
         assert result["seconds"] > 0 and result["flops"] > 0
     assert saved["device"].startswith("cpu") and saved["git"]
+    # The optional measurements: larger batches, processes side by side; compile and graphs are CUDA only.
+    assert saved["results"]["vanilla batch 16"]["batch"] == 16
+    assert saved["results"][f"pagcore k=10 {best} batch 16"]["images_per_second"] > 0
+    [parallel] = saved["side_by_side"]
+    assert parallel["processes"] == 2 and len(parallel["per_process_images_per_second"]) == 2
+    assert parallel["aggregate_images_per_second"] > 0 and parallel["speedup_over_one_process"] > 0
+    assert set(saved["skipped"]) == {f"pagcore k=10 {best} compile", f"pagcore k=10 {best} cuda_graph"}
+
+
+def test_gpu_slug_names_the_gpu_model():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pag_step import PEAK_BF16, gpu_slug
+
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "H100" and gpu_slug("NVIDIA H200") == "H200"
+    assert gpu_slug("Tesla V100-SXM2-16GB") == "V100_SXM2_16GB"
+    assert next(v for k, v in PEAK_BF16.items() if k in "NVIDIA H100 PCIe") == 756e12

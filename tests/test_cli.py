@@ -12,7 +12,7 @@ from pagcore.cli import build_parser
 SYNTHETIC = ["--synthetic", "32", "16"]
 TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--pgd-steps", "1", "--picture-images", "1",
               "--no-progress", *SYNTHETIC]
-TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep"}
+TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep", "campaign"}
 
 
 def pagcore(*args, timeout=300):
@@ -123,3 +123,36 @@ def test_sweep_subcommand(tmp_path):
     again, _ = pagcore(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["points"][0]["state"].startswith("SKIPPED")
+
+
+def test_campaign_subcommand_dry(tmp_path):
+    """The GPU campaign in dry mode (synthetic data, width 4, CPU), whole: every smoke path, the
+    step benchmark, the priority list in slices, the pack; then its files merged here."""
+    from pagcore.campaign import PRIORITY, unpack_results
+
+    out_dir = tmp_path / "out"
+    out, result = pagcore("campaign", "--dry", "--device", "cpu", "--minutes", "0.8", "--out", str(out_dir),
+                          "--work", str(tmp_path / "work"), "--repo-runs", str(tmp_path / "no-runs"), timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert result["ok"] and result["smoke"] == "ok" and result["benchmark"] in ("loop", "vmap", "replicate")
+    report = json.loads((out_dir / "campaign-report.json").read_text())
+    paths = [p["path"] for p in report["smoke"]["paths"]]
+    assert all(p["ok"] for p in report["smoke"]["paths"]) and len(paths) == 14
+    assert any("AutoAttack" in p for p in paths) and any(p.startswith("stl10") for p in paths)
+    # Entries in the priority order, each complete but possibly the last.
+    trained = [t for t in result["train"] if "entry" in t]
+    assert [t["entry"] for t in trained] == [e.label for e in PRIORITY[: len(trained)]]
+    assert trained and trained[0]["outcome"] == "complete"
+    assert all(t["outcome"] == "complete" for t in trained[:-1])
+    files = sorted(out_dir.iterdir())
+    assert 2 <= len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
+
+    here = tmp_path / "here"
+    merged = unpack_results(out_dir, here)
+    assert merged["files_extracted"] > 0
+    record = json.loads((here / "runs" / trained[0]["run"] / "record.json").read_text())
+    assert record["status"] == "complete" and record["scale"] == "paper" and record["kind"] == "smoke"
+    assert record["sessions"][0]["device"].startswith("cpu")
+    assert list((here / "runs" / trained[0]["run"] / "artifacts").glob("*.png"))
+    assert (here / ".data" / "campaign-reports" / "campaign-report.json").exists()
+    assert not list((here / "benchmarks").glob("results/pag_step-cpu-*"))  # a dry benchmark is not a result

@@ -2,13 +2,18 @@
 
     python tools/pack_runs.py pack $OUT/runs.tar.gz [RUN ...]   # on the GPU machine
     python tools/pack_runs.py unpack runs.tar.gz                # here: merge into runs/
+    python tools/pack_runs.py campaign FILES_AT                 # here: what `python -m pagcore.campaign` returned
 
 The device tool returns at most 8 files, two folders deep; a run directory alone has more,
-so the records, metrics, history and artifacts of all runs travel in one archive.
+so the records, metrics, history and artifacts of all runs travel in one archive. The
+campaign's output (pagcore/campaign.py) is merged by ``campaign``: runs into runs/, the CUDA
+benchmark into benchmarks/results/, the report into .data/campaign-reports/, checkpoint parts
+into .data/checkpoints/<run>/ (out of git), each checkpoint joined once all its parts are here.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -45,4 +50,10 @@ def unpack(archive: Path) -> None:
 
 if __name__ == "__main__":
     command, archive, *names = sys.argv[1:]
-    pack(Path(archive), names) if command == "pack" else unpack(Path(archive))
+    if command == "campaign":
+        sys.path.insert(0, str(ROOT))
+        from pagcore.campaign import unpack_results
+
+        print(json.dumps(unpack_results(Path(archive), ROOT), indent=1))
+    else:
+        pack(Path(archive), names) if command == "pack" else unpack(Path(archive))

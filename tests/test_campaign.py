@@ -1,0 +1,290 @@
+"""The GPU campaign's CPU-testable parts: carry planning, file parts, the strategy read from a CUDA
+benchmark, the priority list, slicing across calls, packing within the return limits, and a dry
+call without Jupyter, PyYAML or submitit. (The whole dry campaign runs in tests/test_cli.py.)"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pagcore import campaign, transfer
+from pagcore.campaign import PRIORITY, Clock, Settings
+from pagcore.devices import default_strategy, measured_cuda_strategy
+from pagcore.runs import RunStore
+from pagcore.transfer import Item, PlanError, check_plan, join_parts, plan_parts, room_for_carry, split_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- carry planning and parts ------------------------------------------------------------------------
+
+
+def test_plan_parts_fills_few_parts_within_the_room_and_names_a_file_too_big():
+    sizes = {"a": 17, "b": 17, "c": 17, "d": 14, "e": 14, "f": 1}
+    items = [Item(name, name, size) for name, size in sizes.items()]
+    plan = plan_parts(items, room=40)
+    assert all(size <= 40 for size in plan.sizes())
+    assert sorted(i.destination for part in plan.parts for i in part) == sorted(sizes)  # each file once
+    assert len(plan.parts) == 3  # 80 bytes need at least 2 parts of 40; 17+17 leaves no room for a 14
+    with pytest.raises(PlanError, match="b2.*41.*split it first"):
+        plan_parts([Item("b2", "b2", 41), Item("s", "s", 1)], room=40)
+
+
+def test_room_and_last_minute_check_follow_the_tree():
+    assert room_for_carry(10 * transfer.MiB) == transfer.CARRY_LIMIT - 10 * transfer.MiB - transfer.SAFETY_BYTES
+    with pytest.raises(PlanError, match="no room"):
+        room_for_carry(transfer.CARRY_LIMIT)
+    plan = plan_parts([Item("x", "x", 50)], room=60, tree=30)
+    check_plan(plan, tree_now=30, limit=100)
+    with pytest.raises(PlanError, match="part 1"):
+        check_plan(plan, tree_now=51, limit=100)  # the tree grew since the plan
+
+
+def test_split_and_join_round_trip_and_refuse_missing_or_corrupt_parts(tmp_path):
+    payload = torch.randint(0, 256, (10_000,), dtype=torch.uint8).numpy().tobytes()
+    source = tmp_path / "checkpoint-latest.pt"
+    source.write_bytes(payload)
+    manifest = split_file(source, tmp_path / "parts", part_bytes=3000)
+    parts = sorted((tmp_path / "parts").glob("*.part*[0-9]"))
+    assert [p.stat().st_size for p in parts] == [3000, 3000, 3000, 1000]
+    assert join_parts(manifest, tmp_path / "joined.pt").read_bytes() == payload
+    parts[1].write_bytes(b"x" * 3000)
+    with pytest.raises(ValueError, match="part02 is corrupt"):
+        join_parts(manifest, tmp_path / "again.pt")
+    assert not (tmp_path / "again.pt").exists()
+    parts[2].unlink()
+    with pytest.raises(FileNotFoundError, match="part03"):
+        join_parts(manifest, tmp_path / "again.pt")
+
+
+def fake_repo(tmp_path: Path, tree_bytes: int) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "tracked.bin").write_bytes(b"t" * tree_bytes)
+    (repo / ".gitignore").write_text(".data/\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "tracked.bin"], cwd=repo, check=True)
+    return repo
+
+
+def fake_dataset(shared: Path, name: str, sizes: dict[str, int]) -> None:
+    folder = shared / name
+    folder.mkdir(parents=True)
+    for file, size in sizes.items():
+        (folder / file).write_bytes(bytes([len(file)]) * size)
+    # Stands in for the dataset's decoder: it writes its output only when every mosaic is there.
+    (folder / "unpack.py").write_text(
+        "import sys, pathlib\n"
+        "here = pathlib.Path(__file__).parent\n"
+        f"assert all((here / n).exists() for n in {sorted(sizes)!r})\n"
+        "pathlib.Path(sys.argv[1]).write_text('decoded')\n"
+    )
+
+
+def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arrived(tmp_path):
+    stage = load_tool("stage_data")
+    repo = fake_repo(tmp_path, tree_bytes=2000)
+    (repo / "untracked-not-ignored.txt").write_bytes(b"u" * 500)  # travels too
+    shared = tmp_path / "shared"
+    fake_dataset(shared, "cifar10", {"train-0.webp": 1700, "train-1.webp": 1700, "test-0.webp": 1700, "labels.npz": 40})
+    checkpoint = tmp_path / "ckpt.pt"
+    checkpoint.write_bytes(b"c" * 2500)
+    split_file(checkpoint, repo / ".data" / "checkpoints" / "run-a", part_bytes=1500, stem="checkpoint-latest.pt")
+    limit = 2500 + 4000 + transfer.SAFETY_BYTES  # the tree (2500 bytes) leaves 4000 for each part
+
+    plan = stage.plan(repo, shared, ["cifar10"], repo / ".data" / "checkpoints", repo / ".data" / "carry", limit=limit)
+    assert plan.tree == 2500 + len(".data/\n") and plan.room == limit - plan.tree - transfer.SAFETY_BYTES
+    assert all(size <= plan.room for size in plan.sizes())
+    sent = sorted(i.destination for part in plan.parts for i in part)
+    assert "cifar10/unpack.py" in sent and "checkpoints/run-a/checkpoint-latest.pt.part02" in sent
+    assert len(plan.parts) >= 2
+    sizes = stage.check(repo, repo / ".data" / "carry", limit=limit)
+    assert len(sizes) == len(plan.parts)
+    # A commit made after planning, larger than the safety margin the plan kept free.
+    (repo / "grown.bin").write_bytes(b"g" * (transfer.SAFETY_BYTES + 4000))
+    with pytest.raises(PlanError):
+        stage.check(repo, repo / ".data" / "carry", limit=limit)
+
+    # The GPU machine: the carried folders arrive one call at a time.
+    carry, staged, runs = repo / ".data" / "carry", tmp_path / "remote" / "staged", tmp_path / "remote" / "runs"
+    last = carry / f"part-{len(plan.parts)}"
+    held_back = tmp_path / "held-back"
+    last.rename(held_back)
+    report = stage.unpack(carry, staged, runs, tmp_path / "remote")
+    assert report["missing_parts"] == [len(plan.parts)]
+    held_back.rename(last)
+    report = stage.unpack(carry, staged, runs, tmp_path / "remote")
+    assert report["missing_parts"] == []
+    assert report["datasets"]["cifar10"].startswith("ready") and (tmp_path / "remote" / "cifar10.npz").exists()
+    assert (runs / "run-a" / "checkpoint-latest.pt").read_bytes() == checkpoint.read_bytes()
+
+
+# -- the CUDA strategy from the committed benchmark --------------------------------------------------
+
+
+def test_default_strategy_reads_the_newest_cuda_benchmark_of_this_gpu(tmp_path):
+    assert default_strategy(torch.device("cpu"), tmp_path) == "loop"
+    assert measured_cuda_strategy("NVIDIA H100 80GB HBM3", tmp_path) is None
+    assert default_strategy(torch.device("cuda"), tmp_path) == "replicate"  # documented fallback, nothing measured
+
+    def write(name, device, date, strategy):
+        (tmp_path / name).write_text(json.dumps({"device": device, "date": date, "fastest_k10_strategy": strategy}))
+
+    write("pag_step-cuda-H100-2026-12-01.json", "cuda: NVIDIA H100 80GB HBM3", "2026-12-01T10:00:00+00:00", "vmap")
+    write("pag_step-cuda-H200-2026-12-05.json", "cuda: NVIDIA H200", "2026-12-05T10:00:00+00:00", "loop")
+    write("pag_step-cuda-bad-2026-12-09.json", "cuda: NVIDIA H100 80GB HBM3", "2026-12-09", "warp-drive")
+    assert measured_cuda_strategy("NVIDIA H100 80GB HBM3", tmp_path) == ("vmap", "pag_step-cuda-H100-2026-12-01.json")
+    assert measured_cuda_strategy("NVIDIA H200", tmp_path)[0] == "loop"
+    assert measured_cuda_strategy("NVIDIA A100-SXM4-40GB", tmp_path)[0] == "loop"  # no match: the newest
+    if not torch.cuda.is_available():
+        assert default_strategy(torch.device("cuda"), tmp_path) == "loop"
+
+
+# -- priority, slices, pack --------------------------------------------------------------------------
+
+
+def dry_settings(tmp_path: Path, **changes) -> Settings:
+    values = {"out": tmp_path / "out", "work": tmp_path / "work", "minutes": 1.0, "steps": campaign.STEPS,
+              "device": "cpu", "data": {"cifar10": "", "stl10": ""}, "dry": True, "slice_minutes": 0.05,
+              "pack_minutes": 0.0, "repo_runs": tmp_path / "repo-runs"}
+    return Settings(**{**values, **changes})
+
+
+def test_priority_list_is_the_issues_order():
+    assert [e.label for e in PRIORITY[:4]] == ["cifar10 vanilla", "cifar10 class_mean", "cifar10 one_image",
+                                               "cifar10 nearest_neighbor"]
+    groups = [e.group for e in PRIORITY]
+    assert groups == sorted(groups) and set(groups) == {1, 2, 3, 4, 5, 6}
+    rows = [e.row for e in PRIORITY if e.dataset == "cifar10"]
+    assert rows.index("adversarial_linf") < rows.index("rigd_linf")
+    assert rows.index("adversarial_l2") < rows.index("rigd_l2")
+    assert {e.overrides.get("lam") for e in PRIORITY if e.group == 5} == {0.01, 0.1, 1.0}
+
+
+class CountedClock(Clock):
+    """An hour left for the first ``answers`` questions, then none: the campaign asks once before
+    choosing an entry and once before each training slice."""
+
+    def __init__(self, answers: int):
+        super().__init__(60)
+        self.calls = 0
+        self.answers = answers
+
+    def left(self) -> float:
+        self.calls += 1
+        return 3600.0 if self.calls <= self.answers else 0.0
+
+
+def test_runs_continue_across_calls_and_complete_runs_anywhere_are_skipped(tmp_path):
+    data = campaign.datasets(dry_settings(tmp_path))
+    # Slices of a microsecond stop after one step each: a run needs many of them, over two calls.
+    settings = dry_settings(tmp_path, slice_minutes=1e-7)
+    first = campaign.run_training(settings, data, CountedClock(answers=4), "auto")
+    assert [o["outcome"] for o in first] == ["unfinished"] and first[0]["entry"] == "cifar10 vanilla"
+    assert [s["epochs_done"] for s in first[0]["slices"]] == [0, 0, 0]  # three slices of one step each
+    vanilla = RunStore(settings.work / "runs").run(first[0]["run"])
+    assert vanilla.checkpoint_path("latest").exists() and not vanilla.complete
+
+    second = campaign.run_training(settings, data, CountedClock(answers=20), "auto")
+    assert second[0]["entry"] == "cifar10 vanilla" and second[0]["outcome"] == "complete"
+    assert len(vanilla.record["sessions"]) > 3 and vanilla.record["scale"] == "paper"
+    assert vanilla.record["sessions"][0]["device"].startswith("cpu")
+    assert second[1]["entry"] == "cifar10 class_mean"
+
+    # The next entry is the first without a complete run; one complete in the repository's store counts.
+    labels = [e.label for e in PRIORITY]
+    upcoming = campaign.next_missing(settings)
+    assert labels.index(upcoming.label) == sum(o["outcome"] == "complete" for o in second)
+    status, name = campaign.entry_status(upcoming, settings)
+    assert status == "missing"
+    repo_run = RunStore(settings.repo_runs).create(name, {"scale": "paper"})
+    repo_run.write_json("record.json", {"status": "complete", "kind": "smoke"})
+    repo_run.write_json("metrics.json", {"clean": 0.1})
+    assert campaign.next_missing(settings).label == labels[labels.index(upcoming.label) + 1]
+
+
+def test_pack_keeps_to_the_return_limits_and_sends_the_rest_next_call(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "PART_BYTES", 4000)
+    monkeypatch.setattr(transfer, "RETURN_TOTAL_LIMIT", 200_000)
+    monkeypatch.setattr(transfer, "SAFETY_BYTES", 0)
+    settings = dry_settings(tmp_path)
+    store = RunStore(settings.work / "runs")
+    for n, which in ((1, "latest"), (2, "final"), (3, "final")):
+        run = store.create(f"run-{n}", {"scale": "paper"})
+        run.write_json("record.json", {"status": "interrupted", "kind": "smoke"})
+        run.checkpoint_path(which).write_bytes(bytes([n]) * 10_000)  # 3 parts each
+    state = campaign.load_state(settings.work)
+    first = campaign.run_pack(settings, state, {"call": "test"})
+    assert len(first["files"]) == transfer.RETURN_FILES and "campaign-results.tar.gz" in first["files"]
+    assert all((settings.out / f).stat().st_size <= 4000 for f in first["files"] if ".part" in f)
+    # The resumable checkpoint first, then final weights, as many as the 8 files allow.
+    assert first["checkpoint_parts_sent"][:3] == [f"run-1--checkpoint-latest.pt.part0{i}" for i in (1, 2, 3)]
+    assert len(first["checkpoint_parts_sent"]) == 6 and len(first["checkpoint_parts_pending"]) == 3
+
+    # Here: merge the first call's files, then the second call's; checkpoints join when complete.
+    repo = tmp_path / "here"
+    merged = campaign.unpack_results(settings.out, repo)
+    assert merged["checkpoints_joined"] == [".data/checkpoints/run-1/checkpoint-latest.pt",
+                                            ".data/checkpoints/run-2/checkpoint-final.pt"]
+    assert merged["checkpoints_waiting_for_parts"] == ["run-3/checkpoint-final.pt"]
+    assert (repo / "runs" / "run-1" / "params.json").exists()
+    for file in settings.out.iterdir():
+        file.unlink()
+    second = campaign.run_pack(settings, state, {"call": "test"})
+    assert second["checkpoint_parts_pending"] == [] and len(second["checkpoint_parts_sent"]) == 3
+    merged = campaign.unpack_results(settings.out, repo)
+    assert merged["checkpoints_joined"] == [".data/checkpoints/run-3/checkpoint-final.pt"]
+    assert merged["checkpoints_waiting_for_parts"] == []
+    for n in (2, 3):
+        assert (repo / ".data" / "checkpoints" / f"run-{n}" / "checkpoint-final.pt").read_bytes() == bytes([n]) * 10_000
+
+
+def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
+    """The GPU machine has no Jupyter, papermill or submitit: ``python -m pagcore.campaign`` imports
+    none of them, nor PyYAML, all the way through training and packing."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps({"calls": [], "sent": {}, "smoke": {"ok": True}}))
+    blocker = (
+        "import runpy, sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'IPython', 'ipywidgets', 'papermill', 'myst_nb', 'nbformat', 'yaml',"
+        " 'submitit'}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = ['campaign', *sys.argv[1:]]\n"
+        "runpy.run_module('pagcore.campaign', run_name='__main__')\n"
+    )
+    args = ["--dry", "--device", "cpu", "--steps", "train,pack", "--minutes", "0.2", "--out", str(tmp_path / "out"),
+            "--work", str(work), "--repo-runs", str(tmp_path / "none")]
+    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["train"][0]["entry"] == "cifar10 vanilla"
+    assert "campaign-results.tar.gz" in result["files"]
+
+
+def test_a_large_results_archive_comes_back_in_parts_and_is_joined_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "PART_BYTES", 600)
+    settings = dry_settings(tmp_path)
+    run = RunStore(settings.work / "runs").create("run-1", {"scale": "paper"})
+    run.write_json("history.json", [{"epoch": n, "loss": 1.0 / (n + 1)} for n in range(40)])
+    packed = campaign.run_pack(settings, campaign.load_state(settings.work), {"call": "test"})
+    assert "campaign-results.tar.gz.parts.json" in packed["files"] and "campaign-results.tar.gz" not in packed["files"]
+    assert all((settings.out / f).stat().st_size <= 600 for f in packed["files"] if ".part0" in f)
+    merged = campaign.unpack_results(settings.out, tmp_path / "here")
+    assert merged["files_extracted"] >= 3
+    assert json.loads((tmp_path / "here" / "runs" / "run-1" / "history.json").read_text())[39]["epoch"] == 39
