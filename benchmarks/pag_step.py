@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_style import official_style_step  # noqa: E402
 
 from pagcore.attacks import PGD  # noqa: E402
+from pagcore.devices import resolve_device  # noqa: E402
 from pagcore.evaluation import evaluate  # noqa: E402
 from pagcore.models import build_model  # noqa: E402
 from pagcore.objective import GRADIENT_STRATEGIES  # noqa: E402
 from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vectors  # noqa: E402
 from pagcore.targets import RepresentativeSource  # noqa: E402
-from pagcore.devices import resolve_device  # noqa: E402
 from pagcore.training import StepSettings, training_step  # noqa: E402
 
 NUM_CLASSES = 10
@@ -155,9 +155,26 @@ def side_by_side(processes: int, variant: str, args, device: torch.device, width
     import tempfile
 
     with tempfile.TemporaryDirectory() as barrier:
-        command = [sys.executable, __file__, "--worker", variant, "--barrier", barrier, "--workers", str(processes),
-                   "--device", str(device), "--width", str(width), "--batch-size", str(args.batch_size),
-                   "--iters", str(args.iters or 20), "--warmup", str(args.warmup if args.warmup is not None else 2)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            variant,
+            "--barrier",
+            barrier,
+            "--workers",
+            str(processes),
+            "--device",
+            str(device),
+            "--width",
+            str(width),
+            "--batch-size",
+            str(args.batch_size),
+            "--iters",
+            str(args.iters or 20),
+            "--warmup",
+            str(args.warmup if args.warmup is not None else 2),
+        ]
         workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
         outputs = [w.communicate(timeout=600)[0] for w in workers]
     if any(w.returncode for w in workers):
@@ -166,8 +183,12 @@ def side_by_side(processes: int, variant: str, args, device: torch.device, width
     timings = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     images = sum(t["images"] for t in timings)
     window = max(t["end"] for t in timings) - min(t["start"] for t in timings)
-    return {"processes": processes, "variant": variant, "aggregate_images_per_second": images / window,
-            "per_process_images_per_second": [t["images"] / (t["end"] - t["start"]) for t in timings]}
+    return {
+        "processes": processes,
+        "variant": variant,
+        "aggregate_images_per_second": images / window,
+        "per_process_images_per_second": [t["images"] / (t["end"] - t["start"]) for t in timings],
+    }
 
 
 def worker(args, device: torch.device, width: int) -> int:
@@ -185,8 +206,9 @@ def worker(args, device: torch.device, width: int) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     strategy, lam = ("loop", 0.0) if args.worker == "vanilla" else (args.worker.rsplit(" ", 1)[-1], 0.4)
-    settings = StepSettings(num_classes=NUM_CLASSES, lam=lam, classes_per_image=10, strategy=strategy,
-                            autocast=cuda, channels_last=cuda)
+    settings = StepSettings(
+        num_classes=NUM_CLASSES, lam=lam, classes_per_image=10, strategy=strategy, autocast=cuda, channels_last=cuda
+    )
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(args.warmup or 0):
         training_step(model, optimizer, images, labels, index, source, settings, generator)
@@ -210,15 +232,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=None, help="ResNet-18 width (default: 64 on CUDA, 8 on CPU)")
     parser.add_argument("--iters", type=int, default=None, help="timed steps per variant (default: 20 CUDA, 3 CPU)")
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--pgd-images", type=int, default=None, help="images for the PGD-20 timing (default: 10000 CUDA, 256 CPU)")
+    parser.add_argument(
+        "--pgd-images", type=int, default=None, help="images for the PGD-20 timing (default: 10000 CUDA, 256 CPU)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--compile", action="store_true",
-                        help="CUDA: also time the fastest k=10 step under torch.compile")
+    parser.add_argument(
+        "--compile", action="store_true", help="CUDA: also time the fastest k=10 step under torch.compile"
+    )
     parser.add_argument("--cuda-graphs", action="store_true", help="CUDA: also time it replayed as a CUDA graph")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
-                        help="also time vanilla and the fastest k=10 step at these batch sizes")
-    parser.add_argument("--side-by-side", type=int, nargs="*", default=[], metavar="N",
-                        help="also time N processes stepping the fastest k=10 step at once, for each N")
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time vanilla and the fastest k=10 step at these batch sizes",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time N processes stepping the fastest k=10 step at once, for each N",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
@@ -248,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             model = model.to(memory_format=torch.channels_last)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
-    def pagcore_variant(k: int, strategy: str, source=representatives, lam: float = 0.4, size: int = batch,
-                        mode: str = "eager"):
+    def pagcore_variant(
+        k: int, strategy: str, source=representatives, lam: float = 0.4, size: int = batch, mode: str = "eager"
+    ):
         model, optimizer = fresh_model()
         settings = StepSettings(
             num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, autocast=cuda, channels_last=cuda
@@ -262,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = torch.arange(size, device=device) % batch  # rows of the target table
         if mode == "compile":
             model = torch.compile(model)
-        step = lambda: training_step(model, optimizer, x, y, rows, source, settings, generator)
+
+        def step():
+            return training_step(model, optimizer, x, y, rows, source, settings, generator)
+
         return cuda_graph_step(step, device, generator) if mode == "cuda_graph" else step
 
     def official_variant(k: int):
@@ -272,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         x = images.float() / 255
         return lambda: official_style_step(model, optimizer, x, labels, target_table, k=k, lam=0.4, generator=generator)
 
-    variants: dict[str, object] = {"vanilla": pagcore_variant(NUM_CLASSES, "loop", lam=0.0), "official-style k=10": official_variant(10)}
+    variants: dict[str, object] = {
+        "vanilla": pagcore_variant(NUM_CLASSES, "loop", lam=0.0),
+        "official-style k=10": official_variant(10),
+    }
     for strategy in GRADIENT_STRATEGIES:
         variants[f"pagcore k=10 {strategy}"] = pagcore_variant(10, strategy)
 
@@ -288,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher, _ = fresh_model()
     table = PrecomputedGradients(unit_vectors(torch.randn(batch, NUM_CLASSES, 3, 32, 32, device=device)).half())
     results[f"pagcore k=10 {best} RIGD precomputed"] = measure(
-        pagcore_variant(10, best, source=table), device, iters, warmup, batch)
+        pagcore_variant(10, best, source=table), device, iters, warmup, batch
+    )
     results[f"pagcore k=10 {best} RIGD on the fly"] = measure(
         pagcore_variant(10, best, source=TeacherOnTheFly(teacher)), device, iters, warmup, batch
     )
@@ -298,16 +342,23 @@ def main(argv: list[str] | None = None) -> int:
     for flag, mode in ((args.compile, "compile"), (args.cuda_graphs, "cuda_graph")):
         name = f"pagcore k=10 {best} {mode}"
         if flag and cuda:
-            results[name] = attempt(name, lambda mode=mode: pagcore_variant(10, best, mode=mode), device, iters, warmup,
-                                    batch)
+            results[name] = attempt(
+                name, lambda mode=mode: pagcore_variant(10, best, mode=mode), device, iters, warmup, batch
+            )
         elif flag:
             skipped[name] = "CUDA only"
     for size in args.batch_sizes:
         results[f"vanilla batch {size}"] = attempt(
-            f"vanilla batch {size}", lambda size=size: pagcore_variant(10, "loop", lam=0.0, size=size), device, iters,
-            warmup, size)
+            f"vanilla batch {size}",
+            lambda size=size: pagcore_variant(10, "loop", lam=0.0, size=size),
+            device,
+            iters,
+            warmup,
+            size,
+        )
         results[f"pagcore k=10 {best} batch {size}"] = attempt(
-            f"k=10 batch {size}", lambda size=size: pagcore_variant(10, best, size=size), device, iters, warmup, size)
+            f"k=10 batch {size}", lambda size=size: pagcore_variant(10, best, size=size), device, iters, warmup, size
+        )
     parallel = [side_by_side(n, f"pagcore k=10 {best}", args, device, width) for n in args.side_by_side]
     for entry in parallel:
         if "aggregate_images_per_second" in entry:
@@ -334,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     official = results["official-style k=10"]["seconds"]
     peak = peak_flops(device)
     print(f"\nPAG step benchmark on {device_description(device)}; ResNet-18 width {width}, batch {batch}")
-    print(f"{'variant':42s} {'img/s':>9s} {'x vanilla':>9s} {'x official':>10s} {'peak MiB':>9s} {'TFLOP/s':>8s} {'MFU':>6s}")
+    columns = ("img/s", 9), ("x vanilla", 9), ("x official", 10), ("peak MiB", 9), ("TFLOP/s", 8), ("MFU", 6)
+    print(f"{'variant':42s} " + " ".join(f"{name:>{width}s}" for name, width in columns))
     for name, r in results.items():
         if "error" in r:
             print(f"{name:42s} failed: {r['error']}")
@@ -347,15 +399,19 @@ def main(argv: list[str] | None = None) -> int:
         r["mfu"] = r["flops_per_second"] / peak if peak else None
         memory = f"{r['peak_bytes'] / 2**20:9.0f}" if r["peak_bytes"] is not None else f"{'n/a':>9s}"
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else f"{'n/a':>6s}"
-        print(f"{name:42s} {r['images_per_second']:9.1f} {r['ratio_to_vanilla']:9.2f} {r['speedup_over_official']:10.2f} "
-              f"{memory} {r['flops_per_second'] / 1e12:8.3f} {mfu}")
+        print(
+            f"{name:42s} {r['images_per_second']:9.1f} {r['ratio_to_vanilla']:9.2f} {r['speedup_over_official']:10.2f} "
+            f"{memory} {r['flops_per_second'] / 1e12:8.3f} {mfu}"
+        )
     for entry in parallel:
         if "error" in entry:
             print(f"{entry['processes']} processes side by side: failed: {entry['error']}")
         else:
-            print(f"{entry['processes']} processes side by side ({entry['variant']}): "
-                  f"{entry['aggregate_images_per_second']:.1f} img/s in all, "
-                  f"{entry['speedup_over_one_process']:.2f}x one process")
+            print(
+                f"{entry['processes']} processes side by side ({entry['variant']}): "
+                f"{entry['aggregate_images_per_second']:.1f} img/s in all, "
+                f"{entry['speedup_over_one_process']:.2f}x one process"
+            )
     for name, why in skipped.items():
         print(f"{name:42s} skipped: {why}")
 
@@ -365,38 +421,72 @@ def main(argv: list[str] | None = None) -> int:
     test_labels = torch.randint(0, NUM_CLASSES, (pgd_images,), device=device)
     synchronize(device)
     start = time.perf_counter()
-    evaluate(model, test_images, test_labels, {"linf": PGD.paper_real_data("linf", 8 / 255)}, batch_size=500,
-             device=device, progress=False)
+    evaluate(
+        model,
+        test_images,
+        test_labels,
+        {"linf": PGD.paper_real_data("linf", 8 / 255)},
+        batch_size=500,
+        device=device,
+        progress=False,
+    )
     synchronize(device)
     pgd_seconds = time.perf_counter() - start
-    print(f"\nPGD-20 (L-inf) evaluation: {pgd_images} images in {pgd_seconds:.1f} s, "
-          f"{pgd_images / pgd_seconds:.0f} images/s; 10,000 test images would take {1e4 * pgd_seconds / pgd_images:.0f} s")
+    print(
+        f"\nPGD-20 (L-inf) evaluation: {pgd_images} images in {pgd_seconds:.1f} s, "
+        f"{pgd_images / pgd_seconds:.0f} images/s; 10,000 test images would take {1e4 * pgd_seconds / pgd_images:.0f} s"
+    )
 
     k10 = results[f"pagcore k=10 {best}"]
     k2 = results[f"pagcore k=2 {best}"]
-    projection = {name: math.ceil(50_000 / r["batch"]) * r["seconds"] * 100 / 60
-                  for name, r in results.items() if "error" not in r}
+    projection = {
+        name: math.ceil(50_000 / r["batch"]) * r["seconds"] * 100 / 60
+        for name, r in results.items()
+        if "error" not in r
+    }
     goals = {
         "k=10 step <= 6x vanilla": k10["ratio_to_vanilla"] <= 6,
         "k=10 step >= 4x faster than official-style": k10["speedup_over_official"] >= 4,
         "k=2 step <= 2.5x vanilla": k2["ratio_to_vanilla"] <= 2.5,
     }
-    print(f"\nfastest strategy for k=10: {best}; step free of host synchronisation: "
-          f"{'n/a (CPU)' if host_sync_free is None else host_sync_free}")
+    print(
+        f"\nfastest strategy for k=10: {best}; step free of host synchronisation: "
+        f"{'n/a (CPU)' if host_sync_free is None else host_sync_free}"
+    )
     for goal, met in goals.items():
         print(f"  {'met    ' if met else 'NOT met'}  {goal}")
-    print("projected 100 CIFAR-10 epochs (training steps only): "
-          + ", ".join(f"{name} {minutes:.0f} min" for name, minutes in projection.items() if name in
-                      ("vanilla", "official-style k=10", f"pagcore k=10 {best}", f"pagcore k=2 {best}")))
+    print(
+        "projected 100 CIFAR-10 epochs (training steps only): "
+        + ", ".join(
+            f"{name} {minutes:.0f} min"
+            for name, minutes in projection.items()
+            if name in ("vanilla", "official-style k=10", f"pagcore k=10 {best}", f"pagcore k=2 {best}")
+        )
+    )
     if not cuda:
         print("(CPU, narrow model: these ratios test the script, they are not the GPU goals' figures)")
 
     payload = {
-        "date": utc_now(), "device": device_description(device), "torch": torch.__version__, "git": git_revision(),
-        "settings": {"width": width, "batch_size": batch, "iters": iters, "warmup": warmup, "amp_bf16": cuda,
-                     "channels_last": cuda, "pgd_images": pgd_images, "peak_bf16_flops": peak},
-        "results": results, "fastest_k10_strategy": best, "goals": goals, "host_sync_free": host_sync_free,
-        "side_by_side": parallel, "skipped": skipped,
+        "date": utc_now(),
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "git": git_revision(),
+        "settings": {
+            "width": width,
+            "batch_size": batch,
+            "iters": iters,
+            "warmup": warmup,
+            "amp_bf16": cuda,
+            "channels_last": cuda,
+            "pgd_images": pgd_images,
+            "peak_bf16_flops": peak,
+        },
+        "results": results,
+        "fastest_k10_strategy": best,
+        "goals": goals,
+        "host_sync_free": host_sync_free,
+        "side_by_side": parallel,
+        "skipped": skipped,
         "pgd20_linf": {"images": pgd_images, "seconds": pgd_seconds, "images_per_second": pgd_images / pgd_seconds},
         "projected_minutes_100_cifar_epochs": projection,
     }

@@ -26,11 +26,14 @@ The modules, by layer (a module imports only from its own layer or the ones abov
   stronger attacks, the gradient-masking checklist and a PAG score, stored beside a run
 * :mod:`~pagcore.experiments`: the paper's tables as rows of runs
 * :mod:`~pagcore.sweep`: grids of runs on a Slurm cluster or local processes (submitit)
+* :mod:`~pagcore.campaign`: a GPU window spent by a script: smoke checks, the step benchmark,
+  paper-scale runs in resumable slices, results packed for the way back
 
 **Storage**
 
 * :mod:`~pagcore.runs`: the run store (one directory per run, named by what was trained)
 * :mod:`~pagcore.provenance`: git sha, device, dates, atomic JSON
+* :mod:`~pagcore.transfer`: moving data and checkpoints within the GPU machine's size limits
 
 **Presentation**
 

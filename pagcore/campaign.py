@@ -54,9 +54,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ("smoke", "benchmark", "train", "pack")
 REPORT = "campaign-report.json"
-DESCRIPTION = ("On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
-               "the next paper-scale runs of the priority list in resumable slices, and the pack into --out "
-               "(see pagcore/campaign.py and the README's GPU sessions).")
+DESCRIPTION = (
+    "On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
+    "the next paper-scale runs of the priority list in resumable slices, and the pack into --out "
+    "(see pagcore/campaign.py and the README's GPU sessions)."
+)
 ARCHIVE = "campaign-results.tar.gz"
 
 
@@ -78,15 +80,32 @@ class Entry:
 # The issue's order: Table 1's vanilla and class mean first, then the other model-free sources,
 # then the teachers and RIGD, Table 4's extra seeds, Figure 5's other lambdas, and STL-10 (Table 2).
 PRIORITY: tuple[Entry, ...] = (
-    Entry(1, "cifar10", "vanilla"), Entry(1, "cifar10", "class_mean"),
-    Entry(2, "cifar10", "one_image"), Entry(2, "cifar10", "nearest_neighbor"),
-    Entry(3, "cifar10", "adversarial_linf"), Entry(3, "cifar10", "adversarial_l2"),
-    Entry(3, "cifar10", "rigd_linf"), Entry(3, "cifar10", "rigd_l2"),
-    Entry(4, "cifar10", "one_image", {"seed": 1}), Entry(4, "cifar10", "one_image", {"seed": 2}),
-    Entry(5, "cifar10", "class_mean", {"lam": 0.01}), Entry(5, "cifar10", "class_mean", {"lam": 0.1}),
+    Entry(1, "cifar10", "vanilla"),
+    Entry(1, "cifar10", "class_mean"),
+    Entry(2, "cifar10", "one_image"),
+    Entry(2, "cifar10", "nearest_neighbor"),
+    Entry(3, "cifar10", "adversarial_linf"),
+    Entry(3, "cifar10", "adversarial_l2"),
+    Entry(3, "cifar10", "rigd_linf"),
+    Entry(3, "cifar10", "rigd_l2"),
+    Entry(4, "cifar10", "one_image", {"seed": 1}),
+    Entry(4, "cifar10", "one_image", {"seed": 2}),
+    Entry(5, "cifar10", "class_mean", {"lam": 0.01}),
+    Entry(5, "cifar10", "class_mean", {"lam": 0.1}),
     Entry(5, "cifar10", "class_mean", {"lam": 1.0}),
-    *(Entry(6, "stl10", row) for row in ("vanilla", "one_image", "class_mean", "nearest_neighbor",
-                                         "adversarial_linf", "adversarial_l2", "rigd_linf", "rigd_l2")),
+    *(
+        Entry(6, "stl10", row)
+        for row in (
+            "vanilla",
+            "one_image",
+            "class_mean",
+            "nearest_neighbor",
+            "adversarial_linf",
+            "adversarial_l2",
+            "rigd_linf",
+            "rigd_l2",
+        )
+    ),
 )
 
 
@@ -196,8 +215,12 @@ def smoke_paths(settings: Settings, data: dict) -> list[tuple[str, Callable[[], 
         run = result.run
         if not result.finished:
             raise RuntimeError(f"{run.name} stopped before the end of its epoch")
-        facts = {"run": run.name, "status": run.status, "epochs": len(run.history),
-                 "loss": run.history[-1]["loss"] if run.history else None}
+        facts = {
+            "run": run.name,
+            "status": run.status,
+            "epochs": len(run.history),
+            "loss": run.history[-1]["loss"] if run.history else None,
+        }
         if evaluate:
             if not any(run.artifacts.glob("*.png")):
                 raise RuntimeError(f"{run.name}: no PAG picture was written")
@@ -211,8 +234,9 @@ def smoke_paths(settings: Settings, data: dict) -> list[tuple[str, Callable[[], 
 
     def strategy(name: str) -> Callable[[], dict]:
         store = RunStore(root / f"strategy-{name}")
-        return lambda: train(RealDataExperiment("cifar10", knobs, store, kind="smoke"), "class_mean",
-                             options={"strategy": name})
+        return lambda: train(
+            RealDataExperiment("cifar10", knobs, store, kind="smoke"), "class_mean", options={"strategy": name}
+        )
 
     def resumed() -> dict:
         # A budget of a few microseconds stops after the first step, checkpointed; the next session resumes.
@@ -238,9 +262,15 @@ def smoke_paths(settings: Settings, data: dict) -> list[tuple[str, Callable[[], 
         else:
             note = "AutoAttack and the checklist skipped: pyautoattack is not installed (carry its wheel to test them)"
         lines = evaluate_stored_run(
-            vanilla, vanilla.load_model(device=device), cifar.subset(None, knobs["test_subset"]), names,
-            subset=8 if settings.dry else 64, device=device, source=(vanilla.name, vanilla.load_model(device=device)),
-            reference=(reference.name, reference.load_model(device=device)), budgets=Budgets.for_tests(),
+            vanilla,
+            vanilla.load_model(device=device),
+            cifar.subset(None, knobs["test_subset"]),
+            names,
+            subset=8 if settings.dry else 64,
+            device=device,
+            source=(vanilla.name, vanilla.load_model(device=device)),
+            reference=(reference.name, reference.load_model(device=device)),
+            budgets=Budgets.for_tests(),
         )
         skipped = [line for line in lines if "skipped" in line]
         if skipped:
@@ -262,10 +292,15 @@ def smoke_paths(settings: Settings, data: dict) -> list[tuple[str, Callable[[], 
     ]
     stl = data.get("stl10")
     if stl is not None:
-        stl_experiment = RealDataExperiment("stl10", {**knobs, "batch_size": 8 if settings.dry else 32},
-                                            RunStore(root / "stl10"), kind="smoke")
-        paths.append(("stl10 class mean (96x96), evaluation and pictures",
-                      lambda: train(stl_experiment, "class_mean", evaluate=True, dataset=stl)))
+        stl_experiment = RealDataExperiment(
+            "stl10", {**knobs, "batch_size": 8 if settings.dry else 32}, RunStore(root / "stl10"), kind="smoke"
+        )
+        paths.append(
+            (
+                "stl10 class mean (96x96), evaluation and pictures",
+                lambda: train(stl_experiment, "class_mean", evaluate=True, dataset=stl),
+            )
+        )
     return paths
 
 
@@ -286,8 +321,12 @@ def _synchronize(settings: Settings) -> None:
 
 def run_smoke(settings: Settings, data: dict, clock: Clock) -> dict:
     results = []
-    report: dict[str, Any] = {"ok": True, "paths": results, "device": str(_device(settings)),
-                              "note": "smoke runs test code paths on a few batches; their numbers are not results"}
+    report: dict[str, Any] = {
+        "ok": True,
+        "paths": results,
+        "device": str(_device(settings)),
+        "note": "smoke runs test code paths on a few batches; their numbers are not results",
+    }
     if data.get("stl10") is None:
         report["stl10"] = "not staged: its path is not checked"
     for name, check in smoke_paths(settings, data):
@@ -297,9 +336,15 @@ def run_smoke(settings: Settings, data: dict, clock: Clock) -> dict:
             _synchronize(settings)
             results.append({"path": name, "ok": True, "seconds": round(time.perf_counter() - start, 2), **facts})
         except Exception as error:  # noqa: BLE001 - every failure is reported, then the campaign stops
-            results.append({"path": name, "ok": False, "seconds": round(time.perf_counter() - start, 2),
-                            "error": f"{type(error).__name__}: {error}",
-                            "traceback": traceback.format_exc().splitlines()[-40:]})
+            results.append(
+                {
+                    "path": name,
+                    "ok": False,
+                    "seconds": round(time.perf_counter() - start, 2),
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc().splitlines()[-40:],
+                }
+            )
             report["ok"] = False
             report["failed"] = name
             break
@@ -316,8 +361,19 @@ def benchmark_command(settings: Settings, out: Path) -> list[str]:
         sizes = ["--width", "4", "--batch-size", "4", "--iters", "1", "--warmup", "0", "--pgd-images", "8"]
         return [sys.executable, str(script), "--device", settings.device, *sizes, "--out", str(out)]
     extras = ["--compile", "--cuda-graphs", "--batch-sizes", "128", "256", "--side-by-side", "2", "4"]
-    return [sys.executable, str(script), "--device", settings.device, "--width", "64", "--batch-size", "64",
-            "--out", str(out), *extras]
+    return [
+        sys.executable,
+        str(script),
+        "--device",
+        settings.device,
+        "--width",
+        "64",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        *extras,
+    ]
 
 
 def run_benchmark(settings: Settings, clock: Clock) -> dict:
@@ -331,8 +387,9 @@ def run_benchmark(settings: Settings, clock: Clock) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     try:
         with open(log, "w") as handle:
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO,
-                                  check=False, env=env)
+            done = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO, check=False, env=env
+            )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "command": command}
     saved = sorted(set(out.glob("pag_step-*.json")) - before)
@@ -340,8 +397,13 @@ def run_benchmark(settings: Settings, clock: Clock) -> dict:
         tail = log.read_text().splitlines()[-30:]
         return {"ok": False, "error": f"exit code {done.returncode}", "log_tail": tail, "command": command}
     payload = json.loads(saved[-1].read_text())
-    result = {"ok": True, "file": saved[-1].name, "device": payload["device"],
-              "fastest_k10_strategy": payload["fastest_k10_strategy"], "goals": payload["goals"]}
+    result = {
+        "ok": True,
+        "file": saved[-1].name,
+        "device": payload["device"],
+        "fastest_k10_strategy": payload["fastest_k10_strategy"],
+        "goals": payload["goals"],
+    }
     if payload["device"].startswith("cuda") and not settings.dry:
         # Where devices.default_strategy reads it: this checkout now, the repository once committed.
         target = REPO / "benchmarks" / "results" / saved[-1].name
@@ -377,8 +439,9 @@ def entry_status(entry: Entry, settings: Settings) -> tuple[str, Any]:
     from .runs import RunStore
     from .training import run_name_for
 
-    experiment = RealDataExperiment(entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"),
-                                    kind=settings.kind)
+    experiment = RealDataExperiment(
+        entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"), kind=settings.kind
+    )
     name = run_name_for(experiment.config(entry.row, **entry.overrides), settings.kind)
     for store in (RunStore(settings.work / "runs"), RunStore(settings.repo_runs)):
         if store.run(name).complete:
@@ -406,8 +469,9 @@ def train_entry(entry: Entry, settings: Settings, data: dict, clock: Clock, stra
     images = data.get(entry.dataset)
     if images is None:
         return {"entry": entry.label, "outcome": "blocked", "why": f"{entry.dataset} is not staged"}
-    experiment = RealDataExperiment(entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"),
-                                    kind=settings.kind)
+    experiment = RealDataExperiment(
+        entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"), kind=settings.kind
+    )
     evaluation = EvaluationSettings(pgd_steps=1, picture_images=1) if settings.dry else EvaluationSettings()
     reserve = 60 * settings.pack_minutes
     # Shorter slices than this are not worth starting (dry mode's whole budget is a minute).
@@ -419,8 +483,14 @@ def train_entry(entry: Entry, settings: Settings, data: dict, clock: Clock, stra
         if left < shortest:
             return {"entry": entry.label, "outcome": "unfinished", "run": name, "slices": slices}
         minutes = min(settings.slice_minutes, left)
-        options = ExecutionOptions(device=settings.device, strategy=strategy, max_minutes=minutes, evaluate=False,
-                                   kind=settings.kind, progress=False)
+        options = ExecutionOptions(
+            device=settings.device,
+            strategy=strategy,
+            max_minutes=minutes,
+            evaluate=False,
+            kind=settings.kind,
+            progress=False,
+        )
         try:
             # A RIGD row trains its teacher first; the priority list puts the teachers before it.
             result = experiment.train(entry.row, images, options, evaluation, **entry.overrides)
@@ -431,8 +501,12 @@ def train_entry(entry: Entry, settings: Settings, data: dict, clock: Clock, stra
             break
     run = result.run
     if clock.left() - reserve < 60 * settings.eval_minutes and not settings.dry:
-        return {"entry": entry.label, "outcome": "trained, evaluation left for the next call", "run": name,
-                "slices": slices}
+        return {
+            "entry": entry.label,
+            "outcome": "trained, evaluation left for the next call",
+            "run": name,
+            "slices": slices,
+        }
     options = ExecutionOptions(device=settings.device, strategy=strategy, kind=settings.kind, progress=False)
     experiment.train(entry.row, images, options, evaluation, **entry.overrides)
     metrics = {k: v for k, v in (run.metrics or {}).items() if k in ("clean", "linf", "l2", "test_images")}
@@ -545,8 +619,12 @@ def run_pack(settings: Settings, state: dict, report: dict) -> dict:
             sent_now.append(name)
         else:
             pending.append(name)
-    return {"files": [f.name for f in files], "bytes": used, "checkpoint_parts_sent": sent_now,
-            "checkpoint_parts_pending": pending}
+    return {
+        "files": [f.name for f in files],
+        "bytes": used,
+        "checkpoint_parts_sent": sent_now,
+        "checkpoint_parts_pending": pending,
+    }
 
 
 def _split_archive(archive: Path, staging: Path, part_bytes: int) -> list[Path]:
@@ -574,8 +652,12 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
     archive = files / ARCHIVE
     if not archive.exists() and (files / f"{ARCHIVE}.parts.json").exists():
         archive = join_parts(files / f"{ARCHIVE}.parts.json", repo / ".data" / ARCHIVE)
-    destinations = {"runs": repo / "runs", "benchmarks": repo / "benchmarks",
-                    "campaign": repo / ".data" / "campaign-reports", "checkpoints": repo / ".data" / "checkpoints"}
+    destinations = {
+        "runs": repo / "runs",
+        "benchmarks": repo / "benchmarks",
+        "campaign": repo / ".data" / "campaign-reports",
+        "checkpoints": repo / ".data" / "checkpoints",
+    }
     extracted = 0
     with tarfile.open(archive) as tar:
         for member in tar.getmembers():
@@ -623,9 +705,15 @@ def run_campaign(settings: Settings) -> dict:
     settings.work.mkdir(parents=True, exist_ok=True)
     state = load_state(settings.work)
     device = _device(settings)
-    call = {"started": utc_now(), "device": device_description(device), "torch": torch.__version__,
-            "commit": settings.commit or None, "minutes": settings.minutes, "steps": list(settings.steps),
-            "dry": settings.dry}
+    call = {
+        "started": utc_now(),
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "commit": settings.commit or None,
+        "minutes": settings.minutes,
+        "steps": list(settings.steps),
+        "dry": settings.dry,
+    }
     report: dict[str, Any] = {"call": call}
     if device.type != "cuda" and not settings.dry:
         report["stopped"] = "no CUDA device: the campaign is for the GPU machine (use --dry to test it on CPU)"
@@ -670,7 +758,8 @@ def summary(report: dict) -> dict:
     return {
         "ok": "stopped" not in report,
         "stopped": report.get("stopped"),
-        "smoke": smoke if isinstance(smoke, str) or smoke is None
+        "smoke": smoke
+        if isinstance(smoke, str) or smoke is None
         else ("ok" if smoke["ok"] else f"failed: {smoke['failed']}"),
         "benchmark": (report.get("benchmark") or {}).get("fastest_k10_strategy"),
         "train": [{k: t.get(k) for k in ("entry", "outcome", "run")} for t in report.get("train", [])],
@@ -681,25 +770,34 @@ def summary(report: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (the device's $OUT): at most 8 files")
-    parser.add_argument("--minutes", required=True, type=float,
-                        help="this call's wall-clock budget (under the 10-minute limit)")
-    parser.add_argument("--data", default="",
-                        help="CIFAR-10 .npz (tools/stage_data.py unpack writes .data/cifar10.npz)")
+    parser.add_argument(
+        "--minutes", required=True, type=float, help="this call's wall-clock budget (under the 10-minute limit)"
+    )
+    parser.add_argument(
+        "--data", default="", help="CIFAR-10 .npz (tools/stage_data.py unpack writes .data/cifar10.npz)"
+    )
     parser.add_argument("--stl10", default="", help="STL-10 .npz, if staged (priority 6 and its smoke path need it)")
-    parser.add_argument("--work", type=Path, default=REPO / ".data" / "campaign",
-                        help="state and run store kept between calls")
+    parser.add_argument(
+        "--work", type=Path, default=REPO / ".data" / "campaign", help="state and run store kept between calls"
+    )
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, in this order: {','.join(STEPS)}")
     parser.add_argument("--device", default="auto", help="cuda (auto) or cpu (dry mode)")
     parser.add_argument("--slice-minutes", type=float, default=9.0, help="longest training slice")
     parser.add_argument("--eval-minutes", type=float, default=2.0, help="minutes a run's final evaluation is given")
     parser.add_argument("--pack-minutes", type=float, default=0.5, help="minutes kept for packing")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="limit of the step benchmark")
-    parser.add_argument("--commit", default="",
-                        help="the git commit sent (the machine may have no .git to read it from)")
-    parser.add_argument("--repo-runs", type=Path, default=REPO / "runs",
-                        help="the repository's run store, whose complete runs are not trained again")
-    parser.add_argument("--dry", action="store_true",
-                        help="synthetic data, tiny widths and budgets: tests the campaign on CPU")
+    parser.add_argument(
+        "--commit", default="", help="the git commit sent (the machine may have no .git to read it from)"
+    )
+    parser.add_argument(
+        "--repo-runs",
+        type=Path,
+        default=REPO / "runs",
+        help="the repository's run store, whose complete runs are not trained again",
+    )
+    parser.add_argument(
+        "--dry", action="store_true", help="synthetic data, tiny widths and budgets: tests the campaign on CPU"
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -718,10 +816,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
         # from their checkpoints, and packs.
         args.slice_minutes, args.pack_minutes = min(args.slice_minutes, 0.05), min(args.pack_minutes, 0.05)
     return Settings(
-        out=args.out, work=args.work, minutes=args.minutes, steps=steps, device=args.device,
-        data={"cifar10": args.data, "stl10": args.stl10}, dry=args.dry, slice_minutes=args.slice_minutes,
-        eval_minutes=args.eval_minutes, pack_minutes=args.pack_minutes, benchmark_minutes=args.benchmark_minutes,
-        commit=args.commit, repo_runs=args.repo_runs,
+        out=args.out,
+        work=args.work,
+        minutes=args.minutes,
+        steps=steps,
+        device=args.device,
+        data={"cifar10": args.data, "stl10": args.stl10},
+        dry=args.dry,
+        slice_minutes=args.slice_minutes,
+        eval_minutes=args.eval_minutes,
+        pack_minutes=args.pack_minutes,
+        benchmark_minutes=args.benchmark_minutes,
+        commit=args.commit,
+        repo_runs=args.repo_runs,
     )
 
 
@@ -731,8 +838,11 @@ def handle(args: argparse.Namespace) -> dict:
 
 
 def add_campaign_parser(subparsers) -> None:
-    p = subparsers.add_parser("campaign", help="the GPU campaign: smoke check, step benchmark, paper-scale runs, pack",
-                              description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "campaign",
+        help="the GPU campaign: smoke check, step benchmark, paper-scale runs, pack",
+        description=DESCRIPTION,
+    )
     add_arguments(p)
     p.set_defaults(handler=handle)
 

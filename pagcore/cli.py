@@ -26,8 +26,11 @@ def _add_toy_parser(subparsers) -> None:
     from .config import add_group_arguments
     from .toy import ToyConfig
 
-    p = subparsers.add_parser("toy", help="the 2-D toy experiment (Section 5.1)",
-                              description="Train vanilla and PAG toy models per seed and attack them with PGD.")
+    p = subparsers.add_parser(
+        "toy",
+        help="the 2-D toy experiment (Section 5.1)",
+        description="Train vanilla and PAG toy models per seed and attack them with PGD.",
+    )
     add_group_arguments(p, "toy experiment", ToyConfig)
     p.add_argument("--record", help="also write the full result and its provenance record to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -48,10 +51,17 @@ def _run_toy(args: argparse.Namespace) -> dict:
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="", help="torchvision root directory or .npz file (x_train, y_train, x_test, y_test)")
+    p.add_argument(
+        "--data", default="", help="torchvision root directory or .npz file (x_train, y_train, x_test, y_test)"
+    )
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data")
-    p.add_argument("--synthetic", type=int, nargs=2, metavar=("TRAIN", "TEST"),
-                   help="use random images of the dataset's shape instead of --data (smoke tests only)")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "TEST"),
+        help="use random images of the dataset's shape instead of --data (smoke tests only)",
+    )
     p.add_argument("--runs", default=None, help="run-store directory (default: runs/ in the repository)")
 
 
@@ -59,8 +69,11 @@ def _add_train_parser(subparsers) -> None:
     from .config import ExecutionOptions, add_arguments, add_group_arguments
     from .evaluation import EvaluationSettings
 
-    p = subparsers.add_parser("train", help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)",
-                              description="Options left out take the scale's preset, then the paper's values.")
+    p = subparsers.add_parser(
+        "train",
+        help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)",
+        description="Options left out take the scale's preset, then the paper's values.",
+    )
     add_arguments(p)
     add_group_arguments(p, "execution", ExecutionOptions)
     add_group_arguments(p, "evaluation", EvaluationSettings)
@@ -92,8 +105,14 @@ def _run_train(args: argparse.Namespace) -> dict:
     data = _dataset(args, config.data.dataset)
     result = train(config, data, RunStore(args.runs), options, evaluation)
     run = result.run
-    return {"run": run.name, "path": str(run.path), "status": run.status, "finished": result.finished,
-            "epochs_done": len(run.history), "metrics": run.metrics}
+    return {
+        "run": run.name,
+        "path": str(run.path),
+        "status": run.status,
+        "finished": result.finished,
+        "epochs_done": len(run.history),
+        "metrics": run.metrics,
+    }
 
 
 def _add_evaluate_parser(subparsers) -> None:
@@ -102,22 +121,31 @@ def _add_evaluate_parser(subparsers) -> None:
     from .run_evaluations import EVALUATIONS
 
     p = subparsers.add_parser(
-        "evaluate", help="evaluate a stored run again, or add attacks and checks to it",
+        "evaluate",
+        help="evaluate a stored run again, or add attacks and checks to it",
         description="Without --attacks: the final evaluation again (clean and PGD accuracy, PAG pictures). "
-                    "With --attacks: extra evaluations stored in the run's evaluations/ folder.")
+        "With --attacks: extra evaluations stored in the run's evaluations/ folder.",
+    )
     p.add_argument("--run", required=True, help="run name or directory")
     add_group_arguments(p, "final evaluation (without --attacks)", EvaluationSettings)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--attacks", default=None,
-                   help=f"comma-separated, any of {','.join(EVALUATIONS)}: stored per settings key, computed once")
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help=f"comma-separated, any of {','.join(EVALUATIONS)}: stored per settings key, computed once",
+    )
     p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset and of the attacks' random starts")
     p.add_argument("--source", default=None, help="vanilla run for the transfer check (default: one from the store)")
-    p.add_argument("--reference", default=None,
-                   help="adversarially trained run for the PAG score (default: one from the store)")
-    p.add_argument("--reduced-for-tests", action="store_true",
-                   help="tiny AutoAttack and checklist budgets, labelled as such (code tests only, never results)")
+    p.add_argument(
+        "--reference", default=None, help="adversarially trained run for the PAG score (default: one from the store)"
+    )
+    p.add_argument(
+        "--reduced-for-tests",
+        action="store_true",
+        help="tiny AutoAttack and checklist budgets, labelled as such (code tests only, never results)",
+    )
     _add_data_arguments(p)
     p.set_defaults(handler=_run_evaluate)
 
@@ -140,7 +168,8 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
         unknown = [n for n in names if n not in EVALUATIONS]
         if unknown or not names:
             raise ConfigError(
-                f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}")
+                f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}"
+            )
     data = prepare_data(config, _dataset(args, config.data.dataset))
     device = resolve_device(args.device)
     model = run.load_model(device=device)
@@ -153,8 +182,16 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     source = _companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
     reference = _companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
     lines = evaluate_stored_run(
-        run, model, data, names, subset=args.subset, seed=args.subset_seed, device=device, source=source,
-        reference=reference, budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
+        run,
+        model,
+        data,
+        names,
+        subset=args.subset,
+        seed=args.subset_seed,
+        device=device,
+        source=source,
+        reference=reference,
+        budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
         progress=not args.no_progress,
     )
     return {"run": run.name, "evaluations": lines}
@@ -167,15 +204,18 @@ def _companion_run(store, run, reference: str | None, objective: str, device):
     if reference:
         chosen = store.find(reference)
     else:
-        candidates = store.select(kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"],
-                                  objective=objective)
+        candidates = store.select(
+            kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"], objective=objective
+        )
         others = [r for r in candidates if r.name != run.name] or candidates
         others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
         if not others:
             return None
         chosen = others[0]
     if chosen.params.get("objective") != objective:
-        raise ConfigError(f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here")
+        raise ConfigError(
+            f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here"
+        )
     return chosen.name, chosen.load_model(device=device)
 
 

@@ -54,7 +54,9 @@ def travelling_files(repo: Path) -> list[Path]:
     """Tracked files that exist, plus untracked files git does not ignore: what every command sends."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo, check=True, capture_output=True,
+        cwd=repo,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     paths = {repo / name for name in listed.split("\0") if name}
     return sorted(p for p in paths if p.is_file() and not p.is_symlink())
@@ -86,8 +88,12 @@ class CarryPlan:
         return [sum(item.size for item in part) for part in self.parts]
 
     def to_json(self) -> dict:
-        return {"room": self.room, "tree": self.tree, "limit": CARRY_LIMIT,
-                "parts": [[asdict(item) for item in part] for part in self.parts]}
+        return {
+            "room": self.room,
+            "tree": self.tree,
+            "limit": CARRY_LIMIT,
+            "parts": [[asdict(item) for item in part] for part in self.parts],
+        }
 
 
 class PlanError(ValueError):
@@ -97,8 +103,10 @@ class PlanError(ValueError):
 def room_for_carry(tree: int, limit: int = CARRY_LIMIT, safety: int = SAFETY_BYTES) -> int:
     room = limit - tree - safety
     if room <= 0:
-        raise PlanError(f"the working tree alone ({tree / MiB:.1f} MiB) leaves no room under the "
-                        f"{limit / MiB:.0f} MiB carry limit; untrack large files (e.g. checkpoints) first")
+        raise PlanError(
+            f"the working tree alone ({tree / MiB:.1f} MiB) leaves no room under the "
+            f"{limit / MiB:.0f} MiB carry limit; untrack large files (e.g. checkpoints) first"
+        )
     return room
 
 
@@ -129,8 +137,10 @@ def check_plan(plan: CarryPlan, tree_now: int, limit: int = CARRY_LIMIT) -> None
     """Checked again just before sending: the tree may have grown since the plan was made."""
     for number, size in enumerate(plan.sizes(), 1):
         if tree_now + size > limit:
-            raise PlanError(f"part {number}: {describe_size(size)} with a {describe_size(tree_now)} tree is over "
-                            f"the {describe_size(limit)} limit; plan again")
+            raise PlanError(
+                f"part {number}: {describe_size(size)} with a {describe_size(tree_now)} tree is over "
+                f"the {describe_size(limit)} limit; plan again"
+            )
 
 
 # -- one file as parts -------------------------------------------------------------------------------

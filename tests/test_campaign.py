@@ -155,15 +155,28 @@ def test_default_strategy_reads_the_newest_cuda_benchmark_of_this_gpu(tmp_path):
 
 
 def dry_settings(tmp_path: Path, **changes) -> Settings:
-    values = {"out": tmp_path / "out", "work": tmp_path / "work", "minutes": 1.0, "steps": campaign.STEPS,
-              "device": "cpu", "data": {"cifar10": "", "stl10": ""}, "dry": True, "slice_minutes": 0.05,
-              "pack_minutes": 0.0, "repo_runs": tmp_path / "repo-runs"}
+    values = {
+        "out": tmp_path / "out",
+        "work": tmp_path / "work",
+        "minutes": 1.0,
+        "steps": campaign.STEPS,
+        "device": "cpu",
+        "data": {"cifar10": "", "stl10": ""},
+        "dry": True,
+        "slice_minutes": 0.05,
+        "pack_minutes": 0.0,
+        "repo_runs": tmp_path / "repo-runs",
+    }
     return Settings(**{**values, **changes})
 
 
 def test_priority_list_is_the_issues_order():
-    assert [e.label for e in PRIORITY[:4]] == ["cifar10 vanilla", "cifar10 class_mean", "cifar10 one_image",
-                                               "cifar10 nearest_neighbor"]
+    assert [e.label for e in PRIORITY[:4]] == [
+        "cifar10 vanilla",
+        "cifar10 class_mean",
+        "cifar10 one_image",
+        "cifar10 nearest_neighbor",
+    ]
     groups = [e.group for e in PRIORITY]
     assert groups == sorted(groups) and set(groups) == {1, 2, 3, 4, 5, 6}
     rows = [e.row for e in PRIORITY if e.dataset == "cifar10"]
@@ -235,8 +248,10 @@ def test_pack_keeps_to_the_return_limits_and_sends_the_rest_next_call(tmp_path, 
     # Here: merge the first call's files, then the second call's; checkpoints join when complete.
     repo = tmp_path / "here"
     merged = campaign.unpack_results(settings.out, repo)
-    assert merged["checkpoints_joined"] == [".data/checkpoints/run-1/checkpoint-latest.pt",
-                                            ".data/checkpoints/run-2/checkpoint-final.pt"]
+    assert merged["checkpoints_joined"] == [
+        ".data/checkpoints/run-1/checkpoint-latest.pt",
+        ".data/checkpoints/run-2/checkpoint-final.pt",
+    ]
     assert merged["checkpoints_waiting_for_parts"] == ["run-3/checkpoint-final.pt"]
     assert (repo / "runs" / "run-1" / "params.json").exists()
     for file in settings.out.iterdir():
@@ -267,10 +282,24 @@ def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
         "sys.argv = ['campaign', *sys.argv[1:]]\n"
         "runpy.run_module('pagcore.campaign', run_name='__main__')\n"
     )
-    args = ["--dry", "--device", "cpu", "--steps", "train,pack", "--minutes", "0.2", "--out", str(tmp_path / "out"),
-            "--work", str(work), "--repo-runs", str(tmp_path / "none")]
-    out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300,
-                         check=False)
+    args = [
+        "--dry",
+        "--device",
+        "cpu",
+        "--steps",
+        "train,pack",
+        "--minutes",
+        "0.2",
+        "--out",
+        str(tmp_path / "out"),
+        "--work",
+        str(work),
+        "--repo-runs",
+        str(tmp_path / "none"),
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["train"][0]["entry"] == "cifar10 vanilla"

@@ -10,8 +10,20 @@ from pagcore.cli import build_parser
 
 # Code tests, never results: 32 synthetic training images, width-4 ResNet-18, one epoch.
 SYNTHETIC = ["--synthetic", "32", "16"]
-TINY_TRAIN = ["--epochs", "1", "--width", "4", "--batch-size", "16", "--pgd-steps", "1", "--picture-images", "1",
-              "--no-progress", *SYNTHETIC]
+TINY_TRAIN = [
+    "--epochs",
+    "1",
+    "--width",
+    "4",
+    "--batch-size",
+    "16",
+    "--pgd-steps",
+    "1",
+    "--picture-images",
+    "1",
+    "--no-progress",
+    *SYNTHETIC,
+]
 TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep", "campaign"}
 
 
@@ -38,8 +50,10 @@ def trained(tmp_path_factory):
     """A vanilla and an adversarially trained tiny run, trained through the CLI."""
     runs = tmp_path_factory.mktemp("runs")
     names = {}
-    rows = {"vanilla": ["--objective", "cross_entropy"],
-            "adversarial": ["--objective", "adversarial", "--threat", "l2", "--adversary-steps", "1"]}
+    rows = {
+        "vanilla": ["--objective", "cross_entropy"],
+        "adversarial": ["--objective", "adversarial", "--threat", "l2", "--adversary-steps", "1"],
+    }
     for row, knobs in rows.items():
         out, result = pagcore("train", *knobs, *TINY_TRAIN, "--runs", str(runs))
         assert out.returncode == 0, out.stderr[-2000:]
@@ -57,7 +71,10 @@ def test_evaluate_again_without_attacks(trained):
     out, result = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--no-progress", *SYNTHETIC)
     assert out.returncode == 0, out.stderr[-2000:]  # it used to fail with "'str' object is not callable"
     assert result["run"] == names["vanilla"]
-    assert result["metrics"]["test_images"] == 16 and abs(result["metrics"]["linf"] * 16 - round(result["metrics"]["linf"] * 16)) < 1e-9
+    assert (
+        result["metrics"]["test_images"] == 16
+        and abs(result["metrics"]["linf"] * 16 - round(result["metrics"]["linf"] * 16)) < 1e-9
+    )
     assert result["metrics"]["attacks"]["linf"]["eps"] == 0.031  # the paper's PGD radius
 
 
@@ -65,14 +82,26 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     runs, names = trained
     run_dir = runs / names["vanilla"]
     before = identity_files(run_dir)
-    args = ["evaluate", "--run", names["vanilla"], "--runs", str(runs),
-            "--attacks", "pgd20,pgd100,autoattack,checks,pag_score",
-            "--subset", "6", "--reduced-for-tests", "--no-progress", *SYNTHETIC]
+    args = [
+        "evaluate",
+        "--run",
+        names["vanilla"],
+        "--runs",
+        str(runs),
+        "--attacks",
+        "pgd20,pgd100,autoattack,checks,pag_score",
+        "--subset",
+        "6",
+        "--reduced-for-tests",
+        "--no-progress",
+        *SYNTHETIC,
+    ]
     out, first = pagcore(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     created = [line for line in first["evaluations"] if line.get("created")]
     assert sorted(line["name"] for line in created) == sorted(
-        ["pgd20", "pgd20", "pgd100", "pgd100", "autoattack", "autoattack", "checks", "checks", "pag_score"])
+        ["pgd20", "pgd20", "pgd100", "pgd100", "autoattack", "autoattack", "checks", "checks", "pag_score"]
+    )
     stored = {p.stem: json.loads(p.read_text()) for p in (run_dir / "evaluations").glob("*.json")}
     assert set(stored) == {line["key"] for line in created}
     for entry in stored.values():
@@ -99,8 +128,19 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     assert not list((run_dir / "evaluations").glob("*.tmp"))
 
     # Another subset is another evaluation: new files, the old ones kept.
-    out, other = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", "pgd20",
-                         "--subset", "5", "--no-progress", *SYNTHETIC)
+    out, other = pagcore(
+        "evaluate",
+        "--run",
+        names["vanilla"],
+        "--runs",
+        str(runs),
+        "--attacks",
+        "pgd20",
+        "--subset",
+        "5",
+        "--no-progress",
+        *SYNTHETIC,
+    )
     assert out.returncode == 0 and all(line["created"] for line in other["evaluations"])
     assert len(list((run_dir / "evaluations").glob("*.json"))) == len(stored) + 2
 
@@ -114,8 +154,24 @@ def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
 
 def test_sweep_subcommand(tmp_path):
     """A 1x2 toy grid through local processes, then again: the second call skips both points."""
-    args = ("sweep", "toy", "-p", "seeds", "[0]", "-p", "epochs", "1", "2", "-p", "pool-size", "5",
-            "--out", str(tmp_path / "sweep"), "--array-parallelism", "1")
+    args = (
+        "sweep",
+        "toy",
+        "-p",
+        "seeds",
+        "[0]",
+        "-p",
+        "epochs",
+        "1",
+        "2",
+        "-p",
+        "pool-size",
+        "5",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--array-parallelism",
+        "1",
+    )
     out, result = pagcore(*args)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
@@ -131,8 +187,21 @@ def test_campaign_subcommand_dry(tmp_path):
     from pagcore.campaign import PRIORITY, unpack_results
 
     out_dir = tmp_path / "out"
-    out, result = pagcore("campaign", "--dry", "--device", "cpu", "--minutes", "0.8", "--out", str(out_dir),
-                          "--work", str(tmp_path / "work"), "--repo-runs", str(tmp_path / "no-runs"), timeout=240)
+    out, result = pagcore(
+        "campaign",
+        "--dry",
+        "--device",
+        "cpu",
+        "--minutes",
+        "0.8",
+        "--out",
+        str(out_dir),
+        "--work",
+        str(tmp_path / "work"),
+        "--repo-runs",
+        str(tmp_path / "no-runs"),
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert result["ok"] and result["smoke"] == "ok" and result["benchmark"] in ("loop", "vmap", "replicate")
     report = json.loads((out_dir / "campaign-report.json").read_text())

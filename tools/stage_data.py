@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pagcore.transfer import (
+from pagcore.transfer import (  # noqa: E402 (after the path set-up above)
     CARRY_LIMIT,
     CarryPlan,
     Item,
@@ -70,8 +70,11 @@ def checkpoint_items(checkpoints: Path) -> list[Item]:
     back so that an unfinished paper-scale run continues where it stopped."""
     if not checkpoints.is_dir():
         return []
-    return [Item(str(f), f"checkpoints/{f.parent.name}/{f.name}", f.stat().st_size)
-            for f in sorted(checkpoints.glob("*/*")) if f.is_file() and (".part" in f.name)]
+    return [
+        Item(str(f), f"checkpoints/{f.parent.name}/{f.name}", f.stat().st_size)
+        for f in sorted(checkpoints.glob("*/*"))
+        if f.is_file() and (".part" in f.name)
+    ]
 
 
 def write_parts(plan: CarryPlan, carry: Path) -> list[Path]:
@@ -95,8 +98,9 @@ def write_parts(plan: CarryPlan, carry: Path) -> list[Path]:
     return folders
 
 
-def plan(repo: Path, shared: Path, datasets: list[str], checkpoints: Path, carry: Path,
-         limit: int = CARRY_LIMIT) -> CarryPlan:
+def plan(
+    repo: Path, shared: Path, datasets: list[str], checkpoints: Path, carry: Path, limit: int = CARRY_LIMIT
+) -> CarryPlan:
     tree = tree_bytes(repo)
     items = dataset_items(shared, datasets) + checkpoint_items(checkpoints)
     result = plan_parts(items, room_for_carry(tree, limit), tree)
@@ -139,8 +143,12 @@ def unpack(carry: Path, staged: Path, campaign_runs: Path, data_dir: Path) -> di
                 shutil.copyfile(file, target)
     report: dict = {"parts": len(stored.parts), "missing_parts": missing, "datasets": {}, "checkpoints": {}}
     for folder in sorted(p for p in staged.iterdir() if p.is_dir() and p.name != "checkpoints"):
-        expected = {Path(i.destination).name for part in stored.parts for i in part
-                    if i.destination.startswith(folder.name + "/")}
+        expected = {
+            Path(i.destination).name
+            for part in stored.parts
+            for i in part
+            if i.destination.startswith(folder.name + "/")
+        }
         absent = sorted(name for name in expected if not (folder / name).is_file())
         output = data_dir / f"{folder.name}.npz"
         if absent:
@@ -168,15 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="split the datasets into carry folders that fit beside the working tree")
-    p.add_argument("--datasets", nargs="+", default=["cifar10"],
-                   help="shared dataset folders to send (default: cifar10)")
+    p.add_argument(
+        "--datasets", nargs="+", default=["cifar10"], help="shared dataset folders to send (default: cifar10)"
+    )
     p.add_argument("--shared", type=Path, default=SHARED, help=f"where they are (default: {SHARED})")
-    p.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
-                   help="checkpoint parts to send back too (default: .data/checkpoints/<run>/*.partNN)")
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=CHECKPOINTS,
+        help="checkpoint parts to send back too (default: .data/checkpoints/<run>/*.partNN)",
+    )
     sub.add_parser("check", help="check the part folders against the working tree as it is now")
     u = sub.add_parser("unpack", help="on the GPU machine: rebuild .data/<dataset>.npz and carried checkpoints")
-    u.add_argument("--runs", type=Path, default=CAMPAIGN_RUNS,
-                   help="where carried checkpoints go (the campaign's store)")
+    u.add_argument(
+        "--runs", type=Path, default=CAMPAIGN_RUNS, help="where carried checkpoints go (the campaign's store)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "plan":
@@ -185,12 +199,17 @@ def main(argv: list[str] | None = None) -> int:
             for number, size in enumerate(result.sizes(), 1):
                 names = ", ".join(item.destination for item in result.parts[number - 1])
                 print(f"  .data/carry/part-{number}: {size / MiB:.2f} MiB  ({names})")
-            print(f"{len(result.parts)} device call(s), one per part, back to back; the last runs "
-                  "`python tools/stage_data.py unpack`")
+            print(
+                f"{len(result.parts)} device call(s), one per part, back to back; the last runs "
+                "`python tools/stage_data.py unpack`"
+            )
         elif args.command == "check":
             sizes = check(ROOT, CARRY)
-            print(f"working tree {tree_bytes(ROOT) / MiB:.2f} MiB; parts " + ", ".join(f"{s / MiB:.2f}" for s in sizes)
-                  + f" MiB: each fits under {CARRY_LIMIT / MiB:.0f} MiB")
+            print(
+                f"working tree {tree_bytes(ROOT) / MiB:.2f} MiB; parts "
+                + ", ".join(f"{s / MiB:.2f}" for s in sizes)
+                + f" MiB: each fits under {CARRY_LIMIT / MiB:.0f} MiB"
+            )
         else:
             report = unpack(CARRY, STAGED, args.runs, ROOT / ".data")
             print(json.dumps(report, indent=1))
