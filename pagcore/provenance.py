@@ -21,8 +21,18 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Files that decide what a run computes. Changes elsewhere (the book's prose, executed
-# notebooks, stored run records) do not make a result "dirty".
-CODE_PATHS = ("pagcore", "notebooks", "tools", "benchmarks", "pyproject.toml", "constraints.txt")
+# notebooks, stored run records, and the benchmarks' own results and pilot runs, which a
+# background job may be writing) do not make a result "dirty".
+CODE_PATHS = (
+    "pagcore",
+    "notebooks",
+    "tools",
+    "benchmarks",
+    "pyproject.toml",
+    "constraints.txt",
+    ":(exclude)benchmarks/results",
+    ":(exclude)benchmarks/pilot_runs",
+)
 
 
 def git_revision(repo: Path = REPO_ROOT) -> str:

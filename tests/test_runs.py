@@ -93,3 +93,27 @@ def test_record_carries_provenance():
     assert len(head) == 40 and record["git"].removesuffix("-dirty") == head[: len(record["git"].removesuffix("-dirty"))]
     assert len(record["git"].removesuffix("-dirty")) >= 7
     assert record["device"].startswith("cpu") and record["torch"] == torch.__version__
+
+
+def test_only_code_makes_a_record_dirty(tmp_path):
+    """Changed code marks results ``-dirty``; a pilot run or benchmark result being written does not."""
+    from pagcore.provenance import git_revision
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
+
+    for name in ("pagcore/a.py", "benchmarks/pilot_runs/r/history.json", "benchmarks/results/b.json", "book/c.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    clean = git_revision(tmp_path)
+    assert len(clean) == 40
+    for name in ("benchmarks/pilot_runs/r/history.json", "benchmarks/results/b.json", "book/c.md"):
+        (tmp_path / name).write_text("1")
+    assert git_revision(tmp_path) == clean
+    (tmp_path / "pagcore/a.py").write_text("1")
+    assert git_revision(tmp_path) == clean + "-dirty"
