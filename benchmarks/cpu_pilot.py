@@ -198,6 +198,15 @@ def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
+def nearest_class_mean_accuracy(data) -> float:
+    """Test accuracy of the classifier the class-mean targets describe: the nearest (rescaled) class mean
+    in pixel space, whose logit -|x - r_c|^2 / 2 has exactly the input-gradient r_c - x. A reference line
+    for PAG models that align their gradients with those targets."""
+    reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5).flatten(1).double()
+    distances = torch.cdist(as_float(data.x_test).flatten(1).double(), reps)
+    return (distances.argmin(1) == data.y_test).double().mean().item()
+
+
 def accuracy(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset("cifar10", args.data)
@@ -243,6 +252,7 @@ def accuracy(args: argparse.Namespace) -> None:
         {
             "what": "clean CIFAR-10 test accuracy (all 10,000 images) after every epoch of short pilot schedules",
             "runs": summary,
+            "nearest_class_mean_accuracy": nearest_class_mean_accuracy(data),
             "device": device_description(torch.device("cpu")),
             "torch": torch.__version__,
             "git_sha": git_revision(),
