@@ -239,7 +239,7 @@ def accuracy(args: argparse.Namespace) -> None:
                 "objective": run.params["objective"],
                 "source": run.params.get("source"),
                 "width": run.params["width"],
-                "k": run.params["classes_per_image"],
+                "k": run.params.get("classes_per_image"),
                 "epochs_done": len(history),
                 "epochs": run.params["epochs"],
                 "test_accuracy": [round(h["test_accuracy"], 4) for h in history],
