@@ -31,6 +31,7 @@ from typing import Any, get_type_hints
 from . import paper
 from .data import DATASETS, SPECS
 from .objective import GRADIENT_KINDS, GRADIENT_STRATEGIES
+from .targets import MODEL_FREE_SOURCES
 from .validation import (
     ConfigError,
     check_choice,
@@ -44,7 +45,7 @@ OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial")
 """The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
 adversarial training (the RIGD teachers, and a comparison row beyond the paper)."""
 
-SOURCES: tuple[str, ...] = ("one_image", "class_mean", "nearest_neighbor", "rigd")
+SOURCES: tuple[str, ...] = (*MODEL_FREE_SOURCES, "rigd")
 """Where the PAG objective's target gradients come from (Section 4)."""
 
 THREATS: tuple[str, ...] = ("linf", "l2")
@@ -224,16 +225,6 @@ class TrainConfig:
         if adversary:
             flat.update(threat=adversary["threat"], eps=adversary["eps"], steps=adversary["steps"])
         return cls.from_flat(flat).resolve()
-
-    def replace(self, **flat: Any) -> TrainConfig:
-        """A copy with some knobs changed, by their flat names."""
-        return TrainConfig.from_flat({**self.flat(), **flat})
-
-    def flat(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"scale": self.scale}
-        for group_name in GROUPS:
-            out.update(asdict(getattr(self, group_name)))
-        return out
 
     # -- resolution and validation ----------------------------------------------------------------
 
