@@ -67,7 +67,7 @@ def make_step(width: int, k: int | None, batch: int, bf16: bool, channels_last: 
         lam=lam,
         classes_per_image=k or None,
         strategy=strategy,
-        autocast=bf16,
+        amp=bf16,
         channels_last=channels_last,
     )
     images, labels = data.x_train[:batch], data.y_train[:batch]

@@ -207,7 +207,7 @@ def worker(args, device: torch.device, width: int) -> int:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     strategy, lam = ("loop", 0.0) if args.worker == "vanilla" else (args.worker.rsplit(" ", 1)[-1], 0.4)
     settings = StepSettings(
-        num_classes=NUM_CLASSES, lam=lam, classes_per_image=10, strategy=strategy, autocast=cuda, channels_last=cuda
+        num_classes=NUM_CLASSES, lam=lam, classes_per_image=10, strategy=strategy, amp=cuda, channels_last=cuda
     )
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(args.warmup or 0):
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         model, optimizer = fresh_model()
         settings = StepSettings(
-            num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, autocast=cuda, channels_last=cuda
+            num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, amp=cuda, channels_last=cuda
         )
         generator = torch.Generator(device=device).manual_seed(0)
         x, y, rows = images, labels, index

@@ -66,14 +66,14 @@ def cosine_loss(v: Tensor, u: Tensor, eps: float = DEFAULT_COSINE_EPS) -> Tensor
     return 1.0 - dot / norms.clamp_min(eps)
 
 
-def class_scores(logits: Tensor, kind: GradientKind) -> Tensor:
+def class_scores(logits: Tensor, gradient: GradientKind) -> Tensor:
     """The per-class scalar whose input-gradient the PAG loss aligns (see ``GRADIENT_KINDS``)."""
-    if kind == "logit":
+    if gradient == "logit":
         return logits
-    if kind == "log_softmax":
+    if gradient == "log_softmax":
         # At least float32: a bf16 log-softmax would round away small class probabilities.
         return torch.log_softmax(at_least_float32(logits), dim=-1)
-    raise ValueError(f"gradient kind must be one of {GRADIENT_KINDS}; got {kind!r}")
+    raise ValueError(f"gradient must be one of {GRADIENT_KINDS}; got {gradient!r}")
 
 
 def sample_target_classes(
@@ -161,7 +161,7 @@ def class_input_gradients(
     model: nn.Module,
     x: Tensor,
     classes: Tensor,
-    kind: GradientKind = "logit",
+    gradient: GradientKind = "logit",
     *,
     strategy: GradientStrategy = "vmap",
     create_graph: bool = True,
@@ -197,13 +197,13 @@ def class_input_gradients(
     if coupling_layers:
         logits = _forward_recording_moments(model, x.detach(), coupling_layers)
         with _held_batch_statistics(coupling_layers):
-            _, grads = _per_image_gradients(model, x, classes, kind, strategy, create_graph)
+            _, grads = _per_image_gradients(model, x, classes, gradient, strategy, create_graph)
         return logits, grads
-    return _per_image_gradients(model, x, classes, kind, strategy, create_graph)
+    return _per_image_gradients(model, x, classes, gradient, strategy, create_graph)
 
 
 def _per_image_gradients(
-    model: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind, strategy: str, create_graph: bool
+    model: nn.Module, x: Tensor, classes: Tensor, gradient: GradientKind, strategy: str, create_graph: bool
 ) -> tuple[Tensor, Tensor]:
     """:func:`class_input_gradients` for a model whose images do not interact."""
     batch_size, k = classes.shape
@@ -213,14 +213,14 @@ def _per_image_gradients(
             x_rep = x_rep.contiguous(memory_format=torch.channels_last)  # keep the conv layout
         x_rep.requires_grad_(True)
         logits_rep = model(x_rep)
-        chosen = class_scores(logits_rep, kind).gather(1, classes.reshape(-1, 1))
+        chosen = class_scores(logits_rep, gradient).gather(1, classes.reshape(-1, 1))
         (grads,) = torch.autograd.grad(chosen.sum(), x_rep, create_graph=create_graph)
         # The copies of one image have identical logits; the first carries them.
         return logits_rep[::k], grads.view(batch_size, k, *x.shape[1:])
 
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    scores = class_scores(logits, kind)
+    scores = class_scores(logits, gradient)
     if strategy == "loop":
         columns = []
         for j in range(k):
@@ -257,7 +257,7 @@ def per_image_pag_terms(
     target_gradients: Tensor,
     *,
     num_classes: int,
-    kind: GradientKind = "logit",
+    gradient: GradientKind = "logit",
     strategy: GradientStrategy = "vmap",
     eps: float = DEFAULT_COSINE_EPS,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -271,7 +271,7 @@ def per_image_pag_terms(
             f"target_gradients must have shape (B, k, ...) = {tuple(classes.shape)} + input shape; "
             f"got {tuple(target_gradients.shape)}"
         )
-    logits, grads = class_input_gradients(model, x, classes, kind, strategy=strategy)
+    logits, grads = class_input_gradients(model, x, classes, gradient, strategy=strategy)
     per_class = cosine_loss(grads.flatten(2), target_gradients.flatten(2), eps)  # (B, k)
     cosine = per_class.sum(dim=1) * (num_classes / classes.shape[1])
     cross_entropy = F.cross_entropy(at_least_float32(logits), y, reduction="none")
@@ -287,7 +287,7 @@ def pag_loss(
     lam: float,
     *,
     num_classes: int,
-    kind: GradientKind = "logit",
+    gradient: GradientKind = "logit",
     strategy: GradientStrategy = "vmap",
     eps: float = DEFAULT_COSINE_EPS,
 ) -> PagLoss:
@@ -307,7 +307,7 @@ def pag_loss(
     if target_gradients is None:
         raise ValueError("target_gradients are required when lam > 0")
     logits, ce, cosine = per_image_pag_terms(
-        model, x, y, classes, target_gradients, num_classes=num_classes, kind=kind, strategy=strategy, eps=eps
+        model, x, y, classes, target_gradients, num_classes=num_classes, gradient=gradient, strategy=strategy, eps=eps
     )
     ce, cosine = ce.mean(), cosine.mean()
     return PagLoss(total=ce + lam * cosine, cross_entropy=ce, cosine=cosine, logits=logits)

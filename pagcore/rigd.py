@@ -35,10 +35,10 @@ def unit_vectors(g: Tensor) -> Tensor:
     return g / norms.clamp_min(1e-12)
 
 
-def teacher_gradients(teacher: nn.Module, x: Tensor, classes: Tensor, kind: GradientKind = "logit") -> Tensor:
+def teacher_gradients(teacher: nn.Module, x: Tensor, classes: Tensor, gradient: GradientKind = "logit") -> Tensor:
     """The teacher's input-gradients for ``classes`` at ``x`` (eval mode, no graph kept)."""
     with eval_mode(teacher), torch.enable_grad():
-        _, grads = class_input_gradients(teacher, x, classes, kind, strategy="vmap", create_graph=False)
+        _, grads = class_input_gradients(teacher, x, classes, gradient, strategy="vmap", create_graph=False)
     return grads.detach()
 
 
@@ -57,7 +57,7 @@ class PrecomputedGradients(TargetSource):
         train_images: Tensor,
         num_classes: int,
         *,
-        kind: GradientKind = "logit",
+        gradient: GradientKind = "logit",
         batch_size: int = 250,
         device: torch.device | str = "cpu",
         progress: bool = True,
@@ -71,7 +71,7 @@ class PrecomputedGradients(TargetSource):
         for start in progress_bar(starts, enabled=progress, desc="RIGD targets", unit="batch"):
             x = as_float(train_images[start : start + batch_size].to(device))
             classes = all_classes.expand(len(x), num_classes)
-            table[start : start + len(x)] = unit_vectors(teacher_gradients(teacher, x, classes, kind)).half()
+            table[start : start + len(x)] = unit_vectors(teacher_gradients(teacher, x, classes, gradient)).half()
         return cls(table)
 
     def target_gradients(self, x, index, classes, transform=None):
@@ -84,13 +84,13 @@ class TeacherOnTheFly(TargetSource):
 
     name = "rigd"
 
-    def __init__(self, teacher: nn.Module, kind: GradientKind = "logit"):
+    def __init__(self, teacher: nn.Module, gradient: GradientKind = "logit"):
         self.teacher = teacher
-        self.kind = kind
+        self.gradient = gradient
 
     def target_gradients(self, x, index, classes, transform=None):
         # The batch is already augmented: the teacher sees exactly what the student sees.
-        return teacher_gradients(self.teacher, x, classes, self.kind)
+        return teacher_gradients(self.teacher, x, classes, self.gradient)
 
     def to(self, device):
         self.teacher.to(device)

@@ -168,7 +168,7 @@ def train_toy_model(
             )
             targets = source.target_gradients(xb, index, classes) if source is not None else None
             loss = pag_loss(
-                model, xb, yb, classes, targets, lam, num_classes=NUM_CLASSES, kind=config.gradient, strategy="loop"
+                model, xb, yb, classes, targets, lam, num_classes=NUM_CLASSES, gradient=config.gradient, strategy="loop"
             )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -273,7 +273,7 @@ def train_toy_models(
                 classes.flatten(0, 1),
                 targets.flatten(0, 1),
                 num_classes=NUM_CLASSES,
-                kind=config.gradient,
+                gradient=config.gradient,
                 strategy="loop",
             )
             per_model = ce.view(num_models, b).mean(1) + lams * cosine.view(num_models, b).mean(1)

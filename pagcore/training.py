@@ -66,7 +66,7 @@ class StepSettings:
     strategy: str = "loop"
     augment: bool = True
     adversary: PGD | None = None
-    autocast: bool = False
+    amp: bool = False  # bf16 autocast for the forward and backward passes
     channels_last: bool = False
 
 
@@ -92,7 +92,7 @@ def training_step(
         transform = random_crop_flip(len(x), generator=generator, device=device)
         x = transform(x)
     if settings.adversary is not None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.amp):
             x = settings.adversary(model, x, labels, generator=generator)
     classes = targets = None
     if settings.lam > 0:
@@ -102,7 +102,7 @@ def training_step(
         targets = source.target_gradients(x, index, classes, transform)
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.amp):
         loss = pag_loss(
             model,
             x,
@@ -111,7 +111,7 @@ def training_step(
             targets,
             settings.lam,
             num_classes=settings.num_classes,
-            kind=settings.gradient,
+            gradient=settings.gradient,
             strategy=settings.strategy,
         )
     optimizer.zero_grad(set_to_none=True)
@@ -187,7 +187,7 @@ def build_source(
     if o.rigd_targets == "on_the_fly":
         return TeacherOnTheFly(teacher, o.gradient)
     return PrecomputedGradients.from_teacher(
-        teacher, data.x_train, data.num_classes, kind=o.gradient, device=device, progress=progress
+        teacher, data.x_train, data.num_classes, gradient=o.gradient, device=device, progress=progress
     )
 
 
@@ -240,7 +240,7 @@ class Trainer:
             strategy=self.strategy,
             augment=config.data.augment,
             adversary=self._adversary(),
-            autocast=self.amp,
+            amp=self.amp,
             channels_last=self.channels_last,
         )
         self.steps_per_epoch = math.ceil(len(self.x_train) / s.batch_size)

@@ -87,7 +87,7 @@ class TestHandComputedCase:
 
     def test_log_softmax_gradient(self):
         out = pag_loss(
-            self.model, self.x, self.y, self.classes, self.targets, lam=1.0, num_classes=2, kind="log_softmax"
+            self.model, self.x, self.y, self.classes, self.targets, lam=1.0, num_classes=2, gradient="log_softmax"
         )
         # grad log p_0 = W_0 - (W_0 + W_1)/2 = (0.5, -0.5): cos with (1, 0) is 1/sqrt 2;
         # grad log p_1 = (-0.5, 0.5): cos is -1/sqrt 2. Loss terms (1 - 1/sqrt2) + (1 + 1/sqrt2) = 2.
@@ -117,13 +117,13 @@ def small_convnet(batch_norm: bool) -> nn.Module:
     )
 
 
-def naive_pag_cosine(model, x, classes, targets, kind="logit"):
+def naive_pag_cosine(model, x, classes, targets, gradient="logit"):
     """Eq. (1)'s class sum by the definition: one sample and one class at a time (eval mode)."""
     total = 0.0
     for i in range(len(x)):
         xi = x[i : i + 1].clone().requires_grad_(True)
         logits = model(xi)
-        scores = logits if kind == "logit" else torch.log_softmax(logits, dim=1)
+        scores = logits if gradient == "logit" else torch.log_softmax(logits, dim=1)
         for j, c in enumerate(classes[i].tolist()):
             (g,) = torch.autograd.grad(scores[0, c], xi, create_graph=True)
             v, u = g.flatten(), targets[i, j].flatten()
@@ -136,8 +136,8 @@ def parameter_gradients(model, loss):
 
 
 @pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
-@pytest.mark.parametrize("kind", ["logit", "log_softmax"])
-def test_pag_loss_equals_naive_per_sample_loop(strategy, kind):
+@pytest.mark.parametrize("gradient", ["logit", "log_softmax"])
+def test_pag_loss_equals_naive_per_sample_loop(strategy, gradient):
     model = small_convnet(batch_norm=True).eval()  # eval: samples do not interact
     x = torch.rand(4, 3, 8, 8)
     classes = sample_target_classes(4, 5)
@@ -150,10 +150,10 @@ def test_pag_loss_equals_naive_per_sample_loop(strategy, kind):
         targets,
         lam=1.0,
         num_classes=5,
-        kind=kind,
+        gradient=gradient,
         strategy=strategy,
     )
-    naive = naive_pag_cosine(model, x, classes, targets, kind)
+    naive = naive_pag_cosine(model, x, classes, targets, gradient)
     torch.testing.assert_close(out.cosine, naive, rtol=1e-10, atol=1e-12)
     for fast, slow in zip(parameter_gradients(model, out.cosine), parameter_gradients(model, naive)):
         torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
