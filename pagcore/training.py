@@ -227,6 +227,9 @@ class Trainer:
             self.model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
         )
         self.epoch, self.step, self.history = 0, 0, []
+        # Seconds the current epoch took in earlier sessions, and when this session's part of it began:
+        # an epoch's time in the history is its whole time, however many sessions it spanned.
+        self.earlier_epoch_seconds, self.segment_start = 0.0, time.perf_counter()
         self.sums = self._zero_sums()
         self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
         self.source = build_source(
@@ -263,6 +266,7 @@ class Trainer:
             self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
             if self.step > 0:
                 self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+                self.earlier_epoch_seconds = state.get("epoch_seconds", 0.0)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -276,8 +280,13 @@ class Trainer:
                 "step": self.step,
                 "sums": {k: v.cpu() for k, v in self.sums.items()},
                 "history": self.history,
+                "epoch_seconds": self.epoch_seconds() if self.step > 0 else 0.0,
             }
         )
+
+    def epoch_seconds(self) -> float:
+        """Wall time of the current epoch so far, earlier sessions included."""
+        return self.earlier_epoch_seconds + time.perf_counter() - self.segment_start
 
     def run_epoch(self, should_stop, bar) -> bool:
         """Train the rest of the current epoch; True when it ended, False when stopped mid-way."""
@@ -289,7 +298,7 @@ class Trainer:
         )
         order = order.to(self.device)
         self.model.train()
-        epoch_clock = time.perf_counter()
+        self.segment_start = time.perf_counter()
         every = self.options.checkpoint_every
         while self.step < self.steps_per_epoch:
             index = order[self.step * s.batch_size : (self.step + 1) * s.batch_size]
@@ -317,7 +326,7 @@ class Trainer:
             if should_stop():
                 self.checkpoint()
                 return False
-        self._close_epoch(time.perf_counter() - epoch_clock)
+        self._close_epoch(self.epoch_seconds())
         return True
 
     def _close_epoch(self, seconds: float) -> None:
@@ -336,6 +345,7 @@ class Trainer:
             }
         )
         self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
+        self.earlier_epoch_seconds = 0.0
         self.checkpoint()
         self.run.write_json("history.json", self.history)
         h = self.history[-1]

@@ -175,6 +175,18 @@ def test_time_budget_stops_cleanly_and_resume_matches(data, tmp_path):
     assert log.count("session started") == 4 and log.count("epoch 2/2:") == 1 and "training finished" in log
 
 
+def test_an_epoch_spanning_sessions_reports_its_whole_time(data, tmp_path):
+    config = tiny(objective="cross_entropy")
+    store = RunStore(tmp_path)
+    stopped = train_quietly(config, data, store, max_minutes=1e-6).run  # one step of the epoch's two
+    state = stopped.load_checkpoint("latest")
+    assert state["step"] == 1 and state["epoch_seconds"] > 0
+    state["epoch_seconds"] = 1000.0  # as if the first session had taken long
+    stopped.save_checkpoint(state)
+    finished = train_quietly(config, data, store).run
+    assert finished.history[0]["seconds"] >= 1000.0
+
+
 def git(*args, cwd):
     out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
