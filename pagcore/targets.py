@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -210,6 +211,42 @@ def nearest_neighbor_index(
     return result
 
 
+@dataclass(frozen=True)
+class SourceSettings:
+    """What building a model-free source may need (each source reads only its own fields)."""
+
+    seed: int = 0
+    pool_size: int = 1000
+    rescale_class_mean: bool = True
+    center: float = 0.0
+
+
+def _one_image(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+    return RepresentativeSource("one_image", one_image_representatives(samples, labels, num_classes, settings.seed))
+
+
+def _class_mean(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+    reps = class_mean_representatives(
+        samples, labels, num_classes, rescale=settings.rescale_class_mean, center=settings.center
+    )
+    return RepresentativeSource("class_mean", reps)
+
+
+def _nearest_neighbor(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+    index = nearest_neighbor_index(samples, labels, num_classes, pool_size=settings.pool_size, seed=settings.seed)
+    return NearestNeighborSource(samples, index)
+
+
+# The registry of model-free sources (Section 4.2): a new source is one builder and one entry here.
+# RIGD (Section 4.1) needs a trained teacher and is built by pagcore.training from the run store.
+SOURCE_BUILDERS: dict[str, Callable[[Tensor, Tensor, int, SourceSettings], TargetSource]] = {
+    "one_image": _one_image,
+    "class_mean": _class_mean,
+    "nearest_neighbor": _nearest_neighbor,
+}
+assert tuple(SOURCE_BUILDERS) == MODEL_FREE_SOURCES
+
+
 def build_target_source(
     name: str,
     samples: Tensor,
@@ -221,12 +258,7 @@ def build_target_source(
     rescale_class_mean: bool = True,
     center: float = 0.0,
 ) -> TargetSource:
-    """Construct one of the model-free sources by its API name (see ``MODEL_FREE_SOURCES``)."""
+    """Construct one of the model-free sources by its API name (see ``SOURCE_BUILDERS``)."""
     check_choice("source", name, MODEL_FREE_SOURCES)
-    if name == "one_image":
-        return RepresentativeSource(name, one_image_representatives(samples, labels, num_classes, seed))
-    if name == "class_mean":
-        reps = class_mean_representatives(samples, labels, num_classes, rescale=rescale_class_mean, center=center)
-        return RepresentativeSource(name, reps)
-    index = nearest_neighbor_index(samples, labels, num_classes, pool_size=pool_size, seed=seed)
-    return NearestNeighborSource(samples, index)
+    settings = SourceSettings(seed=seed, pool_size=pool_size, rescale_class_mean=rescale_class_mean, center=center)
+    return SOURCE_BUILDERS[name](samples, labels, num_classes, settings)
