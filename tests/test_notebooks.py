@@ -12,19 +12,18 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 # Tiny settings per notebook: seconds on a CPU. These are code tests, never results.
-REAL_DATA_SMOKE = dict(
+# What every real-data chapter trains in its smoke test: random images, a width-4 ResNet-18, one epoch.
+TINY_TRAINING = dict(
     synthetic=[64, 20],
     epochs=1,
     width=4,
-    pool_size=8,
     eval_pgd_steps=1,
     picture_images=1,
     kind="smoke",
     train_missing=True,
-    rows=["vanilla", "class_mean", "rigd_l2"],
-    extra_rows=[],
     progress=False,
 )
+REAL_DATA_SMOKE = dict(TINY_TRAINING, pool_size=8, rows=["vanilla", "class_mean", "rigd_l2"], extra_rows=[])
 SMOKE_PARAMETERS = {
     "toy_manifold": dict(
         seeds=[0],
@@ -40,29 +39,8 @@ SMOKE_PARAMETERS = {
     ),
     # The CPU scale on STL-10's image size (the paper scale on CIFAR-10 is test_real_data_chapters_show_no_smoke_runs').
     "real_data": dict(REAL_DATA_SMOKE, dataset="stl10", scales=["cpu"]),
-    "lambda_ablation": dict(
-        synthetic=[64, 20],
-        epochs=1,
-        width=4,
-        eval_pgd_steps=1,
-        picture_images=1,
-        kind="smoke",
-        train_missing=True,
-        lams=[0.1, 1.0],
-        progress=False,
-        interactive=True,
-    ),
-    "seed_error_bars": dict(
-        synthetic=[64, 20],
-        epochs=1,
-        width=4,
-        eval_pgd_steps=1,
-        picture_images=1,
-        kind="smoke",
-        train_missing=True,
-        seeds=[0, 1],
-        progress=False,
-    ),
+    "lambda_ablation": dict(TINY_TRAINING, lams=[0.1, 1.0], interactive=True),
+    "seed_error_bars": dict(TINY_TRAINING, seeds=[0, 1]),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
 }
