@@ -1,21 +1,26 @@
-"""The pilot that chooses the `cpu` scale: step throughput on this machine, then short real runs.
+"""The pilot that chooses a dataset's `cpu` preset: step throughput on this machine, then short real runs.
 
     python benchmarks/cpu_pilot.py throughput                      # ~15 minutes on 2 idle cores
     python benchmarks/cpu_pilot.py accuracy --data .data/cifar10.npz --max-minutes 60
+    python benchmarks/cpu_pilot.py throughput --dataset stl10 --widths 8 16 32
+    python benchmarks/cpu_pilot.py accuracy --dataset stl10 --data .data/stl10.npz --epochs 40
 
-**throughput** times pagcore's training step (``pagcore.training.training_step``) on CIFAR-sized
-batches for every combination the `cpu` preset could pick: ResNet-18 width, k (target classes
-per image), batch size, fp32 or bf16 autocast, channels-last memory, and the gradient strategy.
+**throughput** times pagcore's training step (``pagcore.training.training_step``) on batches of
+the dataset's images, at the paper's batch size and twice it, for every combination the `cpu`
+preset could pick: ResNet-18 width, k (target classes per image), batch size, fp32 or bf16
+autocast, channels-last memory, and the gradient strategy.
 Configurations are timed in interleaved rounds, so a change of machine load hits them all alike
 and the ratios stay fair. Each PAG configuration also reports how far its loss terms, in bf16,
 are from the fp32 ones on the same weights and batch. Results go to
-benchmarks/results/cpu_pilot-throughput-<date>.json with the machine, torch and git sha.
+benchmarks/results/cpu_pilot-throughput-<dataset>-<date>.json with the machine, torch and git sha.
 
-**accuracy** trains short schedules of vanilla and class-mean models on the real CIFAR-10 at
+**accuracy** trains short schedules of vanilla and class-mean models on the real dataset at
 several widths, with the paper's optimiser and the step schedule, and records clean test accuracy
 after every epoch. Runs live in their own store (benchmarks/pilot_runs/, kind "pilot", never shown
 as results) and resume where they stopped: call it again, with a time budget, until all are done.
-It then writes benchmarks/results/cpu_pilot-accuracy.json from the stored histories.
+It then writes benchmarks/results/cpu_pilot-accuracy-<dataset>.json from the stored histories, with
+the accuracy of classifiers that see only the distances to the class means (a ceiling for
+class-mean PAG models, see ``class_mean_distance_accuracies``).
 
 This is a measurement script, not a test.
 """
@@ -34,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pagcore import paper  # noqa: E402
 from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
 from pagcore.data import load_dataset, synthetic_dataset  # noqa: E402
 from pagcore.models import build_model  # noqa: E402
@@ -51,14 +57,21 @@ NUM_CLASSES = 10
 # -- throughput ------------------------------------------------------------------------------------
 
 
-def make_step(width: int, k: int | None, batch: int, bf16: bool, channels_last: bool, strategy: str, seed: int = 0):
-    """A closure running one training step on a fixed random CIFAR-sized batch."""
+def step_name(width: int, k: int, batch: int, bf16: bool, channels_last: bool, strategy: str) -> str:
+    """A throughput row's name, e.g. "w8 k2 b64 bf16 cl loop" (k = 0: the vanilla step)."""
+    return f"w{width} k{k} b{batch} {'bf16' if bf16 else 'fp32'}{' cl' if channels_last else ''} {strategy}"
+
+
+def make_step(
+    dataset: str, width: int, k: int | None, batch: int, bf16: bool, channels_last: bool, strategy: str, seed: int = 0
+):
+    """A closure running one training step on a fixed random batch of the dataset's image size."""
     torch.manual_seed(seed)
-    model = build_model("cifar10", NUM_CLASSES, width=width).train()
+    model = build_model(dataset, NUM_CLASSES, width=width).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    data = synthetic_dataset("cifar10", 2 * batch, 10, seed=seed)
+    data = synthetic_dataset(dataset, 2 * batch, 10, seed=seed)
     reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5)
     source = RepresentativeSource("class_mean", reps)
     lam = 0.0 if k == 0 else 0.4
@@ -81,11 +94,11 @@ def make_step(width: int, k: int | None, batch: int, bf16: bool, channels_last: 
     return step
 
 
-def loss_precision(width: int, k: int, batch: int) -> dict[str, float]:
+def loss_precision(dataset: str, width: int, k: int, batch: int) -> dict[str, float]:
     """|bf16 - fp32| of the CE and cosine terms of Eq. (1) on the same weights and batch."""
     torch.manual_seed(0)
-    model = build_model("cifar10", NUM_CLASSES, width=width).train()
-    data = synthetic_dataset("cifar10", batch, 10, seed=1)
+    model = build_model(dataset, NUM_CLASSES, width=width).train()
+    data = synthetic_dataset(dataset, batch, 10, seed=1)
     reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5)
     x = as_float(data.x_train)
     classes = sample_target_classes(batch, NUM_CLASSES, k, generator=torch.Generator().manual_seed(0))
@@ -124,10 +137,19 @@ def time_configs(configs: dict[str, dict], rounds: int, steps: int, batch_of: di
 def throughput(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     configs: dict[str, dict] = {}
+    paper_batch = paper.BATCH_SIZE[args.dataset]
 
-    def add(width, k, batch=64, bf16=False, channels_last=False, strategy="loop"):
-        name = f"w{width} k{k} b{batch} {'bf16' if bf16 else 'fp32'}{' cl' if channels_last else ''} {strategy}"
-        configs[name] = dict(width=width, k=k, batch=batch, bf16=bf16, channels_last=channels_last, strategy=strategy)
+    def add(width, k, batch=paper_batch, bf16=False, channels_last=False, strategy="loop"):
+        name = step_name(width, k, batch, bf16, channels_last, strategy)
+        configs[name] = dict(
+            dataset=args.dataset,
+            width=width,
+            k=k,
+            batch=batch,
+            bf16=bf16,
+            channels_last=channels_last,
+            strategy=strategy,
+        )
         return name
 
     # k = 0 is the vanilla step (no PAG term).
@@ -138,8 +160,8 @@ def throughput(args: argparse.Namespace) -> None:
         add(width, 2, bf16=True, channels_last=True)
         for strategy in ("vmap", "replicate"):
             add(width, 2, bf16=True, strategy=strategy)
-    for batch in args.batches:
-        if batch != 64:
+    for batch in args.batches if args.batches is not None else [2 * paper_batch]:
+        if batch != paper_batch:
             add(args.widths[0], 0, batch=batch, bf16=True)
             add(args.widths[0], 2, batch=batch, bf16=True)
     batch_of = {name: cfg["batch"] for name, cfg in configs.items()}
@@ -148,17 +170,21 @@ def throughput(args: argparse.Namespace) -> None:
 
     rows = []
     for name, cfg in configs.items():
-        baseline = f"w{cfg['width']} k2 b64 fp32 loop"  # today's default PAG step at this width
-        vanilla = f"w{cfg['width']} k0 b{cfg['batch']} {'bf16' if cfg['bf16'] else 'fp32'} loop"
+        baseline = step_name(cfg["width"], 2, paper_batch, False, False, "loop")  # the float32 PAG step at this width
+        vanilla = step_name(cfg["width"], 0, cfg["batch"], cfg["bf16"], False, "loop")
         row = {**cfg, "name": name, "images_per_s": round(speeds[name], 1)}
         if baseline in speeds:
             row["speedup_vs_fp32_loop_k2"] = round(speeds[name] / speeds[baseline], 3)
         if vanilla in speeds and cfg["k"]:
             row["cost_vs_vanilla"] = round(speeds[vanilla] / speeds[name], 2)
         rows.append(row)
-    precision = {f"w{w} k{k}": loss_precision(w, k, 64) for w in args.widths for k in args.ks if k}
+    precision = {
+        f"w{w} k{k}": loss_precision(args.dataset, w, k, paper_batch) for w in args.widths for k in args.ks if k
+    }
     record = {
-        "what": "images/s of pagcore.training.training_step on CIFAR-sized batches (median of interleaved rounds)",
+        "what": "images/s of pagcore.training.training_step on the dataset's images (median of interleaved rounds)",
+        "dataset": args.dataset,
+        "batch": paper_batch,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "threads": torch.get_num_threads(),
@@ -170,7 +196,7 @@ def throughput(args: argparse.Namespace) -> None:
         "started": started,
         "finished": utc_now(),
     }
-    out = RESULTS / f"cpu_pilot-throughput-{started[:10]}.json"
+    out = RESULTS / f"cpu_pilot-throughput-{args.dataset}-{started[:10]}.json"
     write_json_atomic(out, record)
     for row in rows:
         print(
@@ -189,7 +215,7 @@ def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
     configs = []
     for width in args.widths:
         for source in args.sources:
-            knobs = {"scale": "cpu", "dataset": "cifar10", "epochs": args.epochs, "width": width}
+            knobs = {"scale": "cpu", "dataset": args.dataset, "epochs": args.epochs, "width": width}
             if source == "vanilla":
                 knobs["objective"] = "cross_entropy"
             else:
@@ -198,18 +224,52 @@ def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
-def nearest_class_mean_accuracy(data) -> float:
-    """Test accuracy of the classifier the class-mean targets describe: the nearest (rescaled) class mean
-    in pixel space, whose logit -|x - r_c|^2 / 2 has exactly the input-gradient r_c - x. A reference line
-    for PAG models that align their gradients with those targets."""
+def class_mean_distance_accuracies(data, epochs: int = 30, seed: int = 0) -> dict[str, float]:
+    """Test accuracies of classifiers that see an image only through its distances to the ten
+    (rescaled) class means: the ceiling of a perfectly aligned class-mean PAG model.
+
+    If the input-gradient of every logit f_c pointed exactly along r_c - x everywhere, each f_c
+    would be constant on the spheres about r_c, i.e. a decreasing function of |x - r_c| alone, and
+    the prediction a function of the ten distances. "nearest" is the nearest class mean (the
+    logits -|x - r_c|^2 / 2, whose gradients are exactly r_c - x); "linear" and "mlp" are trained
+    on the (standardised) squared distances of the training images, an estimate of how much
+    class information those ten numbers hold."""
     reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5).flatten(1).double()
-    distances = torch.cdist(as_float(data.x_test).flatten(1).double(), reps)
-    return (distances.argmin(1) == data.y_test).double().mean().item()
+
+    def features(x):
+        return torch.cdist(as_float(x).flatten(1).double(), reps).pow(2).float()
+
+    train_x, test_x = features(data.x_train), features(data.x_test)
+    result = {"nearest": (test_x.argmin(1) == data.y_test).double().mean().item()}
+    mean, std = train_x.mean(0), train_x.std(0)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(seed)
+    heads = {
+        "linear": torch.nn.Linear(NUM_CLASSES, NUM_CLASSES),
+        "mlp": torch.nn.Sequential(
+            torch.nn.Linear(NUM_CLASSES, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, NUM_CLASSES),
+        ),
+    }
+    for name, head in heads.items():
+        optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(train_x)).split(256):
+                loss = torch.nn.functional.cross_entropy(head(train_x[batch]), data.y_train[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            result[name] = (head(test_x).argmax(1) == data.y_test).double().mean().item()
+    return result
 
 
 def accuracy(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    data = load_dataset("cifar10", args.data)
+    data = load_dataset(args.dataset, args.data)
     store = RunStore(PILOT_STORE)
     deadline = time.perf_counter() + 60 * args.max_minutes if args.max_minutes else None
     for config in pilot_configs(args):
@@ -230,7 +290,7 @@ def accuracy(args: argparse.Namespace) -> None:
             break
     summary = []
     for run in store.runs():
-        if run.params.get("kind") != "pilot":
+        if run.params.get("kind") != "pilot" or run.params["dataset"] != args.dataset:
             continue
         history = run.history or []
         summary.append(
@@ -248,11 +308,12 @@ def accuracy(args: argparse.Namespace) -> None:
             }
         )
     write_json_atomic(
-        RESULTS / "cpu_pilot-accuracy.json",
+        RESULTS / f"cpu_pilot-accuracy-{args.dataset}.json",
         {
-            "what": "clean CIFAR-10 test accuracy (all 10,000 images) after every epoch of short pilot schedules",
+            "what": f"clean test accuracy ({data.test_set}) after every epoch of short pilot schedules",
+            "dataset": args.dataset,
             "runs": summary,
-            "nearest_class_mean_accuracy": nearest_class_mean_accuracy(data),
+            "class_mean_distance_accuracy": class_mean_distance_accuracies(data),
             "device": device_description(torch.device("cpu")),
             "torch": torch.__version__,
             "git_sha": git_revision(),
@@ -270,14 +331,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
     p = sub.add_parser("throughput")
+    p.add_argument("--dataset", choices=("cifar10", "stl10"), default="cifar10")
     p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--ks", type=int, nargs="+", default=[0, 1, 2, 10], help="0 = the vanilla step")
-    p.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes beyond the paper's (default: twice it)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=throughput)
     a = sub.add_parser("accuracy")
+    a.add_argument("--dataset", choices=("cifar10", "stl10"), default="cifar10")
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
     a.add_argument("--sources", nargs="+", default=["vanilla", "class_mean"], help="vanilla or a PAG target source")

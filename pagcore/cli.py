@@ -2,6 +2,7 @@
 
     python -m pagcore toy --seeds 0 1 2 3 4
     python -m pagcore train --scale cpu --dataset cifar10 --data .data/cifar10.npz --objective pag --source class_mean
+    python -m pagcore table --scale cpu --dataset cifar10 --data .data/cifar10.npz --max-minutes 170
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
         --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
@@ -82,14 +83,9 @@ def _add_train_parser(subparsers) -> None:
 
 
 def _dataset(args: argparse.Namespace, name: str):
-    from .data import load_dataset, synthetic_dataset
-    from .validation import ConfigError
+    from .experiments import load_data
 
-    if args.synthetic:
-        return synthetic_dataset(name, *args.synthetic)
-    if not args.data:
-        raise ConfigError("data is required: a torchvision root directory or an .npz file (or --synthetic TRAIN TEST)")
-    return load_dataset(name, args.data, download=args.download)
+    return load_data(name, args.data, download=args.download, synthetic=args.synthetic)
 
 
 def _run_train(args: argparse.Namespace) -> dict:
@@ -113,6 +109,72 @@ def _run_train(args: argparse.Namespace) -> dict:
         "epochs_done": len(run.history),
         "metrics": run.metrics,
     }
+
+
+def _add_table_parser(subparsers) -> None:
+    from .config import ExecutionOptions, add_arguments, add_group_arguments
+    from .evaluation import EvaluationSettings
+    from .experiments import ROWS
+
+    p = subparsers.add_parser(
+        "table",
+        help="train (or resume) the missing runs of a results table, teachers before their students",
+        description=(
+            "The rows of Table 1 (CIFAR-10) or Table 2 (STL-10), in order: complete runs are skipped, an"
+            " interrupted one resumes. With --max-minutes it stops cleanly when the time is up; run it"
+            " again to go on. Shared options (scale, epochs, seed, ...) apply to every row."
+        ),
+    )
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=list(ROWS),
+        choices=list(ROWS),
+        metavar="ROW",
+        help=f"the rows to train, in this order (default: all: {' '.join(ROWS)})",
+    )
+    add_arguments(p)
+    add_group_arguments(p, "execution", ExecutionOptions)
+    add_group_arguments(p, "evaluation", EvaluationSettings)
+    _add_data_arguments(p)
+    p.set_defaults(handler=_run_table)
+
+
+def _run_table(args: argparse.Namespace) -> dict:
+    import time
+    from dataclasses import replace
+
+    from .config import ExecutionOptions, given, given_knobs
+    from .evaluation import EvaluationSettings
+    from .experiments import ROWS, RealDataExperiment
+    from .runs import RunStore
+    from .training import check_trainable
+
+    knobs = given_knobs(args)
+    row_knobs = sorted({k for row in ROWS.values() for k in row.knobs} | {"teacher"})
+    if set(knobs) & set(row_knobs):
+        raise ConfigError(f"{', '.join(sorted(set(knobs) & set(row_knobs)))}: each row sets its own (see --rows)")
+    dataset = knobs.pop("dataset", "cifar10")
+    options = ExecutionOptions(**given(args, ExecutionOptions)).validate()
+    evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    subset = knobs.get("train_subset") or knobs.get("test_subset")
+    kind = options.kind or ("smoke" if args.synthetic or subset else "real")  # as run_kind decides for one run
+    experiment = RealDataExperiment(dataset, knobs, RunStore(args.runs), kind=kind)
+    for row in args.rows:  # every row resolves, and may be trained, before any data is read
+        check_trainable(experiment.config(row), kind)
+    data = _dataset(args, dataset)
+    deadline = None if options.max_minutes is None else time.monotonic() + 60 * options.max_minutes
+    rows = {}
+    for row in args.rows:
+        minutes_left = None if deadline is None else (deadline - time.monotonic()) / 60
+        if minutes_left is not None and minutes_left < 0.5:
+            break
+        result = experiment.train(row, data, replace(options, kind=kind, max_minutes=minutes_left), evaluation)
+        rows[row] = {"run": result.run.name, "finished": result.finished, "metrics": result.run.metrics}
+        if not result.finished:
+            break
+    complete = [row for row in args.rows if rows.get(row, {}).get("finished")]
+    return {"dataset": dataset, "kind": kind, "rows": rows, "complete": len(complete) == len(args.rows)}
 
 
 def _add_evaluate_parser(subparsers) -> None:
@@ -224,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_toy_parser(subparsers)
     _add_train_parser(subparsers)
+    _add_table_parser(subparsers)
     _add_evaluate_parser(subparsers)
     from .sweep import add_sweep_parser  # the sweep's options live with the sweep
 

@@ -7,8 +7,8 @@ A :class:`TrainConfig` is four small groups and a scale:
 * :class:`ObjectiveConfig`: the training objective (``cross_entropy``, ``pag``, ``adversarial``),
   the PAG target source, lambda, k target classes per image and the gradient kind;
 * :class:`AdversaryConfig`: the threat model and budget of adversarial training;
-* ``scale``: ``"paper"`` or ``"cpu"``, a preset (:data:`SCALES`) for the knobs a machine can
-  afford to shrink: width, epochs, k and the adversary's steps.
+* ``scale``: ``"paper"`` or ``"cpu"``, a preset per dataset (:data:`SCALES`) for the knobs a
+  machine can afford to shrink: width, epochs, k and the adversary's steps.
 
 Fields left at ``None`` are filled by :meth:`TrainConfig.resolve`, once, at the boundary: first
 from the scale's preset, then from the paper (Table 3's lambda, the batch size and attack radius
@@ -129,25 +129,43 @@ class ScalePreset:
     note: str
 
 
-SCALES: dict[str, ScalePreset] = {
-    "paper": ScalePreset(
-        width=64,
-        epochs=100,
-        classes_per_image=None,
-        adversary_steps=7,
-        final=True,
-        note="the paper's setting (Appendix C.2): ResNet-18, 100 epochs, the full class sum",
-    ),
-    # Chosen by benchmarks/cpu_pilot.py on two CPU cores; see its results and the CIFAR-10 chapter.
-    "cpu": ScalePreset(
-        width=8,
-        epochs=20,
-        classes_per_image=2,
-        adversary_steps=3,
-        final=False,
-        note="the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
-    ),
+PAPER_PRESET = ScalePreset(
+    width=64,
+    epochs=100,
+    classes_per_image=None,
+    adversary_steps=7,
+    final=True,
+    note="the paper's setting (Appendix C.2): ResNet-18, 100 epochs, the full class sum",
+)
+
+# scale -> dataset -> preset. The cpu presets are chosen per dataset by benchmarks/cpu_pilot.py on
+# two CPU cores; the figures behind each choice are in the dataset's chapter.
+SCALES: dict[str, dict[str, ScalePreset]] = {
+    "paper": {"cifar10": PAPER_PRESET, "stl10": PAPER_PRESET},
+    "cpu": {
+        "cifar10": ScalePreset(
+            width=8,
+            epochs=20,
+            classes_per_image=2,
+            adversary_steps=3,
+            final=False,
+            note="the CPU pilot (benchmarks/cpu_pilot.py) has not finished choosing it",
+        ),
+        "stl10": ScalePreset(
+            width=8,
+            epochs=20,
+            classes_per_image=2,
+            adversary_steps=3,
+            final=False,
+            note="the STL-10 pilot (benchmarks/cpu_pilot.py --dataset stl10) has not run yet",
+        ),
+    },
 }
+
+
+def preset_for(scale: str, dataset: str) -> ScalePreset:
+    """The knobs ``scale`` sets for ``dataset``."""
+    return SCALES[check_choice("scale", scale, SCALE_NAMES)][check_choice("dataset", dataset, DATASETS)]
 
 
 @dataclass(frozen=True)
@@ -160,8 +178,8 @@ class ExecutionOptions:
         "how the k input-gradients are computed (auto: the device's fastest)",
         choices=("auto", *GRADIENT_STRATEGIES),
     )
-    amp: bool | None = knob(None, "bf16 autocast for the training step (default: on CUDA only)")
-    channels_last: bool | None = knob(None, "channels-last activations (default: on CUDA only)")
+    amp: bool | None = knob(None, "bf16 autocast for the training step (default: on CUDA and on CPUs with bf16)")
+    channels_last: bool | None = knob(None, "channels-last activations (default: with bf16 autocast)")
     checkpoint_every: int | None = knob(None, "also checkpoint every N steps (always at the end of an epoch)")
     max_minutes: float | None = knob(None, "stop cleanly, resumably, after this many minutes")
     retrain: bool = knob(False, "discard an existing run of these parameters and start again")
@@ -230,7 +248,7 @@ class TrainConfig:
 
     @property
     def preset(self) -> ScalePreset:
-        return SCALES[check_choice("scale", self.scale, SCALE_NAMES)]
+        return preset_for(self.scale, self.data.dataset)
 
     def resolve(self) -> TrainConfig:
         """Every ``None`` filled in (scale preset, then the paper), then validated. Idempotent."""
@@ -379,10 +397,14 @@ def given(args: argparse.Namespace, group: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(group) if getattr(args, f.name, None) is not None}
 
 
+def given_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat knobs (``--scale`` included) the user set among the options of :func:`add_arguments`."""
+    return {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+
+
 def from_arguments(args: argparse.Namespace) -> TrainConfig:
     """The config the options of :func:`add_arguments` describe (only the options given)."""
-    given = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
-    return TrainConfig.from_flat(given)
+    return TrainConfig.from_flat(given_knobs(args))
 
 
 def from_namespace(group: type, namespace: dict[str, Any]) -> Any:

@@ -12,6 +12,8 @@ from .objective import GRADIENT_STRATEGIES
 BENCHMARK_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 CPU_STRATEGY = "loop"
 CUDA_FALLBACK_STRATEGY = "replicate"
+CPUINFO = Path("/proc/cpuinfo")
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -19,6 +21,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU computes in bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo.
+
+    Elsewhere (no such file, e.g. macOS) the answer is False: bf16 emulated in software is slower
+    than float32, so only a CPU known to have it gets bf16 by default."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & BF16_CPU_FLAGS)
+
+
+def default_fast_step(device: torch.device, cpuinfo: Path = CPUINFO) -> bool:
+    """Whether the training step runs under bf16 autocast with channels-last activations by default.
+
+    Always on CUDA. On a CPU only with native bf16: there benchmarks/cpu_pilot.py measured the PAG
+    step (ResNet-18 width 8, batch 64, k = 2) at 483 images/s against 392 in float32, with the
+    loss terms within 0.002 (cross-entropy) and 0.011 (cosine sum over 10 classes) of float32
+    (benchmarks/results/cpu_pilot-throughput-cifar10-2026-11-22.json). Evaluation is float32 regardless.
+    """
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16(cpuinfo))
 
 
 def measured_cuda_strategy(gpu_name: str | None, results: Path = BENCHMARK_RESULTS) -> tuple[str, str] | None:

@@ -73,7 +73,10 @@ def load_data(
     if synthetic:
         return synthetic_dataset(dataset, *synthetic)
     if not data:
-        raise ConfigError("data must name a torchvision root directory or an .npz file to train or evaluate")
+        raise ConfigError(
+            "data is required to train or evaluate: a torchvision root directory or an .npz file"
+            " (or synthetic sizes, for smoke runs)"
+        )
     return load_dataset(dataset, data, download=download)
 
 

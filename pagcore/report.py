@@ -160,10 +160,10 @@ def results_table(
 
 def preset_sentence(scale: str, dataset: str) -> str:
     """The knobs a scale's preset sets, in words."""
-    from .config import SCALES
+    from .config import preset_for
     from .data import SPECS
 
-    preset = SCALES[scale]
+    preset = preset_for(scale, dataset)
     k = preset.classes_per_image or SPECS[dataset].num_classes
     text = (
         f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
@@ -175,8 +175,17 @@ def preset_sentence(scale: str, dataset: str) -> str:
     return text
 
 
-def cpu_scale_verdict(runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
-    """What the CPU-scale rows show about the paper's claim, computed from the stored runs only."""
+def cpu_scale_verdict(
+    runs: dict[str, Any],
+    paper_rows: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    distance_ceiling: float | None = None,
+) -> str:
+    """What the CPU-scale rows show about the paper's claim, computed from the stored runs only.
+
+    ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to
+    the class means (the pilot's MLP, see :func:`cpu_pilot_paragraph`): a class-mean model at or
+    below it may be robust the way such a simple classifier is, which says little about PAG."""
     done = {row: run for row, run in runs.items() if run is not None and run.metrics}
     if "vanilla" not in done or not any(row in done for row in PAG_ROWS):
         return (
@@ -197,8 +206,20 @@ def cpu_scale_verdict(runs: dict[str, Any], paper_rows: dict[str, dict[str, floa
         parts.append(
             f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
             f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
-            f"(paper at its scale: {percent(paper_rows[row]['linf'])} ℓ∞, {percent(paper_rows[row]['l2'])} ℓ2)."
+            f"(paper at its scale: {percent(paper_rows[row]['clean'])} clean, {percent(paper_rows[row]['linf'])} ℓ∞, "
+            f"{percent(paper_rows[row]['l2'])} ℓ2)."
         )
+        if row == "class_mean" and distance_ceiling is not None:
+            side = "does not exceed" if m["clean"] <= distance_ceiling else "exceeds"
+            parts.append(
+                f"Its clean accuracy {side} the {percent(distance_ceiling)} of a classifier that sees only the "
+                "distances to the class means"
+                + (
+                    ", so its robustness may be that of such a simple classifier and is weak evidence for PAG."
+                    if side == "does not exceed"
+                    else "."
+                )
+            )
     parts.append(
         "These are numbers of a reduced protocol: they can support or contradict the direction of the "
         "paper's claim (robustness without adversarial examples), not its figures."
@@ -207,6 +228,70 @@ def cpu_scale_verdict(runs: dict[str, Any], paper_rows: dict[str, dict[str, floa
 
 
 PAG_ROWS = ("one_image", "class_mean", "nearest_neighbor", "rigd_linf", "rigd_l2")
+
+
+def _newest_json(results: Path, pattern: str) -> dict[str, Any] | None:
+    paths = sorted(results.glob(pattern))
+    return json.loads(paths[-1].read_text()) if paths else None
+
+
+def cpu_pilot_results(dataset: str, results: Path | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The committed pilot results of ``dataset``: (newest throughput, accuracy), each None if absent."""
+    from .devices import BENCHMARK_RESULTS
+
+    results = results or BENCHMARK_RESULTS
+    return (
+        _newest_json(results, f"cpu_pilot-throughput-{dataset}-*.json"),
+        _newest_json(results, f"cpu_pilot-accuracy-{dataset}.json"),
+    )
+
+
+def class_mean_distance_ceiling(dataset: str, results: Path | None = None) -> float | None:
+    """The pilot's best accuracy on ``dataset`` from the distances to the class means alone, if it measured one."""
+    _, accuracy = cpu_pilot_results(dataset, results)
+    ceiling = (accuracy or {}).get("class_mean_distance_accuracy")
+    return max(ceiling.values()) if ceiling else None
+
+
+def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
+    """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
+    from its committed results; the pilot ran on CIFAR-10 only."""
+    speed, accuracy = cpu_pilot_results(dataset, results)
+    if speed is None or accuracy is None:
+        return f"The pilot that chooses the {dataset} cpu preset has no results yet."
+    rate = {row["name"]: row["images_per_s"] for row in speed["rows"]}
+    widths = sorted({row["width"] for row in speed["rows"]})
+    batch = speed["batch"]
+    steps = [
+        f"{rate[fp32]:.0f} in float32 and {rate[fast]:.0f} with bf16 autocast and channels-last at width {w}"
+        for w in widths
+        for fp32, fast in [(f"w{w} k2 b{batch} fp32 loop", f"w{w} k2 b{batch} bf16 cl loop")]
+        if fp32 in rate and fast in rate
+    ]
+    worst_cosine = max(v["cosine_abs_diff"] for v in speed["loss_bf16_vs_fp32"].values())
+    text = [
+        f"The preset was chosen by a pilot on two CPU cores ({speed['device']}, torch {speed['torch']}). "
+        f"A PAG training step with k = 2 at batch {batch} processes {'; '.join(steps)} images per second; in bf16 the "
+        f"cosine term (a sum over ten classes) moves by at most {worst_cosine:.3f} from float32."
+    ]
+    finished = [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
+    for objective, label in (("cross_entropy", "vanilla"), ("pag", "class mean (k = 2, λ = 0.4)")):
+        found = sorted((r["width"], r) for r in finished if r["objective"] == objective)
+        if found:
+            parts = [
+                f"{percent(r['test_accuracy'][-1])} at width {w} "
+                f"({sum(r['seconds_per_epoch']) / 60 / len(r['seconds_per_epoch']):.1f} min per epoch)"
+                for w, r in found
+            ]
+            text.append(f"After {found[0][1]['epochs']} epochs, {label} reaches {', '.join(parts)}.")
+    ceiling = accuracy.get("class_mean_distance_accuracy")
+    if ceiling:
+        text.append(
+            "A classifier that sees an image only through its ten distances to the class means reaches "
+            f"{percent(ceiling['nearest'])} as the nearest mean, {percent(ceiling['linear'])} as a linear model "
+            f"and {percent(ceiling['mlp'])} as a small MLP on those distances."
+        )
+    return " ".join(text)
 
 
 def status_sentence(runs: dict[str, Any], chapter: str) -> str:

@@ -30,7 +30,7 @@ from .attacks import PGD
 from .augment import random_crop_flip
 from .config import ExecutionOptions, TrainConfig
 from .data import ImageDataset
-from .devices import default_strategy, resolve_device
+from .devices import default_fast_step, default_strategy, resolve_device
 from .evaluation import EvaluationSettings, clean_accuracy, evaluate_run
 from .interrupts import stop_requests
 from .models import build_model
@@ -219,8 +219,9 @@ class Trainer:
         self.config, self.data, self.run, self.options = config, data, run, options
         self.device = resolve_device(options.device)
         self.strategy = default_strategy(self.device) if options.strategy == "auto" else options.strategy
-        self.amp = (self.device.type == "cuda") if options.amp is None else options.amp
-        self.channels_last = (self.device.type == "cuda") if options.channels_last is None else options.channels_last
+        fast = default_fast_step(self.device)
+        self.amp = fast if options.amp is None else options.amp
+        self.channels_last = fast if options.channels_last is None else options.channels_last
         self.model = initial_model(config, data.num_classes)
         s = config.schedule
         self.optimizer = torch.optim.SGD(

@@ -70,3 +70,28 @@ def test_gpu_slug_names_the_gpu_model():
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "H100" and gpu_slug("NVIDIA H200") == "H200"
     assert gpu_slug("Tesla V100-SXM2-16GB") == "V100_SXM2_16GB"
     assert next(v for k, v in PEAK_BF16.items() if k in "NVIDIA H100 PCIe") == 756e12
+
+
+def load_script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_class_mean_distance_ceiling_sees_class_information_only_where_there_is_some():
+    from dataclasses import replace
+
+    import torch
+
+    from pagcore.data import synthetic_dataset
+
+    pilot = load_script("cpu_pilot")
+    data = synthetic_dataset("cifar10", 400, 200, seed=3)  # classes differ by a colour cast
+    informative = pilot.class_mean_distance_accuracies(data, epochs=3)
+    assert set(informative) == {"nearest", "linear", "mlp"}
+    assert informative["nearest"] >= 0.6 and informative["mlp"] >= 0.6  # chance: 0.1
+    shuffled = replace(data, y_train=data.y_train[torch.randperm(400, generator=torch.Generator().manual_seed(0))])
+    assert max(pilot.class_mean_distance_accuracies(shuffled, epochs=3).values()) <= 0.3

@@ -13,7 +13,7 @@ import torch
 
 from pagcore import campaign, transfer
 from pagcore.campaign import PRIORITY, Clock, Settings
-from pagcore.devices import default_strategy, measured_cuda_strategy
+from pagcore.devices import cpu_has_native_bf16, default_fast_step, default_strategy, measured_cuda_strategy
 from pagcore.runs import RunStore
 from pagcore.transfer import Item, PlanError, check_plan, join_parts, plan_parts, room_for_carry, split_file
 
@@ -149,6 +149,23 @@ def test_default_strategy_reads_the_newest_cuda_benchmark_of_this_gpu(tmp_path):
     assert measured_cuda_strategy("NVIDIA A100-SXM4-40GB", tmp_path)[0] == "loop"  # no match: the newest
     if not torch.cuda.is_available():
         assert default_strategy(torch.device("cuda"), tmp_path) == "loop"
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu sse2 avx2 amx_tile amx_bf16", True),
+        ("fpu sse2 avx2 avx512f avx512bw", False),
+    ],
+)
+def test_bf16_autocast_is_the_cpu_default_only_with_native_bf16(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert default_fast_step(torch.device("cpu"), cpuinfo) is native
+    assert default_fast_step(torch.device("cuda"), cpuinfo) is True
+    assert cpu_has_native_bf16(tmp_path / "absent") is False  # no /proc (macOS): float32
 
 
 # -- priority, slices, pack --------------------------------------------------------------------------

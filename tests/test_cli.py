@@ -24,7 +24,7 @@ TINY_TRAIN = [
     "--no-progress",
     *SYNTHETIC,
 ]
-TESTED_SUBCOMMANDS = {"toy", "train", "evaluate", "sweep", "campaign"}
+TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "campaign"}
 
 
 def pagcore(*args, timeout=300):
@@ -150,6 +150,34 @@ def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
     runs, names = trained
     out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", attacks, *SYNTHETIC)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_table_subcommand_trains_a_teacher_before_its_student_then_skips_them(tmp_path):
+    args = ["table", "--rows", "vanilla", "rigd_l2", "--adversary-steps", "1", *TINY_TRAIN, "--runs", str(tmp_path)]
+    out, result = pagcore(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert result["kind"] == "smoke" and result["complete"] is True
+    assert list(result["rows"]) == ["vanilla", "rigd_l2"]
+    student = json.loads((tmp_path / result["rows"]["rigd_l2"]["run"] / "params.json").read_text())
+    teacher = json.loads((tmp_path / student["teacher"] / "params.json").read_text())
+    assert teacher["objective"] == "adversarial" and teacher["adversary"]["threat"] == "l2"
+    runs_before = sorted(p.name for p in tmp_path.iterdir())
+    out, again = pagcore(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert again["rows"] == result["rows"] and sorted(p.name for p in tmp_path.iterdir()) == runs_before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--objective", "pag"], "objective: each row sets its own"),
+        (["--rows", "tabel_1"], "invalid choice"),
+    ],
+)
+def test_table_subcommand_rejects_knobs_that_rows_set(tmp_path, args, message):
+    out, _ = pagcore("table", *args, *TINY_TRAIN, "--runs", str(tmp_path))
+    assert out.returncode == 2 and message in out.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_sweep_subcommand(tmp_path):

@@ -19,7 +19,7 @@ def test_paper_scale_fills_the_papers_values():
 
 
 def test_cpu_scale_takes_its_preset_and_explicit_values_win():
-    preset = SCALES["cpu"]
+    preset = SCALES["cpu"]["cifar10"]
     c = TrainConfig.from_flat({"scale": "cpu"}).resolve()
     assert (c.data.width, c.schedule.epochs) == (preset.width, preset.epochs)
     assert c.objective.classes_per_image == (preset.classes_per_image or 10)
@@ -132,3 +132,18 @@ def test_a_new_knob_reaches_cli_and_notebook(monkeypatch):
     args = parser.parse_args(["--label-smoothing", "0.1"])
     assert args.label_smoothing == 0.1
     assert TrainConfig.from_flat({"label_smoothing": 0.1}).data.label_smoothing == 0.1
+
+
+def test_each_dataset_has_its_own_preset_at_each_scale(monkeypatch):
+    from dataclasses import replace
+
+    for scale in cfg.SCALE_NAMES:
+        for dataset in ("cifar10", "stl10"):
+            assert cfg.preset_for(scale, dataset) is SCALES[scale][dataset]
+    cifar_before = TrainConfig.from_flat({"scale": "cpu"}).resolve()
+    monkeypatch.setitem(SCALES["cpu"], "stl10", replace(SCALES["cpu"]["stl10"], width=12, epochs=40))
+    stl = TrainConfig.from_flat({"scale": "cpu", "dataset": "stl10"}).resolve()
+    assert (stl.data.width, stl.schedule.epochs) == (12, 40)
+    assert TrainConfig.from_flat({"scale": "cpu"}).resolve() == cifar_before  # CIFAR-10's runs keep their names
+    with pytest.raises(ConfigError, match="dataset"):
+        cfg.preset_for("cpu", "imagenet")

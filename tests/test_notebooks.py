@@ -195,7 +195,9 @@ def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch)
     from pagcore.experiments import chapter_runs
     from pagcore.validation import ConfigError
 
-    monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
+    monkeypatch.setitem(
+        cfg.SCALES["cpu"], "cifar10", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot")
+    )
     with pytest.raises(ConfigError, match="provisional"):
         chapter_runs(
             "cifar10",

@@ -48,3 +48,67 @@ def test_parameters_table_has_two_pairs_per_row_by_default():
         if line.startswith("| `")
     ]
     assert rows == ["| `a` | `1` | `b` | `2` |", "| `c` | `3` |  |  |"]
+
+
+# -- the cpu preset's pilot and the CPU-scale verdict -------------------------------------------------
+
+
+def write_pilot(results, dataset="cifar10"):  # the figures are made up: a test of the wording
+    import json
+
+    rows = [
+        {"name": f"w{w} k2 b64 {mode} loop", "width": w, "images_per_s": rate}
+        for w, fp32, fast in ((8, 392.0, 483.0), (16, 199.0, 298.0))
+        for mode, rate in (("fp32", fp32), ("bf16 cl", fast))
+    ]
+    speed = {
+        "device": "cpu: test",
+        "batch": 64,
+        "torch": "2.x",
+        "rows": rows,
+        "loss_bf16_vs_fp32": {"w8 k2": {"cosine_abs_diff": 0.011}, "w16 k2": {"cosine_abs_diff": 0.004}},
+    }
+    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318]}
+    accuracy = {
+        "dataset": dataset,
+        "runs": [
+            {**run, "seconds_per_epoch": [100.0, 110.0]},
+            {**run, "objective": "cross_entropy", "test_accuracy": [0.5, 0.826], "seconds_per_epoch": [30.0, 30.0]},
+            {**run, "width": 16, "epochs_done": 1, "test_accuracy": [0.25], "seconds_per_epoch": [170.0]},
+        ],
+        "class_mean_distance_accuracy": {"nearest": 0.271, "linear": 0.308, "mlp": 0.425},
+    }
+    (results / f"cpu_pilot-throughput-{dataset}-2026-01-01.json").write_text(json.dumps(speed))
+    (results / f"cpu_pilot-accuracy-{dataset}.json").write_text(json.dumps(accuracy))
+
+
+def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
+    write_pilot(tmp_path)
+    text = report.cpu_pilot_paragraph("cifar10", tmp_path)
+    assert "392 in float32 and 483 with bf16" in text and "at width 16" in text
+    assert "at most 0.011" in text
+    assert "vanilla reaches 82.6% at width 8 (0.5 min per epoch)" in text
+    assert "31.8% at width 8 (1.8 min per epoch)" in text and "25.0%" not in text  # unfinished runs are left out
+    assert "27.1% as the nearest mean" in text and "42.5% as a small MLP" in text
+    assert report.class_mean_distance_ceiling("cifar10", tmp_path) == 0.425
+    assert report.class_mean_distance_ceiling("stl10", tmp_path) is None
+    assert "stl10 cpu preset has no results yet" in report.cpu_pilot_paragraph("stl10", tmp_path)
+    assert "has no results yet" in report.cpu_pilot_paragraph("cifar10", tmp_path / "absent")
+
+
+class StoredRun:
+    def __init__(self, clean, linf, l2):
+        self.metrics = {"clean": clean, "linf": linf, "l2": l2}
+
+
+def test_cpu_verdict_weighs_class_mean_against_the_distance_ceiling():
+    from pagcore import paper
+
+    runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25)}
+    low = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {}, distance_ceiling=0.425)
+    assert "more robust than vanilla in both" in low and "does not exceed the 42.5%" in low
+    runs["class_mean"] = StoredRun(0.60, 0.1, 0.3)
+    high = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {}, distance_ceiling=0.425)
+    assert "exceeds the 42.5%" in high and "weak evidence" not in high
+    assert "distances" not in report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
+    assert "no CPU-scale result" in report.cpu_scale_verdict({"vanilla": runs["vanilla"]}, paper.TABLES["cifar10"], {})

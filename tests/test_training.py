@@ -331,7 +331,9 @@ def test_lr_schedule_defaults_to_the_authors_step_schedule():
 def test_a_provisional_preset_refuses_real_runs(data, tmp_path, monkeypatch):
     from pagcore import config as cfg
 
-    monkeypatch.setitem(cfg.SCALES, "cpu", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot"))
+    monkeypatch.setitem(
+        cfg.SCALES["cpu"], "cifar10", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot")
+    )
     as_real = __import__("pagcore.data", fromlist=["load_dataset"]).load_dataset(
         "cifar10", save_npz(data, tmp_path / "d.npz")
     )
