@@ -95,18 +95,19 @@ def plot_accuracy_vs_lambda(
     lams,
     series: dict[str, list[float | None]],
     *,
-    paper: dict[str, list[float]] | None = None,
+    paper: dict[str, list[float | None]] | None = None,
     title: str = "",
 ) -> None:
-    """Accuracy (%) against lambda on a symmetric-log axis; dashed lines for the paper's values."""
+    """Accuracy (%) against lambda on a symmetric-log axis; dashed lines for the paper's values.
+    A ``None`` (a run not made, a lambda the paper did not report) leaves its point out."""
     for i, (label, values) in enumerate(series.items()):
         points = [(lam, 100 * v) for lam, v in zip(lams, values) if v is not None]
         if points:
             ax.plot(*zip(*points), marker="o", color=f"C{i}", label=label)
-        if paper and label in paper:
+        theirs = [(lam, 100 * v) for lam, v in zip(lams, (paper or {}).get(label, [])) if v is not None]
+        if theirs:
             ax.plot(
-                lams,
-                [100 * v for v in paper[label]],
+                *zip(*theirs),
                 linestyle="--",
                 marker="x",
                 color=f"C{i}",

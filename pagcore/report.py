@@ -310,6 +310,11 @@ def status_sentence(runs: dict[str, Any], chapter: str) -> str:
     )
 
 
+def scales_status(runs_by_scale: dict[str, dict[str, Any]], chapter: str) -> str:
+    """:func:`status_sentence` for each scale of a chapter, each introduced by its scale."""
+    return " ".join(f"At the {scale} scale: " + status_sentence(runs, chapter) for scale, runs in runs_by_scale.items())
+
+
 def training_curves(runs: dict[str, Any], labels: dict[str, str]):
     """Test accuracy and training loss per epoch of every stored run; None if there are none."""
     available = {row: run for row, run in runs.items() if run is not None and run.history}

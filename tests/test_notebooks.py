@@ -39,8 +39,8 @@ SMOKE_PARAMETERS = {
     ),
     # The CPU scale on STL-10's image size (the paper scale on CIFAR-10 is test_real_data_chapters_show_no_smoke_runs').
     "real_data": dict(REAL_DATA_SMOKE, dataset="stl10", scales=["cpu"]),
-    "lambda_ablation": dict(TINY_TRAINING, lams=[0.1, 1.0], interactive=True),
-    "seed_error_bars": dict(TINY_TRAINING, seeds=[0, 1]),
+    "lambda_ablation": dict(TINY_TRAINING, lams=[0.1, 1.0], interactive=True, scales=["cpu"]),
+    "seed_error_bars": dict(TINY_TRAINING, seeds=[0, 1], scales=["paper", "cpu"]),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
 }
