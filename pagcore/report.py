@@ -134,12 +134,31 @@ def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
 METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
 
 
+def autoattack_cell(run: Any, norm: str) -> str:
+    """The stored AutoAttack robust accuracy of ``run`` in ``norm``, with its number of test images."""
+    from .run_evaluations import chosen_evaluations
+
+    entry = chosen_evaluations(run).get(("autoattack", norm)) if run is not None else None
+    if entry is None:
+        return "not evaluated"
+    return f"{percent(entry['results']['robust'], digits=2)} ({entry['settings']['subset']['size']:,})"
+
+
 def results_table(
-    runs: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str], *, test_set: bool = False
+    runs: dict[str, Any],
+    paper_rows: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    *,
+    test_set: bool = False,
+    autoattack: bool = False,
 ) -> str:
     """Markdown: one row per method, our accuracy beside the paper's for each metric, with the length
-    and wall time of our run. With ``test_set``, a line under the table names the test set(s) used."""
-    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")] + ["epochs", "wall time"]
+    and wall time of our run. With ``test_set``, a line under the table names the test set(s) used;
+    with ``autoattack``, two columns give each run's stored AutoAttack accuracy (the paper has none)."""
+    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")]
+    if autoattack:
+        header += ["AutoAttack ℓ∞ 8/255", "AutoAttack ℓ2"]
+    header += ["epochs", "wall time"]
     rows, test_sets = [], set()
     for row, run in runs.items():
         metrics = (run.metrics or {}) if run is not None else {}
@@ -147,6 +166,8 @@ def results_table(
         cells = [labels.get(row, row)]
         for key, _ in METRIC_COLUMNS:
             cells += [percent(metrics.get(key), digits=2), percent(paper[key], digits=2) if key in paper else "—"]
+        if autoattack:
+            cells += [autoattack_cell(run, norm) if run is not None else "—" for norm in ("linf", "l2")]
         cells.append(run.params["epochs"] if run is not None else "—")
         cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
         rows.append(cells)
@@ -155,6 +176,11 @@ def results_table(
     table = markdown_table(header, rows)
     if test_set and test_sets:
         table += "\n\nOur numbers are computed on: " + "; ".join(sorted(test_sets)) + "."
+    if autoattack:
+        table += (
+            "\n\nAutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size"
+            " follows each number; see the gradient-masking chapter."
+        )
     return table
 
 

@@ -112,3 +112,26 @@ def test_cpu_verdict_weighs_class_mean_against_the_distance_ceiling():
     assert "exceeds the 42.5%" in high and "weak evidence" not in high
     assert "distances" not in report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
     assert "no CPU-scale result" in report.cpu_scale_verdict({"vanilla": runs["vanilla"]}, paper.TABLES["cifar10"], {})
+
+
+def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path):
+    import json
+
+    class Run:
+        path = tmp_path
+        metrics = {"clean": 0.8, "linf": 0.1, "l2": 0.3}
+        params = {"epochs": 20}
+        record = {"wall_seconds": 600}
+
+    (tmp_path / "evaluations").mkdir()
+    entry = {
+        "name": "autoattack",
+        "settings": {"norm": "l2", "budgets": "real", "subset": {"size": 1000, "seed": 0}},
+        "results": {"robust": 0.2512},
+    }
+    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
+    table = report.results_table({"class_mean": Run()}, {}, {}, autoattack=True)
+    header, _, row = table.splitlines()[:3]
+    assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
+    assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
+    assert "AutoAttack" not in report.results_table({"class_mean": Run()}, {}, {})
