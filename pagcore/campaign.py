@@ -18,17 +18,37 @@ Each call works within ``--minutes`` of wall clock and does, in order, what is n
    slices of at most ``--slice-minutes`` (9): a run unfinished when the call's time is up
    continues from its checkpoint in the next call. Evaluation runs only when the minutes left
    allow it (``--eval-minutes``); otherwise the next call evaluates. A run that is blocked
-   (no STL-10 data, a teacher's weights not staged) is reported and skipped;
-4. **pack**: every record, metric, history, evaluation and picture into ``--out``, at most 8
+   (no STL-10 data, a teacher's weights not staged) is reported and skipped. With ``cpu_scale``
+   among ``--steps``, this step ends ``--cpu-scale-share`` of the call early (below);
+4. **cpu_scale**: the missing CPU-scale runs of :data:`CPU_PRIORITY`, ``--cpu-scale-workers``
+   (4) processes side by side on the GPU (a width-8 model leaves it mostly idle), each
+   training one run of the CPU preset, unchanged, into the campaign's run store (same run
+   names as a CPU machine makes; each session's record names its device). Whenever a worker
+   ends, the first entry that can start takes its place: a RIGD run waits for its teacher to
+   be complete; an entry is blocked (reported, never trained) while its preset is provisional,
+   its dataset is not staged, or the repository holds it unfinished from another machine.
+   Workers stop, resumably, at the call's deadline. Whether it pays is *measured* once, right
+   after the benchmark (before ``train``, so the first window with the minutes for it measures):
+   one run alone, then ``--cpu-scale-workers`` side by side, each for
+   ``--cpu-scale-measure-minutes`` (1), on the CPU scale's class-mean row (kind ``pilot``, in a
+   scratch store); the images/s of each, their ratio (``speedup``) and the seconds per epoch of
+   one run (to set beside a CPU machine's history) go into ``state.json`` and every report.
+   Time: ``train`` leaves this step ``--cpu-scale-share`` (0.0) of the call's minutes, and
+   whatever it does not use itself (every paper-scale run complete or blocked). So by default
+   the GPU fills only idle time with CPU-scale runs, after the paper-scale priority of the moment;
+5. **pack**: every record, metric, history, evaluation and picture into ``--out``, at most 8
    files of under 16 MiB: ``campaign-report.json``, ``campaign-results.tar.gz`` (split into
-   parts if large) and as many checkpoint parts as the remaining room allows (the resumable
-   checkpoint of an unfinished run, the final weights of a finished one); the report lists
-   the parts still to bring back (``--steps pack`` brings them, without training).
+   parts if large; it also holds the CPU-scale checkpoints not yet brought back, ~1 MB each,
+   which travel with the repository, see ``.gitignore``) and as many checkpoint parts as the
+   remaining room allows (the resumable checkpoint of an unfinished paper-scale run, the final
+   weights of a finished one); the report lists the parts still to bring back (``--steps
+   pack`` brings them, without training).
 
 State between calls lives in ``--work`` (``.data/campaign/``, ignored by git, so it stays on a
 warm machine between calls): ``state.json`` and the campaign's run store ``runs/``, seeded at
-each call from the repository's committed records. ``--dry`` runs the same code on synthetic
-data with tiny widths and budgets (kind ``smoke``, never results); ``make test`` runs it.
+each call from the repository's committed records (with the CPU-scale checkpoints committed
+beside them). ``--dry`` runs the same code on synthetic data with tiny widths and budgets (kind
+``smoke``, never results), ``cpu_scale`` included (two workers, one epoch); ``make test`` runs it.
 
 Imports only torch, numpy, matplotlib, tqdm and the standard library (no Jupyter, papermill,
 PyYAML or submitit: the GPU machine has none of them), so run it there as
@@ -38,6 +58,7 @@ PyYAML or submitit: the GPU machine has none of them), so run it there as
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -47,34 +68,36 @@ import tarfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("smoke", "benchmark", "train", "pack")
+STEPS = ("smoke", "benchmark", "train", "cpu_scale", "pack")
 REPORT = "campaign-report.json"
 DESCRIPTION = (
     "On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
-    "the next paper-scale runs of the priority list in resumable slices, and the pack into --out "
-    "(see pagcore/campaign.py and the README's GPU sessions)."
+    "the next paper-scale runs of the priority list in resumable slices, missing CPU-scale runs side by side, "
+    "and the pack into --out (see pagcore/campaign.py and the README's GPU sessions)."
 )
 ARCHIVE = "campaign-results.tar.gz"
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One paper-scale run the book needs: a row of a table with its overrides, and its priority group."""
+    """One run the book needs: a row of a table with its overrides, its priority group and its scale."""
 
     group: int
     dataset: str
     row: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    scale: str = "paper"
 
     @property
     def label(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.overrides.items()))
-        return f"{self.dataset} {self.row}{extra}"
+        scale = "" if self.scale == "paper" else f" ({self.scale} scale)"
+        return f"{self.dataset} {self.row}{extra}{scale}"
 
 
 # The issue's order: Table 1's vanilla and class mean first, then the other model-free sources,
@@ -109,6 +132,26 @@ PRIORITY: tuple[Entry, ...] = (
 )
 
 
+# The CPU scale's runs the book needs, in the same order as the paper scale's (Table 1, the teachers
+# and RIGD, Table 4's seeds, Figure 5's lambdas, STL-10's Table 2), then k target classes per image.
+CPU_PRIORITY: tuple[Entry, ...] = (
+    *(replace(entry, scale="cpu") for entry in PRIORITY),
+    *(Entry(7, "cifar10", "class_mean", {"classes_per_image": k}, "cpu") for k in (1, 5, 10)),
+)
+
+MEASURED_ENTRY = Entry(0, "cifar10", "class_mean", scale="cpu")
+"""What the side-by-side measurement trains: a PAG row at the CPU scale, k target gradients a step."""
+
+# Dry mode shrinks each scale's model and schedule and keeps its code path: two epochs at the paper
+# scale (a run crosses slices), one at the CPU scale (each of its runs is a process of its own).
+DRY_KNOBS: dict[str, dict[str, Any]] = {
+    "paper": {"width": 4, "epochs": 2, "batch_size": 16},
+    "cpu": {"width": 4, "epochs": 1, "batch_size": 16},
+}
+DRY_DATA: dict[str, tuple[int, int]] = {"cifar10": (64, 16), "stl10": (16, 8)}
+"""Synthetic (train, test) images per dataset in dry mode."""
+
+
 class Clock:
     """The call's wall-clock budget."""
 
@@ -122,6 +165,12 @@ class Clock:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def ending_earlier(self, seconds: float) -> Clock:
+        """This clock less ``seconds`` at the end: what a step leaves to the steps after it."""
+        earlier = copy.copy(self)
+        earlier.deadline -= seconds
+        return earlier
 
 
 @dataclass
@@ -141,17 +190,37 @@ class Settings:
     benchmark_minutes: float = 5.0
     commit: str = ""
     repo_runs: Path = REPO / "runs"
+    cpu_scale_workers: int = 4
+    cpu_scale_share: float = 0.0
+    cpu_scale_measure_minutes: float = 1.0
 
     @property
     def kind(self) -> str:
         return "smoke" if self.dry else "real"
 
+    def knobs(self, scale: str) -> dict[str, Any]:
+        """The training knobs of ``scale``: its preset as it is (dry mode shrinks it, see :data:`DRY_KNOBS`)."""
+        return {"scale": scale, **(DRY_KNOBS[scale] if self.dry else {})}
+
     @property
-    def train_knobs(self) -> dict[str, Any]:
-        """The paper's scale; dry mode keeps the code path and shrinks the model and schedule."""
-        if self.dry:
-            return {"scale": "paper", "width": 4, "epochs": 2, "batch_size": 16}
-        return {"scale": "paper"}
+    def evaluation_knobs(self) -> dict[str, Any]:
+        """The final evaluation's settings: the paper's, or one PGD step and one picture in dry mode."""
+        return {"pgd_steps": 1, "picture_images": 1} if self.dry else {}
+
+    @property
+    def shortest_slice_minutes(self) -> float:
+        """Shorter training slices than this are not worth starting (dry mode's whole budget is a minute)."""
+        return 0.01 if self.dry else 0.5
+
+    @property
+    def worker_start_seconds(self) -> float:
+        """Allowed for a worker process to import torch, load its data and reach the device."""
+        return 8.0 if self.dry else 30.0
+
+    @property
+    def worker_stop_seconds(self) -> float:
+        """Allowed for a worker past its deadline to checkpoint and exit (see :func:`wait_for_workers`)."""
+        return 3.0 if self.dry else 20.0
 
     @property
     def smoke_knobs(self) -> dict[str, Any]:
@@ -180,8 +249,18 @@ def datasets(settings: Settings) -> dict:
     from .data import load_dataset, synthetic_dataset
 
     if settings.dry:
-        return {"cifar10": synthetic_dataset("cifar10", 64, 16), "stl10": synthetic_dataset("stl10", 16, 8)}
+        return {name: synthetic_dataset(name, *sizes) for name, sizes in DRY_DATA.items()}
     return {name: load_dataset(name, path) if path else None for name, path in settings.data.items()}
+
+
+def staged(settings: Settings, dataset: str) -> bool:
+    return settings.dry or bool(settings.data.get(dataset))
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    # The GPU machine has no installed pagcore: a child process finds this checkout's through PYTHONPATH.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 # -- 1. smoke ----------------------------------------------------------------------------------------
@@ -383,12 +462,16 @@ def run_benchmark(settings: Settings, clock: Clock) -> dict:
     timeout = max(1.0, min(60 * settings.benchmark_minutes, clock.left() - 60 * settings.pack_minutes))
     command = benchmark_command(settings, out)
     log = settings.work / "benchmark.log"
-    # The GPU machine has no installed pagcore: the script finds this checkout's through PYTHONPATH.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     try:
         with open(log, "w") as handle:
             done = subprocess.run(
-                command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO, check=False, env=env
+                command,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                cwd=REPO,
+                check=False,
+                env=_subprocess_env(),
             )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "command": command}
@@ -415,44 +498,91 @@ def run_benchmark(settings: Settings, clock: Clock) -> dict:
 # -- 3. train ----------------------------------------------------------------------------------------
 
 
+def travels_with_repository(run) -> bool:
+    """CPU-scale checkpoints are small and committed with their runs (see ``.gitignore``): they are
+    seeded with the records and come back in the results archive, not as parts."""
+    return run.params.get("scale") == "cpu"
+
+
+def begun_elsewhere(run, settings: Settings) -> bool:
+    """An unfinished CPU-scale run of the repository with no session on this kind of device: a CPU
+    machine is (or was) training it, and two machines must not write one run."""
+    if not travels_with_repository(run) or run.status == "new" or run.complete:
+        return False
+    device_type = _device(settings).type
+    return not any(s.get("device", "").startswith(device_type) for s in run.record.get("sessions", []))
+
+
 def seed_store(settings: Settings) -> None:
     """Copy the repository's committed records of this campaign's runs into the campaign store,
-    file by file where missing, so that a run begun in an earlier window is known here (its
-    checkpoint arrives separately, staged from its parts)."""
+    file by file where missing, so that a run begun in an earlier window is known here (a
+    paper-scale checkpoint arrives separately, staged from its parts; a CPU-scale one is
+    committed with its run and copied here unless the store already has one of that run)."""
     from .runs import RunStore
 
     store = RunStore(settings.work / "runs")
     for run in RunStore(settings.repo_runs).runs():
-        if run.params.get("scale") != "paper" or run.kind != settings.kind:
+        if (
+            run.params.get("scale") not in ("paper", "cpu")
+            or run.kind != settings.kind
+            or begun_elsewhere(run, settings)
+        ):
             continue
+        with_checkpoints = travels_with_repository(run) and not any(store.run(run.name).path.glob("checkpoint-*.pt"))
         for file in run.path.rglob("*"):
             target = store.root / run.name / file.relative_to(run.path)
-            if file.is_file() and not file.name.startswith("checkpoint-") and not target.exists():
+            checkpoint = file.name.startswith("checkpoint-")
+            if not file.is_file() or file.name.endswith(".tmp") or (checkpoint and not with_checkpoints):
+                continue
+            if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(file, target)
 
 
-def entry_status(entry: Entry, settings: Settings) -> tuple[str, Any]:
-    """("complete", where) when a complete run of the entry exists in the campaign or repository
-    store; else ("missing", its run name)."""
+class EntryStatus(NamedTuple):
+    status: str  # "complete", "missing" or "blocked"
+    run: str
+    why: str = ""  # what blocks it
+
+
+def experiment_for(entry: Entry, settings: Settings):
+    """The entry's table at its scale, in the campaign's run store."""
     from .experiments import RealDataExperiment
     from .runs import RunStore
-    from .training import run_name_for
 
-    experiment = RealDataExperiment(
-        entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"), kind=settings.kind
+    return RealDataExperiment(
+        entry.dataset, settings.knobs(entry.scale), RunStore(settings.work / "runs"), kind=settings.kind
     )
-    name = run_name_for(experiment.config(entry.row, **entry.overrides), settings.kind)
-    for store in (RunStore(settings.work / "runs"), RunStore(settings.repo_runs)):
-        if store.run(name).complete:
-            return "complete", name
-    return "missing", name
 
 
-def next_missing(settings: Settings, skip: set[str] = frozenset()) -> Entry | None:
-    """The first entry of :data:`PRIORITY` with no complete run (and not in ``skip``)."""
-    for entry in PRIORITY:
-        if entry.label not in skip and entry_status(entry, settings)[0] == "missing":
+def entry_status(entry: Entry, settings: Settings) -> EntryStatus:
+    """Complete when a complete run of the entry exists in the campaign or repository store;
+    blocked while its preset is provisional for this kind of run (real runs wait for a final
+    preset) or while the repository holds it unfinished from another machine; else missing."""
+    from .runs import RunStore
+    from .training import check_trainable, run_name_for
+    from .validation import ConfigError
+
+    config = experiment_for(entry, settings).config(entry.row, **entry.overrides)
+    name = run_name_for(config, settings.kind)
+    at_home = RunStore(settings.repo_runs).run(name)
+    if RunStore(settings.work / "runs").run(name).complete or at_home.complete:
+        return EntryStatus("complete", name)
+    try:
+        check_trainable(config, settings.kind)
+    except ConfigError as provisional:
+        return EntryStatus("blocked", name, str(provisional))
+    if begun_elsewhere(at_home, settings):
+        return EntryStatus("blocked", name, f"the repository holds it {at_home.status} from another machine")
+    return EntryStatus("missing", name)
+
+
+def next_missing(
+    settings: Settings, skip: set[str] = frozenset(), entries: tuple[Entry, ...] = PRIORITY
+) -> Entry | None:
+    """The first of ``entries`` with no complete run (and not blocked, nor in ``skip``)."""
+    for entry in entries:
+        if entry.label not in skip and entry_status(entry, settings).status == "missing":
             return entry
     return None
 
@@ -462,25 +592,19 @@ def train_entry(entry: Entry, settings: Settings, data: dict, clock: Clock, stra
     call's time (less the pack reserve) is up."""
     from .config import ExecutionOptions
     from .evaluation import EvaluationSettings
-    from .experiments import RealDataExperiment
-    from .runs import RunStore
     from .training import run_name_for
 
     images = data.get(entry.dataset)
     if images is None:
         return {"entry": entry.label, "outcome": "blocked", "why": f"{entry.dataset} is not staged"}
-    experiment = RealDataExperiment(
-        entry.dataset, settings.train_knobs, RunStore(settings.work / "runs"), kind=settings.kind
-    )
-    evaluation = EvaluationSettings(pgd_steps=1, picture_images=1) if settings.dry else EvaluationSettings()
+    experiment = experiment_for(entry, settings)
+    evaluation = EvaluationSettings(**settings.evaluation_knobs)
     reserve = 60 * settings.pack_minutes
-    # Shorter slices than this are not worth starting (dry mode's whole budget is a minute).
-    shortest = 0.01 if settings.dry else 0.5
     name = run_name_for(experiment.config(entry.row, **entry.overrides), settings.kind)
     slices = []
     while True:
         left = (clock.left() - reserve) / 60
-        if left < shortest:
+        if left < settings.shortest_slice_minutes:
             return {"entry": entry.label, "outcome": "unfinished", "run": name, "slices": slices}
         minutes = min(settings.slice_minutes, left)
         options = ExecutionOptions(
@@ -533,7 +657,379 @@ def run_training(settings: Settings, data: dict, clock: Clock, strategy: str) ->
     return outcomes
 
 
-# -- 4. pack -----------------------------------------------------------------------------------------
+# -- 4. CPU-scale runs side by side -------------------------------------------------------------------
+
+# A worker is a process of its own (its own CUDA context, stoppable on its own). Not
+# ``python -m pagcore train``: that command line imports the sweep's parser, hence PyYAML.
+WORKER_COMMAND = "import sys; from pagcore.campaign import cpu_scale_worker; cpu_scale_worker(sys.argv[1])"
+
+
+def images_trained(run, config, train_images: int) -> int:
+    """How far ``run`` is, in training images: all of them once its final weights exist, else its
+    resumable checkpoint's position."""
+    if run.checkpoint_path("final").exists():
+        return config.schedule.epochs * train_images
+    position = run.load_checkpoint("latest")
+    if position is None:
+        return 0
+    return position["epoch"] * train_images + min(position["step"] * config.schedule.batch_size, train_images)
+
+
+def cpu_scale_worker(spec_file: str) -> None:
+    """One run, in a worker process: train until the spec's deadline (or its ``minutes``, timed
+    from when the data is loaded), evaluate if it finished with time left, and write what it did
+    (images trained, from when to when, wall clock) to the spec's ``result`` file."""
+    from .config import ExecutionOptions
+    from .evaluation import EvaluationSettings
+    from .experiments import RealDataExperiment, load_data
+    from .provenance import write_json_atomic
+    from .runs import RunStore
+    from .training import prepare_data, run_name_for, train
+
+    spec = json.loads(Path(spec_file).read_text())
+    store = RunStore(spec["store"])
+    # The run itself, not RealDataExperiment.train: a RIGD student must not train its teacher here.
+    config = RealDataExperiment(spec["dataset"], spec["knobs"], store, kind=spec["kind"]).config(
+        spec["row"], **spec["overrides"]
+    )
+    data = load_data(spec["dataset"], spec["data"], synthetic=spec["synthetic"])
+    train_images = len(prepare_data(config, data).x_train)
+    run = store.run(run_name_for(config, spec["kind"]))
+    before = images_trained(run, config, train_images)
+    evaluation = EvaluationSettings(**spec["evaluation"])
+    started = time.time()
+    seconds = spec["deadline"] - started
+    if spec["minutes"] is not None:
+        seconds = min(seconds, 60 * spec["minutes"])
+    finished = False
+    options = ExecutionOptions(device=spec["device"], evaluate=False, kind=spec["kind"], progress=False)
+    if seconds > 0:
+        finished = train(config, data, store, replace(options, max_minutes=seconds / 60), evaluation).finished
+    stopped = time.time()
+    images = images_trained(run, config, train_images) - before
+    if finished and spec["evaluate"] and spec["deadline"] - time.time() > spec["eval_seconds"]:
+        train(config, data, store, replace(options, evaluate=True), evaluation)
+    write_json_atomic(
+        spec["result"],
+        {
+            "run": run.name,
+            "finished": finished,
+            "status": run.status,
+            "images": images,
+            "train_images": train_images,
+            "started": started,
+            "stopped": stopped,
+            "train_seconds": round(stopped - started, 3),
+        },
+    )
+
+
+def worker_spec(settings: Settings, entry: Entry, store: Path, deadline: float, **changes: Any) -> dict:
+    """What a worker needs to train ``entry`` into ``store`` until ``deadline`` (wall clock, time.time())."""
+    return {
+        "dataset": entry.dataset,
+        "row": entry.row,
+        "overrides": entry.overrides,
+        "knobs": settings.knobs(entry.scale),
+        "kind": settings.kind,
+        "store": str(store),
+        "data": settings.data.get(entry.dataset, ""),
+        "synthetic": list(DRY_DATA[entry.dataset]) if settings.dry else None,
+        "device": settings.device,
+        "deadline": deadline,
+        "minutes": None,
+        "evaluate": True,
+        "eval_seconds": 0.0 if settings.dry else 60 * settings.eval_minutes,
+        "evaluation": settings.evaluation_knobs,
+        **changes,
+    }
+
+
+@dataclass
+class Worker:
+    """A worker process and its folder (``spec.json``, ``worker.log``, ``result.json``)."""
+
+    label: str
+    folder: Path
+    process: subprocess.Popen
+    launched: float = field(default_factory=time.time)
+    exited: float | None = None
+    stopped: bool = False  # asked to stop by the campaign, at the call's deadline
+
+
+def launch_worker(settings: Settings, label: str, spec: dict, folder: Path) -> Worker:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_file = folder / "spec.json"
+    spec_file.write_text(json.dumps({**spec, "result": str(folder / "result.json")}, indent=1))
+    # The machine's cores shared out, so that workers side by side do not oversubscribe them.
+    threads = max(1, (os.cpu_count() or 1) // settings.cpu_scale_workers)
+    threads = min(threads, int(os.environ.get("OMP_NUM_THREADS", threads)))
+    with open(folder / "worker.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WORKER_COMMAND, str(spec_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=_subprocess_env(OMP_NUM_THREADS=str(threads)),
+        )
+    return Worker(label, folder, process)
+
+
+def wait_for_workers(running: list[Worker], deadline: float, settings: Settings) -> list[Worker]:
+    """The workers of ``running`` that exited, once one has. They stop by themselves at their
+    ``deadline`` (wall clock); those still running three quarters of ``worker_stop_seconds`` later
+    are asked to stop (SIGTERM: a checkpoint after the current step), and killed at its end."""
+    stop_at = deadline + 0.75 * settings.worker_stop_seconds
+    while time.time() < stop_at:
+        done = [w for w in running if w.process.poll() is not None]
+        if done:
+            for worker in done:
+                worker.exited = time.time()
+            return done
+        time.sleep(0.2)
+    for worker in running:
+        worker.stopped = True
+        worker.process.terminate()
+    for worker in running:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline + settings.worker_stop_seconds - time.time()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        worker.exited = time.time()
+    return list(running)
+
+
+def _rate(images: float, seconds: float) -> float | None:
+    return round(images / seconds, 1) if seconds > 0 else None
+
+
+def worker_outcome(worker: Worker) -> dict:
+    """What a worker did: its run's outcome, images trained and images/s (measured, not assumed)."""
+    facts: dict[str, Any] = {"entry": worker.label, "launched": worker.launched, "exited": worker.exited}
+    result_file = worker.folder / "result.json"
+    if worker.process.returncode or not result_file.exists():
+        log = worker.folder / "worker.log"
+        stopped = "stopped at the call's deadline (resumable from its last checkpoint)"
+        return {
+            **facts,
+            "outcome": stopped if worker.stopped else "failed",
+            "exit_code": worker.process.returncode,
+            "log_tail": log.read_text(errors="replace").splitlines()[-30:] if log.exists() else [],
+        }
+    result = json.loads(result_file.read_text())
+    if result["status"] == "complete":
+        outcome = "complete"
+    elif result["finished"]:
+        outcome = "trained, evaluation left for the next call"
+    else:
+        outcome = "unfinished"
+    return {
+        **facts,
+        **result,
+        "outcome": outcome,
+        "images_per_second": _rate(result["images"], result["train_seconds"]),
+    }
+
+
+def throughput(outcomes: list[dict]) -> float | None:
+    """Images/s of runs trained side by side: all their images over the span from the first start
+    of training to the last stop (idle slots and staggered starts count against it)."""
+    timed = [o for o in outcomes if o.get("train_seconds")]
+    if not timed:
+        return None
+    return _rate(sum(o["images"] for o in timed), max(o["stopped"] for o in timed) - min(o["started"] for o in timed))
+
+
+def measurement_seconds(settings: Settings) -> float:
+    """The measurement's worst case: each phase starts its workers, trains, and stops them."""
+    phases = len({1, settings.cpu_scale_workers})
+    return phases * (
+        settings.worker_start_seconds + 60 * settings.cpu_scale_measure_minutes + settings.worker_stop_seconds
+    )
+
+
+def measure_side_by_side(settings: Settings) -> dict:
+    """Images/s of :data:`MEASURED_ENTRY` trained alone, then ``cpu_scale_workers`` times side by
+    side, each run for ``cpu_scale_measure_minutes`` in a scratch store (kind ``pilot``: a
+    provisional preset may be measured, and the runs are never results)."""
+    from .provenance import device_description, utc_now
+
+    root = settings.work / "cpu-scale-measurement"
+    shutil.rmtree(root, ignore_errors=True)
+    kind = "smoke" if settings.dry else "pilot"
+    phases = []
+    for count in sorted({1, settings.cpu_scale_workers}):
+        deadline = time.time() + settings.worker_start_seconds + 60 * settings.cpu_scale_measure_minutes
+        workers = []
+        for index in range(count):
+            folder = root / f"{count}-side-by-side" / str(index)
+            spec = worker_spec(
+                settings,
+                MEASURED_ENTRY,
+                folder / "runs",
+                deadline,
+                kind=kind,
+                minutes=settings.cpu_scale_measure_minutes,
+                evaluate=False,
+            )
+            workers.append(launch_worker(settings, f"{MEASURED_ENTRY.label} #{index}", spec, folder))
+        running = list(workers)
+        while running:
+            for worker in wait_for_workers(running, deadline, settings):
+                running.remove(worker)
+        runs = [worker_outcome(worker) for worker in workers]
+        together = throughput(runs)
+        train_images = next((run["train_images"] for run in runs if "train_images" in run), 0)
+        phases.append(
+            {
+                "workers": count,
+                "images_per_second": together,
+                # One run's epoch at this rate: to set beside the epoch seconds of a CPU machine's history.
+                "epoch_seconds_per_run": round(train_images * count / together, 1) if together else None,
+                "runs": [
+                    {
+                        k: run[k]
+                        for k in ("outcome", "images", "train_seconds", "images_per_second", "log_tail")
+                        if k in run
+                    }
+                    for run in runs
+                ],
+            }
+        )
+    shutil.rmtree(root, ignore_errors=True)
+    alone, side_by_side = phases[0]["images_per_second"], phases[-1]["images_per_second"]
+    return {
+        "ok": all(run.get("images") for phase in phases for run in phase["runs"]),
+        "entry": MEASURED_ENTRY.label,
+        "kind": kind,
+        "device": device_description(_device(settings)),
+        "date": utc_now(),
+        "minutes_per_run": settings.cpu_scale_measure_minutes,
+        "phases": phases,
+        # Images/s of the workers side by side over that of one run alone: above 1, side by side pays.
+        "speedup": round(side_by_side / alone, 2) if alone and side_by_side else None,
+    }
+
+
+def teacher_status(entry: Entry, settings: Settings) -> EntryStatus | None:
+    """None when the entry has no teacher or its teacher's final weights are in the campaign store;
+    else the teacher's status: missing or running (the student waits), or blocked."""
+    from .experiments import ROWS
+    from .runs import RunStore
+
+    teacher_row = ROWS[entry.row].teacher
+    if teacher_row is None:
+        return None
+    seed = {k: v for k, v in entry.overrides.items() if k == "seed"}
+    teacher = entry_status(replace(entry, row=teacher_row, overrides=seed), settings)
+    if teacher.status == "complete":
+        if RunStore(settings.work / "runs").run(teacher.run).checkpoint_path("final").exists():
+            return None
+        return EntryStatus(
+            "blocked", teacher.run, f"its teacher {teacher.run} is complete but its weights are not here"
+        )
+    if teacher.status == "blocked":
+        return EntryStatus("blocked", teacher.run, f"its teacher {teacher.run} is blocked: {teacher.why}")
+    return EntryStatus("missing", teacher.run, f"waits for its teacher {teacher.run}")
+
+
+def next_startable(settings: Settings, started: set[str], blocked: dict[str, str], waiting: dict[str, str]):
+    """The first entry of :data:`CPU_PRIORITY` not started in this call that can start now; the
+    blocked and waiting ones passed over are noted, with why."""
+    for entry in CPU_PRIORITY:
+        if entry.label in started:
+            continue
+        status = entry_status(entry, settings)
+        if status.status == "complete":
+            continue
+        if status.status == "blocked" or not staged(settings, entry.dataset):
+            blocked[entry.label] = status.why or f"{entry.dataset} is not staged"
+            continue
+        teacher = teacher_status(entry, settings)
+        if teacher is not None:
+            (blocked if teacher.status == "blocked" else waiting)[entry.label] = teacher.why
+            continue
+        return entry
+    return None
+
+
+def fill_side_by_side(settings: Settings, clock: Clock) -> dict:
+    """Missing CPU-scale entries, ``cpu_scale_workers`` at a time, until none can start or the call's
+    time (less the pack reserve) is up; a worker that ends makes room for the next entry."""
+    root = settings.work / "cpu-scale-workers"
+    shutil.rmtree(root, ignore_errors=True)  # this call's specs and logs only
+    store = settings.work / "runs"
+
+    def seconds_left() -> float:
+        """For a worker's training: the call's time less the pack's and a worker's time to stop."""
+        return clock.left() - 60 * settings.pack_minutes - settings.worker_stop_seconds
+
+    running: list[Worker] = []
+    outcomes: list[dict] = []
+    started: set[str] = set()
+    blocked: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    while True:
+        while len(running) < settings.cpu_scale_workers and seconds_left() >= 60 * settings.shortest_slice_minutes:
+            entry = next_startable(settings, started, blocked, waiting)
+            if entry is None:
+                break
+            spec = worker_spec(settings, entry, store, time.time() + seconds_left())
+            running.append(launch_worker(settings, entry.label, spec, root / f"{len(started):02d}"))
+            started.add(entry.label)
+        if not running:
+            break
+        for worker in wait_for_workers(running, time.time() + seconds_left(), settings):
+            running.remove(worker)
+            outcomes.append(worker_outcome(worker))
+            print(f"cpu_scale: {worker.label}: {outcomes[-1]['outcome']}", file=sys.stderr, flush=True)
+    statuses = {entry.label: entry_status(entry, settings).status for entry in CPU_PRIORITY}
+    return {
+        "runs": outcomes,
+        "images_per_second": throughput(outcomes),
+        "complete": sum(status == "complete" for status in statuses.values()),
+        "of": len(CPU_PRIORITY),
+        "blocked": [{"entry": label, "why": why} for label, why in blocked.items()],
+        "waiting": [{"entry": label, "why": why} for label, why in waiting.items() if label not in started],
+        "not_started": [
+            label
+            for label, status in statuses.items()
+            if status == "missing" and label not in started and label not in blocked and label not in waiting
+        ],
+    }
+
+
+def measure_once(settings: Settings, state: dict, clock: Clock) -> str:
+    """The side-by-side measurement, unless an earlier call made it or too little time is left
+    (a later call measures); what happened, for the report. The campaign calls it right after the
+    benchmark, before the paper-scale runs take the call's time, so that the first window measures."""
+    if "cpu_scale_measurement" in state:
+        return "measured in an earlier call"
+    left = clock.left() - 60 * settings.pack_minutes
+    if left < measurement_seconds(settings):
+        return f"not measured: {left:.0f} s left, it needs up to {measurement_seconds(settings):.0f} s"
+    state["cpu_scale_measurement"] = measure_side_by_side(settings)
+    save_state(settings.work, state)
+    return "measured in this call"
+
+
+def run_cpu_scale(settings: Settings, state: dict, clock: Clock, measured: str) -> dict:
+    """Missing CPU-scale runs side by side while time is left, reported with the measurement."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what this process cached for the paper-scale runs is the workers' now
+    seed_store(settings)
+    return {
+        "workers": settings.cpu_scale_workers,
+        "measured": measured,
+        "measurement": state.get("cpu_scale_measurement"),
+        **fill_side_by_side(settings, clock),
+    }
+
+
+# -- 5. pack -----------------------------------------------------------------------------------------
 
 
 def _keep(path: Path) -> bool:
@@ -541,8 +1037,37 @@ def _keep(path: Path) -> bool:
     return path.is_file() and not path.name.startswith("checkpoint-") and not path.name.endswith(".tmp")
 
 
+def _at_home(file: Path, settings: Settings) -> bool:
+    """The campaign store's ``file`` is the same as the repository's: it was seeded, and is not sent
+    back (a copy could undo what was written there since)."""
+    import filecmp
+
+    home = settings.repo_runs / file.relative_to(settings.work / "runs")
+    return home.is_file() and filecmp.cmp(home, file, shallow=False)
+
+
+def archived_checkpoints(settings: Settings, state: dict) -> list[tuple[str, Path, str]]:
+    """(state key, checkpoint, digest) of the CPU-scale runs whose latest checkpoint (the final one
+    once finished) has not come back yet: it goes into the results archive, to ``runs/``."""
+    from .runs import RunStore
+    from .transfer import sha256_of
+
+    chosen = []
+    for run in RunStore(settings.work / "runs").runs():
+        if not travels_with_repository(run):
+            continue
+        for which in ("final", "latest"):
+            checkpoint = run.checkpoint_path(which)
+            if checkpoint.exists():
+                digest, key = sha256_of(checkpoint), f"{run.name}/{checkpoint.name}"
+                if state["sent"].get(key, {}).get("sha256") != digest and not _at_home(checkpoint, settings):
+                    chosen.append((key, checkpoint, digest))
+                break
+    return chosen
+
+
 def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
-    """(run, checkpoint) to bring back: the resumable checkpoint of each unfinished run first
+    """(run, checkpoint) to bring back in parts: the resumable checkpoint of each unfinished paper-scale run first
     (the next window needs it), then the final weights of finished ones (RIGD teachers, evaluations)."""
     from .runs import RunStore
     from .transfer import sha256_of
@@ -550,6 +1075,8 @@ def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
     store = RunStore(settings.work / "runs")
     latest, final = [], []
     for run in store.runs():
+        if travels_with_repository(run):
+            continue  # it comes back in the archive (archived_checkpoints)
         for which, bucket in (("final", final), ("latest", latest)):
             checkpoint = run.checkpoint_path(which)
             if checkpoint.exists():
@@ -590,8 +1117,12 @@ def run_pack(settings: Settings, state: dict, report: dict) -> dict:
     with tarfile.open(archive, "w:gz") as tar:
         runs = settings.work / "runs"
         for file in sorted(runs.rglob("*")) if runs.exists() else []:
-            if _keep(file):
+            if _keep(file) and not _at_home(file, settings):
                 tar.add(file, arcname=f"runs/{file.relative_to(runs)}")
+        archived = archived_checkpoints(settings, state)
+        for key, checkpoint, digest in archived:
+            tar.add(checkpoint, arcname=f"runs/{checkpoint.relative_to(runs)}")
+            state["sent"][key] = {"sha256": digest, "in_archive": True}
         for run_name, manifest in manifests:
             tar.add(manifest, arcname=f"checkpoints/{run_name}/{manifest.name}")
         for name in ("state.json", "benchmark.log"):
@@ -624,6 +1155,7 @@ def run_pack(settings: Settings, state: dict, report: dict) -> dict:
         "bytes": used,
         "checkpoint_parts_sent": sent_now,
         "checkpoint_parts_pending": pending,
+        "checkpoints_in_archive": [key for key, _, _ in archived],
     }
 
 
@@ -643,9 +1175,9 @@ def _write_report(folder: Path, report: dict) -> Path:
 
 def unpack_results(files: Path, repo: Path = REPO) -> dict:
     """Here, after a call: merge what ``run_pack`` wrote (``files``: the call's ``files_at``) into
-    the repository: ``runs/``, ``benchmarks/results/``, the campaign report and checkpoint parts
-    into ``.data/campaign-reports/`` and ``.data/checkpoints/<run>/`` (kept out of git), joining
-    every checkpoint whose parts are all here."""
+    the repository: ``runs/`` (CPU-scale checkpoints included), ``benchmarks/results/``, the
+    campaign report and checkpoint parts into ``.data/campaign-reports/`` and
+    ``.data/checkpoints/<run>/`` (kept out of git), joining every checkpoint whose parts are all here."""
     from .transfer import join_parts, missing_parts, sha256_of
 
     files = Path(files)
@@ -670,6 +1202,9 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(member).read())
             extracted += 1
+            if top == "runs" and target.name == "checkpoint-final.pt":
+                # A finished run no longer needs its resumable checkpoint (as Trainer.finish decides).
+                target.with_name("checkpoint-latest.pt").unlink(missing_ok=True)
     checkpoints = destinations["checkpoints"]
     for part in files.glob("*--*.part[0-9]*"):
         run_name, part_name = part.name.split("--", 1)
@@ -727,7 +1262,7 @@ def run_campaign(settings: Settings) -> dict:
             report["smoke"] = "passed in an earlier call"
         if state.get("smoke") and not state["smoke"]["ok"]:
             report["stopped"] = f"smoke check failed: {state['smoke']['failed']} (see smoke.paths)"
-        elif state.get("smoke") is None and {"benchmark", "train"} & set(settings.steps):
+        elif state.get("smoke") is None and {"benchmark", "train", "cpu_scale"} & set(settings.steps):
             report["stopped"] = "the smoke check has not run: include the smoke step"
         else:
             earlier = state.get("benchmark", {})
@@ -736,10 +1271,16 @@ def run_campaign(settings: Settings) -> dict:
                 state["benchmark"] = {**run_benchmark(settings, clock), "attempts": earlier.get("attempts", 0) + 1}
                 save_state(settings.work, state)
                 report["benchmark"] = state["benchmark"]
+            if "cpu_scale" in settings.steps:
+                measured = measure_once(settings, state, clock)
             if "train" in settings.steps:
-                measured = state.get("benchmark", {}).get("fastest_k10_strategy")
-                report["strategy"] = measured or "auto (pagcore.devices.default_strategy)"
-                report["train"] = run_training(settings, data, clock, measured or "auto")
+                strategy = state.get("benchmark", {}).get("fastest_k10_strategy")
+                report["strategy"] = strategy or "auto (pagcore.devices.default_strategy)"
+                # The train step leaves cpu_scale its share of the call (and whatever it does not use).
+                kept = 60 * settings.minutes * settings.cpu_scale_share if "cpu_scale" in settings.steps else 0.0
+                report["train"] = run_training(settings, data, clock.ending_earlier(kept), strategy or "auto")
+            if "cpu_scale" in settings.steps:
+                report["cpu_scale"] = run_cpu_scale(settings, state, clock, measured)
     call["seconds"] = round(clock.elapsed(), 1)
     state["calls"].append(call)
     if "pack" in settings.steps:
@@ -763,8 +1304,21 @@ def summary(report: dict) -> dict:
         else ("ok" if smoke["ok"] else f"failed: {smoke['failed']}"),
         "benchmark": (report.get("benchmark") or {}).get("fastest_k10_strategy"),
         "train": [{k: t.get(k) for k in ("entry", "outcome", "run")} for t in report.get("train", [])],
+        "cpu_scale": _cpu_scale_summary(report.get("cpu_scale")),
         "files": (report.get("pack") or {}).get("files"),
         "next": report.get("next"),
+    }
+
+
+def _cpu_scale_summary(cpu_scale: dict | None) -> dict | None:
+    if cpu_scale is None:
+        return None
+    measurement = cpu_scale.get("measurement") or {}
+    return {
+        "speedup": measurement.get("speedup"),
+        "images_per_second": cpu_scale["images_per_second"],
+        "complete": f"{cpu_scale['complete']}/{cpu_scale['of']}",
+        "runs": [{k: r.get(k) for k in ("entry", "outcome", "run")} for r in cpu_scale["runs"]],
     }
 
 
@@ -796,6 +1350,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the repository's run store, whose complete runs are not trained again",
     )
     parser.add_argument(
+        "--cpu-scale-workers", type=int, default=4, help="CPU-scale runs trained side by side (step cpu_scale)"
+    )
+    parser.add_argument(
+        "--cpu-scale-share",
+        type=float,
+        default=0.0,
+        help="fraction of --minutes the train step leaves to cpu_scale (which also gets what train leaves unused)",
+    )
+    parser.add_argument(
+        "--cpu-scale-measure-minutes",
+        type=float,
+        default=1.0,
+        help="minutes each run of the one-off side-by-side measurement trains",
+    )
+    parser.add_argument(
         "--dry", action="store_true", help="synthetic data, tiny widths and budgets: tests the campaign on CPU"
     )
 
@@ -809,12 +1378,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"steps must be a comma-separated list of {', '.join(STEPS)}; got {args.steps!r}")
     if args.minutes <= 0:
         raise ConfigError(f"minutes must be > 0; got {args.minutes}")
-    if not args.dry and not args.data and {"smoke", "train"} & set(steps):
+    if args.cpu_scale_workers < 1:
+        raise ConfigError(f"cpu-scale-workers must be >= 1; got {args.cpu_scale_workers}")
+    if not 0 <= args.cpu_scale_share < 1:
+        raise ConfigError(f"cpu-scale-share must be in [0, 1); got {args.cpu_scale_share}")
+    if args.cpu_scale_measure_minutes <= 0:
+        raise ConfigError(f"cpu-scale-measure-minutes must be > 0; got {args.cpu_scale_measure_minutes}")
+    if not args.dry and not args.data and {"smoke", "train", "cpu_scale"} & set(steps):
         raise ConfigError("--data must name the staged CIFAR-10 .npz (or pass --dry)")
     if args.dry:
         # Seconds, not minutes: a dry call of a minute still trains in several slices, resumed
-        # from their checkpoints, and packs.
+        # from their checkpoints, measures side by side and packs. Two workers: CPUs have few cores.
         args.slice_minutes, args.pack_minutes = min(args.slice_minutes, 0.05), min(args.pack_minutes, 0.05)
+        args.cpu_scale_measure_minutes = min(args.cpu_scale_measure_minutes, 0.01)
+        args.cpu_scale_workers = min(args.cpu_scale_workers, 2)
     return Settings(
         out=args.out,
         work=args.work,
@@ -829,6 +1406,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         benchmark_minutes=args.benchmark_minutes,
         commit=args.commit,
         repo_runs=args.repo_runs,
+        cpu_scale_workers=args.cpu_scale_workers,
+        cpu_scale_share=args.cpu_scale_share,
+        cpu_scale_measure_minutes=args.cpu_scale_measure_minutes,
     )
 
 
@@ -840,7 +1420,7 @@ def handle(args: argparse.Namespace) -> dict:
 def add_campaign_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "campaign",
-        help="the GPU campaign: smoke check, step benchmark, paper-scale runs, pack",
+        help="the GPU campaign: smoke check, step benchmark, paper-scale runs, CPU-scale runs side by side, pack",
         description=DESCRIPTION,
     )
     add_arguments(p)

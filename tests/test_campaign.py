@@ -1,20 +1,26 @@
 """The GPU campaign's CPU-testable parts: carry planning, file parts, the strategy read from a CUDA
-benchmark, the priority list, slicing across calls, packing within the return limits, and a dry
-call without Jupyter, PyYAML or submitit. (The whole dry campaign runs in tests/test_cli.py.)"""
+benchmark, the priority lists, slicing across calls, CPU-scale runs side by side (on CPU, with
+synthetic data), packing within the return limits, and a dry call without Jupyter, PyYAML or
+submitit. (The whole dry campaign runs in tests/test_cli.py.)"""
 
 import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from pagcore import campaign, transfer
-from pagcore.campaign import PRIORITY, Clock, Settings
+from pagcore.campaign import CPU_PRIORITY, PRIORITY, Clock, Entry, Settings
+from pagcore.config import SCALES, TrainConfig
 from pagcore.devices import cpu_has_native_bf16, default_fast_step, default_strategy, measured_cuda_strategy
 from pagcore.runs import RunStore
+from pagcore.training import run_name_for
 from pagcore.transfer import Item, PlanError, check_plan, join_parts, plan_parts, room_for_carry, split_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,6 +189,8 @@ def dry_settings(tmp_path: Path, **changes) -> Settings:
         "slice_minutes": 0.05,
         "pack_minutes": 0.0,
         "repo_runs": tmp_path / "repo-runs",
+        "cpu_scale_workers": 2,
+        "cpu_scale_measure_minutes": 0.01,
     }
     return Settings(**{**values, **changes})
 
@@ -236,12 +244,162 @@ def test_runs_continue_across_calls_and_complete_runs_anywhere_are_skipped(tmp_p
     labels = [e.label for e in PRIORITY]
     upcoming = campaign.next_missing(settings)
     assert labels.index(upcoming.label) == sum(o["outcome"] == "complete" for o in second)
-    status, name = campaign.entry_status(upcoming, settings)
-    assert status == "missing"
-    repo_run = RunStore(settings.repo_runs).create(name, {"scale": "paper"})
+    status = campaign.entry_status(upcoming, settings)
+    assert status.status == "missing"
+    repo_run = RunStore(settings.repo_runs).create(status.run, {"scale": "paper"})
     repo_run.write_json("record.json", {"status": "complete", "kind": "smoke"})
     repo_run.write_json("metrics.json", {"clean": 0.1})
     assert campaign.next_missing(settings).label == labels[labels.index(upcoming.label) + 1]
+
+
+# -- CPU-scale runs side by side ---------------------------------------------------------------------
+
+TABLE_ROWS = [
+    "vanilla",
+    "class_mean",
+    "one_image",
+    "nearest_neighbor",
+    "adversarial_linf",
+    "adversarial_l2",
+    "rigd_linf",
+    "rigd_l2",
+]
+
+
+def test_cpu_priority_list_is_the_issues_order():
+    labels = [e.label for e in CPU_PRIORITY]
+    assert all(e.scale == "cpu" for e in CPU_PRIORITY) and len(set(labels)) == len(labels) == 24
+    assert labels[:8] == [f"cifar10 {row} (cpu scale)" for row in TABLE_ROWS]
+    assert labels[8:13] == [
+        "cifar10 one_image seed=1 (cpu scale)",
+        "cifar10 one_image seed=2 (cpu scale)",
+        "cifar10 class_mean lam=0.01 (cpu scale)",
+        "cifar10 class_mean lam=0.1 (cpu scale)",
+        "cifar10 class_mean lam=1.0 (cpu scale)",
+    ]
+    assert [e.dataset for e in CPU_PRIORITY[13:21]] == ["stl10"] * 8
+    assert sorted(e.row for e in CPU_PRIORITY[13:21]) == sorted(TABLE_ROWS)
+    assert labels[21:] == [f"cifar10 class_mean classes_per_image={k} (cpu scale)" for k in (1, 5, 10)]
+
+
+def cpu_entry(row: str, **overrides) -> Entry:
+    return Entry(1, "cifar10", row, overrides, scale="cpu")
+
+
+def mark_complete(store_root: Path, name: str, scale: str) -> None:
+    run = RunStore(store_root).create(name, {"scale": scale})
+    run.write_json("record.json", {"status": "complete", "kind": "smoke", "sessions": []})
+    run.write_json("metrics.json", {"clean": 0.1})
+
+
+def test_cpu_scale_entries_keep_the_preset_and_wait_while_it_is_provisional(tmp_path, monkeypatch):
+    real = dry_settings(tmp_path, dry=False, data={"cifar10": str(tmp_path / "cifar10.npz"), "stl10": ""})
+    # The name a CPU machine gives the run: python -m pagcore train --scale cpu --source class_mean.
+    flat = {"scale": "cpu", "dataset": "cifar10", "objective": "pag", "source": "class_mean"}
+    name = run_name_for(TrainConfig.from_flat(flat).resolve(), "real")
+    preset = SCALES["cpu"]["cifar10"]
+    monkeypatch.setitem(SCALES["cpu"], "cifar10", replace(preset, final=False, note="awaiting its pilot"))
+    blocked = campaign.entry_status(cpu_entry("class_mean"), real)
+    assert blocked.status == "blocked" and blocked.run == name and "provisional (awaiting its pilot)" in blocked.why
+    state = {"calls": [], "sent": {}, "cpu_scale_measurement": {"speedup": 3.0}}
+    report = campaign.run_cpu_scale(real, state, Clock(1.0), "measured in an earlier call")
+    assert report["runs"] == [] and not list((real.work / "cpu-scale-workers").glob("*"))  # no worker started
+    assert {b["entry"] for b in report["blocked"]} == {e.label for e in CPU_PRIORITY}
+    assert report["measurement"] == {"speedup": 3.0} and report["complete"] == 0
+
+    monkeypatch.setitem(SCALES["cpu"], "cifar10", replace(preset, final=True))
+    assert campaign.entry_status(cpu_entry("class_mean"), real) == ("missing", name, "")
+    # Unfinished in the repository with sessions on another kind of device: a CPU machine's, left to it.
+    elsewhere = RunStore(real.repo_runs).create(name, {"scale": "cpu"})
+    elsewhere.write_json("record.json", {"status": "interrupted", "kind": "real", "sessions": [{"device": "cuda: H"}]})
+    status = campaign.entry_status(cpu_entry("class_mean"), real)
+    assert status.status == "blocked" and "another machine" in status.why
+    campaign.seed_store(real)
+    assert not (real.work / "runs" / name).exists()
+    elsewhere.write_json("record.json", {"status": "interrupted", "kind": "real", "sessions": [{"device": "cpu: x"}]})
+    assert campaign.entry_status(cpu_entry("class_mean"), real).status == "missing"
+
+
+def test_missing_cpu_scale_runs_train_side_by_side_and_a_rigd_run_waits_for_its_teacher(tmp_path, monkeypatch):
+    settings = dry_settings(tmp_path)
+    done = cpu_entry("one_image")
+    # The student first: it must wait, while the entries after it start.
+    entries = (cpu_entry("rigd_linf"), cpu_entry("vanilla"), cpu_entry("adversarial_linf"), done)
+    monkeypatch.setattr(campaign, "CPU_PRIORITY", entries)
+    mark_complete(settings.repo_runs, campaign.entry_status(done, settings).run, "cpu")
+    state = {"calls": [], "sent": {}, "cpu_scale_measurement": {"speedup": 2.0}}
+    report = campaign.run_cpu_scale(settings, state, Clock(3.0), "measured in an earlier call")
+
+    runs = {r["entry"]: r for r in report["runs"]}
+    student, vanilla, teacher = (runs[e.label] for e in entries[:3])
+    assert set(runs) == {e.label for e in entries[:3]}  # the complete entry is not trained again
+    assert all(r["outcome"] == "complete" and r["images"] == 64 for r in runs.values()), report["runs"]
+    assert max(vanilla["launched"], teacher["launched"]) < min(vanilla["exited"], teacher["exited"])  # side by side
+    teacher_record = RunStore(settings.work / "runs").run(teacher["run"]).path / "record.json"
+    assert student["launched"] >= teacher_record.stat().st_mtime  # once its teacher's record said complete
+    assert report["complete"] == report["of"] == 4 and report["blocked"] == report["waiting"] == []
+    assert report["images_per_second"] > 0
+    for r in runs.values():
+        assert r["images_per_second"] == round(r["images"] / r["train_seconds"], 1)
+        stored = RunStore(settings.work / "runs").run(r["run"])
+        assert stored.complete and stored.record["scale"] == "cpu" and stored.params["width"] == 4
+        assert stored.record["sessions"][0]["device"].startswith("cpu")
+        assert stored.checkpoint_path("final").exists()
+    assert RunStore(settings.work / "runs").run(student["run"]).params["teacher"] == teacher["run"]
+
+
+def test_side_by_side_is_measured_once_and_kept(tmp_path, monkeypatch):
+    settings = dry_settings(tmp_path)
+    state = campaign.load_state(settings.work)
+    short = Clock(0.1)
+    assert campaign.measure_once(settings, state, short).startswith("not measured")
+    assert "cpu_scale_measurement" not in state
+
+    assert campaign.measure_once(settings, state, Clock(2.0)) == "measured in this call"
+    measurement = state["cpu_scale_measurement"]
+    assert measurement["ok"] and measurement["kind"] == "smoke"
+    assert [p["workers"] for p in measurement["phases"]] == [1, 2]
+    for phase in measurement["phases"]:
+        assert len(phase["runs"]) == phase["workers"] and all(r["images"] > 0 for r in phase["runs"])
+        for r in phase["runs"]:
+            assert r["images_per_second"] == round(r["images"] / r["train_seconds"], 1)
+        # Over the span of all of them, never more than the sum of each run's own rate.
+        assert 0 < phase["images_per_second"] <= sum(r["images_per_second"] for r in phase["runs"]) + 0.2
+    alone, together = (p["images_per_second"] for p in measurement["phases"])
+    assert measurement["speedup"] == round(together / alone, 2)
+    assert json.loads((settings.work / "state.json").read_text())["cpu_scale_measurement"] == measurement
+    assert not (settings.work / "cpu-scale-measurement").exists()  # its runs were scratch
+
+    def no_worker(*args):
+        raise AssertionError("measured twice")
+
+    monkeypatch.setattr(campaign, "launch_worker", no_worker)
+    assert campaign.measure_once(settings, state, Clock(2.0)) == "measured in an earlier call"
+    assert state["cpu_scale_measurement"] == measurement
+
+
+def test_a_short_budget_stops_the_workers_cleanly_and_their_runs_resume(tmp_path, monkeypatch):
+    monkeypatch.setitem(campaign.DRY_KNOBS, "cpu", {**campaign.DRY_KNOBS["cpu"], "epochs": 1000})
+    monkeypatch.setattr(campaign, "CPU_PRIORITY", (cpu_entry("vanilla"),))
+    settings = dry_settings(tmp_path)
+    clock = Clock(10 / 60)
+    report = campaign.fill_side_by_side(settings, clock)
+    assert clock.left() > 0  # within the call's time
+    [run] = report["runs"]
+    assert run["outcome"] == "unfinished" and run["images"] > 0, run
+    stored = RunStore(settings.work / "runs").run(run["run"])
+    assert stored.status == "interrupted" and stored.checkpoint_path("latest").exists()
+    first_session = stored.record["sessions"][0]["epochs"]
+    assert first_session[1] > 0 and report["not_started"] == []
+
+    # The next session (the same worker, here in this process) continues from the checkpoint.
+    spec_file = settings.work / "cpu-scale-workers" / "00" / "spec.json"
+    spec = json.loads(spec_file.read_text())
+    spec_file.write_text(json.dumps({**spec, "deadline": time.time() + 1.0}))
+    campaign.cpu_scale_worker(str(spec_file))
+    sessions = stored.record["sessions"]
+    assert len(sessions) == 2 and sessions[1]["epochs"][0] == first_session[1]
+    assert json.loads(Path(spec["result"]).read_text())["images"] > 0
 
 
 def test_pack_keeps_to_the_return_limits_and_sends_the_rest_next_call(tmp_path, monkeypatch):
@@ -280,6 +438,52 @@ def test_pack_keeps_to_the_return_limits_and_sends_the_rest_next_call(tmp_path, 
     assert merged["checkpoints_waiting_for_parts"] == []
     for n in (2, 3):
         assert (repo / ".data" / "checkpoints" / f"run-{n}" / "checkpoint-final.pt").read_bytes() == bytes([n]) * 10_000
+
+
+def test_cpu_scale_checkpoints_come_back_in_the_archive_once_and_finish_the_run_here(tmp_path):
+    settings = dry_settings(tmp_path)
+    store = RunStore(settings.work / "runs")
+    finished = store.create("cifar10-cpu-a", {"scale": "cpu"})
+    finished.write_json("record.json", {"status": "complete", "kind": "smoke"})
+    finished.checkpoint_path("final").write_bytes(b"f" * 1000)
+    unfinished = store.create("cifar10-cpu-b", {"scale": "cpu"})
+    unfinished.write_json("record.json", {"status": "interrupted", "kind": "smoke"})
+    unfinished.checkpoint_path("latest").write_bytes(b"l" * 1000)
+    store.create("cifar10-c", {"scale": "paper"}).checkpoint_path("final").write_bytes(b"p" * 1000)
+    # A run of the repository, seeded with its checkpoint and unchanged here: already at home.
+    home = RunStore(settings.repo_runs).create("cifar10-cpu-d", {"scale": "cpu"})
+    home.write_json("record.json", {"status": "complete", "kind": "smoke"})
+    home.write_json("metrics.json", {"clean": 0.1})
+    home.checkpoint_path("final").write_bytes(b"d" * 1000)
+    campaign.seed_store(settings)
+    assert store.run("cifar10-cpu-d").checkpoint_path("final").read_bytes() == b"d" * 1000
+
+    state = campaign.load_state(settings.work)
+    packed = campaign.run_pack(settings, state, {"call": "test"})
+    assert packed["checkpoints_in_archive"] == [
+        "cifar10-cpu-a/checkpoint-final.pt",
+        "cifar10-cpu-b/checkpoint-latest.pt",
+    ]
+    assert packed["checkpoint_parts_sent"] == ["cifar10-c--checkpoint-final.pt.part01"]  # paper scale: in parts
+    with tarfile.open(settings.out / campaign.ARCHIVE) as tar:
+        names = tar.getnames()
+    assert not any("cifar10-cpu-d" in n or n.startswith("runs/cifar10-c/checkpoint") for n in names)
+
+    here = tmp_path / "here"
+    stale = here / "runs" / "cifar10-cpu-a" / "checkpoint-latest.pt"  # committed before the run finished
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    campaign.unpack_results(settings.out, here)
+    assert (here / "runs" / "cifar10-cpu-a" / "checkpoint-final.pt").read_bytes() == b"f" * 1000
+    assert not stale.exists()
+    assert (here / "runs" / "cifar10-cpu-b" / "checkpoint-latest.pt").read_bytes() == b"l" * 1000
+
+    # The next call brings only what changed since.
+    for file in settings.out.iterdir():
+        file.unlink()
+    unfinished.checkpoint_path("latest").write_bytes(b"m" * 1000)
+    again = campaign.run_pack(settings, state, {"call": "test"})
+    assert again["checkpoints_in_archive"] == ["cifar10-cpu-b/checkpoint-latest.pt"]
 
 
 def test_campaign_needs_no_jupyter_yaml_or_submitit(tmp_path):
