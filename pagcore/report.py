@@ -415,3 +415,64 @@ def short_device(description: str) -> str:
     kind, _, name = description.partition(": ")
     name = name.split(" (")[0].replace("(R)", "").replace("(TM)", "").strip()
     return f"{kind.upper()}: {name}" if name else description
+
+
+# -- the k study: k of the C target classes sampled per image and step ------------------------------
+
+
+def seconds_per_epoch(run: Any) -> float | None:
+    """The median training time of an epoch of ``run``, from its history (None without one)."""
+    seconds = [h["seconds"] for h in (run.history or []) if h.get("seconds")] if run is not None else []
+    return statistics.median(seconds) if seconds else None
+
+
+def k_study_table(runs: dict[int, Any]) -> str:
+    """Markdown: per k, the accuracies, the step's cost as seconds per epoch and where it was measured."""
+    rows = []
+    for k, run in sorted(runs.items()):
+        metrics = (run.metrics or {}) if run is not None else {}
+        cost = seconds_per_epoch(run)
+        devices = sorted({short_device(s["device"]) for s in run.record["sessions"]}) if run is not None else []
+        rows.append(
+            (
+                k,
+                *(percent(metrics.get(key), digits=2) for key, _ in METRIC_COLUMNS),
+                f"{cost:.0f} s" if cost is not None else "—",
+                "; ".join(devices) or "—",
+            )
+        )
+    return markdown_table(("k", "clean", "ℓ∞", "ℓ2", "time per epoch", "device"), rows)
+
+
+def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int) -> str:
+    """Whether the preset's k changes what the class-mean runs say, from the stored runs only."""
+    done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
+    if preset_k not in done or num_classes not in done:
+        return (
+            f"The comparison needs the runs with k = {preset_k} (the preset) and k = {num_classes} (the full sum of "
+            f"Eq. (1)); {len(done)} of the {len(runs)} runs exist, so there is no verdict yet."
+        )
+    ours, full = done[preset_k], done[num_classes]
+    gaps = {key: 100 * (ours[key] - full[key]) for key, _ in METRIC_COLUMNS}
+    text = [
+        f"With k = {preset_k} the class-mean model reaches {percent(ours['clean'])} clean, {percent(ours['linf'])} "
+        f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
+        f"{percent(full['l2'])} (differences of "
+        + ", ".join(f"{gaps[key]:+.1f}" for key, _ in METRIC_COLUMNS)
+        + " points)."
+    ]
+    if vanilla is not None and vanilla.metrics:
+        base = vanilla.metrics
+        robust = {k: all(m[key] > base[key] for key in ("linf", "l2")) for k, m in done.items()}
+        same = len(set(robust.values())) == 1
+        more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
+        text.append(
+            f"Against the vanilla model of the same scale ({percent(base['linf'])} ℓ∞, {percent(base['l2'])} ℓ2), the "
+            f"class-mean model is more robust in both threat models for k = {', '.join(more) or 'none'}"
+            + (
+                f", so the preset's k = {preset_k} does not change that conclusion."
+                if same
+                else f", so the conclusion depends on k and the preset's k = {preset_k} must be read with care."
+            )
+        )
+    return " ".join(text)

@@ -41,6 +41,7 @@ SMOKE_PARAMETERS = {
     "real_data": dict(REAL_DATA_SMOKE, dataset="stl10", scales=["cpu"]),
     "lambda_ablation": dict(TINY_TRAINING, lams=[0.1, 1.0], interactive=True, scales=["cpu"]),
     "seed_error_bars": dict(TINY_TRAINING, seeds=[0, 1], scales=["paper", "cpu"]),
+    "k_study": dict(TINY_TRAINING, ks=[1, 10]),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
 }

@@ -135,3 +135,24 @@ def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path
     assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
     assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
     assert "AutoAttack" not in report.results_table({"class_mean": Run()}, {}, {})
+
+
+class TimedRun(StoredRun):
+    def __init__(self, clean, linf, l2, epoch_seconds=(100.0, 120.0, 110.0), device="cpu: AMD EPYC (2 cores)"):
+        super().__init__(clean, linf, l2)
+        self.history = [{"seconds": s} for s in epoch_seconds]
+        self.record = {"sessions": [{"device": device}]}
+
+
+def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
+    vanilla = TimedRun(0.83, 0.0, 0.02)
+    runs = {1: TimedRun(0.30, 0.15, 0.22, (50.0,)), 2: TimedRun(0.32, 0.18, 0.25), 5: None}
+    runs[10] = TimedRun(0.35, 0.2, 0.3)
+    table = report.k_study_table(runs)
+    assert table.splitlines()[2].startswith("| 1 | 30.00% |") and "| 110 s | CPU: AMD EPYC |" in table
+    assert "| 5 | not run | not run | not run | — | — |" in table
+    same = report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
+    runs[1] = TimedRun(0.30, 0.0, 0.01)
+    assert "depends on k" in report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    assert "no verdict yet" in report.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)

@@ -40,6 +40,7 @@ BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     "stl10": ("book/experiments/stl10.ipynb", {"dataset": "stl10", "progress": False}),
     "lambda_ablation": ("book/appendix/lambda_ablation.ipynb", {"progress": False, "interactive": False}),
     "seed_error_bars": ("book/appendix/seed_error_bars.ipynb", {"progress": False}),
+    "k_study": ("book/appendix/k_study.ipynb", {"progress": False}),
     # Reads the stored evaluations of every real run (python -m pagcore evaluate --attacks ...): seconds.
     "gradient_masking": ("book/experiments/gradient_masking.ipynb", {"progress": False}),
     # Last: it reads the toy chapter's record written above.
