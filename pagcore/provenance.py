@@ -54,6 +54,17 @@ def git_revision(repo: Path = REPO_ROOT) -> str:
     return f"{sha}-dirty" if status else sha
 
 
+def running_revision() -> str:
+    """The revision of the code this process runs: :func:`git_revision` when pagcore was imported.
+
+    A long process (a whole results table, one run after another) keeps running the code it loaded,
+    whatever is committed or edited meanwhile, so its records must not ask git again later."""
+    return _RUNNING_REVISION
+
+
+_RUNNING_REVISION = git_revision()
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -93,7 +104,7 @@ def run_record(
     record = {
         "kind": kind,
         "parameters": parameters,
-        "git": git_revision(),
+        "git": running_revision(),
         "device": device_description(device),
         "torch": torch.__version__,
         "python": platform.python_version(),

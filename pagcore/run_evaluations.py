@@ -37,7 +37,7 @@ from .checks import ChecklistSettings, gradient_masking_checklist, summary
 from .data import ImageDataset
 from .evaluation import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
 from .pag_score import gradient_alignment, targeted_confidence
-from .provenance import device_description, git_revision, utc_now, write_json_atomic
+from .provenance import device_description, running_revision, utc_now, write_json_atomic
 from .runs import Run, parameter_hash
 from .validation import ConfigError, check_positive_int
 
@@ -245,7 +245,7 @@ def evaluate_stored_run(
                     "settings": job.settings,
                     "results": results,
                     "provenance": {
-                        "git": git_revision(),
+                        "git": running_revision(),
                         "torch": torch.__version__,
                         "device": device_description(device),
                         "finished": utc_now(),

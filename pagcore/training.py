@@ -36,7 +36,7 @@ from .interrupts import stop_requests
 from .models import build_model
 from .objective import PagLoss, pag_loss, sample_target_classes
 from .progress import counter_bar
-from .provenance import device_description, git_revision, utc_now
+from .provenance import device_description, running_revision, utc_now
 from .rigd import PrecomputedGradients, TeacherOnTheFly
 from .runs import Run, RunStore, run_name
 from .targets import TargetSource, as_float, build_target_source
@@ -399,7 +399,7 @@ def train(
     session = {
         "started": utc_now(),
         "device": device_description(device),
-        "git": git_revision(),
+        "git": running_revision(),
         "torch": torch.__version__,
     }
     clock = time.perf_counter()

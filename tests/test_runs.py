@@ -117,3 +117,19 @@ def test_only_code_makes_a_record_dirty(tmp_path):
     assert git_revision(tmp_path) == clean
     (tmp_path / "pagcore/a.py").write_text("1")
     assert git_revision(tmp_path) == clean + "-dirty"
+
+
+def test_records_name_the_code_the_process_loaded_not_what_git_says_later(monkeypatch):
+    """A table trains run after run in one process: a commit made meanwhile must not be recorded as
+    the code of its later runs, so the revision is read once, when pagcore is imported."""
+    from pagcore import provenance
+
+    loaded = provenance.running_revision()
+    assert loaded == provenance.git_revision() or loaded.endswith("-dirty") or loaded == "unknown"
+
+    def no_git(*args, **kwargs):
+        raise OSError("git is gone")
+
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    assert provenance.git_revision() == "unknown"  # asking git now fails...
+    assert provenance.running_revision() == loaded  # ...but the loaded code's revision was read at import
