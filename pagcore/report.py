@@ -281,7 +281,7 @@ def class_mean_distance_ceiling(dataset: str, results: Path | None = None) -> fl
 
 def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
     """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
-    from its committed results; the pilot ran on CIFAR-10 only."""
+    from its committed results for ``dataset``."""
     speed, accuracy = cpu_pilot_results(dataset, results)
     if speed is None or accuracy is None:
         return f"The pilot that chooses the {dataset} cpu preset has no results yet."
@@ -289,7 +289,7 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
     widths = sorted({row["width"] for row in speed["rows"]})
     batch = speed["batch"]
     steps = [
-        f"{rate[fp32]:.0f} in float32 and {rate[fast]:.0f} with bf16 autocast and channels-last at width {w}"
+        f"{rate[fp32]:.0f} → {rate[fast]:.0f} at width {w}"
         for w in widths
         for fp32, fast in [(f"w{w} k2 b{batch} fp32 loop", f"w{w} k2 b{batch} bf16 cl loop")]
         if fp32 in rate and fast in rate
@@ -297,8 +297,9 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
     worst_cosine = max(v["cosine_abs_diff"] for v in speed["loss_bf16_vs_fp32"].values())
     text = [
         f"The preset was chosen by a pilot on two CPU cores ({speed['device']}, torch {speed['torch']}). "
-        f"A PAG training step with k = 2 at batch {batch} processes {'; '.join(steps)} images per second; in bf16 the "
-        f"cosine term (a sum over ten classes) moves by at most {worst_cosine:.3f} from float32."
+        f"A PAG training step with k = 2 at batch {batch} processes, in images per second from float32 to bf16 "
+        f"autocast with channels-last, {'; '.join(steps)}; in bf16 the cosine term (a sum over ten classes) "
+        f"moves by at most {worst_cosine:.3f} from float32."
     ]
     finished = [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
     for objective, label in (("cross_entropy", "vanilla"), ("pag", "class mean (k = 2, λ = 0.4)")):
@@ -306,10 +307,15 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
         if found:
             parts = [
                 f"{percent(r['test_accuracy'][-1])} at width {w} "
-                f"({sum(r['seconds_per_epoch']) / 60 / len(r['seconds_per_epoch']):.1f} min per epoch)"
+                f"({statistics.median(r['seconds_per_epoch']) / 60:.1f} min per epoch)"
                 for w, r in found
             ]
             text.append(f"After {found[0][1]['epochs']} epochs, {label} reaches {', '.join(parts)}.")
+    if finished:
+        text.append(
+            "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
+            "bounds, where the step throughput above is the clean measure.)"
+        )
     ceiling = accuracy.get("class_mean_distance_accuracy")
     if ceiling:
         text.append(

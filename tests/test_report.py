@@ -85,7 +85,7 @@ def write_pilot(results, dataset="cifar10"):  # the figures are made up: a test 
 def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
     write_pilot(tmp_path)
     text = report.cpu_pilot_paragraph("cifar10", tmp_path)
-    assert "392 in float32 and 483 with bf16" in text and "at width 16" in text
+    assert "392 → 483 at width 8; 199 → 298 at width 16" in text
     assert "at most 0.011" in text
     assert "vanilla reaches 82.6% at width 8 (0.5 min per epoch)" in text
     assert "31.8% at width 8 (1.8 min per epoch)" in text and "25.0%" not in text  # unfinished runs are left out
