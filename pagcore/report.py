@@ -149,17 +149,17 @@ def results_table(
     paper_rows: dict[str, dict[str, float]],
     labels: dict[str, str],
     *,
-    test_set: bool = False,
     autoattack: bool = False,
 ) -> str:
     """Markdown: one row per method, our accuracy beside the paper's for each metric, with the length
-    and wall time of our run. With ``test_set``, a line under the table names the test set(s) used;
-    with ``autoattack``, two columns give each run's stored AutoAttack accuracy (the paper has none)."""
+    and wall time of our run; with ``autoattack``, two columns give each run's stored AutoAttack
+    accuracy (the paper has none). Only the table: a MyST ``table`` directive holds exactly one, so
+    what must be said under it comes from :func:`results_notes`."""
     header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")]
     if autoattack:
         header += ["AutoAttack ℓ∞ 8/255", "AutoAttack ℓ2"]
     header += ["epochs", "wall time"]
-    rows, test_sets = [], set()
+    rows = []
     for row, run in runs.items():
         metrics = (run.metrics or {}) if run is not None else {}
         paper = paper_rows.get(row, {})
@@ -171,17 +171,20 @@ def results_table(
         cells.append(run.params["epochs"] if run is not None else "—")
         cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
         rows.append(cells)
-        if "test_set" in metrics:
-            test_sets.add(metrics["test_set"])
-    table = markdown_table(header, rows)
-    if test_set and test_sets:
-        table += "\n\nOur numbers are computed on: " + "; ".join(sorted(test_sets)) + "."
+    return markdown_table(header, rows)
+
+
+def results_notes(runs: dict[str, Any], *, autoattack: bool = False) -> str:
+    """What a results table's reader must know: the test set(s) behind our numbers and, with
+    ``autoattack``, how AutoAttack's subset is chosen."""
+    test_sets = sorted({run.metrics["test_set"] for run in runs.values() if run and "test_set" in (run.metrics or {})})
+    notes = ["Our numbers are computed on: " + "; ".join(test_sets) + "."] if test_sets else []
     if autoattack:
-        table += (
-            "\n\nAutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size"
-            " follows each number; see the gradient-masking chapter."
+        notes.append(
+            "AutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size follows "
+            "each number; see the gradient-masking chapter."
         )
-    return table
+    return " ".join(notes)
 
 
 def preset_sentence(scale: str, dataset: str) -> str:

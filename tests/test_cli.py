@@ -236,8 +236,9 @@ def test_campaign_subcommand_dry(tmp_path):
     paths = [p["path"] for p in report["smoke"]["paths"]]
     assert all(p["ok"] for p in report["smoke"]["paths"]) and len(paths) == 14
     assert any("AutoAttack" in p for p in paths) and any(p.startswith("stl10") for p in paths)
-    # Entries in the priority order, each complete but possibly the last.
-    trained = [t for t in result["train"] if "entry" in t]
+    # Entries in the priority order, each complete but possibly the last (on a fast machine the whole
+    # list completes and a last line without an entry says so).
+    trained = [t for t in result["train"] if t["entry"]]
     assert [t["entry"] for t in trained] == [e.label for e in PRIORITY[: len(trained)]]
     assert trained and trained[0]["outcome"] == "complete"
     assert all(t["outcome"] == "complete" for t in trained[:-1])

@@ -131,10 +131,16 @@ def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path
     }
     (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
     table = report.results_table({"class_mean": Run()}, {}, {}, autoattack=True)
-    header, _, row = table.splitlines()[:3]
+    assert len(table.splitlines()) == 3  # one table only: a MyST table directive accepts nothing else
+    header, _, row = table.splitlines()
     assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
     assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
     assert "AutoAttack" not in report.results_table({"class_mean": Run()}, {}, {})
+    Run.metrics = {**Run.metrics, "test_set": "all 10,000 CIFAR-10 test images"}
+    notes = report.results_notes({"class_mean": Run(), "vanilla": None}, autoattack=True)
+    assert notes.startswith("Our numbers are computed on: all 10,000 CIFAR-10 test images.")
+    assert "seeded subset" in notes
+    assert report.results_notes({"vanilla": None}) == ""
 
 
 class TimedRun(StoredRun):
