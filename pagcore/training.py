@@ -126,10 +126,15 @@ class TrainResult:
     finished: bool  # False when the time budget or a stop request ended the session early
 
 
+def kind_of(*, synthetic: bool, subset: bool) -> str:
+    """``real`` for the full real dataset; synthetic data or a subset makes a smoke run. Decidable
+    before any data is read, so that ``pagcore table`` can check every row first."""
+    return "smoke" if synthetic or subset else "real"
+
+
 def run_kind(config: TrainConfig, data: ImageDataset) -> str:
-    """``real`` for the full real dataset; synthetic data or a subset makes a smoke run."""
-    synthetic = data.source.startswith("synthetic")
-    return "smoke" if synthetic or config.data.train_subset or config.data.test_subset else "real"
+    subset = bool(config.data.train_subset or config.data.test_subset)
+    return kind_of(synthetic=data.source.startswith("synthetic"), subset=subset)
 
 
 def check_trainable(config: TrainConfig, kind: str) -> None:
