@@ -102,19 +102,28 @@ def check_eps_curve(
 ) -> list[CheckResult]:
     """Checks 1 and 2. ``attack_at(radius)`` builds the attack (default: PGD-``curve_steps``, best
     iterate); tests pass a deliberately broken one to see the checks fail."""
-    if attack_at is None:
-
-        def attack_at(radius: float) -> PGD:
-            return PGD.paper_real_data(norm, radius, settings.curve_steps, keep_best=True)
-
     radii = [m * eps for m in settings.eps_multipliers]
-    accuracies = []
+    masks = curve_masks(model, x, y, radii, attack_at or _curve_attack(norm, settings), settings.seed)
+    return _judge_eps_curve(radii, [mask.float().mean().item() for mask in masks], settings)
+
+
+def _curve_attack(norm: str, settings: ChecklistSettings):
+    return lambda radius: PGD.paper_real_data(norm, radius, settings.curve_steps, keep_best=True)
+
+
+def curve_masks(model, x, y, radii: list[float], attack_at, seed: int) -> list[Tensor]:
+    """Per radius, which images are still classified correctly (at radius 0: without attack)."""
+    masks = []
     for radius in radii:
         if radius == 0:
             with eval_mode(model), torch.no_grad():
-                accuracies.append((model(x).argmax(1) == y).float().mean().item())
-            continue
-        accuracies.append(robust_mask(model, x, y, attack_at(radius), settings.seed).float().mean().item())
+                masks.append(model(x).argmax(1) == y)
+        else:
+            masks.append(robust_mask(model, x, y, attack_at(radius), seed))
+    return masks
+
+
+def _judge_eps_curve(radii: list[float], accuracies: list[float], settings: ChecklistSettings) -> list[CheckResult]:
     rises = [later - earlier for earlier, later in zip(accuracies, accuracies[1:])]
     numbers = {"eps": radii, "accuracy": accuracies, "largest_rise": max(rises)}
     return [
@@ -147,90 +156,145 @@ def gradient_masking_checklist(
     """Run every check on ``x``, ``y`` (floats in [0, 1]) at radius ``eps`` of ``norm``.
 
     ``source`` is the model transfer attacks are crafted on (a vanilla model); without it the
-    transfer check is reported as not run.
+    transfer check is reported as not run. The same as :func:`judge_checklist` of
+    :func:`measure_checklist`, the two halves a chunked evaluation runs separately.
     """
+    measured = measure_checklist(model, x, y, norm=norm, eps=eps, source=source, settings=settings, device=device)
+    return judge_checklist(measured, norm=norm, eps=eps, settings=settings)
+
+
+def measure_checklist(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: str,
+    eps: float,
+    source: nn.Module | None = None,
+    settings: ChecklistSettings = ChecklistSettings(),
+    device: torch.device | str = "cpu",
+    seed: int | None = None,
+) -> dict[str, list]:
+    """What the checks look at, per image (JSON-ready lists), so that measurements of separate
+    chunks of a test set concatenate into those of the whole: ``curve`` (a robust mask per
+    radius of ``settings.eps_multipliers``; the clean mask at radius 0), ``baseline`` and
+    ``strong`` (PGD masks), ``square``, ``transfer`` (None without a source), and the
+    input-gradients' ``gradient_finite``, ``gradient_zero`` and ``gradient_norm``.
+    ``seed`` (default ``settings.seed``) seeds the random starts and Square."""
     device = torch.device(device)
+    seed = settings.seed if seed is None else seed
     x, y = x.to(device).float(), y.to(device)
     with torch.autocast(device.type, enabled=False):
-        results = check_eps_curve(model, x, y, norm, eps, settings)
-
-        baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
-        strong = PGD.paper_real_data(
-            norm, eps, settings.strong_steps, restarts=settings.strong_restarts, keep_best=True
-        )
-        baseline_accuracy = robust_mask(model, x, y, baseline, settings.seed).float().mean().item()
-        strong_mask = robust_mask(model, x, y, strong, settings.seed)
-        strong_accuracy = strong_mask.float().mean().item()
-        results.append(
-            CheckResult(
-                "more_iterations",
-                f"PGD-{settings.strong_steps} x {settings.strong_restarts} restarts (best iterate) lowers accuracy "
-                f"by at most {settings.iterations_tolerance} below PGD-{settings.baseline_steps}",
-                baseline_accuracy - strong_accuracy <= settings.iterations_tolerance,
-                {
-                    "baseline": baseline_accuracy,
-                    "strong": strong_accuracy,
-                    "baseline_attack": baseline.settings(),
-                    "strong_attack": strong.settings(),
-                },
-            )
-        )
-
-        square = run_autoattack(
-            model,
-            x,
-            y,
-            AutoAttackSettings(
-                norm, eps, seed=settings.seed, attacks=("square",), square_queries=settings.square_queries
-            ),
-            device=device,
-        )
-        square_mask = torch.tensor(square["robust_mask"], device=device)
-        results.append(
-            CheckResult(
-                "black_box",
-                f"Square's accuracy is at least white-box PGD's minus {settings.black_box_tolerance}",
-                square["robust"] >= strong_accuracy - settings.black_box_tolerance,
-                {
-                    "square": square["robust"],
-                    "white_box": strong_accuracy,
-                    "fooled_only_by_square": int((strong_mask & ~square_mask).sum()),
-                    "square_settings": square["settings"],
-                },
-            )
-        )
-
-        if source is None:
-            results.append(CheckResult("transfer", "not run: no source model", None, {}))
-        else:
-            crafted = strong(source, x, y, generator=torch.Generator(device=device).manual_seed(settings.seed))
+        radii = [m * eps for m in settings.eps_multipliers]
+        curve = curve_masks(model, x, y, radii, _curve_attack(norm, settings), seed)
+        baseline, strong = _baseline_and_strong(norm, eps, settings)
+        square = run_autoattack(model, x, y, _square(norm, eps, settings, seed), device=device)
+        transfer = None
+        if source is not None:
+            crafted = strong(source, x, y, generator=torch.Generator(device=device).manual_seed(seed))
             with eval_mode(model), torch.no_grad():
-                transfer_accuracy = (model(crafted).argmax(1) == y).float().mean().item()
-            results.append(
-                CheckResult(
-                    "transfer",
-                    f"attacks crafted on the source model leave accuracy at least white-box's minus "
-                    f"{settings.transfer_tolerance}",
-                    transfer_accuracy >= strong_accuracy - settings.transfer_tolerance,
-                    {"transfer": transfer_accuracy, "white_box": strong_accuracy},
-                )
-            )
-
+                transfer = model(crafted).argmax(1) == y
         grads = input_gradients(model, x, y).flatten(1)
         finite = torch.isfinite(grads).all(dim=1)
-        zero = finite & (grads.abs().amax(dim=1) == 0)
+        return {
+            "curve": [mask.tolist() for mask in curve],
+            "baseline": robust_mask(model, x, y, baseline, seed).tolist(),
+            "strong": robust_mask(model, x, y, strong, seed).tolist(),
+            "square": square["robust_mask"],
+            "transfer": None if transfer is None else transfer.tolist(),
+            "gradient_finite": finite.tolist(),
+            "gradient_zero": (finite & (grads.abs().amax(dim=1) == 0)).tolist(),
+            "gradient_norm": grads.norm(dim=1).tolist(),
+        }
+
+
+def concatenate_measurements(parts: list[dict[str, list]]) -> dict[str, list]:
+    """The measurements of consecutive chunks of a test set, joined into those of the whole."""
+    joined = {"curve": [sum((part["curve"][i] for part in parts), []) for i in range(len(parts[0]["curve"]))]}
+    for key in parts[0]:
+        if key != "curve":
+            values = [part[key] for part in parts]
+            joined[key] = None if any(v is None for v in values) else sum(values, [])
+    return joined
+
+
+def _square(norm: str, eps: float, settings: ChecklistSettings, seed: int) -> AutoAttackSettings:
+    return AutoAttackSettings(norm, eps, seed=seed, attacks=("square",), square_queries=settings.square_queries)
+
+
+def _baseline_and_strong(norm: str, eps: float, settings: ChecklistSettings) -> tuple[PGD, PGD]:
+    baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
+    strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts, keep_best=True)
+    return baseline, strong
+
+
+def judge_checklist(
+    measured: dict[str, list], *, norm: str, eps: float, settings: ChecklistSettings = ChecklistSettings()
+) -> list[CheckResult]:
+    """Every check's numbers and verdict from :func:`measure_checklist`'s per-image measurements."""
+
+    def fraction(mask: list) -> float:
+        return sum(mask) / len(mask)
+
+    radii = [m * eps for m in settings.eps_multipliers]
+    results = _judge_eps_curve(radii, [fraction(mask) for mask in measured["curve"]], settings)
+    baseline, strong = _baseline_and_strong(norm, eps, settings)
+    baseline_accuracy, strong_accuracy = fraction(measured["baseline"]), fraction(measured["strong"])
+    results.append(
+        CheckResult(
+            "more_iterations",
+            f"PGD-{settings.strong_steps} x {settings.strong_restarts} restarts (best iterate) lowers accuracy "
+            f"by at most {settings.iterations_tolerance} below PGD-{settings.baseline_steps}",
+            baseline_accuracy - strong_accuracy <= settings.iterations_tolerance,
+            {
+                "baseline": baseline_accuracy,
+                "strong": strong_accuracy,
+                "baseline_attack": baseline.settings(),
+                "strong_attack": strong.settings(),
+            },
+        )
+    )
+    square_accuracy = fraction(measured["square"])
+    results.append(
+        CheckResult(
+            "black_box",
+            f"Square's accuracy is at least white-box PGD's minus {settings.black_box_tolerance}",
+            square_accuracy >= strong_accuracy - settings.black_box_tolerance,
+            {
+                "square": square_accuracy,
+                "white_box": strong_accuracy,
+                "fooled_only_by_square": sum(s and not q for s, q in zip(measured["strong"], measured["square"])),
+                "square_settings": _square(norm, eps, settings, settings.seed).settings(),
+            },
+        )
+    )
+    if measured["transfer"] is None:
+        results.append(CheckResult("transfer", "not run: no source model", None, {}))
+    else:
+        transfer_accuracy = fraction(measured["transfer"])
         results.append(
             CheckResult(
-                "gradients",
-                f"no non-finite input-gradient, and at most a fraction {settings.zero_gradient_fraction} all zero",
-                bool(finite.all()) and zero.float().mean().item() <= settings.zero_gradient_fraction,
-                {
-                    "nonfinite_fraction": 1 - finite.float().mean().item(),
-                    "zero_fraction": zero.float().mean().item(),
-                    "median_norm": grads[finite].norm(dim=1).median().item() if finite.any() else float("nan"),
-                },
+                "transfer",
+                f"attacks crafted on the source model leave accuracy at least white-box's minus "
+                f"{settings.transfer_tolerance}",
+                transfer_accuracy >= strong_accuracy - settings.transfer_tolerance,
+                {"transfer": transfer_accuracy, "white_box": strong_accuracy},
             )
         )
+    finite, zero = measured["gradient_finite"], measured["gradient_zero"]
+    finite_norms = torch.tensor([n for n, ok in zip(measured["gradient_norm"], finite) if ok])
+    results.append(
+        CheckResult(
+            "gradients",
+            f"no non-finite input-gradient, and at most a fraction {settings.zero_gradient_fraction} all zero",
+            all(finite) and fraction(zero) <= settings.zero_gradient_fraction,
+            {
+                "nonfinite_fraction": 1 - fraction(finite),
+                "zero_fraction": fraction(zero),
+                "median_norm": finite_norms.median().item() if len(finite_norms) else float("nan"),
+            },
+        )
+    )
     return results
 
 

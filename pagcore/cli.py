@@ -148,7 +148,7 @@ def _run_table(args: argparse.Namespace) -> dict:
     from .evaluation import EvaluationSettings
     from .experiments import ROWS, RealDataExperiment
     from .runs import RunStore
-    from .training import check_trainable
+    from .training import check_trainable, kind_of
 
     knobs = given_knobs(args)
     row_knobs = sorted({k for row in ROWS.values() for k in row.knobs} | {"teacher"})
@@ -157,8 +157,8 @@ def _run_table(args: argparse.Namespace) -> dict:
     dataset = knobs.pop("dataset", "cifar10")
     options = ExecutionOptions(**given(args, ExecutionOptions)).validate()
     evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
-    subset = knobs.get("train_subset") or knobs.get("test_subset")
-    kind = options.kind or ("smoke" if args.synthetic or subset else "real")  # as run_kind decides for one run
+    subset = bool(knobs.get("train_subset") or knobs.get("test_subset"))
+    kind = options.kind or kind_of(synthetic=args.synthetic, subset=subset)
     experiment = RealDataExperiment(dataset, knobs, RunStore(args.runs), kind=kind)
     for row in args.rows:  # every row resolves, and may be trained, before any data is read
         check_trainable(experiment.config(row), kind)
@@ -199,6 +199,12 @@ def _add_evaluate_parser(subparsers) -> None:
     )
     p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset and of the attacks' random starts")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no new chunk of images after this many minutes; run it again to go on (stored chunks are kept)",
+    )
     p.add_argument("--source", default=None, help="vanilla run for the transfer check (default: one from the store)")
     p.add_argument(
         "--reference", default=None, help="adversarially trained run for the PAG score (default: one from the store)"
@@ -255,6 +261,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
         reference=reference,
         budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
         progress=not args.no_progress,
+        max_minutes=args.max_minutes,
     )
     return {"run": run.name, "evaluations": lines}
 

@@ -8,7 +8,11 @@ So:
 * the run's identity (``params.json``), record and ``metrics.json`` are never touched;
 * evaluating again with the same settings finds the file and computes nothing (idempotent);
   different settings, e.g. another subset, get another file, never overwrite one;
-* each file is written atomically, so an interrupted evaluation leaves no half file.
+* each file is written atomically, so an interrupted evaluation leaves no half file;
+* an evaluation runs in chunks of :data:`CHUNK_IMAGES` images, each stored under
+  ``partial/<key>/`` as soon as it is done: a killed evaluation (or one stopped by
+  ``max_minutes``) goes on from its first missing chunk, and the chunks are combined into the
+  evaluation's file, then dropped, once all are in.
 
 The test subset is fixed and seeded: ``size`` images drawn without replacement from the
 run's test set by a generator seeded with ``seed``, in increasing index order; its size,
@@ -24,22 +28,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from .attacks import PGD
 from .autoattack import AutoAttackSettings, run_autoattack
-from .checks import ChecklistSettings, gradient_masking_checklist, summary
+from .checks import ChecklistSettings, concatenate_measurements, judge_checklist, measure_checklist, summary
 from .data import ImageDataset
 from .evaluation import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
 from .pag_score import gradient_alignment, targeted_confidence
+from .progress import progress_bar
 from .provenance import device_description, running_revision, utc_now, write_json_atomic
 from .runs import Run, parameter_hash
-from .validation import ConfigError, check_positive_int
+from .validation import ConfigError, check_positive, check_positive_int
 
 EVALUATIONS = ("pgd20", "pgd100", "autoattack", "checks", "pag_score")
 FOLDER = "evaluations"
@@ -125,11 +132,29 @@ def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
     return chosen
 
 
+# Evaluations run in chunks of this many images, each stored as it finishes, so that a process
+# killed mid-way (a session's end, a cluster's time limit) loses at most one chunk's work. Chunk
+# i of a subset draws its random starts (and AutoAttack's seed) from ``chunk_seed(seed, i)``;
+# the chunk size is therefore part of every settings key.
+CHUNK_IMAGES = 100
+PARTIAL = "partial"
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    return 1000 * seed + chunk
+
+
 @dataclass
 class Job:
+    """One evaluation: ``measure(x, y, seed)`` on a chunk of the subset returns a JSON-ready
+    partial result, ``combine(partials)`` joins the chunks' partials (in order) into the
+    stored results. A job that is not ``chunked`` measures the whole subset at once."""
+
     name: str
     settings: dict
-    compute: Callable[[], dict]
+    measure: Callable[[Tensor, Tensor, int], dict]
+    combine: Callable[[list[dict]], dict]
+    chunked: bool = True
 
     @property
     def key(self) -> str:
@@ -149,15 +174,19 @@ def evaluate_stored_run(
     reference: tuple[str, nn.Module] | None = None,
     budgets: Budgets = Budgets(),
     progress: bool = False,
+    max_minutes: float | None = None,
 ) -> list[dict]:
     """Run the named ``evaluations`` that are not stored yet; returns one line per evaluation:
-    ``{"name", "key", "path", "created"}``, or ``{"name", "skipped": reason}``.
+    ``{"name", "key", "path", "created"}``, ``{"name", "key", "unfinished": "i/n chunks"}``
+    when ``max_minutes`` ran out first (run it again to go on), or ``{"name", "skipped": reason}``.
 
     ``source`` (name, model) is the vanilla model for the transfer check; ``reference`` (name,
     model) the adversarially trained model the PAG score compares with."""
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"attacks must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
+    if max_minutes is not None:
+        check_positive("max_minutes", max_minutes)
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
     x = data.x_test[chosen.indices].to(device).float() / 255
@@ -165,6 +194,7 @@ def evaluate_stored_run(
     common = {
         "subset": chosen.record(),
         "seed": seed,
+        "chunk_images": CHUNK_IMAGES,
         "dataset": data.name,
         "budgets": "real" if budgets == Budgets() else "reduced (tests only)",
     }
@@ -177,13 +207,8 @@ def evaluate_stored_run(
             if name in evaluations:
                 eps = PAPER_PGD_EPS[dataset][norm]
                 attack = PGD.paper_real_data(norm, eps, steps, restarts=restarts, keep_best=best)
-                jobs.append(
-                    Job(
-                        name,
-                        {**attack.settings(), "radius": "paper (Section 5.2)", **common},
-                        _pgd_job(model, x, y, attack, seed, device, progress),
-                    )
-                )
+                settings = {**attack.settings(), "radius": "paper (Section 5.2)", **common}
+                jobs.append(Job(name, settings, _pgd_measure(model, attack, device), _combine_pgd))
         if "autoattack" in evaluations:
             aa = AutoAttackSettings(
                 norm,
@@ -193,13 +218,12 @@ def evaluate_stored_run(
                 fab_iterations=budgets.autoattack_iterations,
                 square_queries=budgets.square_queries,
             )
-            jobs.append(
-                Job(
-                    "autoattack",
-                    {**aa.settings(), "radius": "standard (RobustBench)", **common},
-                    lambda aa=aa: run_autoattack(model, x, y, aa, device=device),
-                )
-            )
+
+            def autoattack_measure(xc, yc, chunk_seed, aa=aa) -> dict:
+                return run_autoattack(model, xc, yc, replace(aa, seed=chunk_seed), device=device)
+
+            settings = {**aa.settings(), "radius": "standard (RobustBench)", **common}
+            jobs.append(Job("autoattack", settings, autoattack_measure, partial(_combine_autoattack, aa)))
         if "checks" in evaluations:
             eps = STANDARD_EPS[dataset][norm]
             settings = {
@@ -210,7 +234,10 @@ def evaluate_stored_run(
                 "source": source[0] if source else None,
                 **common,
             }
-            jobs.append(Job("checks", settings, _checks_job(model, x, y, norm, eps, source, budgets.checklist, device)))
+            measure = partial(
+                _checks_measure, model, norm, eps, source[1] if source else None, budgets.checklist, device
+            )
+            jobs.append(Job("checks", settings, measure, partial(_combine_checks, norm, eps, budgets.checklist)))
     if "pag_score" in evaluations:
         if reference is None:
             lines.append({"name": "pag_score", "skipped": "no adversarially trained reference run"})
@@ -223,62 +250,126 @@ def evaluate_stored_run(
                 "targeted_steps": budgets.targeted_steps,
                 **common,
             }
-            jobs.append(
-                Job(
-                    "pag_score",
-                    settings,
-                    _pag_score_job(model, reference[1], x, y, data.num_classes, PICTURE_EPS[dataset], budgets),
-                )
-            )
+            measure = _pag_score_measure(model, reference[1], data.num_classes, PICTURE_EPS[dataset], budgets)
+            jobs.append(Job("pag_score", settings, measure, lambda partials: partials[0], chunked=False))
 
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     for job in jobs:
-        path = run.path / FOLDER / f"{job.key}.json"
-        if not path.exists():
-            start = time.perf_counter()
-            results = job.compute()
-            write_json_atomic(
-                path,
-                {
-                    "name": job.name,
-                    "key": job.key,
-                    "run": run.name,
-                    "settings": job.settings,
-                    "results": results,
-                    "provenance": {
-                        "git": running_revision(),
-                        "torch": torch.__version__,
-                        "device": device_description(device),
-                        "finished": utc_now(),
-                        "seconds": round(time.perf_counter() - start, 3),
-                    },
-                },
-            )
-            lines.append({"name": job.name, "key": job.key, "path": str(path), "created": True})
-        else:
-            lines.append({"name": job.name, "key": job.key, "path": str(path), "created": False})
+        lines.append(_run_job(run, job, x, y, seed, device, deadline, progress))
     return lines
 
 
-def _pgd_job(model, x, y, attack: PGD, seed: int, device, progress: bool):
-    def compute() -> dict:
-        accuracies = evaluate(model, x, y, {"robust": attack}, device=device, seed=seed, progress=progress)
-        return {"clean": accuracies["clean"], "robust": accuracies["robust"], "images": len(x)}
-
-    return compute
-
-
-def _checks_job(model, x, y, norm, eps, source, settings: ChecklistSettings, device):
-    def compute() -> dict:
-        results = gradient_masking_checklist(
-            model, x, y, norm=norm, eps=eps, source=source[1] if source else None, settings=settings, device=device
+def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline, progress: bool) -> dict:
+    """Measure the chunks not stored yet, then store the combined results and drop the chunks."""
+    path = run.path / FOLDER / f"{job.key}.json"
+    if path.exists():
+        return {"name": job.name, "key": job.key, "path": str(path), "created": False}
+    chunks = range(0, len(x), CHUNK_IMAGES) if job.chunked else range(0, 1)
+    folder = run.path / FOLDER / PARTIAL / job.key
+    bar = progress_bar(
+        enumerate(chunks),
+        enabled=progress,
+        desc=f"{job.name} {job.settings.get('norm', '')}",
+        unit="chunk",
+        total=len(chunks),
+    )
+    for index, start in bar:
+        chunk_path = folder / f"{index:04d}.json"
+        if chunk_path.exists():
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            done = len(list(folder.glob("*.json")))
+            return {"name": job.name, "key": job.key, "unfinished": f"{done}/{len(chunks)} chunks"}
+        stop = start + CHUNK_IMAGES if job.chunked else len(x)
+        began = time.perf_counter()
+        partial_result = job.measure(x[start:stop], y[start:stop], chunk_seed(seed, index))
+        write_json_atomic(
+            chunk_path,
+            {
+                "partial": partial_result,
+                "images": [start, min(stop, len(x))],
+                "device": device_description(device),
+                "git": running_revision(),
+                "seconds": round(time.perf_counter() - began, 3),
+            },
         )
-        return {"checks": [asdict(r) for r in results], **summary(results)}
+    stored = [json.loads((folder / f"{index:04d}.json").read_text()) for index in range(len(chunks))]
+    write_json_atomic(
+        path,
+        {
+            "name": job.name,
+            "key": job.key,
+            "run": run.name,
+            "settings": job.settings,
+            "results": job.combine([chunk["partial"] for chunk in stored]),
+            "provenance": {
+                # Chunks may come from several sessions (or machines): all of them are named.
+                "git": ", ".join(sorted({chunk["git"] for chunk in stored})),
+                "torch": torch.__version__,
+                "device": ", ".join(sorted({chunk["device"] for chunk in stored})),
+                "finished": utc_now(),
+                "seconds": round(sum(chunk["seconds"] for chunk in stored), 3),
+            },
+        },
+    )
+    shutil.rmtree(folder)
+    if not any((run.path / FOLDER / PARTIAL).iterdir()):
+        (run.path / FOLDER / PARTIAL).rmdir()
+    return {"name": job.name, "key": job.key, "path": str(path), "created": True}
 
-    return compute
+
+def _pgd_measure(model, attack: PGD, device):
+    def measure(x, y, seed) -> dict:
+        accuracies = evaluate(model, x, y, {"robust": attack}, device=device, seed=seed, progress=False)
+        return {name: round(accuracies[name] * len(x)) for name in ("clean", "robust")} | {"images": len(x)}
+
+    return measure
 
 
-def _pag_score_job(model, reference, x, y, num_classes: int, eps: float, budgets: Budgets):
-    def compute() -> dict:
+def _combine_pgd(partials: list[dict]) -> dict:
+    images = sum(p["images"] for p in partials)
+    return {
+        "clean": sum(p["clean"] for p in partials) / images,
+        "robust": sum(p["robust"] for p in partials) / images,
+        "images": images,
+    }
+
+
+def _combine_autoattack(settings: AutoAttackSettings, partials: list[dict]) -> dict:
+    """AutoAttack's chunks joined. The package stops logging once a chunk has no robust image
+    left, so an attack missing from a chunk's ``after_attack`` left 0 of its images."""
+    images = sum(p["images"] for p in partials)
+    mask = sum((p["robust_mask"] for p in partials), [])
+    after = {
+        attack: sum(p["after_attack"].get(attack, 0.0) * p["images"] for p in partials) / images
+        for attack in {a for p in partials for a in p["after_attack"]}
+    }
+    return {
+        "clean": sum(p["clean"] * p["images"] for p in partials) / images,
+        "robust": sum(mask) / images,
+        "after_attack": dict(sorted(after.items(), key=lambda item: -item[1])),
+        "robust_mask": mask,
+        "max_perturbation": max(p["max_perturbation"] for p in partials),
+        "flags": list(dict.fromkeys(flag for p in partials for flag in p["flags"])),
+        "images": images,
+        "seconds": round(sum(p["seconds"] for p in partials), 3),
+        "settings": settings.settings(),
+    }
+
+
+def _checks_measure(model, norm, eps, source, settings: ChecklistSettings, device, x, y, seed) -> dict:
+    return measure_checklist(
+        model, x, y, norm=norm, eps=eps, source=source, settings=settings, device=device, seed=seed
+    )
+
+
+def _combine_checks(norm, eps, settings: ChecklistSettings, partials: list[dict]) -> dict:
+    results = judge_checklist(concatenate_measurements(partials), norm=norm, eps=eps, settings=settings)
+    return {"checks": [asdict(r) for r in results], **summary(results)}
+
+
+def _pag_score_measure(model, reference, num_classes: int, eps: float, budgets: Budgets):
+    def measure(x, y, seed) -> dict:
         few = slice(0, budgets.targeted_images)
         return {
             "gradient_alignment": gradient_alignment(model, reference, x, num_classes=num_classes),
@@ -287,4 +378,4 @@ def _pag_score_job(model, reference, x, y, num_classes: int, eps: float, budgets
             ),
         }
 
-    return compute
+    return measure

@@ -1,0 +1,120 @@
+"""Stored evaluations run in chunks: a killed evaluation resumes from its stored chunks, and the
+chunks' results join into those of the whole subset."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tiny_models import trained_image_model
+
+from pagcore.autoattack import AutoAttackSettings
+from pagcore.checks import ChecklistSettings, concatenate_measurements, judge_checklist, measure_checklist
+from pagcore.run_evaluations import (
+    CHUNK_IMAGES,
+    FOLDER,
+    PARTIAL,
+    Job,
+    _combine_autoattack,
+    _combine_pgd,
+    _run_job,
+)
+
+IMAGES = 2 * CHUNK_IMAGES + CHUNK_IMAGES // 2  # three chunks, the last one short
+
+
+def counting_job(seen: list, fail_at: int | None = None) -> Job:
+    """A PGD-shaped job whose "measurement" counts the images of its chunk and notes its seed."""
+
+    def measure(x, y, seed):
+        if fail_at is not None and len(seen) == fail_at:
+            raise KeyboardInterrupt("the session ended")
+        seen.append(seed)
+        return {"clean": len(x), "robust": int((y == 0).sum()), "images": len(x)}
+
+    return Job("pgd20", {"norm": "linf", "what": "counting"}, measure, _combine_pgd)
+
+
+def test_a_killed_evaluation_resumes_from_its_stored_chunks(tmp_path):
+    run = SimpleNamespace(path=tmp_path, name="a-run")
+    x, y = torch.zeros(IMAGES, 1), (torch.arange(IMAGES) % 4 != 0).long()
+    first: list = []
+    with pytest.raises(KeyboardInterrupt):
+        _run_job(run, counting_job(first, fail_at=2), x, y, 7, "cpu", None, False)
+    job = counting_job([])
+    partial_folder = tmp_path / FOLDER / PARTIAL / job.key
+    assert sorted(p.name for p in partial_folder.glob("*.json")) == ["0000.json", "0001.json"]
+    assert not (tmp_path / FOLDER / f"{job.key}.json").exists()  # no result until every chunk is in
+
+    second: list = []
+    line = _run_job(run, counting_job(second), x, y, 7, "cpu", None, False)
+    assert line["created"] and len(second) == 1 and second[0] != first[0]  # only the third chunk, with its own seed
+    stored = json.loads((tmp_path / FOLDER / f"{job.key}.json").read_text())
+    assert stored["results"] == {"clean": 1.0, "robust": int((y == 0).sum()) / IMAGES, "images": IMAGES}
+    assert not (tmp_path / FOLDER / PARTIAL).exists()  # chunks are dropped once combined
+
+
+def test_an_evaluation_out_of_time_stops_before_its_next_chunk(tmp_path):
+    run = SimpleNamespace(path=tmp_path, name="a-run")
+    x, y = torch.zeros(IMAGES, 1), torch.zeros(IMAGES, dtype=torch.long)
+    seen: list = []
+    line = _run_job(run, counting_job(seen), x, y, 0, "cpu", deadline=0.0, progress=False)
+    assert line["unfinished"] == "0/3 chunks" and seen == []
+
+
+def test_autoattack_chunks_join_with_attacks_the_package_skipped_counted_as_zero():
+    settings = AutoAttackSettings("linf", 8 / 255, attacks=("apgd-ce", "square"))
+    common = {"max_perturbation": 0.03, "seconds": 1.0, "settings": settings.settings()}
+    first = {
+        **common,
+        "images": 100,
+        "clean": 0.5,
+        "robust_mask": [True] * 30 + [False] * 70,
+        "after_attack": {"apgd-ce": 0.4, "square": 0.3},
+        "flags": ["a warning"],
+    }
+    # Nothing left after APGD-CE: the package breaks off and never logs Square.
+    second = {
+        **common,
+        "images": 50,
+        "clean": 0.2,
+        "robust_mask": [False] * 50,
+        "after_attack": {"apgd-ce": 0.0},
+        "flags": ["a warning"],
+    }
+    joined = _combine_autoattack(settings, [first, second])
+    assert joined["images"] == 150 and joined["robust"] == pytest.approx(30 / 150)
+    assert joined["clean"] == pytest.approx((50 + 10) / 150)
+    assert joined["after_attack"] == pytest.approx({"apgd-ce": 40 / 150, "square": 30 / 150})
+    assert joined["flags"] == ["a warning"] and len(joined["robust_mask"]) == 150
+
+
+def test_checklist_measurements_of_two_chunks_join_into_those_of_the_whole():
+    model, x, y = trained_image_model(seed=0)
+    fast = ChecklistSettings(curve_steps=3, baseline_steps=3, strong_steps=3, strong_restarts=1, square_queries=20)
+    whole = measure_checklist(model, x, y, norm="l2", eps=1.0, source=model, settings=fast)
+    halves = [
+        measure_checklist(model, x[s], y[s], norm="l2", eps=1.0, source=model, settings=fast)
+        for s in (slice(0, 40), slice(40, None))
+    ]
+    joined = concatenate_measurements(halves)
+    assert set(joined) == set(whole)
+    assert [len(mask) for mask in joined["curve"]] == [len(x)] * len(fast.eps_multipliers)
+    for key in ("baseline", "strong", "square", "transfer", "gradient_finite", "gradient_zero"):
+        assert len(joined[key]) == len(x), key
+    # What does not depend on random starts is identical, image by image.
+    assert joined["curve"][0] == whole["curve"][0]
+    assert joined["gradient_finite"] == whole["gradient_finite"] and joined["gradient_zero"] == whole["gradient_zero"]
+    assert joined["gradient_norm"] == pytest.approx(whole["gradient_norm"], rel=1e-5)
+    verdicts = {r.name: r for r in judge_checklist(joined, norm="l2", eps=1.0, settings=fast)}
+    assert verdicts["eps_monotone"].numbers["accuracy"][0] == sum(whole["curve"][0]) / len(x)
+    assert verdicts["transfer"].passed is not None
+
+
+def test_without_a_source_model_the_joined_transfer_measurement_stays_absent():
+    parts = [
+        {"curve": [[True]], "transfer": None, "square": [True]},
+        {"curve": [[False]], "transfer": None, "square": [False]},
+    ]
+    joined = concatenate_measurements(parts)
+    assert joined == {"curve": [[True, False]], "transfer": None, "square": [True, False]}
