@@ -6,6 +6,8 @@
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
         --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
+    python -m pagcore evaluate --table cifar10 --scale cpu --data .data/cifar10.npz \
+        --attacks pgd100,autoattack,checks,pag_score --max-minutes 150
     python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
     python -m pagcore campaign --data .data/cifar10.npz --out $OUT --minutes 8.5   (see pagcore/campaign.py)
 
@@ -178,7 +180,7 @@ def _run_table(args: argparse.Namespace) -> dict:
 
 
 def _add_evaluate_parser(subparsers) -> None:
-    from .config import add_group_arguments
+    from .config import KINDS, add_group_arguments
     from .evaluation import EvaluationSettings
     from .run_evaluations import EVALUATIONS
 
@@ -188,7 +190,19 @@ def _add_evaluate_parser(subparsers) -> None:
         description="Without --attacks: the final evaluation again (clean and PGD accuracy, PAG pictures). "
         "With --attacks: extra evaluations stored in the run's evaluations/ folder.",
     )
-    p.add_argument("--run", required=True, help="run name or directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run name or directory")
+    which.add_argument(
+        "--table",
+        metavar="DATASET",
+        choices=("cifar10", "stl10"),
+        help="with --attacks: every complete run of this dataset at --scale, on 1,000 test images for vanilla, the best"
+        " PAG row and both RIGD rows and 500 for the others, those four first (--subset is then not allowed)",
+    )
+    p.add_argument("--scale", default=None, help="the table's scale, with --table (cpu or paper)")
+    p.add_argument(
+        "--kind", default="real", choices=KINDS, help="with --table: the kind of runs (smoke only in code tests)"
+    )
     add_group_arguments(p, "final evaluation (without --attacks)", EvaluationSettings)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -226,44 +240,98 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     from .training import prepare_data
 
     store = RunStore(args.runs)
+    settings = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    names = _attack_names(args.attacks) if args.attacks is not None else None
+    if args.table:
+        return _run_evaluate_table(args, store, names)
+    if args.scale is not None:
+        raise ConfigError("--scale goes with --table; a run already has its scale")
     run = store.find(args.run)
     config = TrainConfig.from_identity(run.params)
-    settings = EvaluationSettings(**given(args, EvaluationSettings)).validate()
-    if args.attacks is not None:
-        from .run_evaluations import EVALUATIONS
-
-        names = [name.strip() for name in args.attacks.split(",") if name.strip()]
-        unknown = [n for n in names if n not in EVALUATIONS]
-        if unknown or not names:
-            raise ConfigError(
-                f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {args.attacks!r}"
-            )
     data = prepare_data(config, _dataset(args, config.data.dataset))
     device = resolve_device(args.device)
     model = run.load_model(device=device)
-    if args.attacks is None:
+    if names is None:
         metrics = evaluate_run(run, model, data, settings, device=device, progress=not args.no_progress)
         return {"run": run.name, "metrics": metrics}
+    deadline = _deadline(args.max_minutes)
+    lines = _evaluate_with_attacks(args, store, run, model, data, names, args.subset, device, deadline)
+    return {"run": run.name, "evaluations": lines}
 
+
+def _attack_names(attacks: str) -> list[str]:
+    from .run_evaluations import EVALUATIONS
+
+    names = [name.strip() for name in attacks.split(",") if name.strip()]
+    if not names or any(n not in EVALUATIONS for n in names):
+        raise ConfigError(f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {attacks!r}")
+    return names
+
+
+def _deadline(max_minutes: float | None) -> float | None:
+    import time
+
+    return None if max_minutes is None else time.monotonic() + 60 * max_minutes
+
+
+def _minutes_left(deadline: float | None) -> float | None:
+    import time
+
+    return None if deadline is None else max((deadline - time.monotonic()) / 60, 0.0)
+
+
+def _evaluate_with_attacks(args, store, run, model, data, names, subset, device, deadline) -> list[dict]:
     from .run_evaluations import Budgets, evaluate_stored_run
 
     source = _companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
     reference = _companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
-    lines = evaluate_stored_run(
+    return evaluate_stored_run(
         run,
         model,
         data,
         names,
-        subset=args.subset,
+        subset=subset,
         seed=args.subset_seed,
         device=device,
         source=source,
         reference=reference,
         budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
         progress=not args.no_progress,
-        max_minutes=args.max_minutes,
+        max_minutes=_minutes_left(deadline),
     )
-    return {"run": run.name, "evaluations": lines}
+
+
+def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None) -> dict:
+    from .config import TrainConfig
+    from .devices import resolve_device
+    from .experiments import ROWS, RealDataExperiment
+    from .run_evaluations import evaluation_plan
+    from .training import prepare_data
+
+    if names is None:
+        raise ConfigError("--table evaluates with --attacks; name them")
+    if args.subset is not None:
+        raise ConfigError("--table chooses each run's subset (1,000 or 500 images); --subset is for one --run")
+    if args.scale is None:
+        raise ConfigError("--table needs --scale (cpu or paper)")
+    experiment = RealDataExperiment(args.table, {"scale": args.scale}, store, kind=args.kind)
+    table = {row: experiment.run(row) for row in ROWS}
+    every_run = store.select(kind=args.kind, dataset=args.table, scale=args.scale)
+    plan = evaluation_plan(table, every_run)  # every run is found before any data is read
+    data = _dataset(args, args.table)
+    device = resolve_device(args.device)
+    deadline = _deadline(args.max_minutes)
+    done = []
+    for run, subset in plan:
+        if _minutes_left(deadline) == 0:
+            done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
+            continue
+        model = run.load_model(device=device)
+        images = prepare_data(TrainConfig.from_identity(run.params), data)
+        lines = _evaluate_with_attacks(args, store, run, model, images, names, subset, device, deadline)
+        done.append({"run": run.name, "subset": subset, "evaluations": lines})
+    missing = [row for row, run in table.items() if run is None]
+    return {"table": args.table, "scale": args.scale, "runs": done, "rows_without_a_run": missing}
 
 
 def _companion_run(store, run, reference: str | None, objective: str, device):

@@ -46,7 +46,7 @@ from .pag_score import gradient_alignment, targeted_confidence
 from .progress import progress_bar
 from .provenance import device_description, running_revision, utc_now, write_json_atomic
 from .runs import Run, parameter_hash
-from .validation import ConfigError, check_positive, check_positive_int
+from .validation import ConfigError, check_nonnegative, check_positive_int
 
 EVALUATIONS = ("pgd20", "pgd100", "autoattack", "checks", "pag_score")
 FOLDER = "evaluations"
@@ -186,7 +186,7 @@ def evaluate_stored_run(
     if unknown:
         raise ConfigError(f"attacks must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
     if max_minutes is not None:
-        check_positive("max_minutes", max_minutes)
+        check_nonnegative("max_minutes", max_minutes)  # 0: start nothing new, report what is unfinished
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
     x = data.x_test[chosen.indices].to(device).float() / 255
@@ -379,3 +379,25 @@ def _pag_score_measure(model, reference, num_classes: int, eps: float, budgets: 
         }
 
     return measure
+
+
+# How many test images each run is evaluated on: every real run at least STANDARD_SUBSET, the
+# rows the book's argument rests on (vanilla, the best PAG row, both RIGD rows) LARGE_SUBSET.
+# Subsets drawn with one seed are nested (the first images of one permutation), so the smaller
+# evaluations use images the larger ones also use.
+LARGE_SUBSET, STANDARD_SUBSET = 1000, 500
+PAG_REPRESENTATIVE_ROWS = ("one_image", "class_mean", "nearest_neighbor")
+
+
+def evaluation_plan(table: dict[str, Run | None], every_run: Sequence[Run]) -> list[tuple[Run, int]]:
+    """(run, subset size) in the order to evaluate them: the large-subset rows of ``table`` (row
+    -> its complete run, or None) first, then its other rows in table order, then the rest of
+    ``every_run`` (seeds, the lambda grid, the k study, ...) by name. The best PAG row is the
+    representative-based one with the highest PGD-20 L-inf accuracy on the full test set."""
+    trained = [row for row in PAG_REPRESENTATIVE_ROWS if table.get(row) is not None]
+    best = max(trained, key=lambda row: table[row].metrics["linf"], default=None)
+    large = [table[row] for row in ("vanilla", best, "rigd_linf", "rigd_l2") if row and table.get(row) is not None]
+    rows = [run for run in table.values() if run is not None and run not in large]
+    named = {run.name for run in large + rows}
+    rest = sorted((run for run in every_run if run.name not in named), key=lambda run: run.name)
+    return [(run, LARGE_SUBSET) for run in large] + [(run, STANDARD_SUBSET) for run in rows + rest]

@@ -152,6 +152,45 @@ def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
+def test_evaluate_a_whole_table_of_runs(trained):
+    runs, names = trained
+    table = ["evaluate", "--table", "cifar10", "--runs", str(runs), "--no-progress", *SYNTHETIC]
+    for wrong, message in (
+        (["--scale", "paper"], "name them"),  # no --attacks
+        (["--attacks", "pgd20"], "needs --scale"),
+        (["--attacks", "pgd20", "--scale", "paper", "--subset", "5"], "chooses each run's subset"),
+    ):
+        out, _ = pagcore(*table, *wrong)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+    smoke = [*table, "--scale", "paper", "--kind", "smoke", "--attacks", "pgd20"]
+    out, none = pagcore(*smoke, "--max-minutes", "0")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {line["run"] for line in none["runs"]} == set(names.values())
+    assert all(line["skipped"] == "out of time" for line in none["runs"])
+
+    out, result = pagcore(*smoke)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # The tiny runs answer no row of the paper-scale table; they are evaluated as the table's other runs.
+    assert set(result["rows_without_a_run"]) == {
+        "vanilla",
+        "one_image",
+        "class_mean",
+        "nearest_neighbor",
+        "rigd_linf",
+        "rigd_l2",
+        "adversarial_linf",
+        "adversarial_l2",
+    }
+    assert {line["run"]: line["subset"] for line in result["runs"]} == {name: 500 for name in names.values()}
+    for line in result["runs"]:
+        assert [e["name"] for e in line["evaluations"]] == ["pgd20", "pgd20"] and all(
+            e["created"] for e in line["evaluations"]
+        )
+        stored = json.loads(open(line["evaluations"][0]["path"]).read())
+        assert stored["settings"]["subset"]["size"] == 16  # 500 asked, the whole synthetic test set given
+
+
 def test_table_subcommand_trains_a_teacher_before_its_student_then_skips_them(tmp_path):
     args = ["table", "--rows", "vanilla", "rigd_l2", "--adversary-steps", "1", *TINY_TRAIN, "--runs", str(tmp_path)]
     out, result = pagcore(*args)

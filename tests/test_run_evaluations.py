@@ -13,11 +13,14 @@ from pagcore.checks import ChecklistSettings, concatenate_measurements, judge_ch
 from pagcore.run_evaluations import (
     CHUNK_IMAGES,
     FOLDER,
+    LARGE_SUBSET,
     PARTIAL,
+    STANDARD_SUBSET,
     Job,
     _combine_autoattack,
     _combine_pgd,
     _run_job,
+    evaluation_plan,
 )
 
 IMAGES = 2 * CHUNK_IMAGES + CHUNK_IMAGES // 2  # three chunks, the last one short
@@ -118,3 +121,32 @@ def test_without_a_source_model_the_joined_transfer_measurement_stays_absent():
     ]
     joined = concatenate_measurements(parts)
     assert joined == {"curve": [[True, False]], "transfer": None, "square": [True, False]}
+
+
+def fake_run(name, linf=0.0):
+    return SimpleNamespace(name=name, metrics={"linf": linf})
+
+
+def test_the_plan_puts_vanilla_the_best_pag_row_and_rigd_first_on_the_large_subset():
+    table = {
+        "vanilla": fake_run("v"),
+        "one_image": fake_run("one", linf=0.10),
+        "class_mean": fake_run("mean", linf=0.19),
+        "nearest_neighbor": None,  # not trained yet
+        "rigd_linf": fake_run("rigd"),
+        "rigd_l2": None,
+        "adversarial_linf": fake_run("teacher"),
+        "adversarial_l2": None,
+    }
+    extra = [fake_run("seed-2"), fake_run("lam-0.1"), table["vanilla"]]
+    plan = [(run.name, size) for run, size in evaluation_plan(table, extra)]
+    assert plan == [
+        ("v", LARGE_SUBSET),
+        ("mean", LARGE_SUBSET),  # higher L-inf accuracy than one image
+        ("rigd", LARGE_SUBSET),
+        ("one", STANDARD_SUBSET),
+        ("teacher", STANDARD_SUBSET),
+        ("lam-0.1", STANDARD_SUBSET),  # the rest by name, each once
+        ("seed-2", STANDARD_SUBSET),
+    ]
+    assert STANDARD_SUBSET >= 500 and LARGE_SUBSET >= 1000  # the evaluation issue's minimum sizes
