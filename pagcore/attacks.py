@@ -132,14 +132,16 @@ class _Outcome:
     success: Tensor
     loss: Tensor
 
-    def update(self, x_adv: Tensor, success: Tensor, loss: Tensor) -> None:
-        """Take the new candidate where it is worse for the model: it succeeds and the old one did
-        not, or neither succeeds and its loss is higher. A success is never replaced, so the first
-        successful iterate (or restart) is the one kept."""
-        better = (success & ~self.success) | (~success & ~self.success & (loss > self.loss))
-        self.x_adv = torch.where(better.view(-1, *([1] * (x_adv.dim() - 1))), x_adv, self.x_adv)
-        self.success = self.success | success
-        self.loss = torch.where(better, loss, self.loss)
+    def update(self, rows: Tensor, x_adv: Tensor, success: Tensor, loss: Tensor) -> None:
+        """Offer new candidates for the images ``rows``. Each is taken where it is worse for the
+        model: it succeeds and the old one did not, or neither succeeds and its loss is higher.
+        A success is never replaced, so the first successful candidate is the one kept."""
+        old_success, old_loss = self.success[rows], self.loss[rows]
+        better = (success & ~old_success) | (~success & ~old_success & (loss > old_loss))
+        taken = rows[better]
+        self.x_adv[taken] = x_adv[better]
+        self.success[taken] = success[better]
+        self.loss[taken] = loss[better].to(self.loss.dtype)
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,19 @@ class PGD:
     ``bounds`` = (low, high) keeps ``x + delta`` in the valid input range, e.g. (0, 1).
 
     The paper's attack returns the last iterate of a single start. ``keep_best=True`` returns,
-    per image, the first iterate that fools the model (misclassified, or classified as
-    ``target``), or failing that the iterate of highest loss; ``restarts`` > 1 repeats the
-    attack from fresh random starts and keeps, per image, the first restart that fools the
-    model, or the one of highest loss. The first restart draws exactly the start a one-start
-    attack with the same generator draws, so the stronger attack is never weaker.
+    per image, the first point that fools the model (misclassified, or classified as
+    ``target``), or failing that the one of highest loss, among the unperturbed image and every
+    projected iterate; ``restarts`` > 1 repeats the attack from fresh random starts and keeps,
+    per image, the first restart that fools the model, or the one of highest loss (without
+    ``keep_best`` each restart offers its last iterate only).
+
+    Since a success is final, an image is attacked only until it is fooled: with ``keep_best``
+    it leaves the batch at the iterate that fools it (at once, if the model gets it wrong
+    unperturbed), and with restarts it skips the later ones. Every restart still draws a start
+    for the whole batch, so each image starts where it would if none had left, and the first
+    restart starts where a one-start attack with the same generator does: the stronger attack
+    is never weaker. Leaving fooled images out changes only the cost, which for a model of low
+    robust accuracy falls several times over.
     """
 
     norm: str
@@ -213,6 +223,7 @@ class PGD:
             else "none",
             "restarts": self.restarts,
             "iterate": "best" if self.keep_best else "last",
+            "best_of": "the unperturbed image and every projected iterate" if self.keep_best else None,
             "bounds": list(self.bounds) if self.bounds is not None else None,
             "loss": "cross-entropy",
             "precision": "float32",
@@ -232,42 +243,64 @@ class PGD:
         with eval_mode(model):
             # The paper's attack needs no bookkeeping: its answer is the last iterate.
             if self.restarts == 1 and not self.keep_best:
-                delta, _ = self._run_once(model, ball, x, y, target, generator, outcome=None)
-                return x + delta
-            outcome = None  # the worst case per image over everything tried so far
+                return x + self._descend(model, ball, x, y, target, self._start(ball, x, generator))
+            # The worst case per image over everything tried so far, starting from nothing;
+            # with keep_best the unperturbed image is the first candidate.
+            outcome = _Outcome(
+                x.clone(), torch.zeros_like(y, dtype=torch.bool), torch.full_like(y, -torch.inf, dtype=torch.float64)
+            )
+            everyone = torch.arange(len(x), device=x.device)
+            if self.keep_best:
+                self._judge(model, outcome, everyone, x, y, target)
             for _ in range(self.restarts):
-                delta, outcome = self._run_once(model, ball, x, y, target, generator, outcome)
-                with torch.no_grad():
-                    logits = at_least_float32(model(x + delta))
-                outcome = self._offer(outcome, x + delta, logits, self._attacker_losses(logits, y, target), y, target)
+                start = self._start(ball, x, generator)  # drawn for every image, see the docstring
+                rows = everyone[~outcome.success]
+                if len(rows) == 0:
+                    continue
+                target_rows = None if target is None else target[rows]
+                delta = self._descend(model, ball, x[rows], y[rows], target_rows, start[rows], rows, outcome)
+                if not self.keep_best:  # each restart offers its last iterate
+                    self._judge(model, outcome, rows, x[rows] + delta, y[rows], target_rows)
             return outcome.x_adv
 
-    def _run_once(self, model, ball, x, y, target, generator, outcome):
-        """One start. Returns the last delta and ``outcome``, which, with ``keep_best``, has been
-        offered every projected iterate but the last (the caller judges that one). The start
-        itself is not offered: an L2 start may lie outside the ball."""
+    def _start(self, ball: ThreatModel, x: Tensor, generator: torch.Generator | None) -> Tensor:
         delta = ball.random_start(x, generator) if self.random_start else torch.zeros_like(x)
-        delta = self._clip_to_bounds(x, delta)
+        return self._clip_to_bounds(x, delta)
+
+    def _descend(self, model, ball, x, y, target, delta, rows=None, outcome=None) -> Tensor:
+        """``steps`` steps from ``delta``; returns the last delta. With ``keep_best`` every
+        projected iterate, the last included, is offered to ``outcome`` (for the images
+        ``rows``) and an image leaves the batch once fooled, so the returned delta is then that
+        of the images still in it; the answer is in ``outcome``. The start itself is not
+        offered: an L2 start may lie outside the ball."""
+        active = torch.arange(len(x), device=x.device)
         for step in range(self.steps):
+            xs, ys = x[active], y[active]
+            targets = None if target is None else target[active]
             delta.requires_grad_(True)
-            logits = at_least_float32(model(x + delta))
-            losses = self._attacker_losses(logits, y, target)
-            if self.keep_best and step > 0:  # this forward pass already evaluates iterate step - 1
-                outcome = self._offer(outcome, x + delta.detach(), logits.detach(), losses.detach(), y, target)
+            logits = at_least_float32(model(xs + delta))
+            losses = self._attacker_losses(logits, ys, targets)
             (grad,) = torch.autograd.grad(losses.sum(), delta)
             with torch.no_grad():
-                delta = ball.project(ball.step(delta, grad, self.step_size))
-                delta = self._clip_to_bounds(x, delta)
-        return delta, outcome
+                fooled = None
+                if self.keep_best and step > 0:  # this forward pass judged iterate ``step``
+                    fooled = self._success(logits, ys, targets)
+                    outcome.update(rows[active], xs + delta, fooled, losses)
+                delta = self._clip_to_bounds(xs, ball.project(ball.step(delta, grad, self.step_size)))
+                if fooled is not None:  # a fooled image is done: its success is final
+                    active, delta = active[~fooled], delta[~fooled]
+                    if len(active) == 0:
+                        return delta
+        if self.keep_best:
+            targets = None if target is None else target[active]
+            self._judge(model, outcome, rows[active], x[active] + delta, y[active], targets)
+        return delta
 
-    def _offer(
-        self, outcome: _Outcome | None, x_adv: Tensor, logits: Tensor, losses: Tensor, y: Tensor, target: Tensor | None
-    ) -> _Outcome:
-        success = self._success(logits, y, target)
-        if outcome is None:
-            return _Outcome(x_adv.detach(), success, losses.detach())
-        outcome.update(x_adv.detach(), success, losses.detach())
-        return outcome
+    def _judge(self, model, outcome: _Outcome, rows: Tensor, x_adv: Tensor, y: Tensor, target: Tensor | None) -> None:
+        """Offer ``x_adv`` (for the images ``rows``) to ``outcome``."""
+        with torch.no_grad():
+            logits = at_least_float32(model(x_adv))
+            outcome.update(rows, x_adv, self._success(logits, y, target), self._attacker_losses(logits, y, target))
 
     @staticmethod
     def _attacker_losses(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:

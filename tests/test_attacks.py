@@ -181,3 +181,49 @@ def test_l2_starts_images_trades_style_and_other_data_inside_the_ball():
     assert trades.abs().max() <= L2_START_HALF_WIDTH  # per-pixel noise, whatever the radius
     with pytest.raises(ConfigError, match="l2_start"):
         L2Ball(1.0, "sphere")
+
+
+def unpruned_best_pgd(attack, model, x, y, generator):
+    """A plain reference of PGD with keep_best and restarts: every image through every step of
+    every restart, the unperturbed image and all projected iterates judged. Returns which
+    images it fooled."""
+    ball = LinfBall(attack.eps) if attack.norm == "linf" else L2Ball(attack.eps)
+    with torch.no_grad():
+        fooled = model(x).argmax(1) != y
+    for _ in range(attack.restarts):
+        delta = ((x + ball.random_start(x, generator)).clamp(0, 1) - x).detach()
+        for _ in range(attack.steps):
+            delta.requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model(x + delta), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                delta = ((x + ball.project(ball.step(delta, grad, attack.step_size))).clamp(0, 1) - x).detach()
+                fooled |= model(x + delta).argmax(1) != y
+    return fooled
+
+
+class CountingModel(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return self.model(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_best_iterate_pgd_attacks_only_unfooled_images_and_fools_exactly_the_same_ones(norm, eps):
+    model, x, y = trained_image_model()
+    model, x = model.double(), x.double()  # float64: the batch's size cannot change a single image's numbers
+    attack = PGD.paper_real_data(norm, eps, steps=6, restarts=3, keep_best=True)
+    counted = CountingModel(model)
+    x_adv = attack(counted, x, y, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    reference = unpruned_best_pgd(attack, model, x, y, torch.Generator().manual_seed(0))
+    assert 0 < fooled.sum() < len(x)  # the radius breaks some images, not all
+    assert torch.equal(fooled, reference)
+    assert (perturbation_norms(x_adv, x, norm) <= eps + 1e-9).all()
+    # Without pruning: one clean pass, then (steps + 1) passes per restart, over every image.
+    assert counted.images < 0.8 * len(x) * (1 + attack.restarts * (attack.steps + 1))
