@@ -36,7 +36,12 @@ Each call works within ``--minutes`` of wall clock and does, in order, what is n
    Time: ``train`` leaves this step ``--cpu-scale-share`` (0.0) of the call's minutes, and
    whatever it does not use itself (every paper-scale run complete or blocked). So by default
    the GPU fills only idle time with CPU-scale runs, after the paper-scale priority of the moment;
-5. **pack**: every record, metric, history, evaluation and picture into ``--out``, at most 8
+5. **evaluate**: the evaluation issue's attacks (PGD-20/100, AutoAttack and the checklist where
+   ``pyautoattack`` is installed, the PAG score) on every complete CPU-scale run, 1,000 or 500
+   test images each (:func:`pagcore.run_evaluations.evaluation_plan`), with the time the steps
+   before it leave; stored in chunks, so an evaluation cut off by the call's end goes on in the
+   next. A call with ``--steps evaluate,pack`` spends itself on this alone;
+6. **pack**: every record, metric, history, evaluation and picture into ``--out``, at most 8
    files of under 16 MiB: ``campaign-report.json``, ``campaign-results.tar.gz`` (split into
    parts if large; it also holds the CPU-scale checkpoints not yet brought back, ~1 MB each,
    which travel with the repository, see ``.gitignore``) and as many checkpoint parts as the
@@ -73,7 +78,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("smoke", "benchmark", "train", "cpu_scale", "pack")
+STEPS = ("smoke", "benchmark", "train", "cpu_scale", "evaluate", "pack")
 REPORT = "campaign-report.json"
 DESCRIPTION = (
     "On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
@@ -1029,7 +1034,69 @@ def run_cpu_scale(settings: Settings, state: dict, clock: Clock, measured: str) 
     }
 
 
-# -- 5. pack -----------------------------------------------------------------------------------------
+# -- 5. evaluate -------------------------------------------------------------------------------------
+
+
+def evaluation_names() -> list[str]:
+    """The evaluations the step runs: all of them where ``pyautoattack`` is installed (carry it)."""
+    from .run_evaluations import EVALUATIONS
+
+    return [n for n in EVALUATIONS if autoattack_available() or n not in ("autoattack", "checks")]
+
+
+def run_evaluate(settings: Settings, data: dict, clock: Clock) -> dict:
+    """The stronger evaluations of every complete CPU-scale run in the campaign's store, in
+    :func:`pagcore.run_evaluations.evaluation_plan`'s order (1,000 test images for vanilla, the
+    best PAG row and RIGD, then 500 for the others), until the call's time is up. They are
+    stored beside each run in chunks as they finish, and come back in the results archive: a
+    run whose evaluations are not all done goes on, from its stored chunks, in the next call."""
+    from .config import TrainConfig
+    from .experiments import ROWS, RealDataExperiment
+    from .run_evaluations import Budgets, companion_run, evaluate_stored_run, evaluation_plan
+    from .runs import RunStore
+    from .training import prepare_data
+
+    seed_store(settings)
+    store = RunStore(settings.work / "runs")
+    device = _device(settings)
+    names = evaluation_names()
+    done: list[dict] = []
+    for dataset, images in data.items():
+        if images is None:
+            continue
+        experiment = RealDataExperiment(dataset, settings.knobs("cpu"), store, kind=settings.kind)
+        table = {row: experiment.run(row) for row in ROWS}
+        every_run = store.select(kind=settings.kind, dataset=dataset, scale="cpu")
+        for run, subset in evaluation_plan(table, every_run):
+            minutes = (clock.left() - 60 * settings.pack_minutes) / 60
+            if minutes <= 0:
+                done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
+                continue
+            lines = evaluate_stored_run(
+                run,
+                run.load_model(device=device),
+                prepare_data(TrainConfig.from_identity(run.params), images),
+                names,
+                subset=subset,
+                device=device,
+                source=companion_run(store, run, None, "cross_entropy", device) if "checks" in names else None,
+                reference=companion_run(store, run, None, "adversarial", device),
+                budgets=Budgets.for_tests() if settings.dry else Budgets(),
+                max_minutes=minutes,
+            )
+            done.append({"run": run.name, "subset": subset, "evaluations": lines})
+    finished = [r for r in done if "evaluations" in r and all(line.get("path") for line in r["evaluations"])]
+    return {
+        "attacks": names,
+        "note": None
+        if "autoattack" in names
+        else "AutoAttack and the checklist skipped: pyautoattack is not installed",
+        "runs": done,
+        "complete": f"{len(finished)}/{len(done)}",
+    }
+
+
+# -- 6. pack -----------------------------------------------------------------------------------------
 
 
 def _keep(path: Path) -> bool:
@@ -1253,7 +1320,7 @@ def run_campaign(settings: Settings) -> dict:
     if device.type != "cuda" and not settings.dry:
         report["stopped"] = "no CUDA device: the campaign is for the GPU machine (use --dry to test it on CPU)"
     else:
-        data = datasets(settings) if {"smoke", "train"} & set(settings.steps) else {}
+        data = datasets(settings) if {"smoke", "train", "evaluate"} & set(settings.steps) else {}
         if "smoke" in settings.steps and not state.get("smoke", {}).get("ok"):
             state["smoke"] = run_smoke(settings, data, clock)
             save_state(settings.work, state)
@@ -1262,7 +1329,7 @@ def run_campaign(settings: Settings) -> dict:
             report["smoke"] = "passed in an earlier call"
         if state.get("smoke") and not state["smoke"]["ok"]:
             report["stopped"] = f"smoke check failed: {state['smoke']['failed']} (see smoke.paths)"
-        elif state.get("smoke") is None and {"benchmark", "train", "cpu_scale"} & set(settings.steps):
+        elif state.get("smoke") is None and {"benchmark", "train", "cpu_scale", "evaluate"} & set(settings.steps):
             report["stopped"] = "the smoke check has not run: include the smoke step"
         else:
             earlier = state.get("benchmark", {})
@@ -1281,6 +1348,8 @@ def run_campaign(settings: Settings) -> dict:
                 report["train"] = run_training(settings, data, clock.ending_earlier(kept), strategy or "auto")
             if "cpu_scale" in settings.steps:
                 report["cpu_scale"] = run_cpu_scale(settings, state, clock, measured)
+            if "evaluate" in settings.steps:
+                report["evaluate"] = run_evaluate(settings, data, clock)
     call["seconds"] = round(clock.elapsed(), 1)
     state["calls"].append(call)
     if "pack" in settings.steps:
@@ -1305,6 +1374,7 @@ def summary(report: dict) -> dict:
         "benchmark": (report.get("benchmark") or {}).get("fastest_k10_strategy"),
         "train": [{k: t.get(k) for k in ("entry", "outcome", "run")} for t in report.get("train", [])],
         "cpu_scale": _cpu_scale_summary(report.get("cpu_scale")),
+        "evaluate": (report.get("evaluate") or {}).get("complete"),
         "files": (report.get("pack") or {}).get("files"),
         "next": report.get("next"),
     }

@@ -281,10 +281,10 @@ def _minutes_left(deadline: float | None) -> float | None:
 
 
 def _evaluate_with_attacks(args, store, run, model, data, names, subset, device, deadline) -> list[dict]:
-    from .run_evaluations import Budgets, evaluate_stored_run
+    from .run_evaluations import Budgets, companion_run, evaluate_stored_run
 
-    source = _companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
-    reference = _companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
+    source = companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
+    reference = companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
     return evaluate_stored_run(
         run,
         model,
@@ -332,28 +332,6 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         done.append({"run": run.name, "subset": subset, "evaluations": lines})
     missing = [row for row, run in table.items() if run is None]
     return {"table": args.table, "scale": args.scale, "runs": done, "rows_without_a_run": missing}
-
-
-def _companion_run(store, run, reference: str | None, objective: str, device):
-    """(name, model) of the run named ``reference``, or else of a complete run trained on ``objective``
-    of the same dataset, scale and kind from the store (the L2 one first for adversarial training);
-    None if there is none."""
-    if reference:
-        chosen = store.find(reference)
-    else:
-        candidates = store.select(
-            kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"], objective=objective
-        )
-        others = [r for r in candidates if r.name != run.name] or candidates
-        others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
-        if not others:
-            return None
-        chosen = others[0]
-    if chosen.params.get("objective") != objective:
-        raise ConfigError(
-            f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here"
-        )
-    return chosen.name, chosen.load_model(device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -262,10 +262,11 @@ def evaluate_stored_run(
 def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline, progress: bool) -> dict:
     """Measure the chunks not stored yet, then store the combined results and drop the chunks."""
     path = run.path / FOLDER / f"{job.key}.json"
+    folder = run.path / FOLDER / PARTIAL / job.key
     if path.exists():
+        _drop_chunks(run, folder)  # left by another copy of the store (a campaign's) that finished first
         return {"name": job.name, "key": job.key, "path": str(path), "created": False}
     chunks = range(0, len(x), CHUNK_IMAGES) if job.chunked else range(0, 1)
-    folder = run.path / FOLDER / PARTIAL / job.key
     bar = progress_bar(
         enumerate(chunks),
         enabled=progress,
@@ -312,10 +313,16 @@ def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadli
             },
         },
     )
-    shutil.rmtree(folder)
-    if not any((run.path / FOLDER / PARTIAL).iterdir()):
-        (run.path / FOLDER / PARTIAL).rmdir()
+    _drop_chunks(run, folder)
     return {"name": job.name, "key": job.key, "path": str(path), "created": True}
+
+
+def _drop_chunks(run: Run, folder) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial_root = run.path / FOLDER / PARTIAL
+    if partial_root.exists() and not any(partial_root.iterdir()):
+        partial_root.rmdir()
 
 
 def _pgd_measure(model, attack: PGD, device):
@@ -379,6 +386,29 @@ def _pag_score_measure(model, reference, num_classes: int, eps: float, budgets: 
         }
 
     return measure
+
+
+def companion_run(store, run: Run, chosen_name: str | None, objective: str, device) -> tuple[str, nn.Module] | None:
+    """(name, model) of the run named ``chosen_name``, or else of a complete run trained on
+    ``objective`` of the same dataset, scale and kind from the store (the L2 one first for
+    adversarial training): the vanilla source of the transfer check, the adversarially trained
+    reference of the PAG score. None if there is none."""
+    if chosen_name:
+        chosen = store.find(chosen_name)
+    else:
+        candidates = store.select(
+            kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"], objective=objective
+        )
+        others = [r for r in candidates if r.name != run.name] or candidates
+        others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
+        if not others:
+            return None
+        chosen = others[0]
+    if chosen.params.get("objective") != objective:
+        raise ConfigError(
+            f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here"
+        )
+    return chosen.name, chosen.load_model(device=device)
 
 
 # How many test images each run is evaluated on: every real run at least STANDARD_SUBSET, the

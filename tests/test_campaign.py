@@ -109,7 +109,30 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
     split_file(checkpoint, repo / ".data" / "checkpoints" / "run-a", part_bytes=1500, stem="checkpoint-latest.pt")
     limit = 2500 + 4000 + transfer.SAFETY_BYTES  # the tree (2500 bytes) leaves 4000 for each part
 
-    plan = stage.plan(repo, shared, ["cifar10"], repo / ".data" / "checkpoints", repo / ".data" / "carry", limit=limit)
+    # A package to carry, as an installed one lies in a site-packages folder.
+    site = tmp_path / "elsewhere" / ".venv" / "lib" / "python3.11" / "site-packages"
+    for path, size in {
+        "pkg_under_test/__init__.py": 30,
+        "pkg_under_test/examples/big.py": 3000,
+        "pkg_under_test-1.0.dist-info/METADATA": 20,
+    }.items():
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_bytes(b"p" * size)
+    packages, absent = stage.package_items(("pkg_under_test", "not_installed_anywhere"), repo=tmp_path / "elsewhere")
+    assert absent == ["not_installed_anywhere"]
+    assert sorted(i.destination for i in packages) == [
+        "pylib/pkg_under_test-1.0.dist-info/METADATA",
+        "pylib/pkg_under_test/__init__.py",  # its examples stay behind
+    ]
+    plan = stage.plan(
+        repo,
+        shared,
+        ["cifar10"],
+        repo / ".data" / "checkpoints",
+        repo / ".data" / "carry",
+        limit=limit,
+        packages=packages,
+    )
     assert plan.tree == 2500 + len(".data/\n") and plan.room == limit - plan.tree - transfer.SAFETY_BYTES
     assert all(size <= plan.room for size in plan.sizes())
     sent = sorted(i.destination for part in plan.parts for i in part)
@@ -134,6 +157,8 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
     assert report["missing_parts"] == []
     assert report["datasets"]["cifar10"].startswith("ready") and (tmp_path / "remote" / "cifar10.npz").exists()
     assert (runs / "run-a" / "checkpoint-latest.pt").read_bytes() == checkpoint.read_bytes()
+    assert (tmp_path / "remote" / "pylib" / "pkg_under_test" / "__init__.py").read_bytes() == b"p" * 30
+    assert "pylib" not in report["datasets"]
 
 
 # -- the CUDA strategy from the committed benchmark --------------------------------------------------
@@ -400,6 +425,36 @@ def test_a_short_budget_stops_the_workers_cleanly_and_their_runs_resume(tmp_path
     sessions = stored.record["sessions"]
     assert len(sessions) == 2 and sessions[1]["epochs"][0] == first_session[1]
     assert json.loads(Path(spec["result"]).read_text())["images"] > 0
+
+
+def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_on_next_call(tmp_path):
+    from pagcore.config import ExecutionOptions
+    from pagcore.evaluation import EvaluationSettings
+    from pagcore.experiments import RealDataExperiment
+    from pagcore.run_evaluations import LARGE_SUBSET, STANDARD_SUBSET
+
+    settings = dry_settings(tmp_path, data={"cifar10": "", "stl10": ""})
+    data = {"cifar10": campaign.datasets(settings)["cifar10"], "stl10": None}  # STL-10 not staged
+    experiment = RealDataExperiment("cifar10", settings.knobs("cpu"), RunStore(settings.work / "runs"), kind="smoke")
+    quiet, tiny = ExecutionOptions(kind="smoke", progress=False), EvaluationSettings(pgd_steps=1, picture_images=1)
+    runs = {row: experiment.train(row, data["cifar10"], quiet, tiny).run.name for row in ("adversarial_l2", "vanilla")}
+
+    out_of_time = campaign.run_evaluate(settings, data, Clock(0.0))
+    assert [r["skipped"] for r in out_of_time["runs"]] == ["out of time"] * 2
+
+    report = campaign.run_evaluate(settings, data, Clock(10.0))
+    assert [(r["run"], r["subset"]) for r in report["runs"]] == [
+        (runs["vanilla"], LARGE_SUBSET),  # a row the argument rests on, first
+        (runs["adversarial_l2"], STANDARD_SUBSET),
+    ]
+    assert report["complete"] == "2/2" and report["attacks"] == campaign.evaluation_names()
+    for line in report["runs"]:
+        created = {e["name"] for e in line["evaluations"] if e.get("created")}
+        assert created == set(report["attacks"]), line
+        stored = json.loads(Path(line["evaluations"][0]["path"]).read_text())
+        assert stored["settings"]["budgets"] == "reduced (tests only)"  # dry mode: never results
+    again = campaign.run_evaluate(settings, data, Clock(10.0))
+    assert not any(e.get("created") for r in again["runs"] for e in r["evaluations"])
 
 
 def test_pack_keeps_to_the_return_limits_and_sends_the_rest_next_call(tmp_path, monkeypatch):

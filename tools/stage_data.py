@@ -16,14 +16,16 @@ each carrying one folder, e.g. ``carry: [".data/carry/part-1"]``; the last one r
 
 which merges the parts that arrived into ``.data/staged/``, says which parts are missing (if
 the machine was recycled between calls, send those again), decodes every complete dataset with
-its own ``unpack.py`` (verified against its MANIFEST.json) and rebuilds carried checkpoints from
-their parts into the campaign's run store. Only the standard library (and, for decoding, the
-datasets' numpy + Pillow).
+its own ``unpack.py`` (verified against its MANIFEST.json), rebuilds carried checkpoints from
+their parts into the campaign's run store, and puts the carried Python packages (AutoAttack's,
+~150 KB without its examples) into ``.data/pylib``, for ``PYTHONPATH=.data/pylib``. Only the
+standard library (and, for decoding, the datasets' numpy + Pillow).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -52,6 +54,10 @@ STAGED = ROOT / ".data" / "staged"
 CHECKPOINTS = ROOT / ".data" / "checkpoints"
 CAMPAIGN_RUNS = ROOT / ".data" / "campaign" / "runs"
 PLAN = "plan.json"
+# Pure-Python packages the GPU machine lacks, carried into .data/pylib (put it on PYTHONPATH there):
+# AutoAttack, whose package needs only torch and numpy.
+CARRIED_PACKAGES = ("pyautoattack",)
+PYLIB = "pylib"
 
 
 def dataset_items(shared: Path, datasets: list[str]) -> list[Item]:
@@ -77,6 +83,31 @@ def checkpoint_items(checkpoints: Path) -> list[Item]:
     ]
 
 
+def site_packages_of(name: str, repo: Path = ROOT) -> Path | None:
+    """The site-packages folder that holds package ``name``: this Python's, or the checkout's .venv."""
+    spec = importlib.util.find_spec(name)
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent.parent
+    return next((site for site in sorted(repo.glob(".venv/lib/python*/site-packages")) if (site / name).is_dir()), None)
+
+
+def package_items(names: tuple[str, ...] = CARRIED_PACKAGES, repo: Path = ROOT) -> tuple[list[Item], list[str]]:
+    """Each package's Python files and its dist-info (its version is read from there), without
+    examples or caches; and the names of those not installed here, which are not sent."""
+    items, absent = [], []
+    for name in names:
+        site = site_packages_of(name, repo)
+        if site is None:
+            absent.append(name)
+            continue
+        package = site / name
+        files = [f for f in sorted(package.rglob("*.py")) if "examples" not in f.relative_to(package).parts]
+        for info in sorted(site.glob(f"{name}-*.dist-info")):
+            files += [f for f in sorted(info.iterdir()) if f.is_file()]
+        items += [Item(str(f), f"{PYLIB}/{f.relative_to(site)}", f.stat().st_size) for f in files]
+    return items, absent
+
+
 def write_parts(plan: CarryPlan, carry: Path) -> list[Path]:
     """The plan's part folders, each with a copy of the whole plan (so any one part names the others)."""
     if carry.exists():
@@ -99,10 +130,16 @@ def write_parts(plan: CarryPlan, carry: Path) -> list[Path]:
 
 
 def plan(
-    repo: Path, shared: Path, datasets: list[str], checkpoints: Path, carry: Path, limit: int = CARRY_LIMIT
+    repo: Path,
+    shared: Path,
+    datasets: list[str],
+    checkpoints: Path,
+    carry: Path,
+    limit: int = CARRY_LIMIT,
+    packages: list[Item] = (),
 ) -> CarryPlan:
     tree = tree_bytes(repo)
-    items = dataset_items(shared, datasets) + checkpoint_items(checkpoints)
+    items = dataset_items(shared, datasets) + checkpoint_items(checkpoints) + list(packages)
     result = plan_parts(items, room_for_carry(tree, limit), tree)
     write_parts(result, carry)
     return result
@@ -142,7 +179,10 @@ def unpack(carry: Path, staged: Path, campaign_runs: Path, data_dir: Path) -> di
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(file, target)
     report: dict = {"parts": len(stored.parts), "missing_parts": missing, "datasets": {}, "checkpoints": {}}
-    for folder in sorted(p for p in staged.iterdir() if p.is_dir() and p.name != "checkpoints"):
+    if (staged / PYLIB).is_dir():
+        shutil.copytree(staged / PYLIB, data_dir / PYLIB, dirs_exist_ok=True)
+        report["pylib"] = f"{data_dir / PYLIB}: put it on PYTHONPATH"
+    for folder in sorted(p for p in staged.iterdir() if p.is_dir() and p.name not in ("checkpoints", PYLIB)):
         expected = {
             Path(i.destination).name
             for part in stored.parts
@@ -194,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "plan":
-            result = plan(ROOT, args.shared, args.datasets, args.checkpoints, CARRY)
+            packages, absent = package_items()
+            if absent:
+                print(f"not installed here, not sent (the campaign skips what needs them): {', '.join(absent)}")
+            result = plan(ROOT, args.shared, args.datasets, args.checkpoints, CARRY, packages=packages)
             print(f"working tree: {result.tree / MiB:.2f} MiB; room per part: {result.room / MiB:.2f} MiB")
             for number, size in enumerate(result.sizes(), 1):
                 names = ", ".join(item.destination for item in result.parts[number - 1])
