@@ -95,3 +95,29 @@ def test_the_class_mean_distance_ceiling_sees_class_information_only_where_there
     assert informative["nearest"] >= 0.6 and informative["mlp"] >= 0.6  # chance: 0.1
     shuffled = replace(data, y_train=data.y_train[torch.randperm(400, generator=torch.Generator().manual_seed(0))])
     assert max(pilot.class_mean_distance_accuracies(shuffled, epochs=3).values()) <= 0.3
+
+
+def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(tmp_path):
+    from pagcore.config import ExecutionOptions, TrainConfig
+    from pagcore.data import synthetic_dataset
+    from pagcore.evaluation import EvaluationSettings
+    from pagcore.runs import RunStore
+    from pagcore.training import train
+
+    cost = load_script("evaluation_cost")
+    data = synthetic_dataset("cifar10", 32, 24)
+    tiny = TrainConfig.from_flat({"objective": "cross_entropy", "epochs": 1, "width": 4, "batch_size": 16})
+    run = train(
+        tiny,
+        data,
+        RunStore(tmp_path),
+        ExecutionOptions(progress=False),
+        EvaluationSettings(pgd_steps=1, picture_images=1),
+    ).run
+    measured = cost.measure_run(run, data, images=20, autoattack=False)
+    assert measured["images"] == 20 and set(measured["norms"]) == {"linf", "l2"}
+    for norm in measured["norms"].values():
+        assert norm["pgd20"]["image_passes"] == 20 * 20  # every image through every step
+        strong = norm["pgd100x5"]
+        assert strong["image_passes"] <= strong["unpruned_image_passes"] == 20 * (1 + 5 * 101)
+        assert strong["passes_saved_ratio"] >= 1 and "autoattack" not in norm
