@@ -1050,41 +1050,27 @@ def run_evaluate(settings: Settings, data: dict, clock: Clock) -> dict:
     best PAG row and RIGD, then 500 for the others), until the call's time is up. They are
     stored beside each run in chunks as they finish, and come back in the results archive: a
     run whose evaluations are not all done goes on, from its stored chunks, in the next call."""
-    from .config import TrainConfig
-    from .experiments import ROWS, RealDataExperiment
-    from .run_evaluations import Budgets, companion_run, evaluate_stored_run, evaluation_plan
+    from .run_evaluations import Budgets, evaluate_table
     from .runs import RunStore
-    from .training import prepare_data
 
     seed_store(settings)
     store = RunStore(settings.work / "runs")
-    device = _device(settings)
     names = evaluation_names()
     done: list[dict] = []
     for dataset, images in data.items():
-        if images is None:
-            continue
-        experiment = RealDataExperiment(dataset, settings.knobs("cpu"), store, kind=settings.kind)
-        table = {row: experiment.run(row) for row in ROWS}
-        every_run = store.select(kind=settings.kind, dataset=dataset, scale="cpu")
-        for run, subset in evaluation_plan(table, every_run):
-            minutes = (clock.left() - 60 * settings.pack_minutes) / 60
-            if minutes <= 0:
-                done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
-                continue
-            lines = evaluate_stored_run(
-                run,
-                run.load_model(device=device),
-                prepare_data(TrainConfig.from_identity(run.params), images),
+        if images is not None:
+            result = evaluate_table(
+                store,
+                dataset,
+                settings.knobs("cpu"),
+                settings.kind,
+                lambda images=images: images,
                 names,
-                subset=subset,
-                device=device,
-                source=companion_run(store, run, None, "cross_entropy", device) if "checks" in names else None,
-                reference=companion_run(store, run, None, "adversarial", device),
+                device=_device(settings),
                 budgets=Budgets.for_tests() if settings.dry else Budgets(),
-                max_minutes=minutes,
+                max_minutes=max((clock.left() - 60 * settings.pack_minutes) / 60, 0.0),
             )
-            done.append({"run": run.name, "subset": subset, "evaluations": lines})
+            done += result["runs"]
     finished = [r for r in done if "evaluations" in r and all(line.get("path") for line in r["evaluations"])]
     return {
         "attacks": names,

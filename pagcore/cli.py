@@ -254,8 +254,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     if names is None:
         metrics = evaluate_run(run, model, data, settings, device=device, progress=not args.no_progress)
         return {"run": run.name, "metrics": metrics}
-    deadline = _deadline(args.max_minutes)
-    lines = _evaluate_with_attacks(args, store, run, model, data, names, args.subset, device, deadline)
+    lines = _evaluate_with_attacks(args, store, run, model, data, names, device)
     return {"run": run.name, "evaluations": lines}
 
 
@@ -268,19 +267,7 @@ def _attack_names(attacks: str) -> list[str]:
     return names
 
 
-def _deadline(max_minutes: float | None) -> float | None:
-    import time
-
-    return None if max_minutes is None else time.monotonic() + 60 * max_minutes
-
-
-def _minutes_left(deadline: float | None) -> float | None:
-    import time
-
-    return None if deadline is None else max((deadline - time.monotonic()) / 60, 0.0)
-
-
-def _evaluate_with_attacks(args, store, run, model, data, names, subset, device, deadline) -> list[dict]:
+def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list[dict]:
     from .run_evaluations import Budgets, companion_run, evaluate_stored_run
 
     source = companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
@@ -290,23 +277,20 @@ def _evaluate_with_attacks(args, store, run, model, data, names, subset, device,
         model,
         data,
         names,
-        subset=subset,
+        subset=args.subset,
         seed=args.subset_seed,
         device=device,
         source=source,
         reference=reference,
         budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
         progress=not args.no_progress,
-        max_minutes=_minutes_left(deadline),
+        max_minutes=args.max_minutes,
     )
 
 
 def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None) -> dict:
-    from .config import TrainConfig
     from .devices import resolve_device
-    from .experiments import ROWS, RealDataExperiment
-    from .run_evaluations import evaluation_plan
-    from .training import prepare_data
+    from .run_evaluations import Budgets, evaluate_table
 
     if names is None:
         raise ConfigError("--table evaluates with --attacks; name them")
@@ -314,24 +298,21 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         raise ConfigError("--table chooses each run's subset (1,000 or 500 images); --subset is for one --run")
     if args.scale is None:
         raise ConfigError("--table needs --scale (cpu or paper)")
-    experiment = RealDataExperiment(args.table, {"scale": args.scale}, store, kind=args.kind)
-    table = {row: experiment.run(row) for row in ROWS}
-    every_run = store.select(kind=args.kind, dataset=args.table, scale=args.scale)
-    plan = evaluation_plan(table, every_run)  # every run is found before any data is read
-    data = _dataset(args, args.table)
-    device = resolve_device(args.device)
-    deadline = _deadline(args.max_minutes)
-    done = []
-    for run, subset in plan:
-        if _minutes_left(deadline) == 0:
-            done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
-            continue
-        model = run.load_model(device=device)
-        images = prepare_data(TrainConfig.from_identity(run.params), data)
-        lines = _evaluate_with_attacks(args, store, run, model, images, names, subset, device, deadline)
-        done.append({"run": run.name, "subset": subset, "evaluations": lines})
-    missing = [row for row, run in table.items() if run is None]
-    return {"table": args.table, "scale": args.scale, "runs": done, "rows_without_a_run": missing}
+    result = evaluate_table(
+        store,
+        args.table,
+        {"scale": args.scale},
+        args.kind,
+        lambda: _dataset(args, args.table),
+        names,
+        device=resolve_device(args.device),
+        budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
+        max_minutes=args.max_minutes,
+        progress=not args.no_progress,
+        source_name=args.source,
+        reference_name=args.reference,
+    )
+    return {"table": args.table, "scale": args.scale, **result}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -431,3 +431,57 @@ def evaluation_plan(table: dict[str, Run | None], every_run: Sequence[Run]) -> l
     named = {run.name for run in large + rows}
     rest = sorted((run for run in every_run if run.name not in named), key=lambda run: run.name)
     return [(run, LARGE_SUBSET) for run in large] + [(run, STANDARD_SUBSET) for run in rows + rest]
+
+
+def evaluate_table(
+    store,
+    dataset: str,
+    knobs: dict,
+    kind: str,
+    images: Callable[[], ImageDataset],
+    evaluations: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    budgets: Budgets = Budgets(),
+    max_minutes: float | None = None,
+    progress: bool = False,
+    source_name: str | None = None,
+    reference_name: str | None = None,
+) -> dict:
+    """``evaluations`` of every complete run of ``dataset`` at ``knobs["scale"]`` in ``store``, in
+    :func:`evaluation_plan`'s order, within ``max_minutes``. ``images()`` loads the dataset, only
+    after every run has been found. Returns ``{"runs": [...], "rows_without_a_run": [...]}``."""
+    from .config import TrainConfig
+    from .experiments import ROWS, RealDataExperiment
+    from .training import prepare_data
+
+    experiment = RealDataExperiment(dataset, knobs, store, kind=kind)
+    table = {row: experiment.run(row) for row in ROWS}
+    plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]))
+    data = images() if plan else None
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    done = []
+    for run, subset in plan:
+        minutes = None if deadline is None else (deadline - time.monotonic()) / 60
+        if minutes is not None and minutes <= 0:
+            done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
+            continue
+        source = companion_run(store, run, source_name, "cross_entropy", device) if "checks" in evaluations else None
+        reference = (
+            companion_run(store, run, reference_name, "adversarial", device) if "pag_score" in evaluations else None
+        )
+        lines = evaluate_stored_run(
+            run,
+            run.load_model(device=device),
+            prepare_data(TrainConfig.from_identity(run.params), data),
+            evaluations,
+            subset=subset,
+            device=device,
+            source=source,
+            reference=reference,
+            budgets=budgets,
+            progress=progress,
+            max_minutes=minutes,
+        )
+        done.append({"run": run.name, "subset": subset, "evaluations": lines})
+    return {"runs": done, "rows_without_a_run": [row for row, run in table.items() if run is None]}
