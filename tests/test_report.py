@@ -114,6 +114,35 @@ def test_cpu_verdict_weighs_class_mean_against_the_distance_ceiling():
     assert "no CPU-scale result" in report.cpu_scale_verdict({"vanilla": runs["vanilla"]}, paper.TABLES["cifar10"], {})
 
 
+def test_cpu_verdict_says_where_the_rows_disagree_with_the_paper():
+    from pagcore import paper
+
+    runs = {
+        "vanilla": StoredRun(0.82, 0.0, 0.001),
+        "one_image": StoredRun(0.20, 0.13, 0.17),
+        "class_mean": StoredRun(0.32, 0.19, 0.27),
+        "nearest_neighbor": StoredRun(0.63, 0.12, 0.39),
+    }
+    text = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
+    # Paper: vanilla 93.61, PAG rows 79.46-81.41 clean (12-14 points); ours 19-62 points.
+    assert "costs 19 to 62 points of clean accuracy here, where the same rows cost 12 to 14 points" in text
+    assert "largest disagreement" in text
+    # Paper l-inf: one image 16.57 > class mean 15.65 > nearest 10.58; l2: 50.62 > 49.68 > 46.33.
+    assert "Under ℓ∞ the rows rank class_mean > one_image > nearest_neighbor; in the paper, one_image >" in text
+    assert "Under ℓ2 the rows rank nearest_neighbor > class_mean > one_image; in the paper, class_mean >" in text
+    runs["nearest_neighbor"] = StoredRun(0.80, 0.05, 0.1)
+    runs["class_mean"] = StoredRun(0.79, 0.15, 0.45)
+    runs["one_image"] = StoredRun(0.78, 0.16, 0.44)
+    close = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
+    assert "largest disagreement" not in close
+    assert "Under ℓ∞ the rows rank as in the paper (one_image > class_mean > nearest_neighbor)." in close
+    assert "teacher" not in close
+    runs["rigd_linf"] = StoredRun(0.55, 0.25, 0.40)
+    runs["adversarial_linf"] = StoredRun(0.63, 0.31, 0.46)
+    with_teacher = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {"rigd_linf": "RIGD ℓ∞"})
+    assert "RIGD ℓ∞, which never sees an attacked image, keeps 25.0% of its teacher's 31.0% under ℓ∞" in with_teacher
+
+
 def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path):
     import json
 
@@ -121,7 +150,8 @@ def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path
         path = tmp_path
         metrics = {"clean": 0.8, "linf": 0.1, "l2": 0.3}
         params = {"epochs": 20}
-        record = {"wall_seconds": 600}
+        record = {"wall_seconds": 4620}
+        history = [{"seconds": 107.0}, {"seconds": 1427.0}, {"seconds": 105.0}]
 
     (tmp_path / "evaluations").mkdir()
     entry = {
@@ -135,6 +165,7 @@ def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path
     header, _, row = table.splitlines()
     assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
     assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
+    assert row.endswith("| 20 | 77 min | 107 s |")  # the median epoch ignores a stalled one
     assert "AutoAttack" not in report.results_table({"class_mean": Run()}, {}, {})
     Run.metrics = {**Run.metrics, "test_set": "all 10,000 CIFAR-10 test images"}
     notes = report.results_notes({"class_mean": Run(), "vanilla": None}, autoattack=True)
