@@ -144,6 +144,26 @@ def autoattack_cell(run: Any, norm: str) -> str:
     return f"{percent(entry['results']['robust'], digits=2)} ({entry['settings']['subset']['size']:,})"
 
 
+# An epoch this many times slower than the run's median was stalled by something else on the machine.
+STALL_FACTOR = 3
+
+
+def _epoch_seconds(run: Any) -> list[float]:
+    return [h["seconds"] for h in (run.history or []) if h.get("seconds")] if run is not None else []
+
+
+def seconds_per_epoch(run: Any) -> float | None:
+    """The median training time of an epoch of ``run``, from its history (None without one)."""
+    seconds = _epoch_seconds(run)
+    return statistics.median(seconds) if seconds else None
+
+
+def slowest_epoch(run: Any) -> float | None:
+    """The longest training time of an epoch of ``run``, from its history (None without one)."""
+    seconds = _epoch_seconds(run)
+    return max(seconds) if seconds else None
+
+
 def results_table(
     runs: dict[str, Any],
     paper_rows: dict[str, dict[str, float]],
@@ -177,9 +197,9 @@ def results_table(
     return markdown_table(header, rows)
 
 
-def results_notes(runs: dict[str, Any], *, autoattack: bool = False) -> str:
-    """What a results table's reader must know: the test set(s) behind our numbers and, with
-    ``autoattack``, how AutoAttack's subset is chosen."""
+def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None, *, autoattack: bool = False) -> str:
+    """What a results table's reader must know: the test set(s) behind our numbers, with
+    ``autoattack`` how AutoAttack's subset is chosen, and which runs' wall times include stalls."""
     test_sets = sorted({run.metrics["test_set"] for run in runs.values() if run and "test_set" in (run.metrics or {})})
     notes = ["Our numbers are computed on: " + "; ".join(test_sets) + "."] if test_sets else []
     if autoattack:
@@ -187,6 +207,13 @@ def results_notes(runs: dict[str, Any], *, autoattack: bool = False) -> str:
             "AutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size follows "
             "each number; see the gradient-masking chapter."
         )
+    for row, run in runs.items():
+        slowest, typical = slowest_epoch(run), seconds_per_epoch(run)
+        if slowest is not None and slowest > STALL_FACTOR * typical:
+            notes.append(
+                f"The wall time of {(labels or {}).get(row, row)} includes stalls: its slowest epoch took "
+                f"{slowest:,.0f} s against a median of {typical:,.0f} s, because other work shared the machine."
+            )
     return " ".join(notes)
 
 
@@ -481,12 +508,6 @@ def short_device(description: str) -> str:
 
 
 # -- the k study: k of the C target classes sampled per image and step ------------------------------
-
-
-def seconds_per_epoch(run: Any) -> float | None:
-    """The median training time of an epoch of ``run``, from its history (None without one)."""
-    seconds = [h["seconds"] for h in (run.history or []) if h.get("seconds")] if run is not None else []
-    return statistics.median(seconds) if seconds else None
 
 
 def k_study_table(runs: dict[int, Any]) -> str:
