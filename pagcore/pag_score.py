@@ -14,7 +14,9 @@ adversarially trained classifier whose gradients are known to be perceptually al
   a robust classifier instead of by eye). Chance level is 1/C for pictures that do not change
   class, and it approaches 1 when the pictures look like their target class to the reference.
 
-Both run in float32 and eval mode, and never change either model.
+Both run in float32 and eval mode, and never change either model. Where the perceptually
+aligned directions are known without a reference (the 2-D toy, whose data lie on a line),
+:func:`direction_alignment` compares the model's gradients with them directly.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def gradient_alignment(
         total += F.cosine_similarity(ours, theirs, dim=2, eps=1e-12).double().sum(dim=0)
     per_class = (total / len(images)).tolist()
     return {"score": sum(per_class) / num_classes, "per_class": per_class, "images": len(images)}
+
+
+def direction_alignment(model: nn.Module, x: Tensor, classes: Tensor, directions: Tensor) -> Tensor:
+    """Per point, the cosine between d log p(classes[i] | x_i) / dx_i and ``directions[i]``.
+
+    ``directions`` has the shape of ``x``; it holds the known aligned direction for each point's
+    class, e.g. towards the nearest example of that class. Gradients in float32, eval mode."""
+    every = log_probability_gradients(model, x, torch.unique(classes))
+    index = torch.searchsorted(torch.unique(classes), classes.to(x.device))
+    chosen = every[torch.arange(len(x), device=x.device), index].flatten(1)
+    return F.cosine_similarity(chosen, directions.float().flatten(1), dim=1, eps=1e-12)
 
 
 def targeted_confidence(

@@ -23,6 +23,7 @@ from . import paper
 from .attacks import NORMS, PGD, accuracy
 from .config import knob
 from .objective import GRADIENT_KINDS, pag_loss, per_image_pag_terms, sample_target_classes
+from .pag_score import direction_alignment
 from .progress import progress_bar
 from .provenance import run_record, utc_now
 from .targets import MODEL_FREE_SOURCES, build_target_source
@@ -37,6 +38,9 @@ from .validation import (
 
 MODE_CENTERS: dict[int, tuple[float, ...]] = {0: (-50.0, -10.0, 30.0), 1: (-30.0, 10.0, 50.0)}
 NUM_CLASSES = 2
+
+# What the toy reports per model: clean and PGD accuracy, and the PAG score (manifold_alignment).
+TOY_METRICS = ("clean", "pgd", "alignment")
 
 # The paper's figures for this experiment (Section 5.1).
 PAPER_RESULTS = paper.TOY
@@ -120,7 +124,7 @@ class ToyConfig:
 @dataclass
 class ToySeedResult:
     seed: int
-    metrics: dict[str, dict[str, float]]  # {"vanilla": {"clean", "pgd"}, "pag": {...}}
+    metrics: dict[str, dict[str, float]]  # {"vanilla": {"clean", "pgd", "alignment"}, "pag": {...}}
     models: dict[str, ToyMLP]
     test: tuple[Tensor, Tensor]
 
@@ -292,6 +296,26 @@ def evaluate_toy_model(
     return {"clean": accuracy(model, x, y), "pgd": accuracy(model, x_adv, y)}
 
 
+def manifold_alignment(model: nn.Module, x: Tensor, y: Tensor, x_train: Tensor, y_train: Tensor) -> float:
+    """The toy's PAG score: how well the model's gradients point along the data, on test points.
+
+    Here the perceptually aligned direction is known: from a point of one class, the way to the
+    other class runs along the line, to its nearest training example. The score is the mean,
+    over test points x with label y and c the other class, of the cosine between
+    d log p(c | x) / dx and that direction: 1 when every gradient follows the line towards the
+    other class, near 0 when it leaves the line at a right angle, as around a boundary wrapped
+    tightly about the data. It is Eq. (2) with nearest-neighbour targets, measured on unseen
+    points and against exact nearest neighbours (distances in float64).
+    """
+    other = 1 - y
+    directions = torch.empty_like(x)
+    for c in range(NUM_CLASSES):
+        points, pool = x[other == c].double(), x_train[y_train == c].double()
+        nearest = pool[torch.cdist(points, pool).argmin(dim=1)]
+        directions[other == c] = (nearest - points).float()
+    return direction_alignment(model, x, other, directions).mean().item()
+
+
 def toy_split(config: ToyConfig, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """The training and test sets of ``seed``: ``((x_train, y_train), (x_test, y_test))``."""
     generator = torch.Generator().manual_seed(seed)
@@ -306,9 +330,15 @@ def run_toy_seeds(config: ToyConfig, *, include_vanilla: bool = True, progress: 
     attack = config.attack()
     results = []
     for seed in config.seeds:
-        _, (x_test, y_test) = toy_split(config, seed)
+        (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
         models = {name: next(trained) for name in names}
-        metrics = {name: evaluate_toy_model(model, x_test, y_test, attack) for name, model in models.items()}
+        metrics = {
+            name: {
+                **evaluate_toy_model(model, x_test, y_test, attack),
+                "alignment": manifold_alignment(model, x_test, y_test, x_train, y_train),
+            }
+            for name, model in models.items()
+        }
         results.append(ToySeedResult(seed=seed, metrics=metrics, models=models, test=(x_test, y_test)))
     return results
 
@@ -329,19 +359,19 @@ class ToyExperiment:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
     def summary(self) -> dict:
-        """Means over seeds as fractions, in the CLI's JSON shape."""
+        """Means over seeds (accuracies as fractions), in the CLI's JSON shape."""
         models = self.per_seed[0].metrics.keys()
-        out: dict = {m: {k: self.mean(m, k) for k in ("clean", "pgd")} for m in models}
+        out: dict = {m: {k: self.mean(m, k) for k in TOY_METRICS} for m in models}
         out["seeds"] = list(self.config.seeds)
         out["seconds"] = round(self.seconds, 2)
         return out
 
     def table(self) -> list[dict]:
-        """One row per model: mean and std over seeds of clean and PGD accuracy."""
+        """One row per model: mean and std over seeds of each of TOY_METRICS."""
         rows = []
         for m in self.per_seed[0].metrics:
             row = {"model": m}
-            for k in ("clean", "pgd"):
+            for k in TOY_METRICS:
                 row[f"{k}_mean"], row[f"{k}_std"] = self.mean(m, k), self.std(m, k)
             rows.append(row)
         return rows

@@ -1,5 +1,7 @@
 """The chapters' table of parameters in use."""
 
+import math
+
 import nbformat
 import pytest
 
@@ -198,3 +200,11 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     runs[1] = TimedRun(0.30, 0.0, 0.01)
     assert "depends on k" in report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "no verdict yet" in report.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+
+
+def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
+    assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert report.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, squared spreads 4.5 and 5.
+    assert report.spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(math.sqrt(4.5 / 5))
+    assert math.isnan(report.spearman([1, 1, 1], [1, 2, 3]))

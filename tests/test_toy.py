@@ -1,6 +1,7 @@
 """The toy experiment of Section 5.1: data, configuration checks, a short run, the CLI."""
 
 import json
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,8 +13,10 @@ from pagcore import toy
 from pagcore.toy import (
     MODE_CENTERS,
     ToyConfig,
+    ToyMLP,
     ToyMember,
     make_toy_data,
+    manifold_alignment,
     run_toy_experiment,
     seeded_model,
     toy_split,
@@ -105,6 +108,35 @@ def test_short_run_reports_both_models_per_seed():
     for r in experiment.per_seed:
         for model in ("vanilla", "pag"):
             assert r.metrics[model]["pgd"] <= r.metrics[model]["clean"]
+            assert -1 <= r.metrics[model]["alignment"] <= 1
+        assert summary[model]["alignment"] == pytest.approx(statistics.fmean(r.metrics[model]["alignment"] for r in experiment.per_seed))
+
+
+def line_model(weights) -> ToyMLP:
+    """A ToyMLP computing logits f(x) = (0, w . x): its hidden layer passes x through ReLU(+x), ReLU(-x)."""
+    model = ToyMLP(hidden=4)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [-1, 0], [0, -1]]))
+        model[0].bias.zero_()
+        w = torch.tensor(weights, dtype=torch.float32)
+        model[2].weight.copy_(torch.stack([torch.zeros(4), torch.cat([w, -w])]))
+        model[2].bias.zero_()
+    return model.eval()
+
+
+def test_manifold_alignment_is_one_along_the_line_and_zero_across_it():
+    # Class 0 at x1 = 0, class 1 at x1 = +10: from class 0 the way to class 1 is +(1, 2).
+    x_train = torch.tensor([[0.0, 0.0], [10.0, 20.0]])
+    y_train = torch.tensor([0, 1])
+    x, y = torch.tensor([[0.5, 1.0], [-0.5, -1.0]]), torch.tensor([0, 0])
+    along = manifold_alignment(line_model([1.0, 2.0]), x, y, x_train, y_train)
+    backwards = manifold_alignment(line_model([-1.0, -2.0]), x, y, x_train, y_train)
+    across = manifold_alignment(line_model([2.0, -1.0]), x, y, x_train, y_train)
+    assert along == pytest.approx(1.0, abs=1e-6)
+    assert backwards == pytest.approx(-1.0, abs=1e-6)
+    assert across == pytest.approx(0.0, abs=1e-6)
+    # From class 1 the way back to class 0 is -(1, 2); its gradient is that of log p(0 | x).
+    assert manifold_alignment(line_model([1.0, 2.0]), x_train[1:], y_train[1:], x_train, y_train) == pytest.approx(1.0)
 
 
 def test_runs_are_reproducible():
