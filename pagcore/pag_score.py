@@ -69,8 +69,9 @@ def direction_alignment(model: nn.Module, x: Tensor, classes: Tensor, directions
 
     ``directions`` has the shape of ``x``; it holds the known aligned direction for each point's
     class, e.g. towards the nearest example of that class. Gradients in float32, eval mode."""
-    every = log_probability_gradients(model, x, torch.unique(classes))
-    index = torch.searchsorted(torch.unique(classes), classes.to(x.device))
+    present = torch.unique(classes)
+    every = log_probability_gradients(model, x, present)
+    index = torch.searchsorted(present, classes.to(present.device))
     chosen = every[torch.arange(len(x), device=x.device), index].flatten(1)
     return F.cosine_similarity(chosen, directions.float().flatten(1), dim=1, eps=1e-12)
 

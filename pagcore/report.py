@@ -328,10 +328,16 @@ def _disagreements(done: dict[str, Any], paper_rows: dict[str, dict[str, float]]
         f"Against its own vanilla model, PAG training costs {_points(min(ours_cost))} to {_points(max(ours_cost))} "
         f"points of clean accuracy here, where the same rows cost {_points(min(paper_cost))} to "
         f"{_points(max(paper_cost))} points in the paper"
-        + (": the largest disagreement, and the price of the narrow network." if max(ours_cost) > 2 * max(paper_cost) else ".")
+        + (
+            ": the largest disagreement, for which the preset's narrow network and short schedule are the "
+            "first suspects."
+            if max(ours_cost) > 2 * max(paper_cost)
+            else "."
+        )
     ]
     if len(rows) < 2:
         return parts
+
     def order(ranking: list[str]) -> str:
         return " > ".join(labels.get(row, row) for row in ranking)
 
