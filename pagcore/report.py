@@ -182,12 +182,6 @@ def seconds_per_epoch(run: Any) -> float | None:
     return statistics.median(seconds) if seconds else None
 
 
-def slowest_epoch(run: Any) -> float | None:
-    """The longest training time of an epoch of ``run``, from its history (None without one)."""
-    seconds = _epoch_seconds(run)
-    return max(seconds) if seconds else None
-
-
 def results_table(
     runs: dict[str, Any],
     paper_rows: dict[str, dict[str, float]],
@@ -232,8 +226,11 @@ def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None, *,
             "each number; see the gradient-masking chapter."
         )
     for row, run in runs.items():
-        slowest, typical = slowest_epoch(run), seconds_per_epoch(run)
-        if slowest is not None and slowest > STALL_FACTOR * typical:
+        seconds = _epoch_seconds(run)  # one read of the history for both statistics
+        if not seconds:
+            continue
+        slowest, typical = max(seconds), statistics.median(seconds)
+        if slowest > STALL_FACTOR * typical:
             notes.append(
                 f"The wall time of {(labels or {}).get(row, row)} includes stalls: its slowest epoch took "
                 f"{slowest:,.0f} s against a median of {typical:,.0f} s, because other work shared the machine."
@@ -352,7 +349,7 @@ def _disagreements(done: dict[str, Any], paper_rows: dict[str, dict[str, float]]
 
 
 def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list[str]:
-    """How much of each adversarially trained teacher's robustness its RIGD student keeps."""
+    """Each RIGD student's robust accuracy beside that of the adversarially trained teacher it distils."""
     parts = []
     for norm, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
         student, teacher = done.get(f"rigd_{norm}"), done.get(f"adversarial_{norm}")
@@ -360,8 +357,8 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
             continue
         s, t = student.metrics, teacher.metrics
         parts.append(
-            f"{labels.get(f'rigd_{norm}', f'rigd_{norm}')}, which never sees an attacked image, keeps "
-            f"{percent(s[norm])} of its teacher's {percent(t[norm])} under {name} PGD-20, at "
+            f"Under {name} PGD-20, {labels.get(f'rigd_{norm}', f'rigd_{norm}')}, which never sees an attacked "
+            f"image, reaches {percent(s[norm])} against the {percent(t[norm])} of the teacher it distils, at "
             f"{percent(s['clean'])} clean against the teacher's {percent(t['clean'])}."
         )
     return parts
