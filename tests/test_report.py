@@ -210,3 +210,37 @@ def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
     # Ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, squared spreads 4.5 and 5.
     assert report.spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(math.sqrt(4.5 / 5))
     assert math.isnan(report.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
+    from pagcore import paper
+
+    seeds = {0: StoredRun(0.20, 0.13, 0.17), 1: StoredRun(0.16, 0.05, 0.09), 2: None}
+    verdict = report.seed_verdict(report.seed_summary(seeds), paper.SEED_ERROR_BARS, "cpu", num_classes=10)
+    # Sample std of (20, 16) is 2 sqrt(2) = 2.83 points; of (13, 5), 5.66; of (17, 9), 5.66.
+    assert "over 2 seeds, the standard deviation is 2.83 / 5.66 / 5.66 points" in verdict
+    assert "against the paper's 0.74 / 0.58 / 0.91 over 3" in verdict
+    assert "means of 18.00 / 9.00 / 13.00 against the paper's 79.13 / 15.93 / 50.26" in verdict
+    assert "under twice chance (20%)" in verdict
+    fitted = {0: StoredRun(0.78, 0.15, 0.50), 1: StoredRun(0.80, 0.16, 0.51)}
+    assert "chance" not in report.seed_verdict(report.seed_summary(fitted), paper.SEED_ERROR_BARS, "paper", 10)
+    one = report.seed_verdict(report.seed_summary({0: seeds[0]}), paper.SEED_ERROR_BARS, "cpu", 10)
+    assert "fewer than two seeds" in one
+    assert "fewer than two seeds" in report.seed_verdict(None, paper.SEED_ERROR_BARS, "cpu", 10)
+
+
+def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_run():
+    vanilla = {"clean": 0.83, "linf": 0.0, "l2": 0.0}  # lambda 0 never sets the trend
+    falling = {
+        0.0: vanilla,
+        0.01: {"clean": 0.70, "linf": 0.01, "l2": 0.10},
+        0.4: {"clean": 0.32, "linf": 0.19, "l2": 0.27},
+        1.0: None,
+    }
+    verdict = report.lambda_verdict(falling, "cpu")
+    assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
+    assert "the trade of the paper's Figure 5" in verdict
+    falling[1.0] = {"clean": 0.75, "linf": 0.005, "l2": 0.30}  # clean rises, l-inf falls: both against
+    against = report.lambda_verdict(falling, "cpu")
+    assert "λ = 1 (3 values run)" in against and "the other way (or is nil) for clean, ℓ∞." in against
+    assert "no trend to read yet" in report.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper")
