@@ -4,7 +4,8 @@ A run's directory (``runs/<name>/``) holds:
 
 * ``params.json``: the parameters that define the run (its identity);
 * ``record.json``: provenance (git sha, device, torch version, dates, wall time summed over
-  every session that worked on it), the run's ``kind`` (``real`` or ``smoke``) and ``status``
+  every session that worked on it, rewritten at every checkpoint so that a killed session keeps
+  its share), the run's ``kind`` (``real`` or ``smoke``) and ``status``
   (``running``, ``interrupted``, ``trained`` without final evaluation, or ``complete``);
 * ``history.json``: one entry per finished epoch, and ``train.log``, a line per session and epoch;
 * ``metrics.json``: the final evaluation;

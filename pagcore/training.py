@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -237,6 +238,8 @@ class Trainer:
         # an epoch's time in the history is its whole time, however many sessions it spanned.
         self.earlier_epoch_seconds, self.segment_start = 0.0, time.perf_counter()
         self.sums = self._zero_sums()
+        # Called after every checkpoint save; ``train`` uses it to keep record.json as current as the weights.
+        self.after_checkpoint: Callable[[], None] | None = None
         self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
         self.source = build_source(
             config, replace(data, x_train=self.x_train, y_train=self.y_train), store, self.device, options.progress
@@ -289,6 +292,8 @@ class Trainer:
                 "epoch_seconds": self.epoch_seconds() if self.step > 0 else 0.0,
             }
         )
+        if self.after_checkpoint:
+            self.after_checkpoint()
 
     def epoch_seconds(self) -> float:
         """Wall time of the current epoch so far, earlier sessions included."""
@@ -401,15 +406,27 @@ def train(
         "sessions": [],
         "wall_seconds": 0.0,
     }
+    if record.get("status") == "running" and record["sessions"]:
+        # The last session died without closing its record (SIGKILL, power, a session's end):
+        # what it did up to its last checkpoint is in the record, and is kept.
+        record["sessions"][-1]["ended"] = "killed; its record stops at its last checkpoint"
     session = {
         "started": utc_now(),
         "device": device_description(device),
         "git": running_revision(),
         "torch": torch.__version__,
     }
-    clock = time.perf_counter()
-    record["status"] = "running"
-    run.write_json("record.json", record)
+    record["sessions"].append(session)
+    clock, earlier_wall = time.perf_counter(), record["wall_seconds"]
+
+    def save_record(status: str) -> None:
+        """Write the record as it stands, this session included, so a killed process loses none of it."""
+        session.update(finished=utc_now(), wall_seconds=round(time.perf_counter() - clock, 3))
+        record["wall_seconds"] = round(earlier_wall + session["wall_seconds"], 3)
+        record["status"] = status
+        run.write_json("record.json", record)
+
+    save_record("running")
 
     if run.checkpoint_path("final").exists():  # trained before, not yet evaluated
         finished, model = True, run.load_model("final", device=device)
@@ -419,6 +436,12 @@ def train(
         trainer.restore()
         session.update(strategy=trainer.strategy, amp_bf16=trainer.amp, channels_last=trainer.channels_last)
         first_epoch = trainer.epoch
+
+        def after_checkpoint() -> None:
+            session["epochs"] = [first_epoch, trainer.epoch]
+            save_record("running")
+
+        trainer.after_checkpoint = after_checkpoint
         run.log(
             f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} "
             f"(git {session['git']})"
@@ -436,11 +459,7 @@ def train(
 
     if finished and options.evaluate:
         evaluate_run(run, model, data, evaluation, device=device, progress=options.progress)
-    session.update(finished=utc_now(), wall_seconds=round(time.perf_counter() - clock, 3))
-    record["sessions"].append(session)
-    record["wall_seconds"] = round(record["wall_seconds"] + session["wall_seconds"], 3)
-    record["status"] = "interrupted" if not finished else ("complete" if options.evaluate else "trained")
-    run.write_json("record.json", record)
+    save_record("interrupted" if not finished else ("complete" if options.evaluate else "trained"))
     return TrainResult(run, finished=finished)
 
 

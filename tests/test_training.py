@@ -289,13 +289,21 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
     assert position is not None, "the run ended before it could be killed mid-epoch"
     assert process.returncode == -signal.SIGKILL
     store = RunStore(killed_root)
-    assert store.run(name).status == "running" and not store.run(name).complete
+    killed = store.run(name).record
+    assert killed["status"] == "running" and not store.run(name).complete
+    # The killed session is on record up to its last checkpoint (at least epoch 1, in the second epoch).
+    (session,) = killed["sessions"]
+    assert session["epochs"][0] == 0 and session["epochs"][1] >= 1 and 0 < session["wall_seconds"]
+    assert killed["wall_seconds"] == session["wall_seconds"]
 
     resumed = subprocess.run(cli(*args, "--runs", str(killed_root)), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     run = store.run(name)
     assert run.complete
-    assert run.record["sessions"][0]["epochs"][0] == 1  # the second session began inside epoch 2
+    first, second = run.record["sessions"]
+    assert first["ended"].startswith("killed") and "ended" not in second
+    assert second["epochs"][0] == 1  # the second session began inside epoch 2
+    assert run.record["wall_seconds"] == pytest.approx(first["wall_seconds"] + second["wall_seconds"], abs=2e-3)
     assert_same_results(RunStore(tmp_path / "whole").run(name), run)
 
 
