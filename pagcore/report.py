@@ -571,6 +571,15 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
             agree.append(name)
     span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values run): "
     text = span + ", ".join(changes) + "."
+    # The ends alone would hide a robust accuracy that peaks in between and falls again.
+    peaks = []
+    for key, name in METRIC_COLUMNS:
+        if LAMBDA_TREND[key] > 0:
+            best = max(done, key=lambda lam: done[lam][key])
+            if best != high:
+                peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
+    if peaks:
+        text += " Robustness does not grow all the way: " + ", ".join(peaks) + "."
     if len(agree) == len(METRIC_COLUMNS):
         return text + " Clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
     differ = [name for _, name in METRIC_COLUMNS if name not in agree]

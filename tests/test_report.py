@@ -239,7 +239,10 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     }
     verdict = report.lambda_verdict(falling, "cpu")
     assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
-    assert "the trade of the paper's Figure 5" in verdict
+    assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
+    falling[1.0] = {"clean": 0.25, "linf": 0.17, "l2": 0.22}  # both robust columns peak at 0.4
+    peaked = report.lambda_verdict(falling, "cpu")
+    assert "ℓ∞ peaks at λ = 0.4 (19.0%), ℓ2 peaks at λ = 0.4 (27.0%)." in peaked and "Figure 5." in peaked
     falling[1.0] = {"clean": 0.75, "linf": 0.005, "l2": 0.30}  # clean rises, l-inf falls: both against
     against = report.lambda_verdict(falling, "cpu")
     assert "λ = 1 (3 values run)" in against and "the other way (or is nil) for clean, ℓ∞." in against
