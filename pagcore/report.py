@@ -581,7 +581,7 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
     if peaks:
         text += " Robustness does not grow all the way: " + ", ".join(peaks) + "."
     if len(agree) == len(METRIC_COLUMNS):
-        return text + " Clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
+        return text + " End to end, clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
     differ = [name for _, name in METRIC_COLUMNS if name not in agree]
     return text + (
         " Unlike the paper's Figure 5, where clean accuracy falls and robustness rises, here the change runs "
