@@ -564,20 +564,17 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
     if len(done) < 2:
         return f"At the {scale} scale fewer than two values of λ have complete runs, so there is no trend to read yet."
     (low, first), *_, (high, last) = done.items()
-    changes, agree = [], []
+    changes, agree, peaks = [], [], []
     for key, name in METRIC_COLUMNS:
         changes.append(f"{name} {percent(first[key])} → {percent(last[key])}")
         if (last[key] - first[key]) * LAMBDA_TREND[key] > 0:
             agree.append(name)
+        # The ends alone would hide a robust accuracy that peaks in between and falls again.
+        best = max(done, key=lambda lam: done[lam][key])
+        if LAMBDA_TREND[key] > 0 and best != high:
+            peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
     span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values run): "
     text = span + ", ".join(changes) + "."
-    # The ends alone would hide a robust accuracy that peaks in between and falls again.
-    peaks = []
-    for key, name in METRIC_COLUMNS:
-        if LAMBDA_TREND[key] > 0:
-            best = max(done, key=lambda lam: done[lam][key])
-            if best != high:
-                peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
     if peaks:
         text += " Robustness does not grow all the way: " + ", ".join(peaks) + "."
     if len(agree) == len(METRIC_COLUMNS):
