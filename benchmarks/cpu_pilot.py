@@ -199,11 +199,9 @@ def throughput(args: argparse.Namespace) -> None:
     out = RESULTS / f"cpu_pilot-throughput-{args.dataset}-{started[:10]}.json"
     write_json_atomic(out, record)
     for row in rows:
-        print(
-            f"{row['name']:32s} {row['images_per_s']:8.1f} img/s  "
-            f"x{row.get('speedup_vs_fp32_loop_k2', float('nan')):.2f} vs fp32 loop k2  "
-            f"cost {row.get('cost_vs_vanilla', float('nan')):.2f}x vanilla"
-        )
+        speedup = f"x{row['speedup_vs_fp32_loop_k2']:.2f} vs fp32 loop k2" if "speedup_vs_fp32_loop_k2" in row else ""
+        cost = f"cost {row['cost_vs_vanilla']:.2f}x vanilla" if "cost_vs_vanilla" in row else ""  # vanilla rows: none
+        print(f"{row['name']:32s} {row['images_per_s']:8.1f} img/s  {speedup:22s}  {cost}")
     print(f"saved {out.relative_to(ROOT)}")
 
 
@@ -300,6 +298,7 @@ def accuracy(args: argparse.Namespace) -> None:
                 "source": run.params.get("source"),
                 "width": run.params["width"],
                 "k": run.params.get("classes_per_image"),
+                "lam": run.params.get("lam"),
                 "epochs_done": len(history),
                 "epochs": run.params["epochs"],
                 "test_accuracy": [round(h["test_accuracy"], 4) for h in history],

@@ -18,6 +18,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
+from . import paper
 from .plotting import image_grid
 
 
@@ -390,6 +391,11 @@ def class_mean_distance_ceiling(dataset: str, results: Path | None = None) -> fl
     return max(ceiling.values()) if ceiling else None
 
 
+def _duration(seconds: float) -> str:
+    """A short duration in words: seconds under two minutes, minutes above."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
     """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
     from its committed results for ``dataset``."""
@@ -413,15 +419,18 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
         f"moves by at most {worst_cosine:.3f} from float32."
     ]
     finished = [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
-    for objective, label in (("cross_entropy", "vanilla"), ("pag", "class mean (k = 2, λ = 0.4)")):
-        found = sorted((r["width"], r) for r in finished if r["objective"] == objective)
+    for objective in ("cross_entropy", "pag"):
+        found = sorted(((r["width"], r) for r in finished if r["objective"] == objective), key=lambda wr: wr[0])
         if found:
+            first = found[0][1]
+            # Older pilot results did not record lambda; their runs took the paper's, as every run does.
+            lam = first.get("lam") or paper.LAMBDA[dataset]["class_mean"]
+            label = "vanilla" if objective == "cross_entropy" else f"class mean (k = {first['k']}, λ = {lam:g})"
             parts = [
-                f"{percent(r['test_accuracy'][-1])} at width {w} "
-                f"({statistics.median(r['seconds_per_epoch']) / 60:.1f} min per epoch)"
+                f"{percent(r['test_accuracy'][-1])} at width {w} ({_duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
                 for w, r in found
             ]
-            text.append(f"After {found[0][1]['epochs']} epochs, {label} reaches {', '.join(parts)}.")
+            text.append(f"After {first['epochs']} epochs, {label} reaches {', '.join(parts)}.")
     if finished:
         text.append(
             "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "

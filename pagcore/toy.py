@@ -288,11 +288,20 @@ def train_toy_models(
 
 
 def evaluate_toy_model(
-    model: nn.Module, x: Tensor, y: Tensor, attack: PGD, x_adv: Tensor | None = None
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack: PGD,
+    x_adv: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Clean accuracy and accuracy under ``attack``, as fractions (``x_adv``: already attacked points)."""
+    """Clean accuracy and accuracy under ``attack``, as fractions.
+
+    ``x_adv``: already attacked points; ``generator``: draws a random-start attack's starts, so that
+    its numbers repeat whatever else has used the global RNG.
+    """
     if x_adv is None:
-        x_adv = attack(model, x, y)
+        x_adv = attack(model, x, y, generator=generator)
     return {"clean": accuracy(model, x, y), "pgd": accuracy(model, x_adv, y)}
 
 
@@ -501,7 +510,12 @@ def gap_candidates(experiment: ToyExperiment, *, longer_epochs: int = 300, progr
             x_test, y_test = r.test
             if fresh_test:  # same distribution, another draw: a generator no other part of the code uses
                 x_test, y_test = make_toy_data(config.test_per_mode, torch.Generator().manual_seed(10_000 + r.seed))
-            metrics = {m: evaluate_toy_model(model, x_test, y_test, attack) for m, model in r.models.items()}
+            # The starts of a random-start attack come from the seed, never the global RNG: a
+            # rebuilt record then repeats its numbers.
+            metrics = {
+                m: evaluate_toy_model(model, x_test, y_test, attack, generator=torch.Generator().manual_seed(r.seed))
+                for m, model in r.models.items()
+            }
             per_seed.append(replace(r, metrics=metrics))
         results[name] = {m: _spread(per_seed, m) for m in ("vanilla", "pag")}
         results[name]["seconds"] = time.perf_counter() - start

@@ -55,7 +55,7 @@ def test_parameters_table_has_two_pairs_per_row_by_default():
 # -- the cpu preset's pilot and the CPU-scale verdict -------------------------------------------------
 
 
-def write_pilot(results, dataset="cifar10"):  # the figures are made up: a test of the wording
+def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are made up: a test of the wording
     import json
 
     rows = [
@@ -70,7 +70,7 @@ def write_pilot(results, dataset="cifar10"):  # the figures are made up: a test 
         "rows": rows,
         "loss_bf16_vs_fp32": {"w8 k2": {"cosine_abs_diff": 0.011}, "w16 k2": {"cosine_abs_diff": 0.004}},
     }
-    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318]}
+    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318], "k": 2, **run_fields}
     accuracy = {
         "dataset": dataset,
         "runs": [
@@ -89,12 +89,15 @@ def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
     text = report.cpu_pilot_paragraph("cifar10", tmp_path)
     assert "392 → 483 at width 8; 199 → 298 at width 16" in text
     assert "at most 0.011" in text
-    assert "vanilla reaches 82.6% at width 8 (0.5 min per epoch)" in text
-    assert "31.8% at width 8 (1.8 min per epoch)" in text and "25.0%" not in text  # unfinished runs are left out
+    assert "vanilla reaches 82.6% at width 8 (30 s per epoch)" in text
+    assert "class mean (k = 2, λ = 0.4) reaches 31.8% at width 8 (105 s per epoch)" in text
+    assert "25.0%" not in text  # unfinished runs are left out
     assert "27.1% as the nearest mean" in text and "42.5% as a small MLP" in text
     assert report.class_mean_distance_ceiling("cifar10", tmp_path) == 0.425
     assert report.class_mean_distance_ceiling("stl10", tmp_path) is None
     assert "stl10 cpu preset has no results yet" in report.cpu_pilot_paragraph("stl10", tmp_path)
+    write_pilot(tmp_path, "stl10", k=1, lam=0.2)
+    assert "class mean (k = 1, λ = 0.2)" in report.cpu_pilot_paragraph("stl10", tmp_path)  # read from the runs
     assert "has no results yet" in report.cpu_pilot_paragraph("cifar10", tmp_path / "absent")
 
 

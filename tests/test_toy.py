@@ -148,6 +148,23 @@ def test_runs_are_reproducible():
     assert a == b
 
 
+def test_a_random_start_attack_repeats_with_the_same_generator():
+    # Points on a linear model's boundary, one tiny step from a start in a wide ball: which side
+    # each lands on, and so the accuracy, is decided by the starts drawn.
+    config = ToyConfig(attack_random_start=True, attack_eps=1.0, attack_steps=1, attack_step_size=1e-3)
+    model = line_model([1.0, 2.0])
+    x = torch.linspace(-1, 1, 40).unsqueeze(1) * torch.tensor([[2.0, -1.0]])  # w . x = 0
+    y = torch.arange(40) % 2
+
+    def pgd_accuracy(generator_seed: int, global_seed: int) -> float:
+        torch.manual_seed(global_seed)  # whatever ran before must not matter
+        generator = torch.Generator().manual_seed(generator_seed)
+        return toy.evaluate_toy_model(model, x, y, config.attack(), generator=generator)["pgd"]
+
+    assert pgd_accuracy(3, global_seed=0) == pgd_accuracy(3, global_seed=1)
+    assert len({pgd_accuracy(s, global_seed=0) for s in range(6)}) > 1, "the starts should move the accuracy"
+
+
 def test_pag_and_vanilla_models_differ_only_through_lambda():
     experiment = run_toy_experiment(ToyConfig(seeds=[0], **dict(SMALL, lam=0.0)), progress=False)
     models = experiment.per_seed[0].models
