@@ -427,7 +427,8 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
             lam = first.get("lam") or paper.LAMBDA[dataset]["class_mean"]
             label = "vanilla" if objective == "cross_entropy" else f"class mean (k = {first['k']}, λ = {lam:g})"
             parts = [
-                f"{percent(r['test_accuracy'][-1])} at width {w} ({_duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
+                f"{percent(r['test_accuracy'][-1])} at width {w} "
+                f"({_duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
                 for w, r in found
             ]
             text.append(f"After {first['epochs']} epochs, {label} reaches {', '.join(parts)}.")

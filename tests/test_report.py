@@ -70,7 +70,8 @@ def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are ma
         "rows": rows,
         "loss_bf16_vs_fp32": {"w8 k2": {"cosine_abs_diff": 0.011}, "w16 k2": {"cosine_abs_diff": 0.004}},
     }
-    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318], "k": 2, **run_fields}
+    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318], "k": 2}
+    run.update(run_fields)
     accuracy = {
         "dataset": dataset,
         "runs": [
