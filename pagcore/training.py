@@ -407,8 +407,8 @@ def train(
         "wall_seconds": 0.0,
     }
     if record.get("status") == "running" and record["sessions"]:
-        # The last session died without closing its record (SIGKILL, power, a session's end):
-        # what it did up to its last checkpoint is in the record, and is kept.
+        # The last session was killed without closing its record (SIGKILL, power, a session's
+        # end; an exception closes it as "failed"): what it did up to its last checkpoint is kept.
         record["sessions"][-1]["ended"] = "killed; its record stops at its last checkpoint"
     session = {
         "started": utc_now(),
@@ -428,38 +428,43 @@ def train(
 
     save_record("running")
 
-    if run.checkpoint_path("final").exists():  # trained before, not yet evaluated
-        finished, model = True, run.load_model("final", device=device)
-        session["epochs"] = [config.schedule.epochs, config.schedule.epochs]
-    else:
-        trainer = Trainer(config, data, run, store, options)
-        trainer.restore()
-        session.update(strategy=trainer.strategy, amp_bf16=trainer.amp, channels_last=trainer.channels_last)
-        first_epoch = trainer.epoch
+    try:
+        if run.checkpoint_path("final").exists():  # trained before, not yet evaluated
+            finished, model = True, run.load_model("final", device=device)
+            session["epochs"] = [config.schedule.epochs, config.schedule.epochs]
+        else:
+            trainer = Trainer(config, data, run, store, options)
+            trainer.restore()
+            session.update(strategy=trainer.strategy, amp_bf16=trainer.amp, channels_last=trainer.channels_last)
+            first_epoch = trainer.epoch
 
-        def after_checkpoint() -> None:
+            def after_checkpoint() -> None:
+                session["epochs"] = [first_epoch, trainer.epoch]
+                save_record("running")
+
+            trainer.after_checkpoint = after_checkpoint
+            run.log(
+                f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} "
+                f"(git {session['git']})"
+            )
+            finished = _train_until_done_or_stopped(trainer, options, clock)
+            run.log(
+                "training finished"
+                if finished
+                else f"stopped at epoch {trainer.epoch}, step {trainer.step}; run again to continue"
+            )
             session["epochs"] = [first_epoch, trainer.epoch]
-            save_record("running")
+            model = trainer.model
+            if finished:
+                trainer.finish()
 
-        trainer.after_checkpoint = after_checkpoint
-        run.log(
-            f"session started on {session['device']} at epoch {trainer.epoch}, step {trainer.step} "
-            f"(git {session['git']})"
-        )
-        finished = _train_until_done_or_stopped(trainer, options, clock)
-        run.log(
-            "training finished"
-            if finished
-            else f"stopped at epoch {trainer.epoch}, step {trainer.step}; run again to continue"
-        )
-        session["epochs"] = [first_epoch, trainer.epoch]
-        model = trainer.model
-        if finished:
-            trainer.finish()
-
-    if finished and options.evaluate:
-        evaluate_run(run, model, data, evaluation, device=device, progress=options.progress)
-    save_record("interrupted" if not finished else ("complete" if options.evaluate else "trained"))
+        if finished and options.evaluate:
+            evaluate_run(run, model, data, evaluation, device=device, progress=options.progress)
+        save_record("interrupted" if not finished else ("complete" if options.evaluate else "trained"))
+    except BaseException as error:  # an exception or Ctrl-C: on record, then raised as ever
+        session["ended"] = f"failed: {type(error).__name__}: {error}"
+        save_record("interrupted")
+        raise
     return TrainResult(run, finished=finished)
 
 

@@ -307,6 +307,27 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
     assert_same_results(RunStore(tmp_path / "whole").run(name), run)
 
 
+def test_a_session_that_raises_is_on_record_as_failed_and_the_run_resumes(data, tmp_path, monkeypatch):
+    import pagcore.training
+
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    store = RunStore(tmp_path)
+    monkeypatch.setattr(pagcore.training, "evaluate_run", broken_evaluation)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_quietly(tiny(), data, store)
+    (run,) = store.runs()
+    assert run.record["status"] == "interrupted" and not run.complete
+    assert run.record["sessions"][-1]["ended"] == "failed: RuntimeError: out of memory, say"
+
+    monkeypatch.undo()
+    assert train_quietly(tiny(), data, store).run.complete
+    failed, resumed = run.record["sessions"]
+    assert failed["ended"].startswith("failed") and "ended" not in resumed  # never relabelled "killed"
+    assert resumed["epochs"] == [TINY["epochs"]] * 2  # trained before: the new session only evaluated
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
