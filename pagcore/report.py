@@ -444,6 +444,17 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
             f"{percent(ceiling['nearest'])} as the nearest mean, {percent(ceiling['linear'])} as a linear model "
             f"and {percent(ceiling['mlp'])} as a small MLP on those distances."
         )
+        class_mean = [r["test_accuracy"][-1] for r in finished if r["objective"] == "pag"]
+        if class_mean:
+            above = max(class_mean) > max(ceiling.values())
+            text.append(
+                "The pilot's class-mean models "
+                + (
+                    "pass it, so they use more of the image than those distances."
+                    if above
+                    else "stay under it, so their accuracy is within what those distances allow."
+                )
+            )
     return " ".join(text)
 
 

@@ -94,11 +94,14 @@ def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
     assert "class mean (k = 2, λ = 0.4) reaches 31.8% at width 8 (105 s per epoch)" in text
     assert "25.0%" not in text  # unfinished runs are left out
     assert "27.1% as the nearest mean" in text and "42.5% as a small MLP" in text
+    assert "class-mean models stay under it" in text  # 31.8% < 42.5%
     assert report.class_mean_distance_ceiling("cifar10", tmp_path) == 0.425
     assert report.class_mean_distance_ceiling("stl10", tmp_path) is None
     assert "stl10 cpu preset has no results yet" in report.cpu_pilot_paragraph("stl10", tmp_path)
-    write_pilot(tmp_path, "stl10", k=1, lam=0.2)
-    assert "class mean (k = 1, λ = 0.2)" in report.cpu_pilot_paragraph("stl10", tmp_path)  # read from the runs
+    write_pilot(tmp_path, "stl10", k=1, lam=0.2, test_accuracy=[0.2, 0.5])
+    text = report.cpu_pilot_paragraph("stl10", tmp_path)
+    assert "class mean (k = 1, λ = 0.2)" in text  # read from the runs
+    assert "class-mean models pass it" in text  # 50.0% > 42.5%
     assert "has no results yet" in report.cpu_pilot_paragraph("cifar10", tmp_path / "absent")
 
 
