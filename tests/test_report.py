@@ -153,6 +153,11 @@ def test_cpu_verdict_says_where_the_rows_disagree_with_the_paper():
         "Under ℓ∞ PGD-20, RIGD ℓ∞, which never sees an attacked image, reaches 25.0% against the 31.0% of the"
         " teacher it distils, at 55.0% clean against the teacher's 63.0%."
     ) in with_teacher
+    # The most l-inf-robust model-free row is one image (16.0%): the teacher's 31.0% is 15.0 points above.
+    assert "The teacher itself is 15.0 points above the most ℓ∞-robust model-free row (one_image, 16.0%)." in with_teacher
+    runs["adversarial_linf"] = StoredRun(0.63, 0.10, 0.46)
+    weak = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
+    assert "The teacher itself is 6.0 points below the most ℓ∞-robust model-free row (one_image, 16.0%)." in weak
 
 
 def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path):
