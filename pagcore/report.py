@@ -651,10 +651,20 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
     """Whether the preset's k changes what the class-mean runs say, from the stored runs only."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
-        return (
+        pending = (
             f"The comparison needs the runs with k = {preset_k} (the preset) and k = {num_classes} (the full sum of "
             f"Eq. (1)); {len(done)} of the {len(runs)} runs exist, so there is no verdict yet."
         )
+        others = [k for k in sorted(done) if k != preset_k]
+        if preset_k not in done or not others:
+            return pending
+        # Until the full sum lands, say how far the finished ks are from the preset's, without judging.
+        ours = done[preset_k]
+        gaps = "; ".join(
+            f"k = {k}: " + ", ".join(f"{100 * (done[k][key] - ours[key]):+.1f}" for key, _ in METRIC_COLUMNS)
+            for k in others
+        )
+        return f"{pending} So far, the differences from k = {preset_k} in clean, ℓ∞ and ℓ2 accuracy (points): {gaps}."
     ours, full = done[preset_k], done[num_classes]
     gaps = {key: 100 * (ours[key] - full[key]) for key, _ in METRIC_COLUMNS}
     text = [

@@ -154,7 +154,9 @@ def test_cpu_verdict_says_where_the_rows_disagree_with_the_paper():
         " teacher it distils, at 55.0% clean against the teacher's 63.0%."
     ) in with_teacher
     # The most l-inf-robust model-free row is one image (16.0%): the teacher's 31.0% is 15.0 points above.
-    assert "The teacher itself is 15.0 points above the most ℓ∞-robust model-free row (one_image, 16.0%)." in with_teacher
+    assert (
+        "The teacher itself is 15.0 points above the most ℓ∞-robust model-free row (one_image, 16.0%)." in with_teacher
+    )
     runs["adversarial_linf"] = StoredRun(0.63, 0.10, 0.46)
     weak = report.cpu_scale_verdict(runs, paper.TABLES["cifar10"], {})
     assert "The teacher itself is 6.0 points below the most ℓ∞-robust model-free row (one_image, 16.0%)." in weak
@@ -214,6 +216,8 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     runs[1] = TimedRun(0.30, 0.0, 0.01)
     assert "depends on k" in report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "no verdict yet" in report.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+    partial = report.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+    assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial
 
 
 def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
