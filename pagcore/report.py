@@ -647,6 +647,11 @@ def k_study_table(runs: dict[int, Any]) -> str:
     return markdown_table(("k", "clean", "ℓ∞", "ℓ2", "time per epoch", "device"), rows)
 
 
+def _point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
+    """``a - b`` in percentage points, per column of :data:`METRIC_COLUMNS`: ``"-2.0, +0.4, -1.3"``."""
+    return ", ".join(f"{100 * (a[key] - b[key]):+.1f}" for key, _ in METRIC_COLUMNS)
+
+
 def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int) -> str:
     """Whether the preset's k changes what the class-mean runs say, from the stored runs only."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
@@ -660,19 +665,13 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
             return pending
         # Until the full sum lands, say how far the finished ks are from the preset's, without judging.
         ours = done[preset_k]
-        gaps = "; ".join(
-            f"k = {k}: " + ", ".join(f"{100 * (done[k][key] - ours[key]):+.1f}" for key, _ in METRIC_COLUMNS)
-            for k in others
-        )
+        gaps = "; ".join(f"k = {k}: {_point_differences(done[k], ours)}" for k in others)
         return f"{pending} So far, the differences from k = {preset_k} in clean, ℓ∞ and ℓ2 accuracy (points): {gaps}."
     ours, full = done[preset_k], done[num_classes]
-    gaps = {key: 100 * (ours[key] - full[key]) for key, _ in METRIC_COLUMNS}
     text = [
         f"With k = {preset_k} the class-mean model reaches {percent(ours['clean'])} clean, {percent(ours['linf'])} "
         f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
-        f"{percent(full['l2'])} (differences of "
-        + ", ".join(f"{gaps[key]:+.1f}" for key, _ in METRIC_COLUMNS)
-        + " points)."
+        f"{percent(full['l2'])} (differences of {_point_differences(ours, full)} points)."
     ]
     if vanilla is not None and vanilla.metrics:
         base = vanilla.metrics
