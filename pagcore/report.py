@@ -635,7 +635,7 @@ def k_study_table(runs: dict[int, Any]) -> str:
     for k, run in sorted(runs.items()):
         metrics = (run.metrics or {}) if run is not None else {}
         cost = seconds_per_epoch(run)
-        devices = sorted({short_device(s["device"]) for s in run.record["sessions"]}) if run is not None else []
+        devices = _training_devices(run)
         rows.append(
             (
                 k,
@@ -645,6 +645,11 @@ def k_study_table(runs: dict[int, Any]) -> str:
             )
         )
     return markdown_table(("k", "clean", "ℓ∞", "ℓ2", "time per epoch", "device"), rows)
+
+
+def _training_devices(run: Any) -> list[str]:
+    """The devices, shortened and sorted, on which the sessions of ``run`` trained."""
+    return sorted({short_device(s["device"]) for s in run.record["sessions"]}) if run is not None else []
 
 
 def _point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
@@ -673,6 +678,18 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
         f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
         f"{percent(full['l2'])} (differences of {_point_differences(ours, full)} points)."
     ]
+    ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
+    if ours_cost and full_cost:
+        # Epoch times say what k costs only when both runs trained on the same kind of device.
+        same_device = _training_devices(runs[preset_k]) == _training_devices(runs[num_classes])
+        text.append(
+            f"An epoch took {ours_cost:.0f} s with k = {preset_k} and {full_cost:.0f} s with the full sum, "
+            + (
+                f"{full_cost / ours_cost:.1f} times as long."
+                if same_device
+                else "but on different devices, so the ratio does not measure the price of k."
+            )
+        )
     if vanilla is not None and vanilla.metrics:
         base = vanilla.metrics
         robust = {k: all(m[key] > base[key] for key in ("linf", "l2")) for k, m in done.items()}

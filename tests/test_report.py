@@ -213,6 +213,13 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     assert "| 5 | not run | not run | not run | — | — |" in table
     same = report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
+    assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
+    runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
+    assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in report.k_study_verdict(
+        runs, vanilla, preset_k=2, num_classes=10
+    )
+    runs[10] = TimedRun(0.35, 0.2, 0.3, (33.0,), device="cuda: NVIDIA H100 80GB HBM3")
+    assert "on different devices" in report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     runs[1] = TimedRun(0.30, 0.0, 0.01)
     assert "depends on k" in report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "no verdict yet" in report.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
