@@ -678,6 +678,12 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
         f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
         f"{percent(full['l2'])} (differences of {_point_differences(ours, full)} points)."
     ]
+    if len(done) > 2:
+        spans = ", ".join(
+            f"{100 * (max(m[key] for m in done.values()) - min(m[key] for m in done.values())):.1f}"
+            for key, _ in METRIC_COLUMNS
+        )
+        text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
     ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
     if ours_cost and full_cost:
         # Epoch times say what k costs only when both runs trained on the same kind of device.

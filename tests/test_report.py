@@ -214,6 +214,7 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     same = report.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
     assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
+    assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
     runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
     assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in report.k_study_verdict(
         runs, vanilla, preset_k=2, num_classes=10
