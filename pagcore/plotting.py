@@ -123,10 +123,26 @@ def plot_accuracy_vs_lambda(
         ax.set_title(title)
 
 
+PAG_GRID = "pag_grid.pt"
+
+
 def save_pag_grid(folder: Path, grid: Tensor, test_index: Tensor, *, column_labels: Sequence[str]) -> None:
-    """Store a PAG picture grid (:func:`pagcore.evaluation.pag_pictures`) as an array and a PNG."""
+    """Store a PAG picture grid (:func:`pagcore.evaluation.pag_pictures`) as 8-bit pixels and a PNG.
+
+    The pixels are what any display of the [0, 1] images shows, at half the bytes of float16: the
+    grids travel with the repository, and with every command sent to a GPU machine. The PNG is for
+    people browsing a run folder; git ignores it, since :func:`load_pag_grid` redraws it."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"grid": grid.half(), "test_index": test_index.cpu()}, folder / "pag_grid.pt")
+    pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
+    torch.save({"grid": pixels.cpu(), "test_index": test_index.cpu()}, folder / PAG_GRID)
     figure = image_grid(grid, column_labels=column_labels)
     figure.savefig(folder / "pag_grid.png", dpi=100)
     plt.close(figure)
+
+
+def load_pag_grid(folder: Path) -> Tensor | None:
+    """The stored grid of :func:`save_pag_grid` as float images in [0, 1]; None if there is none."""
+    path = folder / PAG_GRID
+    if not path.exists():
+        return None
+    return torch.load(path, weights_only=True)["grid"].float() / 255

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from . import paper
-from .plotting import image_grid
+from .plotting import image_grid, load_pag_grid
 from .targets import MODEL_FREE_SOURCES
 
 
@@ -512,9 +512,9 @@ def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: S
     """For one test image, the large-eps targeted PGD towards every class, one row per run."""
     grids = {}
     for row, run in runs.items():
-        path = run.artifacts / "pag_grid.pt" if run is not None else None
-        if path is not None and path.exists():
-            grids[row] = torch.load(path, weights_only=True)["grid"].float()
+        grid = load_pag_grid(run.artifacts) if run is not None else None
+        if grid is not None:
+            grids[row] = grid
     if not grids:
         return None
     stacked = torch.stack([g[min(image, len(g) - 1)] for g in grids.values()])

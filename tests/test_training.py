@@ -15,6 +15,7 @@ import torch
 from pagcore.config import ExecutionOptions, TrainConfig
 from pagcore.data import save_npz, synthetic_dataset
 from pagcore.evaluation import EvaluationSettings
+from pagcore.plotting import load_pag_grid
 from pagcore.rigd import PrecomputedGradients, teacher_gradients
 from pagcore.runs import RunStore
 from pagcore.training import train, training_step
@@ -68,8 +69,9 @@ def check_complete(run):
     )
     assert len(run.history) == run.params["epochs"]
     assert (run.artifacts / "pag_grid.png").stat().st_size > 0
-    grid = torch.load(run.artifacts / "pag_grid.pt", weights_only=True)["grid"]
-    assert grid.shape == (2, 11, 3, 32, 32)
+    grid = load_pag_grid(run.artifacts)
+    assert grid.shape == (2, 11, 3, 32, 32) and 0 <= grid.min() and grid.max() <= 1
+    assert torch.equal(grid, (grid * 255).round() / 255)  # stored as 8-bit pixels
     record = run.record
     for key in ("git", "device", "torch", "started", "wall_seconds"):
         assert key in record["sessions"][-1] or key in record

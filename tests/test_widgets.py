@@ -33,7 +33,7 @@ def make_run(store, name, clean):
     run.write_json("record.json", {"kind": "real", "status": "complete", "sessions": []})
     run.write_json("metrics.json", {"clean": clean, "linf": clean / 4, "l2": clean / 2})
     run.artifacts.mkdir(parents=True, exist_ok=True)
-    torch.save({"grid": torch.rand(1, 11, 3, 8, 8).half()}, run.artifacts / "pag_grid.pt")
+    torch.save({"grid": torch.randint(0, 256, (1, 11, 3, 8, 8), dtype=torch.uint8)}, run.artifacts / "pag_grid.pt")
     return run
 
 
