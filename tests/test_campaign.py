@@ -103,7 +103,8 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
     repo = fake_repo(tmp_path, tree_bytes=2000)
     (repo / "untracked-not-ignored.txt").write_bytes(b"u" * 500)  # travels too
     shared = tmp_path / "shared"
-    fake_dataset(shared, "cifar10", {"train-0.webp": 1700, "train-1.webp": 1700, "test-0.webp": 1700, "labels.npz": 40})
+    mosaics = {"train-0.webp": 1700, "train-1.webp": 1700, "train-2.webp": 9000, "test-0.webp": 1700, "labels.npz": 40}
+    fake_dataset(shared, "cifar10", mosaics)
     checkpoint = tmp_path / "ckpt.pt"
     checkpoint.write_bytes(b"c" * 2500)
     split_file(checkpoint, repo / ".data" / "checkpoints" / "run-a", part_bytes=1500, stem="checkpoint-latest.pt")
@@ -137,7 +138,15 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
     assert all(size <= plan.room for size in plan.sizes())
     sent = sorted(i.destination for part in plan.parts for i in part)
     assert "cifar10/unpack.py" in sent and "checkpoints/run-a/checkpoint-latest.pt.part02" in sent
-    assert len(plan.parts) >= 2
+    # No carry can hold the 9,000-byte mosaic, so it travels as pieces of at most the room.
+    assert "cifar10/train-2.webp" not in sent
+    assert [d for d in sent if "train-2" in d] == [
+        "split/cifar10/train-2.webp.part01",
+        "split/cifar10/train-2.webp.part02",
+        "split/cifar10/train-2.webp.part03",
+        "split/cifar10/train-2.webp.parts.json",
+    ]
+    assert len(plan.parts) >= 4
     sizes = stage.check(repo, repo / ".data" / "carry", limit=limit)
     assert len(sizes) == len(plan.parts)
     # A commit made after planning, larger than the safety margin the plan kept free.
@@ -147,14 +156,19 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
 
     # The GPU machine: the carried folders arrive one call at a time.
     carry, staged, runs = repo / ".data" / "carry", tmp_path / "remote" / "staged", tmp_path / "remote" / "runs"
-    last = carry / f"part-{len(plan.parts)}"
+    # The call that carries the mosaic's first piece is the one that did not arrive.
+    late = next(n for n, part in enumerate(plan.parts, 1) if any(i.destination.endswith("webp.part01") for i in part))
     held_back = tmp_path / "held-back"
-    last.rename(held_back)
+    (carry / f"part-{late}").rename(held_back)
     report = stage.unpack(carry, staged, runs, tmp_path / "remote")
-    assert report["missing_parts"] == [len(plan.parts)]
-    held_back.rename(last)
+    assert report["missing_parts"] == [late]
+    assert report["split"] == {"cifar10/train-2.webp": "incomplete: missing train-2.webp.part01"}
+    assert report["datasets"]["cifar10"] == "incomplete: missing train-2.webp"
+    assert not (tmp_path / "remote" / "cifar10.npz").exists()
+    held_back.rename(carry / f"part-{late}")
     report = stage.unpack(carry, staged, runs, tmp_path / "remote")
-    assert report["missing_parts"] == []
+    assert report["missing_parts"] == [] and report["split"] == {"cifar10/train-2.webp": "joined"}
+    assert (staged / "cifar10" / "train-2.webp").read_bytes() == (shared / "cifar10" / "train-2.webp").read_bytes()
     assert report["datasets"]["cifar10"].startswith("ready") and (tmp_path / "remote" / "cifar10.npz").exists()
     assert (runs / "run-a" / "checkpoint-latest.pt").read_bytes() == checkpoint.read_bytes()
     assert (tmp_path / "remote" / "pylib" / "pkg_under_test" / "__init__.py").read_bytes() == b"p" * 30

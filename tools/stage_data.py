@@ -2,8 +2,9 @@
 
 Every device command sends the working tree and its carried paths, 64 MiB in all. This script
 measures what the tree already takes (``git ls-files`` sizes plus untracked files git does not
-ignore), splits the files to send into as many carry folders as the room left needs, and checks
-the sizes again right before sending. Run it in the checkout the device tool sends (the main one):
+ignore), splits the files to send into as many carry folders as the room left needs (a file larger
+than that room travels as pieces, joined again on arrival), and checks the sizes again right
+before sending. Run it in the checkout the device tool sends (the main one):
 
     python tools/stage_data.py plan                      # CIFAR-10 -> .data/carry/part-1, part-2, ...
     python tools/stage_data.py plan --datasets cifar10 stl10
@@ -45,6 +46,7 @@ from pagcore.transfer import (  # noqa: E402 (after the path set-up above)
     missing_parts,
     plan_parts,
     room_for_carry,
+    split_file,
     tree_bytes,
 )
 
@@ -54,6 +56,9 @@ STAGED = ROOT / ".data" / "staged"
 CHECKPOINTS = ROOT / ".data" / "checkpoints"
 CAMPAIGN_RUNS = ROOT / ".data" / "campaign" / "runs"
 PLAN = "plan.json"
+SPLIT = "split"
+"""Carried folder of the pieces of files that no carry has room for, joined first on unpack."""
+MANIFEST_SUFFIX = ".parts.json"
 # Pure-Python packages the GPU machine lacks, carried into .data/pylib (put it on PYTHONPATH there):
 # AutoAttack, whose package needs only torch and numpy.
 CARRIED_PACKAGES = ("pyautoattack",)
@@ -108,6 +113,52 @@ def package_items(names: tuple[str, ...] = CARRIED_PACKAGES, repo: Path = ROOT) 
     return items, absent
 
 
+def split_oversized(items: list[Item], room: int, folder: Path) -> list[Item]:
+    """Items that fit as they are, and each larger one as pieces of at most ``room`` bytes with a
+    manifest (:func:`pagcore.transfer.split_file`), written under ``folder`` and sent under
+    ``split/<its destination>``: a tree that leaves little room then costs more calls, not a refusal."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    fitted = []
+    for item in items:
+        if item.size <= room:
+            fitted.append(item)
+            continue
+        destination = Path(SPLIT) / item.destination
+        manifest = split_file(Path(item.source), folder / destination.parent, part_bytes=room, stem=destination.name)
+        pieces = json.loads(manifest.read_text())["parts"]
+        fitted += [
+            Item(str(manifest.parent / p["name"]), str(destination.parent / p["name"]), p["size"]) for p in pieces
+        ]
+        fitted.append(Item(str(manifest), str(destination.parent / manifest.name), manifest.stat().st_size))
+    return fitted
+
+
+def arrives_as(destination: str) -> str | None:
+    """Where a carried file lies in the staged folder once split pieces are joined; None for a piece."""
+    if not destination.startswith(SPLIT + "/"):
+        return destination
+    inner = destination.removeprefix(SPLIT + "/")
+    return inner.removesuffix(MANIFEST_SUFFIX) if inner.endswith(MANIFEST_SUFFIX) else None
+
+
+def join_split(staged: Path) -> dict[str, str]:
+    """Rebuild, in place under ``staged``, every file that travelled as pieces; says what is incomplete."""
+    report = {}
+    root = staged / SPLIT
+    for manifest in sorted(root.rglob(f"*{MANIFEST_SUFFIX}")) if root.is_dir() else []:
+        whole = staged / arrives_as(f"{SPLIT}/{manifest.relative_to(root).as_posix()}")
+        name = whole.relative_to(staged).as_posix()
+        absent = missing_parts(manifest)
+        if absent:
+            report[name] = f"incomplete: missing {', '.join(absent)}"
+            continue
+        if not whole.exists():
+            join_parts(manifest, whole)
+        report[name] = "joined"
+    return report
+
+
 def write_parts(plan: CarryPlan, carry: Path) -> list[Path]:
     """The plan's part folders, each with a copy of the whole plan (so any one part names the others)."""
     if carry.exists():
@@ -139,8 +190,10 @@ def plan(
     packages: list[Item] = (),
 ) -> CarryPlan:
     tree = tree_bytes(repo)
+    room = room_for_carry(tree, limit)
     items = dataset_items(shared, datasets) + checkpoint_items(checkpoints) + list(packages)
-    result = plan_parts(items, room_for_carry(tree, limit), tree)
+    items = split_oversized(items, room, carry.with_name(carry.name + "-" + SPLIT))
+    result = plan_parts(items, room, tree)
     write_parts(result, carry)
     return result
 
@@ -179,16 +232,13 @@ def unpack(carry: Path, staged: Path, campaign_runs: Path, data_dir: Path) -> di
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(file, target)
     report: dict = {"parts": len(stored.parts), "missing_parts": missing, "datasets": {}, "checkpoints": {}}
+    report["split"] = join_split(staged)
     if (staged / PYLIB).is_dir():
         shutil.copytree(staged / PYLIB, data_dir / PYLIB, dirs_exist_ok=True)
         report["pylib"] = f"{data_dir / PYLIB}: put it on PYTHONPATH"
-    for folder in sorted(p for p in staged.iterdir() if p.is_dir() and p.name not in ("checkpoints", PYLIB)):
-        expected = {
-            Path(i.destination).name
-            for part in stored.parts
-            for i in part
-            if i.destination.startswith(folder.name + "/")
-        }
+    arriving = [arrives_as(i.destination) for part in stored.parts for i in part]
+    for folder in sorted(p for p in staged.iterdir() if p.is_dir() and p.name not in ("checkpoints", PYLIB, SPLIT)):
+        expected = {Path(d).name for d in arriving if d is not None and d.startswith(folder.name + "/")}
         absent = sorted(name for name in expected if not (folder / name).is_file())
         output = data_dir / f"{folder.name}.npz"
         if absent:
