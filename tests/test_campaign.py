@@ -57,6 +57,15 @@ def test_room_and_last_minute_check_follow_the_tree():
         check_plan(plan, tree_now=51, limit=100)  # the tree grew since the plan
 
 
+def test_this_repository_leaves_room_beside_it_for_staging_data():
+    # Every tracked byte travels with each GPU command; session 7's STL-10 runs once pushed the tree
+    # over the whole 64 MiB limit without anyone noticing, which would have refused every call.
+    room = transfer.CARRY_LIMIT - transfer.tree_bytes(ROOT) - transfer.SAFETY_BYTES
+    assert room >= 8 * transfer.MiB, (
+        f"the tree leaves {room / transfer.MiB:.1f} MiB per staging call; keep large files out of git"
+    )
+
+
 def test_split_and_join_round_trip_and_refuse_missing_or_corrupt_parts(tmp_path):
     payload = torch.randint(0, 256, (10_000,), dtype=torch.uint8).numpy().tobytes()
     source = tmp_path / "checkpoint-latest.pt"
