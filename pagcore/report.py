@@ -480,9 +480,10 @@ def status_sentence(runs: dict[str, Any], chapter: str) -> str:
         )
     epochs = sorted({r.params["epochs"] for r in done})
     schedule = ", ".join(str(e) for e in epochs)
+    rest = "; the others read 'not run'" if len(done) < len(runs) else ""
     return (
         f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
-        f"the paper trains for 100); the others read 'not run'."
+        f"the paper trains for 100){rest}."
     )
 
 
@@ -654,7 +655,13 @@ def _training_devices(run: Any) -> list[str]:
 
 def _point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
     """``a - b`` in percentage points, per column of :data:`METRIC_COLUMNS`: ``"-2.0, +0.4, -1.3"``."""
-    return ", ".join(f"{100 * (a[key] - b[key]):+.1f}" for key, _ in METRIC_COLUMNS)
+    return ", ".join(_signed_points(100 * (a[key] - b[key])) for key, _ in METRIC_COLUMNS)
+
+
+def _signed_points(points: float) -> str:
+    """``+1.3``, ``-0.4``; a difference that rounds to zero reads ``0.0``, not ``-0.0``."""
+    text = f"{points:+.1f}"
+    return "0.0" if float(text) == 0 else text
 
 
 def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int) -> str:

@@ -226,6 +226,19 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     assert "no verdict yet" in report.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
     partial = report.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
     assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial
+    close = {2: runs[2], 10: TimedRun(0.3204, 0.1796, 0.2436)}
+    assert "(differences of 0.0, 0.0, +0.6 points)" in report.k_study_verdict(close, vanilla, 2, 10)
+
+
+def test_status_sentence_counts_real_rows_and_names_the_missing_only_if_any():
+    class Done:
+        params = {"epochs": 20}
+
+    assert report.status_sentence({"a": Done(), "b": None}, "k-study").endswith("the others read 'not run'.")
+    assert report.status_sentence({"a": Done(), "b": Done()}, "k-study") == (
+        "2 of the 2 rows come from real runs (schedules of 20 epochs; the paper trains for 100)."
+    )
+    assert "No real run" in report.status_sentence({"a": None}, "k-study")
 
 
 def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
