@@ -1123,7 +1123,7 @@ def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
     """(run, checkpoint) to bring back in parts: the resumable checkpoint of each unfinished paper-scale run first
     (the next window needs it), then the final weights of finished ones (RIGD teachers, evaluations)."""
     from .runs import RunStore
-    from .transfer import sha256_of
+    from .transfer import MANIFEST_SUFFIX, sha256_of
 
     store = RunStore(settings.work / "runs")
     latest, final = [], []
@@ -1133,7 +1133,7 @@ def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
         for which, bucket in (("final", final), ("latest", latest)):
             checkpoint = run.checkpoint_path(which)
             if checkpoint.exists():
-                carried = checkpoint.with_name(checkpoint.name + ".parts.json")
+                carried = checkpoint.with_name(checkpoint.name + MANIFEST_SUFFIX)
                 # One carried in by tools/stage_data.py (its manifest beside it) is already at home.
                 if not (carried.exists() and json.loads(carried.read_text())["sha256"] == sha256_of(checkpoint)):
                     bucket.append((run.name, checkpoint))
@@ -1231,12 +1231,12 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
     the repository: ``runs/`` (CPU-scale checkpoints included), ``benchmarks/results/``, the
     campaign report and checkpoint parts into ``.data/campaign-reports/`` and
     ``.data/checkpoints/<run>/`` (kept out of git), joining every checkpoint whose parts are all here."""
-    from .transfer import join_parts, missing_parts, sha256_of
+    from .transfer import MANIFEST_SUFFIX, join_parts, missing_parts, sha256_of
 
     files = Path(files)
     archive = files / ARCHIVE
-    if not archive.exists() and (files / f"{ARCHIVE}.parts.json").exists():
-        archive = join_parts(files / f"{ARCHIVE}.parts.json", repo / ".data" / ARCHIVE)
+    if not archive.exists() and (files / f"{ARCHIVE}{MANIFEST_SUFFIX}").exists():
+        archive = join_parts(files / f"{ARCHIVE}{MANIFEST_SUFFIX}", repo / ".data" / ARCHIVE)
     destinations = {
         "runs": repo / "runs",
         "benchmarks": repo / "benchmarks",
@@ -1264,7 +1264,7 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
         (checkpoints / run_name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(part, checkpoints / run_name / part_name)
     joined, waiting = [], []
-    for manifest in sorted(checkpoints.glob("*/*.parts.json")):
+    for manifest in sorted(checkpoints.glob(f"*/*{MANIFEST_SUFFIX}")):
         expected = json.loads(manifest.read_text())
         for part in expected["parts"]:  # parts of an older checkpoint of the same run are obsolete
             path = manifest.parent / part["name"]

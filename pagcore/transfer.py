@@ -32,6 +32,8 @@ RETURN_FILES = 8
 PART_BYTES = 15 * MiB
 """Parts stay a full MiB under the 16 MiB per-file limit, so no rounding of the limit can bite."""
 SAFETY_BYTES = 1 * MiB
+MANIFEST_SUFFIX = ".parts.json"
+"""What :func:`split_file` appends to a file's name for the manifest of its parts."""
 """Kept free in every carry: the tree may grow by a commit between planning and sending."""
 
 
@@ -162,7 +164,7 @@ def split_file(path: Path, out_dir: Path, part_bytes: int = PART_BYTES, stem: st
             part.write_bytes(block)
             parts.append({"name": part.name, "size": len(block), "sha256": hashlib.sha256(block).hexdigest()})
     manifest = {"file": path.name, "size": size, "sha256": sha256_of(path), "parts": parts}
-    manifest_path = out_dir / f"{stem}.parts.json"
+    manifest_path = out_dir / f"{stem}{MANIFEST_SUFFIX}"
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest_path
 

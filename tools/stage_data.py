@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pagcore.transfer import (  # noqa: E402 (after the path set-up above)
     CARRY_LIMIT,
+    MANIFEST_SUFFIX,
     CarryPlan,
     Item,
     MiB,
@@ -58,7 +59,6 @@ CAMPAIGN_RUNS = ROOT / ".data" / "campaign" / "runs"
 PLAN = "plan.json"
 SPLIT = "split"
 """Carried folder of the pieces of files that no carry has room for, joined first on unpack."""
-MANIFEST_SUFFIX = ".parts.json"
 # Pure-Python packages the GPU machine lacks, carried into .data/pylib (put it on PYTHONPATH there):
 # AutoAttack, whose package needs only torch and numpy.
 CARRIED_PACKAGES = ("pyautoattack",)
@@ -248,8 +248,8 @@ def unpack(carry: Path, staged: Path, campaign_runs: Path, data_dir: Path) -> di
         else:
             subprocess.run([sys.executable, str(folder / "unpack.py"), str(output)], check=True)
             report["datasets"][folder.name] = f"ready: {output}"
-    for manifest in sorted((staged / "checkpoints").glob("*/*.parts.json")):
-        run, which = manifest.parent.name, manifest.name.removesuffix(".parts.json")
+    for manifest in sorted((staged / "checkpoints").glob(f"*/*{MANIFEST_SUFFIX}")):
+        run, which = manifest.parent.name, manifest.name.removesuffix(MANIFEST_SUFFIX)
         absent = missing_parts(manifest)
         if absent:
             report["checkpoints"][f"{run}/{which}"] = f"incomplete: missing {', '.join(absent)}"
