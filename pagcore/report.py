@@ -524,6 +524,11 @@ def pag_grid_figure(runs: dict[str, Any], labels: dict[str, str], class_names: S
     )
 
 
+def training_devices(run: Any) -> list[str]:
+    """The devices, shortened and sorted, on which the sessions of ``run`` trained."""
+    return sorted({short_device(s["device"]) for s in run.record.get("sessions", [])}) if run is not None else []
+
+
 def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
     """Markdown: the provenance of every stored run behind a chapter."""
     rows = []
@@ -532,7 +537,7 @@ def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
             continue
         record = run.record
         last = record["sessions"][-1]
-        devices = sorted({short_device(s["device"]) for s in record["sessions"]})
+        devices = training_devices(run)
         rows.append(
             (
                 labels.get(row, row),
@@ -636,7 +641,7 @@ def k_study_table(runs: dict[int, Any]) -> str:
     for k, run in sorted(runs.items()):
         metrics = (run.metrics or {}) if run is not None else {}
         cost = seconds_per_epoch(run)
-        devices = _training_devices(run)
+        devices = training_devices(run)
         rows.append(
             (
                 k,
@@ -646,11 +651,6 @@ def k_study_table(runs: dict[int, Any]) -> str:
             )
         )
     return markdown_table(("k", "clean", "ℓ∞", "ℓ2", "time per epoch", "device"), rows)
-
-
-def _training_devices(run: Any) -> list[str]:
-    """The devices, shortened and sorted, on which the sessions of ``run`` trained."""
-    return sorted({short_device(s["device"]) for s in run.record["sessions"]}) if run is not None else []
 
 
 def _point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
@@ -694,7 +694,7 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
     ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
     if ours_cost and full_cost:
         # Epoch times say what k costs only when both runs trained on the same kind of device.
-        same_device = _training_devices(runs[preset_k]) == _training_devices(runs[num_classes])
+        same_device = training_devices(runs[preset_k]) == training_devices(runs[num_classes])
         text.append(
             f"An epoch took {ours_cost:.0f} s with k = {preset_k} and {full_cost:.0f} s with the full sum, "
             + (

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import paper
 from .experiments import PAPER_ROWS, ROW_LABELS, RealDataExperiment
-from .report import METRIC_COLUMNS, seed_summary, short_device
+from .report import METRIC_COLUMNS, seed_summary, short_device, training_devices
 from .runs import Run, RunStore
 
 SCALE_ORDER = ("paper", "cpu")
@@ -41,12 +41,10 @@ class StatusRow:
 
 
 def _provenance(run: Run) -> dict[str, str]:
-    record = run.record
-    sessions = record.get("sessions", [])
-    devices = sorted({short_device(s["device"]) for s in sessions})
+    sessions = run.record.get("sessions", [])
     return {
         "schedule": f"{run.params['epochs']} epochs, width {run.params['width']}",
-        "device": "; ".join(devices),
+        "device": "; ".join(training_devices(run)),
         "date": sessions[-1]["finished"][:10] if sessions else "",
     }
 

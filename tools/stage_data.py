@@ -147,8 +147,8 @@ def join_split(staged: Path) -> dict[str, str]:
     report = {}
     root = staged / SPLIT
     for manifest in sorted(root.rglob(f"*{MANIFEST_SUFFIX}")) if root.is_dir() else []:
-        whole = staged / arrives_as(f"{SPLIT}/{manifest.relative_to(root).as_posix()}")
-        name = whole.relative_to(staged).as_posix()
+        name = manifest.relative_to(root).as_posix().removesuffix(MANIFEST_SUFFIX)
+        whole = staged / name
         absent = missing_parts(manifest)
         if absent:
             report[name] = f"incomplete: missing {', '.join(absent)}"
