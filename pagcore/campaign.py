@@ -1046,8 +1046,8 @@ def evaluation_names() -> list[str]:
 
 def run_evaluate(settings: Settings, data: dict, clock: Clock) -> dict:
     """The stronger evaluations of every complete CPU-scale run in the campaign's store, in
-    :func:`pagcore.run_evaluations.evaluation_plan`'s order (1,000 test images for vanilla, the
-    best PAG row and RIGD, then 500 for the others), until the call's time is up. They are
+    :func:`pagcore.run_evaluations.evaluation_plan`'s order (the larger subset for vanilla, the
+    best PAG row and RIGD, then the smaller one for the others), until the call's time is up. They are
     stored beside each run in chunks as they finish, and come back in the results archive: a
     run whose evaluations are not all done goes on, from its stored chunks, in the next call."""
     from .run_evaluations import Budgets, evaluate_table

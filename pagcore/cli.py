@@ -196,8 +196,9 @@ def _add_evaluate_parser(subparsers) -> None:
         "--table",
         metavar="DATASET",
         choices=("cifar10", "stl10"),
-        help="with --attacks: every complete run of this dataset at --scale, on 1,000 test images for vanilla, the best"
-        " PAG row and both RIGD rows and 500 for the others, those four first (--subset is then not allowed)",
+        help="with --attacks: every complete run of this dataset at --scale, on a larger seeded subset of the test set"
+        " for vanilla, the best PAG row and both RIGD rows (CIFAR-10 1,000 images, STL-10 100) and a smaller one for the"
+        " others (500, 50), those four first (--subset is then not allowed)",
     )
     p.add_argument("--scale", default=None, help="the table's scale, with --table (cpu or paper)")
     p.add_argument(
@@ -295,7 +296,7 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
     if names is None:
         raise ConfigError("--table evaluates with --attacks; name them")
     if args.subset is not None:
-        raise ConfigError("--table chooses each run's subset (1,000 or 500 images); --subset is for one --run")
+        raise ConfigError("--table chooses each run's subset (see --help); --subset is for one --run")
     if args.scale is None:
         raise ConfigError("--table needs --scale (cpu or paper)")
     result = evaluate_table(

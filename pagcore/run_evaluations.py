@@ -9,7 +9,7 @@ So:
 * evaluating again with the same settings finds the file and computes nothing (idempotent);
   different settings, e.g. another subset, get another file, never overwrite one;
 * each file is written atomically, so an interrupted evaluation leaves no half file;
-* an evaluation runs in chunks of :data:`CHUNK_IMAGES` images, each stored under
+* an evaluation runs in chunks of :data:`CHUNK_IMAGES` images (per dataset), each stored under
   ``partial/<key>/`` as soon as it is done: a killed evaluation (or one stopped by
   ``max_minutes``) goes on from its first missing chunk, and the chunks are combined into the
   evaluation's file, then dropped, once all are in.
@@ -135,8 +135,10 @@ def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
 # Evaluations run in chunks of this many images, each stored as it finishes, so that a process
 # killed mid-way (a session's end, a cluster's time limit) loses at most one chunk's work. Chunk
 # i of a subset draws its random starts (and AutoAttack's seed) from ``chunk_seed(seed, i)``;
-# the chunk size is therefore part of every settings key.
-CHUNK_IMAGES = 100
+# the chunk size is therefore part of every settings key. An STL-10 image has nine times the
+# pixels of a CIFAR-10 one and its model twice the width: AutoAttack and the checklist spend
+# about ten times as long on it (half a minute per robust image on two cores), hence smaller chunks.
+CHUNK_IMAGES: dict[str, int] = {"cifar10": 100, "stl10": 20}
 PARTIAL = "partial"
 
 
@@ -194,7 +196,7 @@ def evaluate_stored_run(
     common = {
         "subset": chosen.record(),
         "seed": seed,
-        "chunk_images": CHUNK_IMAGES,
+        "chunk_images": CHUNK_IMAGES[data.name],
         "dataset": data.name,
         "budgets": "real" if budgets == Budgets() else "reduced (tests only)",
     }
@@ -261,12 +263,13 @@ def evaluate_stored_run(
 
 def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline, progress: bool) -> dict:
     """Measure the chunks not stored yet, then store the combined results and drop the chunks."""
+    size = job.settings["chunk_images"]
     path = run.path / FOLDER / f"{job.key}.json"
     folder = run.path / FOLDER / PARTIAL / job.key
     if path.exists():
         _drop_chunks(run, folder)  # left by another copy of the store (a campaign's) that finished first
         return {"name": job.name, "key": job.key, "path": str(path), "created": False}
-    chunks = range(0, len(x), CHUNK_IMAGES) if job.chunked else range(0, 1)
+    chunks = range(0, len(x), size) if job.chunked else range(0, 1)
     bar = progress_bar(
         enumerate(chunks),
         enabled=progress,
@@ -281,7 +284,7 @@ def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadli
         if deadline is not None and time.monotonic() > deadline:
             done = len(list(folder.glob("*.json")))
             return {"name": job.name, "key": job.key, "unfinished": f"{done}/{len(chunks)} chunks"}
-        stop = start + CHUNK_IMAGES if job.chunked else len(x)
+        stop = start + size if job.chunked else len(x)
         began = time.perf_counter()
         partial_result = job.measure(x[start:stop], y[start:stop], chunk_seed(seed, index))
         write_json_atomic(
@@ -411,26 +414,30 @@ def companion_run(store, run: Run, chosen_name: str | None, objective: str, devi
     return chosen.name, chosen.load_model(device=device)
 
 
-# How many test images each run is evaluated on: every real run at least STANDARD_SUBSET, the
-# rows the book's argument rests on (vanilla, the best PAG row, both RIGD rows) LARGE_SUBSET.
-# Subsets drawn with one seed are nested (the first images of one permutation), so the smaller
-# evaluations use images the larger ones also use.
-LARGE_SUBSET, STANDARD_SUBSET = 1000, 500
+# How many test images each run is evaluated on, per dataset: (the rows the book's argument rests
+# on: vanilla, the best PAG row, both RIGD rows; every other run). Subsets drawn with one seed are
+# nested (the first images of one permutation), so the smaller evaluations use images the larger
+# ones also use. STL-10's are what about four hours of two cores afford at its measured cost
+# (benchmarks/evaluation_cost.py: ~25 s per image for a robust model, all five evaluations).
+SUBSETS: dict[str, tuple[int, int]] = {"cifar10": (1000, 500), "stl10": (100, 50)}
 PAG_REPRESENTATIVE_ROWS = ("one_image", "class_mean", "nearest_neighbor")
 
 
-def evaluation_plan(table: dict[str, Run | None], every_run: Sequence[Run]) -> list[tuple[Run, int]]:
+def evaluation_plan(
+    table: dict[str, Run | None], every_run: Sequence[Run], dataset: str = "cifar10"
+) -> list[tuple[Run, int]]:
     """(run, subset size) in the order to evaluate them: the large-subset rows of ``table`` (row
     -> its complete run, or None) first, then its other rows in table order, then the rest of
     ``every_run`` (seeds, the lambda grid, the k study, ...) by name. The best PAG row is the
     representative-based one with the highest PGD-20 L-inf accuracy on the full test set."""
+    large_subset, standard_subset = SUBSETS[dataset]
     trained = [row for row in PAG_REPRESENTATIVE_ROWS if table.get(row) is not None]
     best = max(trained, key=lambda row: table[row].metrics["linf"], default=None)
     large = [table[row] for row in ("vanilla", best, "rigd_linf", "rigd_l2") if row and table.get(row) is not None]
     rows = [run for run in table.values() if run is not None and run not in large]
     named = {run.name for run in large + rows}
     rest = sorted((run for run in every_run if run.name not in named), key=lambda run: run.name)
-    return [(run, LARGE_SUBSET) for run in large] + [(run, STANDARD_SUBSET) for run in rows + rest]
+    return [(run, large_subset) for run in large] + [(run, standard_subset) for run in rows + rest]
 
 
 def evaluate_table(
@@ -457,7 +464,7 @@ def evaluate_table(
 
     experiment = RealDataExperiment(dataset, knobs, store, kind=kind)
     table = {row: experiment.run(row) for row in ROWS}
-    plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]))
+    plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]), dataset)
     data = images() if plan else None
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     done = []

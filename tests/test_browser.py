@@ -68,6 +68,8 @@ def toc_pages() -> list[str]:
 
 @pytest.fixture(scope="module")
 def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH: `apt-get install chromium` (as .ci/run does) to run the browser checks")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

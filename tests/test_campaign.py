@@ -454,7 +454,9 @@ def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_
     from pagcore.config import ExecutionOptions
     from pagcore.evaluation import EvaluationSettings
     from pagcore.experiments import RealDataExperiment
-    from pagcore.run_evaluations import LARGE_SUBSET, STANDARD_SUBSET
+    from pagcore.run_evaluations import SUBSETS
+
+    LARGE_SUBSET, STANDARD_SUBSET = SUBSETS["cifar10"]
 
     settings = dry_settings(tmp_path, data={"cifar10": "", "stl10": ""})
     data = {"cifar10": campaign.datasets(settings)["cifar10"], "stl10": None}  # STL-10 not staged

@@ -13,9 +13,8 @@ from pagcore.checks import ChecklistSettings, concatenate_measurements, judge_ch
 from pagcore.run_evaluations import (
     CHUNK_IMAGES,
     FOLDER,
-    LARGE_SUBSET,
     PARTIAL,
-    STANDARD_SUBSET,
+    SUBSETS,
     Job,
     _combine_autoattack,
     _combine_pgd,
@@ -23,7 +22,7 @@ from pagcore.run_evaluations import (
     evaluation_plan,
 )
 
-IMAGES = 2 * CHUNK_IMAGES + CHUNK_IMAGES // 2  # three chunks, the last one short
+IMAGES = 2 * CHUNK_IMAGES["cifar10"] + CHUNK_IMAGES["cifar10"] // 2  # three chunks, the last one short
 
 
 def counting_job(seen: list, fail_at: int | None = None) -> Job:
@@ -35,7 +34,8 @@ def counting_job(seen: list, fail_at: int | None = None) -> Job:
         seen.append(seed)
         return {"clean": len(x), "robust": int((y == 0).sum()), "images": len(x)}
 
-    return Job("pgd20", {"norm": "linf", "what": "counting"}, measure, _combine_pgd)
+    settings = {"norm": "linf", "what": "counting", "chunk_images": CHUNK_IMAGES["cifar10"]}
+    return Job("pgd20", settings, measure, _combine_pgd)
 
 
 def test_a_killed_evaluation_resumes_from_its_stored_chunks(tmp_path):
@@ -140,6 +140,7 @@ def test_the_plan_puts_vanilla_the_best_pag_row_and_rigd_first_on_the_large_subs
     }
     extra = [fake_run("seed-2"), fake_run("lam-0.1"), table["vanilla"]]
     plan = [(run.name, size) for run, size in evaluation_plan(table, extra)]
+    LARGE_SUBSET, STANDARD_SUBSET = SUBSETS["cifar10"]
     assert plan == [
         ("v", LARGE_SUBSET),
         ("mean", LARGE_SUBSET),  # higher L-inf accuracy than one image
