@@ -4,7 +4,7 @@
     python benchmarks/batch_norm_coupling.py               # random images, labelled as such
 
 In train mode a batch-norm network's logits of image i depend on the whole batch. pagcore's
-per-image gradient holds the batch statistics fixed (pagcore.objective.class_input_gradients);
+per-image gradient holds the batch statistics fixed (pagcore.paper.objective.class_input_gradients);
 the fully coupled derivative d f(X)[i, c] / d x_i also follows x_i's own 1/B share of the
 statistics. This script computes both for every image of one batch of the paper's size (64) and
 ``--classes`` target classes each, on a ResNet-18 at initialisation and after ``--steps`` plain
@@ -26,11 +26,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pagcore.data import load_dataset  # noqa: E402
-from pagcore.models import build_model  # noqa: E402
-from pagcore.objective import class_input_gradients, sample_target_classes  # noqa: E402
-from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
-from pagcore.targets import as_float  # noqa: E402
+from pagcore.data import as_float, load_dataset  # noqa: E402
+from pagcore.paper.models import build_model  # noqa: E402
+from pagcore.paper.objective import class_input_gradients, sample_target_classes  # noqa: E402
+from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 
 
 def fully_coupled(model: torch.nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@
     python benchmarks/cpu_pilot.py throughput --dataset stl10 --widths 8 16 32
     python benchmarks/cpu_pilot.py accuracy --dataset stl10 --data .data/stl10.npz --epochs 40
 
-**throughput** times pagcore's training step (``pagcore.training.training_step``) on batches of
+**throughput** times pagcore's training step (``pagcore.train.trainer.training_step``) on batches of
 the dataset's images, at the paper's batch size and twice it, for every combination the `cpu`
 preset could pick: ResNet-18 width, k (target classes per image), batch size, fp32 or bf16
 autocast, channels-last memory, and the gradient strategy.
@@ -39,15 +39,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pagcore import paper  # noqa: E402
 from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
-from pagcore.data import load_dataset, synthetic_dataset  # noqa: E402
-from pagcore.models import build_model  # noqa: E402
-from pagcore.objective import pag_loss, sample_target_classes  # noqa: E402
-from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
-from pagcore.runs import RunStore  # noqa: E402
-from pagcore.targets import RepresentativeSource, as_float, class_mean_representatives  # noqa: E402
-from pagcore.training import StepSettings, train, training_step  # noqa: E402
+from pagcore.data import (  # noqa: E402
+    as_float,  # noqa: E402
+    load_dataset,
+    synthetic_dataset,
+)
+from pagcore.paper import reported  # noqa: E402
+from pagcore.paper.models import build_model  # noqa: E402
+from pagcore.paper.objective import pag_loss, sample_target_classes  # noqa: E402
+from pagcore.paper.targets import RepresentativeSource, class_mean_representatives  # noqa: E402
+from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
+from pagcore.store.runs import RunStore  # noqa: E402
+from pagcore.train.trainer import StepSettings, train, training_step  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PILOT_STORE = ROOT / "benchmarks" / "pilot_runs"
@@ -137,7 +141,7 @@ def time_configs(configs: dict[str, dict], rounds: int, steps: int, batch_of: di
 def throughput(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     configs: dict[str, dict] = {}
-    paper_batch = paper.BATCH_SIZE[args.dataset]
+    paper_batch = reported.BATCH_SIZE[args.dataset]
 
     def add(width, k, batch=paper_batch, bf16=False, channels_last=False, strategy="loop"):
         name = step_name(width, k, batch, bf16, channels_last, strategy)
@@ -182,7 +186,8 @@ def throughput(args: argparse.Namespace) -> None:
         f"w{w} k{k}": loss_precision(args.dataset, w, k, paper_batch) for w in args.widths for k in args.ks if k
     }
     record = {
-        "what": "images/s of pagcore.training.training_step on the dataset's images (median of interleaved rounds)",
+        "what": "images/s of pagcore.train.trainer.training_step on the dataset's images"
+        " (median of interleaved rounds)",
         "dataset": args.dataset,
         "batch": paper_batch,
         "rounds": args.rounds,

@@ -9,7 +9,7 @@ subset of the test set, in float32:
 * the paper's PGD-20 (last iterate, every image through every step), timed, with the number of
   images passed through the model, so that its seconds per image-pass price the others;
 * PGD-100 with 5 restarts, best iterate, timed and counted: an image leaves the batch once it is
-  fooled (``pagcore.attacks.PGD``), so its passes fall far below the unpruned
+  fooled (``pagcore.paper.attacks.PGD``), so its passes fall far below the unpruned
   ``images x (1 + restarts x (steps + 1))``; the ratio of the two counts, and the seconds the
   unpruned attack would take at PGD-20's price per pass, are printed beside the measured time;
 * AutoAttack's standard version (both norms), timed, when ``pyautoattack`` is installed
@@ -34,14 +34,15 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pagcore.attacks import PGD  # noqa: E402 (after the path set-up above)
-from pagcore.autoattack import AutoAttackSettings, run_autoattack  # noqa: E402
 from pagcore.config import TrainConfig  # noqa: E402
-from pagcore.evaluation import PAPER_PGD_EPS, STANDARD_EPS  # noqa: E402
-from pagcore.experiments import load_data  # noqa: E402
-from pagcore.provenance import device_description, running_revision, utc_now, write_json_atomic  # noqa: E402
-from pagcore.run_evaluations import EvaluationSubset  # noqa: E402
-from pagcore.runs import RunStore  # noqa: E402
+from pagcore.data import as_float  # noqa: E402
+from pagcore.evaluate.autoattack import AutoAttackSettings, run_autoattack  # noqa: E402
+from pagcore.evaluate.final import PAPER_PGD_EPS, STANDARD_EPS  # noqa: E402
+from pagcore.evaluate.stored import EvaluationSubset  # noqa: E402
+from pagcore.orchestrate.experiments import load_data  # noqa: E402
+from pagcore.paper.attacks import PGD  # noqa: E402 (after the path set-up above)
+from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic  # noqa: E402
+from pagcore.store.runs import RunStore  # noqa: E402
 
 
 class CountingModel(nn.Module):
@@ -69,7 +70,7 @@ def timed_attack(model: nn.Module, attack: PGD, x, y) -> dict:
 def measure_run(run, data, images: int, autoattack: bool) -> dict:
     model = run.load_model(device="cpu").eval()
     chosen = EvaluationSubset.draw(len(data.x_test), images, seed=0)
-    x, y = data.x_test[chosen.indices].float() / 255, data.y_test[chosen.indices]
+    x, y = as_float(data.x_test[chosen.indices]), data.y_test[chosen.indices]
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
     result: dict = {"run": run.name, "images": len(x), "clean": clean, "norms": {}}

@@ -7,7 +7,7 @@ In one run, with the same model, batch and device, it times
 
 * a vanilla cross-entropy step;
 * the official-style step (benchmarks/official_style.py: a Python loop over the batch, fp32);
-* pagcore's step (pagcore.training.training_step) with k = 10 target classes per image under
+* pagcore's step (pagcore.train.trainer.training_step) with k = 10 target classes per image under
   each gradient strategy, and with k = 1, 2 and 5 under the fastest one;
 * pagcore's step with RIGD targets looked up from a precomputed table and computed by the
   teacher on the fly;
@@ -42,15 +42,16 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_style import official_style_step  # noqa: E402
 
-from pagcore.attacks import PGD  # noqa: E402
-from pagcore.devices import resolve_device  # noqa: E402
-from pagcore.evaluation import evaluate  # noqa: E402
-from pagcore.models import build_model  # noqa: E402
-from pagcore.objective import GRADIENT_STRATEGIES  # noqa: E402
-from pagcore.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
-from pagcore.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vectors  # noqa: E402
-from pagcore.targets import RepresentativeSource  # noqa: E402
-from pagcore.training import StepSettings, training_step  # noqa: E402
+from pagcore.data import as_float  # noqa: E402
+from pagcore.evaluate.final import evaluate  # noqa: E402
+from pagcore.paper.attacks import PGD  # noqa: E402
+from pagcore.paper.models import build_model  # noqa: E402
+from pagcore.paper.objective import GRADIENT_STRATEGIES  # noqa: E402
+from pagcore.paper.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vectors  # noqa: E402
+from pagcore.paper.targets import RepresentativeSource  # noqa: E402
+from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
+from pagcore.train.devices import resolve_device  # noqa: E402
+from pagcore.train.trainer import StepSettings, training_step  # noqa: E402
 
 NUM_CLASSES = 10
 # Dense bf16 tensor-core peaks (FLOP/s), for the utilisation estimate; the H100 PCIe card is slower
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer = fresh_model()
         model = model.to(memory_format=torch.contiguous_format)
         generator = torch.Generator().manual_seed(0)
-        x = images.float() / 255
+        x = as_float(images)
         return lambda: official_style_step(model, optimizer, x, labels, target_table, k=k, lam=0.4, generator=generator)
 
     variants: dict[str, object] = {

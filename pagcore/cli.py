@@ -5,11 +5,11 @@
     python -m pagcore table --scale cpu --dataset cifar10 --data .data/cifar10.npz --max-minutes 170
     python -m pagcore evaluate --run <run name or directory> --data .data/cifar10.npz
     python -m pagcore evaluate --run <run> --data .data/cifar10.npz \
-        --attacks pgd20,pgd100,autoattack,checks,pag_score --subset 1000
+        --attacks pgd20,pgd100,autoattack --checklist --pag-score --subset 1000
     python -m pagcore evaluate --table cifar10 --scale cpu --data .data/cifar10.npz \
-        --attacks pgd100,autoattack,checks,pag_score --max-minutes 150
-    python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/sweep.py)
-    python -m pagcore campaign --data .data/cifar10.npz --out $OUT --minutes 8.5   (see pagcore/campaign.py)
+        --attacks pgd100,autoattack --checklist --pag-score --max-minutes 150
+    python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/orchestrate/sweep.py)
+    python -m pagcore selftest                      (every code path on this device, in a minute or two)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -20,15 +20,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from .validation import ConfigError
+from pagcore.base.deadline import Deadline
+from pagcore.base.validation import ConfigError, check_nonnegative
+from pagcore.config import (
+    KINDS,
+    ExecutionOptions,
+    TrainConfig,
+    add_arguments,
+    add_group_arguments,
+    from_arguments,
+    given,
+    given_knobs,
+)
+from pagcore.evaluate.final import EvaluationSettings, evaluate_run
+from pagcore.evaluate.stored import ATTACKS, Budgets, companion_run, evaluate_stored_run
+from pagcore.orchestrate.book_runs import BookRun
+from pagcore.orchestrate.evaluations import evaluate_table
+from pagcore.orchestrate.experiments import ROWS, load_data
+from pagcore.orchestrate.queue import RunQueue
+from pagcore.orchestrate.selftest import run_selftest, synthetic_data
+from pagcore.orchestrate.sweep import add_sweep_parser
+from pagcore.store.provenance import write_json_atomic
+from pagcore.store.runs import RunStore
+from pagcore.toy.experiment import run_toy_experiment, toy_record
+from pagcore.toy.problem import ToyConfig
+from pagcore.train.devices import resolve_device
+from pagcore.train.trainer import kind_of, prepare_data, train
 
 
 def _add_toy_parser(subparsers) -> None:
-    from .config import add_group_arguments
-    from .toy import ToyConfig
-
     p = subparsers.add_parser(
         "toy",
         help="the 2-D toy experiment (Section 5.1)",
@@ -41,14 +65,9 @@ def _add_toy_parser(subparsers) -> None:
 
 
 def _run_toy(args: argparse.Namespace) -> dict:
-    from .config import given
-    from .toy import ToyConfig, run_toy_experiment, toy_record
-
     config = ToyConfig(**given(args, ToyConfig)).validate()
     experiment = run_toy_experiment(config, progress=not args.no_progress)
     if args.record:
-        from .provenance import write_json_atomic
-
         write_json_atomic(args.record, toy_record(experiment))
     return experiment.summary()
 
@@ -69,9 +88,6 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_parser(subparsers) -> None:
-    from .config import ExecutionOptions, add_arguments, add_group_arguments
-    from .evaluation import EvaluationSettings
-
     p = subparsers.add_parser(
         "train",
         help="train (or resume) one run on CIFAR-10 or STL-10 (Section 5.2)",
@@ -85,16 +101,10 @@ def _add_train_parser(subparsers) -> None:
 
 
 def _dataset(args: argparse.Namespace, name: str):
-    from .experiments import load_data
-
     return load_data(name, args.data, download=args.download, synthetic=args.synthetic)
 
 
 def _run_train(args: argparse.Namespace) -> dict:
-    from .config import ExecutionOptions, from_arguments, given
-    from .evaluation import EvaluationSettings
-    from .runs import RunStore
-    from .training import train
 
     # Every parameter is checked before any data is read.
     config = from_arguments(args).resolve()
@@ -114,10 +124,6 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 
 def _add_table_parser(subparsers) -> None:
-    from .config import ExecutionOptions, add_arguments, add_group_arguments
-    from .evaluation import EvaluationSettings
-    from .experiments import ROWS
-
     p = subparsers.add_parser(
         "table",
         help="train (or resume) the missing runs of a results table, teachers before their students",
@@ -143,15 +149,6 @@ def _add_table_parser(subparsers) -> None:
 
 
 def _run_table(args: argparse.Namespace) -> dict:
-    import time
-    from dataclasses import replace
-
-    from .config import ExecutionOptions, given, given_knobs
-    from .evaluation import EvaluationSettings
-    from .experiments import ROWS, RealDataExperiment
-    from .runs import RunStore
-    from .training import check_trainable, kind_of
-
     knobs = given_knobs(args)
     row_knobs = sorted({k for row in ROWS.values() for k in row.knobs} | {"teacher"})
     if set(knobs) & set(row_knobs):
@@ -161,34 +158,28 @@ def _run_table(args: argparse.Namespace) -> dict:
     evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
     subset = bool(knobs.get("train_subset") or knobs.get("test_subset"))
     kind = options.kind or kind_of(synthetic=args.synthetic, subset=subset)
-    experiment = RealDataExperiment(dataset, knobs, RunStore(args.runs), kind=kind)
-    for row in args.rows:  # every row resolves, and may be trained, before any data is read
-        check_trainable(experiment.config(row), kind)
+    scale = knobs.pop("scale", "paper")
+    queue = RunQueue(
+        [BookRun("table", dataset, row, scale=scale) for row in args.rows], RunStore(args.runs), kind=kind, knobs=knobs
+    )
+    queue.check()  # every row resolves, and may be trained, before any data is read
     data = _dataset(args, dataset)
-    deadline = None if options.max_minutes is None else time.monotonic() + 60 * options.max_minutes
+    outcomes = queue.make(lambda _: data, Deadline.after(options.max_minutes), options, evaluation)
     rows = {}
-    for row in args.rows:
-        minutes_left = None if deadline is None else (deadline - time.monotonic()) / 60
-        if minutes_left is not None and minutes_left < 0.5:
-            break
-        result = experiment.train(row, data, replace(options, kind=kind, max_minutes=minutes_left), evaluation)
-        rows[row] = {"run": result.run.name, "finished": result.finished, "metrics": result.run.metrics}
-        if not result.finished:
-            break
-    complete = [row for row in args.rows if rows.get(row, {}).get("finished")]
-    return {"dataset": dataset, "kind": kind, "rows": rows, "complete": len(complete) == len(args.rows)}
+    for row, entry in zip(args.rows, queue.entries):
+        run = queue.store.run(queue.run_name(entry))
+        if run.params:
+            rows[row] = {"run": run.name, "finished": run.complete, "metrics": run.metrics}
+    complete = all(queue.status(entry).state == "complete" for entry in queue.entries)
+    return {"dataset": dataset, "kind": kind, "rows": rows, "complete": complete, "outcomes": outcomes}
 
 
 def _add_evaluate_parser(subparsers) -> None:
-    from .config import KINDS, add_group_arguments
-    from .evaluation import EvaluationSettings
-    from .run_evaluations import EVALUATIONS
-
     p = subparsers.add_parser(
         "evaluate",
         help="evaluate a stored run again, or add attacks and checks to it",
-        description="Without --attacks: the final evaluation again (clean and PGD accuracy, PAG pictures). "
-        "With --attacks: extra evaluations stored in the run's evaluations/ folder.",
+        description="Without --attacks, --checklist or --pag-score: the final evaluation again (clean and PGD"
+        " accuracy, PAG pictures). With any of them: extra evaluations stored in the run's evaluations/ folder.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="run name or directory")
@@ -196,21 +187,25 @@ def _add_evaluate_parser(subparsers) -> None:
         "--table",
         metavar="DATASET",
         choices=("cifar10", "stl10"),
-        help="with --attacks: every complete run of this dataset at --scale, on a larger seeded subset of the test set"
-        " for vanilla, the best PAG row and both RIGD rows (CIFAR-10 1,000 images, STL-10 100) and a smaller one for the"
-        " others (500, 50), those four first (--subset is then not allowed)",
+        help="with --attacks: every complete run of this dataset at --scale, on a larger seeded subset of the test"
+        " set for vanilla, the best PAG row and both RIGD rows (CIFAR-10 1,000 images, STL-10 100) and a smaller one"
+        " for the others (500, 50), those four first (--subset is then not allowed)",
     )
     p.add_argument("--scale", default=None, help="the table's scale, with --table (cpu or paper)")
     p.add_argument(
         "--kind", default="real", choices=KINDS, help="with --table: the kind of runs (smoke only in code tests)"
     )
-    add_group_arguments(p, "final evaluation (without --attacks)", EvaluationSettings)
+    add_group_arguments(p, "final evaluation (without stored evaluations)", EvaluationSettings)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
         "--attacks",
         default=None,
-        help=f"comma-separated, any of {','.join(EVALUATIONS)}: stored per settings key, computed once",
+        help=f"comma-separated, any of {','.join(ATTACKS)}: stored per settings key, computed once",
+    )
+    p.add_argument("--checklist", action="store_true", help="the gradient-masking checklist, stored like an attack")
+    p.add_argument(
+        "--pag-score", action="store_true", help="the PAG score against an adversarially trained reference run"
     )
     p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset and of the attacks' random starts")
@@ -234,15 +229,11 @@ def _add_evaluate_parser(subparsers) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict:
-    from .config import TrainConfig, given
-    from .devices import resolve_device
-    from .evaluation import EvaluationSettings, evaluate_run
-    from .runs import RunStore
-    from .training import prepare_data
-
+    if args.max_minutes is not None:
+        check_nonnegative("max_minutes", args.max_minutes)  # 0: start nothing new, report what is unfinished
     store = RunStore(args.runs)
     settings = EvaluationSettings(**given(args, EvaluationSettings)).validate()
-    names = _attack_names(args.attacks) if args.attacks is not None else None
+    names = _evaluation_names(args)
     if args.table:
         return _run_evaluate_table(args, store, names)
     if args.scale is not None:
@@ -259,18 +250,18 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     return {"run": run.name, "evaluations": lines}
 
 
-def _attack_names(attacks: str) -> list[str]:
-    from .run_evaluations import EVALUATIONS
-
-    names = [name.strip() for name in attacks.split(",") if name.strip()]
-    if not names or any(n not in EVALUATIONS for n in names):
-        raise ConfigError(f"attacks must be a comma-separated list of {', '.join(EVALUATIONS)}; got {attacks!r}")
-    return names
+def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
+    """The stored evaluations asked for: the --attacks, then the checklist and the PAG score; None
+    when none is asked for (the final evaluation again)."""
+    if args.attacks is None and not (args.checklist or args.pag_score):
+        return None
+    attacks = [name.strip() for name in (args.attacks or "").split(",") if name.strip()]
+    if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
+        raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
+    return attacks + ["checks"] * args.checklist + ["pag_score"] * args.pag_score
 
 
 def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list[dict]:
-    from .run_evaluations import Budgets, companion_run, evaluate_stored_run
-
     source = companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
     reference = companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
     return evaluate_stored_run(
@@ -285,16 +276,13 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
         reference=reference,
         budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
         progress=not args.no_progress,
-        max_minutes=args.max_minutes,
+        deadline=Deadline.after(args.max_minutes),
     )
 
 
 def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None) -> dict:
-    from .devices import resolve_device
-    from .run_evaluations import Budgets, evaluate_table
-
     if names is None:
-        raise ConfigError("--table evaluates with --attacks; name them")
+        raise ConfigError("--table evaluates with --attacks, --checklist or --pag-score; name them")
     if args.subset is not None:
         raise ConfigError("--table chooses each run's subset (see --help); --subset is for one --run")
     if args.scale is None:
@@ -308,12 +296,38 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         names,
         device=resolve_device(args.device),
         budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
-        max_minutes=args.max_minutes,
+        deadline=Deadline.after(args.max_minutes),
         progress=not args.no_progress,
         source_name=args.source,
         reference_name=args.reference,
     )
     return {"table": args.table, "scale": args.scale, **result}
+
+
+def _add_selftest_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "selftest",
+        help="every code path on this machine's device, on a few batches: the first thing to run on a new machine",
+        description="Each target source, the gradient strategies, a resumed run, the teachers, RIGD, PGD, AutoAttack,"
+        " the checklist and the PAG score, on tiny subsets (the paper's width on CUDA). Exits 1 naming the first path"
+        " that fails.",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--data", default="", help="CIFAR-10 .npz or torchvision root (default: synthetic images)")
+    p.add_argument("--stl10", default="", help="STL-10 .npz or torchvision root (default: synthetic images)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed after)")
+    p.set_defaults(handler=_run_selftest)
+
+
+def _run_selftest(args: argparse.Namespace) -> dict:
+    data = synthetic_data()
+    for name, path in (("cifar10", args.data), ("stl10", args.stl10)):
+        if path:
+            data[name] = load_data(name, path)
+    if args.work is not None:
+        return run_selftest(args.work, data, args.device)
+    with tempfile.TemporaryDirectory(prefix="pagcore-selftest-") as work:
+        return run_selftest(Path(work) / "selftest", data, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,12 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_table_parser(subparsers)
     _add_evaluate_parser(subparsers)
-    from .sweep import add_sweep_parser  # the sweep's options live with the sweep
+    _add_selftest_parser(subparsers)
 
     add_sweep_parser(subparsers)
-    from .campaign import add_campaign_parser  # likewise the GPU campaign's
-
-    add_campaign_parser(subparsers)
     return parser
 
 
@@ -341,4 +352,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     sys.stdout.write(json.dumps(result) + "\n")
-    return 0
+    return 0 if result.get("ok", True) else 1

@@ -25,14 +25,12 @@ evaluated are not part of it.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, get_type_hints
 
-from . import paper
-from .data import DATASETS, SPECS
-from .objective import GRADIENT_KINDS, GRADIENT_STRATEGIES
-from .targets import MODEL_FREE_SOURCES
-from .validation import (
+from pagcore.base.validation import (
     ConfigError,
     check_choice,
     check_classes_per_image,
@@ -40,6 +38,11 @@ from .validation import (
     check_positive,
     check_positive_int,
 )
+from pagcore.data import DATASETS, SPECS
+from pagcore.paper import reported
+from pagcore.paper.attacks import THREATS
+from pagcore.paper.objective import GRADIENT_STRATEGIES, GRADIENTS
+from pagcore.paper.targets import MODEL_FREE_SOURCES
 
 OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial")
 """The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
@@ -48,7 +51,6 @@ adversarial training (the RIGD teachers, and a comparison row beyond the paper).
 SOURCES: tuple[str, ...] = (*MODEL_FREE_SOURCES, "rigd")
 """Where the PAG objective's target gradients come from (Section 4)."""
 
-THREATS: tuple[str, ...] = ("linf", "l2")
 RIGD_TARGETS: tuple[str, ...] = ("precompute", "on_the_fly")
 SCALE_NAMES: tuple[str, ...] = ("paper", "cpu")
 KINDS: tuple[str, ...] = ("real", "smoke", "pilot")
@@ -77,9 +79,9 @@ class DataConfig:
 class ScheduleConfig:
     epochs: int | None = knob(None, "training epochs (default: the scale's; the paper's is 100)")
     batch_size: int | None = knob(None, "batch size (default: the paper's, 64 on CIFAR-10 and 32 on STL-10)")
-    lr: float = knob(paper.SGD["lr"], "SGD learning rate")
-    momentum: float = knob(paper.SGD["momentum"], "SGD momentum")
-    weight_decay: float = knob(paper.SGD["weight_decay"], "SGD weight decay")
+    lr: float = knob(reported.SGD["lr"], "SGD learning rate")
+    momentum: float = knob(reported.SGD["momentum"], "SGD momentum")
+    weight_decay: float = knob(reported.SGD["weight_decay"], "SGD weight decay")
     lr_milestones: list[float] = knob([0.5, 0.75], "fractions of the epochs at which the learning rate steps")
     lr_factors: list[float] = knob([0.1, 0.01], "learning-rate multiplier from each milestone on")
     seed: int = knob(0, "initial weights, batch order, augmentation and sampled classes")
@@ -101,7 +103,7 @@ class ObjectiveConfig:
     classes_per_image: int | None = knob(
         None, "k target classes sampled per image (default: the scale's; all C = the full sum of Eq. 1)"
     )
-    gradient: str = knob("logit", "the score whose input-gradient is aligned", choices=GRADIENT_KINDS)
+    gradient: str = knob("logit", "the score whose input-gradient is aligned", choices=GRADIENTS)
     pool_size: int = knob(1000, "nearest-neighbour candidates per class")
     rescale_class_mean: bool = knob(True, "stretch class means to the average image norm")
     teacher: str = knob("", "RIGD: run name or directory of an adversarially trained model")
@@ -272,7 +274,7 @@ class TrainConfig:
         o = self.objective
         lam = o.lam
         if lam is None:
-            lam = paper.LAMBDA[dataset][o.source] if o.objective == "pag" else 0.0
+            lam = reported.LAMBDA[dataset][o.source] if o.objective == "pag" else 0.0
         k = o.classes_per_image
         if k is None:
             k = preset.classes_per_image or num_classes
@@ -283,11 +285,11 @@ class TrainConfig:
             schedule=replace(
                 self.schedule,
                 epochs=_default(self.schedule.epochs, preset.epochs),
-                batch_size=_default(self.schedule.batch_size, paper.BATCH_SIZE[dataset]),
+                batch_size=_default(self.schedule.batch_size, reported.BATCH_SIZE[dataset]),
             ),
             objective=replace(o, lam=lam, classes_per_image=k),
             adversary=replace(
-                a, eps=_default(a.eps, paper.EPS[dataset][a.threat]), steps=_default(a.steps, preset.adversary_steps)
+                a, eps=_default(a.eps, reported.EPS[dataset][a.threat]), steps=_default(a.steps, preset.adversary_steps)
             ),
             scale=self.scale,
         )
@@ -348,16 +350,31 @@ class TrainConfig:
         return identity
 
     def readable_name(self) -> str:
+        """The readable part of the run's name: enough to tell apart every row the book shows (the
+        hash beside it in the store tells apart everything else)."""
         o, s = self.objective, self.schedule
         if o.objective == "adversarial":
             what = f"adversarial-{self.adversary.threat}"
         elif o.objective == "cross_entropy":
             what = "vanilla"
         else:
-            what = f"{o.source}-lam{o.lam:g}"
+            source = o.source if o.source != "rigd" else "-".join(filter(None, ("rigd", teacher_threat(o.teacher))))
+            what = f"{source}-lam{o.lam:g}"
+            every_class = SPECS[self.data.dataset].num_classes  # what a k of None means
+            if (o.classes_per_image or every_class) != (self.preset.classes_per_image or every_class):
+                what += f"-k{o.classes_per_image or every_class}"
+            if o.gradient != ObjectiveConfig.gradient:
+                what += f"-{o.gradient}"
         scale = "" if self.scale == "paper" else f"-{self.scale}"
         width = "" if self.data.width == self.preset.width else f"-w{self.data.width}"
         return f"{self.data.dataset}{scale}{width}-{what}-e{s.epochs}-s{s.seed}"
+
+
+def teacher_threat(teacher: str) -> str | None:
+    """The threat model a RIGD teacher was trained against, read from its run name (which
+    :meth:`TrainConfig.readable_name` writes as ``...-adversarial-<threat>-...``); None if unknown."""
+    match = re.search(r"-adversarial-(" + "|".join(THREATS) + r")-", Path(teacher).name)
+    return match.group(1) if match else None
 
 
 def _default(value: Any, default: Any) -> Any:

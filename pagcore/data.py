@@ -21,9 +21,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .validation import ConfigError, check_choice
+from pagcore.base.validation import ConfigError, check_choice
 
 DATASETS: tuple[str, ...] = ("cifar10", "stl10")
+
+
+def as_float(samples: Tensor) -> Tensor:
+    """Samples as floats: uint8 images become [0, 1] (the one conversion of the package), float data is
+    returned as is."""
+    if samples.dtype == torch.uint8:
+        return samples.float().div_(255.0)
+    return samples if samples.is_floating_point() else samples.float()
 
 
 @dataclass(frozen=True)

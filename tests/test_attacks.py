@@ -4,8 +4,8 @@ import pytest
 import torch
 from tiny_models import image_model, trained_image_model
 
-from pagcore.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
-from pagcore.validation import ConfigError
+from pagcore.base.validation import ConfigError
+from pagcore.paper.attacks import L2_START_HALF_WIDTH, PGD, L2Ball, LinfBall, accuracy
 
 
 @pytest.fixture

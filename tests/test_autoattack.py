@@ -4,10 +4,10 @@ import pytest
 import torch
 from tiny_models import trained_image_model
 
-from pagcore.attacks import PGD
-from pagcore.autoattack import STANDARD_ATTACKS, AutoAttackSettings, run_autoattack
-from pagcore.checks import robust_mask
-from pagcore.validation import ConfigError
+from pagcore.base.validation import ConfigError
+from pagcore.evaluate.autoattack import STANDARD_ATTACKS, AutoAttackSettings, run_autoattack
+from pagcore.evaluate.checklist import robust_mask
+from pagcore.paper.attacks import PGD
 
 REDUCED = dict(apgd_iterations=10, fab_iterations=10, square_queries=100)
 

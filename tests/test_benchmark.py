@@ -100,9 +100,9 @@ def test_the_class_mean_distance_ceiling_sees_class_information_only_where_there
 def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(tmp_path):
     from pagcore.config import ExecutionOptions, TrainConfig
     from pagcore.data import synthetic_dataset
-    from pagcore.evaluation import EvaluationSettings
-    from pagcore.runs import RunStore
-    from pagcore.training import train
+    from pagcore.evaluate.final import EvaluationSettings
+    from pagcore.store.runs import RunStore
+    from pagcore.train.trainer import train
 
     cost = load_script("evaluation_cost")
     data = synthetic_dataset("cifar10", 32, 24)

@@ -46,8 +46,8 @@ RUN_PAGES = {
 def test_real_data_chapters_show_exactly_their_real_runs(built_book):
     """A chapter without a real run says so; every complete real run is shown by one of its dataset's
     pages, with its name in the records and its clean accuracy in a table (two decimals, as printed)."""
-    from pagcore.report import percent
-    from pagcore.runs import RunStore
+    from pagcore.book.text import percent
+    from pagcore.store.runs import RunStore
 
     real = [r for r in RunStore().runs() if r.kind == "real" and r.complete]
     for dataset, pages in RUN_PAGES.items():
@@ -62,8 +62,8 @@ def test_real_data_chapters_show_exactly_their_real_runs(built_book):
 
 
 def test_gradient_masking_chapter_says_when_nothing_was_evaluated(built_book):
-    from pagcore.run_evaluations import stored_evaluations
-    from pagcore.runs import RunStore
+    from pagcore.evaluate.stored import stored_evaluations
+    from pagcore.store.runs import RunStore
 
     evaluated = [r for r in RunStore().runs() if r.kind == "real" and r.complete and stored_evaluations(r)]
     html = page_text(built_book / "book/experiments/gradient_masking.html")

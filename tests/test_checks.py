@@ -4,9 +4,9 @@ import pytest
 import torch
 from tiny_models import QuantisedInput, SaturatedSoftmax, trained_image_model
 
-from pagcore.attacks import PGD
-from pagcore.checks import ChecklistSettings, check_eps_curve, gradient_masking_checklist, summary
-from pagcore.validation import ConfigError
+from pagcore.base.validation import ConfigError
+from pagcore.evaluate.checklist import ChecklistSettings, check_eps_curve, gradient_masking_checklist, summary
+from pagcore.paper.attacks import PGD
 
 # Reduced budgets: seconds on a CPU. Radii: L2 1.0 breaks the tiny normal model under PGD.
 FAST = ChecklistSettings(curve_steps=10, baseline_steps=10, strong_steps=20, strong_restarts=2, square_queries=300)

@@ -24,7 +24,7 @@ TINY_TRAIN = [
     "--no-progress",
     *SYNTHETIC,
 ]
-TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "campaign"}
+TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "selftest"}  # selftest: test_selftest.py
 
 
 def pagcore(*args, timeout=300):
@@ -89,7 +89,9 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
         "--runs",
         str(runs),
         "--attacks",
-        "pgd20,pgd100,autoattack,checks,pag_score",
+        "pgd20,pgd100,autoattack",
+        "--checklist",
+        "--pag-score",
         "--subset",
         "6",
         "--reduced-for-tests",
@@ -145,8 +147,9 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     assert len(list((run_dir / "evaluations").glob("*.json"))) == len(stored) + 2
 
 
-@pytest.mark.parametrize("attacks,message", [("pgd7", "attacks must be"), ("", "attacks must be")])
-def test_evaluate_rejects_unknown_attacks(trained, attacks, message):
+@pytest.mark.parametrize("attacks", ["pgd7", "", "checks"])  # the checklist is --checklist, not an attack
+def test_evaluate_rejects_unknown_attacks(trained, attacks):
+    message = "attacks must be"
     runs, names = trained
     out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", attacks, *SYNTHETIC)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
@@ -246,50 +249,3 @@ def test_sweep_subcommand(tmp_path):
     again, _ = pagcore(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["points"][0]["state"].startswith("SKIPPED")
-
-
-def test_campaign_subcommand_dry(tmp_path):
-    """The GPU campaign in dry mode (synthetic data, width 4, CPU), whole: every smoke path, the
-    step benchmark, the priority list in slices, the pack; then its files merged here."""
-    from pagcore.campaign import PRIORITY, unpack_results
-
-    out_dir = tmp_path / "out"
-    out, result = pagcore(
-        "campaign",
-        "--dry",
-        "--device",
-        "cpu",
-        "--minutes",
-        "0.8",
-        "--out",
-        str(out_dir),
-        "--work",
-        str(tmp_path / "work"),
-        "--repo-runs",
-        str(tmp_path / "no-runs"),
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert result["ok"] and result["smoke"] == "ok" and result["benchmark"] in ("loop", "vmap", "replicate")
-    report = json.loads((out_dir / "campaign-report.json").read_text())
-    paths = [p["path"] for p in report["smoke"]["paths"]]
-    assert all(p["ok"] for p in report["smoke"]["paths"]) and len(paths) == 14
-    assert any("AutoAttack" in p for p in paths) and any(p.startswith("stl10") for p in paths)
-    # Entries in the priority order, each complete but possibly the last (on a fast machine the whole
-    # list completes and a last line without an entry says so).
-    trained = [t for t in result["train"] if t["entry"]]
-    assert [t["entry"] for t in trained] == [e.label for e in PRIORITY[: len(trained)]]
-    assert trained and trained[0]["outcome"] == "complete"
-    assert all(t["outcome"] == "complete" for t in trained[:-1])
-    files = sorted(out_dir.iterdir())
-    assert 2 <= len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
-
-    here = tmp_path / "here"
-    merged = unpack_results(out_dir, here)
-    assert merged["files_extracted"] > 0
-    record = json.loads((here / "runs" / trained[0]["run"] / "record.json").read_text())
-    assert record["status"] == "complete" and record["scale"] == "paper" and record["kind"] == "smoke"
-    assert record["sessions"][0]["device"].startswith("cpu")
-    assert list((here / "runs" / trained[0]["run"] / "artifacts").glob("*.png"))
-    assert (here / ".data" / "campaign-reports" / "campaign-report.json").exists()
-    assert not list((here / "benchmarks").glob("results/pag_step-cpu-*"))  # a dry benchmark is not a result

@@ -6,8 +6,8 @@ from dataclasses import fields
 import pytest
 
 from pagcore import config as cfg
+from pagcore.base.validation import ConfigError
 from pagcore.config import GROUPS, SCALES, TrainConfig, add_arguments, from_arguments, knob_names
-from pagcore.validation import ConfigError
 
 
 def test_paper_scale_fills_the_papers_values():

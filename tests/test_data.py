@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagcore.augment import CropFlip, random_crop_flip
+from pagcore.base.validation import ConfigError
 from pagcore.data import SPECS, load_dataset, save_npz, synthetic_dataset
-from pagcore.models import ResNet18, build_model
-from pagcore.validation import ConfigError
+from pagcore.paper.augment import CropFlip, random_crop_flip
+from pagcore.paper.models import ResNet18, build_model
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 SHARED_STL = SHARED_CIFAR.parent / "stl10"

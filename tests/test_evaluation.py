@@ -3,8 +3,8 @@
 import torch
 from tiny_models import trained_image_model
 
-from pagcore.evaluation import PAPER_PGD_EPS, STANDARD_EPS, evaluate, paper_attacks
-from pagcore.run_evaluations import EvaluationSubset
+from pagcore.evaluate.final import PAPER_PGD_EPS, STANDARD_EPS, evaluate, paper_attacks
+from pagcore.evaluate.stored import EvaluationSubset
 
 
 def test_evaluation_ignores_an_autocast_region_around_it():

@@ -183,7 +183,7 @@ def test_the_toy_notebook_offers_every_toy_knob():
     """The toy chapter builds its ToyConfig from its parameters: each field must be one of them."""
     from dataclasses import fields
 
-    from pagcore.toy import ToyConfig
+    from pagcore.toy.problem import ToyConfig
 
     parameters = notebook_parameters("toy_manifold")
     missing = [f.name for f in fields(ToyConfig) if f"\n{f.name} =" not in "\n" + parameters]
@@ -193,8 +193,8 @@ def test_the_toy_notebook_offers_every_toy_knob():
 def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch):
     """Asking a chapter to train real runs at a provisional preset fails at once, before any data is read."""
     from pagcore import config as cfg
-    from pagcore.experiments import chapter_runs
-    from pagcore.validation import ConfigError
+    from pagcore.base.validation import ConfigError
+    from pagcore.orchestrate.queue import chapter_runs
 
     monkeypatch.setitem(
         cfg.SCALES["cpu"], "cifar10", cfg.ScalePreset(8, 1, 2, 3, final=False, note="awaiting its pilot")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pagcore.objective import (
+from pagcore.paper.objective import (
     GRADIENT_STRATEGIES,
     class_input_gradients,
     cosine_loss,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_models import image_model, trained_image_model
 
-from pagcore.pag_score import gradient_alignment, log_probability_gradients, targeted_confidence
+from pagcore.evaluate.pag_score import gradient_alignment, log_probability_gradients, targeted_confidence
 
 
 def test_a_model_is_perfectly_aligned_with_itself():

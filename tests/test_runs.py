@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pagcore.config import TrainConfig
-from pagcore.provenance import run_record, write_json_atomic
-from pagcore.runs import RunStore, run_name
-from pagcore.training import run_name_for
+from pagcore.store.provenance import run_record, write_json_atomic
+from pagcore.store.runs import RunStore, run_name
+from pagcore.train.trainer import run_name_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,37 @@ def test_names_are_readable_and_determined_by_the_parameters():
     assert a != run_name_for(class_mean(lr_milestones=[0.6, 0.8]), "real")
     assert run_name_for(class_mean(scale="cpu", width=16), "real").startswith("cifar10-cpu-w16-class_mean-")
     assert run_name("weird name/with:chars", {}).startswith("weird_name_with_chars-")
+
+
+def test_the_readable_part_names_what_tells_the_books_rows_apart():
+    def readable(**knobs):
+        return TrainConfig.from_flat(knobs).resolve().readable_name()
+
+    assert readable(scale="cpu", source="class_mean") == "cifar10-cpu-class_mean-lam0.4-e20-s0"  # the preset's k
+    assert readable(scale="cpu", source="class_mean", classes_per_image=5) == "cifar10-cpu-class_mean-lam0.4-k5-e20-s0"
+    assert readable(source="class_mean", classes_per_image=2) == "cifar10-class_mean-lam0.4-k2-e100-s0"
+    assert readable(scale="cpu", source="class_mean", classes_per_image=10).endswith("-lam0.4-k10-e20-s0")
+    assert readable(source="class_mean", classes_per_image=10) == "cifar10-class_mean-lam0.4-e100-s0"  # the paper's
+    assert readable(source="class_mean", gradient="log_softmax") == "cifar10-class_mean-lam0.4-log_softmax-e100-s0"
+    for threat in ("linf", "l2"):
+        teacher = f"cifar10-cpu-adversarial-{threat}-e20-s0-0123456789"
+        name = readable(scale="cpu", source="rigd", teacher=teacher)
+        assert name == f"cifar10-cpu-rigd-{threat}-lam0.4-e20-s0"
+        assert readable(scale="cpu", source="rigd", teacher=f"runs/{teacher}") == name  # a path names it too
+    assert readable(scale="cpu", source="rigd", teacher="my-robust-model").startswith("cifar10-cpu-rigd-lam0.4")
+
+
+def test_every_stored_run_is_named_by_its_identity_and_its_rows_read_apart():
+    """The run store as committed: each directory has the name its parameters give, and within a
+    dataset and scale no two real runs share a readable part (tables and legends show that part)."""
+    readable: dict[tuple, list[str]] = {}
+    for run in RunStore(REPO / "runs").runs():
+        config = TrainConfig.from_identity(run.params)
+        assert run.name == run_name_for(config, run.kind), run.name
+        key = (config.data.dataset, config.scale, run.kind)
+        readable.setdefault(key, []).append(config.readable_name())
+    for key, names in readable.items():
+        assert len(names) == len(set(names)), (key, sorted(names))
 
 
 def test_smoke_and_real_runs_of_one_configuration_never_share_a_name():
@@ -97,7 +128,7 @@ def test_record_carries_provenance():
 
 def test_only_code_makes_a_record_dirty(tmp_path):
     """Changed code marks results ``-dirty``; a pilot run or benchmark result being written does not."""
-    from pagcore.provenance import git_revision
+    from pagcore.store.provenance import git_revision
 
     def git(*args):
         subprocess.run(
@@ -122,7 +153,7 @@ def test_only_code_makes_a_record_dirty(tmp_path):
 def test_records_name_the_code_the_process_loaded_not_what_git_says_later(monkeypatch):
     """A table trains run after run in one process: a commit made meanwhile must not be recorded as
     the code of its later runs, so the revision is read once, when pagcore is imported."""
-    from pagcore import provenance
+    from pagcore.store import provenance
 
     loaded = provenance.running_revision()
     assert loaded == provenance.git_revision() or loaded.endswith("-dirty") or loaded == "unknown"

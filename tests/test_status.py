@@ -2,11 +2,11 @@
 
 import json
 
-from pagcore import paper
-from pagcore.experiments import RealDataExperiment
-from pagcore.runs import RunStore
-from pagcore.status import counts, reproduction_status
-from pagcore.training import run_identity, run_name_for
+from pagcore.book.status import counts, reproduction_status
+from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.paper import reported
+from pagcore.store.runs import RunStore
+from pagcore.train.trainer import run_identity, run_name_for
 
 
 def store_run(store, config, kind, metrics):
@@ -67,7 +67,7 @@ def test_status_lists_every_paper_number_and_fills_only_real_runs(tmp_path):
     }
     vanilla_clean = next(r for r in filled if r.setting == "Vanilla" and r.metric == "clean")
     assert vanilla_clean.scale == "paper"
-    assert vanilla_clean.paper == paper.TABLES["cifar10"]["vanilla"]["clean"]
+    assert vanilla_clean.paper == reported.TABLES["cifar10"]["vanilla"]["clean"]
     assert abs(vanilla_clean.gap - (0.9 - 0.9361)) < 1e-12
     assert (
         vanilla_clean.schedule == "20 epochs, width 64"
@@ -97,8 +97,8 @@ def test_status_data_needs_no_jupyter():
         "        if name.split('.')[0] in {'IPython', 'ipywidgets', 'myst_nb'}:\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import pagcore.status, pagcore.report\n"
-        "print(pagcore.report.percent(0.5))\n"
+        "import pagcore.book.status, pagcore.book.text, pagcore.book.tables, pagcore.book.verdicts\n"
+        "print(pagcore.book.text.percent(0.5))\n"
     )
     out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pagcore import cli
-from pagcore.runs import RunStore
-from pagcore.sweep import (
+from pagcore.base.validation import ConfigError
+from pagcore.orchestrate.sweep import (
     Resources,
     cli_arguments,
     expand_grid,
@@ -20,7 +20,7 @@ from pagcore.sweep import (
     read_grid_file,
     run_sweep,
 )
-from pagcore.validation import ConfigError
+from pagcore.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 # Smoke settings for `train` on random images: seconds per run on a CPU, never results. Two steps

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from pagcore.targets import (
+from pagcore.base.validation import ConfigError
+from pagcore.paper.targets import (
     RepresentativeSource,
     build_target_source,
     class_mean_representatives,
     nearest_neighbor_index,
     one_image_representatives,
 )
-from pagcore.validation import ConfigError
 
 
 @pytest.fixture

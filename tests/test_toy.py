@@ -9,21 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pagcore import toy
-from pagcore.toy import (
-    MODE_CENTERS,
-    ToyConfig,
-    ToyMember,
-    ToyMLP,
-    make_toy_data,
-    manifold_alignment,
-    run_toy_experiment,
-    seeded_model,
-    toy_split,
-    train_toy_model,
-    train_toy_models,
-)
-from pagcore.validation import ConfigError
+from pagcore.base.validation import ConfigError
+from pagcore.toy import experiment
+from pagcore.toy.experiment import manifold_alignment, run_toy_experiment
+from pagcore.toy.problem import MODE_CENTERS, ToyConfig, ToyMLP, make_toy_data, seeded_model, toy_split
+from pagcore.toy.training import ToyMember, train_toy_model, train_toy_models
 
 
 class TestToyData:
@@ -63,7 +53,7 @@ class TestToyData:
     [
         (dict(source="nn"), "source", "'one_image', 'class_mean', 'nearest_neighbor'"),
         (dict(gradient="softmax"), "gradient", "'logit', 'log_softmax'"),
-        (dict(attack_norm="l1"), "attack_norm", "'linf', 'l2'"),
+        (dict(threat="l1"), "threat", "'linf', 'l2'"),
         (dict(lam=-0.5), "lam", ">= 0"),
         (dict(attack_eps=-1.0), "attack_eps", ">= 0"),
         (dict(attack_steps=0), "attack_steps", ">= 1"),
@@ -75,7 +65,7 @@ def test_bad_parameters_fail_before_any_training(monkeypatch, change, parameter,
     def no_training(*args, **kwargs):
         raise AssertionError("training started despite a bad parameter")
 
-    monkeypatch.setattr(toy, "train_toy_models", no_training)
+    monkeypatch.setattr(experiment, "train_toy_models", no_training)
     with pytest.raises(ConfigError) as error:
         run_toy_experiment(replace(ToyConfig(), **change), progress=False)
     assert str(error.value).startswith(parameter)
@@ -94,23 +84,23 @@ SMALL = dict(epochs=3, train_per_mode=60, test_per_mode=20, pool_size=10)
 
 
 def test_short_run_reports_both_models_per_seed():
-    experiment = run_toy_experiment(ToyConfig(seeds=[0, 1], **SMALL), progress=False)
-    summary = experiment.summary()
+    result = run_toy_experiment(ToyConfig(seeds=[0, 1], **SMALL), progress=False)
+    summary = result.summary()
     assert set(summary) == {"vanilla", "pag", "seeds", "seconds"}
     assert summary["seeds"] == [0, 1]
     for model in ("vanilla", "pag"):
         for metric in ("clean", "pgd"):
-            values = [r.metrics[model][metric] for r in experiment.per_seed]
+            values = [r.metrics[model][metric] for r in result.per_seed]
             # Fractions of the 6 x 20 test points: counts, not just numbers in [0, 1].
             assert all(abs(v * 120 - round(v * 120)) < 1e-9 and 0 <= round(v * 120) <= 120 for v in values)
             assert summary[model][metric] == pytest.approx(sum(values) / 2)
     # An attack can only hurt on points it starts from: robust <= clean, model by model.
-    for r in experiment.per_seed:
+    for r in result.per_seed:
         for model in ("vanilla", "pag"):
             assert r.metrics[model]["pgd"] <= r.metrics[model]["clean"]
             assert -1 <= r.metrics[model]["alignment"] <= 1
     for model in ("vanilla", "pag"):
-        scores = [r.metrics[model]["alignment"] for r in experiment.per_seed]
+        scores = [r.metrics[model]["alignment"] for r in result.per_seed]
         assert summary[model]["alignment"] == pytest.approx(statistics.fmean(scores))
 
 
@@ -159,15 +149,15 @@ def test_a_random_start_attack_repeats_with_the_same_generator():
     def pgd_accuracy(generator_seed: int, global_seed: int) -> float:
         torch.manual_seed(global_seed)  # whatever ran before must not matter
         generator = torch.Generator().manual_seed(generator_seed)
-        return toy.evaluate_toy_model(model, x, y, config.attack(), generator=generator)["pgd"]
+        return experiment.evaluate_toy_model(model, x, y, config.attack(), generator=generator)["pgd"]
 
     assert pgd_accuracy(3, global_seed=0) == pgd_accuracy(3, global_seed=1)
     assert len({pgd_accuracy(s, global_seed=0) for s in range(6)}) > 1, "the starts should move the accuracy"
 
 
 def test_pag_and_vanilla_models_differ_only_through_lambda():
-    experiment = run_toy_experiment(ToyConfig(seeds=[0], **dict(SMALL, lam=0.0)), progress=False)
-    models = experiment.per_seed[0].models
+    result = run_toy_experiment(ToyConfig(seeds=[0], **dict(SMALL, lam=0.0)), progress=False)
+    models = result.per_seed[0].models
     for p, q in zip(models["vanilla"].parameters(), models["pag"].parameters()):
         assert torch.equal(p, q)
 
@@ -195,7 +185,7 @@ def test_cli_prints_json_summary_on_its_last_line(tmp_path):
     [
         (["--source", "mean"], "argument --source: invalid choice: 'mean'"),
         (["--gradient", "prob"], "argument --gradient: invalid choice: 'prob'"),
-        (["--attack-norm", "l0"], "argument --attack-norm: invalid choice: 'l0'"),
+        (["--threat", "l0"], "argument --threat: invalid choice: 'l0'"),
         (["--epochs", "0"], "epochs must be an integer >= 1"),
         (["--lam", "-1"], "lam must be"),
         (["--attack-eps", "-2"], "attack_eps must be"),
@@ -241,9 +231,9 @@ def test_batched_training_equals_one_model_at_a_time(change):
 
 def test_a_shortened_toy_run_is_recorded_as_smoke():
     """Only the paper's training length and data sizes make a real toy record."""
-    from pagcore.toy import toy_kind
+    from pagcore.toy.experiment import toy_kind
 
     assert toy_kind(ToyConfig()) == "real" and toy_kind(ToyConfig(seeds=[0, 1], lam=0.5)) == "real"
     assert toy_kind(ToyConfig(epochs=2)) == "smoke" and toy_kind(ToyConfig(train_per_mode=30)) == "smoke"
-    experiment = run_toy_experiment(ToyConfig(seeds=[0], **SMALL), progress=False)
-    assert toy.toy_record(experiment)["kind"] == "smoke"
+    result = run_toy_experiment(ToyConfig(seeds=[0], **SMALL), progress=False)
+    assert experiment.toy_record(result)["kind"] == "smoke"

@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionOptions, TrainConfig
 from pagcore.data import save_npz, synthetic_dataset
-from pagcore.evaluation import EvaluationSettings
-from pagcore.plotting import load_pag_grid
-from pagcore.rigd import PrecomputedGradients, teacher_gradients
-from pagcore.runs import RunStore
-from pagcore.training import train, training_step
-from pagcore.validation import ConfigError
+from pagcore.evaluate.final import EvaluationSettings, load_pag_grid
+from pagcore.paper.rigd import PrecomputedGradients, teacher_gradients
+from pagcore.store.runs import RunStore
+from pagcore.train.trainer import train, training_step
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny settings: code tests, never results. 64 training images in batches of 32.
@@ -310,13 +309,13 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
 
 
 def test_a_session_that_raises_is_on_record_as_failed_and_the_run_resumes(data, tmp_path, monkeypatch):
-    import pagcore.training
+    import pagcore.train.trainer
 
     def broken_evaluation(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
     store = RunStore(tmp_path)
-    monkeypatch.setattr(pagcore.training, "evaluate_run", broken_evaluation)
+    monkeypatch.setattr(pagcore.train.trainer, "evaluate_run", broken_evaluation)
     with pytest.raises(RuntimeError, match="out of memory"):
         train_quietly(tiny(), data, store)
     (run,) = store.runs()
@@ -374,9 +373,9 @@ def test_a_provisional_preset_refuses_real_runs(data, tmp_path, monkeypatch):
 
 
 def test_training_step_changes_the_weights(data):
-    from pagcore.models import build_model
-    from pagcore.targets import build_target_source
-    from pagcore.training import StepSettings
+    from pagcore.paper.models import build_model
+    from pagcore.paper.targets import build_target_source
+    from pagcore.train.trainer import StepSettings
 
     model = build_model("cifar10", width=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -2,9 +2,9 @@
 
 import torch
 
-from pagcore.runs import RunStore
-from pagcore.toy import ToyConfig
-from pagcore.widgets import StoredRunsExplorer, ToyExplorer
+from pagcore.book.widgets import StoredRunsExplorer, ToyExplorer
+from pagcore.store.runs import RunStore
+from pagcore.toy.problem import ToyConfig
 
 SMALL = ToyConfig(epochs=15, train_per_mode=40, test_per_mode=20, pool_size=10)
 

@@ -1,0 +1,1 @@
+"""Operational tooling that uses pagcore from outside it."""

@@ -1,0 +1,255 @@
+"""The results of stored runs as tables: accuracies beside the paper's, records, costs, the
+CPU pilot and the k study.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, short_device
+from pagcore.config import preset_for
+from pagcore.data import SPECS
+from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.paper import reported
+from pagcore.train.devices import BENCHMARK_RESULTS
+
+
+def autoattack_cell(run: Any, norm: str) -> str:
+    """The stored AutoAttack robust accuracy of ``run`` in ``norm``, with its number of test images."""
+
+    entry = chosen_evaluations(run).get(("autoattack", norm)) if run is not None else None
+    if entry is None:
+        return "not evaluated"
+    return f"{percent(entry['results']['robust'], digits=2)} ({entry['settings']['subset']['size']:,})"
+
+
+# An epoch this many times slower than the run's median was stalled by something else on the machine.
+STALL_FACTOR = 3
+
+
+def _epoch_seconds(run: Any) -> list[float]:
+    return [h["seconds"] for h in (run.history or []) if h.get("seconds")] if run is not None else []
+
+
+def seconds_per_epoch(run: Any) -> float | None:
+    """The median training time of an epoch of ``run``, from its history (None without one)."""
+    seconds = _epoch_seconds(run)
+    return statistics.median(seconds) if seconds else None
+
+
+def results_table(
+    runs: dict[str, Any],
+    paper_rows: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    *,
+    autoattack: bool = False,
+) -> str:
+    """Markdown: one row per method, our accuracy beside the paper's for each metric, with the length,
+    wall time and median epoch time of our run; with ``autoattack``, two columns give each run's stored AutoAttack
+    accuracy (the paper has none). Only the table: a MyST ``table`` directive holds exactly one, so
+    what must be said under it comes from :func:`results_notes`."""
+    header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")]
+    if autoattack:
+        header += ["AutoAttack ℓ∞ 8/255", "AutoAttack ℓ2"]
+    header += ["epochs", "wall time", "time per epoch"]
+    rows = []
+    for row, run in runs.items():
+        metrics = (run.metrics or {}) if run is not None else {}
+        paper = paper_rows.get(row, {})
+        cells = [labels.get(row, row)]
+        for key, _ in METRIC_COLUMNS:
+            cells += [percent(metrics.get(key), digits=2), percent(paper[key], digits=2) if key in paper else "—"]
+        if autoattack:
+            cells += [autoattack_cell(run, norm) if run is not None else "—" for norm in ("linf", "l2")]
+        cells.append(run.params["epochs"] if run is not None else "—")
+        cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
+        # The median epoch, unlike the wall time, does not count stalls caused by other processes.
+        cost = seconds_per_epoch(run)
+        cells.append(f"{cost:.0f} s" if cost is not None else "—")
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None, *, autoattack: bool = False) -> str:
+    """What a results table's reader must know: the test set(s) behind our numbers, with
+    ``autoattack`` how AutoAttack's subset is chosen, and which runs' wall times include stalls."""
+    test_sets = sorted({run.metrics["test_set"] for run in runs.values() if run and "test_set" in (run.metrics or {})})
+    notes = ["Our numbers are computed on: " + "; ".join(test_sets) + "."] if test_sets else []
+    if autoattack:
+        notes.append(
+            "AutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size follows "
+            "each number; see the gradient-masking chapter."
+        )
+    for row, run in runs.items():
+        seconds = _epoch_seconds(run)  # one read of the history for both statistics
+        if not seconds:
+            continue
+        slowest, typical = max(seconds), statistics.median(seconds)
+        if slowest > STALL_FACTOR * typical:
+            notes.append(
+                f"The wall time of {(labels or {}).get(row, row)} includes stalls: its slowest epoch took "
+                f"{slowest:,.0f} s against a median of {typical:,.0f} s, because other work shared the machine."
+            )
+    return " ".join(notes)
+
+
+def preset_sentence(scale: str, dataset: str) -> str:
+    """The knobs a scale's preset sets, in words."""
+
+    preset = preset_for(scale, dataset)
+    k = preset.classes_per_image or SPECS[dataset].num_classes
+    text = (
+        f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
+        f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
+        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (7)."
+    )
+    if not preset.final:
+        text += f" This preset is provisional: {preset.note}; no real run uses it yet."
+    return text
+
+
+def _newest_json(results: Path, pattern: str) -> dict[str, Any] | None:
+    paths = sorted(results.glob(pattern))
+    return json.loads(paths[-1].read_text()) if paths else None
+
+
+def cpu_pilot_results(dataset: str, results: Path | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The committed pilot results of ``dataset``: (newest throughput, accuracy), each None if absent."""
+
+    results = results or BENCHMARK_RESULTS
+    return (
+        _newest_json(results, f"cpu_pilot-throughput-{dataset}-*.json"),
+        _newest_json(results, f"cpu_pilot-accuracy-{dataset}.json"),
+    )
+
+
+def class_mean_distance_ceiling(dataset: str, results: Path | None = None) -> float | None:
+    """The pilot's best accuracy on ``dataset`` from the distances to the class means alone, if it measured one."""
+    _, accuracy = cpu_pilot_results(dataset, results)
+    ceiling = (accuracy or {}).get("class_mean_distance_accuracy")
+    return max(ceiling.values()) if ceiling else None
+
+
+def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
+    """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
+    from its committed results for ``dataset``."""
+    speed, accuracy = cpu_pilot_results(dataset, results)
+    if speed is None or accuracy is None:
+        return f"The pilot that chooses the {dataset} cpu preset has no results yet."
+    rate = {row["name"]: row["images_per_s"] for row in speed["rows"]}
+    widths = sorted({row["width"] for row in speed["rows"]})
+    batch = speed["batch"]
+    steps = [
+        f"{rate[fp32]:.0f} → {rate[fast]:.0f} at width {w}"
+        for w in widths
+        for fp32, fast in [(f"w{w} k2 b{batch} fp32 loop", f"w{w} k2 b{batch} bf16 cl loop")]
+        if fp32 in rate and fast in rate
+    ]
+    worst_cosine = max(v["cosine_abs_diff"] for v in speed["loss_bf16_vs_fp32"].values())
+    text = [
+        f"The preset was chosen by a pilot on two CPU cores ({speed['device']}, torch {speed['torch']}). "
+        f"A PAG training step with k = 2 at batch {batch} processes, in images per second from float32 to bf16 "
+        f"autocast with channels-last, {'; '.join(steps)}; in bf16 the cosine term (a sum over ten classes) "
+        f"moves by at most {worst_cosine:.3f} from float32."
+    ]
+    finished = [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
+    for objective in ("cross_entropy", "pag"):
+        found = sorted(((r["width"], r) for r in finished if r["objective"] == objective), key=lambda wr: wr[0])
+        if found:
+            first = found[0][1]
+            # Older pilot results did not record lambda; their runs took the paper's, as every run does.
+            lam = first.get("lam") or reported.LAMBDA[dataset]["class_mean"]
+            label = "vanilla" if objective == "cross_entropy" else f"class mean (k = {first['k']}, λ = {lam:g})"
+            parts = [
+                f"{percent(r['test_accuracy'][-1])} at width {w} "
+                f"({duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
+                for w, r in found
+            ]
+            text.append(f"After {first['epochs']} epochs, {label} reaches {', '.join(parts)}.")
+    if finished:
+        text.append(
+            "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
+            "bounds, where the step throughput above is the clean measure.)"
+        )
+    ceiling = accuracy.get("class_mean_distance_accuracy")
+    if ceiling:
+        text.append(
+            "A classifier that sees an image only through its ten distances to the class means reaches "
+            f"{percent(ceiling['nearest'])} as the nearest mean, {percent(ceiling['linear'])} as a linear model "
+            f"and {percent(ceiling['mlp'])} as a small MLP on those distances."
+        )
+        class_mean = [r["test_accuracy"][-1] for r in finished if r["objective"] == "pag"]
+        if class_mean:
+            above = max(class_mean) > max(ceiling.values())
+            text.append(
+                "The pilot's class-mean models "
+                + (
+                    "pass it, so they use more of the image than those distances."
+                    if above
+                    else "stay under it, so their accuracy is within what those distances allow."
+                )
+            )
+    return " ".join(text)
+
+
+def training_devices(run: Any) -> list[str]:
+    """The devices, shortened and sorted, on which the sessions of ``run`` trained."""
+    return sorted({short_device(s["device"]) for s in run.record.get("sessions", [])}) if run is not None else []
+
+
+def records_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
+    """Markdown: the provenance of every stored run behind a chapter."""
+    rows = []
+    for row, run in runs.items():
+        if run is None:
+            continue
+        record = run.record
+        last = record["sessions"][-1]
+        devices = training_devices(run)
+        rows.append(
+            (
+                labels.get(row, row),
+                f"`{run.name}`",
+                last["git"][:12],
+                "; ".join(devices),
+                last["finished"][:10],
+                f"{record['wall_seconds'] / 60:.1f} min",
+            )
+        )
+    if not rows:
+        return "No run exists yet, so there is no record to show."
+    return markdown_table(("method", "run", "git", "device", "date", "wall time"), rows)
+
+
+def seed_summary(runs: dict[Any, Any]) -> dict[str, Any] | None:
+    """Mean and sample standard deviation of each metric over the stored runs (None if none)."""
+    done = [r.metrics for r in runs.values() if r is not None]
+    if not done:
+        return None
+    summary: dict[str, Any] = {"mean": {}, "std": {}, "n": len(done)}
+    for key, _ in METRIC_COLUMNS:
+        values = [m[key] for m in done]
+        summary["mean"][key] = statistics.fmean(values)
+        summary["std"][key] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+def k_study_table(runs: dict[int, Any]) -> str:
+    """Markdown: per k, the accuracies, the step's cost as seconds per epoch and where it was measured."""
+    rows = []
+    for k, run in sorted(runs.items()):
+        metrics = (run.metrics or {}) if run is not None else {}
+        cost = seconds_per_epoch(run)
+        devices = training_devices(run)
+        rows.append(
+            (
+                k,
+                *(percent(metrics.get(key), digits=2) for key, _ in METRIC_COLUMNS),
+                f"{cost:.0f} s" if cost is not None else "—",
+                "; ".join(devices) or "—",
+            )
+        )
+    return markdown_table(("k", "clean", "ℓ∞", "ℓ2", "time per epoch", "device"), rows)

@@ -1,0 +1,181 @@
+"""Putting results on the page: percentages, Markdown tables, records, parameters, and glue.
+
+Numbers reach the book's prose only through :func:`glue`, which hands them to myst-nb; the
+tables here are plain Markdown so they read the same in Jupyter, in the HTML book and on
+GitHub.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
+"""The accuracy columns of every results table: (metric key, heading)."""
+
+
+def _show_markdown(text: str) -> None:
+    """Display Markdown in a notebook; IPython is imported only here, so the rest of this module
+    (and the status page's data, which uses it) works without Jupyter."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def percent(value: float | None, std: float | None = None, digits: int = 1) -> str:
+    """``0.755`` -> ``"75.5%"``; with a std, ``"75.5 ± 2.1%"``; ``None`` -> ``"not run"``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not run"
+    if std is None:
+        return f"{100 * value:.{digits}f}%"
+    return f"{100 * value:.{digits}f} ± {100 * std:.{digits}f}%"
+
+
+def mean_std(experiment: Any, model: str, metric: str) -> str:
+    """A toy experiment's mean ± std over seeds of ``metric`` for ``model``, as a percentage."""
+    return percent(experiment.mean(model, metric), experiment.std(model, metric))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (tied values share their mean rank);
+    NaN when either sequence is constant."""
+
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        result = [0.0] * len(values)
+        start = 0
+        while start < len(order):
+            end = start
+            while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+                end += 1
+            for i in order[start : end + 1]:
+                result[i] = (start + end) / 2
+            start = end + 1
+        return result
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    spread = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return cov / spread if spread else float("nan")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def show_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    _show_markdown(markdown_table(header, rows))
+
+
+def show_record(record: dict[str, Any]) -> None:
+    """Display a provenance record: the facts first, the full JSON folded below."""
+    facts = [
+        ("kind", record.get("kind")),
+        ("code version (git)", record.get("git")),
+        ("device", record.get("device")),
+        ("torch", record.get("torch")),
+        ("started (UTC)", record.get("started")),
+        ("wall time", f"{record.get('wall_seconds', float('nan')):.1f} s"),
+    ]
+    text = markdown_table(("run record", ""), facts)
+    text += "\n\n<details><summary>parameters</summary>\n\n```json\n"
+    text += json.dumps(record.get("parameters", {}), indent=1, sort_keys=True)
+    text += "\n```\n</details>"
+    _show_markdown(text)
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's ``{glue}`` roles (no-op without myst-nb)."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:  # plain Jupyter without the book's tooling: nothing to glue into
+        return
+    myst_glue(name, value, display=display)
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def parameter_names(notebook: str | Path) -> list[str]:
+    """The names assigned in a notebook's cell tagged ``parameters``, in their order there."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
+    source = "".join(tagged[0]["source"])
+    names = [
+        target.id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    ]
+    return list(dict.fromkeys(names))
+
+
+def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_link: str, columns: int = 2) -> str:
+    """MyST Markdown: ``names`` with their ``values`` in ``columns`` name/value pairs per row, then the link.
+
+    The block is wrapped in a container of class ``parameters-in-use`` so that the book's browser
+    test can tell this table of inputs from the results that follow it.
+    """
+    # A "|" inside a value would end its table cell early.
+    pairs = [(f"`{name}`", f"`{values[name]!r}`".replace("|", "\\|")) for name in names]
+    pairs += [("", "")] * (-len(pairs) % columns)  # pad the last row to full width
+    rows = [sum(pairs[i : i + columns], ()) for i in range(0, len(pairs), columns)]
+    table = markdown_table(("parameter", "value") * columns, rows)
+    return (
+        f":::{{container}} parameters-in-use\n**Parameters of this run.** {notebook_link} holds the code; "
+        f"rerun it with papermill to change them.\n\n{table}\n:::"
+    )
+
+
+def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
+    """Show the values ``notebook`` (a name in notebooks/) runs with, after any papermill overrides.
+
+    The names come from the source notebook's parameters cell, so the table lists exactly what
+    papermill can change; the link makes the book copy the clean source notebook for download.
+    """
+    names = parameter_names(NOTEBOOKS / f"{notebook}.ipynb")
+    link = f"{{download}}`The notebook <{'/notebooks/' + notebook + '.ipynb'}>`"
+    _show_markdown(parameters_table(namespace, names, link))
+
+
+def points(fraction: float) -> str:
+    return f"{100 * fraction:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """A short duration in words: seconds under two minutes, minutes above."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def triple(values: Mapping[str, float], digits: int = 2) -> str:
+    """The three metric columns of ``values`` as points, ``"79.13 / 15.93 / 50.26"``."""
+    return " / ".join(f"{100 * values[key]:.{digits}f}" for key, _ in METRIC_COLUMNS)
+
+
+def short_device(description: str) -> str:
+    """``"cpu: Intel(R) Xeon(R) Processor (2 logical cores, ...)"`` -> ``"CPU: Intel Xeon Processor"``."""
+    kind, _, name = description.partition(": ")
+    name = name.split(" (")[0].replace("(R)", "").replace("(TM)", "").strip()
+    return f"{kind.upper()}: {name}" if name else description
+
+
+def point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
+    """``a - b`` in percentage points, per column of :data:`METRIC_COLUMNS`: ``"-2.0, +0.4, -1.3"``."""
+    return ", ".join(signed_points(100 * (a[key] - b[key])) for key, _ in METRIC_COLUMNS)
+
+
+def signed_points(points: float) -> str:
+    """``+1.3``, ``-0.4``; a difference that rounds to zero reads ``0.0``, not ``-0.0``."""
+    text = f"{points:+.1f}"
+    return "0.0" if float(text) == 0 else text

@@ -1,0 +1,265 @@
+"""What the runs say, in sentences computed from them: each chapter's verdict and status.
+
+No verdict is typed by hand: every sentence here is a function of the stored runs, so it changes
+when they change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pagcore.book.tables import seconds_per_epoch, training_devices
+from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, triple
+from pagcore.paper.targets import MODEL_FREE_SOURCES
+
+
+def cpu_scale_verdict(
+    runs: dict[str, Any],
+    paper_rows: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    distance_ceiling: float | None = None,
+) -> str:
+    """What the CPU-scale rows show about the paper's claim, computed from the stored runs only.
+
+    ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to
+    the class means (the pilot's MLP, see :func:`cpu_pilot_paragraph`): a class-mean model at or
+    below it may be robust the way such a simple classifier is, which says little about PAG."""
+    done = {row: run for row, run in runs.items() if run is not None and run.metrics}
+    if "vanilla" not in done or not any(row in done for row in PAG_ROWS):
+        return (
+            "There is no CPU-scale result to discuss yet: the vanilla row and at least one PAG row must have "
+            "real runs first."
+        )
+    vanilla = done["vanilla"].metrics
+    parts = [
+        f"At the CPU scale the vanilla model reaches {percent(vanilla['clean'])} clean, "
+        f"{percent(vanilla['linf'])} under ℓ∞ and {percent(vanilla['l2'])} under ℓ2 PGD-20."
+    ]
+    for row in PAG_ROWS:
+        if row not in done:
+            continue
+        m = done[row].metrics
+        gains = [m[key] - vanilla[key] for key in ("linf", "l2")]
+        verdict = "more" if min(gains) > 0 else "not more"
+        parts.append(
+            f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
+            f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
+            f"(paper at its scale: {percent(paper_rows[row]['clean'])} clean, {percent(paper_rows[row]['linf'])} ℓ∞, "
+            f"{percent(paper_rows[row]['l2'])} ℓ2)."
+        )
+        if row == "class_mean" and distance_ceiling is not None:
+            side = "does not exceed" if m["clean"] <= distance_ceiling else "exceeds"
+            parts.append(
+                f"Its clean accuracy {side} the {percent(distance_ceiling)} of a classifier that sees only the "
+                "distances to the class means"
+                + (
+                    ", so its robustness may be that of such a simple classifier and is weak evidence for PAG."
+                    if side == "does not exceed"
+                    else "."
+                )
+            )
+    parts += _disagreements(done, paper_rows, labels)
+    parts += _students_and_teachers(done, labels)
+    parts.append(
+        "These are numbers of a reduced protocol: they can support or contradict the direction of the "
+        "paper's claim (robustness without adversarial examples), not its figures."
+    )
+    return " ".join(parts)
+
+
+def _disagreements(done: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> list[str]:
+    """Where the CPU-scale rows differ from the paper's in kind, not only in level: what PAG costs
+    in clean accuracy against vanilla, and how the PAG rows rank in each threat model."""
+    rows = [row for row in PAG_ROWS if row in done and row in paper_rows]
+    if not rows or "vanilla" not in paper_rows:
+        return []
+    ours_cost = [done["vanilla"].metrics["clean"] - done[row].metrics["clean"] for row in rows]
+    paper_cost = [paper_rows["vanilla"]["clean"] - paper_rows[row]["clean"] for row in rows]
+    parts = [
+        f"Against its own vanilla model, PAG training costs {points(min(ours_cost))} to {points(max(ours_cost))} "
+        f"points of clean accuracy here, where the same rows cost {points(min(paper_cost))} to "
+        f"{points(max(paper_cost))} points in the paper"
+        + (
+            ": the largest disagreement, for which the preset's narrow network and short schedule are the "
+            "first suspects."
+            if max(ours_cost) > 2 * max(paper_cost)
+            else "."
+        )
+    ]
+    if len(rows) < 2:
+        return parts
+
+    def order(ranking: list[str]) -> str:
+        return " > ".join(labels.get(row, row) for row in ranking)
+
+    for key, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
+        ours = sorted(rows, key=lambda row: -done[row].metrics[key])
+        theirs = sorted(rows, key=lambda row: -paper_rows[row][key])
+        if ours == theirs:
+            parts.append(f"Under {name} the rows rank as in the paper ({order(ours)}).")
+        else:
+            parts.append(f"Under {name} the rows rank {order(ours)}; in the paper, {order(theirs)}.")
+    return parts
+
+
+def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """Each RIGD student's robust accuracy beside that of the adversarially trained teacher it distils,
+    and the teacher's beside the best model-free row's: RIGD is the paper's upper bound only while its
+    teacher is much more robust than what model-free targets already give."""
+    parts = []
+    for norm, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
+        student, teacher = done.get(f"rigd_{norm}"), done.get(f"adversarial_{norm}")
+        if student is None or teacher is None:
+            continue
+        s, t = student.metrics, teacher.metrics
+        parts.append(
+            f"Under {name} PGD-20, {labels.get(f'rigd_{norm}', f'rigd_{norm}')}, which never sees an attacked "
+            f"image, reaches {percent(s[norm])} against the {percent(t[norm])} of the teacher it distils, at "
+            f"{percent(s['clean'])} clean against the teacher's {percent(t['clean'])}."
+        )
+        model_free = [row for row in MODEL_FREE_SOURCES if row in done]
+        if model_free:
+            best = max(model_free, key=lambda row: done[row].metrics[norm])
+            margin = t[norm] - done[best].metrics[norm]
+            parts.append(
+                f"The teacher itself is {abs(100 * margin):.1f} points {'above' if margin >= 0 else 'below'} the "
+                f"most {name}-robust model-free row ({labels.get(best, best)}, {percent(done[best].metrics[norm])})."
+            )
+    return parts
+
+
+# A model-free source trains the row of the same name; RIGD has a row per teacher threat model.
+PAG_ROWS = (*MODEL_FREE_SOURCES, "rigd_linf", "rigd_l2")
+
+
+def status_sentence(runs: dict[str, Any], chapter: str) -> str:
+    """One plain sentence on how much of ``chapter`` rests on real runs."""
+    done = [r for r in runs.values() if r is not None]
+    if not done:
+        return (
+            f"No real run of the {chapter} experiments exists yet, so every 'ours' cell reads "
+            "'not run' and only the paper's numbers are shown."
+        )
+    epochs = sorted({r.params["epochs"] for r in done})
+    schedule = ", ".join(str(e) for e in epochs)
+    rest = "; the others read 'not run'" if len(done) < len(runs) else ""
+    return (
+        f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
+        f"the paper trains for 100){rest}."
+    )
+
+
+def scales_status(runs_by_scale: dict[str, dict[str, Any]], chapter: str) -> str:
+    """:func:`status_sentence` for each scale of a chapter, each introduced by its scale."""
+    return " ".join(f"At the {scale} scale: " + status_sentence(runs, chapter) for scale, runs in runs_by_scale.items())
+
+
+def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale: str, num_classes: int) -> str:
+    """How the spread over our seeds at ``scale`` compares with the paper's Table 4, and whether the
+    runs fit their labels well enough for that spread to mean what the paper's does."""
+    if summary is None or summary["n"] < 2:
+        return f"At the {scale} scale fewer than two seeds have complete runs, so there is no spread to compare yet."
+    text = [
+        f"At the {scale} scale, over {summary['n']} seeds, the standard deviation is {triple(summary['std'])} "
+        f"points (clean / ℓ∞ / ℓ2) against the paper's {triple(reported['std'])} over {reported['seeds']}, "
+        f"around means of {triple(summary['mean'])} against the paper's {triple(reported['mean'])}."
+    ]
+    chance = 1 / num_classes
+    if summary["mean"]["clean"] < 2 * chance:
+        text.append(
+            f"A mean clean accuracy under twice chance ({percent(2 * chance, digits=0)}) says that at this scale the "
+            "one-image model hardly fits its labels: its robust accuracy is that of a near-chance classifier, and "
+            "its spread measures how far each seed's training gets out of that regime, not the stability that "
+            "the paper's Table 4 shows."
+        )
+    return " ".join(text)
+
+
+# The direction the paper's Figure 5 reports as λ grows: clean accuracy falls, robust accuracy rises.
+LAMBDA_TREND = {"clean": -1, "linf": 1, "l2": 1}
+
+
+def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str) -> str:
+    """Whether our class-mean runs at ``scale`` trade clean accuracy for robustness as λ grows, as
+    the paper's Figure 5 does, from the smallest to the largest λ > 0 that has a run."""
+    done = {lam: m for lam, m in sorted(metrics_by_lam.items()) if lam > 0 and m}
+    if len(done) < 2:
+        return f"At the {scale} scale fewer than two values of λ have complete runs, so there is no trend to read yet."
+    (low, first), *_, (high, last) = done.items()
+    changes, agree, peaks = [], [], []
+    for key, name in METRIC_COLUMNS:
+        changes.append(f"{name} {percent(first[key])} → {percent(last[key])}")
+        if (last[key] - first[key]) * LAMBDA_TREND[key] > 0:
+            agree.append(name)
+        # The ends alone would hide a robust accuracy that peaks in between and falls again.
+        best = max(done, key=lambda lam: done[lam][key])
+        if LAMBDA_TREND[key] > 0 and best != high:
+            peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
+    span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values run): "
+    text = span + ", ".join(changes) + "."
+    if peaks:
+        text += " Robustness does not grow all the way: " + ", ".join(peaks) + "."
+    if len(agree) == len(METRIC_COLUMNS):
+        return text + " End to end, clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
+    differ = [name for _, name in METRIC_COLUMNS if name not in agree]
+    return text + (
+        " Unlike the paper's Figure 5, where clean accuracy falls and robustness rises, here the change runs "
+        f"the other way (or is nil) for {', '.join(differ)}."
+    )
+
+
+def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int) -> str:
+    """Whether the preset's k changes what the class-mean runs say, from the stored runs only."""
+    done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
+    if preset_k not in done or num_classes not in done:
+        pending = (
+            f"The comparison needs the runs with k = {preset_k} (the preset) and k = {num_classes} (the full sum of "
+            f"Eq. (1)); {len(done)} of the {len(runs)} runs exist, so there is no verdict yet."
+        )
+        others = [k for k in sorted(done) if k != preset_k]
+        if preset_k not in done or not others:
+            return pending
+        # Until the full sum lands, say how far the finished ks are from the preset's, without judging.
+        ours = done[preset_k]
+        gaps = "; ".join(f"k = {k}: {point_differences(done[k], ours)}" for k in others)
+        return f"{pending} So far, the differences from k = {preset_k} in clean, ℓ∞ and ℓ2 accuracy (points): {gaps}."
+    ours, full = done[preset_k], done[num_classes]
+    text = [
+        f"With k = {preset_k} the class-mean model reaches {percent(ours['clean'])} clean, {percent(ours['linf'])} "
+        f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
+        f"{percent(full['l2'])} (differences of {point_differences(ours, full)} points)."
+    ]
+    if len(done) > 2:
+        spans = ", ".join(
+            f"{100 * (max(m[key] for m in done.values()) - min(m[key] for m in done.values())):.1f}"
+            for key, _ in METRIC_COLUMNS
+        )
+        text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
+    ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
+    if ours_cost and full_cost:
+        # Epoch times say what k costs only when both runs trained on the same kind of device.
+        same_device = training_devices(runs[preset_k]) == training_devices(runs[num_classes])
+        text.append(
+            f"An epoch took {ours_cost:.0f} s with k = {preset_k} and {full_cost:.0f} s with the full sum, "
+            + (
+                f"{full_cost / ours_cost:.1f} times as long."
+                if same_device
+                else "but on different devices, so the ratio does not measure the price of k."
+            )
+        )
+    if vanilla is not None and vanilla.metrics:
+        base = vanilla.metrics
+        robust = {k: all(m[key] > base[key] for key in ("linf", "l2")) for k, m in done.items()}
+        same = len(set(robust.values())) == 1
+        more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
+        text.append(
+            f"Against the vanilla model of the same scale ({percent(base['linf'])} ℓ∞, {percent(base['l2'])} ℓ2), the "
+            f"class-mean model is more robust in both threat models for k = {', '.join(more) or 'none'}"
+            + (
+                f", so the preset's k = {preset_k} does not change that conclusion."
+                if same
+                else f", so the conclusion depends on k and the preset's k = {preset_k} must be read with care."
+            )
+        )
+    return " ".join(text)

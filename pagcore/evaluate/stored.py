@@ -1,0 +1,433 @@
+"""Extra evaluations of a stored run: PGD-20, PGD-100, AutoAttack, the gradient-masking checks, the PAG score.
+
+Results go to ``<run>/evaluations/<key>.json``, beside the run's training metrics, one file per
+evaluation *settings key*: a readable prefix plus a hash of everything that defines the
+numbers (attack settings, radius, the test subset, the package version, reference models).
+So:
+
+* the run's identity (``params.json``), record and ``metrics.json`` are never touched;
+* evaluating again with the same settings finds the file and computes nothing (idempotent);
+  different settings, e.g. another subset, get another file, never overwrite one;
+* each file is written atomically, so an interrupted evaluation leaves no half file;
+* an evaluation runs in chunks of :data:`CHUNK_IMAGES` images (per dataset), each stored under
+  ``partial/<key>/`` as soon as it is done: a killed evaluation (or one stopped by
+  its ``deadline``) goes on from its first missing chunk, and the chunks are combined into the
+  evaluation's file, then dropped, once all are in.
+
+The test subset is fixed and seeded: ``size`` images drawn without replacement from the
+run's test set by a generator seeded with ``seed``, in increasing index order; its size,
+seed and a SHA-256 of its indices are stored with the numbers.
+
+Radii: the ``pgd20``/``pgd100`` entries use the paper's PGD radii (L-inf 0.031, see
+:data:`pagcore.evaluate.final.PAPER_PGD_EPS`) so they compare with its tables; ``autoattack`` and
+``checks`` use the standard 8/255 (:data:`pagcore.evaluate.final.STANDARD_EPS`). Every file says
+which in ``settings["radius"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from pagcore.base.deadline import Deadline
+from pagcore.base.progress import progress_bar
+from pagcore.base.validation import ConfigError, check_positive_int
+from pagcore.data import ImageDataset, as_float
+from pagcore.evaluate.autoattack import AutoAttackSettings, run_autoattack
+from pagcore.evaluate.checklist import (
+    ChecklistSettings,
+    concatenate_measurements,
+    judge_checklist,
+    measure_checklist,
+    summary,
+)
+from pagcore.evaluate.final import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
+from pagcore.evaluate.pag_score import gradient_alignment, targeted_confidence
+from pagcore.paper.attacks import PGD
+from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic
+from pagcore.store.runs import Run, parameter_hash
+
+ATTACKS = ("pgd20", "pgd100", "autoattack")
+EVALUATIONS = (*ATTACKS, "checks", "pag_score")
+"""Every stored evaluation: the attacks, the gradient-masking checklist and the PAG score."""
+FOLDER = "evaluations"
+
+
+@dataclass(frozen=True)
+class EvaluationSubset:
+    """A fixed, seeded subset of a test set (see the module docstring)."""
+
+    indices: Tensor
+    seed: int
+    of: int
+
+    @classmethod
+    def draw(cls, total: int, size: int | None, seed: int = 0) -> EvaluationSubset:
+        if size is None or size >= total:
+            return cls(torch.arange(total), seed, total)
+        check_positive_int("subset", size)
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        return cls(order[:size].sort().values, seed, total)
+
+    def record(self) -> dict:
+        digest = hashlib.sha256(",".join(map(str, self.indices.tolist())).encode()).hexdigest()
+        return {"size": len(self.indices), "of": self.of, "seed": self.seed, "indices_sha256": digest}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """How much work each evaluation does. The defaults are the real settings; :meth:`for_tests`
+    shrinks them (and its results are labelled reduced), never for numbers in the book."""
+
+    autoattack_iterations: int | None = None  # None: AutoAttack's standard 100
+    square_queries: int | None = None  # None: AutoAttack's standard 5,000
+    checklist: ChecklistSettings = ChecklistSettings()
+    # Targeted pictures cost (C - 1) attacks of ``targeted_steps`` steps per image, so the
+    # confidence score uses the first ``targeted_images`` images of the subset.
+    targeted_images: int = 100
+    targeted_steps: int = 60
+
+    @classmethod
+    def for_tests(cls) -> Budgets:
+        return cls(
+            autoattack_iterations=5,
+            square_queries=50,
+            checklist=ChecklistSettings(
+                eps_multipliers=(0.0, 1.0, 32.0),
+                curve_steps=3,
+                baseline_steps=3,
+                strong_steps=5,
+                strong_restarts=2,
+                square_queries=50,
+            ),
+            targeted_images=4,
+            targeted_steps=3,
+        )
+
+
+def evaluation_key(name: str, settings: dict) -> str:
+    return f"{name}-{settings.get('norm', 'all')}-{parameter_hash(settings)}"
+
+
+def stored_evaluations(run: Run) -> dict[str, dict]:
+    """Every stored evaluation of ``run``, by key."""
+    folder = run.path / FOLDER
+    if not folder.exists():
+        return {}
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
+def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
+    """One stored evaluation per (name, norm) for the book: real budgets before reduced ones, then
+    the largest subset. ``norm`` is ``"all"`` for the PAG score."""
+    chosen: dict[tuple[str, str], dict] = {}
+
+    def rank(entry: dict) -> tuple:
+        settings = entry["settings"]
+        return (settings["budgets"] == "real", settings["subset"]["size"])
+
+    for entry in stored_evaluations(run).values():
+        slot = (entry["name"], entry["settings"].get("norm", "all"))
+        if slot not in chosen or rank(entry) > rank(chosen[slot]):
+            chosen[slot] = entry
+    return chosen
+
+
+# Evaluations run in chunks of this many images, each stored as it finishes, so that a process
+# killed mid-way (a session's end, a cluster's time limit) loses at most one chunk's work. Chunk
+# i of a subset draws its random starts (and AutoAttack's seed) from ``chunk_seed(seed, i)``;
+# the chunk size is therefore part of every settings key. An STL-10 image has nine times the
+# pixels of a CIFAR-10 one and its model twice the width: AutoAttack and the checklist spend
+# about ten times as long on it (half a minute per robust image on two cores), hence smaller chunks.
+CHUNK_IMAGES: dict[str, int] = {"cifar10": 100, "stl10": 20}
+PARTIAL = "partial"
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    return 1000 * seed + chunk
+
+
+@dataclass
+class Job:
+    """One evaluation: ``measure(x, y, seed)`` on a chunk of the subset returns a JSON-ready
+    partial result, ``combine(partials)`` joins the chunks' partials (in order) into the
+    stored results. A job that is not ``chunked`` measures the whole subset at once."""
+
+    name: str
+    settings: dict
+    measure: Callable[[Tensor, Tensor, int], dict]
+    combine: Callable[[list[dict]], dict]
+    chunked: bool = True
+
+    @property
+    def key(self) -> str:
+        return evaluation_key(self.name, self.settings)
+
+
+def evaluate_stored_run(
+    run: Run,
+    model: nn.Module,
+    data: ImageDataset,
+    evaluations: Sequence[str],
+    *,
+    subset: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    source: tuple[str, nn.Module] | None = None,
+    reference: tuple[str, nn.Module] | None = None,
+    budgets: Budgets = Budgets(),
+    progress: bool = False,
+    deadline: Deadline | None = None,
+) -> list[dict]:
+    """Run the named ``evaluations`` that are not stored yet; returns one line per evaluation:
+    ``{"name", "key", "path", "created"}``, ``{"name", "key", "unfinished": "i/n chunks"}``
+    when ``deadline`` passed first (run it again to go on), or ``{"name", "skipped": reason}``.
+
+    ``source`` (name, model) is the vanilla model for the transfer check; ``reference`` (name,
+    model) the adversarially trained model the PAG score compares with."""
+    unknown = [e for e in evaluations if e not in EVALUATIONS]
+    if unknown:
+        raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
+    device = torch.device(device)
+    chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
+    x = as_float(data.x_test[chosen.indices].to(device))
+    y = data.y_test[chosen.indices].to(device)
+    common = {
+        "subset": chosen.record(),
+        "seed": seed,
+        "chunk_images": CHUNK_IMAGES[data.name],
+        "dataset": data.name,
+        "budgets": "real" if budgets == Budgets() else "reduced (tests only)",
+    }
+    jobs: list[Job] = []
+    for norm in ("linf", "l2"):
+        jobs += [_pgd_job(model, name, norm, common, device) for name in ("pgd20", "pgd100") if name in evaluations]
+        if "autoattack" in evaluations:
+            jobs.append(_autoattack_job(model, norm, seed, budgets, common, device))
+        if "checks" in evaluations:
+            jobs.append(_checklist_job(model, norm, source, budgets, common, device))
+    lines: list[dict] = []
+    if "pag_score" in evaluations and reference is None:
+        lines.append({"name": "pag_score", "skipped": "no adversarially trained reference run"})
+    elif "pag_score" in evaluations:
+        jobs.append(_pag_score_job(model, reference, data.num_classes, budgets, common))
+
+    deadline = deadline or Deadline.after(None)
+    for job in jobs:
+        lines.append(_run_job(run, job, x, y, seed, device, deadline, progress))
+    return lines
+
+
+def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline: Deadline, progress: bool) -> dict:
+    """Measure the chunks not stored yet, then store the combined results and drop the chunks."""
+    size = job.settings["chunk_images"]
+    path = run.path / FOLDER / f"{job.key}.json"
+    folder = run.path / FOLDER / PARTIAL / job.key
+    if path.exists():
+        _drop_chunks(run, folder)  # left by another copy of the store (a campaign's) that finished first
+        return {"name": job.name, "key": job.key, "path": str(path), "created": False}
+    chunks = range(0, len(x), size) if job.chunked else range(0, 1)
+    bar = progress_bar(
+        enumerate(chunks),
+        enabled=progress,
+        desc=f"{job.name} {job.settings.get('norm', '')}",
+        unit="chunk",
+        total=len(chunks),
+    )
+    for index, start in bar:
+        chunk_path = folder / f"{index:04d}.json"
+        if chunk_path.exists():
+            continue
+        if deadline.passed():
+            done = len(list(folder.glob("*.json")))
+            return {"name": job.name, "key": job.key, "unfinished": f"{done}/{len(chunks)} chunks"}
+        stop = start + size if job.chunked else len(x)
+        began = time.perf_counter()
+        partial_result = job.measure(x[start:stop], y[start:stop], chunk_seed(seed, index))
+        write_json_atomic(
+            chunk_path,
+            {
+                "partial": partial_result,
+                "images": [start, min(stop, len(x))],
+                "device": device_description(device),
+                "git": running_revision(),
+                "seconds": round(time.perf_counter() - began, 3),
+            },
+        )
+    stored = [json.loads((folder / f"{index:04d}.json").read_text()) for index in range(len(chunks))]
+    write_json_atomic(
+        path,
+        {
+            "name": job.name,
+            "key": job.key,
+            "run": run.name,
+            "settings": job.settings,
+            "results": job.combine([chunk["partial"] for chunk in stored]),
+            "provenance": {
+                # Chunks may come from several sessions (or machines): all of them are named.
+                "git": ", ".join(sorted({chunk["git"] for chunk in stored})),
+                "torch": torch.__version__,
+                "device": ", ".join(sorted({chunk["device"] for chunk in stored})),
+                "finished": utc_now(),
+                "seconds": round(sum(chunk["seconds"] for chunk in stored), 3),
+            },
+        },
+    )
+    _drop_chunks(run, folder)
+    return {"name": job.name, "key": job.key, "path": str(path), "created": True}
+
+
+def _drop_chunks(run: Run, folder) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial_root = run.path / FOLDER / PARTIAL
+    if partial_root.exists() and not any(partial_root.iterdir()):
+        partial_root.rmdir()
+
+
+# One builder per evaluation: each returns a Job whose ``measure`` is a closure over the model
+# and settings, with the same signature (images, labels, seed) -> JSON-ready partial result.
+
+PGD_RUNS = {"pgd20": (20, 1, False), "pgd100": (100, 5, True)}
+"""steps, restarts, keep the best iterate: the paper's PGD-20, and a stronger PGD-100 x 5."""
+
+
+def _pgd_job(model: nn.Module, name: str, norm: str, common: dict, device) -> Job:
+    steps, restarts, best = PGD_RUNS[name]
+    attack = PGD.paper_real_data(norm, PAPER_PGD_EPS[common["dataset"]][norm], steps, restarts=restarts, keep_best=best)
+
+    def measure(x, y, seed) -> dict:
+        accuracies = evaluate(model, x, y, {"robust": attack}, device=device, seed=seed, progress=False)
+        return {key: round(accuracies[key] * len(x)) for key in ("clean", "robust")} | {"images": len(x)}
+
+    settings = {**attack.settings(), "radius": "paper (Section 5.2)", **common}
+    return Job(name, settings, measure, _combine_pgd)
+
+
+def _autoattack_job(model: nn.Module, norm: str, seed: int, budgets: Budgets, common: dict, device) -> Job:
+    aa = AutoAttackSettings(
+        norm,
+        STANDARD_EPS[common["dataset"]][norm],
+        seed=seed,
+        apgd_iterations=budgets.autoattack_iterations,
+        fab_iterations=budgets.autoattack_iterations,
+        square_queries=budgets.square_queries,
+    )
+
+    def measure(x, y, chunk_seed) -> dict:
+        return run_autoattack(model, x, y, replace(aa, seed=chunk_seed), device=device)
+
+    settings = {**aa.settings(), "radius": "standard (RobustBench)", **common}
+    return Job("autoattack", settings, measure, partial(_combine_autoattack, aa))
+
+
+def _checklist_job(
+    model, norm: str, source: tuple[str, nn.Module] | None, budgets: Budgets, common: dict, device
+) -> Job:
+    eps, checklist = STANDARD_EPS[common["dataset"]][norm], budgets.checklist
+    source_model = source[1] if source else None
+
+    def measure(x, y, seed) -> dict:
+        return measure_checklist(
+            model, x, y, norm=norm, eps=eps, source=source_model, settings=checklist, device=device, seed=seed
+        )
+
+    settings = {
+        **checklist.settings(),
+        "norm": norm,
+        "eps": eps,
+        "radius": "standard (RobustBench)",
+        "source": source[0] if source else None,
+        **common,
+    }
+    return Job("checks", settings, measure, partial(_combine_checks, norm, eps, checklist))
+
+
+def _pag_score_job(model, reference: tuple[str, nn.Module], num_classes: int, budgets: Budgets, common: dict) -> Job:
+    eps = PICTURE_EPS[common["dataset"]]
+
+    def measure(x, y, seed) -> dict:
+        few = slice(0, budgets.targeted_images)
+        return {
+            "gradient_alignment": gradient_alignment(model, reference[1], x, num_classes=num_classes),
+            "targeted_confidence": targeted_confidence(
+                model, reference[1], x[few], y[few], num_classes=num_classes, eps=eps, steps=budgets.targeted_steps
+            ),
+        }
+
+    settings = {
+        "score": "gradient alignment and targeted confidence",
+        "reference": reference[0],
+        "targeted_eps": eps,
+        "targeted_images": budgets.targeted_images,
+        "targeted_steps": budgets.targeted_steps,
+        **common,
+    }
+    return Job("pag_score", settings, measure, lambda partials: partials[0], chunked=False)
+
+
+def _combine_pgd(partials: list[dict]) -> dict:
+    images = sum(p["images"] for p in partials)
+    return {
+        "clean": sum(p["clean"] for p in partials) / images,
+        "robust": sum(p["robust"] for p in partials) / images,
+        "images": images,
+    }
+
+
+def _combine_autoattack(settings: AutoAttackSettings, partials: list[dict]) -> dict:
+    """AutoAttack's chunks joined. The package stops logging once a chunk has no robust image
+    left, so an attack missing from a chunk's ``after_attack`` left 0 of its images."""
+    images = sum(p["images"] for p in partials)
+    mask = sum((p["robust_mask"] for p in partials), [])
+    after = {
+        attack: sum(p["after_attack"].get(attack, 0.0) * p["images"] for p in partials) / images
+        for attack in {a for p in partials for a in p["after_attack"]}
+    }
+    return {
+        "clean": sum(p["clean"] * p["images"] for p in partials) / images,
+        "robust": sum(mask) / images,
+        "after_attack": dict(sorted(after.items(), key=lambda item: -item[1])),
+        "robust_mask": mask,
+        "max_perturbation": max(p["max_perturbation"] for p in partials),
+        "flags": list(dict.fromkeys(flag for p in partials for flag in p["flags"])),
+        "images": images,
+        "seconds": round(sum(p["seconds"] for p in partials), 3),
+        "settings": settings.settings(),
+    }
+
+
+def _combine_checks(norm, eps, settings: ChecklistSettings, partials: list[dict]) -> dict:
+    results = judge_checklist(concatenate_measurements(partials), norm=norm, eps=eps, settings=settings)
+    return {"checks": [asdict(r) for r in results], **summary(results)}
+
+
+def companion_run(store, run: Run, chosen_name: str | None, objective: str, device) -> tuple[str, nn.Module] | None:
+    """(name, model) of the run named ``chosen_name``, or else of a complete run trained on
+    ``objective`` of the same dataset, scale and kind from the store (the L2 one first for
+    adversarial training): the vanilla source of the transfer check, the adversarially trained
+    reference of the PAG score. None if there is none."""
+    if chosen_name:
+        chosen = store.find(chosen_name)
+    else:
+        candidates = store.select(
+            kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"], objective=objective
+        )
+        others = [r for r in candidates if r.name != run.name] or candidates
+        others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
+        if not others:
+            return None
+        chosen = others[0]
+    if chosen.params.get("objective") != objective:
+        raise ConfigError(
+            f"{chosen.name} is trained on {chosen.params.get('objective')!r}; a {objective!r} run is needed here"
+        )
+    return chosen.name, chosen.load_model(device=device)

@@ -1,0 +1,1 @@
+"""Which runs the book needs and how they get made: the paper's tables as rows of runs, sweeps."""

@@ -1,0 +1,76 @@
+"""Every run the book shows, defined once, in the order to make them.
+
+Per scale: Table 1's rows on CIFAR-10 (vanilla and class mean first: the baseline and the main
+model-free source; then the other sources, the adversarially trained teachers and their RIGD
+students), Table 4's other seeds of one image, Figure 5's other values of λ for class mean,
+Table 2's rows on STL-10, and, at the ``cpu`` scale, the k study (the number of target classes
+sampled per image, the scale's one shortcut of Eq. (1)).
+
+The chapters take their seeds, λ values and k values from here, the status page compares
+these runs with the paper, and whatever makes missing runs (``python -m pagcore table``, a GPU
+window) makes them in this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pagcore.config import preset_for
+from pagcore.paper import reported
+
+TABLE_ROWS: tuple[str, ...] = (
+    "vanilla",
+    "class_mean",
+    "one_image",
+    "nearest_neighbor",
+    "adversarial_linf",
+    "adversarial_l2",
+    "rigd_linf",
+    "rigd_l2",
+)
+"""A results table's rows in the order to train them: every RIGD teacher before its student."""
+
+SEEDS: tuple[int, ...] = tuple(range(reported.SEED_ERROR_BARS["seeds"]))
+"""Table 4: one image on CIFAR-10, trained with each of these seeds."""
+
+LAMBDAS: tuple[float, ...] = tuple(reported.LAMBDA_ABLATION)
+"""Figure 5: class mean on CIFAR-10 at each of these values of λ."""
+
+K_VALUES: tuple[int, ...] = (1, 2, 5, 10)
+"""The k study: class mean on CIFAR-10 with k target classes per image; 10 is the full sum of Eq. (1)."""
+
+
+@dataclass(frozen=True)
+class BookRun:
+    """One run the book needs: a row of a results table, with its overrides, at a scale."""
+
+    chapter: str
+    dataset: str
+    row: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    scale: str = "paper"
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in sorted(self.overrides.items()))
+        scale = "" if self.scale == "paper" else f" ({self.scale} scale)"
+        return f"{self.dataset} {self.row}{extra}{scale}"
+
+
+def book_runs(scale: str) -> tuple[BookRun, ...]:
+    """The runs the book shows at ``scale``, in the order to make them (see the module docstring).
+    A value that equals the table row's own (seed 0, the paper's λ, the preset's k) is that row."""
+    preset_k = preset_for(scale, "cifar10").classes_per_image
+    table_lam = reported.LAMBDA["cifar10"]["class_mean"]
+    return (
+        *(BookRun("table", "cifar10", row, scale=scale) for row in TABLE_ROWS),
+        *(BookRun("seeds", "cifar10", "one_image", {"seed": s}, scale) for s in SEEDS if s != 0),
+        *(BookRun("lambda", "cifar10", "class_mean", {"lam": lam}, scale) for lam in LAMBDAS if lam != table_lam),
+        *(BookRun("table", "stl10", row, scale=scale) for row in TABLE_ROWS),
+        *(
+            BookRun("k_study", "cifar10", "class_mean", {"classes_per_image": k}, scale)
+            for k in (K_VALUES if scale == "cpu" else ())
+            if k != preset_k
+        ),
+    )

@@ -1,0 +1,152 @@
+"""The paper's real-data experiments as named rows of runs (Tables 1, 2 and 4, Figure 5).
+
+A row of a results table ("vanilla", "class_mean", "rigd_linf", ...) is a :class:`Row`: the
+knobs that make it what it is (objective, target source, threat model) and, for RIGD, the row
+of its adversarially trained teacher. A :class:`RealDataExperiment` turns rows into training
+configurations that share one base (scale, schedule, seed), finds their runs in the run store,
+and trains the missing ones, teachers before their RIGD students. The chapter notebook and the
+status page use it, so that they hold only orchestration and prose.
+
+Only runs of the requested ``kind`` are ever returned: the book asks for ``real`` runs, the
+smoke tests for ``smoke`` ones, so a smoke run can never reach a results table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pagcore.base.validation import ConfigError, check_choice
+from pagcore.config import KINDS, ExecutionOptions, TrainConfig
+from pagcore.data import ImageDataset, load_dataset, synthetic_dataset
+from pagcore.evaluate.final import EvaluationSettings
+from pagcore.store.runs import Run, RunStore
+from pagcore.train.trainer import TrainResult, run_name_for, train
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    knobs: dict[str, Any]
+    teacher: str | None = None  # the row whose run is this row's RIGD teacher
+    in_paper: bool = True
+
+
+ROWS: dict[str, Row] = {
+    row.name: row
+    for row in (
+        Row("vanilla", "Vanilla", {"objective": "cross_entropy"}),
+        Row("one_image", "One Image", {"objective": "pag", "source": "one_image"}),
+        Row("class_mean", "Class Mean", {"objective": "pag", "source": "class_mean"}),
+        Row("nearest_neighbor", "Nearest Neighbor", {"objective": "pag", "source": "nearest_neighbor"}),
+        Row("rigd_linf", "RIGD ℓ∞", {"objective": "pag", "source": "rigd"}, teacher="adversarial_linf"),
+        Row("rigd_l2", "RIGD ℓ2", {"objective": "pag", "source": "rigd"}, teacher="adversarial_l2"),
+        Row(
+            "adversarial_linf",
+            "Adversarial training ℓ∞ (RIGD teacher)",
+            {"objective": "adversarial", "threat": "linf"},
+            in_paper=False,
+        ),
+        Row(
+            "adversarial_l2",
+            "Adversarial training ℓ2 (RIGD teacher)",
+            {"objective": "adversarial", "threat": "l2"},
+            in_paper=False,
+        ),
+    )
+}
+PAPER_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if row.in_paper)
+ROW_LABELS = {name: row.label for name, row in ROWS.items()}
+
+# Knobs in which a stored run may differ from the requested row and still answer it: the
+# schedule (a shorter run stands in, labelled with its epochs) and the teacher's name, which
+# contains the teacher's own schedule.
+SCHEDULE_KNOBS = ("epochs", "teacher")
+
+
+def load_data(
+    dataset: str, data: str = "", *, download: bool = False, synthetic: list[int] | None = None
+) -> ImageDataset:
+    """The chapter's dataset: ``synthetic=[train, test]`` for smoke runs, else from ``data``."""
+    if synthetic:
+        return synthetic_dataset(dataset, *synthetic)
+    if not data:
+        raise ConfigError(
+            "data is required to train or evaluate: a torchvision root directory or an .npz file"
+            " (or synthetic sizes, for smoke runs)"
+        )
+    return load_dataset(dataset, data, download=download)
+
+
+@dataclass
+class RealDataExperiment:
+    """The runs of one results table: a dataset, shared knobs (scale, schedule, ...) and a run store."""
+
+    dataset: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    store: RunStore = field(default_factory=RunStore)
+    kind: str = "real"
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, KINDS)
+        TrainConfig.from_flat({**self.knobs, "dataset": self.dataset})  # unknown knobs fail here, before any work
+
+    def config(self, row: str, **overrides: Any) -> TrainConfig:
+        """The resolved configuration of ``row`` (``overrides`` e.g. ``lam=0.1`` or ``seed=2``)."""
+        spec = ROWS[check_choice("row", row, tuple(ROWS))]
+        knobs = {**self.knobs, **overrides, **spec.knobs, "dataset": self.dataset}
+        if spec.teacher:
+            teacher = self.config(spec.teacher, **{k: v for k, v in overrides.items() if k == "seed"})
+            knobs["teacher"] = run_name_for(teacher, self.kind)
+        if spec.knobs["objective"] != "pag":
+            knobs.pop("lam", None)  # a lambda for the PAG rows does not apply here
+        return TrainConfig.from_flat(knobs).resolve()
+
+    def run(self, row: str, **overrides: Any) -> Run | None:
+        """The stored, complete run answering ``row``, or None.
+
+        The run with exactly this configuration is preferred; failing that, the complete run
+        of the same kind that differs only in its schedule and has the most epochs.
+        """
+        config = self.config(row, **overrides)
+        exact = self.store.run(run_name_for(config, self.kind))
+        if exact.complete:
+            return exact
+        wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_KNOBS}
+        candidates = self.store.select(kind=self.kind, **wanted)
+        teacher_row = ROWS[row].teacher
+        if teacher_row:
+            threat = ROWS[teacher_row].knobs["threat"]
+            candidates = [r for r in candidates if self.teacher_threat(r) == threat]
+        return max(candidates, key=lambda r: r.params["epochs"], default=None)
+
+    def teacher_threat(self, run: Run) -> str:
+        """The threat model of a RIGD run's teacher; its teacher must be in the store."""
+        try:
+            teacher = self.store.find(run.params["teacher"])
+        except FileNotFoundError as missing:
+            raise ConfigError(
+                f"RIGD run {run.name} names teacher {run.params['teacher']!r}, which is not in the store"
+            ) from missing
+        return teacher.params["adversary"]["threat"]
+
+    def train(
+        self,
+        row: str,
+        data: ImageDataset,
+        options: ExecutionOptions | None = None,
+        evaluation: EvaluationSettings | None = None,
+        **overrides: Any,
+    ) -> TrainResult:
+        """Train (or resume) ``row``; a RIGD row first trains its adversarial teacher."""
+        options = options or ExecutionOptions(kind=self.kind)
+        if options.kind != self.kind:
+            raise ConfigError(f"options.kind is {options.kind!r} but this experiment's runs are {self.kind!r}")
+        teacher_row = ROWS[row].teacher
+        if teacher_row:
+            seed = {k: v for k, v in overrides.items() if k == "seed"}
+            teacher = self.train(teacher_row, data, options, evaluation, **seed)
+            if not teacher.finished:
+                return teacher
+        return train(self.config(row, **overrides), data, self.store, options, evaluation)

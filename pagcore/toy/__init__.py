@@ -1,0 +1,1 @@
+"""Section 5.1: the 2-D toy experiment, every seed trained as one batched model."""

@@ -1,0 +1,33 @@
+"""The one list of the runs the book shows: every entry resolves to a configuration, names one
+run only, and comes after whatever it depends on."""
+
+import pytest
+
+from pagcore.orchestrate.book_runs import book_runs
+from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
+from pagcore.store.runs import RunStore
+from pagcore.train.trainer import run_name_for
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_every_book_run_resolves_to_a_distinct_run(scale, tmp_path):
+    names = []
+    for entry in book_runs(scale):
+        experiment = RealDataExperiment(entry.dataset, {"scale": scale}, RunStore(tmp_path))
+        names.append(run_name_for(experiment.config(entry.row, **entry.overrides), "real"))
+    assert len(names) == len(set(names)), "two entries would train the same run"
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_each_teacher_comes_before_its_students(scale):
+    order = [(e.dataset, e.row) for e in book_runs(scale) if not e.overrides]
+    for dataset, row in order:
+        teacher = ROWS[row].teacher
+        if teacher:
+            assert order.index((dataset, teacher)) < order.index((dataset, row))
+
+
+def test_the_k_study_is_a_cpu_scale_chapter():
+    assert not [e for e in book_runs("paper") if e.chapter == "k_study"]
+    ks = [e.overrides["classes_per_image"] for e in book_runs("cpu") if e.chapter == "k_study"]
+    assert ks and 10 in ks and 2 not in ks  # the full sum; the preset's own k is the table's run

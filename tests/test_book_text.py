@@ -1,0 +1,286 @@
+"""The chapters' table of parameters in use."""
+
+import math
+
+import nbformat
+import pytest
+
+from pagcore.book import tables, text, verdicts
+
+
+def write_notebook(path, parameters_source: str, tagged: int = 1):
+    cells = [nbformat.v4.new_code_cell(parameters_source) for _ in range(tagged)]
+    for cell in cells:
+        cell.metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells + [nbformat.v4.new_code_cell("x = 1")]), path)
+    return path
+
+
+def test_parameter_names_come_from_the_parameters_cell_in_order(tmp_path):
+    path = write_notebook(tmp_path / "nb.ipynb", "# comment\nseeds = [0, 1]\nlam = 0.4  # weight\nseeds = [2]\n")
+    assert text.parameter_names(path) == ["seeds", "lam"]
+
+
+def test_parameter_names_needs_exactly_one_parameters_cell(tmp_path):
+    with pytest.raises(ValueError, match="found 2"):
+        text.parameter_names(write_notebook(tmp_path / "nb.ipynb", "a = 1", tagged=2))
+
+
+def test_parameters_table_pairs_names_with_their_values_and_links_the_notebook():
+    table = text.parameters_table({"a": 1, "b": "x|y", "c": None, "d": [1, 2]}, ["a", "b", "c", "d"], "LINK", columns=3)
+    lines = table.splitlines()
+    assert lines[0] == ":::{container} parameters-in-use" and lines[-1] == ":::"
+    assert "LINK" in lines[1]
+    rows = [line for line in lines if line.startswith("| `")]
+    assert rows[0] == "| `a` | `1` | `b` | `'x\\|y'` | `c` | `None` |"
+    assert rows[1] == "| `d` | `[1, 2]` |  |  |  |  |", "the last row is padded to full width"
+
+
+def test_every_chapter_notebook_lists_its_parameters():
+    for path in sorted(text.NOTEBOOKS.glob("*.ipynb")):
+        assert text.parameter_names(path), path.name
+
+
+def test_parameters_table_has_two_pairs_per_row_by_default():
+    rows = [
+        line
+        for line in text.parameters_table({"a": 1, "b": 2, "c": 3}, "abc", "LINK").splitlines()
+        if line.startswith("| `")
+    ]
+    assert rows == ["| `a` | `1` | `b` | `2` |", "| `c` | `3` |  |  |"]
+
+
+# -- the cpu preset's pilot and the CPU-scale verdict -------------------------------------------------
+
+
+def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are made up: a test of the wording
+    import json
+
+    rows = [
+        {"name": f"w{w} k2 b64 {mode} loop", "width": w, "images_per_s": rate}
+        for w, fp32, fast in ((8, 392.0, 483.0), (16, 199.0, 298.0))
+        for mode, rate in (("fp32", fp32), ("bf16 cl", fast))
+    ]
+    speed = {
+        "device": "cpu: test",
+        "batch": 64,
+        "torch": "2.x",
+        "rows": rows,
+        "loss_bf16_vs_fp32": {"w8 k2": {"cosine_abs_diff": 0.011}, "w16 k2": {"cosine_abs_diff": 0.004}},
+    }
+    run = {"objective": "pag", "width": 8, "epochs": 2, "epochs_done": 2, "test_accuracy": [0.2, 0.318], "k": 2}
+    run.update(run_fields)
+    accuracy = {
+        "dataset": dataset,
+        "runs": [
+            {**run, "seconds_per_epoch": [100.0, 110.0]},
+            {**run, "objective": "cross_entropy", "test_accuracy": [0.5, 0.826], "seconds_per_epoch": [30.0, 30.0]},
+            {**run, "width": 16, "epochs_done": 1, "test_accuracy": [0.25], "seconds_per_epoch": [170.0]},
+        ],
+        "class_mean_distance_accuracy": {"nearest": 0.271, "linear": 0.308, "mlp": 0.425},
+    }
+    (results / f"cpu_pilot-throughput-{dataset}-2026-01-01.json").write_text(json.dumps(speed))
+    (results / f"cpu_pilot-accuracy-{dataset}.json").write_text(json.dumps(accuracy))
+
+
+def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
+    write_pilot(tmp_path)
+    text = tables.cpu_pilot_paragraph("cifar10", tmp_path)
+    assert "392 → 483 at width 8; 199 → 298 at width 16" in text
+    assert "at most 0.011" in text
+    assert "vanilla reaches 82.6% at width 8 (30 s per epoch)" in text
+    assert "class mean (k = 2, λ = 0.4) reaches 31.8% at width 8 (105 s per epoch)" in text
+    assert "25.0%" not in text  # unfinished runs are left out
+    assert "27.1% as the nearest mean" in text and "42.5% as a small MLP" in text
+    assert "class-mean models stay under it" in text  # 31.8% < 42.5%
+    assert tables.class_mean_distance_ceiling("cifar10", tmp_path) == 0.425
+    assert tables.class_mean_distance_ceiling("stl10", tmp_path) is None
+    assert "stl10 cpu preset has no results yet" in tables.cpu_pilot_paragraph("stl10", tmp_path)
+    write_pilot(tmp_path, "stl10", k=1, lam=0.2, test_accuracy=[0.2, 0.5])
+    text = tables.cpu_pilot_paragraph("stl10", tmp_path)
+    assert "class mean (k = 1, λ = 0.2)" in text  # read from the runs
+    assert "class-mean models pass it" in text  # 50.0% > 42.5%
+    assert "has no results yet" in tables.cpu_pilot_paragraph("cifar10", tmp_path / "absent")
+
+
+class StoredRun:
+    def __init__(self, clean, linf, l2):
+        self.metrics = {"clean": clean, "linf": linf, "l2": l2}
+
+
+def test_cpu_verdict_weighs_class_mean_against_the_distance_ceiling():
+    from pagcore.paper import reported
+
+    runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25)}
+    low = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, distance_ceiling=0.425)
+    assert "more robust than vanilla in both" in low and "does not exceed the 42.5%" in low
+    runs["class_mean"] = StoredRun(0.60, 0.1, 0.3)
+    high = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, distance_ceiling=0.425)
+    assert "exceeds the 42.5%" in high and "weak evidence" not in high
+    assert "distances" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    assert "no CPU-scale result" in verdicts.cpu_scale_verdict(
+        {"vanilla": runs["vanilla"]}, reported.TABLES["cifar10"], {}
+    )
+
+
+def test_cpu_verdict_says_where_the_rows_disagree_with_the_paper():
+    from pagcore.paper import reported
+
+    runs = {
+        "vanilla": StoredRun(0.82, 0.0, 0.001),
+        "one_image": StoredRun(0.20, 0.13, 0.17),
+        "class_mean": StoredRun(0.32, 0.19, 0.27),
+        "nearest_neighbor": StoredRun(0.63, 0.12, 0.39),
+    }
+    text = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    # Paper: vanilla 93.61, PAG rows 79.46-81.41 clean (12-14 points); ours 19-62 points.
+    assert "costs 19 to 62 points of clean accuracy here, where the same rows cost 12 to 14 points" in text
+    assert "largest disagreement" in text
+    # Paper l-inf: one image 16.57 > class mean 15.65 > nearest 10.58; l2: 50.62 > 49.68 > 46.33.
+    assert "Under ℓ∞ the rows rank class_mean > one_image > nearest_neighbor; in the paper, one_image >" in text
+    assert "Under ℓ2 the rows rank nearest_neighbor > class_mean > one_image; in the paper, class_mean >" in text
+    runs["nearest_neighbor"] = StoredRun(0.80, 0.05, 0.1)
+    runs["class_mean"] = StoredRun(0.79, 0.15, 0.45)
+    runs["one_image"] = StoredRun(0.78, 0.16, 0.44)
+    close = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    assert "largest disagreement" not in close
+    assert "Under ℓ∞ the rows rank as in the paper (one_image > class_mean > nearest_neighbor)." in close
+    assert "teacher" not in close
+    runs["rigd_linf"] = StoredRun(0.55, 0.25, 0.40)
+    runs["adversarial_linf"] = StoredRun(0.63, 0.31, 0.46)
+    with_teacher = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {"rigd_linf": "RIGD ℓ∞"})
+    assert (
+        "Under ℓ∞ PGD-20, RIGD ℓ∞, which never sees an attacked image, reaches 25.0% against the 31.0% of the"
+        " teacher it distils, at 55.0% clean against the teacher's 63.0%."
+    ) in with_teacher
+    # The most l-inf-robust model-free row is one image (16.0%): the teacher's 31.0% is 15.0 points above.
+    assert (
+        "The teacher itself is 15.0 points above the most ℓ∞-robust model-free row (one_image, 16.0%)." in with_teacher
+    )
+    runs["adversarial_linf"] = StoredRun(0.63, 0.10, 0.46)
+    weak = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    assert "The teacher itself is 6.0 points below the most ℓ∞-robust model-free row (one_image, 16.0%)." in weak
+
+
+def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path):
+    import json
+
+    class Run:
+        path = tmp_path
+        metrics = {"clean": 0.8, "linf": 0.1, "l2": 0.3}
+        params = {"epochs": 20}
+        record = {"wall_seconds": 4620}
+        history = [{"seconds": 107.0}, {"seconds": 1427.0}, {"seconds": 105.0}]
+
+    (tmp_path / "evaluations").mkdir()
+    entry = {
+        "name": "autoattack",
+        "settings": {"norm": "l2", "budgets": "real", "subset": {"size": 1000, "seed": 0}},
+        "results": {"robust": 0.2512},
+    }
+    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
+    table = tables.results_table({"class_mean": Run()}, {}, {}, autoattack=True)
+    assert len(table.splitlines()) == 3  # one table only: a MyST table directive accepts nothing else
+    header, _, row = table.splitlines()
+    assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
+    assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
+    assert row.endswith("| 20 | 77 min | 107 s |")  # the median epoch ignores a stalled one
+    assert "AutoAttack" not in tables.results_table({"class_mean": Run()}, {}, {})
+    Run.metrics = {**Run.metrics, "test_set": "all 10,000 CIFAR-10 test images"}
+    notes = tables.results_notes({"class_mean": Run(), "vanilla": None}, autoattack=True)
+    assert notes.startswith("Our numbers are computed on: all 10,000 CIFAR-10 test images.")
+    assert "seeded subset" in notes
+    stalled = tables.results_notes({"class_mean": Run()}, {"class_mean": "Class Mean"})
+    assert "Class Mean includes stalls: its slowest epoch took 1,427 s against a median of 107 s" in stalled
+    Run.history = [{"seconds": 107.0}, {"seconds": 300.0}, {"seconds": 105.0}]
+    assert "stalls" not in tables.results_notes({"class_mean": Run()})
+    assert tables.results_notes({"vanilla": None}) == ""
+
+
+class TimedRun(StoredRun):
+    def __init__(self, clean, linf, l2, epoch_seconds=(100.0, 120.0, 110.0), device="cpu: AMD EPYC (2 cores)"):
+        super().__init__(clean, linf, l2)
+        self.history = [{"seconds": s} for s in epoch_seconds]
+        self.record = {"sessions": [{"device": device}]}
+
+
+def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
+    vanilla = TimedRun(0.83, 0.0, 0.02)
+    runs = {1: TimedRun(0.30, 0.15, 0.22, (50.0,)), 2: TimedRun(0.32, 0.18, 0.25), 5: None}
+    runs[10] = TimedRun(0.35, 0.2, 0.3)
+    table = tables.k_study_table(runs)
+    assert table.splitlines()[2].startswith("| 1 | 30.00% |") and "| 110 s | CPU: AMD EPYC |" in table
+    assert "| 5 | not run | not run | not run | — | — |" in table
+    same = verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
+    assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
+    assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
+    runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
+    assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in verdicts.k_study_verdict(
+        runs, vanilla, preset_k=2, num_classes=10
+    )
+    runs[10] = TimedRun(0.35, 0.2, 0.3, (33.0,), device="cuda: NVIDIA H100 80GB HBM3")
+    assert "on different devices" in verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    runs[1] = TimedRun(0.30, 0.0, 0.01)
+    assert "depends on k" in verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    assert "no verdict yet" in verdicts.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+    partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+    assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial
+    close = {2: runs[2], 10: TimedRun(0.3204, 0.1796, 0.2436)}
+    assert "(differences of 0.0, 0.0, +0.6 points)" in verdicts.k_study_verdict(close, vanilla, 2, 10)
+
+
+def test_status_sentence_counts_real_rows_and_names_the_missing_only_if_any():
+    class Done:
+        params = {"epochs": 20}
+
+    assert verdicts.status_sentence({"a": Done(), "b": None}, "k-study").endswith("the others read 'not run'.")
+    assert verdicts.status_sentence({"a": Done(), "b": Done()}, "k-study") == (
+        "2 of the 2 rows come from real runs (schedules of 20 epochs; the paper trains for 100)."
+    )
+    assert "No real run" in verdicts.status_sentence({"a": None}, "k-study")
+
+
+def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
+    assert text.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert text.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, squared spreads 4.5 and 5.
+    assert text.spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(math.sqrt(4.5 / 5))
+    assert math.isnan(text.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
+    from pagcore.paper import reported
+
+    seeds = {0: StoredRun(0.20, 0.13, 0.17), 1: StoredRun(0.16, 0.05, 0.09), 2: None}
+    verdict = verdicts.seed_verdict(tables.seed_summary(seeds), reported.SEED_ERROR_BARS, "cpu", num_classes=10)
+    # Sample std of (20, 16) is 2 sqrt(2) = 2.83 points; of (13, 5), 5.66; of (17, 9), 5.66.
+    assert "over 2 seeds, the standard deviation is 2.83 / 5.66 / 5.66 points" in verdict
+    assert "against the paper's 0.74 / 0.58 / 0.91 over 3" in verdict
+    assert "means of 18.00 / 9.00 / 13.00 against the paper's 79.13 / 15.93 / 50.26" in verdict
+    assert "under twice chance (20%)" in verdict
+    fitted = {0: StoredRun(0.78, 0.15, 0.50), 1: StoredRun(0.80, 0.16, 0.51)}
+    assert "chance" not in verdicts.seed_verdict(tables.seed_summary(fitted), reported.SEED_ERROR_BARS, "paper", 10)
+    one = verdicts.seed_verdict(tables.seed_summary({0: seeds[0]}), reported.SEED_ERROR_BARS, "cpu", 10)
+    assert "fewer than two seeds" in one
+    assert "fewer than two seeds" in verdicts.seed_verdict(None, reported.SEED_ERROR_BARS, "cpu", 10)
+
+
+def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_run():
+    vanilla = {"clean": 0.83, "linf": 0.0, "l2": 0.0}  # lambda 0 never sets the trend
+    falling = {
+        0.0: vanilla,
+        0.01: {"clean": 0.70, "linf": 0.01, "l2": 0.10},
+        0.4: {"clean": 0.32, "linf": 0.19, "l2": 0.27},
+        1.0: None,
+    }
+    verdict = verdicts.lambda_verdict(falling, "cpu")
+    assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
+    assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
+    falling[1.0] = {"clean": 0.25, "linf": 0.17, "l2": 0.22}  # both robust columns peak at 0.4
+    peaked = verdicts.lambda_verdict(falling, "cpu")
+    assert "ℓ∞ peaks at λ = 0.4 (19.0%), ℓ2 peaks at λ = 0.4 (27.0%)." in peaked and "Figure 5." in peaked
+    falling[1.0] = {"clean": 0.75, "linf": 0.005, "l2": 0.30}  # clean rises, l-inf falls: both against
+    against = verdicts.lambda_verdict(falling, "cpu")
+    assert "λ = 1 (3 values run)" in against and "the other way (or is nil) for clean, ℓ∞." in against
+    assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper")
