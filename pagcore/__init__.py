@@ -21,7 +21,7 @@ The package is in layers; a part imports only from its own layer or the layers b
 10. :mod:`pagcore.cli`: ``python -m pagcore`` (through :mod:`pagcore.__main__`).
 
 Imports sit at module top; only optional dependencies that most uses never need (AutoAttack,
-submitit, PyYAML, Jupyter's packages) are imported where they are used.
+submitit, PyYAML, torchvision, Jupyter's packages) are imported where they are used.
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (

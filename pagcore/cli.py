@@ -38,8 +38,8 @@ from pagcore.config import (
 )
 from pagcore.evaluate.final import EvaluationSettings, evaluate_run
 from pagcore.evaluate.stored import ATTACKS, Budgets, companion_run, evaluate_stored_run
-from pagcore.orchestrate.book_runs import BookRun
-from pagcore.orchestrate.evaluations import evaluate_table
+from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
+from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
 from pagcore.orchestrate.queue import RunQueue
 from pagcore.orchestrate.selftest import run_selftest, synthetic_data
@@ -136,10 +136,10 @@ def _add_table_parser(subparsers) -> None:
     p.add_argument(
         "--rows",
         nargs="+",
-        default=list(ROWS),
+        default=list(TABLE_ROWS),
         choices=list(ROWS),
         metavar="ROW",
-        help=f"the rows to train, in this order (default: all: {' '.join(ROWS)})",
+        help=f"the rows to train, in this order (default: all, teachers first: {' '.join(TABLE_ROWS)})",
     )
     add_arguments(p)
     add_group_arguments(p, "execution", ExecutionOptions)
@@ -187,9 +187,11 @@ def _add_evaluate_parser(subparsers) -> None:
         "--table",
         metavar="DATASET",
         choices=("cifar10", "stl10"),
-        help="with --attacks: every complete run of this dataset at --scale, on a larger seeded subset of the test"
-        " set for vanilla, the best PAG row and both RIGD rows (CIFAR-10 1,000 images, STL-10 100) and a smaller one"
-        " for the others (500, 50), those four first (--subset is then not allowed)",
+        help="with --attacks, --checklist or --pag-score: every complete run of this dataset at --scale, on a"
+        " larger seeded subset of the test set for vanilla, the best PAG row and both RIGD rows and a smaller one"
+        " for the others ("
+        + "; ".join(f"{name} {large:,} and {small:,} images" for name, (large, small) in SUBSETS.items())
+        + "), those four first (--subset is then not allowed)",
     )
     p.add_argument("--scale", default=None, help="the table's scale, with --table (cpu or paper)")
     p.add_argument(
@@ -327,7 +329,7 @@ def _run_selftest(args: argparse.Namespace) -> dict:
     if args.work is not None:
         return run_selftest(args.work, data, args.device)
     with tempfile.TemporaryDirectory(prefix="pagcore-selftest-") as work:
-        return run_selftest(Path(work) / "selftest", data, args.device)
+        return run_selftest(Path(work), data, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:

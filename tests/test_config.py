@@ -36,7 +36,7 @@ def test_resolve_is_idempotent():
 @pytest.mark.parametrize(
     "flat, parameter",
     [
-        ({"batch_size": 0}, "batch_size"),  # no longer silently the paper's 64
+        ({"batch_size": 0}, "batch_size"),  # rejected, not replaced by the paper's 64
         ({"epochs": 0}, "epochs"),
         ({"width": -1}, "width"),
         ({"objective": "pag", "lam": 0.0}, "lam"),

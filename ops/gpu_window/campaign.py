@@ -100,7 +100,7 @@ REPORT = "campaign-report.json"
 DESCRIPTION = (
     "On the GPU machine, within --minutes: a smoke check of every CUDA code path, the step benchmark, "
     "the next paper-scale runs of the priority list in resumable slices, missing CPU-scale runs side by side, "
-    "and the pack into --out (see ops/gpu_window/campaign.py and the README's GPU sessions)."
+    "the stored evaluations of complete CPU-scale runs, and the pack into --out (see ops/gpu_window/README.md)."
 )
 ARCHIVE = "campaign-results.tar.gz"
 
@@ -237,11 +237,11 @@ def benchmark_command(settings: Settings, out: Path) -> list[str]:
     ]
 
 
-def run_benchmark(settings: Settings, clock: Deadline) -> dict:
+def run_benchmark(settings: Settings, until: Deadline) -> dict:
     out = settings.work / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.glob("pag_step-*.json"))
-    timeout = max(1.0, min(60 * settings.benchmark_minutes, clock.seconds_left() - 60 * settings.pack_minutes))
+    timeout = max(1.0, min(60 * settings.benchmark_minutes, until.seconds_left() - 60 * settings.pack_minutes))
     command = benchmark_command(settings, out)
     log = settings.work / "benchmark.log"
     try:
@@ -351,7 +351,7 @@ def next_missing(settings: Settings, entries: tuple[BookRun, ...] = PRIORITY) ->
     return CampaignQueue(entries, settings).next_missing()
 
 
-def run_training(settings: Settings, data: dict, clock: Deadline, strategy: str) -> list[dict]:
+def run_training(settings: Settings, data: dict, until: Deadline, strategy: str) -> list[dict]:
     """:data:`PRIORITY` in order, in slices of ``slice_minutes``, until the call's time less the
     pack's reserve is up; a blocked entry is reported and passed over. The final evaluation waits
     for the next call when fewer than ``eval_minutes`` are left."""
@@ -360,7 +360,7 @@ def run_training(settings: Settings, data: dict, clock: Deadline, strategy: str)
     options = ExecutionOptions(device=settings.device, strategy=strategy, kind=settings.kind, progress=False)
     outcomes = queue.make(
         data.get,
-        clock.earlier(60 * settings.pack_minutes),
+        until.earlier(60 * settings.pack_minutes),
         options,
         EvaluationSettings(**settings.evaluation_knobs),
         slice_minutes=settings.slice_minutes,
@@ -370,14 +370,15 @@ def run_training(settings: Settings, data: dict, clock: Deadline, strategy: str)
     for outcome in outcomes:
         print(f"train: {outcome['entry']}: {outcome['outcome']}", file=sys.stderr, flush=True)
     if queue.next_missing({o["entry"] for o in outcomes if o["outcome"] == "blocked"}) is None:
-        outcomes.append({"outcome": "every run of the priority list is complete"})
+        outcomes.append({"outcome": "every run of the priority list is complete or blocked"})
     return outcomes
 
 
 # -- 4. CPU-scale runs side by side -------------------------------------------------------------------
 
 # A worker is a process of its own (its own CUDA context, stoppable on its own). Not
-# ``python -m pagcore train``: that command line imports the sweep's parser, hence PyYAML.
+# ``python -m pagcore train``: a worker trains one run without its RIGD teacher (a teacher
+# is an entry of its own) and reports the images it trained, for the throughput figures.
 WORKER_COMMAND = "import sys; from ops.gpu_window.campaign import cpu_scale_worker; cpu_scale_worker(sys.argv[1])"
 
 
@@ -660,7 +661,7 @@ def next_startable(settings: Settings, started: set[str], blocked: dict[str, str
     return None
 
 
-def fill_side_by_side(settings: Settings, clock: Deadline) -> dict:
+def fill_side_by_side(settings: Settings, until: Deadline) -> dict:
     """Missing CPU-scale entries, ``cpu_scale_workers`` at a time, until none can start or the call's
     time (less the pack reserve) is up; a worker that ends makes room for the next entry."""
     root = settings.work / "cpu-scale-workers"
@@ -669,7 +670,7 @@ def fill_side_by_side(settings: Settings, clock: Deadline) -> dict:
 
     def seconds_left() -> float:
         """For a worker's training: the call's time less the pack's and a worker's time to stop."""
-        return clock.seconds_left() - 60 * settings.pack_minutes - settings.worker_stop_seconds
+        return until.seconds_left() - 60 * settings.pack_minutes - settings.worker_stop_seconds
 
     running: list[Worker] = []
     outcomes: list[dict] = []
@@ -706,13 +707,13 @@ def fill_side_by_side(settings: Settings, clock: Deadline) -> dict:
     }
 
 
-def measure_once(settings: Settings, state: dict, clock: Deadline) -> str:
+def measure_once(settings: Settings, state: dict, until: Deadline) -> str:
     """The side-by-side measurement, unless an earlier call made it or too little time is left
     (a later call measures); what happened, for the report. The campaign calls it right after the
     benchmark, before the paper-scale runs take the call's time, so that the first window measures."""
     if "cpu_scale_measurement" in state:
         return "measured in an earlier call"
-    left = clock.seconds_left() - 60 * settings.pack_minutes
+    left = until.seconds_left() - 60 * settings.pack_minutes
     if left < measurement_seconds(settings):
         return f"not measured: {left:.0f} s left, it needs up to {measurement_seconds(settings):.0f} s"
     state["cpu_scale_measurement"] = measure_side_by_side(settings)
@@ -720,7 +721,7 @@ def measure_once(settings: Settings, state: dict, clock: Deadline) -> str:
     return "measured in this call"
 
 
-def run_cpu_scale(settings: Settings, state: dict, clock: Deadline, measured: str) -> dict:
+def run_cpu_scale(settings: Settings, state: dict, until: Deadline, measured: str) -> dict:
     """Missing CPU-scale runs side by side while time is left, reported with the measurement."""
 
     if torch.cuda.is_available():
@@ -730,7 +731,7 @@ def run_cpu_scale(settings: Settings, state: dict, clock: Deadline, measured: st
         "workers": settings.cpu_scale_workers,
         "measured": measured,
         "measurement": state.get("cpu_scale_measurement"),
-        **fill_side_by_side(settings, clock),
+        **fill_side_by_side(settings, until),
     }
 
 
@@ -743,7 +744,7 @@ def evaluation_names() -> list[str]:
     return [n for n in EVALUATIONS if autoattack_available() or n not in ("autoattack", "checks")]
 
 
-def run_evaluate(settings: Settings, data: dict, clock: Deadline) -> dict:
+def run_evaluate(settings: Settings, data: dict, until: Deadline) -> dict:
     """The stronger evaluations of every complete CPU-scale run in the campaign's store, in
     :func:`pagcore.orchestrate.evaluations.evaluation_plan`'s order (the larger subset for vanilla, the
     best PAG row and RIGD, then the smaller one for the others), until the call's time is up. They are
@@ -765,7 +766,7 @@ def run_evaluate(settings: Settings, data: dict, clock: Deadline) -> dict:
                 names,
                 device=_device(settings),
                 budgets=Budgets.for_tests() if settings.dry else Budgets(),
-                deadline=clock.earlier(60 * settings.pack_minutes),
+                deadline=until.earlier(60 * settings.pack_minutes),
             )
             done += result["runs"]
     finished = [r for r in done if "evaluations" in r and all(line.get("path") for line in r["evaluations"])]
@@ -976,7 +977,7 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
 
 
 def run_campaign(settings: Settings) -> dict:
-    clock = Deadline.after(settings.minutes)
+    until = Deadline.after(settings.minutes)
     settings.work.mkdir(parents=True, exist_ok=True)
     state = load_state(settings.work)
     device = _device(settings)
@@ -1008,22 +1009,22 @@ def run_campaign(settings: Settings) -> dict:
             earlier = state.get("benchmark", {})
             # A failed benchmark is tried once more, not in every call: training matters more.
             if "benchmark" in settings.steps and not earlier.get("ok") and earlier.get("attempts", 0) < 2:
-                state["benchmark"] = {**run_benchmark(settings, clock), "attempts": earlier.get("attempts", 0) + 1}
+                state["benchmark"] = {**run_benchmark(settings, until), "attempts": earlier.get("attempts", 0) + 1}
                 save_state(settings.work, state)
                 report["benchmark"] = state["benchmark"]
             if "cpu_scale" in settings.steps:
-                measured = measure_once(settings, state, clock)
+                measured = measure_once(settings, state, until)
             if "train" in settings.steps:
                 strategy = state.get("benchmark", {}).get("fastest_k10_strategy")
                 report["strategy"] = strategy or "auto (pagcore.train.devices.default_strategy)"
                 # The train step leaves cpu_scale its share of the call (and whatever it does not use).
                 kept = 60 * settings.minutes * settings.cpu_scale_share if "cpu_scale" in settings.steps else 0.0
-                report["train"] = run_training(settings, data, clock.earlier(kept), strategy or "auto")
+                report["train"] = run_training(settings, data, until.earlier(kept), strategy or "auto")
             if "cpu_scale" in settings.steps:
-                report["cpu_scale"] = run_cpu_scale(settings, state, clock, measured)
+                report["cpu_scale"] = run_cpu_scale(settings, state, until, measured)
             if "evaluate" in settings.steps:
-                report["evaluate"] = run_evaluate(settings, data, clock)
-    call["seconds"] = round(clock.elapsed(), 1)
+                report["evaluate"] = run_evaluate(settings, data, until)
+    call["seconds"] = round(until.elapsed(), 1)
     state["calls"].append(call)
     if "pack" in settings.steps:
         report["pack"] = run_pack(settings, state, report)
@@ -1068,12 +1069,14 @@ def _cpu_scale_summary(cpu_scale: dict | None) -> dict | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (the device's $OUT): at most 8 files")
     parser.add_argument(
-        "--minutes", required=True, type=float, help="this call's wall-clock budget (under the 10-minute limit)"
+        "--minutes", required=True, type=float, help="this call's wall-until budget (under the 10-minute limit)"
     )
     parser.add_argument(
         "--data", default="", help="CIFAR-10 .npz (ops/gpu_window/stage_data.py unpack writes .data/cifar10.npz)"
     )
-    parser.add_argument("--stl10", default="", help="STL-10 .npz, if staged (priority 6 and its smoke path need it)")
+    parser.add_argument(
+        "--stl10", default="", help="STL-10 .npz, if staged (its Table 2 entries and its smoke path need it)"
+    )
     parser.add_argument(
         "--work", type=Path, default=REPO / ".data" / "campaign", help="state and run store kept between calls"
     )
@@ -1153,29 +1156,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def handle(args: argparse.Namespace) -> dict:
-    """``python -m pagcore campaign``: the summary is the last stdout line; the full report is in --out."""
-    return summary(run_campaign(settings_from(args)))
-
-
-def add_campaign_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "campaign",
-        help="the GPU campaign: smoke check, step benchmark, paper-scale runs, CPU-scale runs side by side, pack",
-        description=DESCRIPTION,
-    )
-    add_arguments(p)
-    p.set_defaults(handler=handle)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ops.gpu_window.campaign``: without the sweep's imports; exit code 1 when it stopped early."""
+    """``python -m ops.gpu_window.campaign``: the summary is the last stdout line, the full report is in
+    --out; exit code 1 when it stopped early."""
 
     parser = argparse.ArgumentParser(prog="python -m ops.gpu_window.campaign", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        result = handle(args)
+        result = summary(run_campaign(settings_from(args)))
     except ConfigError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     sys.stdout.write(json.dumps(result) + "\n")

@@ -2,7 +2,9 @@
 
 A :class:`Deadline` is a point on the monotonic clock (immune to the wall clock being set), or
 none at all. Work asks it how much time is left before starting the next piece (an epoch's
-batch, a run, a chunk of test images) and stops, resumably, once it has passed.
+batch, a run, a chunk of test images) and stops, resumably, once it has passed. (A deadline
+handed to another process travels as a wall-clock time instead: monotonic readings are not
+comparable between processes on every system.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def cpu_scale_verdict(
     """What the CPU-scale rows show about the paper's claim, computed from the stored runs only.
 
     ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to
-    the class means (the pilot's MLP, see :func:`cpu_pilot_paragraph`): a class-mean model at or
+    the class means (the pilot's MLP, see :func:`~pagcore.book.tables.cpu_pilot_paragraph`): a class-mean model at or
     below it may be robust the way such a simple classifier is, which says little about PAG."""
     done = {row: run for row, run in runs.items() if run is not None and run.metrics}
     if "vanilla" not in done or not any(row in done for row in PAG_ROWS):

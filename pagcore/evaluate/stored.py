@@ -232,7 +232,7 @@ def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadli
     path = run.path / FOLDER / f"{job.key}.json"
     folder = run.path / FOLDER / PARTIAL / job.key
     if path.exists():
-        _drop_chunks(run, folder)  # left by another copy of the store (a campaign's) that finished first
+        _drop_chunks(run, folder)  # left by another copy of the store that finished first
         return {"name": job.name, "key": job.key, "path": str(path), "created": False}
     chunks = range(0, len(x), size) if job.chunked else range(0, 1)
     bar = progress_bar(

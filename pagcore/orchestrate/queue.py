@@ -6,8 +6,8 @@ complete, which cannot start and why (a provisional preset, data not given, a RI
 weights are elsewhere), and trains the others one after another in slices, teachers before their
 students, until the deadline: a run cut off by it continues from its checkpoint next time.
 
-``python -m pagcore table``, the chapters' ``train_missing`` and a GPU window's campaign all
-make their runs through it.
+``python -m pagcore table``, the chapters' ``train_missing`` and the sequential training of a GPU
+window's campaign make their runs through it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ metrics); the first failure stops the test and names its path, with the tracebac
 the vanilla model with the final evaluation and PAG pictures, each model-free target source,
 each gradient strategy, a run stopped by its time budget and resumed, both adversarially trained
 teachers, RIGD from each (precomputed and on the fly), PGD-100, AutoAttack, the checklist and
-the PAG score with the tests' budgets, and STL-10's 96x96 model when its data is given.
+the PAG score with the tests' budgets, and STL-10's 96x96 model unless its data is None.
 
 On CUDA the model is the paper's width (its memory, channels-last and bf16 paths); elsewhere it
 is tiny, so the whole test takes a minute or two on two CPU cores. Runs are ``smoke`` runs in a
@@ -179,11 +179,13 @@ class Selftest:
 
 def run_selftest(work: Path, data: dict[str, ImageDataset | None] | None = None, device: str = "auto") -> dict:
     """Every path of :class:`Selftest`, in order, until the first failure; ``data`` defaults to
-    synthetic images (``{"cifar10": ..., "stl10": ...}``; STL-10 may be None). ``work`` is
-    emptied first: the test checks code, not stored runs."""
-    if work.exists():
-        shutil.rmtree(work)
-    test = Selftest(work, data or synthetic_data(), device)
+    synthetic images (``{"cifar10": ..., "stl10": ...}``; STL-10 may be None). The runs go to
+    ``work/selftest``, emptied first (the test checks code, not stored runs); nothing else in
+    ``work`` is touched."""
+    scratch = work / "selftest"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    test = Selftest(scratch, data or synthetic_data(), device)
     results: list[dict] = []
     report: dict[str, Any] = {
         "ok": True,

@@ -1,7 +1,7 @@
 """The GPU campaign's CPU-testable parts: carry planning, file parts, the strategy read from a CUDA
 benchmark, the priority lists, slicing across calls, CPU-scale runs side by side (on CPU, with
 synthetic data), packing within the return limits, and a dry call without Jupyter, PyYAML or
-submitit. (The whole dry campaign runs in tests/test_cli.py.)"""
+submitit, and a whole dry campaign."""
 
 import importlib.util
 import json
@@ -208,16 +208,7 @@ def dry_settings(tmp_path: Path, **changes) -> Settings:
     return Settings(**{**values, **changes})
 
 
-def test_every_rigd_entry_comes_after_its_teacher():
-    for entries in (PRIORITY, CPU_PRIORITY):
-        labels = [(e.dataset, e.row, e.scale) for e in entries]
-        for dataset, row, scale in labels:
-            if row.startswith("rigd_"):
-                teacher = (dataset, row.replace("rigd_", "adversarial_"), scale)
-                assert labels.index(teacher) < labels.index((dataset, row, scale))
-
-
-class CountedClock(Deadline):
+class CountedDeadline(Deadline):
     """Time for the first ``answers`` training slices, then none."""
 
     def __init__(self, answers: int):
@@ -240,13 +231,13 @@ def test_runs_continue_across_calls_and_complete_runs_anywhere_are_skipped(tmp_p
     data = campaign.datasets(dry_settings(tmp_path))
     # Slices of a microsecond stop after one step each: a run needs many of them, over two calls.
     settings = dry_settings(tmp_path, slice_minutes=1e-7)
-    first = campaign.run_training(settings, data, CountedClock(answers=3), "auto")
+    first = campaign.run_training(settings, data, CountedDeadline(answers=3), "auto")
     assert [o["outcome"] for o in first] == ["unfinished"] and first[0]["entry"] == "cifar10 vanilla"
     assert [s["epochs_done"] for s in first[0]["slices"]] == [0, 0, 0]  # three slices of one step each
     vanilla = RunStore(settings.work / "runs").run(first[0]["run"])
     assert vanilla.checkpoint_path("latest").exists() and not vanilla.complete
 
-    second = campaign.run_training(settings, data, CountedClock(answers=20), "auto")
+    second = campaign.run_training(settings, data, CountedDeadline(answers=20), "auto")
     assert second[0]["entry"] == "cifar10 vanilla" and second[0]["outcome"] == "complete"
     assert len(vanilla.record["sessions"]) > 3 and vanilla.record["scale"] == "paper"
     assert vanilla.record["sessions"][0]["device"].startswith("cpu")
