@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,12 @@ from torch import Tensor, nn
 from pagcore.base.validation import check_choice, check_nonnegative, check_positive
 
 GradientKind = Literal["logit", "log_softmax"]
-GRADIENTS: tuple[str, ...] = ("logit", "log_softmax")
+GRADIENTS: tuple[str, ...] = get_args(GradientKind)
 """What is differentiated w.r.t. the input: the raw logit f(x)_{y_t}, as Eq. (1) is written,
 or log p(y_t | x), as the authors' released code does (it takes the gradient of -CE)."""
 
 GradientStrategy = Literal["loop", "vmap", "replicate"]
-GRADIENT_STRATEGIES: tuple[str, ...] = ("loop", "vmap", "replicate")
+GRADIENT_STRATEGIES: tuple[str, ...] = get_args(GradientStrategy)
 """How the k input-gradients of one batch are computed; all give the same numbers (batch-norm
 included, see :func:`class_input_gradients`) and differ only in speed, which
 ``benchmarks/pag_step.py`` measures."""
