@@ -45,6 +45,9 @@ STANDARD_EPS = reported.EPS
 # Large-eps L2 radius of the PAG pictures (ours; the paper does not give one). STL-10 images
 # have 9x the pixels of CIFAR-10's, hence 3x the radius.
 PICTURE_EPS: dict[str, float] = {"cifar10": 10.0, "stl10": 30.0}
+# The norm and number of steps of the PAG pictures' targeted PGD (ours too).
+PICTURE_NORM = "l2"
+PICTURE_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,9 @@ def pag_pictures(
     images: Tensor,
     num_classes: int,
     *,
-    norm: str = "l2",
+    norm: str = PICTURE_NORM,
     eps: float = 10.0,
-    steps: int = 60,
+    steps: int = PICTURE_STEPS,
     step_size: float | None = None,
     device: torch.device | str = "cpu",
 ) -> Tensor:
@@ -178,10 +181,24 @@ def evaluate_run(
     run.write_json("metrics.json", metrics)
 
     chosen = first_of_each_class(data.y_test, settings.picture_images)
-    eps = PICTURE_EPS[data.name] if settings.picture_eps is None else settings.picture_eps
-    grid = pag_pictures(model, data.x_test[chosen], data.num_classes, eps=eps, device=device)
+    grid = pag_pictures(
+        model, data.x_test[chosen], data.num_classes, **picture_attack(data.name, settings), device=device
+    )
     save_pag_grid(run.artifacts, grid, chosen)
     return metrics
+
+
+def picture_attack(dataset: str, settings: EvaluationSettings | Mapping | None = None) -> dict:
+    """The targeted PGD of the PAG pictures made with ``settings`` (or, as stored in a run's
+    ``metrics.json``, their dict): ``{"norm": ..., "eps": ..., "steps": ...}``."""
+    if isinstance(settings, EvaluationSettings):
+        settings = asdict(settings)
+    chosen = (settings or {}).get("picture_eps")
+    return {
+        "norm": PICTURE_NORM,
+        "eps": PICTURE_EPS[dataset] if chosen is None else chosen,
+        "steps": PICTURE_STEPS,
+    }
 
 
 PAG_GRID = "pag_grid.pt"
@@ -207,3 +224,12 @@ def load_pag_grid(folder: Path) -> Tensor | None:
     if not path.exists():
         return None
     return as_float(torch.load(path, weights_only=True)["grid"])
+
+
+def load_pag_grid_index(folder: Path) -> list[int] | None:
+    """The test-set indices of the images in the stored grid, row by row; None if not stored."""
+    path = folder / PAG_GRID
+    if not path.exists():
+        return None
+    index = torch.load(path, weights_only=True).get("test_index")
+    return None if index is None else index.tolist()
