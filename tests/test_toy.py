@@ -237,3 +237,42 @@ def test_a_shortened_toy_run_is_recorded_as_smoke():
     assert toy_kind(ToyConfig(epochs=2)) == "smoke" and toy_kind(ToyConfig(train_per_mode=30)) == "smoke"
     result = run_toy_experiment(ToyConfig(seeds=[0], **SMALL), progress=False)
     assert experiment.toy_record(result)["kind"] == "smoke"
+
+
+def test_lambda_grid_models_are_the_experiments_models():
+    """lambda = 0 and lambda = config.lam of a grid are the vanilla and PAG models of the same
+    seed's experiment, so the slider's numbers agree with the chapter's."""
+    config = ToyConfig(seeds=[1], **dict(SMALL, lam=0.5))
+    grid = experiment.lambda_grid(config, [0.0, 0.1, 0.5], seed=1)
+    per_seed = run_toy_experiment(config, progress=False).per_seed[0]
+    # Equal up to the float rounding of a batched training of another size.
+    assert grid.metrics[0] == pytest.approx(per_seed.metrics["vanilla"], abs=1e-5)
+    assert grid.metrics[2] == pytest.approx(per_seed.metrics["pag"], abs=1e-5)
+    assert grid.metrics[0] != pytest.approx(grid.metrics[2], abs=1e-5)  # lambda changed something
+    assert len(grid.models) == len(grid.metrics) == 3
+    record = grid.record()
+    assert {k: record[k] for k in ("seed", "lams", "source", "gradient")} == {
+        "seed": 1,
+        "lams": [0.0, 0.1, 0.5],
+        "source": "nearest_neighbor",
+        "gradient": "logit",
+    }
+    assert record["results"]["pgd"] == [m["pgd"] for m in grid.metrics]
+    assert set(record["results"]) == set(experiment.TOY_METRICS)
+
+
+def test_the_lambda_grid_is_in_the_toy_record():
+    config = ToyConfig(seeds=[0], **SMALL)
+    main = run_toy_experiment(config, progress=False)
+    grid = experiment.lambda_grid(config, [0.0, 1.0])
+    without, record = experiment.toy_record(main), experiment.toy_record(main, grid=grid)
+    assert "lambda_slider" not in without
+    assert record["lambda_slider"] == json.loads(json.dumps(grid.record()))  # saved as JSON as it is
+    assert record["wall_seconds"] == pytest.approx(without["wall_seconds"] + grid.seconds, abs=2e-3)
+
+
+@pytest.mark.parametrize("lams", [[], [1.0], [0.0, 0.0], [1.0, 0.5], [0.0, -1.0], "0 1"])
+def test_bad_lambda_grids_fail_before_any_training(monkeypatch, lams):
+    monkeypatch.setattr(experiment, "train_toy_models", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ConfigError, match="lambda"):
+        experiment.lambda_grid(ToyConfig(**SMALL), lams)

@@ -1,10 +1,21 @@
-"""The explorers: set widget values from Python and check that what they show changes."""
+"""The explorers: set widget values from Python and check that what they show changes; the static
+lambda slider of the built book: its pictures, its HTML and its sentence."""
 
+import base64
+import io
+import json
+import re
+from dataclasses import replace
+
+import pytest
 import torch
+from PIL import Image
 
+from pagcore.book import slider
 from pagcore.book.widgets import StoredRunsExplorer, ToyExplorer
 from pagcore.store.runs import RunStore
-from pagcore.toy.problem import ToyConfig
+from pagcore.toy.experiment import ToyLambdaGrid, lambda_grid
+from pagcore.toy.problem import ToyConfig, ToyMLP
 
 SMALL = ToyConfig(epochs=15, train_per_mode=40, test_per_mode=20, pool_size=10)
 
@@ -55,3 +66,85 @@ def test_stored_runs_explorer_without_runs_says_so():
     explorer = StoredRunsExplorer({"λ = 1": None})
     assert explorer.shown is None
     assert "No stored run" in explorer.output.outputs[0]["data"]["text/markdown"]
+
+
+# The static lambda slider of the built book (pagcore.book.slider).
+
+
+def linear_toy_model(w) -> ToyMLP:
+    """Logits (0, w . x): class 1 where w . x > 0. The hidden layer passes x as ReLU(x), ReLU(-x)."""
+    model = ToyMLP(hidden=4)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [-1, 0], [0, -1]]))
+        model[0].bias.zero_()
+        w = torch.tensor(w)
+        model[2].weight.copy_(torch.stack([torch.zeros(4), torch.cat([w, -w])]))
+        model[2].bias.zero_()
+    return model.eval()
+
+
+def test_gradient_field_points_towards_the_other_class():
+    w = torch.tensor([2.0, -1.0])
+    # An even number of points per side keeps the grid off the axes, where ReLU(x) has no slope.
+    grid, gradients = slider.gradient_field(linear_toy_model(w.tolist()), points=6)
+    assert grid.shape == gradients.shape == (36, 2)
+    side = torch.sign(grid @ w)
+    off_boundary = side != 0
+    unit = gradients / gradients.norm(dim=1, keepdim=True)
+    # From class 1 (w . x > 0) the other class lies along -w, from class 0 along +w.
+    expected = -side.unsqueeze(1) * w / w.norm()
+    torch.testing.assert_close(unit[off_boundary], expected[off_boundary])
+
+
+def fake_grid(pgd, clean, alignment, lams=(0.0, 1.0, 3.0)) -> ToyLambdaGrid:
+    metrics = [dict(clean=c, pgd=p, alignment=a) for c, p, a in zip(clean, pgd, alignment)]
+    return ToyLambdaGrid(SMALL, 2, list(lams), [], metrics, (torch.zeros(0, 2), torch.zeros(0)), 0.0)
+
+
+def test_lambda_grid_sentence_reads_the_grid():
+    sentence = slider.lambda_grid_sentence(fake_grid([0.2, 0.9, 0.5], [1.0, 1.0, 0.95], [0.1, 0.5, 0.4]))
+    assert sentence == (
+        "As λ grows from 0 to 3, the PGD accuracy of the seed-2 model goes from 20.0% to 50.0% (highest, 90.0%, "
+        "at λ = 1) and its PAG score from 0.10 to 0.40, while its clean accuracy ranges from 95.0% to 100.0%."
+    )
+    flat = slider.lambda_grid_sentence(fake_grid([0.1, 0.2, 0.3], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]))
+    assert "clean accuracy stays at 100.0%." in flat and "(highest, 30.0%, at λ = 3)" in flat
+
+
+def png(color: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_slider_html_shows_the_first_frame_and_needs_nothing_from_outside():
+    frames = [png("red"), png("blue"), png("green")]
+    html = slider.slider_html(frames, ["λ = 0", "λ = 1", "λ = 3"])
+    images = re.findall(r"<img [^>]*>", html)
+    assert len(images) == 3
+    assert ["display:block" in i for i in images] == [True, False, False]  # without JavaScript: the first
+    assert 'type="range" min="0" max="2"' in html and ">λ = 0</output>" in html
+    assert "max-width:30px" in images[0]  # shown at the picture's own width
+    shown = [base64.b64decode(re.search(r"base64,([^\"]+)", i).group(1)) for i in images]
+    assert shown == frames
+    assert "http" not in html and "//" not in html.replace("://", "")  # no URL: works offline
+    assert html == slider.slider_html(frames, ["λ = 0", "λ = 1", "λ = 3"])  # same frames, same ids
+    assert slider.slider_html(frames[::-1], ["a", "b", "c"]).split('"')[3] != html.split('"')[3]
+    with pytest.raises(ValueError, match="one label per frame"):
+        slider.slider_html(frames, ["λ = 0"])
+
+
+def test_toy_lambda_slider_has_one_frame_of_one_size_per_lambda():
+    config = replace(SMALL, epochs=3)
+    grid = lambda_grid(config, [0.0, 3.0])
+    html = slider.toy_lambda_slider(grid)
+    pictures = [
+        Image.open(io.BytesIO(base64.b64decode(b)))
+        for b in re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', html)
+    ]
+    assert len(pictures) == 2
+    width, height = slider.FRAME_SIZE[0] * slider.FRAME_DPI, slider.FRAME_SIZE[1] * slider.FRAME_DPI
+    assert {p.size for p in pictures} == {(width, height)}
+    assert pictures[0].tobytes() != pictures[1].tobytes()  # the vanilla and the PAG model look different
+    assert len(html) < 60_000 * len(pictures)  # palette PNGs: tens of KB a frame
+    assert json.loads(re.search(r"var labels = (\[.*?\]);", html).group(1)) == ["λ = 0", "λ = 3"]

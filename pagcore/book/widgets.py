@@ -7,7 +7,8 @@
   ablation) that shows each run's metrics and PAG picture grid; nothing is retrained.
 
 Widget callbacks need a live kernel. The built book has none, so its pages show static
-figures instead and say so. Both explorers keep their latest result in attributes
+figures instead and say so; the toy chapter also has a slider over models trained in advance
+(:mod:`pagcore.book.slider`), which needs no kernel. Both explorers keep their latest result in attributes
 (``result``, ``figure``, ``shown``) so that tests can drive them from Python.
 """
 

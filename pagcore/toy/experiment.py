@@ -12,7 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from pagcore.base.validation import (
+    ConfigError,
     check_choice,
+    check_nonnegative,
 )
 from pagcore.evaluate.pag_score import direction_alignment
 from pagcore.paper import reported
@@ -157,12 +159,14 @@ def toy_record(
     comparisons: dict[str, dict[str, ToyExperiment]] | None = None,
     sweep: dict | None = None,
     gaps: dict[str, dict] | None = None,
+    grid: ToyLambdaGrid | None = None,
 ) -> dict:
     """Results per seed, their summary and the provenance record, ready to be saved as JSON.
 
     ``comparisons`` adds experiments run beside the main one, by section and name (e.g.
     ``{"sampled_classes": {"k = 1": ...}}``); ``sweep`` a :func:`lambda_sweep` result with its
-    ``seconds``; ``gaps`` the :func:`gap_candidates`. The wall time covers all of them. The toy
+    ``seconds``; ``gaps`` the :func:`gap_candidates`; ``grid`` a :func:`lambda_grid` (the book's
+    lambda slider), under ``lambda_slider``. The wall time covers all of them. The toy
     models train and are attacked on the CPU, whatever else the machine has.
     """
     seconds = experiment.seconds
@@ -185,6 +189,9 @@ def toy_record(
     if gaps:
         record["gap_candidates"] = gaps
         seconds += sum(g["seconds"] for g in gaps.values())
+    if grid is not None:
+        record["lambda_slider"] = grid.record()
+        seconds += grid.seconds
     record["wall_seconds"] = round(seconds, 3)
     return record
 
@@ -212,6 +219,79 @@ def lambda_sweep(config: ToyConfig, lams: list[float], sources: list[str], seed:
         for source in sources
     }
     return {"seed": seed, "lams": list(lams), "results": results, "seconds": round(time.perf_counter() - start, 3)}
+
+
+@dataclass
+class ToyLambdaGrid:
+    """The models of one seed over a grid of lambdas, and each model's metrics on the seed's test set.
+
+    Everything but lambda is ``config``'s (its source and gradient kind, data sizes, training
+    length, attack); ``metrics[i]`` holds TOY_METRICS for ``lams[i]``.
+    """
+
+    config: ToyConfig
+    seed: int
+    lams: list[float]
+    models: list[ToyMLP]
+    metrics: list[dict[str, float]]
+    test: tuple[Tensor, Tensor]
+    seconds: float
+
+    def series(self, metric: str) -> list[float]:
+        return [m[metric] for m in self.metrics]
+
+    def record(self) -> dict:
+        """What a run record keeps: the grid's own parameters and its metrics per lambda."""
+        return {
+            "seed": self.seed,
+            "lams": list(self.lams),
+            "source": self.config.source,
+            "gradient": self.config.gradient,
+            "results": {k: self.series(k) for k in TOY_METRICS},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_lambda_grid(lams: list[float]) -> list[float]:
+    """A slider's lambdas: at least two, each >= 0, strictly increasing."""
+    if isinstance(lams, (str, bytes)) or len(lams) < 2:
+        raise ConfigError(f"the lambda grid needs at least two values, such as [0.0, 1.0]; got {lams!r}")
+    values = [check_nonnegative("lambda", lam) for lam in lams]
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ConfigError(f"the lambda grid must increase strictly; got {lams!r}")
+    return values
+
+
+def lambda_grid(config: ToyConfig, lams: list[float], seed: int = 0) -> ToyLambdaGrid:
+    """Train the models of ``seed`` for every lambda of ``lams`` together, then attack and score each.
+
+    lambda = 0 is the vanilla model. Each model gets its clean and PGD accuracy and its PAG
+    score (:func:`manifold_alignment`) on ``seed``'s test set.
+    """
+    config.validate()
+    lams = check_lambda_grid(lams)
+    start = time.perf_counter()
+    members = [ToyMember(seed, lam, config.source) for lam in lams]
+    models = train_toy_models(members, config, progress=False)
+    (x_train, y_train), (x_test, y_test) = toy_split(config, seed)
+    attack = config.attack()
+    metrics = [
+        {
+            # A random-start attack draws from the seed, not the global RNG, so that its numbers repeat.
+            **evaluate_toy_model(model, x_test, y_test, attack, generator=torch.Generator().manual_seed(seed)),
+            "alignment": manifold_alignment(model, x_test, y_test, x_train, y_train),
+        }
+        for model in models
+    ]
+    return ToyLambdaGrid(
+        config=config,
+        seed=seed,
+        lams=lams,
+        models=models,
+        metrics=metrics,
+        test=(x_test, y_test),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _spread(experiment_per_seed: list[ToySeedResult], model: str) -> dict[str, float]:
