@@ -3,25 +3,69 @@
 :func:`reproduction_status` walks the paper's results (the toy experiment, Tables 1, 2 and 4,
 Figure 5) and, for each cell and each scale (``paper``, ``cpu``), looks up the run that answers
 it: the toy run's record, and the run store for everything else. Only ``real`` runs count; smoke
-and pilot runs never appear. A ``cpu``-scale number is shown beside the paper's but is never a
-reproduction of it: :func:`counts` keeps the scales apart.
+and pilot runs never appear.
+
+Each row carries a verdict computed from one rule (:data:`REPRODUCED_WITHIN`, :func:`verdict`): a
+number of ours at the paper's scale reproduces the paper's when the two are within the tolerance;
+a number at any other scale is a reduced protocol and never counts, however close it lands. The
+rest of the module turns the rows into the status page: its summary, its one figure, and narrow
+tables (measured rows shown, rows not yet run folded into a dropdown).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from pagcore.book.style import COLORS, TEXT_WIDTH, book_style, legend_outside
 from pagcore.book.tables import seed_summary, training_devices
-from pagcore.book.text import METRIC_COLUMNS, short_device
+from pagcore.book.text import METRIC_COLUMNS, markdown_table, percent, short_device, signed_points
+from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import SEEDS
 from pagcore.orchestrate.experiments import PAPER_ROWS, ROW_LABELS, RealDataExperiment
 from pagcore.paper import reported
 from pagcore.store.runs import Run, RunStore
 
 SCALE_ORDER = ("paper", "cpu")
+
+TOY = "toy"
+"""The ``dataset`` of the toy experiment's rows: the 2-D problem of Section 5.1, run at the paper's setting."""
+
+# How far (as a fraction: 0.02 is two accuracy points) a paper-scale number of ours may lie from
+# the paper's and still reproduce it. The paper gives a spread over training seeds for one row
+# only (Table 4: one image on CIFAR-10, three seeds); twice its largest standard deviation (ℓ2,
+# 0.91 points) is how far a rerun of the paper's own protocol can land from the reported number
+# without meaning anything. Rounded up to a whole point, it stands for every row, since no other
+# row has a reported spread: a tighter bound would fail faithful reruns, a looser one would pass
+# real differences (the paper's own rows differ by a few points).
+REPRODUCED_WITHIN = math.ceil(200 * max(reported.SEED_ERROR_BARS["std"].values())) / 100
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_COMPARABLE = "reduced protocol, not comparable"
+NOT_RUN = "not run"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
+
+# The figure's three panels: (metric key, title). The toy's only attack, an ℓ2 PGD-10, joins the ℓ2 panel.
+PANELS = (("clean", "clean"), ("linf", "ℓ∞ PGD-20"), ("l2", "ℓ2 PGD-20 (toy: PGD-10)"))
+PANEL_OF = {"clean": "clean", "linf": "linf", "l2": "l2", "pgd": "l2"}
+
+# The figure's series: colour and marker both tell the scales apart (readable in greyscale too).
+SERIES = {
+    "paper": {"label": "paper scale", "color": COLORS[0], "marker": "s"},
+    "toy": {"label": "toy, paper setting", "color": COLORS[0], "marker": "*"},
+    "cpu": {"label": "cpu scale (not comparable)", "color": COLORS[3], "marker": "o"},
+}
+
+BAND_GREY = "0.8"
 
 
 @dataclass
@@ -35,11 +79,29 @@ class StatusRow:
     schedule: str = ""
     device: str = ""
     date: str = ""
+    key: str = ""  # the metric's key: clean, linf, l2 (PGD-20), or pgd (the toy's ℓ2 PGD-10)
+    dataset: str = ""  # cifar10, stl10, or TOY
 
     @property
     def gap(self) -> float | None:
         """Ours minus the paper's, in the same units (fractions)."""
         return None if self.ours is None else self.ours - self.paper
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self)
+
+
+def verdict(row: StatusRow) -> str:
+    """The rule of the page: no number, "not run"; a scale other than the paper's, never a
+    reproduction, whatever the gap; at the paper's scale, "reproduced" when the gap as shown on
+    the page (points, one decimal) is at most :data:`REPRODUCED_WITHIN`."""
+    if row.ours is None:
+        return NOT_RUN
+    if row.scale != "paper":
+        return NOT_COMPARABLE
+    # Judged on the rounded gap, so that a reader who sees "+2.0" next to a 2-point tolerance sees it pass.
+    return REPRODUCED if round(100 * abs(row.gap), 1) <= round(100 * REPRODUCED_WITHIN, 1) else NOT_REPRODUCED
 
 
 def _provenance(run: Run) -> dict[str, str]:
@@ -51,11 +113,15 @@ def _provenance(run: Run) -> dict[str, str]:
     }
 
 
+TOY_SETTINGS = {"vanilla": "Vanilla", "pag": "PAG"}
+TOY_METRICS = {"clean": "clean", "pgd": "ℓ2 PGD-10"}
+
+
 def toy_rows(record_path: Path) -> list[StatusRow]:
     record = json.loads(record_path.read_text()) if record_path.exists() else None
     rows = []
-    for model in ("vanilla", "pag"):
-        for metric in ("clean", "pgd"):
+    for model, setting in TOY_SETTINGS.items():
+        for metric, title in TOY_METRICS.items():
             ours = record["summary"][model][metric] if record and record.get("kind") == "real" else None
             extra = {}
             if ours is not None:
@@ -65,7 +131,18 @@ def toy_rows(record_path: Path) -> list[StatusRow]:
                     "device": short_device(record["device"]),
                     "date": record["finished"][:10],
                 }
-            rows.append(StatusRow("toy (Section 5.1)", model, metric, reported.TOY[model][metric], ours, **extra))
+            rows.append(
+                StatusRow(
+                    "Toy (Section 5.1)",
+                    setting,
+                    title,
+                    reported.TOY[model][metric],
+                    ours,
+                    key=metric,
+                    dataset=TOY,
+                    **extra,
+                )
+            )
     return rows
 
 
@@ -78,21 +155,28 @@ def table_rows(store: RunStore, dataset: str, scale: str) -> list[StatusRow]:
             extra = _provenance(run) if run else {}
             rows.append(
                 StatusRow(
-                    f"Table {reported.TABLE_NUMBER[dataset]} ({dataset})",
+                    f"Table {reported.TABLE_NUMBER[dataset]} ({SPECS[dataset].title})",
                     ROW_LABELS[row],
                     title,
                     reported.TABLES[dataset][row][metric],
                     run.metrics[metric] if run else None,
                     scale,
+                    key=metric,
+                    dataset=dataset,
                     **extra,
                 )
             )
     return rows
 
 
-def seed_rows(store: RunStore, scale: str, seeds: tuple[int, ...] = SEEDS) -> list[StatusRow]:
+def seed_runs(store: RunStore, scale: str, seeds: tuple[int, ...] = SEEDS) -> dict[int, Run | None]:
+    """Table 4's runs at ``scale``: one image on CIFAR-10, per seed (None: not run)."""
     experiment = RealDataExperiment("cifar10", {"scale": scale}, store=store)
-    runs = {seed: experiment.run("one_image", seed=seed) for seed in seeds}
+    return {seed: experiment.run("one_image", seed=seed) for seed in seeds}
+
+
+def seed_rows(store: RunStore, scale: str, seeds: tuple[int, ...] = SEEDS) -> list[StatusRow]:
+    runs = seed_runs(store, scale, seeds)
     summary = seed_summary(runs)
     done = [r for r in runs.values() if r is not None]
     extra: dict[str, Any] = {}
@@ -103,12 +187,14 @@ def seed_rows(store: RunStore, scale: str, seeds: tuple[int, ...] = SEEDS) -> li
     for metric, title in METRIC_COLUMNS:
         rows.append(
             StatusRow(
-                "Table 4 (seeds)",
-                "One Image, mean",
+                "Table 4 (One Image, CIFAR-10)",
+                "mean",
                 title,
                 reported.SEED_ERROR_BARS["mean"][metric],
                 summary["mean"][metric] if summary else None,
                 scale,
+                key=metric,
+                dataset="cifar10",
                 **extra,
             )
         )
@@ -124,12 +210,14 @@ def lambda_rows(store: RunStore, scale: str) -> list[StatusRow]:
             extra = _provenance(run) if run else {}
             rows.append(
                 StatusRow(
-                    "Figure 5 (λ)",
-                    f"Class Mean, λ = {lam:g}",
+                    "Figure 5 (Class Mean, CIFAR-10)",
+                    f"λ = {lam:g}",
                     title,
                     values[metric],
                     run.metrics[metric] if run else None,
                     scale,
+                    key=metric,
+                    dataset="cifar10",
                     **extra,
                 )
             )
@@ -153,10 +241,313 @@ def reproduction_status(store: RunStore, toy_record: Path) -> list[StatusRow]:
 
 
 def counts(rows: list[StatusRow]) -> dict[str, dict[str, int]]:
-    """Per scale: how many of the paper's numbers it has cells for, and how many have a run."""
+    """Per scale: how many of the paper's numbers it has cells for, how many have a run, and how
+    many of those the rule counts as reproduced (never any outside the paper's scale)."""
     out: dict[str, dict[str, int]] = {}
     for row in rows:
-        entry = out.setdefault(row.scale, {"cells": 0, "measured": 0})
+        entry = out.setdefault(row.scale, {"cells": 0, "measured": 0, "reproduced": 0})
         entry["cells"] += 1
         entry["measured"] += row.ours is not None
+        entry["reproduced"] += row.verdict == REPRODUCED
     return out
+
+
+# -- words ------------------------------------------------------------------------------------------
+
+
+def points_text(fraction: float) -> str:
+    """A tolerance or distance in accuracy points, one decimal: ``0.02`` -> ``"2.0 points"``."""
+    return f"{100 * fraction:.1f} points"
+
+
+def unbroken(cell: str) -> str:
+    """``cell`` with no line break inside (no-break spaces and hyphens), for the short phrases of a
+    narrow table: the browser then narrows the other columns instead of wrapping this one."""
+    return cell.replace(" ", "\u00a0").replace("-", "\u2011")
+
+
+def _join(items: Sequence[str], word: str = "and") -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def _dataset_titles(datasets: Iterable[str]) -> list[str]:
+    return [SPECS[d].title for d in SPECS if d in set(datasets)]
+
+
+def summary(rows: list[StatusRow]) -> str:
+    """Two sentences: how many of the paper's numbers have one of ours at each scale, and where
+    the real-data numbers stand (all at the reduced scale, if that is so)."""
+    paper = [r for r in rows if r.scale == "paper"]
+    measured = [r for r in paper if r.ours is not None]
+    reproduced = sum(r.verdict == REPRODUCED for r in measured)
+    within = f"within {points_text(REPRODUCED_WITHIN)}"
+    if not measured:
+        paper_part = "none has one of ours at the paper's scale"
+    elif all(r.dataset == TOY for r in measured):
+        paper_part = (
+            f"{len(measured)} have one of ours at the paper's setting, all from the toy experiment "
+            f"({reproduced} of them reproduced {within})"
+        )
+    else:
+        paper_part = f"{len(measured)} have one of ours at the paper's scale ({reproduced} reproduced {within})"
+    reduced = {
+        scale: sum(r.ours is not None for r in rows if r.scale == scale)
+        for scale in dict.fromkeys(r.scale for r in rows)
+        if scale != "paper"
+    }
+    reduced_part = " and ".join(f"{n} have one at the reduced {scale} scale" for scale, n in reduced.items())
+    first = f"Of the paper's {len(paper)} numbers, {paper_part}" + (f", and {reduced_part}." if reduced_part else ".")
+
+    real = [r for r in rows if r.dataset != TOY]
+    real_paper = [r for r in real if r.scale == "paper"]
+    results = list(dict.fromkeys(r.experiment.split(" (")[0] for r in real_paper))
+    missing = _dataset_titles({r.dataset for r in real_paper} - {r.dataset for r in real_paper if r.ours is not None})
+    if not any(r.ours is not None for r in real):
+        second = f"No real-data run exists yet at any scale, so {_join(results)} read “not run”."
+    elif not any(r.ours is not None for r in real_paper):
+        scales = _join(list(dict.fromkeys(r.scale for r in real if r.ours is not None)))
+        second = (
+            f"Every real-data number of ours is at the reduced {scales} scale: no paper-scale "
+            f"{_join(missing, 'or')} run exists, so none of {_join(results, 'or')} is reproduced (or refuted) yet."
+        )
+    else:
+        done = [r for r in real_paper if r.ours is not None]
+        second = (
+            f"At the paper's scale, {sum(r.verdict == REPRODUCED for r in done)} of the {len(done)} real-data "
+            f"numbers with a run are reproduced {within}"
+            + (f"; no paper-scale {_join(missing, 'or')} run exists yet." if missing else ".")
+        )
+    return f"{first} {second}"
+
+
+def rule_text() -> str:
+    """The tolerance and the rule, in words, from the constants that the verdicts use."""
+    std = reported.SEED_ERROR_BARS["std"]
+    widest = max(std, key=std.get)
+    title = dict(METRIC_COLUMNS)[widest]
+    return (
+        f"A number of ours reproduces the paper's when it was measured at the paper's scale and lies within "
+        f"{points_text(REPRODUCED_WITHIN)} of it (the gap as shown, to one decimal). That is twice the largest "
+        f"standard deviation over seeds that the paper reports ({points_text(std[widest])} for {title} in its "
+        f"Table 4, over {reported.SEED_ERROR_BARS['seeds']} seeds), rounded up to a whole point: how far a "
+        "faithful rerun may land from the paper's number by the luck of its seed. The paper reports a spread "
+        "for that one row only, so the same tolerance serves every row. "
+        f"A number at the reduced `cpu` scale is never counted as a reproduction, however close it lands: its "
+        f"verdict is “{NOT_COMPARABLE}”, because a narrower network trained for fewer epochs on sampled "
+        "target classes answers a different question. The verdict column of every table below applies this "
+        "rule."
+    )
+
+
+# -- the figure -------------------------------------------------------------------------------------
+
+
+def series_of(row: StatusRow) -> str:
+    """The figure series a measured row belongs to: the toy, or its scale."""
+    return "toy" if row.dataset == TOY else row.scale
+
+
+def figure_points(rows: list[StatusRow]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Per series and panel, the (paper, ours) points in percent; a number that appears twice on the
+    page (Table 1's class mean is also Figure 5's λ = 0.4) is drawn once."""
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for row in rows:
+        if row.ours is None:
+            continue
+        panel = out.setdefault(series_of(row), {key: [] for key, _ in PANELS})[PANEL_OF[row.key]]
+        point = (100 * row.paper, 100 * row.ours)
+        if point not in panel:
+            panel.append(point)
+    return {name: out[name] for name in SERIES if name in out}
+
+
+def comparison_figure(rows: list[StatusRow]) -> Figure:
+    """The paper's number (x) against ours (y), one panel per metric, one series per scale, with the
+    diagonal y = x and the band of :data:`REPRODUCED_WITHIN` around it; the legend sits below the panels."""
+    band = 100 * REPRODUCED_WITHIN
+    band_label = f"within ±{band:.1f} points"
+    points = figure_points(rows)
+    with book_style():
+        fig, axes = plt.subplots(
+            1, len(PANELS), figsize=(TEXT_WIDTH, 0.5 * TEXT_WIDTH), sharey=True, layout="constrained"
+        )
+        for ax, (key, title) in zip(axes, PANELS):
+            ax.fill_between(
+                [0, 100], [-band, 100 - band], [band, 100 + band], color=BAND_GREY, linewidth=0, label=band_label
+            )
+            ax.plot([0, 100], [0, 100], color="0.3", linewidth=0.8, linestyle="--", marker="", label="y = x")
+            for name, panels in points.items():
+                if panels[key]:
+                    style = SERIES[name]
+                    xs, ys = zip(*panels[key])
+                    ax.scatter(
+                        xs,
+                        ys,
+                        s=80 if style["marker"] == "*" else 28,
+                        color=style["color"],
+                        marker=style["marker"],
+                        edgecolors="white",
+                        linewidths=0.4,
+                        label=style["label"],
+                        zorder=3,
+                        clip_on=False,
+                    )
+            ax.set(xlim=(-3, 103), ylim=(-3, 103), xticks=(0, 50, 100), yticks=(0, 50, 100), title=title)
+            ax.set_aspect("equal")
+            ax.set_xlabel("paper (%)")
+        axes[0].set_ylabel("ours (%)")
+        order = tuple(SERIES[name]["label"] for name in points) + ("y = x", band_label)
+        legend_outside(fig, where="below", order=order)
+    return fig
+
+
+def figure_reading(rows: list[StatusRow]) -> str:
+    """One sentence on what the figure shows, computed from the points it draws."""
+    measured = [r for r in rows if r.ours is not None]
+    if not measured:
+        return "No run has produced a number yet, so the figure has no points."
+    parts = []
+    paper = [r for r in measured if r.scale == "paper"]
+    if paper:
+        inside = sum(r.verdict == REPRODUCED for r in paper)
+        which = (
+            f"the toy experiment's {len(paper)} points"
+            if all(r.dataset == TOY for r in paper)
+            else f"the {len(paper)} paper-scale points"
+        )
+        parts.append(f"{inside} of {which} lie inside the band")
+    reduced = [r for r in measured if r.scale != "paper"]
+    if reduced:
+        below = sum(r.gap < -REPRODUCED_WITHIN for r in reduced)
+        inside = sum(abs(r.gap) <= REPRODUCED_WITHIN for r in reduced)
+        gaps = {
+            title: statistics.median(100 * r.gap for r in reduced if PANEL_OF[r.key] == key)
+            for key, title in METRIC_COLUMNS
+            if any(PANEL_OF[r.key] == key for r in reduced)
+        }
+        worst = min(gaps, key=gaps.get)
+        scales = _join(sorted({r.scale for r in reduced}))
+        parts.append(
+            f"{below} of the {len(reduced)} {scales}-scale points fall below the band, furthest in {worst} "
+            f"accuracy (median gap {signed_points(gaps[worst])} points), and the {inside} that land inside it "
+            "still reproduce nothing, since their protocol differs"
+        )
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
+# -- tables -----------------------------------------------------------------------------------------
+
+MEASURED_HEADER = ("setting", "metric", "paper", "ours", "gap", "verdict")
+
+
+def _groups(rows: Iterable[StatusRow]) -> dict[tuple[str, str], list[StatusRow]]:
+    groups: dict[tuple[str, str], list[StatusRow]] = {}
+    for row in rows:
+        groups.setdefault((row.experiment, row.scale), []).append(row)
+    return groups
+
+
+def _scale_words(experiment: str, scale: str) -> str:
+    if experiment.startswith("Toy"):
+        return "the paper's setting"
+    return "paper scale" if scale == "paper" else f"{scale} scale (reduced protocol)"
+
+
+def measured_tables(rows: list[StatusRow]) -> str:
+    """MyST Markdown: one narrow table per result and scale, of the rows that have a number of ours,
+    each with its gap in points and its verdict. A setting's name is written on its first row only."""
+    groups = _groups(r for r in rows if r.ours is not None)
+    if not groups:
+        return "*No real run exists yet: every number of the paper reads “not run” below.*"
+    blocks = []
+    for (experiment, scale), group in groups.items():
+        cells, previous = [], None
+        for r in group:
+            cells.append(
+                (
+                    r.setting if r.setting != previous else "",
+                    r.metric,
+                    percent(r.paper),
+                    percent(r.ours),
+                    signed_points(100 * r.gap),
+                    unbroken(r.verdict),
+                )
+            )
+            previous = r.setting
+        caption = f"**{experiment}, {_scale_words(experiment, scale)}**"
+        blocks.append(f"{caption}\n\n{markdown_table(MEASURED_HEADER, cells)}")
+    return "\n\n".join(blocks)
+
+
+def not_run_dropdowns(rows: list[StatusRow]) -> str:
+    """MyST Markdown: per scale, a closed dropdown listing the paper's numbers that have no run of
+    ours there, one line per setting (the paper's values in the metric columns)."""
+    blocks = []
+    for scale in dict.fromkeys(r.scale for r in rows):
+        missing = [r for r in rows if r.scale == scale and r.ours is None]
+        if not missing:
+            continue
+        settings: dict[tuple[str, str], dict[str, str]] = {}
+        for r in missing:
+            value = percent(r.paper) + (" (PGD-10)" if r.key == "pgd" else "")
+            settings.setdefault((r.experiment, r.setting), {})[PANEL_OF[r.key]] = value
+        table = markdown_table(
+            ("result", "setting", *(title for _, title in METRIC_COLUMNS)),
+            [
+                (experiment, setting, *(values.get(key, "—") for key, _ in METRIC_COLUMNS))
+                for (experiment, setting), values in settings.items()
+            ],
+        )
+        title = "the paper's scale" if scale == "paper" else f"the {scale} scale"
+        blocks.append(
+            f":::{{dropdown}} Not run at {title}: {len(missing)} numbers ({len(settings)} settings)\n"
+            f"The paper's values of the numbers that no run of ours answers yet at {title}.\n\n{table}\n:::"
+        )
+    return "\n\n".join(blocks) or "*Every number of the paper has a run of ours at every scale.*"
+
+
+def provenance_table(rows: list[StatusRow]) -> str:
+    """Markdown: for each result and scale with a run, the schedule, device and dates behind its numbers."""
+    out = []
+    for (experiment, scale), group in _groups(r for r in rows if r.ours is not None).items():
+        dates = sorted({r.date for r in group if r.date})
+        out.append(
+            (
+                experiment,
+                "paper" if experiment.startswith("Toy") else scale,
+                "; ".join(dict.fromkeys(r.schedule for r in group)),
+                "; ".join(dict.fromkeys(r.device for r in group)),
+                " to ".join(unbroken(d) for d in dict.fromkeys((dates[0], dates[-1]))) if dates else "",
+            )
+        )
+    if not out:
+        return "*No run exists yet, so there is nothing to trace.*"
+    return markdown_table(("result", "scale", "schedule", "device", "trained"), out)
+
+
+def seed_table(store: RunStore, scales: Sequence[str] = SCALE_ORDER, seeds: tuple[int, ...] = SEEDS) -> str:
+    """Markdown: Table 4 as mean ± sample std over seeds, the paper's row first, then ours per scale."""
+    paper = reported.SEED_ERROR_BARS
+    rows = [
+        (
+            f"paper ({paper['seeds']} seeds)",
+            *(percent(paper["mean"][key], paper["std"][key]) for key, _ in METRIC_COLUMNS),
+        )
+    ]
+    for scale in scales:
+        found = seed_summary(seed_runs(store, scale, seeds))
+        label = f"ours, {scale} scale"
+        if found is None:
+            rows.append((label, *([percent(None)] * len(METRIC_COLUMNS))))
+        else:
+            rows.append(
+                (
+                    f"{label} ({found['n']} of {len(seeds)} seeds)",
+                    *(percent(found["mean"][key], found["std"][key]) for key, _ in METRIC_COLUMNS),
+                )
+            )
+    return markdown_table(("", *(title for _, title in METRIC_COLUMNS)), rows)
