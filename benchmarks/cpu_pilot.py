@@ -20,7 +20,7 @@ after every epoch. Runs live in their own store (benchmarks/pilot_runs/, kind "p
 as results) and resume where they stopped: call it again, with a time budget, until all are done.
 It then writes benchmarks/results/cpu_pilot-accuracy-<dataset>.json from the stored histories, with
 the accuracy of classifiers that see only the distances to the class means (a ceiling for
-class-mean PAG models, see ``class_mean_distance_accuracies``).
+class-mean PAG models, see ``pagcore.evaluate.ceiling``).
 
 This is a measurement script, not a test.
 """
@@ -45,6 +45,7 @@ from pagcore.data import (  # noqa: E402
     load_dataset,
     synthetic_dataset,
 )
+from pagcore.evaluate.ceiling import distance_accuracies  # noqa: E402
 from pagcore.paper import reported  # noqa: E402
 from pagcore.paper.models import build_model  # noqa: E402
 from pagcore.paper.objective import pag_loss, sample_target_classes  # noqa: E402
@@ -227,49 +228,6 @@ def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
-def class_mean_distance_accuracies(data, epochs: int = 30, seed: int = 0) -> dict[str, float]:
-    """Test accuracies of classifiers that see an image only through its distances to the ten
-    (rescaled) class means: the ceiling of a perfectly aligned class-mean PAG model.
-
-    If the input-gradient of every logit f_c pointed exactly along r_c - x everywhere, each f_c
-    would be constant on the spheres about r_c, i.e. a decreasing function of |x - r_c| alone, and
-    the prediction a function of the ten distances. "nearest" is the nearest class mean (the
-    logits -|x - r_c|^2 / 2, whose gradients are exactly r_c - x); "linear" and "mlp" are trained
-    on the (standardised) squared distances of the training images, an estimate of how much
-    class information those ten numbers hold."""
-    reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5).flatten(1).double()
-
-    def features(x):
-        return torch.cdist(as_float(x).flatten(1).double(), reps).pow(2).float()
-
-    train_x, test_x = features(data.x_train), features(data.x_test)
-    result = {"nearest": (test_x.argmin(1) == data.y_test).double().mean().item()}
-    mean, std = train_x.mean(0), train_x.std(0)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    torch.manual_seed(seed)
-    heads = {
-        "linear": torch.nn.Linear(NUM_CLASSES, NUM_CLASSES),
-        "mlp": torch.nn.Sequential(
-            torch.nn.Linear(NUM_CLASSES, 256),
-            torch.nn.ReLU(),
-            torch.nn.Linear(256, 256),
-            torch.nn.ReLU(),
-            torch.nn.Linear(256, NUM_CLASSES),
-        ),
-    }
-    for name, head in heads.items():
-        optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(train_x)).split(256):
-                loss = torch.nn.functional.cross_entropy(head(train_x[batch]), data.y_train[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        with torch.no_grad():
-            result[name] = (head(test_x).argmax(1) == data.y_test).double().mean().item()
-    return result
-
-
 def accuracy(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data)
@@ -317,7 +275,7 @@ def accuracy(args: argparse.Namespace) -> None:
             "what": f"clean test accuracy ({data.test_set}) after every epoch of short pilot schedules",
             "dataset": args.dataset,
             "runs": summary,
-            "class_mean_distance_accuracy": class_mean_distance_accuracies(data),
+            "class_mean_distance_accuracy": distance_accuracies(data),
             "device": device_description(torch.device("cpu")),
             "torch": torch.__version__,
             "git_sha": git_revision(),

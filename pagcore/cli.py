@@ -36,6 +36,8 @@ from pagcore.config import (
     given,
     given_knobs,
 )
+from pagcore.data import SPECS
+from pagcore.evaluate.ceiling import measure_ceiling
 from pagcore.evaluate.final import EvaluationSettings, evaluate_run
 from pagcore.evaluate.stored import ATTACKS, Budgets, companion_run, evaluate_stored_run
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
@@ -332,6 +334,36 @@ def _run_selftest(args: argparse.Namespace) -> dict:
         return run_selftest(Path(work), data, args.device)
 
 
+def _add_ceiling_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ceiling",
+        help="the accuracy a classifier of the distances to the class means reaches, recorded like a run",
+        description="Measures the ceiling of a perfectly aligned class-mean PAG model (pagcore.evaluate.ceiling) on"
+        " the whole dataset and writes it, with its record, under runs/measurements/.",
+    )
+    p.add_argument("--dataset", required=True, choices=sorted(SPECS))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help=".npz file or torchvision root of the dataset")
+    source.add_argument("--synthetic", nargs=2, type=int, metavar=("TRAIN", "TEST"), help="random images (tests)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs of the linear model and the MLP")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measurements", type=Path, default=None, help="output folder (default: runs/measurements)")
+    p.set_defaults(handler=_run_ceiling)
+
+
+def _run_ceiling(args: argparse.Namespace) -> dict:
+    check_nonnegative("epochs", args.epochs)
+    data = load_data(args.dataset, args.data or "", synthetic=args.synthetic)
+    kind = kind_of(synthetic=bool(args.synthetic), subset=False)
+    record = measure_ceiling(data, args.dataset, kind=kind, epochs=args.epochs, seed=args.seed, root=args.measurements)
+    return {
+        "dataset": args.dataset,
+        "kind": kind,
+        "accuracy": record["accuracy"],
+        "wall_seconds": record["wall_seconds"],
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pagcore", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_selftest_parser(subparsers)
+    _add_ceiling_parser(subparsers)
 
     add_sweep_parser(subparsers)
     return parser

@@ -81,22 +81,6 @@ def load_script(name):
     return module
 
 
-def test_the_class_mean_distance_ceiling_sees_class_information_only_where_there_is_some():
-    from dataclasses import replace
-
-    import torch
-
-    from pagcore.data import synthetic_dataset
-
-    pilot = load_script("cpu_pilot")
-    data = synthetic_dataset("cifar10", 400, 200, seed=3)  # classes differ by a colour cast
-    informative = pilot.class_mean_distance_accuracies(data, epochs=3)
-    assert set(informative) == {"nearest", "linear", "mlp"}
-    assert informative["nearest"] >= 0.6 and informative["mlp"] >= 0.6  # chance: 0.1
-    shuffled = replace(data, y_train=data.y_train[torch.randperm(400, generator=torch.Generator().manual_seed(0))])
-    assert max(pilot.class_mean_distance_accuracies(shuffled, epochs=3).values()) <= 0.3
-
-
 def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(tmp_path):
     from pagcore.config import ExecutionOptions, TrainConfig
     from pagcore.data import synthetic_dataset

@@ -24,7 +24,7 @@ TINY_TRAIN = [
     "--no-progress",
     *SYNTHETIC,
 ]
-TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "selftest"}  # selftest: test_selftest.py
+TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "selftest", "ceiling"}  # selftest: test_selftest.py
 
 
 def pagcore(*args, timeout=300):
@@ -43,6 +43,18 @@ def test_toy_subcommand(tmp_path):
     assert result["seeds"] == [0]
     for model in ("vanilla", "pag"):
         assert 0.0 <= result[model]["pgd"] <= result[model]["clean"] <= 1.0
+
+
+def test_ceiling_subcommand_records_its_measurement(tmp_path):
+    out, result = pagcore(
+        "ceiling", "--dataset", "cifar10", "--synthetic", "64", "32", "--epochs", "1", "--measurements", str(tmp_path)
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert result["kind"] == "smoke" and set(result["accuracy"]) == {"nearest", "linear", "mlp"}
+    record = json.loads((tmp_path / "class_mean_distance_ceiling-cifar10.json").read_text())
+    assert record["kind"] == "smoke" and record["parameters"]["test_images"] == 32
+    out, _ = pagcore("ceiling", "--dataset", "cifar10", "--synthetic", "64", "32", "--epochs", "-1")
+    assert out.returncode == 2 and "epochs" in out.stderr
 
 
 @pytest.fixture(scope="module")
