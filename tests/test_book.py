@@ -45,7 +45,7 @@ RUN_PAGES = {
 
 def test_real_data_chapters_show_exactly_their_real_runs(built_book):
     """A chapter without a real run says so; every complete real run is shown by one of its dataset's
-    pages, with its name in the records and its clean accuracy in a table (two decimals, as printed)."""
+    pages, with its name in the records and its clean accuracy in a table (one decimal, as printed)."""
     from pagcore.book.text import percent
     from pagcore.store.runs import RunStore
 
@@ -56,7 +56,7 @@ def test_real_data_chapters_show_exactly_their_real_runs(built_book):
         if not mine:
             assert any(p in htmls[0] for p in UNRUN_PHRASES), dataset
         for run in mine:
-            shown = any(run.name in html and percent(run.metrics["clean"], digits=2) in html for html in htmls)
+            shown = any(run.name in html and percent(run.metrics["clean"]) in html for html in htmls)
             again = " ".join(page.rpartition("/")[2] for page in pages)
             assert shown, f"{run.name} is complete but in no page: python tools/execute_notebooks.py {again}"
 

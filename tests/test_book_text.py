@@ -1,11 +1,13 @@
 """The chapters' table of parameters in use."""
 
+import json
 import math
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from pagcore.book import tables, text, verdicts
+from pagcore.book import evidence, tables, text, verdicts
 
 
 def write_notebook(path, parameters_source: str, tagged: int = 1):
@@ -54,7 +56,6 @@ def test_parameters_table_has_two_pairs_per_row_by_default():
 
 
 def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are made up: a test of the wording
-    import json
 
     rows = [
         {"name": f"w{w} k2 b64 {mode} loop", "width": w, "images_per_s": rate}
@@ -77,7 +78,6 @@ def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are ma
             {**run, "objective": "cross_entropy", "test_accuracy": [0.5, 0.826], "seconds_per_epoch": [30.0, 30.0]},
             {**run, "width": 16, "epochs_done": 1, "test_accuracy": [0.25], "seconds_per_epoch": [170.0]},
         ],
-        "class_mean_distance_accuracy": {"nearest": 0.271, "linear": 0.308, "mlp": 0.425},
     }
     (results / f"cpu_pilot-throughput-{dataset}-2026-01-01.json").write_text(json.dumps(speed))
     (results / f"cpu_pilot-accuracy-{dataset}.json").write_text(json.dumps(accuracy))
@@ -85,86 +85,139 @@ def write_pilot(results, dataset="cifar10", **run_fields):  # the figures are ma
 
 def test_pilot_paragraph_reads_the_committed_pilot_results(tmp_path):
     write_pilot(tmp_path)
-    text = tables.cpu_pilot_paragraph("cifar10", tmp_path)
+    text = tables.cpu_pilot_paragraph("cifar10", tmp_path, tmp_path / "no-measurements")
     assert "392 → 483 at width 8; 199 → 298 at width 16" in text
     assert "at most 0.011" in text
     assert "vanilla reaches 82.6% at width 8 (30 s per epoch)" in text
     assert "class mean (k = 2, λ = 0.4) reaches 31.8% at width 8 (105 s per epoch)" in text
     assert "25.0%" not in text  # unfinished runs are left out
+    assert "distances to the class means" not in text  # no recorded ceiling in tmp_path
+    measurements = tmp_path / "measurements"
+    measurements.mkdir()
+    ceiling = {"accuracy": {"nearest": 0.271, "linear": 0.308, "mlp": 0.425}, "finished": "2026-01-01T00:00:00"}
+    ceiling.update(wall_seconds=12.0, device="cpu: AMD EPYC (2 cores)")
+    for dataset in ("cifar10", "stl10"):
+        (measurements / f"class_mean_distance_ceiling-{dataset}.json").write_text(json.dumps(ceiling))
+    text = tables.cpu_pilot_paragraph("cifar10", tmp_path, measurements)
     assert "27.1% as the nearest mean" in text and "42.5% as a small MLP" in text
     assert "class-mean models stay under it" in text  # 31.8% < 42.5%
-    assert tables.class_mean_distance_ceiling("cifar10", tmp_path) == 0.425
-    assert tables.class_mean_distance_ceiling("stl10", tmp_path) is None
+    assert tables.class_mean_distance_ceiling("cifar10", measurements) == 0.425
+    assert tables.class_mean_distance_ceiling("stl10", tmp_path / "no-measurements") is None
     assert "stl10 cpu preset has no results yet" in tables.cpu_pilot_paragraph("stl10", tmp_path)
     write_pilot(tmp_path, "stl10", k=1, lam=0.2, test_accuracy=[0.2, 0.5])
-    text = tables.cpu_pilot_paragraph("stl10", tmp_path)
+    text = tables.cpu_pilot_paragraph("stl10", tmp_path, measurements)
     assert "class mean (k = 1, λ = 0.2)" in text  # read from the runs
     assert "class-mean models pass it" in text  # 50.0% > 42.5%
     assert "has no results yet" in tables.cpu_pilot_paragraph("cifar10", tmp_path / "absent")
 
 
 class StoredRun:
+    path = Path("/nonexistent-run")  # no stored evaluations
+
     def __init__(self, clean, linf, l2):
-        self.metrics = {"clean": clean, "linf": linf, "l2": l2}
+        self.metrics = {"clean": clean, "linf": linf, "l2": l2, "test_images": 10_000}
 
 
-def test_cpu_verdict_weighs_class_mean_against_the_distance_ceiling():
+NOISE = evidence.Noise(std={"clean": 0.04, "linf": 0.05, "l2": 0.05}, seeds=3, measured_on="test")
+
+
+def judged(runs, failed=()):
+    """The rule applied to made-up runs: only PGD-20, and the checklist with ``failed`` checks."""
+    vanilla = runs["vanilla"].metrics
+
+    def numbers(m):
+        return {("pgd20", n): evidence.Measured(m[n], m["test_images"]) for n in ("linf", "l2")}
+
+    return {
+        row: evidence.judge(
+            row,
+            run.metrics["clean"],
+            numbers(run.metrics),
+            numbers(vanilla),
+            noise=NOISE,
+            num_classes=10,
+            failed_checks=list(failed),
+        )
+        for row, run in runs.items()
+        if row in verdicts.PAG_ROWS
+    }
+
+
+def test_cpu_verdict_applies_the_rule_and_weighs_class_mean_against_the_distance_ceiling():
     from pagcore.paper import reported
 
     runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25)}
-    low = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, distance_ceiling=0.425)
-    assert "more robust than vanilla in both" in low and "does not exceed the 42.5%" in low
+    low = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, distance_ceiling=0.425)
+    assert "class_mean (32.0% clean, 18.0% ℓ∞, 25.0% ℓ2): evidence" in low
+    assert "does not exceed the 42.5%" in low
+    masked = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs, ["black_box"]), NOISE)
+    assert "masking suspected: it fails the black-box check" in masked
+    runs["class_mean"] = StoredRun(0.15, 0.14, 0.15)
+    chance = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, 0.425)
+    assert "near chance" in chance and "evidence" not in chance
     runs["class_mean"] = StoredRun(0.60, 0.1, 0.3)
-    high = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, distance_ceiling=0.425)
-    assert "exceeds the 42.5%" in high and "weak evidence" not in high
-    assert "distances" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    high = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, 0.425)
+    assert "distances" not in high
     assert "no CPU-scale result" in verdicts.cpu_scale_verdict(
-        {"vanilla": runs["vanilla"]}, reported.TABLES["cifar10"], {}
+        {"vanilla": runs["vanilla"]}, reported.TABLES["cifar10"], {}, {}, NOISE
     )
 
 
-def test_cpu_verdict_says_where_the_rows_disagree_with_the_paper():
+def test_cpu_verdict_ranks_only_rows_the_noise_tells_apart():
     from pagcore.paper import reported
 
     runs = {
         "vanilla": StoredRun(0.82, 0.0, 0.001),
-        "one_image": StoredRun(0.20, 0.13, 0.17),
+        "one_image": StoredRun(0.20, 0.16, 0.25),
         "class_mean": StoredRun(0.32, 0.19, 0.27),
-        "nearest_neighbor": StoredRun(0.63, 0.12, 0.39),
+        "nearest_neighbor": StoredRun(0.63, 0.02, 0.39),
     }
-    text = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
+    text = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE)
     # Paper: vanilla 93.61, PAG rows 79.46-81.41 clean (12-14 points); ours 19-62 points.
     assert "costs 19 to 62 points of clean accuracy here, where the same rows cost 12 to 14 points" in text
     assert "largest disagreement" in text
-    # Paper l-inf: one image 16.57 > class mean 15.65 > nearest 10.58; l2: 50.62 > 49.68 > 46.33.
-    assert "Under ℓ∞ the rows rank class_mean > one_image > nearest_neighbor; in the paper, one_image >" in text
-    assert "Under ℓ2 the rows rank nearest_neighbor > class_mean > one_image; in the paper, class_mean >" in text
-    runs["nearest_neighbor"] = StoredRun(0.80, 0.05, 0.1)
-    runs["class_mean"] = StoredRun(0.79, 0.15, 0.45)
-    runs["one_image"] = StoredRun(0.78, 0.16, 0.44)
-    close = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
-    assert "largest disagreement" not in close
-    assert "Under ℓ∞ the rows rank as in the paper (one_image > class_mean > nearest_neighbor)." in close
-    assert "teacher" not in close
+    # 19 and 13 points are within a 5-point noise of each other, 2 is not.
+    assert "Under ℓ∞ PGD-20 the rows rank class_mean = one_image > nearest_neighbor here" in text
+    assert "Under ℓ2 PGD-20 the rows rank nearest_neighbor > class_mean = one_image here" in text
+    assert "rank" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), None)
     runs["rigd_linf"] = StoredRun(0.55, 0.25, 0.40)
     runs["adversarial_linf"] = StoredRun(0.63, 0.31, 0.46)
-    with_teacher = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {"rigd_linf": "RIGD ℓ∞"})
+    with_teacher = verdicts.cpu_scale_verdict(
+        runs, reported.TABLES["cifar10"], {"rigd_linf": "RIGD ℓ∞"}, judged(runs), NOISE
+    )
     assert (
         "Under ℓ∞ PGD-20, RIGD ℓ∞, which never sees an attacked image, reaches 25.0% against the 31.0% of the"
         " teacher it distils, at 55.0% clean against the teacher's 63.0%."
     ) in with_teacher
-    # The most l-inf-robust model-free row is one image (16.0%): the teacher's 31.0% is 15.0 points above.
     assert (
-        "The teacher itself is 15.0 points above the most ℓ∞-robust model-free row (one_image, 16.0%)." in with_teacher
+        "The teacher itself is 12.0 points above the most ℓ∞-robust model-free row (class_mean, 19.0%)." in with_teacher
     )
-    runs["adversarial_linf"] = StoredRun(0.63, 0.10, 0.46)
-    weak = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {})
-    assert "The teacher itself is 6.0 points below the most ℓ∞-robust model-free row (one_image, 16.0%)." in weak
 
 
-def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path):
-    import json
+def test_cpu_verdict_checks_what_vanilla_keeps_under_pgd_against_autoattack(tmp_path):
+    from pagcore.paper import reported
 
+    vanilla = StoredRun(0.61, 0.0, 0.09)
+    vanilla.path = tmp_path
+    (tmp_path / "evaluations").mkdir()
+    entry = {
+        "name": "autoattack",
+        "settings": {"norm": "l2", "budgets": "real", "subset": {"size": 100, "seed": 0}},
+        "results": {"robust": 0.03, "clean": 0.61},
+    }
+    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
+    runs = {"vanilla": vanilla, "class_mean": StoredRun(0.32, 0.18, 0.25)}
+    text = verdicts.cpu_scale_verdict(runs, reported.TABLES["stl10"], {}, judged(runs), NOISE)
+    assert "Vanilla keeps 9.0% under PGD-20 ℓ2 but 3.0% under AutoAttack (100 images): most of what" in text
+    assert "under PGD-20 ℓ∞ but" not in text  # nothing left to explain
+    entry["results"]["robust"] = 0.08
+    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
+    assert "within sampling error" in verdicts.cpu_scale_verdict(
+        runs, reported.TABLES["stl10"], {}, judged(runs), NOISE
+    )
+
+
+def test_results_table_gives_length_wall_time_and_median_epoch(tmp_path):
     class Run:
         path = tmp_path
         metrics = {"clean": 0.8, "linf": 0.1, "l2": 0.3}
@@ -172,29 +225,47 @@ def test_results_table_adds_stored_autoattack_numbers_with_their_subset(tmp_path
         record = {"wall_seconds": 4620}
         history = [{"seconds": 107.0}, {"seconds": 1427.0}, {"seconds": 105.0}]
 
-    (tmp_path / "evaluations").mkdir()
-    entry = {
-        "name": "autoattack",
-        "settings": {"norm": "l2", "budgets": "real", "subset": {"size": 1000, "seed": 0}},
-        "results": {"robust": 0.2512},
-    }
-    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
-    table = tables.results_table({"class_mean": Run()}, {}, {}, autoattack=True)
+    table = tables.results_table({"class_mean": Run()}, {}, {})
     assert len(table.splitlines()) == 3  # one table only: a MyST table directive accepts nothing else
-    header, _, row = table.splitlines()
-    assert "AutoAttack ℓ∞ 8/255" in header and "AutoAttack ℓ2" in header
-    assert "| 25.12% (1,000) |" in row and "| not evaluated |" in row
-    assert row.endswith("| 20 | 77 min | 107 s |")  # the median epoch ignores a stalled one
-    assert "AutoAttack" not in tables.results_table({"class_mean": Run()}, {}, {})
+    assert table.splitlines()[-1].endswith("| 20 | 77 min | 107 s |")  # the median epoch ignores a stalled one
     Run.metrics = {**Run.metrics, "test_set": "all 10,000 CIFAR-10 test images"}
-    notes = tables.results_notes({"class_mean": Run(), "vanilla": None}, autoattack=True)
+    notes = tables.results_notes({"class_mean": Run(), "vanilla": None})
     assert notes.startswith("Our numbers are computed on: all 10,000 CIFAR-10 test images.")
-    assert "seeded subset" in notes
     stalled = tables.results_notes({"class_mean": Run()}, {"class_mean": "Class Mean"})
     assert "Class Mean includes stalls: its slowest epoch took 1,427 s against a median of 107 s" in stalled
     Run.history = [{"seconds": 107.0}, {"seconds": 300.0}, {"seconds": 105.0}]
     assert "stalls" not in tables.results_notes({"class_mean": Run()})
     assert tables.results_notes({"vanilla": None}) == ""
+
+
+def test_accuracy_table_opens_with_the_chance_floor_and_gives_each_rows_verdict():
+    from pagcore.paper import reported
+
+    runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25), "one_image": None}
+    done = {row: run for row, run in runs.items() if run is not None}
+    table = tables.accuracy_table(runs, reported.TABLES["cifar10"], {}, judged(done), 10)
+    lines = table.splitlines()
+    assert lines[2] == "| constant classifier (chance) | 10.0% | 10.0% | 10.0% | floor |"
+    assert lines[3].startswith("| vanilla | 83.0% (93.6%) |") and lines[3].endswith("| baseline |")
+    assert lines[4].endswith("| evidence |")
+    assert lines[5] == "| one_image | not run (79.5%) | not run (16.6%) | not run (49.7%) | — |"
+
+
+def test_stronger_attacks_table_gives_autoattack_and_the_share_of_correct_points_kept(tmp_path):
+
+    class Run:
+        path = tmp_path
+
+    (tmp_path / "evaluations").mkdir()
+    entry = {
+        "name": "autoattack",
+        "settings": {"norm": "l2", "budgets": "real", "subset": {"size": 1000, "seed": 0}},
+        "results": {"robust": 0.25, "clean": 0.5},
+    }
+    (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
+    table = tables.stronger_attacks_table({"class_mean": Run(), "vanilla": None}, {})
+    assert table.splitlines()[-1] == "| class_mean | 1,000 | not run | — | 25.0% | 50.0% |"
+    assert "No run" in tables.stronger_attacks_table({"vanilla": None}, {})
 
 
 class TimedRun(StoredRun):
@@ -209,7 +280,7 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     runs = {1: TimedRun(0.30, 0.15, 0.22, (50.0,)), 2: TimedRun(0.32, 0.18, 0.25), 5: None}
     runs[10] = TimedRun(0.35, 0.2, 0.3)
     table = tables.k_study_table(runs)
-    assert table.splitlines()[2].startswith("| 1 | 30.00% |") and "| 110 s | CPU: AMD EPYC |" in table
+    assert table.splitlines()[2].startswith("| 1 | 30.0% |") and "| 110 s | CPU: AMD EPYC |" in table
     assert "| 5 | not run | not run | not run | — | — |" in table
     same = verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same

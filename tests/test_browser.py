@@ -1,6 +1,7 @@
 """Every built page, opened in headless Chromium with the network cut off: images load, every
 equation is typeset by the book's own MathJax, no raw glue keys or tracebacks, no code cell open
-before the first result, and results tables numbered as tables.
+before the first result, no table, figure or caption wider than the text column at 1280 px, and
+results tables numbered as tables.
 
 Screenshots of every page are saved under _build/screenshots/ for a human look. The test
 needs Debian's chromium (CI installs it, see .ci/run) and the playwright package (dev extra);
@@ -61,6 +62,21 @@ MATH_JS = """async () => {
 }"""
 
 
+# Tables, figures, images and captions that reach past the text column (at 1280 px), where the
+# theme would clip them or hide them behind a scrollbar; each as "tag: start of its text".
+WIDER_THAN_COLUMN_JS = """() => {
+  const column = document.querySelector('main article') || document.querySelector('main');
+  const box = column.getBoundingClientRect();
+  const wide = el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && (r.right > box.right + 1 || r.left < box.left - 1 || el.scrollWidth > el.clientWidth + 1);
+  };
+  return [...column.querySelectorAll('table, figure, img, caption, figcaption')]
+    .filter(wide)
+    .map(el => el.tagName.toLowerCase() + ': ' + (el.innerText || el.getAttribute('src') || '').slice(0, 60));
+}"""
+
+
 def toc_pages() -> list[str]:
     toc = (ROOT / "_toc.yml").read_text()
     return [re.search(r"root: (\S+)", toc).group(1)] + re.findall(r"file: (\S+)", toc)
@@ -118,6 +134,8 @@ def test_page_renders_cleanly(built_book, browser, name):
         assert "Traceback (most recent call last)" not in text
         assert page.locator("main .output.traceback, main .output.error").count() == 0, "an error output is shown"
         assert page.locator("main h1").count() >= 1
+        too_wide = page.evaluate(WIDER_THAN_COLUMN_JS)
+        assert not too_wide, f"wider than the text column at 1280 px: {too_wide}"
         open_code = page.evaluate(CODE_BEFORE_RESULT_JS)
         assert open_code is None, f"a code cell is shown expanded before the first result: {open_code!r}"
     finally:

@@ -43,8 +43,12 @@ BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     "k_study": ("book/appendix/k_study.ipynb", {"progress": False}),
     # Reads the stored evaluations of every real run (python -m pagcore evaluate --attacks ...): seconds.
     "gradient_masking": ("book/experiments/gradient_masking.ipynb", {"progress": False}),
-    # Last: it reads the toy chapter's record written above.
+    # Read the toy chapter's record written above and the run store: seconds.
     "reproduction_status": ("book/status.ipynb", {}),
+    "introduction": ("book/intro.ipynb", {}),
+    "conclusion": ("book/conclusion.ipynb", {}),
+    # The cpu preset and its pilot, from the committed pilot results.
+    "cpu_scale": ("book/appendix/cpu_scale.ipynb", {}),
 }
 
 

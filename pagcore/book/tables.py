@@ -7,23 +7,17 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from pagcore.book import evidence
 from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, short_device
 from pagcore.config import preset_for
 from pagcore.data import SPECS
+from pagcore.evaluate.ceiling import load_ceiling
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper import reported
 from pagcore.train.devices import BENCHMARK_RESULTS
-
-
-def autoattack_cell(run: Any, norm: str) -> str:
-    """The stored AutoAttack robust accuracy of ``run`` in ``norm``, with its number of test images."""
-
-    entry = chosen_evaluations(run).get(("autoattack", norm)) if run is not None else None
-    if entry is None:
-        return "not evaluated"
-    return f"{percent(entry['results']['robust'], digits=2)} ({entry['settings']['subset']['size']:,})"
 
 
 # An epoch this many times slower than the run's median was stalled by something else on the machine.
@@ -44,16 +38,11 @@ def results_table(
     runs: dict[str, Any],
     paper_rows: dict[str, dict[str, float]],
     labels: dict[str, str],
-    *,
-    autoattack: bool = False,
 ) -> str:
     """Markdown: one row per method, our accuracy beside the paper's for each metric, with the length,
-    wall time and median epoch time of our run; with ``autoattack``, two columns give each run's stored AutoAttack
-    accuracy (the paper has none). Only the table: a MyST ``table`` directive holds exactly one, so
-    what must be said under it comes from :func:`results_notes`."""
+    wall time and median epoch time of our run. Only the table: a MyST ``table`` directive holds
+    exactly one, so what must be said under it comes from :func:`results_notes`."""
     header = ["method"] + [name for _, title in METRIC_COLUMNS for name in (title, "paper")]
-    if autoattack:
-        header += ["AutoAttack ℓ∞ 8/255", "AutoAttack ℓ2"]
     header += ["epochs", "wall time", "time per epoch"]
     rows = []
     for row, run in runs.items():
@@ -61,9 +50,7 @@ def results_table(
         paper = paper_rows.get(row, {})
         cells = [labels.get(row, row)]
         for key, _ in METRIC_COLUMNS:
-            cells += [percent(metrics.get(key), digits=2), percent(paper[key], digits=2) if key in paper else "—"]
-        if autoattack:
-            cells += [autoattack_cell(run, norm) if run is not None else "—" for norm in ("linf", "l2")]
+            cells += [percent(metrics.get(key)), percent(paper[key]) if key in paper else "—"]
         cells.append(run.params["epochs"] if run is not None else "—")
         cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
         # The median epoch, unlike the wall time, does not count stalls caused by other processes.
@@ -73,16 +60,80 @@ def results_table(
     return markdown_table(header, rows)
 
 
-def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None, *, autoattack: bool = False) -> str:
-    """What a results table's reader must know: the test set(s) behind our numbers, with
-    ``autoattack`` how AutoAttack's subset is chosen, and which runs' wall times include stalls."""
+CHANCE_LABEL = "constant classifier (chance)"
+
+
+def accuracy_table(
+    runs: dict[str, Any],
+    paper_rows: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    judgements: dict[str, Any],
+    num_classes: int,
+) -> str:
+    """Markdown: clean and PGD-20 accuracy of every run on its whole test set, each followed by the
+    paper's in parentheses, and the verdict of the book's rule; a constant classifier opens the table
+    as the floor every number is read against. Percentages with one decimal."""
+    header = ["method", *(f"{title} (paper)" for _, title in METRIC_COLUMNS), "verdict"]
+    chance = evidence.chance_metrics(num_classes)
+    rows = [[CHANCE_LABEL, *(percent(chance[key]) for key, _ in METRIC_COLUMNS), "floor"]]
+    for row, run in runs.items():
+        metrics = (run.metrics or {}) if run is not None else {}
+        paper = paper_rows.get(row, {})
+        cells = [labels.get(row, row)]
+        for key, _ in METRIC_COLUMNS:
+            ours = percent(metrics.get(key)) if metrics else "not run"
+            cells.append(f"{ours} ({percent(paper[key])})" if key in paper else ours)
+        judged = judgements.get(row)
+        cells.append(judged.verdict if judged is not None else ("baseline" if row == "vanilla" else "—"))
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def stronger_attacks_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
+    """Markdown: AutoAttack's robust accuracy of every evaluated run on its seeded test subset, each
+    beside the share of the subset's correctly classified images it leaves correct ("kept")."""
+    header = ["method", "images", "AA ℓ∞", "kept", "AA ℓ2", "kept"]
+    rows = []
+    for row, run in runs.items():
+        entries = chosen_evaluations(run) if run is not None else {}
+        cells, sizes = [labels.get(row, row)], set()
+        for norm in evidence.THREAT_METRICS:
+            entry = entries.get(("autoattack", norm))
+            if entry is None:
+                cells += ["not run", "—"]
+                continue
+            results = entry["results"]
+            sizes.add(entry["settings"]["subset"]["size"])
+            kept = evidence.robust_among_correct(results["robust"], results["clean"])
+            cells += [percent(results["robust"]), percent(kept)]
+        if not sizes:
+            continue
+        cells.insert(1, " / ".join(f"{n:,}" for n in sorted(sizes)))
+        rows.append(cells)
+    if not rows:
+        return "No run has been evaluated with AutoAttack yet."
+    return markdown_table(header, rows)
+
+
+def cost_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
+    """Markdown: each run's schedule and median epoch, which unlike the wall time of
+    :func:`records_table` does not count stalls caused by other work on the machine."""
+    rows = []
+    for row, run in runs.items():
+        if run is None:
+            continue
+        cost = seconds_per_epoch(run)
+        rows.append((labels.get(row, row), run.params["epochs"], f"{cost:.0f} s" if cost is not None else "—"))
+    if not rows:
+        return "No run exists yet, so there is no cost to show."
+    return markdown_table(("method", "epochs", "median epoch"), rows)
+
+
+def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+    """What a results table's reader must know: the test set(s) behind our numbers, and which runs'
+    wall times include stalls."""
     test_sets = sorted({run.metrics["test_set"] for run in runs.values() if run and "test_set" in (run.metrics or {})})
     notes = ["Our numbers are computed on: " + "; ".join(test_sets) + "."] if test_sets else []
-    if autoattack:
-        notes.append(
-            "AutoAttack (standard version) runs on a fixed, seeded subset of the test set, whose size follows "
-            "each number; see the gradient-masking chapter."
-        )
     for row, run in runs.items():
         seconds = _epoch_seconds(run)  # one read of the history for both statistics
         if not seconds:
@@ -104,11 +155,27 @@ def preset_sentence(scale: str, dataset: str) -> str:
     text = (
         f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
         f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
-        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (7)."
+        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (the paper: 7)."
     )
     if not preset.final:
         text += f" This preset is provisional: {preset.note}; no real run uses it yet."
     return text
+
+
+def resolved_knobs(dataset: str, scales: Sequence[str]) -> dict[str, str]:
+    """What the knobs a scale sets (epochs, width, k) resolve to on ``dataset``, per scale, in words:
+    for a parameters table whose values are None ("each scale's")."""
+    presets = {scale: preset_for(scale, dataset) for scale in scales}
+    num_classes = SPECS[dataset].num_classes
+
+    def per_scale(value) -> str:
+        return "; ".join(f"{scale}: {value(preset)}" for scale, preset in presets.items())
+
+    return {
+        "epochs": per_scale(lambda p: p.epochs),
+        "width": per_scale(lambda p: p.width),
+        "classes_per_image": per_scale(lambda p: p.classes_per_image or num_classes),
+    }
 
 
 def _newest_json(results: Path, pattern: str) -> dict[str, Any] | None:
@@ -126,16 +193,16 @@ def cpu_pilot_results(dataset: str, results: Path | None = None) -> tuple[dict[s
     )
 
 
-def class_mean_distance_ceiling(dataset: str, results: Path | None = None) -> float | None:
-    """The pilot's best accuracy on ``dataset`` from the distances to the class means alone, if it measured one."""
-    _, accuracy = cpu_pilot_results(dataset, results)
-    ceiling = (accuracy or {}).get("class_mean_distance_accuracy")
-    return max(ceiling.values()) if ceiling else None
+def class_mean_distance_ceiling(dataset: str, measurements: Path | None = None) -> float | None:
+    """The best accuracy on ``dataset`` from the distances to the class means alone, from its recorded
+    measurement (``python -m pagcore ceiling``); None if it has not been measured."""
+    record = load_ceiling(dataset, measurements)
+    return max(record["accuracy"].values()) if record else None
 
 
-def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
+def cpu_pilot_paragraph(dataset: str, results: Path | None = None, measurements: Path | None = None) -> str:
     """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
-    from its committed results for ``dataset``."""
+    from its committed results for ``dataset``, with the recorded distance ceiling of class mean."""
     speed, accuracy = cpu_pilot_results(dataset, results)
     if speed is None or accuracy is None:
         return f"The pilot that chooses the {dataset} cpu preset has no results yet."
@@ -174,12 +241,14 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None) -> str:
             "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
             "bounds, where the step throughput above is the clean measure.)"
         )
-    ceiling = accuracy.get("class_mean_distance_accuracy")
-    if ceiling:
+    record = load_ceiling(dataset, measurements)
+    if record:
+        ceiling = record["accuracy"]
         text.append(
             "A classifier that sees an image only through its ten distances to the class means reaches "
             f"{percent(ceiling['nearest'])} as the nearest mean, {percent(ceiling['linear'])} as a linear model "
-            f"and {percent(ceiling['mlp'])} as a small MLP on those distances."
+            f"and {percent(ceiling['mlp'])} as a small MLP on those distances (`python -m pagcore ceiling`, "
+            f"recorded {record['finished'][:10]}, {record['wall_seconds']:.0f} s on {short_device(record['device'])})."
         )
         class_mean = [r["test_accuracy"][-1] for r in finished if r["objective"] == "pag"]
         if class_mean:
@@ -247,7 +316,7 @@ def k_study_table(runs: dict[int, Any]) -> str:
         rows.append(
             (
                 k,
-                *(percent(metrics.get(key), digits=2) for key, _ in METRIC_COLUMNS),
+                *(percent(metrics.get(key)) for key, _ in METRIC_COLUMNS),
                 f"{cost:.0f} s" if cost is not None else "—",
                 "; ".join(devices) or "—",
             )

@@ -121,14 +121,32 @@ def parameter_names(notebook: str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_link: str, columns: int = 2) -> str:
+INTERNAL_PARAMETERS = frozenset({"progress", "runs_dir", "synthetic"})
+"""Parameters that change how a notebook runs (bars, where runs are stored, smoke-test images) but
+not what it computes: papermill accepts them, the book's tables leave them out."""
+
+
+def parameters_table(
+    values: Mapping[str, Any],
+    names: Sequence[str],
+    notebook_link: str,
+    columns: int = 2,
+    resolved: Mapping[str, str] | None = None,
+) -> str:
     """MyST Markdown: ``names`` with their ``values`` in ``columns`` name/value pairs per row, then the link.
 
-    The block is wrapped in a container of class ``parameters-in-use`` so that the book's browser
-    test can tell this table of inputs from the results that follow it.
+    A value of None that ``resolved`` names (a knob whose default each scale sets) shows what it
+    resolves to instead. The block is wrapped in a container of class ``parameters-in-use`` so that
+    the book's browser test can tell this table of inputs from the results that follow it.
     """
-    # A "|" inside a value would end its table cell early.
-    pairs = [(f"`{name}`", f"`{values[name]!r}`".replace("|", "\\|")) for name in names]
+    resolved = resolved or {}
+
+    def cell(name: str) -> str:
+        if values[name] is None and name in resolved:
+            return resolved[name]
+        return f"`{values[name]!r}`".replace("|", "\\|")  # a "|" inside a value would end its cell early
+
+    pairs = [(f"`{name}`", cell(name)) for name in names if name not in INTERNAL_PARAMETERS]
     pairs += [("", "")] * (-len(pairs) % columns)  # pad the last row to full width
     rows = [sum(pairs[i : i + columns], ()) for i in range(0, len(pairs), columns)]
     table = markdown_table(("parameter", "value") * columns, rows)
@@ -138,15 +156,16 @@ def parameters_table(values: Mapping[str, Any], names: Sequence[str], notebook_l
     )
 
 
-def show_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
-    """Show the values ``notebook`` (a name in notebooks/) runs with, after any papermill overrides.
+def show_parameters(namespace: Mapping[str, Any], notebook: str, resolved: Mapping[str, str] | None = None) -> None:
+    """Show the values ``notebook`` (a name in notebooks/) runs with, after any papermill overrides,
+    with ``resolved`` standing in for knobs left at None (see :func:`parameters_table`).
 
     The names come from the source notebook's parameters cell, so the table lists exactly what
     papermill can change; the link makes the book copy the clean source notebook for download.
     """
     names = parameter_names(NOTEBOOKS / f"{notebook}.ipynb")
     link = f"{{download}}`The notebook <{'/notebooks/' + notebook + '.ipynb'}>`"
-    _show_markdown(parameters_table(namespace, names, link))
+    _show_markdown(parameters_table(namespace, names, link, resolved=resolved))
 
 
 def points(fraction: float) -> str:

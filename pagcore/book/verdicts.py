@@ -6,11 +6,14 @@ when they change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from pagcore.book.evidence import Judgement, Measured, Noise, sampling_std, tiers
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, triple
+from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
 
@@ -18,13 +21,16 @@ def cpu_scale_verdict(
     runs: dict[str, Any],
     paper_rows: dict[str, dict[str, float]],
     labels: dict[str, str],
+    judgements: Mapping[str, Judgement],
+    noise: Noise | None,
     distance_ceiling: float | None = None,
 ) -> str:
-    """What the CPU-scale rows show about the paper's claim, computed from the stored runs only.
+    """What the CPU-scale rows show about the paper's claim, from the stored runs and the verdicts of
+    the book's rule (:mod:`pagcore.book.evidence`).
 
-    ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to
-    the class means (the pilot's MLP, see :func:`~pagcore.book.tables.cpu_pilot_paragraph`): a class-mean model at or
-    below it may be robust the way such a simple classifier is, which says little about PAG."""
+    ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to the
+    class means (see the cpu-scale appendix): a class-mean model at or below it may be robust the way
+    such a simple classifier is, which says little about PAG."""
     done = {row: run for row, run in runs.items() if run is not None and run.metrics}
     if "vanilla" not in done or not any(row in done for row in PAG_ROWS):
         return (
@@ -36,30 +42,21 @@ def cpu_scale_verdict(
         f"At the CPU scale the vanilla model reaches {percent(vanilla['clean'])} clean, "
         f"{percent(vanilla['linf'])} under ℓ∞ and {percent(vanilla['l2'])} under ℓ2 PGD-20."
     ]
+    parts += _weak_attack(done["vanilla"])
     for row in PAG_ROWS:
-        if row not in done:
+        if row not in done or row not in judgements:
             continue
-        m = done[row].metrics
-        gains = [m[key] - vanilla[key] for key in ("linf", "l2")]
-        verdict = "more" if min(gains) > 0 else "not more"
+        m, judged = done[row].metrics, judgements[row]
         parts.append(
-            f"{labels.get(row, row)}: {percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, "
-            f"{percent(m['l2'])} ℓ2, {verdict} robust than vanilla in both threat models "
-            f"(paper at its scale: {percent(paper_rows[row]['clean'])} clean, {percent(paper_rows[row]['linf'])} ℓ∞, "
-            f"{percent(paper_rows[row]['l2'])} ℓ2)."
+            f"{labels.get(row, row)} ({percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, {percent(m['l2'])} ℓ2): "
+            f"{judged.verdict}: {'; '.join(judged.reasons)}."
         )
-        if row == "class_mean" and distance_ceiling is not None:
-            side = "does not exceed" if m["clean"] <= distance_ceiling else "exceeds"
+        if row == "class_mean" and distance_ceiling is not None and m["clean"] <= distance_ceiling:
             parts.append(
-                f"Its clean accuracy {side} the {percent(distance_ceiling)} of a classifier that sees only the "
-                "distances to the class means"
-                + (
-                    ", so its robustness may be that of such a simple classifier and is weak evidence for PAG."
-                    if side == "does not exceed"
-                    else "."
-                )
+                f"Its clean accuracy does not exceed the {percent(distance_ceiling)} of a classifier that sees only "
+                "the distances to the class means, so its robustness may be that of such a simple classifier."
             )
-    parts += _disagreements(done, paper_rows, labels)
+    parts += _disagreements(done, paper_rows, labels, noise)
     parts += _students_and_teachers(done, labels)
     parts.append(
         "These are numbers of a reduced protocol: they can support or contradict the direction of the "
@@ -68,9 +65,40 @@ def cpu_scale_verdict(
     return " ".join(parts)
 
 
-def _disagreements(done: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str]) -> list[str]:
+# A vanilla model keeping more than this under PGD-20 is worth checking with AutoAttack: it has no
+# defence, so what it keeps is more likely the attack's weakness than robustness.
+VANILLA_LEFTOVER = 0.01
+
+
+def _weak_attack(vanilla: Any) -> list[str]:
+    """Where vanilla keeps more than a point under PGD-20, what AutoAttack leaves of it on its subset,
+    and whether the gap exceeds both numbers' sampling errors (same model, so no seed noise)."""
+    parts = []
+    entries = chosen_evaluations(vanilla)
+    for norm, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
+        pgd, entry = vanilla.metrics[norm], entries.get(("autoattack", norm))
+        if pgd <= VANILLA_LEFTOVER or entry is None:
+            continue
+        robust, images = entry["results"]["robust"], entry["settings"]["subset"]["size"]
+        error = math.hypot(sampling_std(pgd, vanilla.metrics["test_images"]), sampling_std(robust, images))
+        parts.append(
+            f"Vanilla keeps {percent(pgd)} under PGD-20 {name} but {percent(robust)} under AutoAttack ({images:,} "
+            "images)"
+            + (
+                ": most of what PGD-20 leaves is the attack's weakness, not robustness."
+                if pgd - robust > error
+                else ", within sampling error of it."
+            )
+        )
+    return parts
+
+
+def _disagreements(
+    done: dict[str, Any], paper_rows: dict[str, dict[str, float]], labels: dict[str, str], noise: Noise | None
+) -> list[str]:
     """Where the CPU-scale rows differ from the paper's in kind, not only in level: what PAG costs
-    in clean accuracy against vanilla, and how the PAG rows rank in each threat model."""
+    in clean accuracy against vanilla, and how the PAG rows rank in each threat model (rows within
+    the noise of each other share a rank; without a measured noise, no ranking is given)."""
     rows = [row for row in PAG_ROWS if row in done and row in paper_rows]
     if not rows or "vanilla" not in paper_rows:
         return []
@@ -87,19 +115,20 @@ def _disagreements(done: dict[str, Any], paper_rows: dict[str, dict[str, float]]
             else "."
         )
     ]
-    if len(rows) < 2:
+    if len(rows) < 2 or noise is None:
         return parts
 
-    def order(ranking: list[str]) -> str:
-        return " > ".join(labels.get(row, row) for row in ranking)
+    def order(groups: list[list[str]]) -> str:
+        return " > ".join(" = ".join(labels.get(row, row) for row in group) for group in groups)
 
     for key, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
-        ours = sorted(rows, key=lambda row: -done[row].metrics[key])
+        values = {row: Measured(done[row].metrics[key], done[row].metrics["test_images"]) for row in rows}
+        ours = tiers(values, key, noise)
         theirs = sorted(rows, key=lambda row: -paper_rows[row][key])
-        if ours == theirs:
-            parts.append(f"Under {name} the rows rank as in the paper ({order(ours)}).")
-        else:
-            parts.append(f"Under {name} the rows rank {order(ours)}; in the paper, {order(theirs)}.")
+        parts.append(
+            f"Under {name} PGD-20 the rows rank {order(ours)} here (= : within the noise); in the paper, "
+            f"{' > '.join(labels.get(row, row) for row in theirs)}."
+        )
     return parts
 
 
@@ -209,8 +238,35 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
     )
 
 
-def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int) -> str:
-    """Whether the preset's k changes what the class-mean runs say, from the stored runs only."""
+def k_study_ceiling(metrics_by_k: Mapping[int, Mapping[str, float]], ceiling: float | None) -> str:
+    """Whether the class-mean runs of the k study can say anything about k: not while every one of them
+    stays under the accuracy a classifier of the distances to the class means reaches, where the
+    alignment term has already fixed what the model can do and k has nothing left to change."""
+    if not metrics_by_k:
+        return "No class-mean run of the k study exists yet."
+    if ceiling is None:
+        return "The distance ceiling of class mean has not been measured, so the class-mean runs cannot be placed."
+    clean = {k: m["clean"] for k, m in sorted(metrics_by_k.items())}
+    above = [k for k, c in clean.items() if c > ceiling]
+    span = f"{percent(min(clean.values()))} to {percent(max(clean.values()))}"
+    if not above:
+        return (
+            f"At every k run ({', '.join(map(str, clean))}) the class-mean model's clean accuracy ({span}) stays at "
+            f"or under the {percent(ceiling)} that a classifier of the distances to the class means reaches. Their "
+            "accuracy stays within what those distances allow, the regime where the alignment term, not k, limits "
+            "the model, so they cannot show whether k matters for a model that uses more of the image; nearest "
+            "neighbour, which fits its labels far above the ceiling, is the row that can."
+        )
+    return (
+        f"With k = {', '.join(map(str, above))} the class-mean model passes the {percent(ceiling)} that a classifier "
+        "of the distances to the class means reaches, so those runs can show an effect of k."
+    )
+
+
+def k_study_verdict(
+    runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int, model: str = "class-mean"
+) -> str:
+    """Whether the preset's k changes what the ``model`` runs say, from the stored runs only."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
         pending = (
@@ -226,7 +282,7 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
         return f"{pending} So far, the differences from k = {preset_k} in clean, ℓ∞ and ℓ2 accuracy (points): {gaps}."
     ours, full = done[preset_k], done[num_classes]
     text = [
-        f"With k = {preset_k} the class-mean model reaches {percent(ours['clean'])} clean, {percent(ours['linf'])} "
+        f"With k = {preset_k} the {model} model reaches {percent(ours['clean'])} clean, {percent(ours['linf'])} "
         f"ℓ∞ and {percent(ours['l2'])} ℓ2; with the full sum, {percent(full['clean'])}, {percent(full['linf'])} and "
         f"{percent(full['l2'])} (differences of {point_differences(ours, full)} points)."
     ]
@@ -255,7 +311,7 @@ def k_study_verdict(runs: dict[int, Any], vanilla: Any, preset_k: int, num_class
         more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
         text.append(
             f"Against the vanilla model of the same scale ({percent(base['linf'])} ℓ∞, {percent(base['l2'])} ℓ2), the "
-            f"class-mean model is more robust in both threat models for k = {', '.join(more) or 'none'}"
+            f"{model} model is more robust in both threat models for k = {', '.join(more) or 'none'}"
             + (
                 f", so the preset's k = {preset_k} does not change that conclusion."
                 if same

@@ -1,0 +1,191 @@
+"""The book's rule for evidence: when an accuracy may be read as robustness, and when two rows may be ranked.
+
+Three parts, applied by every verdict the book computes:
+
+1. **Chance.** A constant classifier that always answers one class gets 1/C of a class-balanced test set
+   right, and exactly as much under any attack, since no perturbation changes its answer. A model whose
+   clean accuracy is under ``FIT_FACTOR`` times that hardly fits its labels: its robust accuracy is that of
+   a near-chance classifier and counts neither for nor against the paper's claim.
+2. **Noise.** Two accuracies differ only when their gap exceeds the noise around them: the standard
+   deviation over training seeds of the same row (measured, see :func:`seed_noise`) and the sampling error
+   of each number's test subset, combined as independent errors.
+3. **Robust among correct.** Robust accuracy divided by clean accuracy: the share of correctly classified
+   test points that the attack does not flip. It separates "robust" from "rarely right to begin with"; a
+   constant classifier scores 1 on it, which is why it is read beside, never instead of, the plain number.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+FIT_FACTOR = 2.0
+"""A model must reach this many times chance clean accuracy before its robust accuracy is evidence."""
+
+THREAT_METRICS = ("linf", "l2")
+
+
+def chance(num_classes: int) -> float:
+    """Clean and robust accuracy of a constant classifier on a class-balanced test set."""
+    return 1.0 / num_classes
+
+
+def chance_metrics(num_classes: int) -> dict[str, float]:
+    """The constant classifier's row: the same accuracy clean and under every attack."""
+    return {key: chance(num_classes) for key in ("clean", *THREAT_METRICS)}
+
+
+def fits_labels(clean: float, num_classes: int) -> bool:
+    """Whether clean accuracy is far enough above chance for robust accuracy to count as evidence."""
+    return clean >= FIT_FACTOR * chance(num_classes)
+
+
+def robust_among_correct(robust: float | None, clean: float | None) -> float | None:
+    """The share of correctly classified points that stay correct under attack (None without both)."""
+    if robust is None or not clean:
+        return None
+    return robust / clean
+
+
+def sampling_std(accuracy: float, images: int) -> float:
+    """Standard error of an accuracy measured on ``images`` test images (binomial)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / images)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """An accuracy and the number of test images behind it."""
+
+    value: float
+    images: int
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The spread of one row's accuracy over training seeds, per metric, and where it was measured."""
+
+    std: Mapping[str, float]
+    seeds: int
+    measured_on: str
+
+    def tolerance(self, metric: str, a: Measured, b: Measured) -> float:
+        """The gap two accuracies must exceed to be told apart: seed spread and both sampling errors."""
+        return math.sqrt(
+            self.std.get(metric, 0.0) ** 2 + sampling_std(a.value, a.images) ** 2 + sampling_std(b.value, b.images) ** 2
+        )
+
+    def differ(self, metric: str, a: Measured, b: Measured) -> int:
+        """+1 if ``a`` is above ``b`` by more than the tolerance, -1 if below, 0 if they cannot be told apart."""
+        gap = a.value - b.value
+        if abs(gap) <= self.tolerance(metric, a, b):
+            return 0
+        return 1 if gap > 0 else -1
+
+
+def seed_noise(metrics_by_seed: Sequence[Mapping[str, float]], measured_on: str) -> Noise | None:
+    """The measured noise: sample standard deviation per metric over seeds (None under two seeds)."""
+    if len(metrics_by_seed) < 2:
+        return None
+    keys = set.intersection(*(set(m) for m in metrics_by_seed))
+    std = {key: statistics.stdev(m[key] for m in metrics_by_seed) for key in keys if key in ("clean", *THREAT_METRICS)}
+    return Noise(std=std, seeds=len(metrics_by_seed), measured_on=measured_on)
+
+
+def tiers(values: Mapping[str, Measured], metric: str, noise: Noise) -> list[list[str]]:
+    """Rows ranked by ``metric``, best first, grouped into tiers: a row joins the tier above when it
+    cannot be told apart from that tier's lowest member, so no two rows within the noise are ranked."""
+    order = sorted(values, key=lambda row: -values[row].value)
+    groups: list[list[str]] = []
+    for row in order:
+        if groups and noise.differ(metric, values[groups[-1][-1]], values[row]) == 0:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What one row's numbers say against vanilla under the rule, with the reasons in words."""
+
+    row: str
+    verdict: str  # one of VERDICTS
+    reasons: tuple[str, ...]
+
+    @property
+    def is_evidence(self) -> bool:
+        return self.verdict == "evidence"
+
+
+VERDICTS = ("evidence", "near chance", "not more robust", "within noise", "masking suspected", "unchecked")
+"""evidence: the row fits its labels, beats vanilla beyond the noise under every attack both were
+evaluated with, and passes the masking checklist; the other verdicts name the first reason, in this
+order, why it does not (unchecked: the checklist has not been run on it)."""
+
+ATTACK_WORDS = {"pgd20": "PGD-20", "pgd100": "PGD-100×5", "autoattack": "AutoAttack"}
+NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
+CHECK_WORDS = {
+    "eps_monotone": "monotone",
+    "eps_reaches_zero": "reaches-zero",
+    "more_iterations": "more-iterations",
+    "black_box": "black-box",
+    "transfer": "transfer",
+    "gradients": "gradients",
+}
+
+
+def attack_words(key: tuple[str, str]) -> str:
+    attack, norm = key
+    return f"{ATTACK_WORDS.get(attack, attack)} {NORM_WORDS.get(norm, norm)}"
+
+
+def judge(
+    row: str,
+    clean: float,
+    robust: Mapping[tuple[str, str], Measured],
+    vanilla: Mapping[tuple[str, str], Measured],
+    *,
+    noise: Noise,
+    num_classes: int,
+    failed_checks: Sequence[str] | None = None,
+) -> Judgement:
+    """Apply the rule to one row: its clean accuracy, and its robust accuracies keyed by (attack, norm)
+        beside vanilla's under the same attacks. The seed spread of a norm's PGD-20 accuracy stands for
+        every attack in that norm (it is the only spread measured). ``failed_checks`` is None when the
+    masking checklist has not been run on the row."""
+    if not fits_labels(clean, num_classes):
+        return Judgement(
+            row,
+            "near chance",
+            (f"its clean accuracy is under {FIT_FACTOR:g} × chance ({FIT_FACTOR * chance(num_classes):.0%})",),
+        )
+    shared = [key for key in robust if key in vanilla]
+    comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared}
+    worse = [attack_words(key) for key, c in comparisons.items() if c < 0]
+    if worse or not shared:
+        return Judgement(
+            row,
+            "not more robust",
+            tuple(f"it is below vanilla under {w}" for w in worse) or ("it shares no attack with vanilla",),
+        )
+    tied = [attack_words(key) for key, c in comparisons.items() if c == 0]
+    if tied:
+        return Judgement(row, "within noise", tuple(f"it is within the noise of vanilla under {w}" for w in tied))
+    if failed_checks:
+        words = [CHECK_WORDS.get(check, check) for check in failed_checks]
+        return Judgement(row, "masking suspected", tuple(f"it fails the {w} check" for w in words))
+    if failed_checks is None:
+        return Judgement(row, "unchecked", ("the masking checklist has not been run",))
+    return Judgement(row, "evidence", ("it is more robust than vanilla beyond the noise under every attack",))
+
+
+def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:
+    """The masking checks a run fails in any threat model, from its stored evaluations (sorted, unique);
+    None when the checklist has not been run in both threat models."""
+    checked = {norm: entry for (name, norm), entry in entries.items() if name == "checks"}
+    if set(checked) != set(THREAT_METRICS):
+        return None
+    return sorted({check for entry in checked.values() for check in entry["results"]["failed"]})

@@ -1,0 +1,229 @@
+"""What the book finds, computed from the stored runs: per dataset, which rows are evidence for the
+paper's claim under the rule of :mod:`pagcore.book.evidence`, and the box that opens the
+introduction and the conclusion.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pagcore.book import evidence
+from pagcore.book.evidence import Judgement, Measured, Noise
+from pagcore.book.text import percent
+from pagcore.book.verdicts import PAG_ROWS
+from pagcore.data import SPECS
+from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.orchestrate.book_runs import SEEDS, TABLE_ROWS
+from pagcore.orchestrate.experiments import ROW_LABELS
+from pagcore.orchestrate.queue import chapter_runs
+from pagcore.paper.targets import MODEL_FREE_SOURCES
+
+NOISE_DATASET = "cifar10"
+"""Table 4's seeds (one image) are run on CIFAR-10 only: their spread is the noise for every dataset."""
+
+
+def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
+    """The stored run of every results-table row of ``dataset`` at ``scale`` (None where none exists)."""
+    return chapter_runs(
+        dataset, {row: (row, {}) for row in TABLE_ROWS}, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind
+    )
+
+
+def measured_noise(scale: str, runs_dir: str = "", kind: str = "real") -> Noise | None:
+    """The seed spread of one image on CIFAR-10 at ``scale`` (None with fewer than two seeds stored)."""
+    runs = chapter_runs(
+        NOISE_DATASET,
+        {f"seed {seed}": ("one_image", {"seed": seed}) for seed in SEEDS},
+        knobs={"scale": scale},
+        runs_dir=runs_dir,
+        kind=kind,
+    )
+    metrics = [run.metrics for run in runs.values() if run is not None and run.metrics]
+    return evidence.seed_noise(metrics, f"one image on CIFAR-10, {len(metrics)} seeds, {scale} scale")
+
+
+def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
+    """A run's robust accuracies keyed by (attack, norm): PGD-20 on its whole test set, and every
+    stronger attack stored for it on its subset."""
+    metrics = run.metrics
+    numbers = {("pgd20", norm): Measured(metrics[norm], metrics["test_images"]) for norm in evidence.THREAT_METRICS}
+    for (name, norm), entry in chosen_evaluations(run).items():
+        if name in ("pgd100", "autoattack"):
+            numbers[(name, norm)] = Measured(entry["results"]["robust"], entry["settings"]["subset"]["size"])
+    return numbers
+
+
+def judge_table(runs: Mapping[str, Any], noise: Noise, num_classes: int) -> dict[str, Judgement]:
+    """The rule applied to every PAG row that has a run, against the vanilla run (empty without one)."""
+    vanilla = runs.get("vanilla")
+    if vanilla is None or not vanilla.metrics:
+        return {}
+    baseline = robust_numbers(vanilla)
+    judged = {}
+    for row in PAG_ROWS:
+        run = runs.get(row)
+        if run is None or not run.metrics:
+            continue
+        judged[row] = evidence.judge(
+            row,
+            run.metrics["clean"],
+            robust_numbers(run),
+            baseline,
+            noise=noise,
+            num_classes=num_classes,
+            failed_checks=evidence.failed_checks(chosen_evaluations(run)),
+        )
+    return judged
+
+
+@dataclass(frozen=True)
+class DatasetFinding:
+    """The judged rows of one dataset at one scale, and the answer they give."""
+
+    dataset: str
+    scale: str
+    judgements: dict[str, Judgement]
+
+    @property
+    def evidence_rows(self) -> list[str]:
+        return [row for row, j in self.judgements.items() if j.is_evidence]
+
+    @property
+    def answer(self) -> str:
+        """'supports' when a model-free row is evidence, 'teacher only' when only RIGD rows are,
+        'does not support' when rows were judged and none is, 'no runs' otherwise."""
+        if not self.judgements:
+            return "no runs"
+        rows = self.evidence_rows
+        if any(row in MODEL_FREE_SOURCES for row in rows):
+            return "supports"
+        return "teacher only" if rows else "does not support"
+
+
+def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
+    runs = stored_table(dataset, scale, runs_dir, kind)
+    judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
+    return DatasetFinding(dataset, scale, judged)
+
+
+def _rows(rows: list[str]) -> str:
+    names = [ROW_LABELS.get(row, row) for row in rows]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = None) -> str:
+    """The dataset's finding in words: which rows are evidence and why the others are not."""
+    title = SPECS[finding.dataset].title
+    if not finding.judgements:
+        return f"{title}, {finding.scale} scale: no PAG row and vanilla pair has been run, so there is no finding."
+    parts = []
+    rows = finding.evidence_rows
+    if rows:
+        one = len(rows) == 1
+        parts.append(
+            f"{_rows(rows)} {'is' if one else 'are'} more robust than vanilla beyond the noise under every attack "
+            f"run, {'fits its' if one else 'fit their'} labels and {'passes' if one else 'pass'} the masking checklist"
+        )
+    for verdict in evidence.VERDICTS[1:]:
+        judged = [row for row, j in finding.judgements.items() if j.verdict == verdict]
+        if judged:
+            # Rows judged for the same reasons are named together, the reasons once.
+            by_reasons: dict[tuple[str, ...], list[str]] = {}
+            for row in judged:
+                by_reasons.setdefault(finding.judgements[row].reasons, []).append(row)
+            each = "; ".join(f"{_rows(rows)} ({', '.join(reasons)})" for reasons, rows in by_reasons.items())
+            parts.append(f"{verdict}: {each}")
+    answer = {
+        "supports": "supports the direction of the paper's claim",
+        "teacher only": "supports it only through the rows that distil an adversarially trained teacher",
+        "does not support": "does not support the paper's claim",
+    }[finding.answer]
+    return f"{title}, {finding.scale} scale: " + "; ".join(parts) + f". The evidence {answer}."
+
+
+def toy_finding(record: Mapping[str, Any] | None) -> str:
+    """The toy experiment's finding from its record: PAG against vanilla under the attack, over seeds."""
+    if record is None:
+        return "Toy problem: its run has not been made yet."
+    per_seed = list(record["per_seed"].values())
+    pag = [s["pag"]["pgd"] for s in per_seed]
+    vanilla = [s["vanilla"]["pgd"] for s in per_seed]
+    paper = record["paper"]
+    setting = "the paper's own setting, " if record.get("kind") == "real" else ""
+
+    def spread(values: list[float]) -> str:
+        return f"{percent(statistics.fmean(values))} ± {percent(statistics.stdev(values))}"
+
+    head = f"Toy problem ({setting}{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}): under the attack"
+    paper_words = f"(paper: {percent(paper['pag']['pgd'])} and {percent(paper['vanilla']['pgd'])})"
+    if len(per_seed) < 2:
+        return (
+            f"{head} the PAG model keeps {percent(pag[0])} of the test points and vanilla {percent(vanilla[0])} "
+            f"{paper_words}; one seed gives no spread to judge the gap against."
+        )
+    gap = statistics.fmean(pag) - statistics.fmean(vanilla)
+    noise = max(statistics.stdev(pag), statistics.stdev(vanilla))
+    verdict = "more robust than vanilla beyond the seed spread" if gap > noise else "not distinguishable from vanilla"
+    return (
+        f"{head} the PAG model keeps {spread(pag)} of the test points, vanilla {spread(vanilla)} {paper_words}; "
+        f"PAG is {verdict}."
+    )
+
+
+def paper_scale_runs(runs_dir: str = "", kind: str = "real") -> int:
+    """How many results-table rows have a stored paper-scale run, over both datasets."""
+    return sum(
+        run is not None
+        for dataset in ("cifar10", "stl10")
+        for run in stored_table(dataset, "paper", runs_dir, kind).values()
+    )
+
+
+def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> str:
+    """The 'what this book finds' box, as MyST markdown, computed from the stored runs."""
+    noise = measured_noise("cpu", runs_dir, kind)
+    paper_runs = paper_scale_runs(runs_dir, kind)
+    findings = [dataset_finding(dataset, "cpu", noise, runs_dir, kind) for dataset in ("cifar10", "stl10")]
+    answers = {f.answer for f in findings if f.answer != "no runs"}
+    if answers == {"supports"}:
+        answer = (
+            "**Yes, in direction, at a reduced scale.** Models trained only to align their input-gradients with "
+            "model-free targets are more robust than vanilla training beyond the measured noise on both datasets"
+        )
+    elif "supports" in answers:
+        answer = "**Partly.** Model-free PAG targets give robustness beyond the noise on one dataset but not the other"
+    elif answers:
+        answer = "**Not shown.** No model-free PAG row is more robust than vanilla beyond the noise"
+    else:
+        answer = "**Not yet answered.** No results-table run exists"
+    scale = (
+        "no paper-scale CIFAR-10 or STL-10 run exists, so every real-data number is at the reduced `cpu` scale "
+        "(a narrow ResNet-18, a short schedule) and none of them reproduces a number of the paper"
+        if paper_runs == 0
+        else f"{paper_runs} results-table rows have paper-scale runs"
+    )
+    noise_words = (
+        f"the noise is the seed spread of {noise.measured_on} "
+        f"(ℓ∞ {percent(noise.std['linf'])}, ℓ2 {percent(noise.std['l2'])}) combined with each number's sampling error"
+        if noise is not None
+        else "no seed spread has been measured yet, so no row is judged"
+    )
+    lines = [
+        "```{admonition} What this book finds",
+        ":class: important",
+        "",
+        f"{answer}; {scale}.",
+        "",
+        f"- {toy_finding(json.loads(toy_record.read_text()) if toy_record.exists() else None)}",
+        *(f"- {finding_sentence(f)}" for f in findings),
+        f"- The rule: a row counts as evidence only if its clean accuracy is at least {evidence.FIT_FACTOR:g} × "
+        f"chance, it beats vanilla beyond the noise under every attack run, and it passes every masking check; "
+        f"{noise_words}.",
+        "```",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The gradient-masking chapter's tables, figures and conclusion, from the stored evaluations of
+every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pagcore.book.evidence import CHECK_WORDS, NORM_WORDS, THREAT_METRICS, failed_checks
+from pagcore.book.text import markdown_table, percent, spearman
+from pagcore.config import teacher_threat
+from pagcore.data import SPECS
+from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.store.runs import Run
+
+NOTHING = "not run"
+CHECKS = tuple(CHECK_WORDS)
+"""The checklist's checks in the order the chapter lists them."""
+
+ALIGNMENT_MARGIN = 0.05
+"""Two PAG scores closer than this are read as equal: a mean cosine over a few hundred images, for which
+the book has no measured spread, so only a clear gap counts."""
+
+SOURCE_WORDS = {"one_image": "one image", "class_mean": "class mean", "nearest_neighbor": "nearest neighbour"}
+
+
+def run_label(run: Run) -> str:
+    """A run as a reader names it: dataset, method and scale (and the seed when it is not 0)."""
+    p = run.params
+    if p["objective"] == "cross_entropy":
+        what = "vanilla"
+    elif p["objective"] == "adversarial":
+        what = f"adversarial {NORM_WORDS[p['adversary']['threat']]}"
+    elif p["source"] == "rigd":
+        what = f"RIGD {NORM_WORDS.get(teacher_threat(p['teacher']) or '', '')}".strip()
+    else:
+        what = SOURCE_WORDS.get(p["source"], p["source"])
+    seed = f", seed {p['seed']}" if p.get("seed") else ""
+    return f"{SPECS[p['dataset']].title} {what} ({p['scale']}{seed})"
+
+
+def evaluated_runs(runs: list[Run]) -> dict[str, tuple[Run, dict]]:
+    """Every run with at least one stored evaluation, by label, with its chosen evaluations."""
+    found = {}
+    for run in runs:
+        entries = chosen_evaluations(run)
+        if entries:
+            found[run_label(run)] = (run, entries)
+    return found
+
+
+def _accuracy(entries: Mapping, name: str, norm: str, key: str = "robust") -> str:
+    entry = entries.get((name, norm))
+    return percent(entry["results"][key]) if entry else NOTHING
+
+
+def attacks_table(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> str:
+    """Markdown, one threat model: clean accuracy and robust accuracy under PGD-20, PGD-100×5 and
+    AutoAttack, all on the run's seeded subset, whose size is the second column."""
+    rows = []
+    for label, (_, entries) in evaluated.items():
+        size = next(iter(entries.values()))["settings"]["subset"]["size"]
+        rows.append(
+            (
+                label,
+                f"{size:,}",
+                _accuracy(entries, "pgd20", norm, "clean"),
+                *(_accuracy(entries, attack, norm) for attack in ("pgd20", "pgd100", "autoattack")),
+            )
+        )
+    if not rows:
+        rows.append(("no evaluated run", "", NOTHING, NOTHING, NOTHING, NOTHING))
+    return markdown_table(("run", "images", "clean", "PGD-20", "PGD-100×5", "AutoAttack"), rows)
+
+
+def checks_table(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> str:
+    """Markdown, one threat model: each check's outcome per run (pass, FAIL or not run)."""
+    verdict = {True: "pass", False: "FAIL", None: NOTHING}
+    rows = []
+    for label, (_, entries) in evaluated.items():
+        entry = entries.get(("checks", norm))
+        if entry is None:
+            continue
+        outcomes = {c["name"]: verdict[c["passed"]] for c in entry["results"]["checks"]}
+        rows.append((label, *(outcomes.get(check, NOTHING) for check in CHECKS)))
+    if not rows:
+        rows.append(("no evaluated run", *[NOTHING] * len(CHECKS)))
+    return markdown_table(("run", *(CHECK_WORDS[c] for c in CHECKS)), rows)
+
+
+def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str, Any]]:
+    """Per run with a PAG score: its gradient alignment, targeted confidence, reference and whole-test-set
+    PGD-20 ℓ2 accuracy."""
+    scores = {}
+    for label, (run, entries) in evaluated.items():
+        entry = entries.get(("pag_score", "all"))
+        if entry is None:
+            continue
+        scores[label] = {
+            "alignment": entry["results"]["gradient_alignment"]["score"],
+            "confidence": entry["results"]["targeted_confidence"]["score"],
+            "reference": entry["settings"]["reference"],
+            "robust_l2": run.metrics["l2"],
+            "dataset": run.params["dataset"],
+            "objective": run.params["objective"],
+        }
+    return scores
+
+
+def pag_table(scores: Mapping[str, dict[str, Any]], evaluated: Mapping[str, tuple[Run, dict]]) -> str:
+    """Markdown: each run's PAG score beside its PGD-20 ℓ2 accuracy; the reference is named as a run."""
+    labels = {run.name: label for label, (run, _) in evaluated.items()}
+    rows = [
+        (
+            label,
+            f"{s['alignment']:.2f}",
+            percent(s["confidence"]),
+            labels.get(s["reference"], s["reference"]),
+            percent(s["robust_l2"]),
+        )
+        for label, s in scores.items()
+    ]
+    if not rows:
+        rows.append(("no evaluated run", NOTHING, NOTHING, "", NOTHING))
+    return markdown_table(("run", "alignment", "confidence", "reference", "PGD-20 ℓ2"), rows)
+
+
+def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str, tuple[list, list]]]:
+    """For :func:`pagcore.book.figures.accuracy_vs_radius`: per threat model, each run's accuracy under
+    PGD-20 (worst iterate) against the radius in multiples of the standard one."""
+    panels: dict[str, dict[str, tuple[list, list]]] = {}
+    for norm in THREAT_METRICS:
+        curves = panels.setdefault(NORM_WORDS[norm], {})
+        for label, (_, entries) in evaluated.items():
+            entry = entries.get(("checks", norm))
+            if entry is None:
+                continue
+            curve = next(c for c in entry["results"]["checks"] if c["name"] == "eps_monotone")["numbers"]
+            eps = entry["settings"]["eps"]
+            curves[label] = ([e / eps for e in curve["eps"]], list(curve["accuracy"]))
+    return panels
+
+
+def scatter_groups(scores: Mapping[str, dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """For :func:`pagcore.book.figures.alignment_scatter`: (alignment, PGD-20 ℓ2 accuracy) per run,
+    grouped by dataset (each dataset's runs are scored against a reference of that dataset)."""
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for s in scores.values():
+        groups.setdefault(SPECS[s["dataset"]].title, []).append((s["alignment"], s["robust_l2"]))
+    return groups
+
+
+def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
+    """The rank correlation of alignment and robustness over the runs that share the commonest reference."""
+    by_reference: dict[str, list[tuple[float, float]]] = {}
+    for s in scores.values():
+        by_reference.setdefault(s["reference"], []).append((s["alignment"], s["robust_l2"]))
+    # Scores against different references are not comparable, so only the largest group is used.
+    shared = max(by_reference.values(), key=len, default=[])
+    if len(shared) < 3:
+        return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
+    return (
+        f"Across the {len(shared)} runs scored against the same reference, the Spearman rank correlation between "
+        f"gradient alignment and PGD-20 ℓ2 accuracy is {spearman(*zip(*shared)):.2f} (1: the better aligned run is "
+        "always the more robust)."
+    )
+
+
+def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, dict[str, Any]]) -> str:
+    """What the chapter shows, in a few sentences computed from the evaluations: which PAG-trained runs
+    pass every check, which fail which, and whether those that fail align their gradients any better
+    than the vanilla run of their dataset."""
+    if not evaluated:
+        return "No run has been evaluated yet, so this chapter cannot conclude."
+    passing, failing, unchecked = [], [], []
+    for label, (run, entries) in evaluated.items():
+        if run.params["objective"] != "pag":
+            continue
+        failed = failed_checks(entries)
+        if failed is None:
+            unchecked.append(label)
+        elif failed:
+            failing.append((label, run, failed))
+        else:
+            passing.append(label)
+    parts = []
+    if passing:
+        parts.append(f"Every check passes for {', '.join(passing)}: their robustness is not an artefact of PGD.")
+    for label, run, failed in failing:
+        words = ", ".join(CHECK_WORDS.get(c, c) for c in failed)
+        sentence = f"{label} fails the {words} check"
+        vanilla = next(
+            (s for s in scores.values() if s["objective"] == "cross_entropy" and s["dataset"] == run.params["dataset"]),
+            None,
+        )
+        own = scores.get(label)
+        if own is not None and vanilla is not None and own["reference"] == vanilla["reference"]:
+            better = own["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
+            sentence += (
+                f", and its PAG score ({own['alignment']:.2f}) is "
+                + ("above" if better else "no better than")
+                + f" vanilla's ({vanilla['alignment']:.2f})"
+            )
+            if not better:
+                sentence += ": its robustness under PGD does not come with aligned gradients"
+        parts.append(sentence + ".")
+    if unchecked:
+        parts.append(f"The checklist has not been run yet on {', '.join(unchecked)}.")
+    return " ".join(parts) or "No PAG-trained run has been evaluated yet."

@@ -1,0 +1,104 @@
+"""The book's rule for evidence (pagcore.book.evidence) and the findings computed with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pagcore.book import evidence
+from pagcore.book.evidence import Measured, Noise
+from pagcore.book.findings import DatasetFinding, finding_sentence
+
+NOISE = Noise(std={"clean": 0.04, "linf": 0.05, "l2": 0.05}, seeds=3, measured_on="test")
+FULL = 10_000
+
+
+def numbers(linf: float, l2: float, images: int = FULL) -> dict[tuple[str, str], Measured]:
+    return {("pgd20", "linf"): Measured(linf, images), ("pgd20", "l2"): Measured(l2, images)}
+
+
+VANILLA = numbers(0.0, 0.0)
+
+
+def test_a_constant_classifier_is_exactly_as_accurate_under_attack_as_clean():
+    row = evidence.chance_metrics(10)
+    assert row == {"clean": 0.1, "linf": 0.1, "l2": 0.1}
+    assert evidence.robust_among_correct(row["linf"], row["clean"]) == 1.0
+
+
+@pytest.mark.parametrize(("clean", "fits"), [(0.19, False), (0.2, True), (0.63, True)])
+def test_a_model_must_reach_twice_chance_before_its_robustness_counts(clean, fits):
+    assert evidence.fits_labels(clean, 10) is fits
+    verdict = evidence.judge("r", clean, numbers(0.5, 0.5), VANILLA, noise=NOISE, num_classes=10, failed_checks=[])
+    assert (verdict.verdict == "near chance") is not fits
+
+
+def test_the_tolerance_combines_seed_spread_and_both_sampling_errors():
+    a, b = Measured(0.3, 100), Measured(0.1, 400)
+    expected = math.sqrt(0.05**2 + 0.3 * 0.7 / 100 + 0.1 * 0.9 / 400)
+    assert NOISE.tolerance("linf", a, b) == pytest.approx(expected)
+
+
+def test_gaps_within_the_noise_are_not_ranked():
+    assert NOISE.differ("linf", Measured(0.14, FULL), Measured(0.11, FULL)) == 0
+    assert NOISE.differ("linf", Measured(0.20, FULL), Measured(0.11, FULL)) == 1
+    assert NOISE.differ("linf", Measured(0.02, FULL), Measured(0.11, FULL)) == -1
+    values = {"a": Measured(0.20, FULL), "b": Measured(0.17, FULL), "c": Measured(0.02, FULL)}
+    assert evidence.tiers(values, "linf", NOISE) == [["a", "b"], ["c"]]
+
+
+def test_verdicts_name_the_first_reason_a_row_is_not_evidence():
+    def judge(robust, failed=()):
+        return evidence.judge("r", 0.6, robust, VANILLA, noise=NOISE, num_classes=10, failed_checks=failed).verdict
+
+    assert judge(numbers(0.3, 0.4), []) == "evidence"
+    assert judge(numbers(0.3, 0.04), []) == "within noise"
+    assert judge(numbers(0.3, 0.4), ["black_box"]) == "masking suspected"
+    assert judge(numbers(0.3, 0.4), None) == "unchecked"
+    weaker = evidence.judge("r", 0.6, numbers(0.0, 0.0), numbers(0.2, 0.2), noise=NOISE, num_classes=10)
+    assert weaker.verdict == "not more robust"
+
+
+def test_a_stronger_attack_on_a_small_subset_can_take_the_evidence_away():
+    robust = {**numbers(0.3, 0.4), ("autoattack", "linf"): Measured(0.05, 100)}
+    baseline = {**VANILLA, ("autoattack", "linf"): Measured(0.0, 100)}
+    verdict = evidence.judge("r", 0.6, robust, baseline, noise=NOISE, num_classes=10, failed_checks=[])
+    assert verdict.verdict == "within noise"
+    assert "AutoAttack ℓ∞" in verdict.reasons[0]
+
+
+def test_failed_checks_need_the_checklist_in_both_threat_models():
+    passed = {"results": {"failed": []}}
+    failed = {"results": {"failed": ["black_box"]}}
+    assert evidence.failed_checks({("checks", "linf"): passed}) is None
+    assert evidence.failed_checks({("checks", "linf"): passed, ("checks", "l2"): passed}) == []
+    assert evidence.failed_checks({("checks", "linf"): failed, ("checks", "l2"): passed}) == ["black_box"]
+
+
+def test_the_answer_depends_on_which_rows_are_evidence():
+    def finding(**verdicts):
+        judged = {row: evidence.Judgement(row, v, ("why",)) for row, v in verdicts.items()}
+        return DatasetFinding("cifar10", "cpu", judged)
+
+    assert finding(nearest_neighbor="evidence", rigd_linf="evidence").answer == "supports"
+    assert finding(nearest_neighbor="within noise", rigd_linf="evidence").answer == "teacher only"
+    assert finding(nearest_neighbor="near chance").answer == "does not support"
+    assert finding().answer == "no runs"
+    sentence = finding_sentence(finding(nearest_neighbor="evidence", one_image="near chance"))
+    assert sentence.startswith("CIFAR-10, cpu scale:")
+    assert "near chance: One Image (why)" in sentence
+
+
+def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
+    from pagcore.book.findings import toy_finding
+
+    def record(pag, vanilla, kind="real"):
+        seeds = {str(i): {"pag": {"pgd": p}, "vanilla": {"pgd": v}} for i, (p, v) in enumerate(zip(pag, vanilla))}
+        return {"per_seed": seeds, "paper": {"pag": {"pgd": 0.755}, "vanilla": {"pgd": 0.0}}, "kind": kind}
+
+    assert "PAG is more robust than vanilla beyond the seed spread" in toy_finding(record([0.9, 0.8], [0.1, 0.2]))
+    assert "not distinguishable" in toy_finding(record([0.5, 0.1], [0.2, 0.3]))
+    one = toy_finding(record([0.9], [0.1], kind="smoke"))
+    assert one.startswith("Toy problem (1 seed)") and "no spread" in one
+    assert "has not been made" in toy_finding(None)
