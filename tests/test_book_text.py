@@ -148,10 +148,10 @@ def test_cpu_verdict_applies_the_rule_and_weighs_class_mean_against_the_distance
 
     runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25)}
     low = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, distance_ceiling=0.425)
-    assert "class_mean (32.0% clean, 18.0% ℓ∞, 25.0% ℓ2): evidence" in low
+    assert "class_mean (32.0% clean, 18.0% ℓ∞, 25.0% ℓ2): **evidence**" in low
     assert "does not exceed the 42.5%" in low
     masked = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs, ["black_box"]), NOISE)
-    assert "masking suspected: it fails the black-box check" in masked
+    assert "**masking suspected**: it fails the black-box check" in masked
     runs["class_mean"] = StoredRun(0.15, 0.14, 0.15)
     chance = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, 0.425)
     assert "near chance" in chance and "evidence" not in chance

@@ -26,7 +26,8 @@ def cpu_scale_verdict(
     distance_ceiling: float | None = None,
 ) -> str:
     """What the CPU-scale rows show about the paper's claim, from the stored runs and the verdicts of
-    the book's rule (:mod:`pagcore.book.evidence`).
+    the book's rule (:mod:`pagcore.book.evidence`), as a Markdown list: one item per row and per
+    comparison.
 
     ``distance_ceiling`` is the accuracy of a classifier that sees only an image's distances to the
     class means (see the cpu-scale appendix): a class-mean model at or below it may be robust the way
@@ -47,22 +48,23 @@ def cpu_scale_verdict(
         if row not in done or row not in judgements:
             continue
         m, judged = done[row].metrics, judgements[row]
-        parts.append(
+        sentence = (
             f"{labels.get(row, row)} ({percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, {percent(m['l2'])} ℓ2): "
-            f"{judged.verdict}: {'; '.join(judged.reasons)}."
+            f"**{judged.verdict}**: {'; '.join(judged.reasons)}."
         )
         if row == "class_mean" and distance_ceiling is not None and m["clean"] <= distance_ceiling:
-            parts.append(
-                f"Its clean accuracy does not exceed the {percent(distance_ceiling)} of a classifier that sees only "
+            sentence += (
+                f" Its clean accuracy does not exceed the {percent(distance_ceiling)} of a classifier that sees only "
                 "the distances to the class means, so its robustness may be that of such a simple classifier."
             )
+        parts.append(sentence)
     parts += _disagreements(done, paper_rows, labels, noise)
     parts += _students_and_teachers(done, labels)
     parts.append(
         "These are numbers of a reduced protocol: they can support or contradict the direction of the "
         "paper's claim (robustness without adversarial examples), not its figures."
     )
-    return " ".join(parts)
+    return "\n".join(f"- {part}" for part in parts)
 
 
 # A vanilla model keeping more than this under PGD-20 is worth checking with AutoAttack: it has no
