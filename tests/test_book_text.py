@@ -355,3 +355,32 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     against = verdicts.lambda_verdict(falling, "cpu")
     assert "λ = 1 (3 values run)" in against and "the other way (or is nil) for clean, ℓ∞." in against
     assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper")
+
+
+def test_curves_reading_says_whether_a_run_was_still_learning():
+    class Curve:
+        def __init__(self, accuracies):
+            self.history = [{"test_accuracy": a} for a in accuracies]
+
+    settled = verdicts.curves_reading({"a": Curve([0.1, 0.5, 0.6, 0.6]), "b": Curve([0.1, 0.2, 0.3, 0.3])})
+    assert "between 30.0% (b) and 60.0% (a)" in settled and "every run has settled" in settled
+    rising = verdicts.curves_reading({"a": Curve([0.1, 0.2, 0.4, 0.6]), "b": Curve([0.3, 0.3, 0.3, 0.3])})
+    assert "still rises by more than a point for a." in rising
+    assert "No run" in verdicts.curves_reading({"a": None})
+
+
+def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
+    class Scored:
+        def __init__(self, path, confidence):
+            self.path = path
+            (path / "evaluations").mkdir(parents=True)
+            entry = {
+                "name": "pag_score",
+                "settings": {"budgets": "real", "subset": {"size": 100, "seed": 0}},
+                "results": {"targeted_confidence": {"score": confidence}},
+            }
+            (path / "evaluations" / "pag_score-all-x.json").write_text(json.dumps(entry))
+
+    text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
+    assert "confidence high 90.0%, low 10.0%" in text
+    assert "judged by eye" in verdicts.pictures_reading({"none": None})

@@ -321,3 +321,44 @@ def k_study_verdict(
             )
         )
     return " ".join(text)
+
+
+def curves_reading(runs: Mapping[str, Any]) -> str:
+    """What the training curves show: where vanilla and the other runs end, and whether clean accuracy
+    still moved over the last quarter of training (a schedule too short shows as a curve still rising)."""
+    done = {label: run for label, run in runs.items() if run is not None and run.history}
+    if not done:
+        return "No run has a training history yet."
+    ends, moving = {}, []
+    for label, run in done.items():
+        accuracy = [h["test_accuracy"] for h in run.history]
+        ends[label] = accuracy[-1]
+        quarter = accuracy[-max(2, len(accuracy) // 4) :]
+        if quarter[-1] - quarter[0] > 0.01:
+            moving.append(label)
+    best, worst = max(ends, key=ends.get), min(ends, key=ends.get)
+    text = (
+        f"Clean test accuracy ends between {percent(ends[worst])} ({worst}) and {percent(ends[best])} ({best}). "
+    )
+    if moving:
+        return text + f"Over the last quarter of training it still rises by more than a point for {', '.join(moving)}."
+    return text + "No curve rises by more than a point over the last quarter of training: every run has settled."
+
+
+def pictures_reading(runs: Mapping[str, Any]) -> str:
+    """The PAG pictures' one number: how confidently an adversarially trained reference sees each
+    run's targeted pictures as their target class (the PAG score of the gradient-masking chapter)."""
+    scores = {}
+    for label, run in runs.items():
+        entry = chosen_evaluations(run).get(("pag_score", "all")) if run is not None else None
+        if entry is not None:
+            scores[label] = entry["results"]["targeted_confidence"]["score"]
+    if not scores:
+        return "No run's pictures have been scored yet, so they can only be judged by eye."
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    listed = ", ".join(f"{label} {percent(scores[label])}" for label in ranked)
+    return (
+        "An adversarially trained reference model recognises the target class in these pictures with mean "
+        f"confidence {listed} (chance: 10%; the PAG score of the gradient-masking chapter): the higher, the more "
+        "the pictures show features of the class they were pushed towards."
+    )
