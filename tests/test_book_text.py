@@ -148,13 +148,13 @@ def test_cpu_verdict_applies_the_rule_and_weighs_class_mean_against_the_distance
 
     runs = {"vanilla": StoredRun(0.83, 0.0, 0.02), "class_mean": StoredRun(0.32, 0.18, 0.25)}
     low = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, distance_ceiling=0.425)
-    assert "class_mean (32.0% clean, 18.0% ℓ∞, 25.0% ℓ2): **evidence**" in low
+    assert "class_mean (32.0% clean, 18.0% ℓ∞, 25.0% ℓ2): **unchecked**" in low  # PGD-20 only
     assert "does not exceed the 42.5%" in low
     masked = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs, ["black_box"]), NOISE)
-    assert "**masking suspected**: it fails the black-box check" in masked
+    assert "**masking suspected**: fails the black-box check" in masked
     runs["class_mean"] = StoredRun(0.15, 0.14, 0.15)
     chance = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, 0.425)
-    assert "near chance" in chance and "evidence" not in chance
+    assert "near chance" in chance and "**evidence**" not in chance
     runs["class_mean"] = StoredRun(0.60, 0.1, 0.3)
     high = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), NOISE, 0.425)
     assert "distances" not in high
@@ -190,7 +190,8 @@ def test_cpu_verdict_ranks_only_rows_the_noise_tells_apart():
         " teacher it distils, at 55.0% clean against the teacher's 63.0%."
     ) in with_teacher
     assert (
-        "The teacher itself is 12.0 points above the most ℓ∞-robust model-free row (class_mean, 19.0%)." in with_teacher
+        "The teacher itself is 12.0 points above the highest ℓ∞ accuracy of the model-free rows (19.0%)."
+        in with_teacher
     )
 
 
@@ -208,7 +209,14 @@ def test_cpu_verdict_checks_what_vanilla_keeps_under_pgd_against_autoattack(tmp_
     (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
     runs = {"vanilla": vanilla, "class_mean": StoredRun(0.32, 0.18, 0.25)}
     text = verdicts.cpu_scale_verdict(runs, reported.TABLES["stl10"], {}, judged(runs), NOISE)
-    assert "Vanilla keeps 9.0% under PGD-20 ℓ2 but 3.0% under AutoAttack (100 images): most of what" in text
+    assert "Vanilla keeps" not in text  # without PGD-20 on the same subset there is nothing to compare
+    on_subset = {**entry, "name": "pgd20", "results": {"robust": 0.09, "clean": 0.61}}
+    (tmp_path / "evaluations" / "pgd20-l2-x.json").write_text(json.dumps(on_subset))
+    text = verdicts.cpu_scale_verdict(runs, reported.TABLES["stl10"], {}, judged(runs), NOISE)
+    assert (
+        "Vanilla keeps 9.0% of the whole test set under PGD-20 ℓ2; on 100 of those images it keeps 9.0% under"
+        " PGD-20 and 3.0% under AutoAttack: most of what"
+    ) in text
     assert "under PGD-20 ℓ∞ but" not in text  # nothing left to explain
     entry["results"]["robust"] = 0.08
     (tmp_path / "evaluations" / "autoattack-l2-x.json").write_text(json.dumps(entry))
@@ -247,7 +255,7 @@ def test_accuracy_table_opens_with_the_chance_floor_and_gives_each_rows_verdict(
     lines = table.splitlines()
     assert lines[2] == "| constant classifier (chance) | 10.0% | 10.0% | 10.0% | floor |"
     assert lines[3].startswith("| vanilla | 83.0% (93.6%) |") and lines[3].endswith("| baseline |")
-    assert lines[4].endswith("| evidence |")
+    assert lines[4].endswith("| unchecked |")  # PGD-20 only: AutoAttack and the checklist have not run
     assert lines[5] == "| one_image | not run (79.5%) | not run (16.6%) | not run (49.7%) | — |"
 
 
@@ -329,7 +337,7 @@ def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
     assert "over 2 seeds, the standard deviation is 2.83 / 5.66 / 5.66 points" in verdict
     assert "against the paper's 0.74 / 0.58 / 0.91 over 3" in verdict
     assert "means of 18.00 / 9.00 / 13.00 against the paper's 79.13 / 15.93 / 50.26" in verdict
-    assert "under twice chance (20%)" in verdict
+    assert "under 2 × chance (20%)" in verdict
     fitted = {0: StoredRun(0.78, 0.15, 0.50), 1: StoredRun(0.80, 0.16, 0.51)}
     assert "chance" not in verdicts.seed_verdict(tables.seed_summary(fitted), reported.SEED_ERROR_BARS, "paper", 10)
     one = verdicts.seed_verdict(tables.seed_summary({0: seeds[0]}), reported.SEED_ERROR_BARS, "cpu", 10)

@@ -382,3 +382,14 @@ def test_the_page_has_a_heading_per_section_and_folds_what_was_not_run():
     assert "status_rule" in sections["When a number counts as reproduced"]
     assert "status_seeds" in sections["One-image seeds (Table 4)"]
     assert "status_not_run" in sections["Not run yet"]
+
+
+def test_a_single_paper_run_is_judged_against_our_own_seed_spread_when_that_is_wider():
+    from pagcore.book.status import NOT_REPRODUCED, REPRODUCED, StatusRow
+
+    row = StatusRow("toy", "PAG", "ℓ2 PGD-10", paper=0.755, ours=0.826, dataset="toy")
+    assert row.verdict == NOT_REPRODUCED  # 7.1 points against a 2-point tolerance
+    row.own_spread = 0.17
+    assert row.verdict == REPRODUCED  # within twice our 17-point seed spread
+    row.own_spread = 0.001
+    assert row.verdict == NOT_REPRODUCED  # a narrow spread never loosens the paper's tolerance

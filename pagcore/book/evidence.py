@@ -38,9 +38,10 @@ def chance_metrics(num_classes: int) -> dict[str, float]:
     return {key: chance(num_classes) for key in ("clean", *THREAT_METRICS)}
 
 
-def fits_labels(clean: float, num_classes: int) -> bool:
-    """Whether clean accuracy is far enough above chance for robust accuracy to count as evidence."""
-    return clean >= FIT_FACTOR * chance(num_classes)
+def fits_labels(clean: float, num_classes: int, margin: float = 0.0) -> bool:
+    """Whether clean accuracy is far enough above chance for robust accuracy to count as evidence:
+    above ``FIT_FACTOR`` times chance by more than ``margin`` (the noise on the clean accuracy)."""
+    return clean - FIT_FACTOR * chance(num_classes) > margin
 
 
 def robust_among_correct(robust: float | None, clean: float | None) -> float | None:
@@ -95,8 +96,9 @@ def seed_noise(metrics_by_seed: Sequence[Mapping[str, float]], measured_on: str)
 
 
 def tiers(values: Mapping[str, Measured], metric: str, noise: Noise) -> list[list[str]]:
-    """Rows ranked by ``metric``, best first, grouped into tiers: a row joins the tier above when it
-    cannot be told apart from that tier's lowest member, so no two rows within the noise are ranked."""
+    """Rows ranked by ``metric``, best first, in tiers: a row joins the tier above when the noise cannot
+    tell it from that tier's lowest member. Tiers are chains, so two members of one tier may differ;
+    what the grouping guarantees is that no two rows within the noise of each other are ranked."""
     order = sorted(values, key=lambda row: -values[row].value)
     groups: list[list[str]] = []
     for row in order:
@@ -121,9 +123,9 @@ class Judgement:
 
 
 VERDICTS = ("evidence", "near chance", "not more robust", "within noise", "masking suspected", "unchecked")
-"""evidence: the row fits its labels, beats vanilla beyond the noise under every attack both were
-evaluated with, and passes the masking checklist; the other verdicts name the first reason, in this
-order, why it does not (unchecked: the checklist has not been run on it)."""
+"""evidence: the row fits its labels, beats vanilla beyond the noise under PGD and AutoAttack in both
+threat models, and passes the masking checklist; the other verdicts name the first reason, in this
+order, why it does not (unchecked: AutoAttack or the checklist has not been run on it)."""
 
 ATTACK_WORDS = {"pgd20": "PGD-20", "pgd100": "PGD-100×5", "autoattack": "AutoAttack"}
 NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
@@ -156,30 +158,38 @@ def judge(
         beside vanilla's under the same attacks. The seed spread of a norm's PGD-20 accuracy stands for
         every attack in that norm (it is the only spread measured). ``failed_checks`` is None when the
     masking checklist has not been run on the row."""
-    if not fits_labels(clean, num_classes):
+    margin = math.hypot(noise.std.get("clean", 0.0), sampling_std(clean, _images(robust)))
+    if not fits_labels(clean, num_classes, margin):
         return Judgement(
             row,
             "near chance",
-            (f"its clean accuracy is under {FIT_FACTOR:g} × chance ({FIT_FACTOR * chance(num_classes):.0%})",),
+            (
+                f"clean accuracy not above {FIT_FACTOR:g} × chance ({FIT_FACTOR * chance(num_classes):.0%}) by more "
+                "than its noise",
+            ),
         )
     shared = [key for key in robust if key in vanilla]
     comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared}
     worse = [attack_words(key) for key, c in comparisons.items() if c < 0]
     if worse or not shared:
-        return Judgement(
-            row,
-            "not more robust",
-            tuple(f"it is below vanilla under {w}" for w in worse) or ("it shares no attack with vanilla",),
-        )
+        return Judgement(row, "not more robust", tuple(f"below vanilla under {w}" for w in worse) or ("no attack",))
     tied = [attack_words(key) for key, c in comparisons.items() if c == 0]
     if tied:
-        return Judgement(row, "within noise", tuple(f"it is within the noise of vanilla under {w}" for w in tied))
+        return Judgement(row, "within noise", (f"within the noise of vanilla under {', '.join(tied)}",))
     if failed_checks:
         words = [CHECK_WORDS.get(check, check) for check in failed_checks]
-        return Judgement(row, "masking suspected", tuple(f"it fails the {w} check" for w in words))
-    if failed_checks is None:
-        return Judgement(row, "unchecked", ("the masking checklist has not been run",))
-    return Judgement(row, "evidence", ("it is more robust than vanilla beyond the noise under every attack",))
+        return Judgement(row, "masking suspected", (f"fails the {', '.join(words)} check",))
+    missing = [NORM_WORDS[norm] for norm in THREAT_METRICS if ("autoattack", norm) not in shared]
+    if missing or failed_checks is None:
+        what = [f"AutoAttack {', '.join(missing)}"] if missing else []
+        what += ["the masking checklist"] if failed_checks is None else []
+        return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
+    return Judgement(row, "evidence", ("more robust than vanilla beyond the noise under every attack",))
+
+
+def _images(robust: Mapping[tuple[str, str], Measured]) -> int:
+    """The test images behind a row's whole-test-set numbers (PGD-20), for the clean accuracy's noise."""
+    return max((m.images for m in robust.values()), default=1)
 
 
 def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:

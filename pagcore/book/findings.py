@@ -120,14 +120,18 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
     """The dataset's finding in words: which rows are evidence and why the others are not."""
     title = SPECS[finding.dataset].title
     if not finding.judgements:
-        return f"{title}, {finding.scale} scale: no PAG row and vanilla pair has been run, so there is no finding."
+        return (
+            f"{title}, {finding.scale} scale: no row has been judged (it needs a vanilla run, a PAG run and the "
+            "measured seed spread)."
+        )
     parts = []
     rows = finding.evidence_rows
     if rows:
         one = len(rows) == 1
         parts.append(
-            f"{_rows(rows)} {'is' if one else 'are'} more robust than vanilla beyond the noise under every attack "
-            f"run, {'fits its' if one else 'fit their'} labels and {'passes' if one else 'pass'} the masking checklist"
+            f"{_rows(rows)} {'is' if one else 'are'} more robust than vanilla beyond the noise under PGD and "
+            f"AutoAttack, {'fits its' if one else 'fit their'} labels and {'passes' if one else 'pass'} the masking "
+            "checklist"
         )
     for verdict in evidence.VERDICTS[1:]:
         judged = [row for row, j in finding.judgements.items() if j.verdict == verdict]
@@ -189,15 +193,29 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     noise = measured_noise("cpu", runs_dir, kind)
     paper_runs = paper_scale_runs(runs_dir, kind)
     findings = [dataset_finding(dataset, "cpu", noise, runs_dir, kind) for dataset in ("cifar10", "stl10")]
-    answers = {f.answer for f in findings if f.answer != "no runs"}
-    if answers == {"supports"}:
+    judged = [f for f in findings if f.answer != "no runs"]
+    supporting = [f for f in judged if f.answer == "supports"]
+
+    def named(found: list[DatasetFinding]) -> str:
+        def model_free(f: DatasetFinding) -> list[str]:
+            return [row for row in f.evidence_rows if row in MODEL_FREE_SOURCES]
+
+        return "; ".join(f"{SPECS[f.dataset].title}: {_rows(model_free(f))}" for f in found)
+
+    if noise is None:
+        answer = "**Not yet judged.** The seed spread that the rule needs has not been measured"
+    elif supporting and len(supporting) == len(judged):
         answer = (
             "**Yes, in direction, at a reduced scale.** Models trained only to align their input-gradients with "
-            "model-free targets are more robust than vanilla training beyond the measured noise on both datasets"
+            "model-free targets are more robust than vanilla training beyond the measured noise on "
+            + (f"every dataset run ({named(supporting)})" if len(judged) > 1 else named(supporting))
         )
-    elif "supports" in answers:
-        answer = "**Partly.** Model-free PAG targets give robustness beyond the noise on one dataset but not the other"
-    elif answers:
+    elif supporting:
+        answer = (
+            "**Partly.** Model-free PAG targets give robustness beyond the noise on "
+            f"{named(supporting)}, but not on the other dataset run"
+        )
+    elif judged:
         answer = "**Not shown.** No model-free PAG row is more robust than vanilla beyond the noise"
     else:
         answer = "**Not yet answered.** No results-table run exists"
@@ -205,11 +223,13 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         "no paper-scale CIFAR-10 or STL-10 run exists, so every real-data number is at the reduced `cpu` scale "
         "(a narrow ResNet-18, a short schedule) and none of them reproduces a number of the paper"
         if paper_runs == 0
-        else f"{paper_runs} results-table rows have paper-scale runs"
+        else f"{paper_runs} results-table row{'s' if paper_runs > 1 else ''} at the paper's scale "
+        f"{'have' if paper_runs > 1 else 'has'} a run, which this box does not judge yet"
     )
     noise_words = (
-        f"the noise is the seed spread of {noise.measured_on} "
-        f"(ℓ∞ {percent(noise.std['linf'])}, ℓ2 {percent(noise.std['l2'])}) combined with each number's sampling error"
+        f"the noise is the seed spread of {noise.measured_on} (ℓ∞ {percent(noise.std['linf'])}, ℓ2 "
+        f"{percent(noise.std['l2'])}), models that hardly fit their labels and so probably spread more than the "
+        "rows judged here, combined with each number's sampling error"
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"
     )
@@ -221,9 +241,9 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         "",
         f"- {toy_finding(json.loads(toy_record.read_text()) if toy_record.exists() else None)}",
         *(f"- {finding_sentence(f)}" for f in findings),
-        f"- The rule: a row counts as evidence only if its clean accuracy is at least {evidence.FIT_FACTOR:g} × "
-        f"chance, it beats vanilla beyond the noise under every attack run, and it passes every masking check; "
-        f"{noise_words}.",
+        f"- The rule ({{ref}}`rule-of-evidence`): a row counts as evidence only if its clean accuracy passes "
+        f"{evidence.FIT_FACTOR:g} × chance by more than its noise, it beats vanilla beyond the noise under PGD and "
+        f"AutoAttack in both threat models, and it passes the masking checklist; {noise_words}.",
         "```",
     ]
     return "\n".join(lines)

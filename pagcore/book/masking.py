@@ -186,7 +186,7 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
             passing.append(label)
     parts = []
     if passing:
-        parts.append(f"Every check passes for {', '.join(passing)}: their robustness is not an artefact of PGD.")
+        parts.append(f"Every check passes for {', '.join(passing)}: no sign of gradient masking was found.")
     for label, run, failed in failing:
         words = ", ".join(CHECK_WORDS.get(c, c) for c in failed)
         sentence = f"{label} fails the {words} check"

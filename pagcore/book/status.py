@@ -81,6 +81,9 @@ class StatusRow:
     date: str = ""
     key: str = ""  # the metric's key: clean, linf, l2 (PGD-20), or pgd (the toy's ℓ2 PGD-10)
     dataset: str = ""  # cifar10, stl10, or TOY
+    # Where ours is a mean over our own seeds and the paper's a single run (the toy), the paper's number
+    # is one draw from a spread we measured: twice our seed standard deviation, if that is the wider bound.
+    own_spread: float = 0.0
 
     @property
     def gap(self) -> float | None:
@@ -95,13 +98,15 @@ class StatusRow:
 def verdict(row: StatusRow) -> str:
     """The rule of the page: no number, "not run"; a scale other than the paper's, never a
     reproduction, whatever the gap; at the paper's scale, "reproduced" when the gap as shown on
-    the page (points, one decimal) is at most :data:`REPRODUCED_WITHIN`."""
+    the page (points, one decimal) is at most :data:`REPRODUCED_WITHIN`, or twice our own seed
+    spread where ours is a mean over seeds and the paper's one run."""
     if row.ours is None:
         return NOT_RUN
     if row.scale != "paper":
         return NOT_COMPARABLE
     # Judged on the rounded gap, so that a reader who sees "+2.0" next to a 2-point tolerance sees it pass.
-    return REPRODUCED if round(100 * abs(row.gap), 1) <= round(100 * REPRODUCED_WITHIN, 1) else NOT_REPRODUCED
+    within = max(REPRODUCED_WITHIN, 2 * row.own_spread)
+    return REPRODUCED if round(100 * abs(row.gap), 1) <= round(100 * within, 1) else NOT_REPRODUCED
 
 
 def _provenance(run: Run) -> dict[str, str]:
@@ -126,10 +131,12 @@ def toy_rows(record_path: Path) -> list[StatusRow]:
             extra = {}
             if ours is not None:
                 seeds = record["summary"]["seeds"]
+                per_seed = [s[model][metric] for s in record.get("per_seed", {}).values()]
                 extra = {
                     "schedule": f"{record['parameters']['epochs']} epochs, {len(seeds)} seeds",
                     "device": short_device(record["device"]),
                     "date": record["finished"][:10],
+                    "own_spread": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
                 }
             rows.append(
                 StatusRow(
@@ -334,7 +341,9 @@ def rule_text() -> str:
         f"standard deviation over seeds that the paper reports ({points_text(std[widest])} for {title} in its "
         f"Table 4, over {reported.SEED_ERROR_BARS['seeds']} seeds), rounded up to a whole point: how far a "
         "faithful rerun may land from the paper's number by the luck of its seed. The paper reports a spread "
-        "for that one row only, so the same tolerance serves every row. "
+        "for that one row only, so the same tolerance serves every row, with one exception: where ours is a "
+        "mean over our own seeds and the paper's a single run (the toy), the paper's number is one draw from "
+        "the spread we measured, and the bound is twice our seed standard deviation when that is wider. "
         f"A number at the reduced `cpu` scale is never counted as a reproduction, however close it lands: its "
         f"verdict is “{NOT_COMPARABLE}”, because a narrower network trained for fewer epochs on sampled "
         "target classes answers a different question. The verdict column of every table below applies this "

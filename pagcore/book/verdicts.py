@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import Judgement, Measured, Noise, sampling_std, tiers
+from pagcore.book.evidence import FIT_FACTOR, Judgement, Measured, Noise, fits_labels, sampling_std, tiers
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, triple
 from pagcore.evaluate.stored import chosen_evaluations
@@ -78,14 +78,16 @@ def _weak_attack(vanilla: Any) -> list[str]:
     parts = []
     entries = chosen_evaluations(vanilla)
     for norm, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
-        pgd, entry = vanilla.metrics[norm], entries.get(("autoattack", norm))
-        if pgd <= VANILLA_LEFTOVER or entry is None:
+        entry, on_subset = entries.get(("autoattack", norm)), entries.get(("pgd20", norm))
+        if vanilla.metrics[norm] <= VANILLA_LEFTOVER or entry is None or on_subset is None:
             continue
-        robust, images = entry["results"]["robust"], entry["settings"]["subset"]["size"]
-        error = math.hypot(sampling_std(pgd, vanilla.metrics["test_images"]), sampling_std(robust, images))
+        # Both attacks on the same seeded subset, so the gap is the attacks', not the test sets'.
+        pgd, robust = on_subset["results"]["robust"], entry["results"]["robust"]
+        images = entry["settings"]["subset"]["size"]
+        error = math.hypot(sampling_std(pgd, images), sampling_std(robust, images))
         parts.append(
-            f"Vanilla keeps {percent(pgd)} under PGD-20 {name} but {percent(robust)} under AutoAttack ({images:,} "
-            "images)"
+            f"Vanilla keeps {percent(vanilla.metrics[norm])} of the whole test set under PGD-20 {name}; on "
+            f"{images:,} of those images it keeps {percent(pgd)} under PGD-20 and {percent(robust)} under AutoAttack"
             + (
                 ": most of what PGD-20 leaves is the attack's weakness, not robustness."
                 if pgd - robust > error
@@ -151,11 +153,12 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
         )
         model_free = [row for row in MODEL_FREE_SOURCES if row in done]
         if model_free:
-            best = max(model_free, key=lambda row: done[row].metrics[norm])
-            margin = t[norm] - done[best].metrics[norm]
+            # No single "most robust" model-free row is named: they may lie within the noise of each other.
+            highest = max(done[row].metrics[norm] for row in model_free)
+            margin = t[norm] - highest
             parts.append(
                 f"The teacher itself is {abs(100 * margin):.1f} points {'above' if margin >= 0 else 'below'} the "
-                f"most {name}-robust model-free row ({labels.get(best, best)}, {percent(done[best].metrics[norm])})."
+                f"highest {name} accuracy of the model-free rows ({percent(highest)})."
             )
     return parts
 
@@ -196,10 +199,9 @@ def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale
         f"points (clean / ℓ∞ / ℓ2) against the paper's {triple(reported['std'])} over {reported['seeds']}, "
         f"around means of {triple(summary['mean'])} against the paper's {triple(reported['mean'])}."
     ]
-    chance = 1 / num_classes
-    if summary["mean"]["clean"] < 2 * chance:
+    if not fits_labels(summary["mean"]["clean"], num_classes):
         text.append(
-            f"A mean clean accuracy under twice chance ({percent(2 * chance, digits=0)}) says that at this scale the "
+            f"A mean clean accuracy under {FIT_FACTOR:g} × chance ({percent(FIT_FACTOR / num_classes, digits=0)}) says that at this scale the "
             "one-image model hardly fits its labels: its robust accuracy is that of a near-chance classifier, and "
             "its spread measures how far each seed's training gets out of that regime, not the stability that "
             "the paper's Table 4 shows."
@@ -240,10 +242,13 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
     )
 
 
-def k_study_ceiling(metrics_by_k: Mapping[int, Mapping[str, float]], ceiling: float | None) -> str:
+def k_study_ceiling(
+    metrics_by_k: Mapping[int, Mapping[str, float]], ceiling: float | None, other: tuple[str, float] | None = None
+) -> str:
     """Whether the class-mean runs of the k study can say anything about k: not while every one of them
     stays under the accuracy a classifier of the distances to the class means reaches, where the
-    alignment term has already fixed what the model can do and k has nothing left to change."""
+    alignment term has already fixed what the model can do and k has nothing left to change.
+    ``other`` names another row and its clean accuracy at the preset's k, said to answer if above."""
     if not metrics_by_k:
         return "No class-mean run of the k study exists yet."
     if ceiling is None:
@@ -256,8 +261,12 @@ def k_study_ceiling(metrics_by_k: Mapping[int, Mapping[str, float]], ceiling: fl
             f"At every k run ({', '.join(map(str, clean))}) the class-mean model's clean accuracy ({span}) stays at "
             f"or under the {percent(ceiling)} that a classifier of the distances to the class means reaches. Their "
             "accuracy stays within what those distances allow, the regime where the alignment term, not k, limits "
-            "the model, so they cannot show whether k matters for a model that uses more of the image; nearest "
-            "neighbour, which fits its labels far above the ceiling, is the row that can."
+            "the model, so they cannot show whether k matters for a model that uses more of the image"
+            + (
+                f"; {other[0]}, at {percent(other[1])} clean, is above the ceiling and can."
+                if other is not None and other[1] > ceiling
+                else "."
+            )
         )
     return (
         f"With k = {', '.join(map(str, above))} the class-mean model passes the {percent(ceiling)} that a classifier "

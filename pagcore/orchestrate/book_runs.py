@@ -41,9 +41,9 @@ K_VALUES: tuple[int, ...] = (1, 2, 5, 10)
 """The k study: k target classes per image on CIFAR-10; 10 is the full sum of Eq. (1)."""
 
 K_STUDY_SOURCES: tuple[str, ...] = ("class_mean", "nearest_neighbor")
-"""The rows the k study varies k on. Class mean first (its runs exist); nearest neighbour because at
-the cpu scale class mean stays under the accuracy the distances to the class means allow, where k
-has nothing left to change, while nearest neighbour fits its labels well above that ceiling."""
+"""The rows the k study varies k on: class mean, and nearest neighbour because at the cpu scale class
+mean stays under the accuracy the distances to the class means allow, where k has nothing left to
+change, while nearest neighbour fits its labels above that ceiling."""
 
 
 @dataclass(frozen=True)
