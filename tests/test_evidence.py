@@ -112,3 +112,42 @@ def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
     one = toy_finding(record([0.9], [0.1], kind="smoke"))
     assert one.startswith("Toy problem (1 seed)") and "no spread" in one
     assert "has not been made" in toy_finding(None)
+
+
+def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatch, tmp_path):
+    from pagcore.book import findings
+
+    def entry(robust, size=500):
+        return {"results": {"robust": robust, "failed": []}, "settings": {"subset": {"size": size}}}
+
+    class Run:
+        def __init__(self, clean, linf, l2, checked=True):
+            self.metrics = {"clean": clean, "linf": linf, "l2": l2, "test_images": FULL}
+            self.entries = {("autoattack", "linf"): entry(linf), ("autoattack", "l2"): entry(l2)}
+            if checked:
+                self.entries.update({("checks", "linf"): entry(0), ("checks", "l2"): entry(0)})
+
+    stored = {
+        "cifar10": {
+            "vanilla": Run(0.8, 0.0, 0.0),
+            "nearest_neighbor": Run(0.6, 0.3, 0.4),
+            "one_image": Run(0.15, 0.1, 0.1),
+        },
+        "stl10": {},
+    }
+    monkeypatch.setattr(findings, "chosen_evaluations", lambda run: run.entries)
+    monkeypatch.setattr(findings, "stored_table", lambda dataset, scale, *args: stored[dataset])
+    monkeypatch.setattr(findings, "measured_noise", lambda *args: NOISE)
+    monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 0)
+    box = findings.findings_box(tmp_path / "no-toy.json")
+    assert "**Yes, in direction, at a reduced scale.**" in box and "(CIFAR-10: Nearest Neighbor)" not in box
+    assert "noise on CIFAR-10: Nearest Neighbor;" in box  # one dataset judged: no claim about the other
+    assert "near chance: One Image" in box and "STL-10, cpu scale: no row has been judged" in box
+    stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.3, 0.4, checked=False)
+    assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
+    stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
+    assert "**Not shown.**" in findings.findings_box(tmp_path / "no-toy.json")
+    monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
+    assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
+    monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)
+    assert "1 results-table row at the paper's scale has a run" in findings.findings_box(tmp_path / "no-toy.json")

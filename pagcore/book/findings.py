@@ -96,13 +96,17 @@ class DatasetFinding:
     @property
     def answer(self) -> str:
         """'supports' when a model-free row is evidence, 'teacher only' when only RIGD rows are,
+        'unchecked' when no row is but a model-free row still awaits AutoAttack or the checklist,
         'does not support' when rows were judged and none is, 'no runs' otherwise."""
         if not self.judgements:
             return "no runs"
         rows = self.evidence_rows
         if any(row in MODEL_FREE_SOURCES for row in rows):
             return "supports"
-        return "teacher only" if rows else "does not support"
+        if rows:
+            return "teacher only"
+        unchecked = any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in MODEL_FREE_SOURCES)
+        return "unchecked" if unchecked else "does not support"
 
 
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
@@ -146,6 +150,7 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         "supports": "supports the direction of the paper's claim",
         "teacher only": "supports it only through the rows that distil an adversarially trained teacher",
         "does not support": "does not support the paper's claim",
+        "unchecked": "does not yet answer: the stronger attacks or the checklist are still to run",
     }[finding.answer]
     return f"{title}, {finding.scale} scale: " + "; ".join(parts) + f". The evidence {answer}."
 
@@ -214,6 +219,11 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         answer = (
             "**Partly.** Model-free PAG targets give robustness beyond the noise on "
             f"{named(supporting)}, but not on the other dataset run"
+        )
+    elif any(f.answer == "unchecked" for f in judged):
+        answer = (
+            "**Not yet checked.** No model-free PAG row has yet passed AutoAttack and the masking checklist, "
+            "which some have not been run on"
         )
     elif judged:
         answer = "**Not shown.** No model-free PAG row is more robust than vanilla beyond the noise"
