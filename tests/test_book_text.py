@@ -392,3 +392,13 @@ def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
     text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
     assert "confidence high 90.0%, low 10.0%" in text
     assert "judged by eye" in verdicts.pictures_reading({"none": None})
+
+
+def test_k_curve_reading_says_what_a_larger_k_buys():
+    flat = {1: {"clean": 0.31, "linf": 0.19, "l2": 0.26}, 10: {"clean": 0.32, "linf": 0.19, "l2": 0.27}}
+    text = verdicts.k_curve_reading(flat, {1: 80.0, 10: 280.0})
+    assert "change by +1.0, 0.0 and +1.0 points, while an epoch takes 3.5 times as long" in text
+    assert "only clean and ℓ2 accuracy rises" in text
+    falling = {1: {"clean": 0.4, "linf": 0.2, "l2": 0.3}, 10: {"clean": 0.3, "linf": 0.1, "l2": 0.2}}
+    assert "costs time without buying accuracy" in verdicts.k_curve_reading(falling, {})
+    assert "no trend yet" in verdicts.k_curve_reading({1: flat[1]}, {})

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pagcore.book.text import NORM_WORDS
+
 FIT_FACTOR = 2.0
 """A model must reach this many times chance clean accuracy before its robust accuracy is evidence."""
 
@@ -128,7 +130,6 @@ threat models, and passes the masking checklist; the other verdicts name the fir
 order, why it does not (unchecked: AutoAttack or the checklist has not been run on it)."""
 
 ATTACK_WORDS = {"pgd20": "PGD-20", "pgd100": "PGD-100×5", "autoattack": "AutoAttack"}
-NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
 CHECK_WORDS = {
     "eps_monotone": "monotone",
     "eps_reaches_zero": "reaches-zero",

@@ -44,7 +44,7 @@ from pagcore.book.style import (
     style_axes,
     text_width,
 )
-from pagcore.book.text import METRIC_COLUMNS
+from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS
 from pagcore.evaluate.final import load_pag_grid, load_pag_grid_index, picture_attack
 
 # Okabe-Ito blue and vermillion, with different markers for a grey-scale print.
@@ -308,9 +308,6 @@ def pag_picture_attack(runs: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: next(iter(values)) if len(values) == 1 else tuple(sorted(values)) for key, values in seen.items()}
 
 
-NORM_SYMBOLS = {"l2": "ℓ2", "linf": "ℓ∞"}
-
-
 def pag_picture_caption(attack: Mapping[str, Any] | None) -> str:
     """The pictures and the attack of :func:`pag_picture_attack` in words, to follow "PAG pictures of"
     in a figure's caption."""
@@ -319,7 +316,7 @@ def pag_picture_caption(attack: Mapping[str, Any] | None) -> str:
 
     def either(value):
         values = value if isinstance(value, tuple) else (value,)
-        return " or ".join(f"{v:g}" if isinstance(v, float | int) else NORM_SYMBOLS.get(v, v) for v in values)
+        return " or ".join(f"{v:g}" if isinstance(v, float | int) else NORM_WORDS.get(v, v) for v in values)
 
     norm, eps, steps = (either(attack[key]) for key in ("norm", "eps", "steps"))
     return (

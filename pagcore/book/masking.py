@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import CHECK_WORDS, NORM_WORDS, THREAT_METRICS, failed_checks
-from pagcore.book.text import markdown_table, percent, spearman
+from pagcore.book.evidence import CHECK_WORDS, THREAT_METRICS, failed_checks
+from pagcore.book.text import NORM_WORDS, markdown_table, percent, spearman
 from pagcore.config import teacher_threat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations

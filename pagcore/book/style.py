@@ -103,10 +103,6 @@ def book_style() -> Iterator[None]:
         yield
 
 
-def apply() -> None:
-    """Use the book's style for every figure made from now on in this session."""
-    mpl.rcParams.update(RC)
-
 
 def style_axes(ax: Axes) -> None:
     """Give ``ax`` the book's font sizes, whatever the rcParams were when it was made."""

@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRIC_COLUMNS = (("clean", "clean"), ("linf", "ℓ∞"), ("l2", "ℓ2"))
+NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
+"""How the book writes each threat model."""
+
+METRIC_COLUMNS = (("clean", "clean"), *NORM_WORDS.items())
 """The accuracy columns of every results table: (metric key, heading)."""
 
 

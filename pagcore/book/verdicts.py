@@ -12,7 +12,7 @@ from typing import Any
 
 from pagcore.book.evidence import FIT_FACTOR, Judgement, Measured, Noise, fits_labels, sampling_std, tiers
 from pagcore.book.tables import seconds_per_epoch, training_devices
-from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, triple
+from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, signed_points, triple
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
@@ -371,3 +371,31 @@ def pictures_reading(runs: Mapping[str, Any]) -> str:
         f"confidence {listed} (chance: 10%; the PAG score of the gradient-masking chapter): the higher, the more "
         "the pictures show features of the class they were pushed towards."
     )
+
+
+def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_seconds: Mapping[int, float | None]) -> str:
+    """What the k-study figure shows: what the largest k changes against the smallest, in accuracy and in
+    the time of an epoch, and whether any accuracy rises with every larger k."""
+    if len(metrics_by_k) < 2:
+        return "Fewer than two values of k have complete runs, so the figure shows no trend yet."
+    ordered = sorted(metrics_by_k)
+    low, high = ordered[0], ordered[-1]
+    clean, linf, l2 = (
+        signed_points(100 * (metrics_by_k[high][key] - metrics_by_k[low][key])) for key, _ in METRIC_COLUMNS
+    )
+    sentence = f"From k = {low} to k = {high}, the clean, ℓ∞ and ℓ2 accuracies change by {clean}, {linf} and {l2} points"
+    if epoch_seconds.get(low) and epoch_seconds.get(high):
+        sentence += f", while an epoch takes {epoch_seconds[high] / epoch_seconds[low]:.1f} times as long"
+    rising = [
+        name
+        for key, name in METRIC_COLUMNS
+        if all(metrics_by_k[a][key] < metrics_by_k[b][key] for a, b in zip(ordered, ordered[1:]))
+    ]
+    if not rising:
+        return sentence + (
+            "; no accuracy rises with every larger k, so in these runs (one seed each) a larger k costs time "
+            "without buying accuracy."
+        )
+    if len(rising) == len(METRIC_COLUMNS):
+        return sentence + "; every accuracy rises with every larger k."
+    return sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k."
