@@ -39,7 +39,7 @@ from pagcore.config import (
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import measure_ceiling
 from pagcore.evaluate.final import EvaluationSettings, evaluate_run
-from pagcore.evaluate.stored import ATTACKS, Budgets, companion_run, evaluate_stored_run
+from pagcore.evaluate.stored import ATTACKS, Budgets, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
 from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
@@ -266,8 +266,7 @@ def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
 
 
 def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list[dict]:
-    source = companion_run(store, run, args.source, "cross_entropy", device) if "checks" in names else None
-    reference = companion_run(store, run, args.reference, "adversarial", device) if "pag_score" in names else None
+    source, reference = companions(store, run, names, args.source, args.reference, device)
     return evaluate_stored_run(
         run,
         model,

@@ -410,6 +410,18 @@ def _combine_checks(norm, eps, settings: ChecklistSettings, partials: list[dict]
     return {"checks": [asdict(r) for r in results], **summary(results)}
 
 
+def companions(
+    store, run: Run, evaluations: Sequence[str], source_name: str | None, reference_name: str | None, device
+) -> tuple[tuple[str, nn.Module] | None, tuple[str, nn.Module] | None]:
+    """The (source, reference) that ``evaluations`` need for ``run``: the vanilla source of the
+    checklist's transfer check and the adversarially trained reference of the PAG score; each None
+    when its evaluation is not asked for (or no such run exists)."""
+    source = companion_run(store, run, source_name, "cross_entropy", device) if "checks" in evaluations else None
+    wanted = "pag_score" in evaluations
+    reference = companion_run(store, run, reference_name, "adversarial", device) if wanted else None
+    return source, reference
+
+
 def companion_run(store, run: Run, chosen_name: str | None, objective: str, device) -> tuple[str, nn.Module] | None:
     """(name, model) of the run named ``chosen_name``, or else of a complete run trained on
     ``objective`` of the same dataset, scale and kind from the store (the L2 one first for

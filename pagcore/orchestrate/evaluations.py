@@ -13,7 +13,7 @@ import torch
 from pagcore.base.deadline import Deadline
 from pagcore.config import TrainConfig
 from pagcore.data import ImageDataset
-from pagcore.evaluate.stored import Budgets, companion_run, evaluate_stored_run
+from pagcore.evaluate.stored import Budgets, companions, evaluate_stored_run
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
 from pagcore.store.runs import Run
 from pagcore.train.trainer import prepare_data
@@ -72,10 +72,7 @@ def evaluate_table(
         if deadline.passed():
             done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
             continue
-        source = companion_run(store, run, source_name, "cross_entropy", device) if "checks" in evaluations else None
-        reference = (
-            companion_run(store, run, reference_name, "adversarial", device) if "pag_score" in evaluations else None
-        )
+        source, reference = companions(store, run, evaluations, source_name, reference_name, device)
         lines = evaluate_stored_run(
             run,
             run.load_model(device=device),
