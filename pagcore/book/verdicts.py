@@ -281,7 +281,7 @@ def k_study_verdict(
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
         pending = (
-            f"The comparison needs the runs with k = {preset_k} (the preset) and k = {num_classes} (the full sum of "
+            f"For the {model} model the comparison needs the runs with k = {preset_k} (the preset) and k = {num_classes} (the full sum of "
             f"Eq. (1)); {len(done)} of the {len(runs)} runs exist, so there is no verdict yet."
         )
         others = [k for k in sorted(done) if k != preset_k]
@@ -346,9 +346,7 @@ def curves_reading(runs: Mapping[str, Any]) -> str:
         if quarter[-1] - quarter[0] > 0.01:
             moving.append(label)
     best, worst = max(ends, key=ends.get), min(ends, key=ends.get)
-    text = (
-        f"Clean test accuracy ends between {percent(ends[worst])} ({worst}) and {percent(ends[best])} ({best}). "
-    )
+    text = f"Clean test accuracy ends between {percent(ends[worst])} ({worst}) and {percent(ends[best])} ({best}). "
     if moving:
         return text + f"Over the last quarter of training it still rises by more than a point for {', '.join(moving)}."
     return text + "No curve rises by more than a point over the last quarter of training: every run has settled."
@@ -383,7 +381,9 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     clean, linf, l2 = (
         signed_points(100 * (metrics_by_k[high][key] - metrics_by_k[low][key])) for key, _ in METRIC_COLUMNS
     )
-    sentence = f"From k = {low} to k = {high}, the clean, ℓ∞ and ℓ2 accuracies change by {clean}, {linf} and {l2} points"
+    sentence = (
+        f"From k = {low} to k = {high}, the clean, ℓ∞ and ℓ2 accuracies change by {clean}, {linf} and {l2} points"
+    )
     if epoch_seconds.get(low) and epoch_seconds.get(high):
         sentence += f", while an epoch takes {epoch_seconds[high] / epoch_seconds[low]:.1f} times as long"
     rising = [
