@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pagcore.config import ExecutionOptions, TrainConfig  # noqa: E402
+from pagcore.config import ExecutionConfig, TrainConfig  # noqa: E402
 from pagcore.data import (  # noqa: E402
     as_float,  # noqa: E402
     load_dataset,
@@ -52,7 +52,7 @@ from pagcore.paper.objective import pag_loss, sample_target_classes  # noqa: E40
 from pagcore.paper.targets import RepresentativeSource, class_mean_representatives  # noqa: E402
 from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.store.runs import RunStore  # noqa: E402
-from pagcore.train.trainer import StepSettings, train, training_step  # noqa: E402
+from pagcore.train.trainer import StepConfig, train, training_step  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PILOT_STORE = ROOT / "benchmarks" / "pilot_runs"
@@ -80,7 +80,7 @@ def make_step(
     reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5)
     source = RepresentativeSource("class_mean", reps)
     lam = 0.0 if k == 0 else 0.4
-    settings = StepSettings(
+    settings = StepConfig(
         num_classes=NUM_CLASSES,
         lam=lam,
         classes_per_image=k or None,
@@ -237,7 +237,7 @@ def accuracy(args: argparse.Namespace) -> None:
         minutes_left = None if deadline is None else (deadline - time.perf_counter()) / 60
         if minutes_left is not None and minutes_left <= 0.5:
             break
-        options = ExecutionOptions(
+        options = ExecutionConfig(
             device="cpu",
             amp=args.bf16,
             channels_last=args.channels_last,

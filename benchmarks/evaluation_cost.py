@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from pagcore.config import TrainConfig  # noqa: E402
 from pagcore.data import as_float  # noqa: E402
-from pagcore.evaluate.autoattack import AutoAttackSettings, run_autoattack  # noqa: E402
+from pagcore.evaluate.autoattack import AutoAttackConfig, run_autoattack  # noqa: E402
 from pagcore.evaluate.final import PAPER_PGD_EPS, STANDARD_EPS  # noqa: E402
 from pagcore.evaluate.stored import EvaluationSubset  # noqa: E402
 from pagcore.orchestrate.experiments import load_data  # noqa: E402
@@ -85,7 +85,7 @@ def measure_run(run, data, images: int, autoattack: bool) -> dict:
         measured["pgd100x5"]["passes_saved_ratio"] = round(unpruned / measured["pgd100x5"]["image_passes"], 2)
         measured["pgd100x5"]["unpruned_seconds_at_pgd20_price"] = round(unpruned * per_pass, 1)
         if autoattack:
-            settings = AutoAttackSettings(norm, STANDARD_EPS[data.name][norm])
+            settings = AutoAttackConfig(norm, STANDARD_EPS[data.name][norm])
             outcome = run_autoattack(model, x, y, settings)
             measured["autoattack"] = {"seconds": outcome["seconds"], "robust": outcome["robust"]}
         result["norms"][norm] = measured

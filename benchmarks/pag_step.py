@@ -51,7 +51,7 @@ from pagcore.paper.rigd import PrecomputedGradients, TeacherOnTheFly, unit_vecto
 from pagcore.paper.targets import RepresentativeSource  # noqa: E402
 from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
 from pagcore.train.devices import resolve_device  # noqa: E402
-from pagcore.train.trainer import StepSettings, training_step  # noqa: E402
+from pagcore.train.trainer import StepConfig, training_step  # noqa: E402
 
 NUM_CLASSES = 10
 # Dense bf16 tensor-core peaks (FLOP/s), for the utilisation estimate; the H100 PCIe card is slower
@@ -207,7 +207,7 @@ def worker(args, device: torch.device, width: int) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     strategy, lam = ("loop", 0.0) if args.worker == "vanilla" else (args.worker.rsplit(" ", 1)[-1], 0.4)
-    settings = StepSettings(
+    settings = StepConfig(
         num_classes=NUM_CLASSES, lam=lam, classes_per_image=10, strategy=strategy, amp=cuda, channels_last=cuda
     )
     generator = torch.Generator(device=device).manual_seed(0)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         k: int, strategy: str, source=representatives, lam: float = 0.4, size: int = batch, mode: str = "eager"
     ):
         model, optimizer = fresh_model()
-        settings = StepSettings(
+        settings = StepConfig(
             num_classes=NUM_CLASSES, lam=lam, classes_per_image=k, strategy=strategy, amp=cuda, channels_last=cuda
         )
         generator = torch.Generator(device=device).manual_seed(0)

@@ -28,7 +28,7 @@ from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError, check_nonnegative
 from pagcore.config import (
     KINDS,
-    ExecutionOptions,
+    ExecutionConfig,
     TrainConfig,
     add_arguments,
     add_group_arguments,
@@ -38,8 +38,8 @@ from pagcore.config import (
 )
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import measure_ceiling
-from pagcore.evaluate.final import EvaluationSettings, evaluate_run
-from pagcore.evaluate.stored import ATTACKS, Budgets, companions, evaluate_stored_run
+from pagcore.evaluate.final import EvaluationConfig, evaluate_run
+from pagcore.evaluate.stored import ATTACKS, BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
 from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
@@ -96,8 +96,8 @@ def _add_train_parser(subparsers) -> None:
         description="Options left out take the scale's preset, then the paper's values.",
     )
     add_arguments(p)
-    add_group_arguments(p, "execution", ExecutionOptions)
-    add_group_arguments(p, "evaluation", EvaluationSettings)
+    add_group_arguments(p, "execution", ExecutionConfig)
+    add_group_arguments(p, "evaluation", EvaluationConfig)
     _add_data_arguments(p)
     p.set_defaults(handler=_run_train)
 
@@ -110,8 +110,8 @@ def _run_train(args: argparse.Namespace) -> dict:
 
     # Every parameter is checked before any data is read.
     config = from_arguments(args).resolve()
-    options = ExecutionOptions(**given(args, ExecutionOptions)).validate()
-    evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    options = ExecutionConfig(**given(args, ExecutionConfig)).validate()
+    evaluation = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     data = _dataset(args, config.data.dataset)
     result = train(config, data, RunStore(args.runs), options, evaluation)
     run = result.run
@@ -144,8 +144,8 @@ def _add_table_parser(subparsers) -> None:
         help=f"the rows to train, in this order (default: all, teachers first: {' '.join(TABLE_ROWS)})",
     )
     add_arguments(p)
-    add_group_arguments(p, "execution", ExecutionOptions)
-    add_group_arguments(p, "evaluation", EvaluationSettings)
+    add_group_arguments(p, "execution", ExecutionConfig)
+    add_group_arguments(p, "evaluation", EvaluationConfig)
     _add_data_arguments(p)
     p.set_defaults(handler=_run_table)
 
@@ -156,8 +156,8 @@ def _run_table(args: argparse.Namespace) -> dict:
     if set(knobs) & set(row_knobs):
         raise ConfigError(f"{', '.join(sorted(set(knobs) & set(row_knobs)))}: each row sets its own (see --rows)")
     dataset = knobs.pop("dataset", "cifar10")
-    options = ExecutionOptions(**given(args, ExecutionOptions)).validate()
-    evaluation = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    options = ExecutionConfig(**given(args, ExecutionConfig)).validate()
+    evaluation = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     subset = bool(knobs.get("train_subset") or knobs.get("test_subset"))
     kind = options.kind or kind_of(synthetic=args.synthetic, subset=subset)
     scale = knobs.pop("scale", "paper")
@@ -199,7 +199,7 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument(
         "--kind", default="real", choices=KINDS, help="with --table: the kind of runs (smoke only in code tests)"
     )
-    add_group_arguments(p, "final evaluation (without stored evaluations)", EvaluationSettings)
+    add_group_arguments(p, "final evaluation (without stored evaluations)", EvaluationConfig)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
@@ -236,7 +236,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     if args.max_minutes is not None:
         check_nonnegative("max_minutes", args.max_minutes)  # 0: start nothing new, report what is unfinished
     store = RunStore(args.runs)
-    settings = EvaluationSettings(**given(args, EvaluationSettings)).validate()
+    settings = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     names = _evaluation_names(args)
     if args.table:
         return _run_evaluate_table(args, store, names)
@@ -277,7 +277,7 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
         device=device,
         source=source,
         reference=reference,
-        budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
+        budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
         progress=not args.no_progress,
         deadline=Deadline.after(args.max_minutes),
     )
@@ -298,7 +298,7 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         lambda: _dataset(args, args.table),
         names,
         device=resolve_device(args.device),
-        budgets=Budgets.for_tests() if args.reduced_for_tests else Budgets(),
+        budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
         deadline=Deadline.after(args.max_minutes),
         progress=not args.no_progress,
         source_name=args.source,

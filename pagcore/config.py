@@ -183,7 +183,7 @@ def preset_for(scale: str, dataset: str) -> ScalePreset:
 
 
 @dataclass(frozen=True)
-class ExecutionOptions:
+class ExecutionConfig:
     """How a run is executed; none of it names the run, all of it is in each session's record."""
 
     device: str = knob("auto", "cpu, cuda, cuda:1, ... (auto: cuda when there is one)")
@@ -201,7 +201,7 @@ class ExecutionOptions:
     kind: str | None = knob(None, "real, smoke or pilot (default: real for the full real dataset)", choices=KINDS)
     progress: bool = knob(True, "show progress bars")
 
-    def validate(self) -> ExecutionOptions:
+    def validate(self) -> ExecutionConfig:
         for f in fields(self):
             if f.metadata.get("choices") and getattr(self, f.name) is not None:
                 check_choice(f.name, getattr(self, f.name), f.metadata["choices"])

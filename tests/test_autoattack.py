@@ -5,7 +5,7 @@ import torch
 from tiny_models import trained_image_model
 
 from pagcore.base.validation import ConfigError
-from pagcore.evaluate.autoattack import STANDARD_ATTACKS, AutoAttackSettings, run_autoattack
+from pagcore.evaluate.autoattack import STANDARD_ATTACKS, AutoAttackConfig, run_autoattack
 from pagcore.evaluate.checklist import robust_mask
 from pagcore.paper.attacks import PGD
 
@@ -19,7 +19,7 @@ def test_autoattack_runs_stays_in_the_ball_and_is_at_least_as_strong_as_pgd20(no
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
-    result = run_autoattack(model, x[:32], y[:32], AutoAttackSettings(norm, eps, **REDUCED))
+    result = run_autoattack(model, x[:32], y[:32], AutoAttackConfig(norm, eps, **REDUCED))
     assert torch.rand(1) == expected_next  # the package's reseeding did not touch our random stream
     assert model.training  # mode restored
     assert result["max_perturbation"] <= eps * (1 + 1e-5)
@@ -35,14 +35,14 @@ def test_autoattack_runs_stays_in_the_ball_and_is_at_least_as_strong_as_pgd20(no
 
 
 def test_standard_settings_are_labelled_standard():
-    settings = AutoAttackSettings("linf", 8 / 255).settings()
+    settings = AutoAttackConfig("linf", 8 / 255).settings()
     assert settings["version"] == "standard" and settings["square_queries"] == 5000
     assert settings["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    assert AutoAttackSettings("l2", 0.5, attacks=("square",)).settings()["version"] == "standard, attacks square"
+    assert AutoAttackConfig("l2", 0.5, attacks=("square",)).settings()["version"] == "standard, attacks square"
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="attacks"):
-        AutoAttackSettings("linf", 0.03, attacks=("pgd",))
+        AutoAttackConfig("linf", 0.03, attacks=("pgd",))
     with pytest.raises(ConfigError, match="norm"):
-        AutoAttackSettings("l1", 0.03)
+        AutoAttackConfig("l1", 0.03)

@@ -82,9 +82,9 @@ def load_script(name):
 
 
 def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(tmp_path):
-    from pagcore.config import ExecutionOptions, TrainConfig
+    from pagcore.config import ExecutionConfig, TrainConfig
     from pagcore.data import synthetic_dataset
-    from pagcore.evaluate.final import EvaluationSettings
+    from pagcore.evaluate.final import EvaluationConfig
     from pagcore.store.runs import RunStore
     from pagcore.train.trainer import train
 
@@ -95,8 +95,8 @@ def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(
         tiny,
         data,
         RunStore(tmp_path),
-        ExecutionOptions(progress=False),
-        EvaluationSettings(pgd_steps=1, picture_images=1),
+        ExecutionConfig(progress=False),
+        EvaluationConfig(pgd_steps=1, picture_images=1),
     ).run
     measured = cost.measure_run(run, data, images=20, autoattack=False)
     assert measured["images"] == 20 and set(measured["norms"]) == {"linf", "l2"}

@@ -5,11 +5,11 @@ import torch
 from tiny_models import QuantisedInput, SaturatedSoftmax, trained_image_model
 
 from pagcore.base.validation import ConfigError
-from pagcore.evaluate.checklist import ChecklistSettings, check_eps_curve, gradient_masking_checklist, summary
+from pagcore.evaluate.checklist import ChecklistConfig, check_eps_curve, gradient_masking_checklist, tally
 from pagcore.paper.attacks import PGD
 
 # Reduced budgets: seconds on a CPU. Radii: L2 1.0 breaks the tiny normal model under PGD.
-FAST = ChecklistSettings(curve_steps=10, baseline_steps=10, strong_steps=20, strong_restarts=2, square_queries=300)
+FAST = ChecklistConfig(curve_steps=10, baseline_steps=10, strong_steps=20, strong_restarts=2, square_queries=300)
 NORM, EPS = "l2", 1.0
 
 
@@ -31,7 +31,7 @@ def source():
 def test_a_normal_model_passes_every_check(normal, source):
     model, x, y = normal
     results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=EPS, source=source, settings=FAST))
-    assert summary(results.values())["failed"] == [], {n: r.numbers for n, r in results.items() if not r.passed}
+    assert tally(results.values())["failed"] == [], {n: r.numbers for n, r in results.items() if not r.passed}
     curve = results["eps_monotone"].numbers["accuracy"]
     assert curve[0] == 1.0 and curve[-1] == 0.0  # clean accuracy first, nothing left at the largest radius
     assert results["gradients"].numbers["zero_fraction"] == 0.0
@@ -45,7 +45,7 @@ def test_models_that_mask_gradients_are_flagged(normal, masking):
         assert (masked(x).argmax(1) == y).float().mean() >= 0.9  # the wrapper keeps the model's decisions
     # The unmasked model is the natural transfer source: same decisions, working gradients.
     results = by_name(gradient_masking_checklist(masked, x, y, norm=NORM, eps=EPS, source=model, settings=FAST))
-    failed = set(summary(results.values())["failed"])
+    failed = set(tally(results.values())["failed"])
     expected = {"eps_reaches_zero", "black_box", "transfer", "gradients"}
     assert expected <= failed, {n: r.numbers for n, r in results.items()}
     assert results["gradients"].numbers["zero_fraction"] >= 0.9
@@ -55,7 +55,7 @@ def test_models_that_mask_gradients_are_flagged(normal, masking):
 def test_more_iterations_check_fails_when_the_baseline_attack_is_weak(normal, source):
     """With PGD-1 as the baseline, PGD-20 x 2 restarts is far stronger: the check must say so."""
     model, x, y = normal
-    weak = ChecklistSettings(curve_steps=5, baseline_steps=1, strong_steps=20, strong_restarts=2, square_queries=50)
+    weak = ChecklistConfig(curve_steps=5, baseline_steps=1, strong_steps=20, strong_restarts=2, square_queries=50)
     results = by_name(gradient_masking_checklist(model, x, y, norm=NORM, eps=0.5, source=source, settings=weak))
     numbers = results["more_iterations"].numbers
     assert results["more_iterations"].passed is False
@@ -77,11 +77,11 @@ def test_non_monotone_curve_is_flagged(normal):
 def test_transfer_check_is_not_run_without_a_source(normal):
     model, x, y = normal
     results = by_name(gradient_masking_checklist(model, x[:8], y[:8], norm=NORM, eps=EPS, settings=FAST))
-    assert results["transfer"].passed is None and "transfer" in summary(results.values())["not_run"]
+    assert results["transfer"].passed is None and "transfer" in tally(results.values())["not_run"]
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="eps_multipliers"):
-        ChecklistSettings(eps_multipliers=(1.0, 0.5))
+        ChecklistConfig(eps_multipliers=(1.0, 0.5))
     with pytest.raises(ConfigError, match="strong_restarts"):
-        ChecklistSettings(strong_restarts=0)
+        ChecklistConfig(strong_restarts=0)

@@ -2,16 +2,16 @@
 start, stopping at its deadline and going on from there the next time."""
 
 from pagcore.base.deadline import Deadline
-from pagcore.config import ExecutionOptions
+from pagcore.config import ExecutionConfig
 from pagcore.data import synthetic_dataset
-from pagcore.evaluate.final import EvaluationSettings
+from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.book_runs import BookRun
 from pagcore.orchestrate.queue import RunQueue
 from pagcore.store.runs import RunStore
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 16, "steps": 1}
-QUIET = ExecutionOptions(progress=False, kind="smoke")
-FAST = EvaluationSettings(pgd_steps=1, picture_images=1)
+QUIET = ExecutionConfig(progress=False, kind="smoke")
+FAST = EvaluationConfig(pgd_steps=1, picture_images=1)
 
 
 def queue(tmp_path, *entries):

@@ -9,8 +9,8 @@ import torch
 from tiny_models import trained_image_model
 
 from pagcore.base.deadline import Deadline
-from pagcore.evaluate.autoattack import AutoAttackSettings
-from pagcore.evaluate.checklist import ChecklistSettings, concatenate_measurements, judge_checklist, measure_checklist
+from pagcore.evaluate.autoattack import AutoAttackConfig
+from pagcore.evaluate.checklist import ChecklistConfig, concatenate_measurements, judge_checklist, measure_checklist
 from pagcore.evaluate.stored import (
     CHUNK_IMAGES,
     FOLDER,
@@ -66,7 +66,7 @@ def test_an_evaluation_out_of_time_stops_before_its_next_chunk(tmp_path):
 
 
 def test_autoattack_chunks_join_with_attacks_the_package_skipped_counted_as_zero():
-    settings = AutoAttackSettings("linf", 8 / 255, attacks=("apgd-ce", "square"))
+    settings = AutoAttackConfig("linf", 8 / 255, attacks=("apgd-ce", "square"))
     common = {"max_perturbation": 0.03, "seconds": 1.0, "settings": settings.settings()}
     first = {
         **common,
@@ -94,7 +94,7 @@ def test_autoattack_chunks_join_with_attacks_the_package_skipped_counted_as_zero
 
 def test_checklist_measurements_of_two_chunks_join_into_those_of_the_whole():
     model, x, y = trained_image_model(seed=0)
-    fast = ChecklistSettings(curve_steps=3, baseline_steps=3, strong_steps=3, strong_restarts=1, square_queries=20)
+    fast = ChecklistConfig(curve_steps=3, baseline_steps=3, strong_steps=3, strong_restarts=1, square_queries=20)
     whole = measure_checklist(model, x, y, norm="l2", eps=1.0, source=model, settings=fast)
     halves = [
         measure_checklist(model, x[s], y[s], norm="l2", eps=1.0, source=model, settings=fast)

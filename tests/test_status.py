@@ -117,7 +117,7 @@ def test_status_lists_every_paper_number_and_fills_only_real_runs(mixed):
 def test_status_without_any_run_says_not_run(tmp_path):
     rows = reproduction_status(RunStore(tmp_path), tmp_path / "absent.json")
     assert rows and all(r.ours is None and r.gap is None and r.verdict == NOT_RUN for r in rows)
-    assert "No real-data run exists yet at any scale" in status.summary(rows)
+    assert "No real-data run exists yet at any scale" in status.summary_sentences(rows)
     assert status.figure_reading(rows) == "No run has produced a number yet, so the figure has no points."
 
 
@@ -177,7 +177,7 @@ def test_the_summary_says_when_every_real_data_number_is_at_the_reduced_scale(tm
     cpu = RealDataExperiment("cifar10", {"scale": "cpu"}, store=store)
     store_run(store, cpu.config("vanilla"), "real", {"clean": 0.9361, "linf": 0.0, "l2": 0.0})
     rows = reproduction_status(store, write_toy(tmp_path / "toy.json"))
-    text = status.summary(rows)
+    text = status.summary_sentences(rows)
     assert text.count(". ") == 1 and text.endswith(".")  # two sentences
     assert f"Of the paper's {4 + PER_SCALE} numbers, 4 have one of ours at the paper's setting" in text
     assert "3 have one at the reduced cpu scale" in text
@@ -189,7 +189,7 @@ def test_the_summary_says_when_every_real_data_number_is_at_the_reduced_scale(tm
 
 def test_the_summary_counts_paper_scale_reproductions_when_there_are_some(mixed):
     _, rows = mixed
-    text = status.summary(rows)
+    text = status.summary_sentences(rows)
     assert "Every real-data number" not in text
     assert "At the paper's scale, 2 of the 3 real-data numbers with a run are reproduced" in text
     assert "no paper-scale STL-10 run exists yet" in text

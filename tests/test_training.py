@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from pagcore.base.validation import ConfigError
-from pagcore.config import ExecutionOptions, TrainConfig
+from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import save_npz, synthetic_dataset
-from pagcore.evaluate.final import EvaluationSettings, load_pag_grid
+from pagcore.evaluate.final import EvaluationConfig, load_pag_grid
 from pagcore.paper.rigd import PrecomputedGradients, teacher_gradients
 from pagcore.store.runs import RunStore
 from pagcore.train.trainer import train, training_step
@@ -23,7 +23,7 @@ from pagcore.train.trainer import train, training_step
 REPO = Path(__file__).resolve().parent.parent
 # Tiny settings: code tests, never results. 64 training images in batches of 32.
 TINY = dict(dataset="cifar10", epochs=1, width=4, batch_size=32, pool_size=8)
-EVAL = EvaluationSettings(pgd_steps=1, picture_images=2)
+EVAL = EvaluationConfig(pgd_steps=1, picture_images=2)
 SOURCE_KNOBS = {
     "vanilla": {"objective": "cross_entropy"},
     **{s: {"objective": "pag", "source": s} for s in ("one_image", "class_mean", "nearest_neighbor")},
@@ -35,7 +35,7 @@ def tiny(**knobs) -> TrainConfig:
 
 
 def train_quietly(config, data, store, **options):
-    return train(config, data, store, ExecutionOptions(progress=False, **options), EVAL)
+    return train(config, data, store, ExecutionConfig(progress=False, **options), EVAL)
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +375,7 @@ def test_a_provisional_preset_refuses_real_runs(data, tmp_path, monkeypatch):
 def test_training_step_changes_the_weights(data):
     from pagcore.paper.models import build_model
     from pagcore.paper.targets import build_target_source
-    from pagcore.train.trainer import StepSettings
+    from pagcore.train.trainer import StepConfig
 
     model = build_model("cifar10", width=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -389,7 +389,7 @@ def test_training_step_changes_the_weights(data):
         data.y_train[index],
         index,
         source,
-        StepSettings(num_classes=10, lam=0.4),
+        StepConfig(num_classes=10, lam=0.4),
         torch.Generator().manual_seed(0),
     )
     assert loss.total.requires_grad is False and torch.isfinite(loss.total)

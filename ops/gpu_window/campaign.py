@@ -80,10 +80,10 @@ import torch
 from ops.gpu_window import transfer
 from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError
-from pagcore.config import ExecutionOptions
+from pagcore.config import ExecutionConfig
 from pagcore.data import load_dataset
-from pagcore.evaluate.final import EvaluationSettings
-from pagcore.evaluate.stored import EVALUATIONS, Budgets
+from pagcore.evaluate.final import EvaluationConfig
+from pagcore.evaluate.stored import EVALUATIONS, BudgetConfig
 from pagcore.orchestrate.book_runs import BookRun, book_runs
 from pagcore.orchestrate.evaluations import evaluate_table
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data
@@ -122,7 +122,7 @@ DRY_KNOBS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Settings:
+class CampaignConfig:
     """Everything a call needs, derived once from the command line (``--dry`` shrinks it)."""
 
     out: Path
@@ -183,7 +183,7 @@ def save_state(work: Path, state: dict) -> None:
     write_json_atomic(work / "state.json", state)
 
 
-def datasets(settings: Settings) -> dict:
+def datasets(settings: CampaignConfig) -> dict:
     """The staged datasets (synthetic in dry mode); a dataset not staged is None."""
 
     if settings.dry:
@@ -191,7 +191,7 @@ def datasets(settings: Settings) -> dict:
     return {name: load_dataset(name, path) if path else None for name, path in settings.data.items()}
 
 
-def staged(settings: Settings, dataset: str) -> bool:
+def staged(settings: CampaignConfig, dataset: str) -> bool:
     return settings.dry or bool(settings.data.get(dataset))
 
 
@@ -204,11 +204,11 @@ def _subprocess_env(**extra: str) -> dict[str, str]:
 # -- 1. smoke ----------------------------------------------------------------------------------------
 
 
-def _device(settings: Settings):
+def _device(settings: CampaignConfig):
     return resolve_device(settings.device)
 
 
-def run_smoke(settings: Settings, data: dict) -> dict:
+def run_smoke(settings: CampaignConfig, data: dict) -> dict:
     """:func:`pagcore.orchestrate.selftest.run_selftest` on the staged data (the paper's width on CUDA)."""
     return run_selftest(settings.work / "smoke", data, settings.device)
 
@@ -216,7 +216,7 @@ def run_smoke(settings: Settings, data: dict) -> dict:
 # -- 2. benchmark ------------------------------------------------------------------------------------
 
 
-def benchmark_command(settings: Settings, out: Path) -> list[str]:
+def benchmark_command(settings: CampaignConfig, out: Path) -> list[str]:
     script = REPO / "benchmarks" / "pag_step.py"
     if settings.dry:
         sizes = ["--width", "4", "--batch-size", "4", "--iters", "1", "--warmup", "0", "--pgd-images", "8"]
@@ -237,7 +237,7 @@ def benchmark_command(settings: Settings, out: Path) -> list[str]:
     ]
 
 
-def run_benchmark(settings: Settings, until: Deadline) -> dict:
+def run_benchmark(settings: CampaignConfig, until: Deadline) -> dict:
     out = settings.work / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.glob("pag_step-*.json"))
@@ -286,7 +286,7 @@ def travels_with_repository(run) -> bool:
     return run.params.get("scale") == "cpu"
 
 
-def begun_elsewhere(run, settings: Settings) -> bool:
+def begun_elsewhere(run, settings: CampaignConfig) -> bool:
     """An unfinished CPU-scale run of the repository with no session on this kind of device: a CPU
     machine is (or was) training it, and two machines must not write one run."""
     if not travels_with_repository(run) or run.status == "new" or run.complete:
@@ -295,7 +295,7 @@ def begun_elsewhere(run, settings: Settings) -> bool:
     return not any(s.get("device", "").startswith(device_type) for s in run.record.get("sessions", []))
 
 
-def seed_store(settings: Settings) -> None:
+def seed_store(settings: CampaignConfig) -> None:
     """Copy the repository's committed records of this campaign's runs into the campaign store,
     file by file where missing, so that a run begun in an earlier window is known here (a
     paper-scale checkpoint arrives separately, staged from its parts; a CPU-scale one is
@@ -325,7 +325,7 @@ class CampaignQueue(RunQueue):
     complete in the repository counts as complete; one the repository holds unfinished from
     another machine is blocked (two machines must not write one run)."""
 
-    def __init__(self, entries: tuple[BookRun, ...], settings: Settings):
+    def __init__(self, entries: tuple[BookRun, ...], settings: CampaignConfig):
         super().__init__(entries, RunStore(settings.work / "runs"), kind=settings.kind)
         self.settings = settings
 
@@ -342,27 +342,27 @@ class CampaignQueue(RunQueue):
         return status
 
 
-def entry_status(entry: BookRun, settings: Settings) -> Status:
+def entry_status(entry: BookRun, settings: CampaignConfig) -> Status:
     return CampaignQueue((entry,), settings).status(entry)
 
 
-def next_missing(settings: Settings, entries: tuple[BookRun, ...] = PRIORITY) -> BookRun | None:
+def next_missing(settings: CampaignConfig, entries: tuple[BookRun, ...] = PRIORITY) -> BookRun | None:
     """The first of ``entries`` that can start: no complete run here or in the repository, not blocked."""
     return CampaignQueue(entries, settings).next_missing()
 
 
-def run_training(settings: Settings, data: dict, until: Deadline, strategy: str) -> list[dict]:
+def run_training(settings: CampaignConfig, data: dict, until: Deadline, strategy: str) -> list[dict]:
     """:data:`PRIORITY` in order, in slices of ``slice_minutes``, until the call's time less the
     pack's reserve is up; a blocked entry is reported and passed over. The final evaluation waits
     for the next call when fewer than ``eval_minutes`` are left."""
     seed_store(settings)
     queue = CampaignQueue(PRIORITY, settings)
-    options = ExecutionOptions(device=settings.device, strategy=strategy, kind=settings.kind, progress=False)
+    options = ExecutionConfig(device=settings.device, strategy=strategy, kind=settings.kind, progress=False)
     outcomes = queue.make(
         data.get,
         until.earlier(60 * settings.pack_minutes),
         options,
-        EvaluationSettings(**settings.evaluation_knobs),
+        EvaluationConfig(**settings.evaluation_knobs),
         slice_minutes=settings.slice_minutes,
         evaluation_seconds=0.0 if settings.dry else 60 * settings.eval_minutes,
         shortest_slice_seconds=60 * settings.shortest_slice_minutes,
@@ -408,13 +408,13 @@ def cpu_scale_worker(spec_file: str) -> None:
     train_images = len(prepare_data(config, data).x_train)
     run = store.run(run_name_for(config, spec["kind"]))
     before = images_trained(run, config, train_images)
-    evaluation = EvaluationSettings(**spec["evaluation"])
+    evaluation = EvaluationConfig(**spec["evaluation"])
     started = time.time()
     seconds = spec["deadline"] - started
     if spec["minutes"] is not None:
         seconds = min(seconds, 60 * spec["minutes"])
     finished = False
-    options = ExecutionOptions(device=spec["device"], evaluate=False, kind=spec["kind"], progress=False)
+    options = ExecutionConfig(device=spec["device"], evaluate=False, kind=spec["kind"], progress=False)
     if seconds > 0:
         finished = train(config, data, store, replace(options, max_minutes=seconds / 60), evaluation).finished
     stopped = time.time()
@@ -436,7 +436,7 @@ def cpu_scale_worker(spec_file: str) -> None:
     )
 
 
-def worker_spec(settings: Settings, entry: BookRun, store: Path, deadline: float, **changes: Any) -> dict:
+def worker_spec(settings: CampaignConfig, entry: BookRun, store: Path, deadline: float, **changes: Any) -> dict:
     """What a worker needs to train ``entry`` into ``store`` until ``deadline`` (wall clock, time.time())."""
     return {
         "dataset": entry.dataset,
@@ -469,7 +469,7 @@ class Worker:
     stopped: bool = False  # asked to stop by the campaign, at the call's deadline
 
 
-def launch_worker(settings: Settings, label: str, spec: dict, folder: Path) -> Worker:
+def launch_worker(settings: CampaignConfig, label: str, spec: dict, folder: Path) -> Worker:
     folder.mkdir(parents=True, exist_ok=True)
     spec_file = folder / "spec.json"
     spec_file.write_text(json.dumps({**spec, "result": str(folder / "result.json")}, indent=1))
@@ -487,7 +487,7 @@ def launch_worker(settings: Settings, label: str, spec: dict, folder: Path) -> W
     return Worker(label, folder, process)
 
 
-def wait_for_workers(running: list[Worker], deadline: float, settings: Settings) -> list[Worker]:
+def wait_for_workers(running: list[Worker], deadline: float, settings: CampaignConfig) -> list[Worker]:
     """The workers of ``running`` that exited, once one has. They stop by themselves at their
     ``deadline`` (wall clock); those still running three quarters of ``worker_stop_seconds`` later
     are asked to stop (SIGTERM: a checkpoint after the current step), and killed at its end."""
@@ -553,7 +553,7 @@ def throughput(outcomes: list[dict]) -> float | None:
     return _rate(sum(o["images"] for o in timed), max(o["stopped"] for o in timed) - min(o["started"] for o in timed))
 
 
-def measurement_seconds(settings: Settings) -> float:
+def measurement_seconds(settings: CampaignConfig) -> float:
     """The measurement's worst case: each phase starts its workers, trains, and stops them."""
     phases = len({1, settings.cpu_scale_workers})
     return phases * (
@@ -561,7 +561,7 @@ def measurement_seconds(settings: Settings) -> float:
     )
 
 
-def measure_side_by_side(settings: Settings) -> dict:
+def measure_side_by_side(settings: CampaignConfig) -> dict:
     """Images/s of :data:`MEASURED_ENTRY` trained alone, then ``cpu_scale_workers`` times side by
     side, each run for ``cpu_scale_measure_minutes`` in a scratch store (kind ``pilot``: a
     provisional preset may be measured, and the runs are never results)."""
@@ -623,7 +623,7 @@ def measure_side_by_side(settings: Settings) -> dict:
     }
 
 
-def teacher_status(entry: BookRun, settings: Settings) -> Status | None:
+def teacher_status(entry: BookRun, settings: CampaignConfig) -> Status | None:
     """None when the entry has no teacher or its teacher's final weights are in the campaign store;
     else the teacher's status: missing or running (the student waits), or blocked."""
 
@@ -641,7 +641,7 @@ def teacher_status(entry: BookRun, settings: Settings) -> Status | None:
     return Status("missing", teacher.run, f"waits for its teacher {teacher.run}")
 
 
-def next_startable(settings: Settings, started: set[str], blocked: dict[str, str], waiting: dict[str, str]):
+def next_startable(settings: CampaignConfig, started: set[str], blocked: dict[str, str], waiting: dict[str, str]):
     """The first entry of :data:`CPU_PRIORITY` not started in this call that can start now; the
     blocked and waiting ones passed over are noted, with why."""
     for entry in CPU_PRIORITY:
@@ -661,7 +661,7 @@ def next_startable(settings: Settings, started: set[str], blocked: dict[str, str
     return None
 
 
-def fill_side_by_side(settings: Settings, until: Deadline) -> dict:
+def fill_side_by_side(settings: CampaignConfig, until: Deadline) -> dict:
     """Missing CPU-scale entries, ``cpu_scale_workers`` at a time, until none can start or the call's
     time (less the pack reserve) is up; a worker that ends makes room for the next entry."""
     root = settings.work / "cpu-scale-workers"
@@ -707,7 +707,7 @@ def fill_side_by_side(settings: Settings, until: Deadline) -> dict:
     }
 
 
-def measure_once(settings: Settings, state: dict, until: Deadline) -> str:
+def measure_once(settings: CampaignConfig, state: dict, until: Deadline) -> str:
     """The side-by-side measurement, unless an earlier call made it or too little time is left
     (a later call measures); what happened, for the report. The campaign calls it right after the
     benchmark, before the paper-scale runs take the call's time, so that the first window measures."""
@@ -721,7 +721,7 @@ def measure_once(settings: Settings, state: dict, until: Deadline) -> str:
     return "measured in this call"
 
 
-def run_cpu_scale(settings: Settings, state: dict, until: Deadline, measured: str) -> dict:
+def run_cpu_scale(settings: CampaignConfig, state: dict, until: Deadline, measured: str) -> dict:
     """Missing CPU-scale runs side by side while time is left, reported with the measurement."""
 
     if torch.cuda.is_available():
@@ -744,7 +744,7 @@ def evaluation_names() -> list[str]:
     return [n for n in EVALUATIONS if autoattack_available() or n not in ("autoattack", "checks")]
 
 
-def run_evaluate(settings: Settings, data: dict, until: Deadline) -> dict:
+def run_evaluate(settings: CampaignConfig, data: dict, until: Deadline) -> dict:
     """The stronger evaluations of every complete CPU-scale run in the campaign's store, in
     :func:`pagcore.orchestrate.evaluations.evaluation_plan`'s order (the larger subset for vanilla, the
     best PAG row and RIGD, then the smaller one for the others), until the call's time is up. They are
@@ -765,7 +765,7 @@ def run_evaluate(settings: Settings, data: dict, until: Deadline) -> dict:
                 lambda images=images: images,
                 names,
                 device=_device(settings),
-                budgets=Budgets.for_tests() if settings.dry else Budgets(),
+                budgets=BudgetConfig.for_tests() if settings.dry else BudgetConfig(),
                 deadline=until.earlier(60 * settings.pack_minutes),
             )
             done += result["runs"]
@@ -788,7 +788,7 @@ def _keep(path: Path) -> bool:
     return path.is_file() and not path.name.startswith("checkpoint-") and not path.name.endswith(".tmp")
 
 
-def _at_home(file: Path, settings: Settings) -> bool:
+def _at_home(file: Path, settings: CampaignConfig) -> bool:
     """The campaign store's ``file`` is the same as the repository's: it was seeded, and is not sent
     back (a copy could undo what was written there since)."""
 
@@ -796,7 +796,7 @@ def _at_home(file: Path, settings: Settings) -> bool:
     return home.is_file() and filecmp.cmp(home, file, shallow=False)
 
 
-def archived_checkpoints(settings: Settings, state: dict) -> list[tuple[str, Path, str]]:
+def archived_checkpoints(settings: CampaignConfig, state: dict) -> list[tuple[str, Path, str]]:
     """(state key, checkpoint, digest) of the CPU-scale runs whose latest checkpoint (the final one
     once finished) has not come back yet: it goes into the results archive, to ``runs/``."""
 
@@ -814,7 +814,7 @@ def archived_checkpoints(settings: Settings, state: dict) -> list[tuple[str, Pat
     return chosen
 
 
-def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
+def outgoing_checkpoints(settings: CampaignConfig) -> list[tuple[str, Path]]:
     """(run, checkpoint) to bring back in parts: the resumable checkpoint of each unfinished paper-scale run first
     (the next window needs it), then the final weights of finished ones (RIGD teachers, evaluations)."""
 
@@ -835,7 +835,7 @@ def outgoing_checkpoints(settings: Settings) -> list[tuple[str, Path]]:
     return latest + final
 
 
-def run_pack(settings: Settings, state: dict, report: dict) -> dict:
+def run_pack(settings: CampaignConfig, state: dict, report: dict) -> dict:
     """Write ``--out``: the report, the results archive, then checkpoint parts while room is left."""
 
     out = settings.out
@@ -976,7 +976,7 @@ def unpack_results(files: Path, repo: Path = REPO) -> dict:
 # -- the call ----------------------------------------------------------------------------------------
 
 
-def run_campaign(settings: Settings) -> dict:
+def run_campaign(settings: CampaignConfig) -> dict:
     until = Deadline.after(settings.minutes)
     settings.work.mkdir(parents=True, exist_ok=True)
     state = load_state(settings.work)
@@ -1115,7 +1115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace) -> CampaignConfig:
     steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
     unknown = [s for s in steps if s not in STEPS]
     if unknown or not steps:
@@ -1136,7 +1136,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         args.slice_minutes, args.pack_minutes = min(args.slice_minutes, 0.05), min(args.pack_minutes, 0.05)
         args.cpu_scale_measure_minutes = min(args.cpu_scale_measure_minutes, 0.01)
         args.cpu_scale_workers = min(args.cpu_scale_workers, 2)
-    return Settings(
+    return CampaignConfig(
         out=args.out,
         work=args.work,
         minutes=args.minutes,

@@ -207,14 +207,8 @@ def column_header(names: Sequence[str], cell: float) -> tuple[float, float, floa
     return 45.0, max(widths) * slant + LINE_HEIGHT + 0.05, max(0.0, (widths[-1] + LINE_HEIGHT) * slant - cell / 2)
 
 
-def pag_grid_figure(
-    runs: Mapping[str, Any], labels: Mapping[str, str] | None = None, class_names: Sequence[str] = ()
-) -> Figure | None:
-    """Every stored PAG picture of ``runs`` (keyed by a label naming the row): one block per test
-    image, and in it one row per run, the unchanged image first, then the image pushed towards each
-    class by the targeted attack of :func:`pag_picture_attack`. ``labels`` may rename keys.
-    None if no run has pictures."""
-    labels = labels or {}
+def _picture_blocks(runs: Mapping[str, Any], labels: Mapping[str, str]) -> dict[Any, list[tuple[str, Tensor]]]:
+    """The stored PAG pictures of ``runs``, grouped by test image: (row label, pictures) per run."""
     blocks: dict[Any, list[tuple[str, Tensor]]] = {}
     for key, run in runs.items():
         grid = load_pag_grid(run.artifacts) if run is not None else None
@@ -224,6 +218,39 @@ def pag_grid_figure(
         for position, pictures in enumerate(grid):
             image = ("test", index[position]) if index is not None else ("position", position)
             blocks.setdefault(image, []).append((readable(labels.get(key, key)), pictures))
+    return blocks
+
+
+def _draw_picture_row(
+    fig: Figure, label: str, pictures: Tensor, *, top: float, margin: float, cell: float, height: float
+):
+    """One run's row of a PAG grid: its label right-aligned in the margin, then its pictures
+    (positions in inches from the bottom-left corner)."""
+    fig.text(
+        margin / TEXT_WIDTH,
+        (top + cell / 2) / height,
+        label,
+        fontsize=SMALL_FONT_SIZE,
+        ha="right",
+        va="center",
+        multialignment="right",
+    )
+    for c, picture in enumerate(pictures):
+        left = margin + GRID_LABEL_GAP + GRID_INPUT_GAP * (c > 0) + c * cell
+        size = cell - GRID_CELL_GAP
+        ax = fig.add_axes((left / TEXT_WIDTH, top / height, size / TEXT_WIDTH, size / height))
+        ax.imshow(np.clip(picture.numpy().transpose(1, 2, 0), 0, 1), interpolation="nearest")
+        ax.set_axis_off()
+
+
+def pag_grid_figure(
+    runs: Mapping[str, Any], labels: Mapping[str, str] | None = None, class_names: Sequence[str] = ()
+) -> Figure | None:
+    """Every stored PAG picture of ``runs`` (keyed by a label naming the row): one block per test
+    image, and in it one row per run, the unchanged image first, then the image pushed towards each
+    class by the targeted attack of :func:`pag_picture_attack`. ``labels`` may rename keys.
+    None if no run has pictures."""
+    blocks = _picture_blocks(runs, labels or {})
     if not blocks:
         return None
 
@@ -265,27 +292,7 @@ def pag_grid_figure(
                 )
             for label, pictures in rows:
                 top -= cell
-                fig.text(
-                    margin / TEXT_WIDTH,
-                    (top + cell / 2) / height,
-                    wrapped_of[label],
-                    fontsize=SMALL_FONT_SIZE,
-                    ha="right",
-                    va="center",
-                    multialignment="right",
-                )
-                for c, picture in enumerate(pictures):
-                    left = margin + GRID_LABEL_GAP + GRID_INPUT_GAP * (c > 0) + c * cell
-                    ax = fig.add_axes(
-                        (
-                            left / TEXT_WIDTH,
-                            top / height,
-                            (cell - GRID_CELL_GAP) / TEXT_WIDTH,
-                            (cell - GRID_CELL_GAP) / height,
-                        )
-                    )
-                    ax.imshow(np.clip(picture.numpy().transpose(1, 2, 0), 0, 1), interpolation="nearest")
-                    ax.set_axis_off()
+                _draw_picture_row(fig, wrapped_of[label], pictures, top=top, margin=margin, cell=cell, height=height)
             top -= GRID_BLOCK_GAP
     return fig
 

@@ -284,7 +284,7 @@ def _dataset_titles(datasets: Iterable[str]) -> list[str]:
     return [SPECS[d].title for d in SPECS if d in set(datasets)]
 
 
-def summary(rows: list[StatusRow]) -> str:
+def summary_sentences(rows: list[StatusRow]) -> str:
     """Two sentences: how many of the paper's numbers have one of ours at each scale, and where
     the real-data numbers stand (all at the reduced scale, if that is so)."""
     paper = [r for r in rows if r.scale == "paper"]

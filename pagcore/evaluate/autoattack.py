@@ -10,7 +10,7 @@ only if it survives all four. The radius is L-inf 8/255 or L2 0.5 (1.5 on STL-10
 
 :func:`run_autoattack` returns the robust accuracy, the accuracy left after each attack, the
 package's own warnings (it flags, for example, points with zero gradient or a Square attack
-that succeeds where the gradient attacks failed) and :meth:`AutoAttackSettings.settings`,
+that succeeds where the gradient attacks failed) and :meth:`AutoAttackConfig.settings`,
 which records everything that defines the numbers, the package version included.
 
 Reduced settings (fewer iterations and queries) exist for tests only; they are part of the
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 
@@ -41,7 +42,7 @@ _AFTER_ATTACK = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%")
 
 
 @dataclass(frozen=True)
-class AutoAttackSettings:
+class AutoAttackConfig:
     """One AutoAttack evaluation. ``attacks`` defaults to the standard four; a subset of them
     (e.g. only ``square``) runs with the standard version's parameters for those attacks.
     ``apgd_iterations``, ``fab_iterations`` and ``square_queries`` reduce the attacks for tests."""
@@ -99,11 +100,55 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
+def _adversary(model: nn.Module, settings: AutoAttackConfig, num_classes: int, device: torch.device):
+    """The package's standard AutoAttack, with only the list of attacks and, in tests, the budgets
+    changed. Fewer than 10 classes only happen in tests."""
+    from pyautoattack import AutoAttack  # imported here: only evaluation needs the package
+
+    adversary = AutoAttack(
+        model,
+        norm=_PACKAGE_NORM[settings.norm],
+        eps=settings.eps,
+        version="standard",
+        seed=settings.seed,
+        device=device,
+    )
+    adversary.attacks_to_run = list(settings.attacks)
+    adversary.apgd_targeted.n_target_classes = min(9, num_classes - 1)
+    adversary.fab.n_target_classes = min(9, num_classes - 1)
+    if settings.apgd_iterations:
+        adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = settings.apgd_iterations
+    if settings.fab_iterations:
+        adversary.fab.n_iter = settings.fab_iterations
+    if settings.square_queries:
+        adversary.square.n_queries = settings.square_queries
+    return adversary
+
+
+@contextmanager
+def _package_log():
+    """The package's log records while the block runs (it reports only through its logger)."""
+    collect, logger = _Collect(), logging.getLogger("auto-attack")
+    previous_level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield collect.records
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(previous_level)
+
+
+def _predictions(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
 def run_autoattack(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    settings: AutoAttackSettings,
+    settings: AutoAttackConfig,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 250,
@@ -115,68 +160,35 @@ def run_autoattack(
     ``max_perturbation`` (checked against eps), ``flags`` (the package's warnings),
     ``seconds`` and ``settings``.
     """
-    from pyautoattack import AutoAttack  # imported here: only evaluation needs the package
-
     device = torch.device(device)
     x = as_float(images).to(device)
     y = labels.to(device)
-    collect = _Collect()
-    logger = logging.getLogger("auto-attack")
-    previous_level = logger.level
-    logger.addHandler(collect)
-    logger.setLevel(logging.DEBUG)
     start = time.perf_counter()
     # The package seeds torch's global generators; fork them so the caller's stream is untouched.
     devices = [device] if device.type == "cuda" else []
-    try:
-        with eval_mode(model), torch.autocast(device.type, enabled=False), torch.random.fork_rng(devices=devices):
+    with _package_log() as records, eval_mode(model), torch.autocast(device.type, enabled=False):
+        with torch.random.fork_rng(devices=devices):
             with torch.no_grad():
                 num_classes = model(x[:1]).shape[1]
-            adversary = AutoAttack(
-                model,
-                norm=_PACKAGE_NORM[settings.norm],
-                eps=settings.eps,
-                version="standard",
-                seed=settings.seed,
-                device=device,
+            x_adv, _ = _adversary(model, settings, num_classes, device).run_standard_evaluation(
+                x, y, batch_size=batch_size
             )
-            # The standard version's parameters stay; only the list of attacks and, in tests,
-            # the budgets change. Fewer than 10 classes only happen in tests.
-            adversary.attacks_to_run = list(settings.attacks)
-            adversary.apgd_targeted.n_target_classes = min(9, num_classes - 1)
-            adversary.fab.n_target_classes = min(9, num_classes - 1)
-            if settings.apgd_iterations:
-                adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = settings.apgd_iterations
-            if settings.fab_iterations:
-                adversary.fab.n_iter = settings.fab_iterations
-            if settings.square_queries:
-                adversary.square.n_queries = settings.square_queries
-            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-            with torch.no_grad():
-                clean = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) == y
-                survived = (
-                    torch.cat([model(x_adv[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) == y
-                )
-    finally:
-        logger.removeHandler(collect)
-        logger.setLevel(previous_level)
+            clean = _predictions(model, x, batch_size) == y
+            survived = _predictions(model, x_adv, batch_size) == y
     # Robust means: classified correctly before and after (an image wrong to begin with is
     # returned unchanged, so ``survived`` alone would count it only if it were right).
     robust = clean & survived
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if settings.norm == "linf" else delta.norm(dim=1)
-    after_attack = {}
-    for record in collect.records:
-        match = _AFTER_ATTACK.search(record.getMessage())
-        if match:
-            after_attack[match.group(1).lower()] = float(match.group(2)) / 100
+    logged = (_AFTER_ATTACK.search(record.getMessage()) for record in records)
+    after_attack = {match.group(1).lower(): float(match.group(2)) / 100 for match in logged if match}
     return {
         "clean": clean.float().mean().item(),
         "robust": robust.float().mean().item(),
         "after_attack": after_attack,
         "robust_mask": robust.cpu().tolist(),
         "max_perturbation": size.max().item() if len(size) else 0.0,
-        "flags": [r.getMessage() for r in collect.records if r.levelno >= logging.WARNING],
+        "flags": [r.getMessage() for r in records if r.levelno >= logging.WARNING],
         "images": len(x),
         "seconds": round(time.perf_counter() - start, 3),
         "settings": settings.settings(),

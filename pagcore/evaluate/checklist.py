@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from pagcore.base.modes import eval_mode
 from pagcore.base.validation import ConfigError, check_nonnegative, check_positive_int
-from pagcore.evaluate.autoattack import AutoAttackSettings, run_autoattack
+from pagcore.evaluate.autoattack import AutoAttackConfig, run_autoattack
 from pagcore.paper.attacks import PGD
 
 
@@ -43,7 +43,7 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
-class ChecklistSettings:
+class ChecklistConfig:
     """What the checklist runs. The defaults are the ones for real runs; tests shrink the budgets."""
 
     # Multiples of eps for the accuracy curve; the largest must cover the image range (see check 2).
@@ -97,9 +97,7 @@ def input_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
-def check_eps_curve(
-    model, x, y, norm: str, eps: float, settings: ChecklistSettings, attack_at=None
-) -> list[CheckResult]:
+def check_eps_curve(model, x, y, norm: str, eps: float, settings: ChecklistConfig, attack_at=None) -> list[CheckResult]:
     """Checks 1 and 2. ``attack_at(radius)`` builds the attack (default: PGD-``curve_steps``, best
     iterate); tests pass a deliberately broken one to see the checks fail."""
     radii = [m * eps for m in settings.eps_multipliers]
@@ -107,7 +105,7 @@ def check_eps_curve(
     return _judge_eps_curve(radii, [mask.float().mean().item() for mask in masks], settings)
 
 
-def _curve_attack(norm: str, settings: ChecklistSettings):
+def _curve_attack(norm: str, settings: ChecklistConfig):
     return lambda radius: PGD.paper_real_data(norm, radius, settings.curve_steps, keep_best=True)
 
 
@@ -123,7 +121,7 @@ def curve_masks(model, x, y, radii: list[float], attack_at, seed: int) -> list[T
     return masks
 
 
-def _judge_eps_curve(radii: list[float], accuracies: list[float], settings: ChecklistSettings) -> list[CheckResult]:
+def _judge_eps_curve(radii: list[float], accuracies: list[float], settings: ChecklistConfig) -> list[CheckResult]:
     rises = [later - earlier for earlier, later in zip(accuracies, accuracies[1:])]
     numbers = {"eps": radii, "accuracy": accuracies, "largest_rise": max(rises)}
     return [
@@ -150,7 +148,7 @@ def gradient_masking_checklist(
     norm: str,
     eps: float,
     source: nn.Module | None = None,
-    settings: ChecklistSettings = ChecklistSettings(),
+    settings: ChecklistConfig = ChecklistConfig(),
     device: torch.device | str = "cpu",
 ) -> list[CheckResult]:
     """Run every check on ``x``, ``y`` (floats in [0, 1]) at radius ``eps`` of ``norm``.
@@ -171,7 +169,7 @@ def measure_checklist(
     norm: str,
     eps: float,
     source: nn.Module | None = None,
-    settings: ChecklistSettings = ChecklistSettings(),
+    settings: ChecklistConfig = ChecklistConfig(),
     device: torch.device | str = "cpu",
     seed: int | None = None,
 ) -> dict[str, list]:
@@ -218,18 +216,18 @@ def concatenate_measurements(parts: list[dict[str, list]]) -> dict[str, list]:
     return joined
 
 
-def _square(norm: str, eps: float, settings: ChecklistSettings, seed: int) -> AutoAttackSettings:
-    return AutoAttackSettings(norm, eps, seed=seed, attacks=("square",), square_queries=settings.square_queries)
+def _square(norm: str, eps: float, settings: ChecklistConfig, seed: int) -> AutoAttackConfig:
+    return AutoAttackConfig(norm, eps, seed=seed, attacks=("square",), square_queries=settings.square_queries)
 
 
-def _baseline_and_strong(norm: str, eps: float, settings: ChecklistSettings) -> tuple[PGD, PGD]:
+def _baseline_and_strong(norm: str, eps: float, settings: ChecklistConfig) -> tuple[PGD, PGD]:
     baseline = PGD.paper_real_data(norm, eps, settings.baseline_steps)
     strong = PGD.paper_real_data(norm, eps, settings.strong_steps, restarts=settings.strong_restarts, keep_best=True)
     return baseline, strong
 
 
 def judge_checklist(
-    measured: dict[str, list], *, norm: str, eps: float, settings: ChecklistSettings = ChecklistSettings()
+    measured: dict[str, list], *, norm: str, eps: float, settings: ChecklistConfig = ChecklistConfig()
 ) -> list[CheckResult]:
     """Every check's numbers and verdict from :func:`measure_checklist`'s per-image measurements."""
 
@@ -298,7 +296,7 @@ def judge_checklist(
     return results
 
 
-def summary(results: list[CheckResult]) -> dict:
+def tally(results: list[CheckResult]) -> dict:
     """``{"passed": [...], "failed": [...], "not_run": [...]}`` by check name."""
     return {
         "passed": [r.name for r in results if r.passed is True],

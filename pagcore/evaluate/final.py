@@ -51,7 +51,7 @@ PICTURE_STEPS = 60
 
 
 @dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationConfig:
     """The final evaluation of a trained run: the paper's PGD and the PAG pictures.
 
     Not part of a run's identity: they are stored with the numbers they produced, in the run's
@@ -63,7 +63,7 @@ class EvaluationSettings:
     picture_eps: float | None = knob(None, "L2 radius of the PAG pictures (default: 10 on CIFAR-10, 30 on STL-10)")
     eval_seed: int = knob(0, "seed of the attacks' random starts")
 
-    def validate(self) -> EvaluationSettings:
+    def validate(self) -> EvaluationConfig:
         check_positive_int("pgd_steps", self.pgd_steps)
         check_positive_int("picture_images", self.picture_images)
         if self.picture_eps is not None:
@@ -159,7 +159,7 @@ def evaluate_run(
     run: Run,
     model: nn.Module,
     data: ImageDataset,
-    settings: EvaluationSettings,
+    settings: EvaluationConfig,
     *,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -188,10 +188,10 @@ def evaluate_run(
     return metrics
 
 
-def picture_attack(dataset: str, settings: EvaluationSettings | Mapping | None = None) -> dict:
+def picture_attack(dataset: str, settings: EvaluationConfig | Mapping | None = None) -> dict:
     """The targeted PGD of the PAG pictures made with ``settings`` (or, as stored in a run's
     ``metrics.json``, their dict): ``{"norm": ..., "eps": ..., "steps": ...}``."""
-    if isinstance(settings, EvaluationSettings):
+    if isinstance(settings, EvaluationConfig):
         settings = asdict(settings)
     chosen = (settings or {}).get("picture_eps")
     return {

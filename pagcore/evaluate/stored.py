@@ -41,13 +41,13 @@ from pagcore.base.deadline import Deadline
 from pagcore.base.progress import progress_bar
 from pagcore.base.validation import ConfigError, check_positive_int
 from pagcore.data import ImageDataset, as_float
-from pagcore.evaluate.autoattack import AutoAttackSettings, run_autoattack
+from pagcore.evaluate.autoattack import AutoAttackConfig, run_autoattack
 from pagcore.evaluate.checklist import (
-    ChecklistSettings,
+    ChecklistConfig,
     concatenate_measurements,
     judge_checklist,
     measure_checklist,
-    summary,
+    tally,
 )
 from pagcore.evaluate.final import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
 from pagcore.evaluate.pag_score import gradient_alignment, targeted_confidence
@@ -83,24 +83,24 @@ class EvaluationSubset:
 
 
 @dataclass(frozen=True)
-class Budgets:
+class BudgetConfig:
     """How much work each evaluation does. The defaults are the real settings; :meth:`for_tests`
     shrinks them (and its results are labelled reduced), never for numbers in the book."""
 
     autoattack_iterations: int | None = None  # None: AutoAttack's standard 100
     square_queries: int | None = None  # None: AutoAttack's standard 5,000
-    checklist: ChecklistSettings = ChecklistSettings()
+    checklist: ChecklistConfig = ChecklistConfig()
     # Targeted pictures cost (C - 1) attacks of ``targeted_steps`` steps per image, so the
     # confidence score uses the first ``targeted_images`` images of the subset.
     targeted_images: int = 100
     targeted_steps: int = 60
 
     @classmethod
-    def for_tests(cls) -> Budgets:
+    def for_tests(cls) -> BudgetConfig:
         return cls(
             autoattack_iterations=5,
             square_queries=50,
-            checklist=ChecklistSettings(
+            checklist=ChecklistConfig(
                 eps_multipliers=(0.0, 1.0, 32.0),
                 curve_steps=3,
                 baseline_steps=3,
@@ -183,7 +183,7 @@ def evaluate_stored_run(
     device: torch.device | str = "cpu",
     source: tuple[str, nn.Module] | None = None,
     reference: tuple[str, nn.Module] | None = None,
-    budgets: Budgets = Budgets(),
+    budgets: BudgetConfig = BudgetConfig(),
     progress: bool = False,
     deadline: Deadline | None = None,
 ) -> list[dict]:
@@ -205,7 +205,7 @@ def evaluate_stored_run(
         "seed": seed,
         "chunk_images": CHUNK_IMAGES[data.name],
         "dataset": data.name,
-        "budgets": "real" if budgets == Budgets() else "reduced (tests only)",
+        "budgets": "real" if budgets == BudgetConfig() else "reduced (tests only)",
     }
     jobs: list[Job] = []
     for norm in ("linf", "l2"):
@@ -312,8 +312,8 @@ def _pgd_job(model: nn.Module, name: str, norm: str, common: dict, device) -> Jo
     return Job(name, settings, measure, _combine_pgd)
 
 
-def _autoattack_job(model: nn.Module, norm: str, seed: int, budgets: Budgets, common: dict, device) -> Job:
-    aa = AutoAttackSettings(
+def _autoattack_job(model: nn.Module, norm: str, seed: int, budgets: BudgetConfig, common: dict, device) -> Job:
+    aa = AutoAttackConfig(
         norm,
         STANDARD_EPS[common["dataset"]][norm],
         seed=seed,
@@ -330,7 +330,7 @@ def _autoattack_job(model: nn.Module, norm: str, seed: int, budgets: Budgets, co
 
 
 def _checklist_job(
-    model, norm: str, source: tuple[str, nn.Module] | None, budgets: Budgets, common: dict, device
+    model, norm: str, source: tuple[str, nn.Module] | None, budgets: BudgetConfig, common: dict, device
 ) -> Job:
     eps, checklist = STANDARD_EPS[common["dataset"]][norm], budgets.checklist
     source_model = source[1] if source else None
@@ -351,7 +351,9 @@ def _checklist_job(
     return Job("checks", settings, measure, partial(_combine_checks, norm, eps, checklist))
 
 
-def _pag_score_job(model, reference: tuple[str, nn.Module], num_classes: int, budgets: Budgets, common: dict) -> Job:
+def _pag_score_job(
+    model, reference: tuple[str, nn.Module], num_classes: int, budgets: BudgetConfig, common: dict
+) -> Job:
     eps = PICTURE_EPS[common["dataset"]]
 
     def measure(x, y, seed) -> dict:
@@ -383,7 +385,7 @@ def _combine_pgd(partials: list[dict]) -> dict:
     }
 
 
-def _combine_autoattack(settings: AutoAttackSettings, partials: list[dict]) -> dict:
+def _combine_autoattack(settings: AutoAttackConfig, partials: list[dict]) -> dict:
     """AutoAttack's chunks joined. The package stops logging once a chunk has no robust image
     left, so an attack missing from a chunk's ``after_attack`` left 0 of its images."""
     images = sum(p["images"] for p in partials)
@@ -405,9 +407,9 @@ def _combine_autoattack(settings: AutoAttackSettings, partials: list[dict]) -> d
     }
 
 
-def _combine_checks(norm, eps, settings: ChecklistSettings, partials: list[dict]) -> dict:
+def _combine_checks(norm, eps, settings: ChecklistConfig, partials: list[dict]) -> dict:
     results = judge_checklist(concatenate_measurements(partials), norm=norm, eps=eps, settings=settings)
-    return {"checks": [asdict(r) for r in results], **summary(results)}
+    return {"checks": [asdict(r) for r in results], **tally(results)}
 
 
 def companions(

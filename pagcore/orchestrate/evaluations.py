@@ -13,7 +13,7 @@ import torch
 from pagcore.base.deadline import Deadline
 from pagcore.config import TrainConfig
 from pagcore.data import ImageDataset
-from pagcore.evaluate.stored import Budgets, companions, evaluate_stored_run
+from pagcore.evaluate.stored import BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
 from pagcore.store.runs import Run
 from pagcore.train.trainer import prepare_data
@@ -53,7 +53,7 @@ def evaluate_table(
     evaluations: Sequence[str],
     *,
     device: torch.device | str = "cpu",
-    budgets: Budgets = Budgets(),
+    budgets: BudgetConfig = BudgetConfig(),
     deadline: Deadline | None = None,
     progress: bool = False,
     source_name: str | None = None,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagcore.base.validation import ConfigError, check_choice
-from pagcore.config import KINDS, ExecutionOptions, TrainConfig
+from pagcore.config import KINDS, ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset, load_dataset, synthetic_dataset
-from pagcore.evaluate.final import EvaluationSettings
+from pagcore.evaluate.final import EvaluationConfig
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.trainer import TrainResult, run_name_for, train
 
@@ -135,12 +135,12 @@ class RealDataExperiment:
         self,
         row: str,
         data: ImageDataset,
-        options: ExecutionOptions | None = None,
-        evaluation: EvaluationSettings | None = None,
+        options: ExecutionConfig | None = None,
+        evaluation: EvaluationConfig | None = None,
         **overrides: Any,
     ) -> TrainResult:
         """Train (or resume) ``row``; a RIGD row first trains its adversarial teacher."""
-        options = options or ExecutionOptions(kind=self.kind)
+        options = options or ExecutionConfig(kind=self.kind)
         if options.kind != self.kind:
             raise ConfigError(f"options.kind is {options.kind!r} but this experiment's runs are {self.kind!r}")
         teacher_row = ROWS[row].teacher

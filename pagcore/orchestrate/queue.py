@@ -18,9 +18,9 @@ from typing import Any
 
 from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError
-from pagcore.config import ExecutionOptions, TrainConfig
+from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset
-from pagcore.evaluate.final import EvaluationSettings
+from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.book_runs import BookRun
 from pagcore.orchestrate.experiments import RealDataExperiment, load_data
 from pagcore.store.runs import Run, RunStore
@@ -85,8 +85,8 @@ class RunQueue:
         self,
         data: Callable[[str], ImageDataset | None],
         deadline: Deadline,
-        options: ExecutionOptions,
-        evaluation: EvaluationSettings,
+        options: ExecutionConfig,
+        evaluation: EvaluationConfig,
         *,
         slice_minutes: float | None = None,
         evaluation_seconds: float = 0.0,
@@ -123,8 +123,8 @@ class RunQueue:
         entry: BookRun,
         images: ImageDataset | None,
         deadline: Deadline,
-        options: ExecutionOptions,
-        evaluation: EvaluationSettings,
+        options: ExecutionConfig,
+        evaluation: EvaluationConfig,
         *,
         evaluate: bool = False,
         slice_minutes: float | None = None,
@@ -183,9 +183,9 @@ def chapter_runs(
     scale = knobs.pop("scale", "paper")
     entries = [BookRun("chapter", dataset, row, overrides, scale) for row, overrides in points.values()]
     queue = RunQueue(entries, RunStore(runs_dir or None), kind=kind, knobs=knobs)
-    options = ExecutionOptions(device=device, progress=progress, kind=kind).validate()
-    evaluation = EvaluationSettings(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
-    deadline = Deadline.after(ExecutionOptions(max_minutes=max_minutes).validate().max_minutes)
+    options = ExecutionConfig(device=device, progress=progress, kind=kind).validate()
+    evaluation = EvaluationConfig(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
+    deadline = Deadline.after(ExecutionConfig(max_minutes=max_minutes).validate().max_minutes)
     for entry in entries:
         queue.config(entry)  # every point resolves (and validates) before any work
     if train_missing:

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from pagcore.config import ExecutionOptions
+from pagcore.config import ExecutionConfig
 from pagcore.data import ImageDataset, synthetic_dataset
-from pagcore.evaluate.final import EvaluationSettings
-from pagcore.evaluate.stored import Budgets, evaluate_stored_run
+from pagcore.evaluate.final import EvaluationConfig
+from pagcore.evaluate.stored import BudgetConfig, evaluate_stored_run
 from pagcore.orchestrate.experiments import RealDataExperiment
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.devices import resolve_device
@@ -86,14 +86,14 @@ class Selftest:
         self.work, self.data, self.device = work, data, resolve_device(device)
         self.size = SelftestSize.for_device(self.device)
         self.quiet = {"device": str(self.device), "kind": "smoke", "progress": False}
-        self.evaluation = EvaluationSettings(pgd_steps=2, picture_images=2)
+        self.evaluation = EvaluationConfig(pgd_steps=2, picture_images=2)
         self.main = self.experiment("main")
 
     def experiment(self, store: str, dataset: str = "cifar10", **knobs: Any) -> RealDataExperiment:
         return RealDataExperiment(dataset, {**self.size.knobs(), **knobs}, RunStore(self.work / store), kind="smoke")
 
     def train(self, experiment: RealDataExperiment, row: str, *, evaluate: bool = False, **overrides: Any) -> dict:
-        options = ExecutionOptions(evaluate=evaluate, **{**self.quiet, **overrides.pop("options", {})})
+        options = ExecutionConfig(evaluate=evaluate, **{**self.quiet, **overrides.pop("options", {})})
         result = experiment.train(row, self.data[experiment.dataset], options, self.evaluation, **overrides)
         run = result.run
         if not result.finished:
@@ -115,10 +115,10 @@ class Selftest:
     def resumed(self) -> dict:
         """A budget of a few microseconds stops after the first step, checkpointed; the next session resumes."""
         experiment, data = self.experiment("resume"), self.data["cifar10"]
-        first = experiment.train("vanilla", data, ExecutionOptions(evaluate=False, max_minutes=1e-7, **self.quiet))
+        first = experiment.train("vanilla", data, ExecutionConfig(evaluate=False, max_minutes=1e-7, **self.quiet))
         if first.finished:
             raise RuntimeError("the time budget did not stop the first session")
-        second = experiment.train("vanilla", data, ExecutionOptions(evaluate=False, **self.quiet))
+        second = experiment.train("vanilla", data, ExecutionConfig(evaluate=False, **self.quiet))
         sessions = second.run.record["sessions"]
         if not second.finished or len(sessions) != 2 or sessions[1]["epochs"][0] != 0:
             raise RuntimeError(f"resume went wrong: sessions {sessions}")
@@ -141,7 +141,7 @@ class Selftest:
             device=self.device,
             source=(vanilla.name, vanilla.load_model(device=self.device)),
             reference=(reference.name, reference.load_model(device=self.device)),
-            budgets=Budgets.for_tests(),
+            budgets=BudgetConfig.for_tests(),
         )
         skipped = [line for line in lines if "skipped" in line]
         if skipped:

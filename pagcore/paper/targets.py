@@ -206,7 +206,7 @@ def nearest_neighbor_index(
 
 
 @dataclass(frozen=True)
-class SourceSettings:
+class SourceConfig:
     """What building a model-free source may need (each source reads only its own fields)."""
 
     seed: int = 0
@@ -215,25 +215,25 @@ class SourceSettings:
     center: float = 0.0
 
 
-def _one_image(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+def _one_image(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceConfig) -> TargetSource:
     return RepresentativeSource("one_image", one_image_representatives(samples, labels, num_classes, settings.seed))
 
 
-def _class_mean(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+def _class_mean(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceConfig) -> TargetSource:
     reps = class_mean_representatives(
         samples, labels, num_classes, rescale=settings.rescale_class_mean, center=settings.center
     )
     return RepresentativeSource("class_mean", reps)
 
 
-def _nearest_neighbor(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceSettings) -> TargetSource:
+def _nearest_neighbor(samples: Tensor, labels: Tensor, num_classes: int, settings: SourceConfig) -> TargetSource:
     index = nearest_neighbor_index(samples, labels, num_classes, pool_size=settings.pool_size, seed=settings.seed)
     return NearestNeighborSource(samples, index)
 
 
 # The registry of model-free sources (Section 4.2): a new source is one builder and one entry here.
 # RIGD (Section 4.1) needs a trained teacher and is built by pagcore.train.trainer from the run store.
-SOURCE_BUILDERS: dict[str, Callable[[Tensor, Tensor, int, SourceSettings], TargetSource]] = {
+SOURCE_BUILDERS: dict[str, Callable[[Tensor, Tensor, int, SourceConfig], TargetSource]] = {
     "one_image": _one_image,
     "class_mean": _class_mean,
     "nearest_neighbor": _nearest_neighbor,
@@ -254,5 +254,5 @@ def build_target_source(
 ) -> TargetSource:
     """Construct one of the model-free sources by its API name (see ``SOURCE_BUILDERS``)."""
     check_choice("source", name, MODEL_FREE_SOURCES)
-    settings = SourceSettings(seed=seed, pool_size=pool_size, rescale_class_mean=rescale_class_mean, center=center)
+    settings = SourceConfig(seed=seed, pool_size=pool_size, rescale_class_mean=rescale_class_mean, center=center)
     return SOURCE_BUILDERS[name](samples, labels, num_classes, settings)

@@ -31,9 +31,9 @@ from pagcore.base.deadline import Deadline
 from pagcore.base.interrupts import stop_requests
 from pagcore.base.progress import counter_bar
 from pagcore.base.validation import ConfigError
-from pagcore.config import ExecutionOptions, TrainConfig
+from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset, as_float
-from pagcore.evaluate.final import EvaluationSettings, clean_accuracy, evaluate_run
+from pagcore.evaluate.final import EvaluationConfig, clean_accuracy, evaluate_run
 from pagcore.paper.attacks import PGD
 from pagcore.paper.augment import random_crop_flip
 from pagcore.paper.models import build_model
@@ -58,7 +58,7 @@ def step_generator(device: torch.device, *parts: int) -> torch.Generator:
 
 
 @dataclass
-class StepSettings:
+class StepConfig:
     """What a training step needs besides the batch: the loss's knobs and the device's."""
 
     num_classes: int
@@ -79,7 +79,7 @@ def training_step(
     labels: Tensor,
     index: Tensor,
     source: TargetSource | None,
-    settings: StepSettings,
+    settings: StepConfig,
     generator: torch.Generator,
 ) -> PagLoss:
     """One SGD step of Eq. (1) on a batch of uint8 images gathered from the training set.
@@ -222,7 +222,7 @@ class Trainer:
 
     SUMS = ("loss", "ce", "cos", "correct", "seen")
 
-    def __init__(self, config: TrainConfig, data: ImageDataset, run: Run, store: RunStore, options: ExecutionOptions):
+    def __init__(self, config: TrainConfig, data: ImageDataset, run: Run, store: RunStore, options: ExecutionConfig):
         self.config, self.data, self.run, self.options = config, data, run, options
         self.device = resolve_device(options.device)
         self.strategy = default_strategy(self.device) if options.strategy == "auto" else options.strategy
@@ -245,7 +245,7 @@ class Trainer:
         self.source = build_source(
             config, replace(data, x_train=self.x_train, y_train=self.y_train), store, self.device, options.progress
         )
-        self.settings = StepSettings(
+        self.settings = StepConfig(
             num_classes=data.num_classes,
             lam=config.objective.lam,
             classes_per_image=config.objective.classes_per_image,
@@ -376,8 +376,8 @@ def train(
     config: TrainConfig,
     data: ImageDataset,
     store: RunStore | None = None,
-    options: ExecutionOptions | None = None,
-    evaluation: EvaluationSettings | None = None,
+    options: ExecutionConfig | None = None,
+    evaluation: EvaluationConfig | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data`` into ``store``, resuming the run if it already exists.
 
@@ -387,8 +387,8 @@ def train(
     paper's PGD-20 by default); a run trained earlier without it is evaluated, not retrained.
     """
     config = config.resolve()
-    options = (options or ExecutionOptions()).validate()
-    evaluation = (evaluation or EvaluationSettings()).validate()
+    options = (options or ExecutionConfig()).validate()
+    evaluation = (evaluation or EvaluationConfig()).validate()
     data = prepare_data(config, data)
     store = store or RunStore()
     kind = options.kind or run_kind(config, data)
@@ -453,7 +453,7 @@ class SessionRecord:
 
 
 def _train_session(
-    trainer: Trainer, options: ExecutionOptions, deadline: Deadline, session: SessionRecord
+    trainer: Trainer, options: ExecutionConfig, deadline: Deadline, session: SessionRecord
 ) -> tuple[bool, nn.Module]:
     """Restore ``trainer`` and train until the schedule ends (True) or the session is stopped (False)."""
     trainer.restore()
@@ -479,7 +479,7 @@ def _train_session(
     return finished, trainer.model
 
 
-def _train_until_done_or_stopped(trainer: Trainer, options: ExecutionOptions, deadline: Deadline) -> bool:
+def _train_until_done_or_stopped(trainer: Trainer, options: ExecutionConfig, deadline: Deadline) -> bool:
     """Epochs until the schedule ends (True) or a stop request or the deadline ends the session (False)."""
     epochs, n = trainer.config.schedule.epochs, len(trainer.x_train)
     done = trainer.epoch * n + min(trainer.step * trainer.config.schedule.batch_size, n)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ops.gpu_window import campaign, transfer
-from ops.gpu_window.campaign import CPU_PRIORITY, PRIORITY, Settings
+from ops.gpu_window.campaign import CPU_PRIORITY, PRIORITY, CampaignConfig
 from ops.gpu_window.transfer import Item, PlanError, check_plan, join_parts, plan_parts, room_for_carry, split_file
 from pagcore.base.deadline import Deadline
 from pagcore.config import SCALES, TrainConfig
@@ -190,7 +190,7 @@ def test_staging_plans_parts_beside_the_tree_checks_sizes_and_unpacks_what_arriv
 # -- priority, slices, pack --------------------------------------------------------------------------
 
 
-def dry_settings(tmp_path: Path, **changes) -> Settings:
+def dry_settings(tmp_path: Path, **changes) -> CampaignConfig:
     values = {
         "out": tmp_path / "out",
         "work": tmp_path / "work",
@@ -205,7 +205,7 @@ def dry_settings(tmp_path: Path, **changes) -> Settings:
         "cpu_scale_workers": 2,
         "cpu_scale_measure_minutes": 0.01,
     }
-    return Settings(**{**values, **changes})
+    return CampaignConfig(**{**values, **changes})
 
 
 class CountedDeadline(Deadline):
@@ -379,8 +379,8 @@ def test_a_short_budget_stops_the_workers_cleanly_and_their_runs_resume(tmp_path
 
 
 def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_on_next_call(tmp_path):
-    from pagcore.config import ExecutionOptions
-    from pagcore.evaluate.final import EvaluationSettings
+    from pagcore.config import ExecutionConfig
+    from pagcore.evaluate.final import EvaluationConfig
     from pagcore.orchestrate.evaluations import SUBSETS
     from pagcore.orchestrate.experiments import RealDataExperiment
 
@@ -389,7 +389,7 @@ def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_
     settings = dry_settings(tmp_path, data={"cifar10": "", "stl10": ""})
     data = {"cifar10": campaign.datasets(settings)["cifar10"], "stl10": None}  # STL-10 not staged
     experiment = RealDataExperiment("cifar10", settings.knobs("cpu"), RunStore(settings.work / "runs"), kind="smoke")
-    quiet, tiny = ExecutionOptions(kind="smoke", progress=False), EvaluationSettings(pgd_steps=1, picture_images=1)
+    quiet, tiny = ExecutionConfig(kind="smoke", progress=False), EvaluationConfig(pgd_steps=1, picture_images=1)
     runs = {row: experiment.train(row, data["cifar10"], quiet, tiny).run.name for row in ("adversarial_l2", "vanilla")}
 
     out_of_time = campaign.run_evaluate(settings, data, Deadline.after(0.0))
