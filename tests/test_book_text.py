@@ -290,23 +290,23 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     table = tables.k_study_table(runs)
     assert table.splitlines()[2].startswith("| 1 | 30.0% |") and "| 110 s | CPU: AMD EPYC |" in table
     assert "| 5 | not run | not run | not run | — | — |" in table
-    same = verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    same = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
     assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
     assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
     runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
-    assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in verdicts.k_study_verdict(
-        runs, vanilla, preset_k=2, num_classes=10
-    )
+    assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     runs[10] = TimedRun(0.35, 0.2, 0.3, (33.0,), device="cuda: NVIDIA H100 80GB HBM3")
-    assert "on different devices" in verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
+    assert "on different devices" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     runs[1] = TimedRun(0.30, 0.0, 0.01)
-    assert "depends on k" in verdicts.k_study_verdict(runs, vanilla, preset_k=2, num_classes=10)
-    assert "no verdict yet" in verdicts.k_study_verdict({2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
-    partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, preset_k=2, num_classes=10)
+    assert "depends on k" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
+    assert "no verdict yet" in verdicts.k_study_verdict({2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
+    partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
     assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial
+    runs[1] = TimedRun(0.30, 0.03, 0.06)  # above vanilla, but within the noise: not "more robust"
+    assert "for k = 2, 10, so the conclusion depends on k" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     close = {2: runs[2], 10: TimedRun(0.3204, 0.1796, 0.2436)}
-    assert "(differences of 0.0, 0.0, +0.6 points)" in verdicts.k_study_verdict(close, vanilla, 2, 10)
+    assert "(differences of 0.0, 0.0, +0.6 points)" in verdicts.k_study_verdict(close, vanilla, 2, 10, NOISE)
 
 
 def test_status_sentence_counts_real_rows_and_names_the_missing_only_if_any():
@@ -345,24 +345,26 @@ def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
     assert "fewer than two seeds" in verdicts.seed_verdict(None, reported.SEED_ERROR_BARS, "cpu", 10)
 
 
-def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_run():
-    vanilla = {"clean": 0.83, "linf": 0.0, "l2": 0.0}  # lambda 0 never sets the trend
-    falling = {
-        0.0: vanilla,
-        0.01: {"clean": 0.70, "linf": 0.01, "l2": 0.10},
-        0.4: {"clean": 0.32, "linf": 0.19, "l2": 0.27},
-        1.0: None,
-    }
-    verdict = verdicts.lambda_verdict(falling, "cpu")
+def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_run_beyond_the_noise():
+    def m(clean, linf, l2):
+        return {"clean": clean, "linf": linf, "l2": l2, "test_images": 10_000}
+
+    vanilla = m(0.83, 0.0, 0.0)  # lambda 0 never sets the trend
+    falling = {0.0: vanilla, 0.01: m(0.70, 0.01, 0.10), 0.4: m(0.32, 0.19, 0.27), 1.0: None}
+    verdict = verdicts.lambda_verdict(falling, "cpu", NOISE)
     assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
     assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
-    falling[1.0] = {"clean": 0.25, "linf": 0.17, "l2": 0.22}  # both robust columns peak at 0.4
-    peaked = verdicts.lambda_verdict(falling, "cpu")
-    assert "ℓ∞ peaks at λ = 0.4 (19.0%), ℓ2 peaks at λ = 0.4 (27.0%)." in peaked and "Figure 5." in peaked
-    falling[1.0] = {"clean": 0.75, "linf": 0.005, "l2": 0.30}  # clean rises, l-inf falls: both against
-    against = verdicts.lambda_verdict(falling, "cpu")
-    assert "λ = 1 (3 values run)" in against and "the other way (or is nil) for clean, ℓ∞." in against
-    assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper")
+    falling[1.0] = m(0.25, 0.10, 0.17)  # both robust columns peak at 0.4, by 9 and 10 points
+    peaked = verdicts.lambda_verdict(falling, "cpu", NOISE)
+    assert "ℓ∞ peaks at λ = 0.4 (19.0%), ℓ2 peaks at λ = 0.4 (27.0%), beyond the noise." in peaked
+    assert "Figure 5." in peaked
+    falling[1.0] = m(0.25, 0.17, 0.25)  # 2 points under 0.4's: within the noise, no peak
+    assert "peaks" not in verdicts.lambda_verdict(falling, "cpu", NOISE)
+    falling[1.0] = m(0.75, 0.005, 0.30)  # clean rises beyond the noise; l-inf falls within it
+    against = verdicts.lambda_verdict(falling, "cpu", NOISE)
+    assert "λ = 1 (3 values run)" in against and "the other way for clean." in against
+    assert "The change in ℓ∞ is within the noise (test)." in against
+    assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper", NOISE)
 
 
 def test_curves_reading_says_whether_a_run_was_still_learning():

@@ -325,7 +325,7 @@ def test_the_tables_are_narrow_and_their_percentages_have_one_decimal(mixed):
         rows_of_cells = cells(markdown)
         assert all(len(line) <= 6 for line in rows_of_cells)
         # What a browser cannot wrap (per column, the longest run without a space or hyphen to break at)
-        # fits the book's text column at 1280 px: 688 px, about 80 characters at the table's font, of
+        # fits the book's text column at 1280 px: about 80 characters at the table's font, of
         # which each cell's padding takes about two.
         unbreakable = [max(len(word) for word in re.split(r"[ \-]", cell)) for line in rows_of_cells for cell in line]
         columns = len(rows_of_cells[0])

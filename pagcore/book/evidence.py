@@ -88,6 +88,11 @@ class Noise:
         return 1 if gap > 0 else -1
 
 
+def compare(noise: Noise, metric: str, a: Mapping[str, float], b: Mapping[str, float]) -> int:
+    """:meth:`Noise.differ` for two runs' metrics (each with its ``test_images``)."""
+    return noise.differ(metric, Measured(a[metric], a["test_images"]), Measured(b[metric], b["test_images"]))
+
+
 def seed_noise(metrics_by_seed: Sequence[Mapping[str, float]], measured_on: str) -> Noise | None:
     """The measured noise: sample standard deviation per metric over seeds (None under two seeds)."""
     if len(metrics_by_seed) < 2:

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from pagcore.book.figures import plot_decision_boundary
+from pagcore.book.style import TEXT_WIDTH, book_style, line_style
 from pagcore.book.text import percent
 from pagcore.evaluate.pag_score import log_probability_gradients
 from pagcore.toy.experiment import ToyLambdaGrid
@@ -40,23 +41,13 @@ from pagcore.toy.problem import NUM_CLASSES
 # The toy's plotting window (that of plot_decision_boundary): x1 in [-65, 65], x2 in [-130, 130].
 EXTENT = (-65.0, 65.0, -130.0, 130.0)
 
-# Sizes for a 1280-pixel page: the book's text column is about 690 px wide there, and a picture
-# no wider is shown at its own size, so 6.8 inches at 100 dpi keep 9-point text at 9 points.
-FRAME_SIZE = (6.8, 3.5)
-FRAME_DPI = 100
+# The frames are full-column figures of the book's style (pagcore.book.style): shown at their own
+# size, their lettering reads at the style's point sizes.
+FRAME_SIZE = (TEXT_WIDTH, 0.52 * TEXT_WIDTH)
 # The pictures are flat colours, lines and text: a palette of this many colours looks the same
 # and makes each PNG about a quarter of its full-colour size.
 FRAME_COLORS = 128
 ARROW_COLOR = "#222222"
-FRAME_STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 10,
-    "axes.labelsize": 10,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "legend.fontsize": 9,
-    "figure.titlesize": 10,
-}
 
 
 def gradient_field(
@@ -107,8 +98,8 @@ def toy_lambda_frame(grid: ToyLambdaGrid, index: int) -> Figure:
     field (left); clean and PGD accuracy against lambda for the whole grid, this lambda marked (right)."""
     lam, metrics = grid.lams[index], grid.metrics[index]
     x_test, y_test = grid.test
-    with plt.rc_context(FRAME_STYLE):
-        fig = plt.figure(figsize=FRAME_SIZE, dpi=FRAME_DPI, layout="constrained")
+    with book_style():
+        fig = plt.figure(figsize=FRAME_SIZE, layout="constrained")
         left, right = fig.subplots(1, 2, width_ratios=(1.1, 1))
         model = grid.models[index]
         plot_decision_boundary(left, model, x_test, y_test, extent=EXTENT, resolution=200)
@@ -116,14 +107,22 @@ def toy_lambda_frame(grid: ToyLambdaGrid, index: int) -> Figure:
         left.set_title("decision regions and input-gradients")
 
         xs = np.arange(len(grid.lams))  # evenly spaced, as on the slider
-        for metric, color, label in (("clean", "C2", "clean accuracy"), ("pgd", "C3", "PGD accuracy")):
+        for i, (metric, label) in enumerate((("clean", "clean accuracy"), ("pgd", "PGD accuracy"))):
             values = 100 * np.array(grid.series(metric))
-            right.plot(xs, values, color=color, marker="o", markersize=4, alpha=0.5)
-            right.plot(xs[index], values[index], color=color, marker="o", markersize=9, linestyle="", label=label)
+            line = line_style(i)
+            right.plot(xs, values, **line, markersize=4, alpha=0.5)
+            right.plot(
+                xs[index],
+                values[index],
+                color=line["color"],
+                marker=line["marker"],
+                markersize=9,
+                linestyle="",
+                label=label,
+            )
         right.axvline(index, color="0.4", linewidth=1, linestyle=":")
         right.set_xticks(xs, [f"{lam:g}" for lam in grid.lams])
         right.set(xlabel="λ", ylabel="accuracy on the test set (%)", ylim=(-3, 103), title="accuracy against λ")
-        right.grid(alpha=0.3)
 
         arrow = Line2D([], [], color=ARROW_COLOR, marker=r"$\rightarrow$", markersize=14, linestyle="none")
         handles, labels = left.get_legend_handles_labels()

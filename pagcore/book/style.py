@@ -103,7 +103,6 @@ def book_style() -> Iterator[None]:
         yield
 
 
-
 def style_axes(ax: Axes) -> None:
     """Give ``ax`` the book's font sizes, whatever the rcParams were when it was made."""
     ax.tick_params(labelsize=SMALL_FONT_SIZE)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import FIT_FACTOR, Judgement, Measured, Noise, fits_labels, sampling_std, tiers
+from pagcore.book.evidence import FIT_FACTOR, Judgement, Measured, Noise, compare, fits_labels, sampling_std, tiers
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, signed_points, triple
 from pagcore.evaluate.stored import chosen_evaluations
@@ -213,33 +213,45 @@ def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale
 LAMBDA_TREND = {"clean": -1, "linf": 1, "l2": 1}
 
 
-def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str) -> str:
+def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str, noise: Noise | None) -> str:
     """Whether our class-mean runs at ``scale`` trade clean accuracy for robustness as λ grows, as
-    the paper's Figure 5 does, from the smallest to the largest λ > 0 that has a run."""
+    the paper's Figure 5 does, from the smallest to the largest λ > 0 that has a run. A change or a
+    peak within ``noise`` is not read as one; without a measured noise, none is read."""
     done = {lam: m for lam, m in sorted(metrics_by_lam.items()) if lam > 0 and m}
     if len(done) < 2:
         return f"At the {scale} scale fewer than two values of λ have complete runs, so there is no trend to read yet."
     (low, first), *_, (high, last) = done.items()
-    changes, agree, peaks = [], [], []
+    changes, agree, unclear, peaks = [], [], [], []
     for key, name in METRIC_COLUMNS:
         changes.append(f"{name} {percent(first[key])} → {percent(last[key])}")
-        if (last[key] - first[key]) * LAMBDA_TREND[key] > 0:
+        if noise is None:
+            continue
+        direction = compare(noise, key, last, first)
+        if direction == LAMBDA_TREND[key]:
             agree.append(name)
+        elif direction == 0:
+            unclear.append(name)
         # The ends alone would hide a robust accuracy that peaks in between and falls again.
         best = max(done, key=lambda lam: done[lam][key])
-        if LAMBDA_TREND[key] > 0 and best != high:
+        if LAMBDA_TREND[key] > 0 and best != high and compare(noise, key, done[best], last) > 0:
             peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
     span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values run): "
     text = span + ", ".join(changes) + "."
+    if noise is None:
+        return text + f" No seed spread has been measured at the {scale} scale, so no change is read as a trend."
     if peaks:
-        text += " Robustness does not grow all the way: " + ", ".join(peaks) + "."
+        text += " Robustness does not grow all the way: " + ", ".join(peaks) + ", beyond the noise."
     if len(agree) == len(METRIC_COLUMNS):
         return text + " End to end, clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
-    differ = [name for _, name in METRIC_COLUMNS if name not in agree]
-    return text + (
-        " Unlike the paper's Figure 5, where clean accuracy falls and robustness rises, here the change runs "
-        f"the other way (or is nil) for {', '.join(differ)}."
-    )
+    if unclear:
+        text += f" The change in {', '.join(unclear)} is within the noise ({noise.measured_on})."
+    against = [name for _, name in METRIC_COLUMNS if name not in agree and name not in unclear]
+    if against:
+        text += (
+            " Unlike the paper's Figure 5, where clean accuracy falls and robustness rises, here the change runs "
+            f"the other way for {', '.join(against)}."
+        )
+    return text
 
 
 def k_study_ceiling(
@@ -275,9 +287,10 @@ def k_study_ceiling(
 
 
 def k_study_verdict(
-    runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int, model: str = "class-mean"
+    runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int, noise: Noise | None, model: str = "class-mean"
 ) -> str:
-    """Whether the preset's k changes what the ``model`` runs say, from the stored runs only."""
+    """Whether the preset's k changes what the ``model`` runs say, from the stored runs only; "more
+    robust than vanilla" means beyond ``noise`` in both threat models (not judged without it)."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
         pending = (
@@ -315,14 +328,16 @@ def k_study_verdict(
                 else "but on different devices, so the ratio does not measure the price of k."
             )
         )
-    if vanilla is not None and vanilla.metrics:
+    if vanilla is not None and vanilla.metrics and noise is None:
+        text.append("No seed spread has been measured at this scale, so the runs are not ranked against vanilla.")
+    elif vanilla is not None and vanilla.metrics:
         base = vanilla.metrics
-        robust = {k: all(m[key] > base[key] for key in ("linf", "l2")) for k, m in done.items()}
+        robust = {k: all(compare(noise, key, m, base) > 0 for key in ("linf", "l2")) for k, m in done.items()}
         same = len(set(robust.values())) == 1
         more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
         text.append(
             f"Against the vanilla model of the same scale ({percent(base['linf'])} ℓ∞, {percent(base['l2'])} ℓ2), the "
-            f"{model} model is more robust in both threat models for k = {', '.join(more) or 'none'}"
+            f"{model} model is more robust beyond the noise in both threat models for k = {', '.join(more) or 'none'}"
             + (
                 f", so the preset's k = {preset_k} does not change that conclusion."
                 if same
