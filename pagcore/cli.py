@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pagcore.base.deadline import Deadline
-from pagcore.base.validation import ConfigError, check_nonnegative
+from pagcore.base.validation import ConfigError, check_nonnegative, check_positive_int
 from pagcore.config import (
     KINDS,
     ExecutionConfig,
@@ -46,6 +46,7 @@ from pagcore.orchestrate.experiments import ROWS, load_data
 from pagcore.orchestrate.queue import RunQueue
 from pagcore.orchestrate.selftest import run_selftest, synthetic_data
 from pagcore.orchestrate.sweep import add_sweep_parser
+from pagcore.orchestrate.workers import DataSource
 from pagcore.store.provenance import write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import run_toy_experiment, toy_record
@@ -132,7 +133,8 @@ def _add_table_parser(subparsers) -> None:
         description=(
             "The rows of Table 1 (CIFAR-10) or Table 2 (STL-10), in order: complete runs are skipped, an"
             " interrupted one resumes. With --max-minutes it stops cleanly when the time is up; run it"
-            " again to go on. Shared options (scale, epochs, seed, ...) apply to every row."
+            " again to go on. Shared options (scale, epochs, seed, ...) apply to every row. With --workers N,"
+            " N runs train side by side, each in a process of its own."
         ),
     )
     p.add_argument(
@@ -142,6 +144,13 @@ def _add_table_parser(subparsers) -> None:
         choices=list(ROWS),
         metavar="ROW",
         help=f"the rows to train, in this order (default: all, teachers first: {' '.join(TABLE_ROWS)})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs trained side by side, each in a process of its own with its share of the CPU cores, a RIGD"
+        " row once its teacher is complete (default 1: one after another, in this process)",
     )
     add_arguments(p)
     add_group_arguments(p, "execution", ExecutionConfig)
@@ -164,16 +173,41 @@ def _run_table(args: argparse.Namespace) -> dict:
     queue = RunQueue(
         [BookRun("table", dataset, row, scale=scale) for row in args.rows], RunStore(args.runs), kind=kind, knobs=knobs
     )
+    check_positive_int("workers", args.workers)
     queue.check()  # every row resolves, and may be trained, before any data is read
-    data = _dataset(args, dataset)
-    outcomes = queue.make(lambda _: data, Deadline.after(options.max_minutes), options, evaluation)
+    deadline = Deadline.after(options.max_minutes)
+    side_by_side = {}
+    if args.workers == 1:
+        data = _dataset(args, dataset)
+        outcomes = queue.make(lambda _: data, deadline, options, evaluation)
+    else:
+        side_by_side = _run_table_side_by_side(args, queue, dataset, deadline, options, evaluation)
+        outcomes = side_by_side.pop("runs")
     rows = {}
     for row, entry in zip(args.rows, queue.entries):
         run = queue.store.run(queue.run_name(entry))
         if run.params:
             rows[row] = {"run": run.name, "finished": run.complete, "metrics": run.metrics}
     complete = all(queue.status(entry).state == "complete" for entry in queue.entries)
-    return {"dataset": dataset, "kind": kind, "rows": rows, "complete": complete, "outcomes": outcomes}
+    result = {"dataset": dataset, "kind": kind, "rows": rows, "complete": complete, "outcomes": outcomes}
+    return {**result, "side_by_side": side_by_side} if side_by_side else result
+
+
+def _run_table_side_by_side(
+    args: argparse.Namespace,
+    queue: RunQueue,
+    dataset: str,
+    deadline: Deadline,
+    options: ExecutionConfig,
+    evaluation: EvaluationConfig,
+) -> dict:
+    """:meth:`RunQueue.make_side_by_side` with ``args.workers`` workers, their files in a scratch folder."""
+    _dataset(args, dataset)  # read here once: a wrong --data fails before any worker starts, a --download happens once
+    source = DataSource(args.data, tuple(args.synthetic) if args.synthetic else None)
+    with tempfile.TemporaryDirectory(prefix="pagcore-table-") as folder:
+        return queue.make_side_by_side(
+            {dataset: source}, deadline, options, evaluation, workers=args.workers, folder=folder
+        )
 
 
 def _add_evaluate_parser(subparsers) -> None:

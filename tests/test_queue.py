@@ -7,6 +7,7 @@ from pagcore.data import synthetic_dataset
 from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.book_runs import BookRun
 from pagcore.orchestrate.queue import RunQueue
+from pagcore.orchestrate.workers import DataSource
 from pagcore.store.runs import RunStore
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 16, "steps": 1}
@@ -56,3 +57,23 @@ def test_a_run_cut_off_by_its_deadline_goes_on_from_its_checkpoint(tmp_path):
     again = rows.make(lambda _: images, Deadline.after(None), QUIET, FAST)
     assert [o["outcome"] for o in again] == ["complete"]
     assert len(run.record["sessions"]) == 4  # three slices, then the rest
+
+
+def test_two_workers_train_side_by_side_and_a_rigd_student_waits_for_its_teacher(tmp_path):
+    alone = queue(tmp_path, BookRun("table", "cifar10", "rigd_l2"))
+    assert [e.label for e in alone.with_teachers()] == ["cifar10 adversarial_l2", "cifar10 rigd_l2"]
+
+    # The student first: it waits, while the two entries after it train side by side.
+    entries = [BookRun("table", "cifar10", row) for row in ("rigd_l2", "vanilla", "adversarial_l2")]
+    rows = queue(tmp_path, *entries)
+    sources = {"cifar10": DataSource(synthetic=(32, 8))}
+    report = rows.make_side_by_side(sources, Deadline.after(3), QUIET, FAST, workers=2, folder=tmp_path / "workers")
+    made = {r["entry"]: r for r in report["runs"]}
+    student, vanilla, teacher = (made[e.label] for e in entries)
+    assert all(r["outcome"] == "complete" and r["images"] == 32 for r in made.values()), report["runs"]
+    assert max(vanilla["launched"], teacher["launched"]) < min(vanilla["exited"], teacher["exited"])
+    teacher_record = rows.store.run(teacher["run"]).path / "record.json"
+    assert student["launched"] >= teacher_record.stat().st_mtime  # once its teacher's record said complete
+    assert rows.store.run(student["run"]).params["teacher"] == teacher["run"]
+    assert report["complete"] == report["of"] == 3 and report["blocked"] == report["waiting"] == []
+    assert report["not_started"] == [] and report["images_per_second"] > 0

@@ -71,7 +71,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +86,19 @@ from pagcore.evaluate.final import EvaluationConfig
 from pagcore.evaluate.stored import EVALUATIONS, BudgetConfig
 from pagcore.orchestrate.book_runs import BookRun, book_runs
 from pagcore.orchestrate.evaluations import evaluate_table
-from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data
 from pagcore.orchestrate.queue import RunQueue, Status
 from pagcore.orchestrate.selftest import SYNTHETIC_IMAGES, autoattack_available, run_selftest, synthetic_data
+from pagcore.orchestrate.workers import (
+    DataSource,
+    launch_worker,
+    threads_per_worker,
+    throughput,
+    wait_for_workers,
+    worker_outcome,
+)
 from pagcore.store.provenance import device_description, utc_now, write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.train.devices import resolve_device
-from pagcore.train.trainer import prepare_data, run_name_for, train
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("smoke", "benchmark", "train", "cpu_scale", "evaluate", "pack")
@@ -167,7 +173,8 @@ class CampaignConfig:
 
     @property
     def worker_stop_seconds(self) -> float:
-        """Allowed for a worker past its deadline to checkpoint and exit (see :func:`wait_for_workers`)."""
+        """Allowed for a worker past its deadline to checkpoint and exit
+        (see :func:`pagcore.orchestrate.workers.wait_for_workers`)."""
         return 3.0 if self.dry else 20.0
 
 
@@ -195,10 +202,10 @@ def staged(settings: CampaignConfig, dataset: str) -> bool:
     return settings.dry or bool(settings.data.get(dataset))
 
 
-def _subprocess_env(**extra: str) -> dict[str, str]:
+def _subprocess_env() -> dict[str, str]:
     # The GPU machine has no installed pagcore: a child process finds this checkout's through PYTHONPATH.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    return {**os.environ, "PYTHONPATH": path}
 
 
 # -- 1. smoke ----------------------------------------------------------------------------------------
@@ -329,8 +336,8 @@ class CampaignQueue(RunQueue):
         super().__init__(entries, RunStore(settings.work / "runs"), kind=settings.kind)
         self.settings = settings
 
-    def experiment(self, entry: BookRun) -> RealDataExperiment:
-        return RealDataExperiment(entry.dataset, self.settings.knobs(entry.scale), self.store, kind=self.kind)
+    def entry_knobs(self, entry: BookRun) -> dict[str, Any]:
+        return self.settings.knobs(entry.scale)
 
     def status(self, entry: BookRun) -> Status:
         status = super().status(entry)
@@ -376,181 +383,20 @@ def run_training(settings: CampaignConfig, data: dict, until: Deadline, strategy
 
 # -- 4. CPU-scale runs side by side -------------------------------------------------------------------
 
-# A worker is a process of its own (its own CUDA context, stoppable on its own). Not
-# ``python -m pagcore train``: a worker trains one run without its RIGD teacher (a teacher
-# is an entry of its own) and reports the images it trained, for the throughput figures.
-WORKER_COMMAND = "import sys; from ops.gpu_window.campaign import cpu_scale_worker; cpu_scale_worker(sys.argv[1])"
 
-
-def images_trained(run, config, train_images: int) -> int:
-    """How far ``run`` is, in training images: all of them once its final weights exist, else its
-    resumable checkpoint's position."""
-    if run.checkpoint_path("final").exists():
-        return config.schedule.epochs * train_images
-    position = run.load_checkpoint("latest")
-    if position is None:
-        return 0
-    return position["epoch"] * train_images + min(position["step"] * config.schedule.batch_size, train_images)
-
-
-def cpu_scale_worker(spec_file: str) -> None:
-    """One run, in a worker process: train until the spec's deadline (or its ``minutes``, timed
-    from when the data is loaded), evaluate if it finished with time left, and write what it did
-    (images trained, from when to when, wall clock) to the spec's ``result`` file."""
-
-    spec = json.loads(Path(spec_file).read_text())
-    store = RunStore(spec["store"])
-    # The run itself, not RealDataExperiment.train: a RIGD student must not train its teacher here.
-    config = RealDataExperiment(spec["dataset"], spec["knobs"], store, kind=spec["kind"]).config(
-        spec["row"], **spec["overrides"]
-    )
-    data = load_data(spec["dataset"], spec["data"], synthetic=spec["synthetic"])
-    train_images = len(prepare_data(config, data).x_train)
-    run = store.run(run_name_for(config, spec["kind"]))
-    before = images_trained(run, config, train_images)
-    evaluation = EvaluationConfig(**spec["evaluation"])
-    started = time.time()
-    seconds = spec["deadline"] - started
-    if spec["minutes"] is not None:
-        seconds = min(seconds, 60 * spec["minutes"])
-    finished = False
-    options = ExecutionConfig(device=spec["device"], evaluate=False, kind=spec["kind"], progress=False)
-    if seconds > 0:
-        finished = train(config, data, store, replace(options, max_minutes=seconds / 60), evaluation).finished
-    stopped = time.time()
-    images = images_trained(run, config, train_images) - before
-    if finished and spec["evaluate"] and spec["deadline"] - time.time() > spec["eval_seconds"]:
-        train(config, data, store, replace(options, evaluate=True), evaluation)
-    write_json_atomic(
-        spec["result"],
-        {
-            "run": run.name,
-            "finished": finished,
-            "status": run.status,
-            "images": images,
-            "train_images": train_images,
-            "started": started,
-            "stopped": stopped,
-            "train_seconds": round(stopped - started, 3),
-        },
-    )
-
-
-def worker_spec(settings: CampaignConfig, entry: BookRun, store: Path, deadline: float, **changes: Any) -> dict:
-    """What a worker needs to train ``entry`` into ``store`` until ``deadline`` (wall clock, time.time())."""
+def sources(settings: CampaignConfig) -> dict[str, DataSource | None]:
+    """Where a worker reads each dataset: its staged .npz (synthetic images in dry mode); None when not staged."""
     return {
-        "dataset": entry.dataset,
-        "row": entry.row,
-        "overrides": entry.overrides,
-        "knobs": settings.knobs(entry.scale),
-        "kind": settings.kind,
-        "store": str(store),
-        "data": settings.data.get(entry.dataset, ""),
-        "synthetic": list(SYNTHETIC_IMAGES[entry.dataset]) if settings.dry else None,
-        "device": settings.device,
-        "deadline": deadline,
-        "minutes": None,
-        "evaluate": True,
-        "eval_seconds": 0.0 if settings.dry else 60 * settings.eval_minutes,
-        "evaluation": settings.evaluation_knobs,
-        **changes,
+        name: DataSource(settings.data.get(name, ""), sizes if settings.dry else None)
+        if staged(settings, name)
+        else None
+        for name, sizes in SYNTHETIC_IMAGES.items()
     }
 
 
-@dataclass
-class Worker:
-    """A worker process and its folder (``spec.json``, ``worker.log``, ``result.json``)."""
-
-    label: str
-    folder: Path
-    process: subprocess.Popen
-    launched: float = field(default_factory=time.time)
-    exited: float | None = None
-    stopped: bool = False  # asked to stop by the campaign, at the call's deadline
-
-
-def launch_worker(settings: CampaignConfig, label: str, spec: dict, folder: Path) -> Worker:
-    folder.mkdir(parents=True, exist_ok=True)
-    spec_file = folder / "spec.json"
-    spec_file.write_text(json.dumps({**spec, "result": str(folder / "result.json")}, indent=1))
-    # The machine's cores shared out, so that workers side by side do not oversubscribe them.
-    threads = max(1, (os.cpu_count() or 1) // settings.cpu_scale_workers)
-    threads = min(threads, int(os.environ.get("OMP_NUM_THREADS", threads)))
-    with open(folder / "worker.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_COMMAND, str(spec_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=_subprocess_env(OMP_NUM_THREADS=str(threads)),
-        )
-    return Worker(label, folder, process)
-
-
-def wait_for_workers(running: list[Worker], deadline: float, settings: CampaignConfig) -> list[Worker]:
-    """The workers of ``running`` that exited, once one has. They stop by themselves at their
-    ``deadline`` (wall clock); those still running three quarters of ``worker_stop_seconds`` later
-    are asked to stop (SIGTERM: a checkpoint after the current step), and killed at its end."""
-    stop_at = deadline + 0.75 * settings.worker_stop_seconds
-    while time.time() < stop_at:
-        done = [w for w in running if w.process.poll() is not None]
-        if done:
-            for worker in done:
-                worker.exited = time.time()
-            return done
-        time.sleep(0.2)
-    for worker in running:
-        worker.stopped = True
-        worker.process.terminate()
-    for worker in running:
-        try:
-            worker.process.wait(timeout=max(0.1, deadline + settings.worker_stop_seconds - time.time()))
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-        worker.exited = time.time()
-    return list(running)
-
-
-def _rate(images: float, seconds: float) -> float | None:
-    return round(images / seconds, 1) if seconds > 0 else None
-
-
-def worker_outcome(worker: Worker) -> dict:
-    """What a worker did: its run's outcome, images trained and images/s (measured, not assumed)."""
-    facts: dict[str, Any] = {"entry": worker.label, "launched": worker.launched, "exited": worker.exited}
-    result_file = worker.folder / "result.json"
-    if worker.process.returncode or not result_file.exists():
-        log = worker.folder / "worker.log"
-        stopped = "stopped at the call's deadline (resumable from its last checkpoint)"
-        return {
-            **facts,
-            "outcome": stopped if worker.stopped else "failed",
-            "exit_code": worker.process.returncode,
-            "log_tail": log.read_text(errors="replace").splitlines()[-30:] if log.exists() else [],
-        }
-    result = json.loads(result_file.read_text())
-    if result["status"] == "complete":
-        outcome = "complete"
-    elif result["finished"]:
-        outcome = "trained, evaluation left for the next call"
-    else:
-        outcome = "unfinished"
-    return {
-        **facts,
-        **result,
-        "outcome": outcome,
-        "images_per_second": _rate(result["images"], result["train_seconds"]),
-    }
-
-
-def throughput(outcomes: list[dict]) -> float | None:
-    """Images/s of runs trained side by side: all their images over the span from the first start
-    of training to the last stop (idle slots and staggered starts count against it)."""
-    timed = [o for o in outcomes if o.get("train_seconds")]
-    if not timed:
-        return None
-    return _rate(sum(o["images"] for o in timed), max(o["stopped"] for o in timed) - min(o["started"] for o in timed))
+def worker_options(settings: CampaignConfig) -> ExecutionConfig:
+    """How the workers train (the device's default strategy), with a line to stderr when one ends."""
+    return ExecutionConfig(device=settings.device, kind=settings.kind, progress=True)
 
 
 def measurement_seconds(settings: CampaignConfig) -> float:
@@ -569,45 +415,10 @@ def measure_side_by_side(settings: CampaignConfig) -> dict:
     root = settings.work / "cpu-scale-measurement"
     shutil.rmtree(root, ignore_errors=True)
     kind = "smoke" if settings.dry else "pilot"
-    phases = []
-    for count in sorted({1, settings.cpu_scale_workers}):
-        deadline = time.time() + settings.worker_start_seconds + 60 * settings.cpu_scale_measure_minutes
-        workers = []
-        for index in range(count):
-            folder = root / f"{count}-side-by-side" / str(index)
-            spec = worker_spec(
-                settings,
-                MEASURED_ENTRY,
-                folder / "runs",
-                deadline,
-                kind=kind,
-                minutes=settings.cpu_scale_measure_minutes,
-                evaluate=False,
-            )
-            workers.append(launch_worker(settings, f"{MEASURED_ENTRY.label} #{index}", spec, folder))
-        running = list(workers)
-        while running:
-            for worker in wait_for_workers(running, deadline, settings):
-                running.remove(worker)
-        runs = [worker_outcome(worker) for worker in workers]
-        together = throughput(runs)
-        train_images = next((run["train_images"] for run in runs if "train_images" in run), 0)
-        phases.append(
-            {
-                "workers": count,
-                "images_per_second": together,
-                # One run's epoch at this rate: to set beside the epoch seconds of a CPU machine's history.
-                "epoch_seconds_per_run": round(train_images * count / together, 1) if together else None,
-                "runs": [
-                    {
-                        k: run[k]
-                        for k in ("outcome", "images", "train_seconds", "images_per_second", "log_tail")
-                        if k in run
-                    }
-                    for run in runs
-                ],
-            }
-        )
+    phases = [
+        measure_phase(settings, root / f"{count}-side-by-side", count, kind)
+        for count in sorted({1, settings.cpu_scale_workers})
+    ]
     shutil.rmtree(root, ignore_errors=True)
     alone, side_by_side = phases[0]["images_per_second"], phases[-1]["images_per_second"]
     return {
@@ -623,87 +434,40 @@ def measure_side_by_side(settings: CampaignConfig) -> dict:
     }
 
 
-def teacher_status(entry: BookRun, settings: CampaignConfig) -> Status | None:
-    """None when the entry has no teacher or its teacher's final weights are in the campaign store;
-    else the teacher's status: missing or running (the student waits), or blocked."""
-
-    teacher_row = ROWS[entry.row].teacher
-    if teacher_row is None:
-        return None
-    seed = {k: v for k, v in entry.overrides.items() if k == "seed"}
-    teacher = entry_status(replace(entry, row=teacher_row, overrides=seed), settings)
-    if teacher.state == "complete":
-        if RunStore(settings.work / "runs").run(teacher.run).checkpoint_path("final").exists():
-            return None
-        return Status("blocked", teacher.run, f"its teacher {teacher.run} is complete but its weights are not here")
-    if teacher.state == "blocked":
-        return Status("blocked", teacher.run, f"its teacher {teacher.run} is blocked: {teacher.why}")
-    return Status("missing", teacher.run, f"waits for its teacher {teacher.run}")
-
-
-def next_startable(settings: CampaignConfig, started: set[str], blocked: dict[str, str], waiting: dict[str, str]):
-    """The first entry of :data:`CPU_PRIORITY` not started in this call that can start now; the
-    blocked and waiting ones passed over are noted, with why."""
-    for entry in CPU_PRIORITY:
-        if entry.label in started:
-            continue
-        status = entry_status(entry, settings)
-        if status.state == "complete":
-            continue
-        if status.state == "blocked" or not staged(settings, entry.dataset):
-            blocked[entry.label] = status.why or f"{entry.dataset} is not staged"
-            continue
-        teacher = teacher_status(entry, settings)
-        if teacher is not None:
-            (blocked if teacher.state == "blocked" else waiting)[entry.label] = teacher.why
-            continue
-        return entry
-    return None
-
-
-def fill_side_by_side(settings: CampaignConfig, until: Deadline) -> dict:
-    """Missing CPU-scale entries, ``cpu_scale_workers`` at a time, until none can start or the call's
-    time (less the pack reserve) is up; a worker that ends makes room for the next entry."""
-    root = settings.work / "cpu-scale-workers"
-    shutil.rmtree(root, ignore_errors=True)  # this call's specs and logs only
-    store = settings.work / "runs"
-
-    def seconds_left() -> float:
-        """For a worker's training: the call's time less the pack's and a worker's time to stop."""
-        return until.seconds_left() - 60 * settings.pack_minutes - settings.worker_stop_seconds
-
-    running: list[Worker] = []
-    outcomes: list[dict] = []
-    started: set[str] = set()
-    blocked: dict[str, str] = {}
-    waiting: dict[str, str] = {}
-    while True:
-        while len(running) < settings.cpu_scale_workers and seconds_left() >= 60 * settings.shortest_slice_minutes:
-            entry = next_startable(settings, started, blocked, waiting)
-            if entry is None:
-                break
-            spec = worker_spec(settings, entry, store, time.time() + seconds_left())
-            running.append(launch_worker(settings, entry.label, spec, root / f"{len(started):02d}"))
-            started.add(entry.label)
-        if not running:
-            break
-        for worker in wait_for_workers(running, time.time() + seconds_left(), settings):
+def measure_phase(settings: CampaignConfig, folder: Path, count: int, kind: str) -> dict:
+    """:data:`MEASURED_ENTRY` trained by ``count`` workers side by side, each into a store of its own
+    under ``folder``, with the threads each of ``cpu_scale_workers`` gets: their images/s together."""
+    deadline = time.time() + settings.worker_start_seconds + 60 * settings.cpu_scale_measure_minutes
+    threads = threads_per_worker(settings.cpu_scale_workers)
+    workers = []
+    for index in range(count):
+        scratch = RunQueue(
+            (MEASURED_ENTRY,), RunStore(folder / str(index) / "runs"), kind=kind, knobs=settings.knobs("cpu")
+        )
+        spec = scratch.worker_spec(
+            MEASURED_ENTRY,
+            sources(settings)[MEASURED_ENTRY.dataset],
+            deadline,
+            worker_options(settings),
+            EvaluationConfig(**settings.evaluation_knobs),
+            minutes=settings.cpu_scale_measure_minutes,
+            evaluate=False,
+        )
+        workers.append(launch_worker(spec, folder / str(index), f"{MEASURED_ENTRY.label} #{index}", threads))
+    running = list(workers)
+    while running:
+        for worker in wait_for_workers(running, deadline, settings.worker_stop_seconds):
             running.remove(worker)
-            outcomes.append(worker_outcome(worker))
-            print(f"cpu_scale: {worker.label}: {outcomes[-1]['outcome']}", file=sys.stderr, flush=True)
-    statuses = {entry.label: entry_status(entry, settings).state for entry in CPU_PRIORITY}
+    runs = [worker_outcome(worker) for worker in workers]
+    together = throughput(runs)
+    train_images = next((run["train_images"] for run in runs if "train_images" in run), 0)
+    kept = ("outcome", "images", "train_seconds", "images_per_second", "log_tail")
     return {
-        "runs": outcomes,
-        "images_per_second": throughput(outcomes),
-        "complete": sum(status == "complete" for status in statuses.values()),
-        "of": len(CPU_PRIORITY),
-        "blocked": [{"entry": label, "why": why} for label, why in blocked.items()],
-        "waiting": [{"entry": label, "why": why} for label, why in waiting.items() if label not in started],
-        "not_started": [
-            label
-            for label, status in statuses.items()
-            if status == "missing" and label not in started and label not in blocked and label not in waiting
-        ],
+        "workers": count,
+        "images_per_second": together,
+        # One run's epoch at this rate: to set beside the epoch seconds of a CPU machine's history.
+        "epoch_seconds_per_run": round(train_images * count / together, 1) if together else None,
+        "runs": [{k: run[k] for k in kept if k in run} for run in runs],
     }
 
 
@@ -722,16 +486,31 @@ def measure_once(settings: CampaignConfig, state: dict, until: Deadline) -> str:
 
 
 def run_cpu_scale(settings: CampaignConfig, state: dict, until: Deadline, measured: str) -> dict:
-    """Missing CPU-scale runs side by side while time is left, reported with the measurement."""
+    """Missing CPU-scale runs of :data:`CPU_PRIORITY`, ``cpu_scale_workers`` side by side until the
+    call's time less the pack's reserve is up (:meth:`RunQueue.make_side_by_side`), reported with the
+    measurement."""
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # what this process cached for the paper-scale runs is the workers' now
     seed_store(settings)
+    folder = settings.work / "cpu-scale-workers"
+    shutil.rmtree(folder, ignore_errors=True)  # this call's specs and logs only
+    made = CampaignQueue(CPU_PRIORITY, settings).make_side_by_side(
+        sources(settings),
+        until.earlier(60 * settings.pack_minutes),
+        worker_options(settings),
+        EvaluationConfig(**settings.evaluation_knobs),
+        workers=settings.cpu_scale_workers,
+        folder=folder,
+        evaluation_seconds=0.0 if settings.dry else 60 * settings.eval_minutes,
+        shortest_slice_seconds=60 * settings.shortest_slice_minutes,
+        stop_seconds=settings.worker_stop_seconds,
+    )
     return {
         "workers": settings.cpu_scale_workers,
         "measured": measured,
         "measurement": state.get("cpu_scale_measurement"),
-        **fill_side_by_side(settings, until),
+        **made,
     }
 
 

@@ -5,15 +5,20 @@ e.g. :func:`~pagcore.orchestrate.book_runs.book_runs`) in one run store. It says
 complete, which cannot start and why (a provisional preset, data not given, a RIGD teacher whose
 weights are elsewhere), and trains the others one after another in slices, teachers before their
 students, until the deadline: a run cut off by it continues from its checkpoint next time.
+Where the device has room for more than one small run, :meth:`RunQueue.make_side_by_side` trains
+several at once instead, each in a worker process of its own (:mod:`pagcore.orchestrate.workers`).
 
-``python -m pagcore table``, the chapters' ``train_missing`` and the sequential training of a GPU
-window's campaign make their runs through it.
+``python -m pagcore table``, the chapters' ``train_missing`` and a GPU window's campaign make
+their runs through it.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pagcore.base.deadline import Deadline
@@ -22,7 +27,17 @@ from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.book_runs import BookRun
-from pagcore.orchestrate.experiments import RealDataExperiment, load_data
+from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data
+from pagcore.orchestrate.workers import (
+    STOP_SECONDS,
+    DataSource,
+    WorkerSpec,
+    launch_worker,
+    threads_per_worker,
+    throughput,
+    wait_for_workers,
+    worker_outcome,
+)
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.trainer import check_trainable, run_name_for
 
@@ -53,8 +68,12 @@ class RunQueue:
     ):
         self.entries, self.store, self.kind, self.knobs = tuple(entries), store, kind, dict(knobs or {})
 
+    def entry_knobs(self, entry: BookRun) -> dict[str, Any]:
+        """The training knobs of ``entry``: its scale, unless the queue's ``knobs`` name one, and those knobs."""
+        return {"scale": entry.scale, **self.knobs}
+
     def experiment(self, entry: BookRun) -> RealDataExperiment:
-        return RealDataExperiment(entry.dataset, {"scale": entry.scale, **self.knobs}, self.store, kind=self.kind)
+        return RealDataExperiment(entry.dataset, self.entry_knobs(entry), self.store, kind=self.kind)
 
     def config(self, entry: BookRun) -> TrainConfig:
         return self.experiment(entry).config(entry.row, **entry.overrides)
@@ -153,6 +172,166 @@ class RunQueue:
                 metrics = {k: (run.metrics or {}).get(k) for k in ("clean", "linf", "l2", "test_images")}
                 return {"entry": entry.label, "outcome": state, "run": name, "metrics": metrics, "slices": slices}
         return {"entry": entry.label, "outcome": "unfinished", "run": name, "slices": slices}
+
+    # -- side by side --------------------------------------------------------------------------------
+
+    def teacher_of(self, entry: BookRun) -> BookRun | None:
+        """The entry that makes ``entry``'s RIGD teacher (its dataset, scale and seed), or None."""
+        row = ROWS[entry.row].teacher
+        if row is None:
+            return None
+        return replace(entry, row=row, overrides={k: v for k, v in entry.overrides.items() if k == "seed"})
+
+    def teacher_status(self, entry: BookRun) -> Status | None:
+        """None when ``entry`` has no teacher or its teacher's final weights are in the store; else
+        the teacher's: ``missing`` (the student waits) or ``blocked``, with why."""
+        teacher = self.teacher_of(entry)
+        if teacher is None:
+            return None
+        status = self.status(teacher)
+        if status.state == "complete":
+            if self.store.run(status.run).checkpoint_path("final").exists():
+                return None
+            return Status("blocked", status.run, f"its teacher {status.run} is complete but its weights are not here")
+        if status.state == "blocked":
+            return Status("blocked", status.run, f"its teacher {status.run} is blocked: {status.why}")
+        return Status("missing", status.run, f"waits for its teacher {status.run}")
+
+    def with_teachers(self) -> list[BookRun]:
+        """The entries in order, a RIGD student's teacher added before it where it is not an entry."""
+        order, names = [], {self.run_name(entry) for entry in self.entries}
+        for entry in self.entries:
+            teacher = self.teacher_of(entry)
+            if teacher is not None and self.run_name(teacher) not in names:
+                names.add(self.run_name(teacher))
+                order.append(teacher)
+            order.append(entry)
+        return order
+
+    def next_startable(
+        self,
+        order: Sequence[BookRun],
+        sources: Mapping[str, DataSource | None],
+        started: set[str],
+        blocked: dict[str, str],
+        waiting: dict[str, str],
+    ) -> BookRun | None:
+        """The first entry of ``order`` not in ``started`` that can start now; the blocked and
+        waiting ones passed over are noted in ``blocked`` and ``waiting``, with why."""
+        for entry in order:
+            if entry.label in started:
+                continue
+            status = self.status(entry)
+            if status.state == "complete":
+                continue
+            if status.state == "blocked" or sources.get(entry.dataset) is None:
+                blocked[entry.label] = status.why or f"no {entry.dataset} data"
+                continue
+            teacher = self.teacher_status(entry)
+            if teacher is not None:
+                (blocked if teacher.state == "blocked" else waiting)[entry.label] = teacher.why
+                continue
+            return entry
+        return None
+
+    def worker_spec(
+        self,
+        entry: BookRun,
+        source: DataSource,
+        deadline: float,
+        options: ExecutionConfig,
+        evaluation: EvaluationConfig,
+        **changes: Any,
+    ) -> WorkerSpec:
+        """What a worker needs to train ``entry`` into this queue's store until ``deadline`` (a
+        :func:`time.time` reading), reading its images from ``source``; ``changes`` to the spec's
+        defaults. A worker writes to a log: no progress bars."""
+        return WorkerSpec(
+            dataset=entry.dataset,
+            row=entry.row,
+            overrides=dict(entry.overrides),
+            knobs=self.entry_knobs(entry),
+            kind=self.kind,
+            store=str(self.store.root),
+            source=source,
+            deadline=deadline,
+            options=replace(options, progress=False),
+            evaluation=evaluation,
+            **changes,
+        )
+
+    def make_side_by_side(
+        self,
+        sources: Mapping[str, DataSource | None],
+        deadline: Deadline,
+        options: ExecutionConfig,
+        evaluation: EvaluationConfig,
+        *,
+        workers: int,
+        folder: str | Path,
+        evaluation_seconds: float = 0.0,
+        shortest_slice_seconds: float = SHORTEST_SLICE_SECONDS,
+        stop_seconds: float = STOP_SECONDS,
+    ) -> dict:
+        """Train the missing entries ``workers`` at a time, each in a worker process of its own
+        with its share of the CPU cores (its spec, log and result in a subfolder of ``folder``),
+        until none can start; what they did, as :meth:`side_by_side_report` says.
+
+        ``sources[dataset]`` is where a worker reads an entry's images (None or absent: the entry
+        is blocked). When a worker ends, the first entry that can start takes its place; a RIGD
+        student waits until its teacher is complete (see :meth:`with_teachers`). Workers stop,
+        resumably, ``stop_seconds`` before the deadline, which leaves them the time to checkpoint
+        and exit; no worker starts with less than ``shortest_slice_seconds`` of training left. A
+        worker evaluates a run that finished with more than ``evaluation_seconds`` left, else the
+        next call does. With ``options.progress``, one line to stderr per worker that ends."""
+        folder, threads, order = Path(folder), threads_per_worker(workers), self.with_teachers()
+        running, outcomes, started, blocked, waiting = [], [], set(), {}, {}
+
+        def seconds_left() -> float:
+            return deadline.seconds_left() - stop_seconds
+
+        while True:
+            while len(running) < workers and seconds_left() >= shortest_slice_seconds:
+                entry = self.next_startable(order, sources, started, blocked, waiting)
+                if entry is None:
+                    break
+                spec = self.worker_spec(
+                    entry,
+                    sources[entry.dataset],
+                    time.time() + seconds_left(),
+                    options,
+                    evaluation,
+                    evaluation_seconds=evaluation_seconds,
+                )
+                running.append(launch_worker(spec, folder / f"{len(started):02d}", entry.label, threads))
+                started.add(entry.label)
+            if not running:
+                break
+            for worker in wait_for_workers(running, time.time() + seconds_left(), stop_seconds):
+                running.remove(worker)
+                outcomes.append(worker_outcome(worker))
+                if options.progress:
+                    print(f"{worker.label}: {outcomes[-1]['outcome']}", file=sys.stderr, flush=True)
+        return self.side_by_side_report(outcomes, started, blocked, waiting)
+
+    def side_by_side_report(
+        self, outcomes: list[dict], started: set[str], blocked: dict[str, str], waiting: dict[str, str]
+    ) -> dict:
+        """The workers' ``runs`` (outcomes), their ``images_per_second`` together, how many of the
+        entries are ``complete`` (``of`` how many), the ``blocked`` and ``waiting`` ones with why,
+        and those that could start but had no time left (``not_started``)."""
+        states = {entry.label: self.status(entry).state for entry in self.entries}
+        passed_over = started | set(blocked) | set(waiting)
+        missing = [label for label, state in states.items() if state == "missing"]
+        return {
+            "runs": outcomes,
+            "images_per_second": throughput(outcomes),
+            "complete": sum(state == "complete" for state in states.values()),
+            "of": len(self.entries),
+            "blocked": [{"entry": label, "why": why} for label, why in blocked.items()],
+            "waiting": [{"entry": label, "why": why} for label, why in waiting.items() if label not in started],
+            "not_started": [label for label in missing if label not in passed_over],
+        }
 
 
 def chapter_runs(

@@ -22,6 +22,7 @@ from pagcore.base.deadline import Deadline
 from pagcore.config import SCALES, TrainConfig
 from pagcore.orchestrate.book_runs import BookRun
 from pagcore.orchestrate.queue import Status
+from pagcore.orchestrate.workers import run_worker
 from pagcore.store.runs import RunStore
 from pagcore.train.trainer import run_name_for
 
@@ -359,7 +360,7 @@ def test_a_short_budget_stops_the_workers_cleanly_and_their_runs_resume(tmp_path
     monkeypatch.setattr(campaign, "CPU_PRIORITY", (cpu_entry("vanilla"),))
     settings = dry_settings(tmp_path)
     clock = Deadline.after(10 / 60)
-    report = campaign.fill_side_by_side(settings, clock)
+    report = campaign.run_cpu_scale(settings, campaign.load_state(settings.work), clock, "not measured")
     assert clock.seconds_left() > 0  # within the call's time
     [run] = report["runs"]
     assert run["outcome"] == "unfinished" and run["images"] > 0, run
@@ -372,10 +373,10 @@ def test_a_short_budget_stops_the_workers_cleanly_and_their_runs_resume(tmp_path
     spec_file = settings.work / "cpu-scale-workers" / "00" / "spec.json"
     spec = json.loads(spec_file.read_text())
     spec_file.write_text(json.dumps({**spec, "deadline": time.time() + 1.0}))
-    campaign.cpu_scale_worker(str(spec_file))
+    run_worker(spec_file)
     sessions = stored.record["sessions"]
     assert len(sessions) == 2 and sessions[1]["epochs"][0] == first_session[1]
-    assert json.loads(Path(spec["result"]).read_text())["images"] > 0
+    assert json.loads(spec_file.with_name("result.json").read_text())["images"] > 0
 
 
 def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_on_next_call(tmp_path):
