@@ -40,8 +40,8 @@ from pagcore.paper.models import build_model
 from pagcore.paper.objective import PagLoss, pag_loss, sample_target_classes
 from pagcore.paper.rigd import PrecomputedGradients, TeacherOnTheFly
 from pagcore.paper.targets import TargetSource, build_target_source
-from pagcore.store.provenance import device_description, running_revision, utc_now
 from pagcore.store.runs import Run, RunStore, run_name
+from pagcore.store.sessions import SessionRecord
 from pagcore.train.devices import default_fast_step, default_strategy, resolve_device
 
 
@@ -400,7 +400,7 @@ def train(
         return TrainResult(run, finished=True)
 
     device = resolve_device(options.device)
-    session = SessionRecord.begin(run, config, data, kind, device)
+    session = SessionRecord.begin(run, {"kind": kind, "scale": config.scale, "data": data.source}, device)
     deadline = Deadline.after(options.max_minutes)
     try:
         if run.checkpoint_path("final").exists():  # trained before, not yet evaluated
@@ -416,40 +416,6 @@ def train(
         session.save("interrupted")
         raise
     return TrainResult(run, finished=finished)
-
-
-class SessionRecord:
-    """A run's ``record.json`` with the session now working on it: saved at every checkpoint, so
-    a killed process loses none of what it checkpointed."""
-
-    def __init__(self, run: Run, record: dict[str, Any], entry: dict[str, Any]):
-        self.run, self.record, self.entry = run, record, entry
-        self.clock, self.earlier_wall = time.perf_counter(), record["wall_seconds"]
-
-    @classmethod
-    def begin(cls, run: Run, config: TrainConfig, data: ImageDataset, kind: str, device: torch.device) -> SessionRecord:
-        fresh = {"kind": kind, "scale": config.scale, "data": data.source, "sessions": [], "wall_seconds": 0.0}
-        record = run.record or fresh
-        if record.get("status") == "running" and record["sessions"]:
-            # The last session was killed without closing its record (SIGKILL, power, a session's
-            # end; an exception closes it as "failed"): what it did up to its last checkpoint is kept.
-            record["sessions"][-1]["ended"] = "killed; its record stops at its last checkpoint"
-        entry = {
-            "started": utc_now(),
-            "device": device_description(device),
-            "git": running_revision(),
-            "torch": torch.__version__,
-        }
-        record["sessions"].append(entry)
-        session = cls(run, record, entry)
-        session.save("running")
-        return session
-
-    def save(self, status: str) -> None:
-        self.entry.update(finished=utc_now(), wall_seconds=round(time.perf_counter() - self.clock, 3))
-        self.record["wall_seconds"] = round(self.earlier_wall + self.entry["wall_seconds"], 3)
-        self.record["status"] = status
-        self.run.write_json("record.json", self.record)
 
 
 def _train_session(

@@ -1,0 +1,82 @@
+"""Denoisers without a network, to measure a trained one against.
+
+* :class:`EmpiricalDenoiser` is the exact optimal denoiser of the training set itself, seen as a
+  distribution of point masses: E[x | x_σ] is a softmax-weighted average of the training images,
+  with weights exp(-|x_σ - x_i|² / 2σ²). At small σ it returns the nearest training image, at
+  large σ the (class) mean: the model-free representatives of the paper, as one family in σ.
+  Its error on test images shows how much a denoiser that generalises must do better than
+  memorising.
+* :class:`GaussianDenoiser` is the optimal linear denoiser, that of a Gaussian with the data's
+  mean and covariance: μ + Σ (Σ + σ² I)⁻¹ (x_σ - μ), the simple baseline.
+
+Both take images in [0, 1] and return estimates of the clean image, as
+:class:`~pagcore.paper.denoiser.Denoiser` does, and both have class-conditional versions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pagcore.base.validation import check_positive
+from pagcore.data import as_float
+from pagcore.paper.targets import class_indices
+
+
+class EmpiricalDenoiser:
+    """E[x | x_σ] under the empirical distribution of ``images`` (of class ``y`` when asked)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, num_classes: int, chunk_size: int = 4096):
+        self.images = as_float(images).flatten(1).double()
+        self.norms = self.images.square().sum(1)
+        self.members = class_indices(labels.cpu(), num_classes)
+        self.shape, self.chunk_size = images.shape[1:], chunk_size
+
+    def __call__(self, noisy: Tensor, sigma: float, label: int | None = None) -> Tensor:
+        """The estimate for every image of ``noisy`` ``(B, *image)``, of class ``label`` or of any class."""
+        check_positive("sigma", sigma)
+        pool = self.images if label is None else self.images[self.members[label]]
+        norms = self.norms if label is None else self.norms[self.members[label]]
+        queries = noisy.flatten(1).double()
+        # log weights -|q - p|²/2σ², without |q|², the same for every p of a query; a running
+        # log-sum-exp over chunks of the pool keeps memory at one chunk's distances.
+        top = torch.full((len(queries), 1), -torch.inf, dtype=torch.float64)
+        total = torch.zeros(len(queries), 1, dtype=torch.float64)
+        weighted = torch.zeros_like(queries)
+        for start in range(0, len(pool), self.chunk_size):
+            chunk = pool[start : start + self.chunk_size]
+            logits = (2 * queries @ chunk.T - norms[start : start + self.chunk_size]) / (2 * sigma**2)
+            new_top = torch.maximum(top, logits.amax(1, keepdim=True))
+            rescale = torch.exp(top - new_top)
+            weights = torch.exp(logits - new_top)
+            total = total * rescale + weights.sum(1, keepdim=True)
+            weighted = weighted * rescale + weights @ chunk
+            top = new_top
+        return (weighted / total).float().reshape(len(noisy), *self.shape)
+
+
+class GaussianDenoiser:
+    """The optimal linear denoiser: that of a Gaussian with the data's mean and covariance."""
+
+    def __init__(self, images: Tensor, labels: Tensor, num_classes: int):
+        flat = as_float(images).flatten(1).double()
+        self.shape = images.shape[1:]
+        self.moments = {None: self._moments(flat)}
+        for c, members in enumerate(class_indices(labels.cpu(), num_classes)):
+            self.moments[c] = self._moments(flat[members])
+
+    @staticmethod
+    def _moments(flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mean = flat.mean(0)
+        centred = flat - mean
+        covariance = centred.T @ centred / max(len(flat) - 1, 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        return mean, eigenvalues.clamp_min(0), eigenvectors
+
+    def __call__(self, noisy: Tensor, sigma: float, label: int | None = None) -> Tensor:
+        check_positive("sigma", sigma)
+        mean, eigenvalues, eigenvectors = self.moments[label]
+        offset = noisy.flatten(1).double() - mean
+        shrink = eigenvalues / (eigenvalues + sigma**2)
+        estimate = mean + ((offset @ eigenvectors) * shrink) @ eigenvectors.T
+        return estimate.float().reshape(len(noisy), *self.shape)

@@ -1,0 +1,225 @@
+"""Training the class-conditional denoiser of :mod:`pagcore.paper.denoiser`, resumably.
+
+A denoiser run lives in the run store like a classifier run, in its own folder
+(:data:`DENOISER_FOLDER` under ``runs/``), named by its parameters. It trains in sessions that
+stop cleanly at a deadline or on SIGINT/SIGTERM, checkpointing the weights, their exponential
+moving average (EMA), the optimiser and the position in the epoch; the next session continues
+from there and draws the same batches, noise levels, noise and dropped labels as an
+uninterrupted run would, since every draw is seeded by (seed, epoch, step).
+
+Each step draws σ log-uniformly in [``sigma_min``, ``sigma_max``], flips half the images, and
+replaces the label by the "no label" class with probability ``label_drop``. The final weights
+are the EMA's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pagcore.base.deadline import Deadline
+from pagcore.base.interrupts import stop_requests
+from pagcore.base.progress import counter_bar
+from pagcore.base.validation import ConfigError, check_choice, check_positive, check_positive_int
+from pagcore.data import SPECS, ImageDataset, as_float
+from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss
+from pagcore.store.runs import DEFAULT_ROOT, Run, RunStore, run_name
+from pagcore.store.sessions import SessionRecord
+
+DENOISER_FOLDER = "denoisers"
+"""The run store of denoisers, under the classifiers' ``runs/``."""
+
+CHANNELS = 3  # every dataset of the book is of RGB images
+
+CHECKPOINT_SECONDS = 300.0
+"""A session checkpoints at least this often, so that a killed process loses at most this much."""
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Everything that defines a denoiser run (its identity)."""
+
+    dataset: str = "cifar10"
+    shape: DenoiserShape = field(default_factory=DenoiserShape)
+    sigma_min: float = 0.02
+    sigma_max: float = 1.0
+    label_drop: float = 0.15
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def validate(self) -> DenoiserConfig:
+        check_choice("dataset", self.dataset, tuple(SPECS))
+        self.shape.validate()
+        check_positive("sigma_min", self.sigma_min)
+        if self.sigma_max <= self.sigma_min:
+            raise ConfigError(f"sigma_max ({self.sigma_max}) must exceed sigma_min ({self.sigma_min})")
+        if not 0 < self.label_drop < 1:
+            raise ConfigError(f"label_drop must lie strictly between 0 and 1, got {self.label_drop}")
+        for name in ("epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        check_positive("lr", self.lr)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        return self
+
+    def identity(self) -> dict:
+        return {**asdict(self), "shape": self.shape.as_dict(), "model": "denoiser"}
+
+    def run_name(self, kind: str = "real") -> str:
+        prefix = "" if kind == "real" else f"{kind}-"
+        readable = f"{prefix}{self.dataset}-denoiser-w{self.shape.width}-e{self.epochs}-s{self.seed}"
+        return run_name(readable, self.identity())
+
+
+def denoiser_store(root: str | Path | None = None) -> RunStore:
+    """The denoisers' run store: ``<root>/denoisers``, ``root`` being the classifiers' (``runs/`` by default)."""
+    return RunStore(Path(root or DEFAULT_ROOT) / DENOISER_FOLDER)
+
+
+def build_denoiser(config: DenoiserConfig) -> Denoiser:
+    return Denoiser(CHANNELS, SPECS[config.dataset].num_classes, config.shape)
+
+
+def load_denoiser(run: Run, device: torch.device | str = "cpu") -> Denoiser:
+    """A finished denoiser run's EMA weights, in eval mode."""
+    state = run.load_checkpoint("final", map_location=device)
+    if state is None:
+        raise FileNotFoundError(f"denoiser run {run.name} has no final weights; train it first")
+    params = run.params
+    shape = DenoiserShape(**{**params["shape"], "multipliers": tuple(params["shape"]["multipliers"])})
+    denoiser = Denoiser(CHANNELS, SPECS[params["dataset"]].num_classes, shape)
+    denoiser.load_state_dict(state["model"])
+    return denoiser.to(device).eval()
+
+
+def _step_draws(config: DenoiserConfig, images: Tensor, labels: Tensor, null_class: int, generator: torch.Generator):
+    """One step's flipped images, noise levels, noise and labels (some dropped), from ``generator``."""
+    batch = len(images)
+    flip = torch.rand(batch, generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    log_sigma = torch.empty(batch).uniform_(math.log(config.sigma_min), math.log(config.sigma_max), generator=generator)
+    noise = torch.randn(images.shape, generator=generator)
+    dropped = torch.rand(batch, generator=generator) < config.label_drop
+    return images, log_sigma.exp(), noise, torch.where(dropped, torch.full_like(labels, null_class), labels)
+
+
+class _DenoiserSession:
+    """The state a session trains and checkpoints: model, EMA, optimiser, position, epoch's loss."""
+
+    def __init__(self, config: DenoiserConfig, run: Run, device: torch.device):
+        torch.manual_seed(config.seed)
+        self.config, self.run, self.device = config, run, device
+        self.model = build_denoiser(config).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.epoch, self.step, self.loss_sum, self.loss_count, self.seconds = 0, 0, 0.0, 0, 0.0
+        state = run.load_checkpoint("latest", map_location=device)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.epoch, self.step = state["epoch"], state["step"]
+            self.loss_sum, self.loss_count, self.seconds = state["loss_sum"], state["loss_count"], state["seconds"]
+
+    def checkpoint(self) -> None:
+        self.run.save_checkpoint(
+            {
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch,
+                "step": self.step,
+                "loss_sum": self.loss_sum,
+                "loss_count": self.loss_count,
+                "seconds": self.seconds,
+            }
+        )
+
+    def train_step(self, images: Tensor, labels: Tensor) -> None:
+        started = time.monotonic()
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch * 10_007 + self.step)
+        images, sigma, noise, labels = _step_draws(self.config, images, labels, self.model.null_class, generator)
+        to = self.device
+        loss = denoising_loss(self.model, images.to(to), sigma.to(to), labels.to(to), noise.to(to))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), self.model.parameters()):
+                average.lerp_(current, 1 - self.config.ema_decay)
+        self.loss_sum, self.loss_count, self.step = self.loss_sum + loss.item(), self.loss_count + 1, self.step + 1
+        self.seconds += time.monotonic() - started
+
+    def end_epoch(self) -> None:
+        """The epoch's mean loss and training seconds (summed over sessions) into the history."""
+        mean = self.loss_sum / max(self.loss_count, 1)
+        history = [*self.run.history, {"epoch": self.epoch + 1, "loss": mean, "seconds": round(self.seconds, 3)}]
+        self.run.write_json("history.json", history)
+        self.epoch, self.step, self.loss_sum, self.loss_count, self.seconds = self.epoch + 1, 0, 0.0, 0, 0.0
+
+
+def train_denoiser(
+    config: DenoiserConfig,
+    data: ImageDataset,
+    store: RunStore,
+    *,
+    deadline: Deadline | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    kind: str = "real",
+) -> tuple[Run, bool]:
+    """Train (or continue) the denoiser of ``config`` on ``data``'s training set until it is done
+    (True) or the deadline passes or a stop is asked (False, resumable). Returns the run."""
+    config.validate()
+    if data.name != config.dataset:
+        raise ConfigError(f"the data is {data.name}, the denoiser's dataset {config.dataset}")
+    run = store.create(config.run_name(kind), config.identity())
+    if run.checkpoint_path("final").exists():
+        return run, True
+    deadline, device = deadline or Deadline.after(None), torch.device(device)
+    state = _DenoiserSession(config, run, device)
+    session = SessionRecord.begin(run, {"kind": kind, "model": "denoiser", "data": data.source}, device)
+    steps = len(data.x_train) // config.batch_size  # the last, partial batch is dropped
+    finished = False
+    with (
+        stop_requests() as stop,
+        counter_bar(
+            total=config.epochs * steps,
+            initial=state.epoch * steps + state.step,
+            enabled=progress,
+            desc=run.name,
+            unit="step",
+        ) as bar,
+    ):
+        saved = time.monotonic()
+        while state.epoch < config.epochs and not (stop.is_set() or deadline.passed()):
+            order = torch.randperm(
+                len(data.x_train), generator=torch.Generator().manual_seed(config.seed + state.epoch)
+            )
+            while state.step < steps and not (stop.is_set() or deadline.passed()):
+                rows = order[state.step * config.batch_size : (state.step + 1) * config.batch_size]
+                state.train_step(as_float(data.x_train[rows]), data.y_train[rows])
+                bar.update(1)
+                if time.monotonic() - saved > CHECKPOINT_SECONDS:
+                    state.checkpoint()
+                    session.save("running")
+                    saved = time.monotonic()
+            if state.step == steps:
+                state.end_epoch()
+        finished = state.epoch == config.epochs
+    state.checkpoint()
+    if finished:
+        run.save_checkpoint({"model": state.ema.state_dict()}, "final")
+        run.checkpoint_path("latest").unlink()
+    run.log("training finished" if finished else f"stopped at epoch {state.epoch}, step {state.step}")
+    session.save("trained" if finished else "interrupted")
+    return run, finished

@@ -1,0 +1,138 @@
+"""The class-conditional denoiser, its score-based targets, the reference denoisers and its training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pagcore.base.deadline import Deadline
+from pagcore.base.validation import ConfigError
+from pagcore.data import synthetic_dataset
+from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss, log_posterior_gradients
+from pagcore.paper.reference_denoisers import EmpiricalDenoiser, GaussianDenoiser
+from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, train_denoiser
+
+TINY = DenoiserShape(width=8, multipliers=(1, 2), blocks=1)
+
+
+@pytest.mark.parametrize("shape", [TINY, DenoiserShape(width=8, multipliers=(1, 1, 2), blocks=2)])
+def test_the_denoiser_maps_images_to_images_for_every_label_and_the_null_label(shape):
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, 10, shape)
+    x = torch.rand(4, 3, 16, 16)
+    labels = torch.tensor([0, 9, denoiser.null_class, 3])
+    assert denoiser(x, torch.full((4,), 0.3), labels).shape == x.shape
+    assert denoiser(x, torch.tensor(0.3), labels).shape == x.shape  # one σ for the whole batch
+
+
+def test_the_preconditioning_returns_the_input_as_the_noise_vanishes_and_the_centre_as_it_grows():
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, 10, TINY)
+    x = torch.rand(2, 3, 8, 8)
+    labels = torch.tensor([1, 2])
+    assert torch.allclose(denoiser(x, torch.tensor(1e-5), labels), x, atol=1e-4)
+    # At very large σ the skip weight vanishes and the output stays bounded near the data's centre.
+    far = denoiser(x + 1e4 * torch.randn_like(x), torch.tensor(1e4), labels)
+    assert far.abs().max() < 10
+
+
+def test_score_based_targets_are_the_difference_of_conditional_and_unconditional_denoisers_over_sigma_squared():
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, 5, TINY).eval()
+    x, sigma = torch.rand(3, 3, 8, 8), 0.2
+    classes = torch.tensor([[0, 4], [1, 1], [3, 2]])
+    targets = log_posterior_gradients(denoiser, x, sigma, classes)
+    assert targets.shape == (3, 2, 3, 8, 8)
+    s = torch.full((3,), sigma)
+    unconditional = denoiser(x, s, torch.full((3,), denoiser.null_class))
+    for j in range(2):
+        expected = (denoiser(x, s, classes[:, j]) - unconditional) / sigma**2
+        torch.testing.assert_close(targets[:, j], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_empirical_denoiser_interpolates_from_the_nearest_image_to_the_mean_and_chunks_do_not_matter():
+    torch.manual_seed(0)
+    images, labels = torch.rand(40, 1, 2, 3), torch.arange(40) % 4
+    exact = EmpiricalDenoiser(images, labels, 4, chunk_size=1000)
+    chunked = EmpiricalDenoiser(images, labels, 4, chunk_size=7)
+    query = images[:5] + 1e-3 * torch.randn(5, 1, 2, 3)
+    torch.testing.assert_close(exact(query, 1e-3), images[:5], atol=1e-3, rtol=0)  # the nearest training image
+    torch.testing.assert_close(exact(query, 1e4), images.mean(0).expand(5, -1, -1, -1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(chunked(query, 0.3), exact(query, 0.3))
+    of_class = exact(query, 1e4, label=2)
+    torch.testing.assert_close(of_class[0], images[labels == 2].mean(0), atol=1e-4, rtol=0)
+    # The direct softmax over all images, at a moderate σ.
+    distances = (query.flatten(1)[:, None] - images.flatten(1)[None]).square().sum(-1)
+    weights = torch.softmax(-distances / (2 * 0.3**2), dim=1)
+    torch.testing.assert_close(exact(query, 0.3).flatten(1), weights @ images.flatten(1), atol=1e-5, rtol=1e-5)
+
+
+def test_the_gaussian_denoiser_is_tweedies_optimum_for_gaussian_data():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.0], [0.8, 0.3]])
+    samples = (torch.randn(20_000, 2) @ mixing.T + torch.tensor([0.5, 0.2])).double()
+    labels = torch.zeros(20_000, dtype=torch.long)
+    denoiser = GaussianDenoiser(samples.reshape(-1, 1, 1, 2).float(), labels, 1)
+    mean, covariance = samples.mean(0), torch.cov(samples.T)
+    x, sigma = torch.tensor([[1.0, -0.5], [0.0, 0.3]], dtype=torch.float64), 0.4
+    estimate = denoiser(x.reshape(-1, 1, 1, 2).float(), sigma).reshape(-1, 2).double()
+    # Tweedie: (D(x) - x) / σ² is the score of the noised Gaussian N(μ, Σ + σ² I).
+    score = -(x - mean) @ torch.linalg.inv(covariance + sigma**2 * torch.eye(2))
+    torch.testing.assert_close((estimate - x) / sigma**2, score, atol=1e-4, rtol=1e-4)
+
+
+def test_a_few_steps_of_the_denoising_loss_teach_a_tiny_denoiser_something():
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, 2, TINY)
+    images = torch.rand(16, 3, 8, 8).round()  # two-level images: easy to denoise
+    labels = torch.arange(16) % 2
+    optimizer = torch.optim.Adam(denoiser.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+    sigma = torch.full((16,), 0.5)
+    noise = torch.randn(images.shape, generator=generator)
+    first = denoising_loss(denoiser, images, sigma, labels, noise).item()
+    for _ in range(60):
+        optimizer.zero_grad()
+        denoising_loss(denoiser, images, sigma, labels, torch.randn(images.shape, generator=generator)).backward()
+        optimizer.step()
+    assert denoising_loss(denoiser, images, sigma, labels, noise).item() < 0.7 * first
+
+
+def test_denoiser_settings_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match="sigma_max"):
+        DenoiserConfig(sigma_min=0.5, sigma_max=0.1).validate()
+    with pytest.raises(ConfigError, match="label_drop"):
+        DenoiserConfig(label_drop=0.0).validate()
+    with pytest.raises(ConfigError, match="multipliers"):
+        DenoiserConfig(shape=DenoiserShape(multipliers=())).validate()
+
+
+def test_a_stopped_denoiser_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    data = synthetic_dataset("cifar10", 64, 8)
+    config = DenoiserConfig(shape=TINY, epochs=2, batch_size=16)
+    whole, finished = train_denoiser(config, data, denoiser_store(tmp_path / "a"), progress=False, kind="smoke")
+    assert finished and whole.record["status"] == "trained" and len(whole.history) == 2
+    store = denoiser_store(tmp_path / "b")
+
+    class PassesAfter(Deadline):
+        """A deadline that passes at its ``calls``-th question: mid-epoch, whatever the machine's speed."""
+
+        def __init__(self, calls):
+            super().__init__(0.0)
+            self.calls = calls
+
+        def passed(self):
+            self.calls -= 1
+            return self.calls < 0
+
+    _, finished = train_denoiser(config, data, store, deadline=PassesAfter(9), progress=False, kind="smoke")
+    assert not finished
+    part = store.run(config.run_name("smoke"))
+    assert part.load_checkpoint()["step"] not in (0, 4) and len(part.history) == 1  # stopped inside epoch 2
+    assert part.record["status"] == "interrupted" and part.checkpoint_path("latest").exists()
+    resumed, finished = train_denoiser(config, data, store, progress=False, kind="smoke")
+    assert finished and len(resumed.record["sessions"]) == 2
+    a, b = load_denoiser(whole), load_denoiser(resumed)
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(p, q)
+    assert whole.name.startswith("smoke-cifar10-denoiser-w8-e2-s0-")
