@@ -10,6 +10,7 @@
         --attacks pgd100,autoattack --checklist --pag-score --max-minutes 150
     python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/orchestrate/sweep.py)
     python -m pagcore selftest                      (every code path on this device, in a minute or two)
+    python -m pagcore denoiser --data .data/cifar10.npz --max-minutes 60   (the score model, resumable)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -51,6 +52,7 @@ from pagcore.store.provenance import write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import run_toy_experiment, toy_record
 from pagcore.toy.problem import ToyConfig
+from pagcore.train.denoiser import DenoiserConfig, denoiser_store, measure_denoiser_run, train_denoiser
 from pagcore.train.devices import resolve_device
 from pagcore.train.trainer import kind_of, prepare_data, train
 
@@ -397,6 +399,48 @@ def _run_ceiling(args: argparse.Namespace) -> dict:
     }
 
 
+def _add_denoiser_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "denoiser",
+        help="train (or continue) the class-conditional denoiser behind score-based targets, then measure it",
+        description="Trains the denoiser of pagcore.paper.denoiser in resumable sessions (runs/denoisers/<run>/);"
+        " once trained, measures its denoising error and its implicit classifier (pagcore.evaluate.denoiser_quality).",
+    )
+    add_group_arguments(p, "denoiser", DenoiserConfig)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help=".npz file or torchvision root of the dataset")
+    source.add_argument("--synthetic", nargs=2, type=int, metavar=("TRAIN", "TEST"), help="random images (tests)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; run again to go on")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--quality-images", type=int, default=200, help="test images the quality is measured on")
+    p.add_argument("--runs-dir", default=None, help="the classifiers' run store (default: runs/)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_run_denoiser)
+
+
+def _run_denoiser(args: argparse.Namespace) -> dict:
+    config = DenoiserConfig(**given(args, DenoiserConfig)).validate()
+    check_positive_int("quality_images", args.quality_images)
+    deadline = Deadline.after(ExecutionConfig(max_minutes=args.max_minutes).validate().max_minutes)
+    data = load_data(config.dataset, args.data or "", synthetic=args.synthetic)
+    kind, device = kind_of(synthetic=bool(args.synthetic), subset=False), resolve_device(args.device)
+    run, finished = train_denoiser(
+        config,
+        data,
+        denoiser_store(args.runs_dir),
+        deadline=deadline,
+        device=device,
+        progress=not args.no_progress,
+        kind=kind,
+    )
+    result = {"run": run.name, "kind": kind, "finished": finished, "wall_seconds": run.record.get("wall_seconds")}
+    if finished and run.metrics is None:
+        measure_denoiser_run(run, data, images=args.quality_images, device=device)
+    if run.metrics is not None:
+        result["implicit_classifier"] = run.metrics["implicit_classifier"]["accuracy"]
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pagcore", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -406,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(subparsers)
     _add_selftest_parser(subparsers)
     _add_ceiling_parser(subparsers)
+    _add_denoiser_parser(subparsers)
 
     add_sweep_parser(subparsers)
     return parser

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import pytest
 import torch
 
+from pagcore import cli
 from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError
 from pagcore.data import synthetic_dataset
+from pagcore.evaluate.denoiser_quality import implicit_classifier_accuracy
 from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss, log_posterior_gradients
 from pagcore.paper.reference_denoisers import EmpiricalDenoiser, GaussianDenoiser
 from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, train_denoiser
@@ -104,12 +110,12 @@ def test_denoiser_settings_are_checked_before_any_work():
     with pytest.raises(ConfigError, match="label_drop"):
         DenoiserConfig(label_drop=0.0).validate()
     with pytest.raises(ConfigError, match="multipliers"):
-        DenoiserConfig(shape=DenoiserShape(multipliers=())).validate()
+        DenoiserConfig(multipliers=[]).validate()
 
 
 def test_a_stopped_denoiser_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
     data = synthetic_dataset("cifar10", 64, 8)
-    config = DenoiserConfig(shape=TINY, epochs=2, batch_size=16)
+    config = DenoiserConfig(width=8, multipliers=[1, 2], epochs=2, batch_size=16)
     whole, finished = train_denoiser(config, data, denoiser_store(tmp_path / "a"), progress=False, kind="smoke")
     assert finished and whole.record["status"] == "trained" and len(whole.history) == 2
     store = denoiser_store(tmp_path / "b")
@@ -136,3 +142,44 @@ def test_a_stopped_denoiser_run_resumes_to_the_same_weights_as_an_uninterrupted_
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(p, q)
     assert whole.name.startswith("smoke-cifar10-denoiser-w8-e2-s0-")
+
+
+class TemplateDenoiser(torch.nn.Module):
+    """A stand-in denoiser that answers every noisy image with its label's template image."""
+
+    def __init__(self, templates):
+        super().__init__()
+        self.templates, self.num_classes, self.null_class = templates, len(templates), len(templates)
+
+    def forward(self, noisy, sigma, labels):
+        mean = self.templates.mean(0, keepdim=True)
+        return torch.where((labels == self.null_class)[:, None, None, None], mean, self.templates[labels.clamp_max(2)])
+
+
+def test_the_implicit_classifier_picks_the_label_whose_denoiser_explains_the_image():
+    templates = torch.stack([torch.full((3, 4, 4), v) for v in (0.1, 0.5, 0.9)])
+    labels = torch.tensor([2, 0, 1, 1, 0])
+    result = implicit_classifier_accuracy(TemplateDenoiser(templates), templates[labels], labels, sigmas=(0.1, 0.3))
+    assert result["accuracy"] == 1.0 and result["predictions"] == labels.tolist()
+    wrong = torch.tensor([0, 1, 2, 0, 1])
+    assert implicit_classifier_accuracy(TemplateDenoiser(templates), templates[labels], wrong)["accuracy"] == 0.0
+
+
+def test_the_denoiser_command_trains_measures_and_then_only_reads(tmp_path):
+    arguments = ["denoiser", "--synthetic", "64", "20", "--width", "8", "--multipliers", "1", "2", "--epochs", "1"]
+    arguments += ["--batch-size", "16", "--runs-dir", str(tmp_path), "--quality-images", "10", "--no-progress"]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert cli.main(arguments) == 0
+    result = json.loads(output.getvalue().splitlines()[-1])
+    assert result["finished"] and result["kind"] == "smoke" and 0 <= result["implicit_classifier"] <= 1
+    run = denoiser_store(tmp_path).run(result["run"])
+    assert run.record["status"] == "complete" and run.metrics["test_images"] == 10
+    errors = run.metrics["errors"]["0.1"]
+    assert set(errors) == {"conditional", "unconditional", "noisy", "gaussian", "empirical"}
+    assert errors["noisy"] == pytest.approx(0.01, rel=0.2)  # the noisy image's error is σ²
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(arguments) == 0
+    assert len(run.record["sessions"]) == 1  # complete: nothing trained again
+    with pytest.raises(SystemExit):
+        cli.main([*arguments[:-1], "--label-drop", "1.5"])

@@ -21,7 +21,7 @@ that one network serves a wide range of σ with targets of unit variance.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +51,6 @@ class DenoiserShape:
         if not self.multipliers or any(m < 1 for m in self.multipliers):
             raise ConfigError(f"multipliers must be positive integers, got {self.multipliers}")
         return self
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "multipliers": list(self.multipliers)}
 
 
 def _groups(channels: int) -> int:

@@ -59,11 +59,16 @@ class GaussianDenoiser:
     """The optimal linear denoiser: that of a Gaussian with the data's mean and covariance."""
 
     def __init__(self, images: Tensor, labels: Tensor, num_classes: int):
-        flat = as_float(images).flatten(1).double()
+        self.flat = as_float(images).flatten(1).double()
         self.shape = images.shape[1:]
-        self.moments = {None: self._moments(flat)}
-        for c, members in enumerate(class_indices(labels.cpu(), num_classes)):
-            self.moments[c] = self._moments(flat[members])
+        self.members = class_indices(labels.cpu(), num_classes)
+        self.moments: dict[int | None, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def _moments_of(self, label: int | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and eigendecomposed covariance of the images (of class ``label``), computed once, when first needed."""
+        if label not in self.moments:
+            self.moments[label] = self._moments(self.flat if label is None else self.flat[self.members[label]])
+        return self.moments[label]
 
     @staticmethod
     def _moments(flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,7 +80,7 @@ class GaussianDenoiser:
 
     def __call__(self, noisy: Tensor, sigma: float, label: int | None = None) -> Tensor:
         check_positive("sigma", sigma)
-        mean, eigenvalues, eigenvectors = self.moments[label]
+        mean, eigenvalues, eigenvectors = self._moments_of(label)
         offset = noisy.flatten(1).double() - mean
         shrink = eigenvalues / (eigenvalues + sigma**2)
         estimate = mean + ((offset @ eigenvectors) * shrink) @ eigenvectors.T

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,8 +27,11 @@ from pagcore.base.deadline import Deadline
 from pagcore.base.interrupts import stop_requests
 from pagcore.base.progress import counter_bar
 from pagcore.base.validation import ConfigError, check_choice, check_positive, check_positive_int
+from pagcore.config import knob
 from pagcore.data import SPECS, ImageDataset, as_float
+from pagcore.evaluate.denoiser_quality import measure_denoiser
 from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss
+from pagcore.store.provenance import device_description, running_revision, utc_now
 from pagcore.store.runs import DEFAULT_ROOT, Run, RunStore, run_name
 from pagcore.store.sessions import SessionRecord
 
@@ -45,16 +48,22 @@ CHECKPOINT_SECONDS = 300.0
 class DenoiserConfig:
     """Everything that defines a denoiser run (its identity)."""
 
-    dataset: str = "cifar10"
-    shape: DenoiserShape = field(default_factory=DenoiserShape)
-    sigma_min: float = 0.02
-    sigma_max: float = 1.0
-    label_drop: float = 0.15
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    ema_decay: float = 0.999
-    seed: int = 0
+    dataset: str = knob("cifar10", "the dataset whose training set the denoiser learns", choices=tuple(SPECS))
+    width: int = knob(32, "U-Net channels at full resolution")
+    multipliers: list[int] = knob([1, 2, 2], "channels per resolution, as multiples of the width")
+    blocks: int = knob(1, "residual blocks per resolution")
+    sigma_min: float = knob(0.02, "smallest noise level trained (pixel units, images in [0, 1])")
+    sigma_max: float = knob(1.0, "largest noise level trained; σ is drawn log-uniformly in between")
+    label_drop: float = knob(0.15, "probability that a training example's label is replaced by 'no label'")
+    epochs: int = knob(10, "training epochs")
+    batch_size: int = knob(128, "batch size")
+    lr: float = knob(2e-3, "Adam learning rate")
+    ema_decay: float = knob(0.999, "decay of the weights' moving average, whose weights are kept")
+    seed: int = knob(0, "seed of the initialisation and of every draw")
+
+    @property
+    def shape(self) -> DenoiserShape:
+        return DenoiserShape(self.width, tuple(self.multipliers), self.blocks)
 
     def validate(self) -> DenoiserConfig:
         check_choice("dataset", self.dataset, tuple(SPECS))
@@ -72,11 +81,11 @@ class DenoiserConfig:
         return self
 
     def identity(self) -> dict:
-        return {**asdict(self), "shape": self.shape.as_dict(), "model": "denoiser"}
+        return {**asdict(self), "model": "denoiser"}
 
     def run_name(self, kind: str = "real") -> str:
         prefix = "" if kind == "real" else f"{kind}-"
-        readable = f"{prefix}{self.dataset}-denoiser-w{self.shape.width}-e{self.epochs}-s{self.seed}"
+        readable = f"{prefix}{self.dataset}-denoiser-w{self.width}-e{self.epochs}-s{self.seed}"
         return run_name(readable, self.identity())
 
 
@@ -94,9 +103,8 @@ def load_denoiser(run: Run, device: torch.device | str = "cpu") -> Denoiser:
     state = run.load_checkpoint("final", map_location=device)
     if state is None:
         raise FileNotFoundError(f"denoiser run {run.name} has no final weights; train it first")
-    params = run.params
-    shape = DenoiserShape(**{**params["shape"], "multipliers": tuple(params["shape"]["multipliers"])})
-    denoiser = Denoiser(CHANNELS, SPECS[params["dataset"]].num_classes, shape)
+    params = {k: v for k, v in run.params.items() if k != "model"}
+    denoiser = build_denoiser(DenoiserConfig(**params))
     denoiser.load_state_dict(state["model"])
     return denoiser.to(device).eval()
 
@@ -223,3 +231,18 @@ def train_denoiser(
     run.log("training finished" if finished else f"stopped at epoch {state.epoch}, step {state.step}")
     session.save("trained" if finished else "interrupted")
     return run, finished
+
+
+def measure_denoiser_run(
+    run: Run, data: ImageDataset, *, images: int = 200, device: torch.device | str = "cpu"
+) -> dict:
+    """The quality of a trained denoiser run (:mod:`pagcore.evaluate.denoiser_quality`), stored as
+    its ``metrics.json`` with where and when it was measured; the run is then complete."""
+    metrics = measure_denoiser(load_denoiser(run, device), data, images=images, device=device)
+    metrics.update(device=device_description(device), git=running_revision(), measured=utc_now())
+    run.write_json("metrics.json", metrics)
+    run.write_json("record.json", {**run.record, "status": "complete"})
+    run.log(
+        f"measured: implicit classifier {metrics['implicit_classifier']['accuracy']:.3f} on {metrics['test_images']}"
+    )
+    return metrics
