@@ -48,7 +48,7 @@ OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial")
 """The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
 adversarial training (the RIGD teachers, and a comparison row beyond the paper)."""
 
-SOURCES: tuple[str, ...] = (*MODEL_FREE_SOURCES, "rigd")
+SOURCES: tuple[str, ...] = (*MODEL_FREE_SOURCES, "rigd", "score")
 """Where the PAG objective's target gradients come from (Section 4)."""
 
 RIGD_TARGETS: tuple[str, ...] = ("precompute", "on_the_fly")
@@ -110,6 +110,9 @@ class ObjectiveConfig:
     rigd_targets: str = knob(
         "precompute", "RIGD: a table of teacher gradients or the teacher at every step", choices=RIGD_TARGETS
     )
+    denoiser: str = knob("", "score: run name or directory of a trained denoiser (python -m pagcore denoiser)")
+    score_sigma: float = knob(0.2, "score: the noise level of the score-based targets (pixel units)")
+    score_draws: int = knob(1, "score: noise draws averaged per target")
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,7 @@ class TrainConfig:
         o = self.objective
         lam = o.lam
         if lam is None:
-            lam = reported.LAMBDA[dataset][o.source] if o.objective == "pag" else 0.0
+            lam = reported.default_lambda(dataset, o.source) if o.objective == "pag" else 0.0
         k = o.classes_per_image
         if k is None:
             k = preset.classes_per_image or num_classes
@@ -327,6 +330,12 @@ class TrainConfig:
             raise ConfigError(
                 "teacher must name an adversarially trained run (run name or directory) for source 'rigd'"
             )
+        if o.objective == "pag" and o.source == "score" and not o.denoiser:
+            raise ConfigError(
+                "denoiser must name a trained denoiser run (python -m pagcore denoiser) for source 'score'"
+            )
+        check_positive("score_sigma", o.score_sigma)
+        check_positive_int("score_draws", o.score_draws)
         check_nonnegative("adversary_eps", a.eps)
         check_positive_int("adversary_steps", a.steps)
 
@@ -344,6 +353,8 @@ class TrainConfig:
                 objective["rescale_class_mean"] = o.rescale_class_mean
             if o.source == "rigd":
                 objective.update(teacher=o.teacher, rigd_targets=o.rigd_targets)
+            if o.source == "score":
+                objective.update(denoiser=o.denoiser, score_sigma=o.score_sigma, score_draws=o.score_draws)
         identity = {"scale": self.scale, **asdict(self.data), **asdict(self.schedule), **objective}
         if o.objective == "adversarial":
             identity["adversary"] = asdict(self.adversary)
@@ -359,6 +370,8 @@ class TrainConfig:
             what = "vanilla"
         else:
             source = o.source if o.source != "rigd" else "-".join(filter(None, ("rigd", teacher_threat(o.teacher))))
+            if o.source == "score":
+                source += f"-sigma{o.score_sigma:g}"
             what = f"{source}-lam{o.lam:g}"
             every_class = SPECS[self.data.dataset].num_classes  # what a k of None means
             if (o.classes_per_image or every_class) != (self.preset.classes_per_image or every_class):

@@ -105,3 +105,13 @@ def test_evaluation_cost_counts_fewer_passes_for_best_iterate_pgd_than_unpruned(
         strong = norm["pgd100x5"]
         assert strong["image_passes"] <= strong["unpruned_image_passes"] == 20 * (1 + 5 * 101)
         assert strong["passes_saved_ratio"] >= 1 and "autoattack" not in norm
+
+
+def test_denoiser_pilot_throughput_runs_on_cpu(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "denoiser_pilot.py"), "throughput", "--batch-size", "4"]
+    command += ["--rounds", "1", "--target-images", "1", "--candidates", "w16", "--out", str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (result,) = tmp_path.glob("denoiser_pilot-throughput-*.json")
+    rows = json.loads(result.read_text())["results"]
+    assert set(rows) == {"w16 fp32", "w16 bf16", "w16 targets"} and rows["w16 targets"]["cifar10_table_hours"] > 0

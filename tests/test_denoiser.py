@@ -6,19 +6,37 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from pagcore import cli
 from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError
+from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import synthetic_dataset
 from pagcore.evaluate.denoiser_quality import implicit_classifier_accuracy
+from pagcore.evaluate.final import EvaluationConfig
 from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss, log_posterior_gradients
 from pagcore.paper.reference_denoisers import EmpiricalDenoiser, GaussianDenoiser
+from pagcore.store.runs import RunStore
+from pagcore.train import score_targets as score_targets_module
 from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, train_denoiser
+from pagcore.train.score_targets import score_table, score_targets
+from pagcore.train.trainer import train
 
 TINY = DenoiserShape(width=8, multipliers=(1, 2), blocks=1)
+
+
+def labelled_denoiser(num_classes: int = 10) -> Denoiser:
+    """A tiny untrained denoiser whose output depends on the label (a fresh one does not: each of
+    its residual blocks starts as the identity)."""
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, num_classes, TINY).eval()
+    with torch.no_grad():
+        for parameter in denoiser.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return denoiser
 
 
 @pytest.mark.parametrize("shape", [TINY, DenoiserShape(width=8, multipliers=(1, 1, 2), blocks=2)])
@@ -43,8 +61,7 @@ def test_the_preconditioning_returns_the_input_as_the_noise_vanishes_and_the_cen
 
 
 def test_score_based_targets_are_the_difference_of_conditional_and_unconditional_denoisers_over_sigma_squared():
-    torch.manual_seed(0)
-    denoiser = Denoiser(3, 5, TINY).eval()
+    denoiser = labelled_denoiser(5)
     x, sigma = torch.rand(3, 3, 8, 8), 0.2
     classes = torch.tensor([[0, 4], [1, 1], [3, 2]])
     targets = log_posterior_gradients(denoiser, x, sigma, classes)
@@ -183,3 +200,50 @@ def test_the_denoiser_command_trains_measures_and_then_only_reads(tmp_path):
     assert len(run.record["sessions"]) == 1  # complete: nothing trained again
     with pytest.raises(SystemExit):
         cli.main([*arguments[:-1], "--label-drop", "1.5"])
+
+
+def test_score_tables_are_unit_targets_independent_of_chunking_and_resume_from_their_cache(tmp_path, monkeypatch):
+    denoiser = labelled_denoiser()
+    images = synthetic_dataset("cifar10", 20, 4).x_train
+    whole = score_table(denoiser, images, 0.2, progress=False)
+    assert whole.shape == (20, 10, 3, 32, 32) and whole.dtype == torch.float16
+    norms = whole.float().flatten(2).norm(dim=2)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=2e-3, rtol=0)
+    direct = score_targets(denoiser, images, range(3, 5), 0.2)  # any rows, alone: the same targets
+    torch.testing.assert_close(direct.half(), whole[3:5], atol=1e-3, rtol=0)
+    monkeypatch.setattr(score_targets_module, "CHUNK_IMAGES", 8)
+    cache = tmp_path / "table.npy"
+    torch.testing.assert_close(score_table(denoiser, images, 0.2, cache=cache, progress=False), whole)
+    # A computation stopped after its first chunk: the second and third are not marked done.
+    marks = np.load(cache.with_suffix(".done.npy"))
+    marks[1:] = False
+    np.save(cache.with_suffix(".done.npy"), marks)
+    table = np.load(cache, mmap_mode="r+")
+    table[8:] = 0
+    table.flush()
+    torch.testing.assert_close(score_table(denoiser, images, 0.2, cache=cache, progress=False), whole)
+    assert not torch.equal(score_table(denoiser, images, 0.2, draws=2, progress=False), whole)
+
+
+def test_a_pag_run_trains_on_score_based_targets_of_a_stored_denoiser(tmp_path):
+    data = synthetic_dataset("cifar10", 64, 20, seed=0)
+    runs = RunStore(tmp_path)
+    denoiser, _ = train_denoiser(
+        DenoiserConfig(width=8, multipliers=[1, 2], epochs=1, batch_size=32),
+        data,
+        denoiser_store(tmp_path),
+        progress=False,
+        kind="smoke",
+    )
+    knobs = dict(dataset="cifar10", epochs=1, width=4, batch_size=32, objective="pag", source="score")
+    with pytest.raises(ConfigError, match="denoiser must name"):
+        TrainConfig.from_flat(knobs).resolve()
+    config = TrainConfig.from_flat({**knobs, "denoiser": denoiser.name, "score_sigma": 0.3})
+    assert config.resolve().objective.lam == 1.5  # the authors' lambda for score-based targets on CIFAR-10
+    run = train(
+        config, data, runs, ExecutionConfig(progress=False), EvaluationConfig(pgd_steps=1, picture_images=2)
+    ).run
+    assert run.complete and run.params["denoiser"] == denoiser.name and run.params["score_sigma"] == 0.3
+    assert "-score-sigma0.3-lam1.5-" in run.name
+    with pytest.raises(ConfigError, match="no lambda is published"):
+        TrainConfig.from_flat({**knobs, "dataset": "stl10", "denoiser": denoiser.name}).resolve()

@@ -44,12 +44,11 @@ def teacher_gradients(teacher: nn.Module, x: Tensor, classes: Tensor, gradient: 
 
 
 class PrecomputedGradients(TargetSource):
-    """RIGD targets looked up from a ``(N, C, *sample_shape)`` float16 table of unit gradients."""
+    """Targets looked up from a ``(N, C, *sample_shape)`` float16 table of unit gradients: RIGD's
+    teacher gradients, or score-based ones (``name``)."""
 
-    name = "rigd"
-
-    def __init__(self, table: Tensor):
-        self.table = table
+    def __init__(self, table: Tensor, name: str = "rigd"):
+        self.table, self.name = table, name
 
     @classmethod
     def from_teacher(

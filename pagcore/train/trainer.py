@@ -18,6 +18,7 @@ Devices and the step's precision: :mod:`pagcore.train.devices`. Stop requests: :
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from pagcore.base.deadline import Deadline
 from pagcore.base.interrupts import stop_requests
 from pagcore.base.progress import counter_bar
 from pagcore.base.validation import ConfigError
-from pagcore.config import ExecutionConfig, TrainConfig
+from pagcore.config import ExecutionConfig, ObjectiveConfig, TrainConfig
 from pagcore.data import ImageDataset, as_float
 from pagcore.evaluate.final import EvaluationConfig, clean_accuracy, evaluate_run
 from pagcore.paper.attacks import PGD
@@ -42,7 +43,9 @@ from pagcore.paper.rigd import PrecomputedGradients, TeacherOnTheFly
 from pagcore.paper.targets import TargetSource, build_target_source
 from pagcore.store.runs import Run, RunStore, run_name
 from pagcore.store.sessions import SessionRecord
+from pagcore.train.denoiser import denoiser_store, load_denoiser
 from pagcore.train.devices import default_fast_step, default_strategy, resolve_device
+from pagcore.train.score_targets import SCORE_TARGETS_DIR, score_table
 
 
 def derived_seed(*parts: int) -> int:
@@ -165,6 +168,25 @@ def open_run(store: RunStore, config: TrainConfig, kind: str) -> Run:
     return store.create(run_name_for(config, kind), run_identity(config, kind))
 
 
+def score_source(
+    o: ObjectiveConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool
+) -> PrecomputedGradients:
+    """Score-based targets from the denoiser run ``o.denoiser`` (in the denoisers' store beside
+    ``store``), read from or added to the table cache of the repository's data folder (for real
+    data; synthetic data is computed in memory)."""
+    run = denoiser_store(store.root).find(o.denoiser)
+    denoiser = load_denoiser(run, device)
+    cache = None
+    if not data.source.startswith("synthetic"):
+        images = hashlib.sha256(data.x_train.numpy().tobytes()).hexdigest()[:12]
+        name = f"{run.name}-sigma{o.score_sigma:g}-draws{o.score_draws}-{data.name}-{images}.npy"
+        cache = SCORE_TARGETS_DIR / name
+    table = score_table(
+        denoiser, data.x_train, o.score_sigma, draws=o.score_draws, cache=cache, device=device, progress=progress
+    )
+    return PrecomputedGradients(table.to(device), name="score")
+
+
 def build_source(
     config: TrainConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool
 ) -> TargetSource | None:
@@ -172,6 +194,8 @@ def build_source(
     o = config.objective
     if o.objective != "pag":
         return None
+    if o.source == "score":
+        return score_source(o, data, store, device, progress)
     if o.source != "rigd":
         # center 0.5: rescaled class means get an image-like norm in [-1, 1] space (see targets).
         return build_target_source(

@@ -1,0 +1,102 @@
+"""Score-based target gradients for a whole training set, computed once and kept on disk.
+
+The target of training image x_i and class c is the denoiser's log-posterior gradient
+∇ log p_σ(c | x_i + σ ε_i) (:func:`pagcore.paper.denoiser.log_posterior_gradients`), at the
+noise level σ of the run, for one noise draw ε_i per image seeded by the image's index (or the
+unit-normalised mean over ``draws`` of them). The cosine loss ignores the targets' length, so
+each is stored as a unit vector, in float16: a table of shape (N, C, *image), 3 GB for CIFAR-10.
+
+The targets are those of the image as stored; a training step applies its augmentation (crops
+with zero padding, flips: linear maps) to image and targets alike, as the authors' code does
+with its precomputed targets. A denoiser forward costs tens of times a small classifier's, so
+computing the targets of every augmented batch again would cost more than the training itself.
+
+Computing the table takes a while on a CPU, so it is written in chunks of images to a ``.npy``
+file beside the data, with a second file marking the chunks done: a stopped computation goes on
+where it was, and every later run with the same denoiser, σ and draws reads the finished table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pagcore.base.modes import eval_mode
+from pagcore.base.progress import progress_bar
+from pagcore.data import as_float
+from pagcore.paper.denoiser import Denoiser, log_posterior_gradients
+from pagcore.paper.rigd import unit_vectors
+
+SCORE_TARGETS_DIR = Path(__file__).resolve().parents[2] / ".data" / "score_targets"
+"""Where the tables are kept: the repository's data folder, which git ignores."""
+
+CHUNK_IMAGES = 500
+"""Images per chunk of the table: the work a stopped computation may lose."""
+
+
+def _noise(rows: range, shape: tuple[int, ...], draw: int) -> Tensor:
+    """The noise of images ``rows`` for ``draw``: one seeded generator per image, so that a chunk's
+    noise does not depend on how the table is split into chunks."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(1_000_003 * draw + i)) for i in rows]
+    )
+
+
+def score_targets(
+    denoiser: Denoiser, images: Tensor, rows: range, sigma: float, *, draws: int = 1, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Unit score-based targets of training images ``rows`` for every class: ``(len(rows), C, *image)``."""
+    x = as_float(images[rows.start : rows.stop]).to(device)
+    classes = torch.arange(denoiser.num_classes, device=device).expand(len(x), -1)
+    total = torch.zeros(len(x), denoiser.num_classes, *x.shape[1:], device=device)
+    with eval_mode(denoiser), torch.no_grad():
+        for draw in range(draws):
+            noisy = x + sigma * _noise(rows, tuple(x.shape[1:]), draw).to(device)
+            total += unit_vectors(log_posterior_gradients(denoiser, noisy, sigma, classes))
+    return unit_vectors(total).cpu()
+
+
+def score_table(
+    denoiser: Denoiser,
+    images: Tensor,
+    sigma: float,
+    *,
+    draws: int = 1,
+    cache: Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Tensor:
+    """The float16 table of score-based targets of every image of ``images``.
+
+    With ``cache`` (a ``.npy`` path) the table is read from there, completed there first if it is
+    not finished; without it, computed in memory."""
+    shape = (len(images), denoiser.num_classes, *images.shape[1:])
+    if cache is None:
+        table = np.empty(shape, dtype=np.float16)
+        done = np.zeros(-(-len(images) // CHUNK_IMAGES), dtype=bool)
+    else:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        marks = cache.with_suffix(".done.npy")
+        fresh = not (cache.exists() and marks.exists())
+        table = np.lib.format.open_memmap(cache, mode="w+" if fresh else "r+", dtype=np.float16, shape=shape)
+        done = np.zeros(-(-len(images) // CHUNK_IMAGES), dtype=bool) if fresh else np.load(marks)
+    todo = [i for i in range(len(done)) if not done[i]]
+    for chunk in progress_bar(todo, enabled=progress, desc="score-based targets", unit="chunk"):
+        rows = range(chunk * CHUNK_IMAGES, min((chunk + 1) * CHUNK_IMAGES, len(images)))
+        table[rows.start : rows.stop] = score_targets(denoiser, images, rows, sigma, draws=draws, device=device).half()
+        done[chunk] = True
+        if cache is not None:
+            table.flush()
+            _save_atomic(marks, done)  # after the chunk's targets are on disk: a marked chunk is complete
+    return torch.from_numpy(np.array(table))
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        np.save(file, array)
+    os.replace(temporary, path)
