@@ -4,8 +4,9 @@ A :class:`TrainConfig` is four small groups and a scale:
 
 * :class:`DataConfig`: the dataset, the ResNet-18 width, augmentation, smoke-test subsets;
 * :class:`ScheduleConfig`: epochs, batch, SGD and its learning-rate steps, the seed;
-* :class:`ObjectiveConfig`: the training objective (``cross_entropy``, ``pag``, ``adversarial``),
-  the PAG target source, lambda, k target classes per image and the gradient kind;
+* :class:`ObjectiveConfig`: the training objective (``cross_entropy``, ``pag``, ``adversarial``,
+  ``gaussian_noise`` for the base classifiers of randomized smoothing), the PAG target source,
+  lambda, k target classes per image and the gradient kind;
 * :class:`AdversaryConfig`: the threat model and budget of adversarial training;
 * ``scale``: ``"paper"`` or ``"cpu"``, a preset per dataset (:data:`SCALES`) for the knobs a
   machine can afford to shrink: width, epochs, k and the adversary's steps.
@@ -44,7 +45,7 @@ from pagcore.paper.attacks import THREATS
 from pagcore.paper.objective import GRADIENT_STRATEGIES, GRADIENTS
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
-OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial")
+OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial", "gaussian_noise")
 """The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
 adversarial training (the RIGD teachers, and a comparison row beyond the paper)."""
 
@@ -113,6 +114,7 @@ class ObjectiveConfig:
     denoiser: str = knob("", "score: run name or directory of a trained denoiser (python -m pagcore denoiser)")
     score_sigma: float = knob(0.2, "score: the noise level of the score-based targets (pixel units)")
     score_draws: int = knob(1, "score: noise draws averaged per target")
+    noise_sigma: float = knob(0.25, "gaussian_noise: σ of the noise added to every training image (Cohen et al.)")
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,7 @@ class TrainConfig:
                 "denoiser must name a trained denoiser run (python -m pagcore denoiser) for source 'score'"
             )
         check_positive("score_sigma", o.score_sigma)
+        check_positive("noise_sigma", o.noise_sigma)
         check_positive_int("score_draws", o.score_draws)
         check_nonnegative("adversary_eps", a.eps)
         check_positive_int("adversary_steps", a.steps)
@@ -358,6 +361,8 @@ class TrainConfig:
         identity = {"scale": self.scale, **asdict(self.data), **asdict(self.schedule), **objective}
         if o.objective == "adversarial":
             identity["adversary"] = asdict(self.adversary)
+        if o.objective == "gaussian_noise":
+            identity["noise_sigma"] = o.noise_sigma
         return identity
 
     def readable_name(self) -> str:
@@ -368,6 +373,8 @@ class TrainConfig:
             what = f"adversarial-{self.adversary.threat}"
         elif o.objective == "cross_entropy":
             what = "vanilla"
+        elif o.objective == "gaussian_noise":
+            what = f"noise{o.noise_sigma:g}"
         else:
             source = o.source if o.source != "rigd" else "-".join(filter(None, ("rigd", teacher_threat(o.teacher))))
             if o.source == "score":

@@ -24,7 +24,16 @@ TINY_TRAIN = [
     "--no-progress",
     *SYNTHETIC,
 ]
-TESTED_SUBCOMMANDS = {"toy", "train", "table", "evaluate", "sweep", "selftest", "ceiling"}  # selftest: test_selftest.py
+TESTED_SUBCOMMANDS = {
+    "toy",
+    "train",
+    "table",
+    "evaluate",
+    "sweep",
+    "selftest",
+    "ceiling",
+    "denoiser",
+}  # selftest: test_selftest.py
 
 
 def pagcore(*args, timeout=300):
@@ -261,3 +270,21 @@ def test_sweep_subcommand(tmp_path):
     again, _ = pagcore(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["points"][0]["state"].startswith("SKIPPED")
+
+
+def test_denoiser_subcommand_trains_measures_and_then_only_reads(tmp_path):
+    arguments = ["denoiser", "--synthetic", "64", "20", "--width", "8", "--multipliers", "1", "2", "--epochs", "1"]
+    arguments += ["--batch-size", "16", "--runs-dir", str(tmp_path), "--quality-images", "10", "--no-progress"]
+    out, result = pagcore(*arguments)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert result["finished"] and result["kind"] == "smoke" and 0 <= result["implicit_classifier"] <= 1
+    run = tmp_path / "denoisers" / result["run"]
+    record, metrics = (json.loads((run / f"{name}.json").read_text()) for name in ("record", "metrics"))
+    assert record["status"] == "complete" and metrics["test_images"] == 10
+    errors = metrics["errors"]["0.1"]
+    assert set(errors) == {"conditional", "unconditional", "noisy", "gaussian", "empirical"}
+    assert errors["noisy"] == pytest.approx(0.01, rel=0.2)  # the noisy image's error is σ²
+    out, again = pagcore(*arguments)
+    assert again == result and len(json.loads((run / "record.json").read_text())["sessions"]) == 1
+    out, _ = pagcore(*arguments, "--label-drop", "1.5")
+    assert out.returncode == 2 and "label_drop" in out.stderr

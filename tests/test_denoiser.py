@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from pagcore import cli
 from pagcore.base.deadline import Deadline
 from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig, TrainConfig
@@ -180,26 +175,6 @@ def test_the_implicit_classifier_picks_the_label_whose_denoiser_explains_the_ima
     assert result["accuracy"] == 1.0 and result["predictions"] == labels.tolist()
     wrong = torch.tensor([0, 1, 2, 0, 1])
     assert implicit_classifier_accuracy(TemplateDenoiser(templates), templates[labels], wrong)["accuracy"] == 0.0
-
-
-def test_the_denoiser_command_trains_measures_and_then_only_reads(tmp_path):
-    arguments = ["denoiser", "--synthetic", "64", "20", "--width", "8", "--multipliers", "1", "2", "--epochs", "1"]
-    arguments += ["--batch-size", "16", "--runs-dir", str(tmp_path), "--quality-images", "10", "--no-progress"]
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        assert cli.main(arguments) == 0
-    result = json.loads(output.getvalue().splitlines()[-1])
-    assert result["finished"] and result["kind"] == "smoke" and 0 <= result["implicit_classifier"] <= 1
-    run = denoiser_store(tmp_path).run(result["run"])
-    assert run.record["status"] == "complete" and run.metrics["test_images"] == 10
-    errors = run.metrics["errors"]["0.1"]
-    assert set(errors) == {"conditional", "unconditional", "noisy", "gaussian", "empirical"}
-    assert errors["noisy"] == pytest.approx(0.01, rel=0.2)  # the noisy image's error is σ²
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert cli.main(arguments) == 0
-    assert len(run.record["sessions"]) == 1  # complete: nothing trained again
-    with pytest.raises(SystemExit):
-        cli.main([*arguments[:-1], "--label-drop", "1.5"])
 
 
 def test_score_tables_are_unit_targets_independent_of_chunking_and_resume_from_their_cache(tmp_path, monkeypatch):

@@ -16,9 +16,10 @@ from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import save_npz, synthetic_dataset
 from pagcore.evaluate.final import EvaluationConfig, load_pag_grid
+from pagcore.paper.models import build_model
 from pagcore.paper.rigd import PrecomputedGradients, teacher_gradients
 from pagcore.store.runs import RunStore
-from pagcore.train.trainer import train, training_step
+from pagcore.train.trainer import StepConfig, train, training_step
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny settings: code tests, never results. 64 training images in batches of 32.
@@ -448,3 +449,22 @@ def test_training_cli_needs_no_jupyter(tmp_path):
     out = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "complete"
+
+
+def test_gaussian_noise_training_makes_a_named_base_classifier_and_noise_changes_the_step(data, store):
+    run = train_quietly(tiny(objective="gaussian_noise", noise_sigma=0.5), data, store).run
+    check_complete(run)
+    assert run.params["noise_sigma"] == 0.5 and "-noise0.5-" in run.name
+    with pytest.raises(ConfigError, match="lam must be 0"):
+        tiny(objective="gaussian_noise", lam=0.4).resolve()
+    # The same seed, weights and batch: only the noise differs between the two steps.
+    images, labels, index = data.x_train[:8], data.y_train[:8], torch.arange(8)
+    losses = []
+    for sigma in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = build_model("cifar10", 10, width=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        settings = StepConfig(num_classes=10, lam=0.0, augment=False, noise_sigma=sigma)
+        generator = torch.Generator().manual_seed(1)
+        losses.append(training_step(model, optimizer, images, labels, index, None, settings, generator).total.item())
+    assert losses[0] != losses[1]

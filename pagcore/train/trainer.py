@@ -71,6 +71,7 @@ class StepConfig:
     strategy: str = "loop"
     augment: bool = True
     adversary: PGD | None = None
+    noise_sigma: float = 0.0  # Gaussian noise added to every (augmented) training image
     amp: bool = False  # bf16 autocast for the forward and backward passes
     channels_last: bool = False
 
@@ -99,6 +100,9 @@ def training_step(
     if settings.adversary is not None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.amp):
             x = settings.adversary(model, x, labels, generator=generator)
+    if settings.noise_sigma > 0:
+        # Not clipped to [0, 1]: the base classifier learns the very distribution it is smoothed over.
+        x = x + settings.noise_sigma * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     classes = targets = None
     if settings.lam > 0:
         classes = sample_target_classes(
@@ -277,6 +281,7 @@ class Trainer:
             strategy=self.strategy,
             augment=config.data.augment,
             adversary=self._adversary(),
+            noise_sigma=config.objective.noise_sigma if config.objective.objective == "gaussian_noise" else 0.0,
             amp=self.amp,
             channels_last=self.channels_last,
         )
