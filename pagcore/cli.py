@@ -216,8 +216,8 @@ def _add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="evaluate a stored run again, or add attacks and checks to it",
-        description="Without --attacks, --checklist or --pag-score: the final evaluation again (clean and PGD"
-        " accuracy, PAG pictures). With any of them: extra evaluations stored in the run's evaluations/ folder.",
+        description="Without --attacks, --checklist, --pag-score or --certify: the final evaluation again (clean and"
+        " PGD accuracy, PAG pictures). With any of them: extra evaluations stored in the run's evaluations/ folder.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="run name or directory")
@@ -244,6 +244,11 @@ def _add_evaluate_parser(subparsers) -> None:
         help=f"comma-separated, any of {','.join(ATTACKS)}: stored per settings key, computed once",
     )
     p.add_argument("--checklist", action="store_true", help="the gradient-masking checklist, stored like an attack")
+    p.add_argument(
+        "--certify",
+        action="store_true",
+        help="randomized smoothing's CERTIFY for a run trained with Gaussian noise (objective gaussian_noise)",
+    )
     p.add_argument(
         "--pag-score", action="store_true", help="the PAG score against an adversarially trained reference run"
     )
@@ -291,14 +296,15 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
-    """The stored evaluations asked for: the --attacks, then the checklist and the PAG score; None
+    """The stored evaluations asked for: the --attacks, then the checklist, the PAG score and the
+    certification; None
     when none is asked for (the final evaluation again)."""
-    if args.attacks is None and not (args.checklist or args.pag_score):
+    if args.attacks is None and not (args.checklist or args.pag_score or args.certify):
         return None
     attacks = [name.strip() for name in (args.attacks or "").split(",") if name.strip()]
     if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
         raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
-    return attacks + ["checks"] * args.checklist + ["pag_score"] * args.pag_score
+    return attacks + ["checks"] * args.checklist + ["pag_score"] * args.pag_score + ["certify"] * args.certify
 
 
 def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list[dict]:
@@ -321,7 +327,7 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
 
 def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None) -> dict:
     if names is None:
-        raise ConfigError("--table evaluates with --attacks, --checklist or --pag-score; name them")
+        raise ConfigError("--table evaluates with --attacks, --checklist, --pag-score or --certify; name them")
     if args.subset is not None:
         raise ConfigError("--table chooses each run's subset (see --help); --subset is for one --run")
     if args.scale is None:

@@ -2,6 +2,7 @@
 chunks' results join into those of the whole subset."""
 
 import json
+from statistics import NormalDist
 from types import SimpleNamespace
 
 import pytest
@@ -9,18 +10,22 @@ import torch
 from tiny_models import trained_image_model
 
 from pagcore.base.deadline import Deadline
+from pagcore.data import synthetic_dataset
 from pagcore.evaluate.autoattack import AutoAttackConfig
 from pagcore.evaluate.checklist import ChecklistConfig, concatenate_measurements, judge_checklist, measure_checklist
 from pagcore.evaluate.stored import (
     CHUNK_IMAGES,
     FOLDER,
     PARTIAL,
+    BudgetConfig,
     Job,
     _combine_autoattack,
     _combine_pgd,
     _run_job,
+    evaluate_stored_run,
 )
 from pagcore.orchestrate.evaluations import SUBSETS, evaluation_plan
+from pagcore.store.runs import RunStore
 
 IMAGES = 2 * CHUNK_IMAGES["cifar10"] + CHUNK_IMAGES["cifar10"] // 2  # three chunks, the last one short
 
@@ -150,3 +155,34 @@ def test_the_plan_puts_vanilla_the_best_pag_row_and_rigd_first_on_the_large_subs
         ("lam-0.1", STANDARD_SUBSET),  # the rest by name, each once
         ("seed-2", STANDARD_SUBSET),
     ]
+
+
+class ConstantClassifier(torch.nn.Module):
+    """Votes for class ``c`` whatever the input: every noise draw agrees."""
+
+    def __init__(self, c: int, classes: int = 10):
+        super().__init__()
+        self.logits = torch.nn.functional.one_hot(torch.tensor(c), classes).float()
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_certification_of_a_noise_trained_run_is_stored_with_certified_accuracy_per_radius(tmp_path):
+    data = synthetic_dataset("cifar10", 16, 30, seed=0)
+    store = RunStore(tmp_path)
+    noisy = store.create("noise", {"dataset": "cifar10", "objective": "gaussian_noise", "noise_sigma": 0.25})
+    (line,) = evaluate_stored_run(noisy, ConstantClassifier(3), data, ["certify"], budgets=BudgetConfig.for_tests())
+    results = json.loads(open(line["path"]).read())["results"]
+    share = (data.y_test == 3).float().mean().item()
+    # All n = 100 votes agree: the Clopper-Pearson bound is alpha^(1/n), the radius σ Φ⁻¹ of it (0.375).
+    radius = 0.25 * NormalDist().inv_cdf(0.001 ** (1 / 100))
+    assert results["radius"] == pytest.approx([radius] * 30)
+    assert results["certified_accuracy"]["0"] == pytest.approx(share)
+    assert results["certified_accuracy"]["0.25"] == pytest.approx(share) and results["certified_accuracy"]["0.5"] == 0
+    assert results["abstained"] == 0 and results["images"] == 30
+    vanilla = store.create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    (skipped,) = evaluate_stored_run(
+        vanilla, ConstantClassifier(3), data, ["certify"], budgets=BudgetConfig.for_tests()
+    )
+    assert "Gaussian noise" in skipped["skipped"]
