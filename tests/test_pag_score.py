@@ -3,8 +3,14 @@
 import pytest
 import torch
 from tiny_models import image_model, trained_image_model
+from torch import nn
 
-from pagcore.evaluate.pag_score import gradient_alignment, log_probability_gradients, targeted_confidence
+from pagcore.evaluate.pag_score import (
+    gradient_alignment,
+    log_probability_gradients,
+    score_alignment,
+    targeted_confidence,
+)
 
 
 def test_a_model_is_perfectly_aligned_with_itself():
@@ -56,3 +62,31 @@ def test_models_are_left_as_they_were():
     gradient_alignment(model, model, x[:4], num_classes=4)
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+class ShiftDenoiser(nn.Module):
+    """D(x, σ, y) = x + σ² shift[y]: its score-based target for class c is shift[c] - shift[null], anywhere."""
+
+    def __init__(self, shifts):
+        super().__init__()
+        self.shifts, self.num_classes, self.null_class = shifts, len(shifts) - 1, len(shifts) - 1
+
+    def forward(self, noisy, sigma, labels):
+        return noisy + sigma.reshape(-1, 1, 1, 1) ** 2 * self.shifts[labels]
+
+
+def test_score_alignment_is_one_for_a_model_whose_gradients_are_the_score_based_targets():
+    torch.manual_seed(0)
+    w = torch.randn(2, 1, 1, 4)
+    denoiser = ShiftDenoiser(torch.cat([w, w.mean(0, keepdim=True)]))  # the unconditional shift halfway
+    # For two classes and logits W x, d log p(c | x) / dx = (1 - p_c)(W_c - W_other): along w_c - w_other,
+    # as the targets ±(w_0 - w_1) / 2 are.
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        linear[1].weight.copy_(w.flatten(1))
+    images = torch.rand(6, 1, 1, 4)
+    aligned = score_alignment(linear, denoiser, images, sigma=0.3, num_classes=2)
+    assert aligned["score"] == pytest.approx(1.0, abs=1e-5) and aligned["images"] == 6
+    with torch.no_grad():
+        linear[1].weight.copy_(torch.randn(2, 4))
+    assert score_alignment(linear, denoiser, images, sigma=0.3, num_classes=2)["score"] < 0.99

@@ -9,6 +9,8 @@ adversarially trained classifier whose gradients are known to be perceptually al
   gradients point exactly where the reference's do; unrelated gradients in thousands of
   dimensions give about 0. This is Eq. (2) of the paper with the reference's gradient as the
   target, so it measures the property the PAG term trains for, on unseen images.
+* :func:`score_alignment`: the same cosine against the score-based targets of a class-conditional
+  denoiser (the later paper's principled source) instead of a robust model's gradients.
 * :func:`targeted_confidence`: the mean probability the *reference* gives to the target class
   of large-eps targeted PGD images made on the model (the pictures of Figs. 1 and 4, judged by
   a robust classifier instead of by eye). Chance level is 1/C for pictures that do not change
@@ -21,6 +23,8 @@ aligned directions are known without a reference (the 2-D toy, whose data lie on
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +32,7 @@ from torch import Tensor, nn
 from pagcore.base.modes import eval_mode
 from pagcore.data import as_float
 from pagcore.paper.attacks import PGD
+from pagcore.paper.denoiser import Denoiser, log_posterior_gradients
 
 
 def log_probability_gradients(model: nn.Module, x: Tensor, classes: Tensor) -> Tensor:
@@ -46,6 +51,19 @@ def log_probability_gradients(model: nn.Module, x: Tensor, classes: Tensor) -> T
     return torch.stack(grads, dim=1)
 
 
+def _mean_cosine(model: nn.Module, images: Tensor, reference, num_classes: int, batch_size: int) -> dict:
+    """Mean cosine between ``model``'s d log p(c | x) / dx and ``reference(x, classes)``, per class and in all."""
+    classes = torch.arange(num_classes)
+    total = torch.zeros(num_classes, dtype=torch.float64, device=images.device)
+    for start in range(0, len(images), batch_size):
+        x = as_float(images[start : start + batch_size]).float()
+        ours = log_probability_gradients(model, x, classes).flatten(2)
+        theirs = reference(x, classes).flatten(2).float()
+        total += F.cosine_similarity(ours, theirs, dim=2, eps=1e-12).double().sum(dim=0)
+    per_class = (total / len(images)).tolist()
+    return {"score": sum(per_class) / num_classes, "per_class": per_class, "images": len(images)}
+
+
 def gradient_alignment(
     model: nn.Module, reference: nn.Module, images: Tensor, *, num_classes: int, batch_size: int = 100
 ) -> dict:
@@ -53,16 +71,32 @@ def gradient_alignment(
 
     ``images`` are floats in [0, 1] (or uint8) on the models' device. Returns ``score`` (the
     mean over images and classes), ``per_class`` (the mean over images) and ``images``."""
-    classes = torch.arange(num_classes)
-    total = torch.zeros(num_classes, dtype=torch.float64, device=images.device)
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        x = as_float(x).float()
-        ours = log_probability_gradients(model, x, classes).flatten(2)
-        theirs = log_probability_gradients(reference, x, classes).flatten(2)
-        total += F.cosine_similarity(ours, theirs, dim=2, eps=1e-12).double().sum(dim=0)
-    per_class = (total / len(images)).tolist()
-    return {"score": sum(per_class) / num_classes, "per_class": per_class, "images": len(images)}
+    return _mean_cosine(model, images, partial(log_probability_gradients, reference), num_classes, batch_size)
+
+
+def score_alignment(
+    model: nn.Module,
+    denoiser: Denoiser,
+    images: Tensor,
+    *,
+    sigma: float,
+    num_classes: int,
+    seed: int = 0,
+    batch_size: int = 100,
+) -> dict:
+    """Mean cosine between the model's input-gradients and the score-based targets of ``denoiser``
+    at ``sigma`` (one seeded noise draw per image), as :func:`gradient_alignment` reports it.
+
+    A PAG score that needs no robust model: the reference is the log-posterior gradient of a
+    generative model, which favours no adversarially trained teacher or RIGD student."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def targets(x: Tensor, classes: Tensor) -> Tensor:
+        noisy = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
+        with eval_mode(denoiser), torch.no_grad():
+            return log_posterior_gradients(denoiser, noisy, sigma, classes.to(x.device).expand(len(x), -1))
+
+    return _mean_cosine(model, images, targets, num_classes, batch_size)
 
 
 def direction_alignment(model: nn.Module, x: Tensor, classes: Tensor, directions: Tensor) -> Tensor:
