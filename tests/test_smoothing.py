@@ -15,6 +15,7 @@ from torch import nn
 from pagcore.base.validation import ConfigError
 from pagcore.paper.smoothing import (
     ABSTAIN,
+    SoftSmoothed,
     binomial_p_value,
     certify,
     lower_confidence_bound,
@@ -225,3 +226,21 @@ def test_soft_estimates_share_their_draws_across_images_and_are_reproducible():
     assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
     assert torch.equal(grads, smoothed_input_gradients(model, x, classes, sigma, m, generator=seeded(0)))
     assert not torch.equal(grads, smoothed_input_gradients(model, x, classes, sigma, m, generator=seeded(1)))
+
+
+def test_the_soft_smoothed_model_gives_the_estimators_log_probabilities_and_gradients():
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = torch.rand(4, 3, 2, 2)
+    smoothed = SoftSmoothed(base, sigma=0.25, m=64, seed=7)
+    expected = smoothed_log_probabilities(base, x, 0.25, 64, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(smoothed(x), expected)
+    assert not torch.equal(smoothed(x), expected)  # the next call draws fresh noise from the stream
+    probe = x.clone().requires_grad_(True)
+    again = SoftSmoothed(base, sigma=0.25, m=64, seed=7)
+    (grad,) = torch.autograd.grad(again(probe)[:, 1].sum(), probe)
+    classes = torch.ones(4, dtype=torch.long)
+    direct = smoothed_input_gradients(base, x, classes, 0.25, 64, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(grad, direct)
+    with pytest.raises(ConfigError):
+        SoftSmoothed(base, sigma=0.0, m=4)

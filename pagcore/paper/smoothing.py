@@ -188,3 +188,23 @@ def smoothed_input_gradients(
     # In eval mode the images do not interact, so the gradient of the sum is each image's own.
     (grads,) = torch.autograd.grad(chosen.sum(), x)
     return grads
+
+
+class SoftSmoothed(nn.Module):
+    """The soft smoothed classifier of ``base`` as a model: ``forward`` returns the estimate of
+    log G(x) (:func:`smoothed_log_probabilities`) with m fresh noise draws per call from a seeded
+    stream, so that every attack, picture and score of the book runs on it unchanged. PGD on it
+    is Salman et al.'s attack on the smoothed classifier; its gradients are what Kaur, Cohen &
+    Lipton look at for perceptual alignment."""
+
+    def __init__(self, base: nn.Module, sigma: float, m: int, seed: int = 0):
+        super().__init__()
+        check_positive("sigma", sigma)
+        check_positive_int("m", m)
+        self.base, self.sigma, self.m, self.seed = base, sigma, m, seed
+        self.generators: dict[torch.device, torch.Generator] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device not in self.generators:  # one seeded stream per device, made where it is first needed
+            self.generators[x.device] = torch.Generator(device=x.device).manual_seed(self.seed)
+        return smoothed_log_probabilities(self.base, x, self.sigma, self.m, generator=self.generators[x.device])
