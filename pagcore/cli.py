@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pagcore.base.deadline import Deadline
-from pagcore.base.validation import ConfigError, check_nonnegative, check_positive_int
+from pagcore.base.validation import ConfigError, check_nonnegative, check_positive, check_positive_int
 from pagcore.config import (
     KINDS,
     ExecutionConfig,
+    ObjectiveConfig,
     TrainConfig,
     add_arguments,
     add_group_arguments,
@@ -48,11 +49,12 @@ from pagcore.orchestrate.queue import RunQueue
 from pagcore.orchestrate.selftest import run_selftest, synthetic_data
 from pagcore.orchestrate.sweep import add_sweep_parser
 from pagcore.orchestrate.workers import DataSource
+from pagcore.paper.denoiser import Denoiser
 from pagcore.store.provenance import write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import run_toy_experiment, toy_record
 from pagcore.toy.problem import ToyConfig
-from pagcore.train.denoiser import DenoiserConfig, denoiser_store, measure_denoiser_run, train_denoiser
+from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, measure_denoiser_run, train_denoiser
 from pagcore.train.devices import resolve_device
 from pagcore.train.trainer import kind_of, prepare_data, train
 
@@ -245,6 +247,15 @@ def _add_evaluate_parser(subparsers) -> None:
     )
     p.add_argument("--checklist", action="store_true", help="the gradient-masking checklist, stored like an attack")
     p.add_argument(
+        "--score-alignment",
+        action="store_true",
+        help="the PAG score against the score-based targets of a denoiser (--denoiser, --score-sigma)",
+    )
+    p.add_argument("--denoiser", default=None, help="denoiser run of --score-alignment (default: the newest complete)")
+    p.add_argument(
+        "--score-sigma", type=float, default=ObjectiveConfig.score_sigma, help="noise level of the score-based targets"
+    )
+    p.add_argument(
         "--certify",
         action="store_true",
         help="randomized smoothing's CERTIFY for a run trained with Gaussian noise (objective gaussian_noise)",
@@ -296,19 +307,37 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
-    """The stored evaluations asked for: the --attacks, then the checklist, the PAG score and the
-    certification; None
-    when none is asked for (the final evaluation again)."""
-    if args.attacks is None and not (args.checklist or args.pag_score or args.certify):
+    """The stored evaluations asked for: the --attacks, then the checklist, the PAG scores and the
+    certification; None when none is asked for (the final evaluation again)."""
+    if args.attacks is None and not (args.checklist or args.pag_score or args.score_alignment or args.certify):
         return None
     attacks = [name.strip() for name in (args.attacks or "").split(",") if name.strip()]
     if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
         raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
-    return attacks + ["checks"] * args.checklist + ["pag_score"] * args.pag_score + ["certify"] * args.certify
+    extras = {"checks": args.checklist, "pag_score": args.pag_score, "score_alignment": args.score_alignment}
+    return attacks + [name for name, asked in extras.items() if asked] + ["certify"] * args.certify
+
+
+def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device) -> tuple[str, Denoiser, float] | None:
+    """(name, model, σ) of the denoiser that --score-alignment compares with: --denoiser, or the newest
+    complete denoiser run of ``dataset`` and ``kind``; None when the score alignment is not asked for."""
+    if "score_alignment" not in names:
+        return None
+    check_positive("score_sigma", args.score_sigma)
+    denoisers = denoiser_store(store.root)
+    if args.denoiser:
+        run = denoisers.find(args.denoiser)
+    else:
+        complete = denoisers.select(kind=kind, dataset=dataset)
+        if not complete:
+            raise ConfigError(f"--score-alignment needs a complete {dataset} denoiser run: python -m pagcore denoiser")
+        run = max(complete, key=lambda r: r.record.get("sessions", [{}])[-1].get("finished", ""))
+    return run.name, load_denoiser(run, device), args.score_sigma
 
 
 def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list[dict]:
     source, reference = companions(store, run, names, args.source, args.reference, device)
+    denoiser = _denoiser_for(args, store, run.params["dataset"], run.kind, names, device)
     return evaluate_stored_run(
         run,
         model,
@@ -319,6 +348,7 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
         device=device,
         source=source,
         reference=reference,
+        denoiser=denoiser,
         budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
         progress=not args.no_progress,
         deadline=Deadline.after(args.max_minutes),
@@ -327,11 +357,12 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
 
 def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None) -> dict:
     if names is None:
-        raise ConfigError("--table evaluates with --attacks, --checklist, --pag-score or --certify; name them")
+        raise ConfigError("--table evaluates with --attacks or the other evaluations' options; name them")
     if args.subset is not None:
         raise ConfigError("--table chooses each run's subset (see --help); --subset is for one --run")
     if args.scale is None:
         raise ConfigError("--table needs --scale (cpu or paper)")
+    device = resolve_device(args.device)
     result = evaluate_table(
         store,
         args.table,
@@ -339,12 +370,13 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         args.kind,
         lambda: _dataset(args, args.table),
         names,
-        device=resolve_device(args.device),
+        device=device,
         budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
         deadline=Deadline.after(args.max_minutes),
         progress=not args.no_progress,
         source_name=args.source,
         reference_name=args.reference,
+        denoiser=_denoiser_for(args, store, args.table, args.kind, names, device),
     )
     return {"table": args.table, "scale": args.scale, **result}
 
@@ -419,7 +451,7 @@ def _add_denoiser_parser(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; run again to go on")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--quality-images", type=int, default=200, help="test images the quality is measured on")
-    p.add_argument("--runs-dir", default=None, help="the classifiers' run store (default: runs/)")
+    p.add_argument("--runs", default=None, help="run-store directory; denoisers go to its denoisers/ (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_run_denoiser)
 
@@ -433,7 +465,7 @@ def _run_denoiser(args: argparse.Namespace) -> dict:
     run, finished = train_denoiser(
         config,
         data,
-        denoiser_store(args.runs_dir),
+        denoiser_store(args.runs),
         deadline=deadline,
         device=device,
         progress=not args.no_progress,

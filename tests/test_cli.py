@@ -274,7 +274,7 @@ def test_sweep_subcommand(tmp_path):
 
 def test_denoiser_subcommand_trains_measures_and_then_only_reads(tmp_path):
     arguments = ["denoiser", "--synthetic", "64", "20", "--width", "8", "--multipliers", "1", "2", "--epochs", "1"]
-    arguments += ["--batch-size", "16", "--runs-dir", str(tmp_path), "--quality-images", "10", "--no-progress"]
+    arguments += ["--batch-size", "16", "--runs", str(tmp_path), "--quality-images", "10", "--no-progress"]
     out, result = pagcore(*arguments)
     assert out.returncode == 0, out.stderr[-2000:]
     assert result["finished"] and result["kind"] == "smoke" and 0 <= result["implicit_classifier"] <= 1
@@ -288,3 +288,13 @@ def test_denoiser_subcommand_trains_measures_and_then_only_reads(tmp_path):
     assert again == result and len(json.loads((run / "record.json").read_text())["sessions"]) == 1
     out, _ = pagcore(*arguments, "--label-drop", "1.5")
     assert out.returncode == 2 and "label_drop" in out.stderr
+    # The score alignment of a classifier of the same store compares with this denoiser.
+    out, trained = pagcore("train", "--objective", "cross_entropy", "--runs", str(tmp_path), *TINY_TRAIN)
+    assert out.returncode == 0, out.stderr[-2000:]
+    evaluate = ["evaluate", "--run", trained["run"], "--runs", str(tmp_path), "--score-alignment", "--subset", "6"]
+    out, evaluated = pagcore(*evaluate, "--no-progress", *SYNTHETIC)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = evaluated["evaluations"]
+    stored = json.loads(open(line["path"]).read())
+    assert stored["settings"]["denoiser"] == result["run"] and stored["settings"]["sigma"] == 0.2
+    assert -1 <= stored["results"]["score"] <= 1 and stored["results"]["images"] == 6

@@ -50,16 +50,17 @@ from pagcore.evaluate.checklist import (
     tally,
 )
 from pagcore.evaluate.final import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
-from pagcore.evaluate.pag_score import gradient_alignment, targeted_confidence
+from pagcore.evaluate.pag_score import gradient_alignment, score_alignment, targeted_confidence
 from pagcore.paper.attacks import PGD
 from pagcore.paper.smoothing import ABSTAIN, certify
 from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic
 from pagcore.store.runs import Run, parameter_hash
 
 ATTACKS = ("pgd20", "pgd100", "autoattack")
-EVALUATIONS = (*ATTACKS, "checks", "pag_score", "certify")
-"""Every stored evaluation: the attacks, the gradient-masking checklist, the PAG score, and the
-certification of a noise-trained classifier's smoothed version (randomized smoothing)."""
+EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify")
+"""Every stored evaluation: the attacks, the gradient-masking checklist, the PAG score against a
+robust reference and against a denoiser's score-based targets, and the certification of a
+noise-trained classifier's smoothed version (randomized smoothing)."""
 
 CERTIFIED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The ℓ2 radii at which certified accuracy is reported (Cohen et al.'s, 0.5 the book's ℓ2 radius)."""
@@ -195,6 +196,7 @@ def evaluate_stored_run(
     device: torch.device | str = "cpu",
     source: tuple[str, nn.Module] | None = None,
     reference: tuple[str, nn.Module] | None = None,
+    denoiser: tuple[str, nn.Module, float] | None = None,
     budgets: BudgetConfig = BudgetConfig(),
     progress: bool = False,
     deadline: Deadline | None = None,
@@ -204,7 +206,8 @@ def evaluate_stored_run(
     when ``deadline`` passed first (run it again to go on), or ``{"name", "skipped": reason}``.
 
     ``source`` (name, model) is the vanilla model for the transfer check; ``reference`` (name,
-    model) the adversarially trained model the PAG score compares with."""
+    model) the adversarially trained model the PAG score compares with; ``denoiser`` (name, model,
+    σ) the denoiser whose score-based targets the score alignment compares with."""
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
@@ -231,6 +234,10 @@ def evaluate_stored_run(
         lines.append({"name": "pag_score", "skipped": "no adversarially trained reference run"})
     elif "pag_score" in evaluations:
         jobs.append(_pag_score_job(model, reference, data.num_classes, budgets, common))
+    if "score_alignment" in evaluations and denoiser is None:
+        lines.append({"name": "score_alignment", "skipped": "no denoiser given"})
+    elif "score_alignment" in evaluations:
+        jobs.append(_score_alignment_job(model, denoiser, data.num_classes, common))
     noise_sigma = run.params.get("noise_sigma")
     if "certify" in evaluations and run.params.get("objective") != "gaussian_noise":
         lines.append({"name": "certify", "skipped": "not a base classifier trained with Gaussian noise"})
@@ -391,6 +398,25 @@ def _pag_score_job(
         **common,
     }
     return Job("pag_score", settings, measure, lambda partials: partials[0], chunked=False)
+
+
+def _score_alignment_job(model, denoiser: tuple[str, nn.Module, float], num_classes: int, common: dict) -> Job:
+    name, score_model, sigma = denoiser
+
+    def measure(x, y, seed) -> dict:
+        return score_alignment(model, score_model, x, sigma=sigma, num_classes=num_classes, seed=seed)
+
+    settings = {"score": "cosine with score-based targets", "denoiser": name, "sigma": sigma, **common}
+    return Job("score_alignment", settings, measure, _combine_alignment)
+
+
+def _combine_alignment(partials: list[dict]) -> dict:
+    """The chunks' per-class means, weighted by their images."""
+    images = sum(p["images"] for p in partials)
+    per_class = [
+        sum(p["per_class"][c] * p["images"] for p in partials) / images for c in range(len(partials[0]["per_class"]))
+    ]
+    return {"score": sum(per_class) / len(per_class), "per_class": per_class, "images": images}
 
 
 def _certify_job(model: nn.Module, sigma: float, budgets: BudgetConfig, common: dict, device) -> Job:

@@ -58,6 +58,7 @@ def evaluate_table(
     progress: bool = False,
     source_name: str | None = None,
     reference_name: str | None = None,
+    denoiser: tuple[str, torch.nn.Module, float] | None = None,
 ) -> dict:
     """``evaluations`` of every complete run of ``dataset`` at ``knobs["scale"]`` in ``store``, in
     :func:`evaluation_plan`'s order, before ``deadline``. ``images()`` loads the dataset, only
@@ -82,6 +83,7 @@ def evaluate_table(
             device=device,
             source=source,
             reference=reference,
+            denoiser=denoiser,
             budgets=budgets,
             progress=progress,
             deadline=deadline,
