@@ -1,7 +1,6 @@
 """The chapters' table of parameters in use."""
 
 import json
-import math
 from pathlib import Path
 
 import nbformat
@@ -321,14 +320,6 @@ def test_status_sentence_counts_real_rows_and_names_the_missing_only_if_any():
     assert "No real run" in verdicts.status_sentence({"a": None}, "k-study")
 
 
-def test_spearman_ranks_with_ties_and_is_nan_for_a_constant_sequence():
-    assert text.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert text.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    # Ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, squared spreads 4.5 and 5.
-    assert text.spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(math.sqrt(4.5 / 5))
-    assert math.isnan(text.spearman([1, 1, 1], [1, 2, 3]))
-
-
 def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
     from pagcore.paper import reported
 
@@ -405,3 +396,23 @@ def test_k_curve_reading_says_what_a_larger_k_buys():
     falling = {1: {"clean": 0.4, "linf": 0.2, "l2": 0.3}, 10: {"clean": 0.3, "linf": 0.1, "l2": 0.2}}
     assert "costs time without buying accuracy" in verdicts.k_curve_reading(falling, {})
     assert "no trend yet" in verdicts.k_curve_reading({1: flat[1]}, {})
+
+
+def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_intervals():
+    seeds = range(12)
+    robust = {"vanilla": [0.05 + 0.001 * i for i in seeds], "pag": [0.6 + 0.001 * i for i in seeds]}
+    # Within each method the score falls as PGD accuracy rises; between the methods it rises.
+    against = {"vanilla": [0.2 - 0.01 * i for i in seeds], "pag": [0.9 - 0.01 * i for i in seeds]}
+    gap = verdicts.toy_alignment_reading(against, robust)
+    assert gap.startswith("12 of the 12 PAG models score higher than the best-aligned vanilla model.")
+    assert "bootstrap interval" in gap and "the correlation comes from the gap between the two methods" in gap
+    # Within each method the score is scrambled: its intervals include 0.
+    scrambled = {
+        m: [base + 0.001 * ((k * i) % 12) for i in seeds] for m, base, k in (("vanilla", 0.1, 7), ("pag", 0.8, 5))
+    }
+    assert "neither interval excludes 0" in verdicts.toy_alignment_reading(scrambled, robust)
+    # The score follows PGD accuracy within each method as well.
+    alike = {"vanilla": [0.1 + 0.01 * i for i in seeds], "pag": [0.8 + 0.01 * i for i in seeds]}
+    assert "ranks models trained the same way too" in verdicts.toy_alignment_reading(alike, robust)
+    constant = {"vanilla": [0.05] * 12, "pag": robust["pag"]}
+    assert "Too few distinct points" in verdicts.toy_alignment_reading(scrambled, constant)

@@ -151,3 +151,32 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)
     assert "1 results-table row at the paper's scale has a run" in findings.findings_box(tmp_path / "no-toy.json")
+
+
+def test_rank_correlation_ranks_ties_and_bounds_the_coefficient_by_a_bootstrap_interval():
+    assert evidence.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]).rho == pytest.approx(1.0)
+    assert evidence.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]).rho == pytest.approx(-1.0)
+    # Ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, squared spreads 4.5 and 5.
+    assert evidence.rank_correlation([1, 5, 5, 9], [1, 2, 3, 4]).rho == pytest.approx(math.sqrt(4.5 / 5))
+    assert math.isnan(evidence.rank_correlation([1, 1, 1], [1, 2, 3]).rho)
+    monotone = evidence.rank_correlation(list(range(10)), [x**2 for x in range(10)])
+    assert monotone.low == pytest.approx(1.0) and monotone.high == pytest.approx(1.0) and monotone.excludes_zero
+    scattered = evidence.rank_correlation(list(range(8)), [3, 1, 4, 1, 5, 9, 2, 6])
+    assert scattered.low < 0 < scattered.high and not scattered.excludes_zero
+    assert str(scattered).endswith(
+        "(95 % bootstrap interval " + f"{scattered.low:.2f} to {scattered.high:.2f}, 8 pairs)"
+    )
+    assert evidence.rank_correlation(list(range(8)), [3, 1, 4, 1, 5, 9, 2, 6], seed=0) == scattered  # seeded
+
+
+def test_the_masking_chapter_reads_its_correlation_from_the_interval():
+    from pagcore.book.masking import correlation_sentence
+
+    def scores(pairs):
+        return {f"run {i}": {"reference": "teacher", "alignment": a, "robust_l2": r} for i, (a, r) in enumerate(pairs)}
+
+    few = correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1), (0.2, 0.4), (0.4, 0.3)]))
+    assert "Spearman rank correlation" in few and "4 runs cannot tell this correlation from none" in few
+    rising = correlation_sentence(scores([(0.1 * i, 0.05 * i) for i in range(1, 9)]))
+    assert "the interval excludes 0: the better aligned runs are the more robust ones." in rising
+    assert "no correlation yet" in correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1)]))

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from scipy import stats
 
 from pagcore.book.text import NORM_WORDS
 
@@ -205,3 +209,49 @@ def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:
     if set(checked) != set(THREAT_METRICS):
         return None
     return sorted({check for entry in checked.values() for check in entry["results"]["failed"]})
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman's rank correlation of ``n`` pairs and its percentile bootstrap interval (NaN where
+    undefined: fewer than three pairs, or a constant sequence)."""
+
+    rho: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+    def __str__(self) -> str:
+        percent = f"{100 * self.confidence:g} %"
+        return f"{self.rho:.2f} ({percent} bootstrap interval {self.low:.2f} to {self.high:.2f}, {self.n} pairs)"
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval tells the correlation from none (False where it is undefined)."""
+        return self.low > 0 or self.high < 0
+
+
+def rank_correlation(
+    a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> RankCorrelation:
+    """Spearman's rho of ``a`` and ``b`` (paired) with a percentile bootstrap interval over the pairs."""
+    nan = float("nan")
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return RankCorrelation(nan, nan, nan, len(a), confidence)
+
+    def rho(x, y) -> float:
+        return stats.spearmanr(x, y).statistic
+
+    with warnings.catch_warnings():  # a resample may be constant: its rho is NaN and left out
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        values = np.array(
+            [
+                rho(np.take(a, i), np.take(b, i))
+                for i in np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+            ]
+        )
+    values = values[~np.isnan(values)]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (nan, nan)
+    return RankCorrelation(float(rho(a, b)), float(low), float(high), len(a), confidence)

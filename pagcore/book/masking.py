@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import CHECK_WORDS, THREAT_METRICS, failed_checks
-from pagcore.book.text import NORM_WORDS, markdown_table, percent, spearman
+from pagcore.book.evidence import CHECK_WORDS, THREAT_METRICS, failed_checks, rank_correlation
+from pagcore.book.text import NORM_WORDS, markdown_table, percent
 from pagcore.config import teacher_threat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
@@ -152,7 +152,8 @@ def scatter_groups(scores: Mapping[str, dict[str, Any]]) -> dict[str, list[tuple
 
 
 def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
-    """The rank correlation of alignment and robustness over the runs that share the commonest reference."""
+    """The rank correlation of alignment and robustness over the runs that share the commonest
+    reference, with its bootstrap interval, and whether the interval tells it from none."""
     by_reference: dict[str, list[tuple[float, float]]] = {}
     for s in scores.values():
         by_reference.setdefault(s["reference"], []).append((s["alignment"], s["robust_l2"]))
@@ -160,10 +161,17 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     shared = max(by_reference.values(), key=len, default=[])
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
+    correlation = rank_correlation(*zip(*shared))
+    reading = (
+        "the interval excludes 0: the better aligned runs are the more robust ones."
+        if correlation.low > 0
+        else "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones."
+        if correlation.high < 0
+        else f"the interval includes 0: {len(shared)} runs cannot tell this correlation from none."
+    )
     return (
         f"Across the {len(shared)} runs scored against the same reference, the Spearman rank correlation between "
-        f"gradient alignment and PGD-20 ℓ2 accuracy is {spearman(*zip(*shared)):.2f} (1: the better aligned run is "
-        "always the more robust)."
+        f"gradient alignment and PGD-20 ℓ2 accuracy is {correlation}; " + reading
     )
 
 

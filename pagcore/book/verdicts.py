@@ -7,10 +7,20 @@ when they change.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pagcore.book.evidence import FIT_FACTOR, Judgement, Measured, Noise, compare, fits_labels, sampling_std, tiers
+from pagcore.book.evidence import (
+    FIT_FACTOR,
+    Judgement,
+    Measured,
+    Noise,
+    compare,
+    fits_labels,
+    rank_correlation,
+    sampling_std,
+    tiers,
+)
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, signed_points, triple
 from pagcore.evaluate.stored import chosen_evaluations
@@ -414,3 +424,27 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     if len(rising) == len(METRIC_COLUMNS):
         return sentence + "; every accuracy rises with every larger k."
     return sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k."
+
+
+def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping[str, Sequence[float]]) -> str:
+    """Whether the toy's PAG score tells robust models apart within one training method, or only the
+    two methods apart (``scores`` and ``robust`` per method, ``vanilla`` and ``pag``, one per seed),
+    read from the rank correlations' bootstrap intervals."""
+    above = sum(s > max(scores["vanilla"]) for s in scores["pag"])
+    sentence = f"{above} of the {len(scores['pag'])} PAG models score higher than the best-aligned vanilla model."
+    overall = rank_correlation([*scores["vanilla"], *scores["pag"]], [*robust["vanilla"], *robust["pag"]])
+    within = {method: rank_correlation(scores[method], robust[method]) for method in ("vanilla", "pag")}
+    if any(math.isnan(c.rho) for c in (*within.values(), overall)):  # too few seeds, or a constant accuracy
+        return sentence + " Too few distinct points for a rank correlation within each method."
+    sentence += (
+        f" Within one method, score and PGD accuracy have a rank correlation of {within['vanilla']} (vanilla) and "
+        f"{within['pag']} (PAG), against {overall} over all models: "
+    )
+    if overall.low > max(c.high for c in within.values()):
+        return sentence + (
+            "the correlation comes from the gap between the two methods, and within one method the score ranks "
+            "models less well."
+        )
+    if not any(c.excludes_zero for c in within.values()):
+        return sentence + "within one method neither interval excludes 0, so the score does not rank models trained alike."
+    return sentence + "the score ranks models trained the same way too."
