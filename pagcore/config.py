@@ -46,8 +46,9 @@ from pagcore.paper.objective import GRADIENT_STRATEGIES, GRADIENTS
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
 OBJECTIVES: tuple[str, ...] = ("cross_entropy", "pag", "adversarial", "gaussian_noise")
-"""The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), or Madry
-adversarial training (the RIGD teachers, and a comparison row beyond the paper)."""
+"""The training objective: cross-entropy alone (the "vanilla" model), Eq. (1), Madry adversarial
+training (the RIGD teachers, and a comparison row beyond the paper), or cross-entropy on images
+with Gaussian noise (the base classifiers of randomized smoothing)."""
 
 SOURCES: tuple[str, ...] = (*MODEL_FREE_SOURCES, "rigd", "score")
 """Where the PAG objective's target gradients come from (Section 4)."""
@@ -292,7 +293,8 @@ class TrainConfig:
                 epochs=_default(self.schedule.epochs, preset.epochs),
                 batch_size=_default(self.schedule.batch_size, reported.BATCH_SIZE[dataset]),
             ),
-            objective=replace(o, lam=lam, classes_per_image=k),
+            # A denoiser is named by its run name (in the denoisers' store), however it was given.
+            objective=replace(o, lam=lam, classes_per_image=k, denoiser=Path(o.denoiser).name if o.denoiser else ""),
             adversary=replace(
                 a, eps=_default(a.eps, reported.EPS[dataset][a.threat]), steps=_default(a.steps, preset.adversary_steps)
             ),

@@ -414,5 +414,6 @@ def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_interval
     # The score follows PGD accuracy within each method as well.
     alike = {"vanilla": [0.1 + 0.01 * i for i in seeds], "pag": [0.8 + 0.01 * i for i in seeds]}
     assert "ranks models trained the same way too" in verdicts.toy_alignment_reading(alike, robust)
-    constant = {"vanilla": [0.05] * 12, "pag": robust["pag"]}
-    assert "Too few distinct points" in verdicts.toy_alignment_reading(scrambled, constant)
+    constant = {"vanilla": [0.0] * 12, "pag": robust["pag"]}  # every vanilla model at 0 % PGD accuracy
+    partial = verdicts.toy_alignment_reading(alike, constant)
+    assert "within vanilla one of them is constant, and within the other it is 1.00 (95 % bootstrap" in partial

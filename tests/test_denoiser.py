@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from pagcore.paper.denoiser import Denoiser, DenoiserShape, denoising_loss, log_
 from pagcore.paper.reference_denoisers import EmpiricalDenoiser, GaussianDenoiser
 from pagcore.store.runs import RunStore
 from pagcore.train import score_targets as score_targets_module
+from pagcore.train import trainer as trainer_module
 from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, train_denoiser
 from pagcore.train.score_targets import score_table, score_targets
 from pagcore.train.trainer import train
@@ -195,8 +198,11 @@ def test_score_tables_are_unit_targets_independent_of_chunking_and_resume_from_t
     np.save(cache.with_suffix(".done.npy"), marks)
     table = np.load(cache, mmap_mode="r+")
     table[8:] = 0
+    table[:8] = 7  # a sentinel in the chunk marked done: a resumed computation must not redo it
     table.flush()
-    torch.testing.assert_close(score_table(denoiser, images, 0.2, cache=cache, progress=False), whole)
+    resumed = score_table(denoiser, images, 0.2, cache=cache, progress=False)
+    assert (resumed[:8] == 7).all()
+    torch.testing.assert_close(resumed[8:], whole[8:])
     assert not torch.equal(score_table(denoiser, images, 0.2, draws=2, progress=False), whole)
 
 
@@ -222,3 +228,30 @@ def test_a_pag_run_trains_on_score_based_targets_of_a_stored_denoiser(tmp_path):
     assert "-score-sigma0.3-lam1.5-" in run.name
     with pytest.raises(ConfigError, match="no lambda is published"):
         TrainConfig.from_flat({**knobs, "dataset": "stl10", "denoiser": denoiser.name}).resolve()
+
+
+def test_a_score_run_checks_its_denoiser_before_any_work_and_keeps_its_table_in_the_cache(tmp_path, monkeypatch):
+    data = synthetic_dataset("cifar10", 64, 20, seed=0)
+    runs = RunStore(tmp_path)
+    config = DenoiserConfig(width=8, multipliers=[1, 2], epochs=1, batch_size=32, sigma_min=0.1, sigma_max=0.5)
+    denoiser, _ = train_denoiser(config, data, denoiser_store(tmp_path), progress=False, kind="smoke")
+    knobs = dict(dataset="cifar10", epochs=1, width=4, batch_size=32, objective="pag", source="score")
+    knobs["denoiser"] = denoiser.name
+    evaluation = EvaluationConfig(pgd_steps=1, picture_images=2)
+
+    def train_with(options, **changes):
+        return train(TrainConfig.from_flat({**knobs, **changes}), data, runs, options, evaluation)
+
+    with pytest.raises(ConfigError, match="outside the noise levels"):
+        train_with(ExecutionConfig(progress=False), score_sigma=0.9)
+    with pytest.raises(ConfigError, match="a real run needs a real denoiser"):
+        train_with(ExecutionConfig(progress=False, kind="real"))
+    assert not [path for path in tmp_path.iterdir() if path.name != "denoisers"]  # no run was begun
+    monkeypatch.setattr(trainer_module, "SCORE_TARGETS_DIR", tmp_path / "cache")
+    data = replace(data, source="npz: a file")  # real data keeps its table in the cache
+    run = train_with(
+        ExecutionConfig(progress=False, kind="smoke"), denoiser=str(tmp_path / "denoisers" / denoiser.name)
+    ).run
+    assert run.complete and run.params["denoiser"] == denoiser.name  # a path or a name: the same run
+    (table,) = [p for p in (tmp_path / "cache").glob("*.npy") if not p.name.endswith(".done.npy")]
+    assert table.name.startswith(f"{denoiser.name}-sigma0.2-draws1-cifar10-")

@@ -457,14 +457,17 @@ def test_gaussian_noise_training_makes_a_named_base_classifier_and_noise_changes
     assert run.params["noise_sigma"] == 0.5 and "-noise0.5-" in run.name
     with pytest.raises(ConfigError, match="lam must be 0"):
         tiny(objective="gaussian_noise", lam=0.4).resolve()
-    # The same seed, weights and batch: only the noise differs between the two steps.
+    # The step's loss is the cross-entropy of the images plus σ times the step generator's first draw.
     images, labels, index = data.x_train[:8], data.y_train[:8], torch.arange(8)
-    losses = []
-    for sigma in (0.0, 0.5):
-        torch.manual_seed(0)
-        model = build_model("cifar10", 10, width=4)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        settings = StepConfig(num_classes=10, lam=0.0, augment=False, noise_sigma=sigma)
-        generator = torch.Generator().manual_seed(1)
-        losses.append(training_step(model, optimizer, images, labels, index, None, settings, generator).total.item())
-    assert losses[0] != losses[1]
+    torch.manual_seed(0)
+    model = build_model("cifar10", 10, width=4).eval()  # eval: batch statistics do not move between the passes
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    settings = StepConfig(num_classes=10, lam=0.0, augment=False, noise_sigma=0.5)
+    loss = training_step(model, optimizer, images, labels, index, None, settings, torch.Generator().manual_seed(1))
+    x = images.float() / 255
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(x + 0.5 * noise), labels)
+        clean = torch.nn.functional.cross_entropy(model(x), labels)
+    assert loss.cross_entropy.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(loss.cross_entropy.item() - clean.item()) > 1e-4  # and the noise did change it

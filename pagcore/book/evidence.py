@@ -236,6 +236,8 @@ def rank_correlation(
     a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> RankCorrelation:
     """Spearman's rho of ``a`` and ``b`` (paired) with a percentile bootstrap interval over the pairs."""
+    if len(a) != len(b):
+        raise ValueError(f"a rank correlation needs pairs: {len(a)} values against {len(b)}")
     nan = float("nan")
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
         return RankCorrelation(nan, nan, nan, len(a), confidence)

@@ -4,6 +4,8 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -162,6 +164,8 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
     correlation = rank_correlation(*zip(*shared))
+    if math.isnan(correlation.rho):
+        return f"Across the {len(shared)} runs scored against the same reference, one of the two measures is constant: no rank correlation."
     reading = (
         "the interval excludes 0: the better aligned runs are the more robust ones."
         if correlation.low > 0

@@ -434,8 +434,16 @@ def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping
     sentence = f"{above} of the {len(scores['pag'])} PAG models score higher than the best-aligned vanilla model."
     overall = rank_correlation([*scores["vanilla"], *scores["pag"]], [*robust["vanilla"], *robust["pag"]])
     within = {method: rank_correlation(scores[method], robust[method]) for method in ("vanilla", "pag")}
-    if any(math.isnan(c.rho) for c in (*within.values(), overall)):  # too few seeds, or a constant accuracy
-        return sentence + " Too few distinct points for a rank correlation within each method."
+    if math.isnan(overall.rho):
+        return sentence + " The score or the PGD accuracy is constant over all models: no rank correlation."
+    undefined = [method for method, c in within.items() if math.isnan(c.rho)]
+    if undefined:  # e.g. every vanilla model at 0 % PGD accuracy: nothing to rank within that method
+        defined = [f"{c} ({method})" for method, c in within.items() if not math.isnan(c.rho)]
+        return sentence + (
+            f" Over all models, score and PGD accuracy have a rank correlation of {overall}; within "
+            f"{' and '.join(undefined)} one of them is constant"
+            + (f", and within the other it is {defined[0]}." if defined else ".")
+        )
     sentence += (
         f" Within one method, score and PGD accuracy have a rank correlation of {within['vanilla']} (vanilla) and "
         f"{within['pag']} (PAG), against {overall} over all models: "

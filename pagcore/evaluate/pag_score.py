@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from pagcore.base.modes import eval_mode
 from pagcore.data import as_float
 from pagcore.paper.attacks import PGD
-from pagcore.paper.denoiser import Denoiser, log_posterior_gradients
+from pagcore.paper.denoiser import Denoiser, log_posterior_gradients, seeded_noise
 
 
 def log_probability_gradients(model: nn.Module, x: Tensor, classes: Tensor) -> Tensor:
@@ -85,14 +85,18 @@ def score_alignment(
     batch_size: int = 100,
 ) -> dict:
     """Mean cosine between the model's input-gradients and the score-based targets of ``denoiser``
-    at ``sigma`` (one seeded noise draw per image), as :func:`gradient_alignment` reports it.
+    at ``sigma`` (one noise draw per image, seeded by its position and ``seed``), as
+    :func:`gradient_alignment` reports it.
 
     A PAG score that needs no robust model: the reference is the log-posterior gradient of a
     generative model, which favours no adversarially trained teacher or RIGD student."""
-    generator = torch.Generator().manual_seed(seed)
+    seen = 0
 
     def targets(x: Tensor, classes: Tensor) -> Tensor:
-        noisy = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
+        nonlocal seen
+        # Each image's noise is seeded by its position (and the seed), whatever the batch size.
+        noisy = x + sigma * seeded_noise(range(seen, seen + len(x)), tuple(x.shape[1:]), draw=seed).to(x.device)
+        seen += len(x)
         with eval_mode(denoiser), torch.no_grad():
             return log_posterior_gradients(denoiser, noisy, sigma, classes.to(x.device).expand(len(x), -1))
 

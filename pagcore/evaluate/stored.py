@@ -62,6 +62,9 @@ EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify")
 robust reference and against a denoiser's score-based targets, and the certification of a
 noise-trained classifier's smoothed version (randomized smoothing)."""
 
+CERTIFY_BATCH = 500
+"""Noise draws per forward pass of CERTIFY: they come from one stream, so the batch fixes the draws."""
+
 CERTIFIED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The ℓ2 radii at which certified accuracy is reported (Cohen et al.'s, 0.5 the book's ℓ2 radius)."""
 FOLDER = "evaluations"
@@ -424,14 +427,21 @@ def _certify_job(model: nn.Module, sigma: float, budgets: BudgetConfig, common: 
 
     def measure(x, y, seed) -> dict:
         generator = torch.Generator(device=device).manual_seed(seed)
-        answers = [certify(model, image, sigma, n0, n, alpha, batch_size=500, generator=generator) for image in x]
+        answers = [
+            certify(model, image, sigma, n0, n, alpha, batch_size=CERTIFY_BATCH, generator=generator) for image in x
+        ]
         return {
             "predicted": [c for c, _ in answers],
             "radius": [r for _, r in answers],
             "labels": y.tolist(),
         }
 
-    settings = {"smoothing": "CERTIFY (Cohen et al. 2019)", "sigma": sigma, "n0": n0, "n": n, "alpha": alpha, **common}
+    settings = {
+        "smoothing": "CERTIFY (Cohen et al. 2019)",
+        "sigma": sigma,
+        **{"n0": n0, "n": n, "alpha": alpha, "noise_batch": CERTIFY_BATCH},
+        **common,
+    }
     return Job("certify", settings, measure, _combine_certify)
 
 

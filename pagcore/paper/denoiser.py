@@ -159,7 +159,7 @@ class Denoiser(nn.Module):
         return self.network.null_class
 
     def forward(self, noisy: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-        sigma = sigma.to(noisy.dtype).reshape(-1)
+        sigma = sigma.to(noisy).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(len(noisy))
         variance = sigma**2 + DATA_STD**2
@@ -192,3 +192,11 @@ def log_posterior_gradients(denoiser: Denoiser, noisy: Tensor, sigma: float, cla
     estimates = denoiser(repeated, torch.full((len(labels),), sigma, device=noisy.device), labels)
     estimates = estimates.reshape(batch, k + 1, *noisy.shape[1:])
     return (estimates[:, :k] - estimates[:, k:]) / sigma**2
+
+
+def seeded_noise(rows: range, shape: tuple[int, ...], draw: int = 0) -> Tensor:
+    """Standard normal noise for the images ``rows`` of a dataset, one seeded generator per image
+    and ``draw``: the noise of an image does not depend on the batch or chunk it is computed in."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(1_000_003 * draw + i)) for i in rows]
+    )

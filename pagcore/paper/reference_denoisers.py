@@ -40,8 +40,8 @@ class EmpiricalDenoiser:
         queries = noisy.flatten(1).double()
         # log weights -|q - p|²/2σ², without |q|², the same for every p of a query; a running
         # log-sum-exp over chunks of the pool keeps memory at one chunk's distances.
-        top = torch.full((len(queries), 1), -torch.inf, dtype=torch.float64)
-        total = torch.zeros(len(queries), 1, dtype=torch.float64)
+        top = torch.full((len(queries), 1), -torch.inf, dtype=torch.float64, device=queries.device)
+        total = torch.zeros(len(queries), 1, dtype=torch.float64, device=queries.device)
         weighted = torch.zeros_like(queries)
         for start in range(0, len(pool), self.chunk_size):
             chunk = pool[start : start + self.chunk_size]

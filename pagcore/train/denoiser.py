@@ -26,6 +26,7 @@ from torch import Tensor
 from pagcore.base.deadline import Deadline
 from pagcore.base.interrupts import stop_requests
 from pagcore.base.progress import counter_bar
+from pagcore.base.seeds import derived_seed
 from pagcore.base.validation import ConfigError, check_choice, check_positive, check_positive_int
 from pagcore.config import knob
 from pagcore.data import SPECS, ImageDataset, as_float
@@ -124,18 +125,21 @@ class _DenoiserSession:
     """The state a session trains and checkpoints: model, EMA, optimiser, position, epoch's loss."""
 
     def __init__(self, config: DenoiserConfig, run: Run, device: torch.device):
-        torch.manual_seed(config.seed)
         self.config, self.run, self.device = config, run, device
-        self.model = build_denoiser(config).to(device)
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the initial weights from the run's seed; the caller's stream untouched
+            torch.manual_seed(config.seed)
+            self.model = build_denoiser(config).to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.epoch, self.step, self.loss_sum, self.loss_count, self.seconds = 0, 0, 0.0, 0, 0.0
+        self.epoch, self.step, self.updates, self.loss_sum, self.loss_count, self.seconds = 0, 0, 0, 0.0, 0, 0.0
         state = run.load_checkpoint("latest", map_location=device)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.epoch, self.step = state["epoch"], state["step"]
+            self.epoch, self.step, self.updates = state["epoch"], state["step"], state["updates"]
             self.loss_sum, self.loss_count, self.seconds = state["loss_sum"], state["loss_count"], state["seconds"]
 
     def checkpoint(self) -> None:
@@ -146,6 +150,7 @@ class _DenoiserSession:
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch,
                 "step": self.step,
+                "updates": self.updates,
                 "loss_sum": self.loss_sum,
                 "loss_count": self.loss_count,
                 "seconds": self.seconds,
@@ -154,25 +159,56 @@ class _DenoiserSession:
 
     def train_step(self, images: Tensor, labels: Tensor) -> None:
         started = time.monotonic()
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch * 10_007 + self.step)
+        generator = torch.Generator().manual_seed(derived_seed(self.config.seed, self.epoch, self.step))
         images, sigma, noise, labels = _step_draws(self.config, images, labels, self.model.null_class, generator)
         to = self.device
         loss = denoising_loss(self.model, images.to(to), sigma.to(to), labels.to(to), noise.to(to))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        # The average forgets its start quickly at first: with the full decay from step one, the random
+        # initial weights would keep a share of decay^t, 17 % after 1,800 steps at 0.999.
+        decay = min(self.config.ema_decay, (1 + self.updates) / (10 + self.updates))
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), self.model.parameters()):
-                average.lerp_(current, 1 - self.config.ema_decay)
+                average.lerp_(current, 1 - decay)
         self.loss_sum, self.loss_count, self.step = self.loss_sum + loss.item(), self.loss_count + 1, self.step + 1
+        self.updates += 1
         self.seconds += time.monotonic() - started
 
     def end_epoch(self) -> None:
-        """The epoch's mean loss and training seconds (summed over sessions) into the history."""
+        """The epoch's mean loss and training seconds (summed over sessions) into the history, then a
+        checkpoint. An entry for this epoch left by a process killed before its checkpoint is replaced."""
         mean = self.loss_sum / max(self.loss_count, 1)
-        history = [*self.run.history, {"epoch": self.epoch + 1, "loss": mean, "seconds": round(self.seconds, 3)}]
+        earlier = [entry for entry in self.run.history if entry["epoch"] <= self.epoch]
+        history = [*earlier, {"epoch": self.epoch + 1, "loss": mean, "seconds": round(self.seconds, 3)}]
         self.run.write_json("history.json", history)
         self.epoch, self.step, self.loss_sum, self.loss_count, self.seconds = self.epoch + 1, 0, 0.0, 0, 0.0
+        self.checkpoint()
+
+
+def _train_epochs(state: _DenoiserSession, data: ImageDataset, should_stop, bar, session: SessionRecord) -> bool:
+    """Steps until the schedule ends (True) or ``should_stop()`` (False), checkpointing at every
+    epoch's end and at least every :data:`CHECKPOINT_SECONDS`."""
+    config = state.config
+    steps = len(data.x_train) // config.batch_size  # the last, partial batch is dropped
+    saved = time.monotonic()
+    while state.epoch < config.epochs and not should_stop():
+        generator = torch.Generator().manual_seed(derived_seed(config.seed, state.epoch))
+        order = torch.randperm(len(data.x_train), generator=generator)
+        while state.step < steps and not should_stop():
+            rows = order[state.step * config.batch_size : (state.step + 1) * config.batch_size]
+            state.train_step(as_float(data.x_train[rows]), data.y_train[rows])
+            bar.update(1)
+            if time.monotonic() - saved > CHECKPOINT_SECONDS:
+                state.checkpoint()
+                session.save("running")
+                saved = time.monotonic()
+        if state.step == steps:
+            state.end_epoch()
+            session.save("running")
+            saved = time.monotonic()
+    return state.epoch == config.epochs
 
 
 def train_denoiser(
@@ -190,40 +226,31 @@ def train_denoiser(
     config.validate()
     if data.name != config.dataset:
         raise ConfigError(f"the data is {data.name}, the denoiser's dataset {config.dataset}")
+    if len(data.x_train) < config.batch_size:
+        raise ConfigError(f"{len(data.x_train)} training images make no batch of {config.batch_size}")
     run = store.create(config.run_name(kind), config.identity())
     if run.checkpoint_path("final").exists():
         return run, True
     deadline, device = deadline or Deadline.after(None), torch.device(device)
     state = _DenoiserSession(config, run, device)
     session = SessionRecord.begin(run, {"kind": kind, "model": "denoiser", "data": data.source}, device)
-    steps = len(data.x_train) // config.batch_size  # the last, partial batch is dropped
-    finished = False
-    with (
-        stop_requests() as stop,
-        counter_bar(
-            total=config.epochs * steps,
-            initial=state.epoch * steps + state.step,
-            enabled=progress,
-            desc=run.name,
-            unit="step",
-        ) as bar,
-    ):
-        saved = time.monotonic()
-        while state.epoch < config.epochs and not (stop.is_set() or deadline.passed()):
-            order = torch.randperm(
-                len(data.x_train), generator=torch.Generator().manual_seed(config.seed + state.epoch)
-            )
-            while state.step < steps and not (stop.is_set() or deadline.passed()):
-                rows = order[state.step * config.batch_size : (state.step + 1) * config.batch_size]
-                state.train_step(as_float(data.x_train[rows]), data.y_train[rows])
-                bar.update(1)
-                if time.monotonic() - saved > CHECKPOINT_SECONDS:
-                    state.checkpoint()
-                    session.save("running")
-                    saved = time.monotonic()
-            if state.step == steps:
-                state.end_epoch()
-        finished = state.epoch == config.epochs
+    steps = len(data.x_train) // config.batch_size
+    try:
+        with (
+            stop_requests() as stop,
+            counter_bar(
+                total=config.epochs * steps,
+                initial=state.epoch * steps + state.step,
+                enabled=progress,
+                desc=run.name,
+                unit="step",
+            ) as bar,
+        ):
+            finished = _train_epochs(state, data, lambda: stop.is_set() or deadline.passed(), bar, session)
+    except Exception as error:
+        session.entry["ended"] = f"failed: {type(error).__name__}: {error}"
+        session.save("interrupted")
+        raise
     state.checkpoint()
     if finished:
         run.save_checkpoint({"model": state.ema.state_dict()}, "final")

@@ -7,9 +7,10 @@ unit-normalised mean over ``draws`` of them). The cosine loss ignores the target
 each is stored as a unit vector, in float16: a table of shape (N, C, *image), 3 GB for CIFAR-10.
 
 The targets are those of the image as stored; a training step applies its augmentation (crops
-with zero padding, flips: linear maps) to image and targets alike, as the authors' code does
-with its precomputed targets. A denoiser forward costs tens of times a small classifier's, so
-computing the targets of every augmented batch again would cost more than the training itself.
+with zero padding, flips: linear maps) to image and targets alike, as it does to the
+representatives of the model-free sources. A denoiser forward costs tens of times a small
+classifier's, so computing the targets of every augmented batch again would cost more than the
+training itself.
 
 Computing the table takes a while on a CPU, so it is written in chunks of images to a ``.npy``
 file beside the data, with a second file marking the chunks done: a stopped computation goes on
@@ -28,7 +29,7 @@ from torch import Tensor
 from pagcore.base.modes import eval_mode
 from pagcore.base.progress import progress_bar
 from pagcore.data import as_float
-from pagcore.paper.denoiser import Denoiser, log_posterior_gradients
+from pagcore.paper.denoiser import Denoiser, log_posterior_gradients, seeded_noise
 from pagcore.paper.rigd import unit_vectors
 
 SCORE_TARGETS_DIR = Path(__file__).resolve().parents[2] / ".data" / "score_targets"
@@ -38,26 +39,30 @@ CHUNK_IMAGES = 500
 """Images per chunk of the table: the work a stopped computation may lose."""
 
 
-def _noise(rows: range, shape: tuple[int, ...], draw: int) -> Tensor:
-    """The noise of images ``rows`` for ``draw``: one seeded generator per image, so that a chunk's
-    noise does not depend on how the table is split into chunks."""
-    return torch.stack(
-        [torch.randn(shape, generator=torch.Generator().manual_seed(1_000_003 * draw + i)) for i in rows]
-    )
-
-
 def score_targets(
-    denoiser: Denoiser, images: Tensor, rows: range, sigma: float, *, draws: int = 1, device: torch.device | str = "cpu"
+    denoiser: Denoiser,
+    images: Tensor,
+    rows: range,
+    sigma: float,
+    *,
+    draws: int = 1,
+    batch_size: int = 50,
+    device: torch.device | str = "cpu",
 ) -> Tensor:
-    """Unit score-based targets of training images ``rows`` for every class: ``(len(rows), C, *image)``."""
-    x = as_float(images[rows.start : rows.stop]).to(device)
-    classes = torch.arange(denoiser.num_classes, device=device).expand(len(x), -1)
-    total = torch.zeros(len(x), denoiser.num_classes, *x.shape[1:], device=device)
+    """Unit score-based targets of training images ``rows`` for every class: ``(len(rows), C, *image)``,
+    ``batch_size`` images (times C + 1 denoiser passes) at a time."""
+    parts = []
     with eval_mode(denoiser), torch.no_grad():
-        for draw in range(draws):
-            noisy = x + sigma * _noise(rows, tuple(x.shape[1:]), draw).to(device)
-            total += unit_vectors(log_posterior_gradients(denoiser, noisy, sigma, classes))
-    return unit_vectors(total).cpu()
+        for start in range(rows.start, rows.stop, batch_size):
+            batch = range(start, min(start + batch_size, rows.stop))
+            x = as_float(images[batch.start : batch.stop]).to(device)
+            classes = torch.arange(denoiser.num_classes, device=device).expand(len(x), -1)
+            total = torch.zeros(len(x), denoiser.num_classes, *x.shape[1:], device=device)
+            for draw in range(draws):
+                noisy = x + sigma * seeded_noise(batch, tuple(x.shape[1:]), draw).to(device)
+                total += unit_vectors(log_posterior_gradients(denoiser, noisy, sigma, classes))
+            parts.append(unit_vectors(total).cpu())
+    return torch.cat(parts)
 
 
 def score_table(

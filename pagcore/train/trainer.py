@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from pagcore.base.deadline import Deadline
 from pagcore.base.interrupts import stop_requests
 from pagcore.base.progress import counter_bar
+from pagcore.base.seeds import derived_seed
 from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig, ObjectiveConfig, TrainConfig
 from pagcore.data import ImageDataset, as_float
@@ -46,14 +47,6 @@ from pagcore.store.sessions import SessionRecord
 from pagcore.train.denoiser import denoiser_store, load_denoiser
 from pagcore.train.devices import default_fast_step, default_strategy, resolve_device
 from pagcore.train.score_targets import SCORE_TARGETS_DIR, score_table
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, so that (seed, epoch, step) each get their own stream."""
-    value = 0x9E3779B97F4A7C15
-    for p in parts:
-        value = (value * 6364136223846793005 + p + 1442695040888963407) % (1 << 63)
-    return value
 
 
 def step_generator(device: torch.device, *parts: int) -> torch.Generator:
@@ -172,6 +165,26 @@ def open_run(store: RunStore, config: TrainConfig, kind: str) -> Run:
     return store.create(run_name_for(config, kind), run_identity(config, kind))
 
 
+def score_denoiser(o: ObjectiveConfig, dataset: str, store: RunStore, kind: str) -> Run:
+    """The denoiser run a ``score`` source names, checked before any work: complete, of the same
+    dataset, of a kind a run of ``kind`` may use (a real run needs a real denoiser), and trained
+    over a range of noise levels that holds ``o.score_sigma``."""
+    run = denoiser_store(store.root).find(o.denoiser)
+    params = run.params
+    if not run.checkpoint_path("final").exists():
+        raise ConfigError(f"denoiser {run.name} is not trained yet: python -m pagcore denoiser")
+    if params.get("dataset") != dataset:
+        raise ConfigError(f"denoiser {run.name} learned {params.get('dataset')}, not {dataset}")
+    if kind == "real" and run.kind != "real":
+        raise ConfigError(f"a real run needs a real denoiser; {run.name} is a {run.kind} run")
+    if not params["sigma_min"] <= o.score_sigma <= params["sigma_max"]:
+        raise ConfigError(
+            f"score_sigma {o.score_sigma} lies outside the noise levels denoiser {run.name} was trained on "
+            f"[{params['sigma_min']}, {params['sigma_max']}]"
+        )
+    return run
+
+
 def score_source(
     o: ObjectiveConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool
 ) -> PrecomputedGradients:
@@ -182,11 +195,11 @@ def score_source(
     denoiser = load_denoiser(run, device)
     cache = None
     if not data.source.startswith("synthetic"):
-        images = hashlib.sha256(data.x_train.numpy().tobytes()).hexdigest()[:12]
+        images = hashlib.sha256(data.x_train.cpu().numpy().tobytes()).hexdigest()[:12]
         name = f"{run.name}-sigma{o.score_sigma:g}-draws{o.score_draws}-{data.name}-{images}.npy"
         cache = SCORE_TARGETS_DIR / name
     table = score_table(
-        denoiser, data.x_train, o.score_sigma, draws=o.score_draws, cache=cache, device=device, progress=progress
+        denoiser, data.x_train.cpu(), o.score_sigma, draws=o.score_draws, cache=cache, device=device, progress=progress
     )
     return PrecomputedGradients(table.to(device), name="score")
 
@@ -422,6 +435,8 @@ def train(
     store = store or RunStore()
     kind = options.kind or run_kind(config, data)
     check_trainable(config, kind)
+    if config.objective.objective == "pag" and config.objective.source == "score":
+        score_denoiser(config.objective, config.data.dataset, store, kind)
     run = open_run(store, config, kind)
     if options.retrain:
         run.clear()
