@@ -414,6 +414,10 @@ def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_interval
     # The score follows PGD accuracy within each method as well.
     alike = {"vanilla": [0.1 + 0.01 * i for i in seeds], "pag": [0.8 + 0.01 * i for i in seeds]}
     assert "ranks models trained the same way too" in verdicts.toy_alignment_reading(alike, robust)
+    half = {"vanilla": alike["vanilla"], "pag": scrambled["pag"]}
+    assert "ranks the vanilla models among themselves (the interval excludes 0), but for the PAG models" in (
+        verdicts.toy_alignment_reading(half, robust)
+    )
     constant = {"vanilla": [0.0] * 12, "pag": robust["pag"]}  # every vanilla model at 0 % PGD accuracy
     partial = verdicts.toy_alignment_reading(alike, constant)
     assert "within vanilla one of them is constant, and within the other it is 1.00 (95 % bootstrap" in partial

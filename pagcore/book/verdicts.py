@@ -453,6 +453,14 @@ def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping
             "the correlation comes from the gap between the two methods, and within one method the score ranks "
             "models less well."
         )
-    if not any(c.excludes_zero for c in within.values()):
+    ranked = [method for method, c in within.items() if c.excludes_zero]
+    if not ranked:
         return sentence + "within one method neither interval excludes 0, so the score does not rank models trained alike."
-    return sentence + "the score ranks models trained the same way too."
+    if len(ranked) == len(within):
+        return sentence + "the score ranks models trained the same way too."
+    (other,) = [method for method in within if method not in ranked]
+    names = {"vanilla": "vanilla", "pag": "PAG"}
+    return sentence + (
+        f"the score ranks the {names[ranked[0]]} models among themselves (the interval excludes 0), but for the "
+        f"{names[other]} models its interval includes 0, so it does not tell them apart."
+    )
