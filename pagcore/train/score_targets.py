@@ -14,11 +14,14 @@ training itself.
 
 Computing the table takes a while on a CPU, so it is written in chunks of images to a ``.npy``
 file beside the data, with a second file marking the chunks done: a stopped computation goes on
-where it was, and every later run with the same denoiser, σ and draws reads the finished table.
+where it was (a process stopped in the middle of it loses at most one chunk), and every later
+run with the same denoiser, σ and draws reads the finished table. The table is computed in full
+before training starts, which a run's time budget does not interrupt.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -82,22 +85,40 @@ def score_table(
     shape = (len(images), denoiser.num_classes, *images.shape[1:])
     if cache is None:
         table = np.empty(shape, dtype=np.float16)
-        done = np.zeros(-(-len(images) // CHUNK_IMAGES), dtype=bool)
-    else:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        _fill(
+            table,
+            np.zeros(-(-len(images) // CHUNK_IMAGES), dtype=bool),
+            None,
+            denoiser,
+            images,
+            sigma,
+            draws,
+            device,
+            progress,
+        )
+        return torch.from_numpy(table)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # One process at a time per table (runs side by side may share one): a second waits, then reads.
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         marks = cache.with_suffix(".done.npy")
         fresh = not (cache.exists() and marks.exists())
         table = np.lib.format.open_memmap(cache, mode="w+" if fresh else "r+", dtype=np.float16, shape=shape)
         done = np.zeros(-(-len(images) // CHUNK_IMAGES), dtype=bool) if fresh else np.load(marks)
+        _fill(table, done, marks, denoiser, images, sigma, draws, device, progress)
+        return torch.from_numpy(np.array(table))
+
+
+def _fill(table, done, marks: Path | None, denoiser, images, sigma, draws, device, progress) -> None:
+    """The chunks of ``table`` not ``done`` yet, each marked in ``marks`` (if any) once on disk."""
     todo = [i for i in range(len(done)) if not done[i]]
     for chunk in progress_bar(todo, enabled=progress, desc="score-based targets", unit="chunk"):
         rows = range(chunk * CHUNK_IMAGES, min((chunk + 1) * CHUNK_IMAGES, len(images)))
         table[rows.start : rows.stop] = score_targets(denoiser, images, rows, sigma, draws=draws, device=device).half()
         done[chunk] = True
-        if cache is not None:
+        if marks is not None:
             table.flush()
             _save_atomic(marks, done)  # after the chunk's targets are on disk: a marked chunk is complete
-    return torch.from_numpy(np.array(table))
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
