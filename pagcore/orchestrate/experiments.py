@@ -13,6 +13,7 @@ smoke tests for ``smoke`` ones, so a smoke run can never reach a results table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,12 @@ def load_data(
     return load_dataset(dataset, data, download=download)
 
 
+def teacher_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What a RIGD student passes on to its adversarially trained teacher: its seed, nothing else
+    (a student's lambda or k say nothing about how its teacher is trained)."""
+    return {k: v for k, v in overrides.items() if k == "seed"}
+
+
 @dataclass
 class RealDataExperiment:
     """The runs of one results table: a dataset, shared knobs (scale, schedule, ...) and a run store."""
@@ -97,7 +104,7 @@ class RealDataExperiment:
         spec = ROWS[check_choice("row", row, tuple(ROWS))]
         knobs = {**self.knobs, **overrides, **spec.knobs, "dataset": self.dataset}
         if spec.teacher:
-            teacher = self.config(spec.teacher, **{k: v for k, v in overrides.items() if k == "seed"})
+            teacher = self.config(spec.teacher, **teacher_overrides(overrides))
             knobs["teacher"] = run_name_for(teacher, self.kind)
         if spec.knobs["objective"] != "pag":
             knobs.pop("lam", None)  # a lambda for the PAG rows does not apply here
@@ -145,8 +152,7 @@ class RealDataExperiment:
             raise ConfigError(f"options.kind is {options.kind!r} but this experiment's runs are {self.kind!r}")
         teacher_row = ROWS[row].teacher
         if teacher_row:
-            seed = {k: v for k, v in overrides.items() if k == "seed"}
-            teacher = self.train(teacher_row, data, options, evaluation, **seed)
+            teacher = self.train(teacher_row, data, options, evaluation, **teacher_overrides(overrides))
             if not teacher.finished:
                 return teacher
         return train(self.config(row, **overrides), data, self.store, options, evaluation)

@@ -27,7 +27,7 @@ from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.book_runs import BookRun
-from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data
+from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data, teacher_overrides
 from pagcore.orchestrate.workers import (
     STOP_SECONDS,
     DataSource,
@@ -180,7 +180,7 @@ class RunQueue:
         row = ROWS[entry.row].teacher
         if row is None:
             return None
-        return replace(entry, row=row, overrides={k: v for k, v in entry.overrides.items() if k == "seed"})
+        return replace(entry, row=row, overrides=teacher_overrides(entry.overrides))
 
     def teacher_status(self, entry: BookRun) -> Status | None:
         """None when ``entry`` has no teacher or its teacher's final weights are in the store; else
