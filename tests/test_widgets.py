@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pagcore.book import slider
+from pagcore.book import slider, style
 from pagcore.book.widgets import StoredRunsExplorer, ToyExplorer
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import ToyLambdaGrid, lambda_grid
@@ -143,8 +143,10 @@ def test_toy_lambda_slider_has_one_frame_of_one_size_per_lambda():
         for b in re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', html)
     ]
     assert len(pictures) == 2
-    width, height = slider.FRAME_SIZE[0] * slider.FRAME_DPI, slider.FRAME_SIZE[1] * slider.FRAME_DPI
-    assert {p.size for p in pictures} == {(width, height)}
+    ((width, height),) = {p.size for p in pictures}  # one size for every frame
+    # A full-column figure of the book's style, shown at its own size in the text column.
+    assert abs(width - slider.FRAME_SIZE[0] * style.DPI) <= 1 and abs(height - slider.FRAME_SIZE[1] * style.DPI) <= 1
+    assert width <= style.COLUMN_PIXELS
     assert pictures[0].tobytes() != pictures[1].tobytes()  # the vanilla and the PAG model look different
     assert len(html) < 60_000 * len(pictures)  # palette PNGs: tens of KB a frame
     assert json.loads(re.search(r"var labels = (\[.*?\]);", html).group(1)) == ["λ = 0", "λ = 3"]

@@ -83,7 +83,7 @@ from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig
 from pagcore.data import load_dataset
 from pagcore.evaluate.final import EvaluationConfig
-from pagcore.evaluate.stored import EVALUATIONS, BudgetConfig
+from pagcore.evaluate.stored import TABLE_EVALUATIONS, BudgetConfig
 from pagcore.orchestrate.book_runs import BookRun, book_runs
 from pagcore.orchestrate.evaluations import evaluate_table
 from pagcore.orchestrate.queue import RunQueue, Status
@@ -520,7 +520,7 @@ def run_cpu_scale(settings: CampaignConfig, state: dict, until: Deadline, measur
 def evaluation_names() -> list[str]:
     """The evaluations the step runs: all of them where ``pyautoattack`` is installed (carry it)."""
 
-    return [n for n in EVALUATIONS if autoattack_available() or n not in ("autoattack", "checks")]
+    return [n for n in TABLE_EVALUATIONS if autoattack_available() or n not in ("autoattack", "checks")]
 
 
 def run_evaluate(settings: CampaignConfig, data: dict, until: Deadline) -> dict:

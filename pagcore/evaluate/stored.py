@@ -62,6 +62,10 @@ EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify")
 robust reference and against a denoiser's score-based targets, and the certification of a
 noise-trained classifier's smoothed version (randomized smoothing)."""
 
+TABLE_EVALUATIONS = (*ATTACKS, "checks", "pag_score")
+"""What every run of a results table gets. The score alignment needs a denoiser and the
+certificate a run trained with Gaussian noise, so they are asked for by name."""
+
 CERTIFY_BATCH = 500
 """Noise draws per forward pass of CERTIFY: they come from one stream, so the batch fixes the draws."""
 
