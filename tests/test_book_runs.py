@@ -3,7 +3,7 @@ run only, and comes after whatever it depends on."""
 
 import pytest
 
-from pagcore.orchestrate.book_runs import book_runs
+from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, book_runs
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
 from pagcore.store.runs import RunStore
 from pagcore.train.trainer import run_name_for
@@ -31,3 +31,13 @@ def test_the_k_study_is_a_cpu_scale_chapter():
     assert not [e for e in book_runs("paper") if e.chapter == "k_study"]
     ks = [e.overrides["classes_per_image"] for e in book_runs("cpu") if e.chapter == "k_study"]
     assert ks and 10 in ks and 2 not in ks  # the full sum; the preset's own k is the table's run
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_every_row_of_the_rule_of_evidence_is_trained_with_every_seed(scale):
+    seeds_of = {}
+    for entry in book_runs(scale):
+        if entry.dataset == "cifar10" and set(entry.overrides) <= {"seed"}:
+            seeds_of.setdefault(entry.row, set()).add(entry.overrides.get("seed", 0))
+    for row in NOISE_ROWS:
+        assert seeds_of[row] == set(SEEDS), row

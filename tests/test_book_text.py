@@ -117,7 +117,12 @@ class StoredRun:
         self.metrics = {"clean": clean, "linf": linf, "l2": l2, "test_images": 10_000}
 
 
-NOISE = evidence.Noise(std={"clean": 0.04, "linf": 0.05, "l2": 0.05}, seeds=3, measured_on="test")
+NOISE = evidence.Noise(
+    spreads={"one_image": {"clean": 0.02, "linf": 0.025, "l2": 0.025}},
+    seeds={"one_image": 3},
+    measured_on="test",
+    own=frozenset({"one_image"}),
+)
 
 
 def judged(runs, failed=()):
@@ -342,7 +347,7 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
         return {"clean": clean, "linf": linf, "l2": l2, "test_images": 10_000}
 
     vanilla = m(0.83, 0.0, 0.0)  # lambda 0 never sets the trend
-    falling = {0.0: vanilla, 0.01: m(0.70, 0.01, 0.10), 0.4: m(0.32, 0.19, 0.27), 1.0: None}
+    falling = {0.0: vanilla, 0.01: m(0.70, 0.01, 0.05), 0.4: m(0.32, 0.19, 0.27), 1.0: None}
     verdict = verdicts.lambda_verdict(falling, "cpu", NOISE)
     assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
     assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
@@ -352,10 +357,10 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     assert "Figure 5." in peaked
     falling[1.0] = m(0.25, 0.17, 0.25)  # 2 points under 0.4's: within the noise, no peak
     assert "peaks" not in verdicts.lambda_verdict(falling, "cpu", NOISE)
-    falling[1.0] = m(0.75, 0.005, 0.30)  # clean rises beyond the noise; l-inf falls within it
+    falling[1.0] = m(0.80, 0.005, 0.30)  # clean rises beyond the noise; l-inf falls within it
     against = verdicts.lambda_verdict(falling, "cpu", NOISE)
     assert "λ = 1 (3 values run)" in against and "the other way for clean." in against
-    assert "The change in ℓ∞ is within the noise (test)." in against
+    assert "The change in ℓ∞ is within the noise (seed spreads of test)." in against
     assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper", NOISE)
 
 
@@ -421,3 +426,27 @@ def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_interval
     constant = {"vanilla": [0.0] * 12, "pag": robust["pag"]}  # every vanilla model at 0 % PGD accuracy
     partial = verdicts.toy_alignment_reading(alike, constant)
     assert "within vanilla one of them is constant, and within the other it is 1.00 (95 % bootstrap" in partial
+
+
+def test_the_seed_chapter_says_which_spread_each_row_carries():
+    def seeds_of(*linf):
+        return [{"clean": 0.5, "linf": value, "l2": value / 2} for value in linf]
+
+    noise = evidence.seed_noise(
+        {
+            "one_image": seeds_of(0.1, 0.2, 0.3),
+            "vanilla": seeds_of(0.0, 0.0, 0.0),
+            "nearest_neighbor": seeds_of(0.1, 0.2),
+        },
+        "CIFAR-10, cpu scale",
+    )
+    labels = {"one_image": "One Image", "vanilla": "Vanilla", "nearest_neighbor": "Nearest Neighbor"}
+    sentence = verdicts.noise_sentence(noise, "cpu", labels)
+    assert sentence.startswith("At the cpu scale the rule uses the measured spread of One Image and Vanilla")
+    assert "not yet that of Nearest Neighbor (2 seeds)" in sentence
+    assert sentence.endswith("the widest spread measured, in points: clean 0.0, ℓ∞ 10.0, ℓ2 5.0.")
+    table = tables.noise_table(noise, labels)
+    assert "| Nearest Neighbor | 2 | 0.0 | 7.1 | 3.5 | the widest (too few seeds) |" in table
+    assert "| Vanilla | 3 | 0.0 | 0.0 | 0.0 | its own |" in table
+    assert table.endswith("| any other row | — | 0.0 | 10.0 | 5.0 | the widest |")
+    assert "judges nothing there" in verdicts.noise_sentence(None, "paper", labels)

@@ -10,7 +10,12 @@ from pagcore.book import evidence
 from pagcore.book.evidence import Measured, Noise
 from pagcore.book.findings import DatasetFinding, finding_sentence
 
-NOISE = Noise(std={"clean": 0.04, "linf": 0.05, "l2": 0.05}, seeds=3, measured_on="test")
+NOISE = Noise(
+    spreads={"one_image": {"clean": 0.02, "linf": 0.025, "l2": 0.025}},
+    seeds={"one_image": 3},
+    measured_on="test",
+    own=frozenset({"one_image"}),
+)
 FULL = 10_000
 
 
@@ -36,10 +41,55 @@ def test_a_model_must_pass_twice_chance_by_more_than_its_noise_before_its_robust
     assert (verdict.verdict == "near chance") is not fits
 
 
-def test_the_tolerance_combines_seed_spread_and_both_sampling_errors():
-    a, b = Measured(0.3, 100), Measured(0.1, 400)
-    expected = math.sqrt(0.05**2 + 0.3 * 0.7 / 100 + 0.1 * 0.9 / 400)
+def test_the_tolerance_is_twice_the_standard_error_of_the_difference():
+    a, b = Measured(0.3, 100, "one_image"), Measured(0.1, 400, "vanilla")
+    # one image carries its own 0.025; vanilla has no seeds, so it takes the widest, also 0.025.
+    expected = 2 * math.sqrt(0.025**2 + 0.025**2 + 0.3 * 0.7 / 100 + 0.1 * 0.9 / 400)
     assert NOISE.tolerance("linf", a, b) == pytest.approx(expected)
+
+
+def seeds_of(*linf: float) -> list[dict[str, float]]:
+    return [{"clean": 0.5, "linf": value, "l2": value} for value in linf]
+
+
+def test_a_row_has_a_spread_of_its_own_only_with_three_seeds():
+    noise = evidence.seed_noise(
+        {
+            "one_image": seeds_of(0.10, 0.20, 0.15),
+            "vanilla": seeds_of(0.0, 0.0, 0.0),
+            "nearest_neighbor": seeds_of(0.12, 0.12),  # two seeds agreeing by luck prove little
+            "class_mean": seeds_of(0.3),
+        },
+        "test",
+    )
+    assert noise.own == {"one_image", "vanilla"} and set(noise.spreads) == {"one_image", "vanilla", "nearest_neighbor"}
+    assert noise.spread("vanilla", "linf") == 0.0
+    assert noise.spread("one_image", "linf") == pytest.approx(0.05)
+    assert noise.spread("nearest_neighbor", "linf") == pytest.approx(0.05)  # the widest, not its own 0
+    assert noise.spread("class_mean", "linf") == pytest.approx(0.05)
+    # Against a vanilla model whose seeds all sit at 0, a gap needs only twice one row's spread.
+    row, baseline = Measured(0.11, FULL, "nearest_neighbor"), Measured(0.0, FULL, "vanilla")
+    assert noise.differ("linf", row, baseline) == 1
+    assert noise.differ("linf", row, Measured(0.0, FULL, "class_mean")) == 0
+    # On another dataset no row has seeds of its own.
+    borrowed = noise.borrowed("STL-10")
+    assert borrowed.own == frozenset() and borrowed.measured_on == "test, borrowed for STL-10"
+    assert borrowed.differ("linf", row, baseline) == 0
+    assert evidence.seed_noise({"one_image": seeds_of(0.1)}, "test") is None
+
+
+def test_the_judge_gives_vanilla_its_own_spread_and_the_row_its_own():
+    noise = evidence.seed_noise({"vanilla": seeds_of(0.0, 0.0, 0.0), "one_image": seeds_of(0.1, 0.2, 0.3)}, "test")
+    robust, baseline = numbers(0.12, 0.12), numbers(0.0, 0.0)
+    # The row has no seeds: it takes one image's 0.1, and 0.12 is within twice that of vanilla's 0.
+    assert evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=noise, num_classes=10).verdict == (
+        "within noise"
+    )
+    tight = evidence.seed_noise(
+        {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.11, 0.12, 0.13)}, "test"
+    )
+    judged = evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=tight, num_classes=10, failed_checks=[])
+    assert judged.verdict == "evidence"
 
 
 def test_gaps_within_the_noise_are_not_ranked():

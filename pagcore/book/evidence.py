@@ -6,9 +6,11 @@ Three parts, applied by every verdict the book computes:
    right, and exactly as much under any attack, since no perturbation changes its answer. A model whose
    clean accuracy is under ``FIT_FACTOR`` times that hardly fits its labels: its robust accuracy is that of
    a near-chance classifier and counts neither for nor against the paper's claim.
-2. **Noise.** Two accuracies differ only when their gap exceeds the noise around them: the standard
-   deviation over training seeds of the same row (measured, see :func:`seed_noise`) and the sampling error
-   of each number's test subset, combined as independent errors.
+2. **Noise.** Two accuracies differ only when their gap exceeds ``SIGNIFICANCE`` standard errors of the
+   difference. That error combines, as independent errors, each row's spread over training seeds and
+   each number's sampling error on its test subset. A row's seed spread is its own where
+   ``OWN_SPREAD_SEEDS`` seeds measure it, and otherwise the widest spread measured on any row (see
+   :class:`Noise`).
 3. **Robust among correct.** Robust accuracy divided by clean accuracy: the share of correctly classified
    test points that the attack does not flip. It separates "robust" from "rarely right to begin with"; a
    constant classifier scores 1 on it, which is why it is read beside, never instead of, the plain number.
@@ -20,7 +22,7 @@ import math
 import statistics
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,9 @@ FIT_FACTOR = 2.0
 """A model must reach this many times chance clean accuracy before its robust accuracy is evidence."""
 
 THREAT_METRICS = ("linf", "l2")
+
+BASELINE = "vanilla"
+"""The row every other row is judged against."""
 
 
 def chance(num_classes: int) -> float:
@@ -64,25 +69,59 @@ def sampling_std(accuracy: float, images: int) -> float:
 
 @dataclass(frozen=True)
 class Measured:
-    """An accuracy and the number of test images behind it."""
+    """An accuracy, the number of test images behind it, and the row whose seed spread it carries
+    (empty: a row without a measured spread of its own)."""
 
     value: float
     images: int
+    row: str = ""
+
+
+SIGNIFICANCE = 2.0
+"""Two numbers differ only when their gap exceeds this many standard errors of the difference: for
+normal errors, two rows that are in truth equal are told apart about one time in twenty."""
+
+OWN_SPREAD_SEEDS = 3
+"""A row's seed spread counts as its own only when this many seeds measure it; a spread from two
+seeds has one degree of freedom and is too often far too small to trust."""
 
 
 @dataclass(frozen=True)
 class Noise:
-    """The spread of one row's accuracy over training seeds, per metric, and where it was measured."""
+    """The spread of accuracies over training seeds: per row and metric, the sample standard deviation
+    over that row's seeds; where it was measured; and which rows may use their own spread. Every other
+    row takes the widest spread measured on any row, the cautious choice for a row nobody has
+    repeated."""
 
-    std: Mapping[str, float]
-    seeds: int
+    spreads: Mapping[str, Mapping[str, float]]
+    seeds: Mapping[str, int]
     measured_on: str
+    own: frozenset[str] = frozenset()
+
+    def widest(self, metric: str) -> float:
+        return max(spread.get(metric, 0.0) for spread in self.spreads.values())
+
+    def spread(self, row: str, metric: str) -> float:
+        """The seed spread that ``row``'s ``metric`` carries."""
+        return self.spreads[row].get(metric, 0.0) if row in self.own else self.widest(metric)
+
+    def borrowed(self, dataset_words: str) -> Noise:
+        """The same spreads read on another dataset, where no row has seeds of its own: every row
+        takes the widest."""
+        return replace(self, own=frozenset(), measured_on=f"{self.measured_on}, borrowed for {dataset_words}")
+
+    def standard_error(self, metric: str, a: Measured, b: Measured) -> float:
+        """The standard error of ``a - b``: both rows' seed spreads and both sampling errors."""
+        return math.sqrt(
+            self.spread(a.row, metric) ** 2
+            + self.spread(b.row, metric) ** 2
+            + sampling_std(a.value, a.images) ** 2
+            + sampling_std(b.value, b.images) ** 2
+        )
 
     def tolerance(self, metric: str, a: Measured, b: Measured) -> float:
-        """The gap two accuracies must exceed to be told apart: seed spread and both sampling errors."""
-        return math.sqrt(
-            self.std.get(metric, 0.0) ** 2 + sampling_std(a.value, a.images) ** 2 + sampling_std(b.value, b.images) ** 2
-        )
+        """The gap two accuracies must exceed to be told apart."""
+        return SIGNIFICANCE * self.standard_error(metric, a, b)
 
     def differ(self, metric: str, a: Measured, b: Measured) -> int:
         """+1 if ``a`` is above ``b`` by more than the tolerance, -1 if below, 0 if they cannot be told apart."""
@@ -91,19 +130,37 @@ class Noise:
             return 0
         return 1 if gap > 0 else -1
 
+    def words(self, metric: str, labels: Mapping[str, str]) -> str:
+        """Each measured row's spread of ``metric`` and its seeds, e.g. 'Vanilla 0.1 points (3 seeds)'."""
+        return ", ".join(
+            f"{labels.get(row, row)} {100 * spread.get(metric, 0.0):.1f} points ({self.seeds[row]} seeds)"
+            for row, spread in self.spreads.items()
+        )
 
-def compare(noise: Noise, metric: str, a: Mapping[str, float], b: Mapping[str, float]) -> int:
-    """:meth:`Noise.differ` for two runs' metrics (each with its ``test_images``)."""
-    return noise.differ(metric, Measured(a[metric], a["test_images"]), Measured(b[metric], b["test_images"]))
+
+def compare(
+    noise: Noise, metric: str, a: Mapping[str, float], b: Mapping[str, float], rows: tuple[str, str] = ("", "")
+) -> int:
+    """:meth:`Noise.differ` for two runs' metrics (each with its ``test_images``), of ``rows``."""
+    return noise.differ(
+        metric, Measured(a[metric], a["test_images"], rows[0]), Measured(b[metric], b["test_images"], rows[1])
+    )
 
 
-def seed_noise(metrics_by_seed: Sequence[Mapping[str, float]], measured_on: str) -> Noise | None:
-    """The measured noise: sample standard deviation per metric over seeds (None under two seeds)."""
-    if len(metrics_by_seed) < 2:
+def seed_noise(metrics_by_row: Mapping[str, Sequence[Mapping[str, float]]], measured_on: str) -> Noise | None:
+    """The measured noise: per row with at least two seeds, the sample standard deviation of each
+    metric over its seeds (None when no row has two)."""
+    spreads, seeds = {}, {}
+    for row, runs in metrics_by_row.items():
+        if len(runs) < 2:
+            continue
+        keys = set.intersection(*(set(m) for m in runs)) & {"clean", *THREAT_METRICS}
+        spreads[row] = {key: statistics.stdev(m[key] for m in runs) for key in sorted(keys)}
+        seeds[row] = len(runs)
+    if not spreads:
         return None
-    keys = set.intersection(*(set(m) for m in metrics_by_seed))
-    std = {key: statistics.stdev(m[key] for m in metrics_by_seed) for key in keys if key in ("clean", *THREAT_METRICS)}
-    return Noise(std=std, seeds=len(metrics_by_seed), measured_on=measured_on)
+    own = frozenset(row for row, n in seeds.items() if n >= OWN_SPREAD_SEEDS)
+    return Noise(spreads=spreads, seeds=seeds, measured_on=measured_on, own=own)
 
 
 def tiers(values: Mapping[str, Measured], metric: str, noise: Noise) -> list[list[str]]:
@@ -165,10 +222,12 @@ def judge(
     failed_checks: Sequence[str] | None = None,
 ) -> Judgement:
     """Apply the rule to one row: its clean accuracy, and its robust accuracies keyed by (attack, norm)
-        beside vanilla's under the same attacks. The seed spread of a norm's PGD-20 accuracy stands for
-        every attack in that norm (it is the only spread measured). ``failed_checks`` is None when the
-    masking checklist has not been run on the row."""
-    margin = math.hypot(noise.std.get("clean", 0.0), sampling_std(clean, _images(robust)))
+    beside vanilla's under the same attacks, each carrying its own row's seed spread. The spread of a
+    norm's PGD-20 accuracy stands for every attack in that norm (it is the only spread measured).
+    ``failed_checks`` is None when the masking checklist has not been run on the row."""
+    robust = {key: replace(m, row=row) for key, m in robust.items()}
+    vanilla = {key: replace(m, row=BASELINE) for key, m in vanilla.items()}
+    margin = SIGNIFICANCE * math.hypot(noise.spread(row, "clean"), sampling_std(clean, _images(robust)))
     if not fits_labels(clean, num_classes, margin):
         return Judgement(
             row,

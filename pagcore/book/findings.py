@@ -14,17 +14,17 @@ from typing import Any
 
 from pagcore.book import evidence
 from pagcore.book.evidence import Judgement, Measured, Noise
-from pagcore.book.text import percent
+from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import PAG_ROWS
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import SEEDS, TABLE_ROWS
+from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
 NOISE_DATASET = "cifar10"
-"""Table 4's seeds (one image) are run on CIFAR-10 only: their spread is the noise for every dataset."""
+"""The rule's seeds are run on CIFAR-10 only; another dataset borrows their spreads (:meth:`Noise.borrowed`)."""
 
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
@@ -34,17 +34,21 @@ def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real
     )
 
 
-def measured_noise(scale: str, runs_dir: str = "", kind: str = "real") -> Noise | None:
-    """The seed spread of one image on CIFAR-10 at ``scale`` (None with fewer than two seeds stored)."""
-    runs = chapter_runs(
-        NOISE_DATASET,
-        {f"seed {seed}": ("one_image", {"seed": seed}) for seed in SEEDS},
-        knobs={"scale": scale},
-        runs_dir=runs_dir,
-        kind=kind,
-    )
-    metrics = [run.metrics for run in runs.values() if run is not None and run.metrics]
-    return evidence.seed_noise(metrics, f"one image on CIFAR-10, {len(metrics)} seeds, {scale} scale")
+def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
+    """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it:
+    borrowed on any other dataset (None until a row has two seeds stored)."""
+    metrics = {}
+    for row in NOISE_ROWS:
+        runs = chapter_runs(
+            NOISE_DATASET,
+            {seed: (row, {"seed": seed}) for seed in SEEDS},
+            knobs={"scale": scale},
+            runs_dir=runs_dir,
+            kind=kind,
+        )
+        metrics[row] = [run.metrics for run in runs.values() if run is not None and run.metrics]
+    noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
+    return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
 
 
 def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
@@ -116,8 +120,7 @@ def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str
 
 
 def _rows(rows: list[str]) -> str:
-    names = [ROW_LABELS.get(row, row) for row in rows]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return listed([ROW_LABELS.get(row, row) for row in rows])
 
 
 def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = None) -> str:
@@ -197,7 +200,10 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     """The 'what this book finds' box, as MyST markdown, computed from the stored runs."""
     noise = measured_noise("cpu", runs_dir, kind)
     paper_runs = paper_scale_runs(runs_dir, kind)
-    findings = [dataset_finding(dataset, "cpu", noise, runs_dir, kind) for dataset in ("cifar10", "stl10")]
+    findings = [
+        dataset_finding(dataset, "cpu", measured_noise("cpu", runs_dir, kind, dataset), runs_dir, kind)
+        for dataset in ("cifar10", "stl10")
+    ]
     judged = [f for f in findings if f.answer != "no runs"]
     supporting = [f for f in judged if f.answer == "supports"]
 
@@ -237,9 +243,10 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         f"{'have' if paper_runs > 1 else 'has'} a run, which this box does not judge yet"
     )
     noise_words = (
-        f"the noise is the seed spread of {noise.measured_on} (ℓ∞ {percent(noise.std['linf'])}, ℓ2 "
-        f"{percent(noise.std['l2'])}), models that hardly fit their labels and so probably spread more than the "
-        "rows judged here, combined with each number's sampling error"
+        f"a row's noise is its own seed spread where {evidence.OWN_SPREAD_SEEDS} seeds measure it, and otherwise "
+        f"the widest measured (on {noise.measured_on}, under ℓ∞ PGD-20: {noise.words('linf', ROW_LABELS)}; under ℓ2: "
+        f"{noise.words('l2', ROW_LABELS)}); two numbers differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
+        "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"
     )

@@ -306,6 +306,28 @@ def seed_summary(runs: dict[Any, Any]) -> dict[str, Any] | None:
     return summary
 
 
+def noise_table(noise: evidence.Noise, labels: dict[str, str]) -> str:
+    """Markdown: each measured row's seed spread (standard deviation, in points) per metric, and which
+    spread the rule gives that row; a last row for every row without seeds of its own."""
+
+    def cells(spread: dict[str, float]) -> list[str]:
+        return [f"{100 * spread.get(key, 0.0):.1f}" for key, _ in METRIC_COLUMNS]
+
+    rows = [
+        (
+            labels.get(row, row),
+            noise.seeds[row],
+            *cells(spread),
+            "its own" if row in noise.own else "the widest (too few seeds)",
+        )
+        for row, spread in noise.spreads.items()
+    ]
+    widest = {key: noise.widest(key) for key, _ in METRIC_COLUMNS}
+    rows.append(("any other row", "—", *cells(widest), "the widest"))
+    header = ("row", "seeds", *(f"{name} (points)" for _, name in METRIC_COLUMNS), "spread the rule uses")
+    return markdown_table(header, rows)
+
+
 def k_study_table(runs: dict[int, Any]) -> str:
     """Markdown: per k, the accuracies, the step's cost as seconds per epoch and where it was measured."""
     rows = []

@@ -44,6 +44,11 @@ def mean_std(experiment: Any, model: str, metric: str) -> str:
     return percent(experiment.mean(model, metric), experiment.std(model, metric))
 
 
+def listed(names: Sequence[str]) -> str:
+    """Names joined as in a sentence: "a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]

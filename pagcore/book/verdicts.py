@@ -22,7 +22,7 @@ from pagcore.book.evidence import (
     tiers,
 )
 from pagcore.book.tables import seconds_per_epoch, training_devices
-from pagcore.book.text import METRIC_COLUMNS, percent, point_differences, points, signed_points, triple
+from pagcore.book.text import METRIC_COLUMNS, listed, percent, point_differences, points, signed_points, triple
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
@@ -136,7 +136,7 @@ def _disagreements(
         return " > ".join(" = ".join(labels.get(row, row) for row in group) for group in groups)
 
     for key, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
-        values = {row: Measured(done[row].metrics[key], done[row].metrics["test_images"]) for row in rows}
+        values = {row: Measured(done[row].metrics[key], done[row].metrics["test_images"], row) for row in rows}
         ours = tiers(values, key, noise)
         theirs = sorted(rows, key=lambda row: -paper_rows[row][key])
         parts.append(
@@ -223,6 +223,21 @@ def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale
 LAMBDA_TREND = {"clean": -1, "linf": 1, "l2": 1}
 
 
+def noise_sentence(noise: Noise | None, scale: str, labels: dict[str, str]) -> str:
+    """Which rows carry their own seed spread at ``scale``, and the widest spread every other row takes."""
+    if noise is None:
+        return f"At the {scale} scale no row has two seeds yet, so the rule of evidence judges nothing there."
+    own = [row for row in noise.spreads if row in noise.own]
+    few = [f"{labels.get(row, row)} ({noise.seeds[row]} seeds)" for row in noise.spreads if row not in noise.own]
+    text = f"At the {scale} scale the rule uses " + (
+        f"the measured spread of {listed([labels.get(row, row) for row in own])}" if own else "no row's own spread yet"
+    )
+    if few:
+        text += f", not yet that of {listed(few)}, too few seeds"
+    widest = ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
+    return text + f"; every other row takes the widest spread measured, in points: {widest}."
+
+
 def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str, noise: Noise | None) -> str:
     """Whether our class-mean runs at ``scale`` trade clean accuracy for robustness as λ grows, as
     the paper's Figure 5 does, from the smallest to the largest λ > 0 that has a run. A change or a
@@ -254,7 +269,7 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
     if len(agree) == len(METRIC_COLUMNS):
         return text + " End to end, clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
     if unclear:
-        text += f" The change in {', '.join(unclear)} is within the noise ({noise.measured_on})."
+        text += f" The change in {', '.join(unclear)} is within the noise (seed spreads of {noise.measured_on})."
     against = [name for _, name in METRIC_COLUMNS if name not in agree and name not in unclear]
     if against:
         text += (
@@ -342,7 +357,11 @@ def k_study_verdict(
         text.append("No seed spread has been measured at this scale, so the runs are not ranked against vanilla.")
     elif vanilla is not None and vanilla.metrics:
         base = vanilla.metrics
-        robust = {k: all(compare(noise, key, m, base) > 0 for key in ("linf", "l2")) for k, m in done.items()}
+        # Only the preset's k was repeated over seeds, so every k takes the widest spread measured.
+        robust = {
+            k: all(compare(noise, key, m, base, rows=("", "vanilla")) > 0 for key in ("linf", "l2"))
+            for k, m in done.items()
+        }
         same = len(set(robust.values())) == 1
         more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
         text.append(
