@@ -263,6 +263,17 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument(
         "--pag-score", action="store_true", help="the PAG score against an adversarially trained reference run"
     )
+    p.add_argument(
+        "--smoothed-draws",
+        type=int,
+        default=None,
+        metavar="M",
+        help="with --run: evaluate the soft smoothed classifier of a run trained with Gaussian noise, each forward"
+        " pass averaging M noise draws (--attacks pgd20,pgd100, --pag-score, --pictures)",
+    )
+    p.add_argument(
+        "--pictures", action="store_true", help="the PAG pictures of the smoothed classifier (with --smoothed-draws)"
+    )
     p.add_argument("--subset", type=int, default=None, help="fixed seeded subset of the test set (default: all of it)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset and of the attacks' random starts")
     p.add_argument(
@@ -307,15 +318,21 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
-    """The stored evaluations asked for: the --attacks, then the checklist, the PAG scores and the
-    certification; None when none is asked for (the final evaluation again)."""
-    if args.attacks is None and not (args.checklist or args.pag_score or args.score_alignment or args.certify):
+    """The stored evaluations asked for: the --attacks, then the checklist, the PAG scores, the
+    certification and the smoothed pictures; None when none is asked for (the final evaluation again)."""
+    extras = {
+        "checks": args.checklist,
+        "pag_score": args.pag_score,
+        "score_alignment": args.score_alignment,
+        "certify": args.certify,
+        "pictures": args.pictures,
+    }
+    if args.attacks is None and not any(extras.values()):
         return None
     attacks = [name.strip() for name in (args.attacks or "").split(",") if name.strip()]
     if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
         raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
-    extras = {"checks": args.checklist, "pag_score": args.pag_score, "score_alignment": args.score_alignment}
-    return attacks + [name for name, asked in extras.items() if asked] + ["certify"] * args.certify
+    return attacks + [name for name, asked in extras.items() if asked]
 
 
 def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device) -> tuple[str, Denoiser, float] | None:
@@ -350,6 +367,7 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
         reference=reference,
         denoiser=denoiser,
         budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
+        smoothed_draws=args.smoothed_draws,
         progress=not args.no_progress,
         deadline=Deadline.after(args.max_minutes),
     )
@@ -360,6 +378,8 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         raise ConfigError("--table evaluates with --attacks or the other evaluations' options; name them")
     if args.subset is not None:
         raise ConfigError("--table chooses each run's subset (see --help); --subset is for one --run")
+    if args.smoothed_draws is not None:
+        raise ConfigError("--smoothed-draws evaluates one noise-trained --run")
     if args.scale is None:
         raise ConfigError("--table needs --scale (cpu or paper)")
     device = resolve_device(args.device)

@@ -186,3 +186,49 @@ def test_certification_of_a_noise_trained_run_is_stored_with_certified_accuracy_
         vanilla, ConstantClassifier(3), data, ["certify"], budgets=BudgetConfig.for_tests()
     )
     assert "Gaussian noise" in skipped["skipped"]
+
+
+def linear_classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+
+
+def test_a_noise_trained_run_is_attacked_and_pictured_through_its_smoothed_classifier(tmp_path):
+    from pagcore.base.validation import ConfigError
+    from pagcore.evaluate.final import load_pag_grid
+    from pagcore.evaluate.stored import chosen_evaluations, smoothed_pictures_folder
+
+    data = synthetic_dataset("cifar10", 16, 30, seed=0)
+    store = RunStore(tmp_path)
+    noisy = store.create("noise", {"dataset": "cifar10", "objective": "gaussian_noise", "noise_sigma": 0.25})
+    model = linear_classifier()
+    lines = evaluate_stored_run(noisy, model, data, ["pgd20", "pictures"], smoothed_draws=2)
+    assert [line["name"] for line in lines] == ["pgd20", "pgd20", "pictures"] and all(line["created"] for line in lines)
+    smoothed = chosen_evaluations(noisy, smoothed=True)
+    assert set(smoothed) == {("pgd20", "linf"), ("pgd20", "l2"), ("pictures", "l2")}  # the pictures attack in l2
+    assert smoothed[("pgd20", "l2")]["settings"]["smoothed"] == {"sigma": 0.25, "draws": 2}
+    assert chosen_evaluations(noisy) == {}  # the base classifier's own numbers stay apart
+    grid = load_pag_grid(smoothed_pictures_folder(noisy, 2))
+    assert grid.shape == (4, 11, 3, 32, 32)  # the first image of four classes, itself and pushed to each class
+    # Evaluated again, nothing is computed; and the noise of a chunk does not depend on what ran before.
+    again = evaluate_stored_run(noisy, model, data, ["pgd20"], smoothed_draws=2)
+    assert not any(line["created"] for line in again)
+
+    vanilla = store.create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    with pytest.raises(ConfigError, match="not trained with Gaussian noise"):
+        evaluate_stored_run(vanilla, model, data, ["pgd20"], smoothed_draws=2)
+    with pytest.raises(ConfigError, match="only pgd20, pgd100, pag_score, pictures"):
+        evaluate_stored_run(noisy, model, data, ["autoattack"], smoothed_draws=2)
+    with pytest.raises(ConfigError, match="smoothed classifier"):
+        evaluate_stored_run(noisy, model, data, ["pictures"])
+
+
+def test_a_reseeded_smoothed_classifier_draws_the_same_noise_again():
+    from pagcore.paper.smoothing import SoftSmoothed
+
+    smoothed = SoftSmoothed(linear_classifier(), sigma=0.5, m=4, seed=3)
+    x = torch.rand(2, 3, 32, 32)
+    first, second = smoothed(x), smoothed(x)
+    assert not torch.equal(first, second)  # a fresh draw per call
+    smoothed.reseed(3)
+    assert torch.equal(smoothed(x), first)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -49,18 +50,33 @@ from pagcore.evaluate.checklist import (
     measure_checklist,
     tally,
 )
-from pagcore.evaluate.final import PAPER_PGD_EPS, PICTURE_EPS, STANDARD_EPS, evaluate
+from pagcore.evaluate.final import (
+    PAPER_PGD_EPS,
+    PICTURE_EPS,
+    STANDARD_EPS,
+    evaluate,
+    first_of_each_class,
+    pag_pictures,
+    picture_attack,
+    save_pag_grid,
+)
 from pagcore.evaluate.pag_score import gradient_alignment, score_alignment, targeted_confidence
 from pagcore.paper.attacks import PGD
-from pagcore.paper.smoothing import ABSTAIN, certify
+from pagcore.paper.smoothing import ABSTAIN, SoftSmoothed, certify
 from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic
 from pagcore.store.runs import Run, parameter_hash
 
 ATTACKS = ("pgd20", "pgd100", "autoattack")
-EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify")
+EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify", "pictures")
 """Every stored evaluation: the attacks, the gradient-masking checklist, the PAG score against a
-robust reference and against a denoiser's score-based targets, and the certification of a
-noise-trained classifier's smoothed version (randomized smoothing)."""
+robust reference and against a denoiser's score-based targets, the certification of a
+noise-trained classifier's smoothed version (randomized smoothing), and the PAG pictures of that
+smoothed classifier."""
+
+SMOOTHED_EVALUATIONS = ("pgd20", "pgd100", "pag_score", "pictures")
+"""What runs on the soft smoothed classifier of a noise-trained run (``smoothed_draws``): the
+attacks whose gradients Monte Carlo estimates serve (Salman et al.), the PAG score, and the
+pictures Kaur, Cohen & Lipton look at. AutoAttack and the checklist assume a deterministic model."""
 
 TABLE_EVALUATIONS = (*ATTACKS, "checks", "pag_score")
 """What every run of a results table gets. The score alignment needs a denoiser and the
@@ -145,9 +161,10 @@ def stored_evaluations(run: Run) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
 
 
-def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
+def chosen_evaluations(run: Run, smoothed: bool = False) -> dict[tuple[str, str], dict]:
     """One stored evaluation per (name, norm) for the book: real budgets before reduced ones, then
-    the largest subset. ``norm`` is ``"all"`` for the PAG score."""
+    the largest subset. ``norm`` is ``"all"`` for the PAG score. Evaluations of the run's smoothed
+    classifier are chosen only with ``smoothed``, and then only they."""
     chosen: dict[tuple[str, str], dict] = {}
 
     def rank(entry: dict) -> tuple:
@@ -155,6 +172,8 @@ def chosen_evaluations(run: Run) -> dict[tuple[str, str], dict]:
         return (settings["budgets"] == "real", settings["subset"]["size"])
 
     for entry in stored_evaluations(run).values():
+        if bool(entry["settings"].get("smoothed")) != smoothed:
+            continue
         slot = (entry["name"], entry["settings"].get("norm", "all"))
         if slot not in chosen or rank(entry) > rank(chosen[slot]):
             chosen[slot] = entry
@@ -205,6 +224,7 @@ def evaluate_stored_run(
     reference: tuple[str, nn.Module] | None = None,
     denoiser: tuple[str, nn.Module, float] | None = None,
     budgets: BudgetConfig = BudgetConfig(),
+    smoothed_draws: int | None = None,
     progress: bool = False,
     deadline: Deadline | None = None,
 ) -> list[dict]:
@@ -214,10 +234,13 @@ def evaluate_stored_run(
 
     ``source`` (name, model) is the vanilla model for the transfer check; ``reference`` (name,
     model) the adversarially trained model the PAG score compares with; ``denoiser`` (name, model,
-    σ) the denoiser whose score-based targets the score alignment compares with."""
+    σ) the denoiser whose score-based targets the score alignment compares with. With
+    ``smoothed_draws`` m, the evaluations run on the soft smoothed classifier of a noise-trained run,
+    each forward pass averaging m noise draws (:class:`SoftSmoothed`)."""
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
+    smoothing = _smoothing(run, evaluations, smoothed_draws)
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
     x = as_float(data.x_test[chosen.indices].to(device))
@@ -229,6 +252,9 @@ def evaluate_stored_run(
         "dataset": data.name,
         "budgets": "real" if budgets == BudgetConfig() else "reduced (tests only)",
     }
+    if smoothing is not None:
+        model = SoftSmoothed(model, smoothing["sigma"], smoothing["draws"], seed=seed)
+        common["smoothed"] = smoothing
     jobs: list[Job] = []
     for norm in ("linf", "l2"):
         jobs += [_pgd_job(model, name, norm, common, device) for name in ("pgd20", "pgd100") if name in evaluations]
@@ -250,11 +276,40 @@ def evaluate_stored_run(
         lines.append({"name": "certify", "skipped": "not a base classifier trained with Gaussian noise"})
     elif "certify" in evaluations:
         jobs.append(_certify_job(model, noise_sigma, budgets, common, device))
+    if "pictures" in evaluations:
+        jobs.append(_pictures_job(run, model, data, common, device))
 
     deadline = deadline or Deadline.after(None)
     for job in jobs:
         lines.append(_run_job(run, job, x, y, seed, device, deadline, progress))
     return lines
+
+
+def _smoothing(run: Run, evaluations: Sequence[str], draws: int | None) -> dict | None:
+    """The smoothing the evaluations run under ({"sigma", "draws"}), None without ``draws``;
+    checked before any compute."""
+    if draws is None:
+        if "pictures" in evaluations:
+            raise ConfigError(
+                "pictures here are a smoothed classifier's (give smoothed_draws); a model's own come from its final"
+                " evaluation"
+            )
+        return None
+    check_positive_int("smoothed_draws", draws)
+    if run.params.get("objective") != "gaussian_noise":
+        raise ConfigError(f"{run.name} is not trained with Gaussian noise: it has no smoothed classifier to evaluate")
+    others = [e for e in evaluations if e not in SMOOTHED_EVALUATIONS]
+    if others:
+        raise ConfigError(
+            f"on a smoothed classifier only {', '.join(SMOOTHED_EVALUATIONS)} run; not {', '.join(others)}"
+        )
+    return {"sigma": run.params["noise_sigma"], "draws": draws}
+
+
+def _fresh_noise(model: nn.Module, seed: int) -> None:
+    """A smoothed model's noise stream starts again from the chunk's seed (nothing for a plain model)."""
+    if isinstance(model, SoftSmoothed):
+        model.reseed(seed)
 
 
 def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline: Deadline, progress: bool) -> dict:
@@ -336,6 +391,7 @@ def _pgd_job(model: nn.Module, name: str, norm: str, common: dict, device) -> Jo
     attack = PGD.paper_real_data(norm, PAPER_PGD_EPS[common["dataset"]][norm], steps, restarts=restarts, keep_best=best)
 
     def measure(x, y, seed) -> dict:
+        _fresh_noise(model, seed)
         accuracies = evaluate(model, x, y, {"robust": attack}, device=device, seed=seed, progress=False)
         return {key: round(accuracies[key] * len(x)) for key in ("clean", "robust")} | {"images": len(x)}
 
@@ -388,6 +444,7 @@ def _pag_score_job(
     eps = PICTURE_EPS[common["dataset"]]
 
     def measure(x, y, seed) -> dict:
+        _fresh_noise(model, seed)
         few = slice(0, budgets.targeted_images)
         return {
             "gradient_alignment": gradient_alignment(model, reference[1], x, num_classes=num_classes),
@@ -447,6 +504,31 @@ def _certify_job(model: nn.Module, sigma: float, budgets: BudgetConfig, common: 
         **common,
     }
     return Job("certify", settings, measure, _combine_certify)
+
+
+SMOOTHED_PICTURES = "smoothed"
+"""The folder, under a run's artifacts, of its smoothed classifier's PAG pictures (one per number of draws)."""
+
+
+def smoothed_pictures_folder(run: Run, draws: int) -> Path:
+    return run.artifacts / f"{SMOOTHED_PICTURES}-m{draws}"
+
+
+def _pictures_job(run: Run, model: nn.Module, data: ImageDataset, common: dict, device) -> Job:
+    """The PAG pictures of the smoothed classifier, made as the final evaluation makes a model's own
+    (the same test images and targeted attack), stored as a grid beside the run's."""
+    attack = picture_attack(data.name, (run.metrics or {}).get("settings"))
+    chosen = first_of_each_class(data.y_test, (run.metrics or {}).get("settings", {}).get("picture_images", 4))
+    folder = smoothed_pictures_folder(run, common["smoothed"]["draws"])
+
+    def measure(x, y, seed) -> dict:
+        _fresh_noise(model, seed)
+        grid = pag_pictures(model, data.x_test[chosen], data.num_classes, **attack, device=device)
+        save_pag_grid(folder, grid, chosen)
+        return {"folder": str(folder.relative_to(run.path)), "test_index": chosen.tolist()}
+
+    settings = {"pictures": "targeted PGD towards every class", **attack, **common}
+    return Job("pictures", settings, measure, lambda partials: partials[0], chunked=False)
 
 
 def _combine_certify(partials: list[dict]) -> dict:

@@ -204,6 +204,11 @@ class SoftSmoothed(nn.Module):
         self.base, self.sigma, self.m, self.seed = base, sigma, m, seed
         self.generators: dict[torch.device, torch.Generator] = {}
 
+    def reseed(self, seed: int) -> None:
+        """Start the noise stream again from ``seed``: a chunk of an evaluation then draws the same
+        noise however many chunks ran before it."""
+        self.seed, self.generators = seed, {}
+
     def forward(self, x: Tensor) -> Tensor:
         if x.device not in self.generators:  # one seeded stream per device, made where it is first needed
             self.generators[x.device] = torch.Generator(device=x.device).manual_seed(self.seed)
