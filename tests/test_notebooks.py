@@ -44,6 +44,9 @@ SMOKE_PARAMETERS = {
     "k_study": dict(TINY_TRAINING, ks=[1, 10]),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
+    "randomized_smoothing": dict(
+        TINY_TRAINING, sigmas=[0.25], compared=["vanilla", "adversarial_l2"], evaluate_missing=True
+    ),
     "introduction": dict(kind="smoke", toy_record="missing.record.json"),
     "conclusion": dict(kind="smoke", toy_record="missing.record.json"),
     "cpu_scale": dict(datasets=["cifar10"]),

@@ -34,6 +34,8 @@ def run_label(run: Run) -> str:
         what = "vanilla"
     elif p["objective"] == "adversarial":
         what = f"adversarial {NORM_WORDS[p['adversary']['threat']]}"
+    elif p["objective"] == "gaussian_noise":
+        what = f"Gaussian noise σ = {p['noise_sigma']:g}"
     elif p["source"] == "rigd":
         what = f"RIGD {NORM_WORDS.get(teacher_threat(p['teacher']) or '', '')}".strip()
     else:

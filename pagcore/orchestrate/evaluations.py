@@ -90,3 +90,41 @@ def evaluate_table(
         )
         done.append({"run": run.name, "subset": subset, "evaluations": lines})
     return {"runs": done, "rows_without_a_run": [row for row, run in table.items() if run is None]}
+
+
+SMOOTHED_DRAWS = 8
+"""m, the noise draws per forward pass of a soft smoothed classifier in the book's evaluations: each
+PGD step and each gradient of the PAG score costs m passes of the base classifier."""
+
+SMOOTHING_IMAGES: dict[str, int] = {"certify": 100, "smoothed": 100}
+"""The seeded CIFAR-10 test subsets of the randomized-smoothing chapter: CERTIFY's (n + n0 passes of the
+base classifier per image), and that of the attacks, scores and pictures of the smoothed classifier."""
+
+
+def evaluate_smoothing(
+    run: Run,
+    data: ImageDataset,
+    reference: tuple[str, torch.nn.Module] | None,
+    *,
+    device: torch.device | str = "cpu",
+    budgets: BudgetConfig = BudgetConfig(),
+    deadline: Deadline | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Everything the randomized-smoothing chapter shows of a noise-trained ``run``: its base
+    classifier's PAG score against ``reference``, its smoothed classifier's certificate, and the
+    PGD accuracy, PAG score and pictures of its soft smoothed classifier (``SMOOTHED_DRAWS`` draws).
+    Stored evaluations are not computed again."""
+    model = run.load_model(device=device)
+    data = prepare_data(TrainConfig.from_identity(run.params), data)
+    shared = dict(device=device, reference=reference, budgets=budgets, deadline=deadline, progress=progress)
+    base = evaluate_stored_run(run, model, data, ["pag_score", "certify"], subset=SMOOTHING_IMAGES["certify"], **shared)
+    return base + evaluate_stored_run(
+        run,
+        model,
+        data,
+        ["pgd20", "pag_score", "pictures"],
+        subset=SMOOTHING_IMAGES["smoothed"],
+        smoothed_draws=SMOOTHED_DRAWS,
+        **shared,
+    )

@@ -55,6 +55,12 @@ ROWS: dict[str, Row] = {
             {"objective": "adversarial", "threat": "l2"},
             in_paper=False,
         ),
+        Row(
+            "gaussian_noise",
+            "Gaussian noise (smoothing base)",
+            {"objective": "gaussian_noise"},
+            in_paper=False,
+        ),
     )
 }
 PAPER_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if row.in_paper)

@@ -1,0 +1,89 @@
+"""The randomized-smoothing chapter reads its verdict from stored certificates and PAG scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pagcore.book import smoothing
+from pagcore.store.runs import RunStore
+
+REFERENCE = "cifar10-cpu-adversarial-l2"
+
+
+def evaluation(run, name: str, settings: dict, results: dict) -> None:
+    """Store one evaluation as the evaluation code does, with what the chapter reads of it."""
+    settings = {"budgets": "real", "subset": {"size": results.get("images", 100)}, **settings}
+    entry = {"name": name, "settings": settings, "results": results}
+    (run.path / "evaluations").mkdir(parents=True, exist_ok=True)
+    (run.path / "evaluations" / f"{name}-{len(list((run.path / 'evaluations').glob('*')))}.json").write_text(
+        json.dumps(entry)
+    )
+
+
+def pag_score(run, alignment: float, smoothed: bool = False) -> None:
+    extra = {"smoothed": {"sigma": 0.25, "draws": 8}} if smoothed else {}
+    results = {
+        "gradient_alignment": {"score": alignment, "images": 100},
+        "targeted_confidence": {"score": 0.5},
+    }
+    evaluation(run, "pag_score", {"reference": REFERENCE, **extra}, results)
+
+
+def certificate(run, at_half: float, images: int = 100) -> None:
+    certified = {f"{r:g}": at_half for r in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    results = {"certified_accuracy": certified, "abstained": 0.0, "images": images}
+    evaluation(run, "certify", {"n": 10_000, "sigma": 0.25}, results)
+
+
+@pytest.fixture
+def stored(tmp_path):
+    store = RunStore(tmp_path)
+    noisy = store.create(
+        "noise", {"dataset": "cifar10", "objective": "gaussian_noise", "noise_sigma": 0.25, "epochs": 20}
+    )
+    vanilla = store.create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    pag_score(vanilla, 0.10)
+    return noisy, vanilla
+
+
+def verdict(noisy, vanilla) -> str:
+    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla})
+    return smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10)
+
+
+def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_clearly_better_aligned(stored):
+    noisy, vanilla = stored
+    assert "no certificate, no PAG score of its smoothed classifier yet" in verdict(noisy, vanilla)
+    certificate(noisy, 0.40)
+    pag_score(noisy, 0.30, smoothed=True)
+    supported = verdict(noisy, vanilla)
+    assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
+    assert "alignment is 0.30 against vanilla's 0.10" in supported
+    assert "the runs support Kaur, Cohen & Lipton's claim" in supported
+
+
+@pytest.mark.parametrize(("at_half", "alignment"), [(0.15, 0.30), (0.40, 0.14)])
+def test_either_half_missing_leaves_the_claim_unsupported(stored, at_half, alignment):
+    noisy, vanilla = stored
+    # 15 % of 100 images is within twice chance's sampling error (3 points) of 10 %; 0.14 is within 0.05 of 0.10.
+    certificate(noisy, at_half)
+    pag_score(noisy, alignment, smoothed=True)
+    assert "do not support the claim" in verdict(noisy, vanilla)
+
+
+def test_the_base_classifier_and_its_smoothed_classifier_are_scored_apart(stored):
+    noisy, vanilla = stored
+    pag_score(noisy, 0.20)
+    pag_score(noisy, 0.30, smoothed=True)
+    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla})
+    assert {label: s["alignment"] for label, s in scores.items()} == {
+        "Vanilla": 0.10,
+        "σ = 0.25, base": 0.20,
+        "σ = 0.25, smoothed (m = 8)": 0.30,
+    }
+    table = smoothing.alignment_table(scores)
+    assert "| σ = 0.25, smoothed (m = 8) | 0.30 | 50.0% | 100 |" in table
+    assert "1 of the 1 base classifiers (σ = 0.25) have stored runs" in smoothing.status({0.25: noisy}, "cpu")
+    assert "shows no numbers" in smoothing.status({0.25: None}, "cpu")
