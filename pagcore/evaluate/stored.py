@@ -123,6 +123,8 @@ class BudgetConfig:
     # confidence score uses the first ``targeted_images`` images of the subset.
     targeted_images: int = 100
     targeted_steps: int = 60
+    # A smoothed classifier's every step costs m passes of its base classifier: fewer targeted images.
+    smoothed_targeted_images: int = 20
     # CERTIFY of randomized smoothing: n0 selection draws, n estimation draws, failure rate alpha.
     # Cohen et al. use n = 100,000; two CPU cores afford 10,000 per image.
     certify_n0: int = 100
@@ -144,6 +146,7 @@ class BudgetConfig:
             ),
             targeted_images=4,
             targeted_steps=3,
+            smoothed_targeted_images=2,
             certify_n0=10,
             certify_n=100,
         )
@@ -255,6 +258,7 @@ def evaluate_stored_run(
     if smoothing is not None:
         model = SoftSmoothed(model, smoothing["sigma"], smoothing["draws"], seed=seed)
         common["smoothed"] = smoothing
+        budgets = replace(budgets, targeted_images=budgets.smoothed_targeted_images)
     jobs: list[Job] = []
     for norm in ("linf", "l2"):
         jobs += [_pgd_job(model, name, norm, common, device) for name in ("pgd20", "pgd100") if name in evaluations]
