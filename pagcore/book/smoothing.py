@@ -18,7 +18,10 @@ from typing import Any
 from pagcore.book.evidence import SIGNIFICANCE, chance, sampling_std
 from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
+from pagcore.data import SPECS
 from pagcore.evaluate.stored import CERTIFIED_RADII, chosen_evaluations, smoothed_pictures_folder
+from pagcore.orchestrate.book_runs import SMOOTHING_SIGMAS
+from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run
 
 CLAIM_RADIUS = 0.5
@@ -198,7 +201,7 @@ def verdict(
         if beyond and aligned:
             robust_and_aligned.append(f"σ = {sigma:g}")
     if not judged:
-        answer = "So the claim is not judged here yet."
+        answer = "Kaur, Cohen & Lipton's claim is not judged yet."
     elif robust_and_aligned:
         answer = (
             f"With {listed(robust_and_aligned)}, a classifier made robust by randomized smoothing, never by "
@@ -211,3 +214,20 @@ def verdict(
             f"(by more than {ALIGNMENT_MARGIN:g} in alignment): the runs do not support the claim at the cpu scale."
         )
     return "; ".join(parts) + ". " + answer
+
+
+def stored_runs(scale: str, runs_dir: str = "", kind: str = "real") -> tuple[dict[float, Run | None], Run | None]:
+    """The stored base classifiers of the book's σ values on CIFAR-10 at ``scale``, and vanilla."""
+    points = {f"σ = {s:g}": ("gaussian_noise", {"noise_sigma": s}) for s in SMOOTHING_SIGMAS}
+    found = chapter_runs("cifar10", {**points, "vanilla": ("vanilla", {})}, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
+    return {s: found[f"σ = {s:g}"] for s in SMOOTHING_SIGMAS}, found["vanilla"]
+
+
+def finding(scale: str, runs_dir: str = "", kind: str = "real") -> str:
+    """The chapter's verdict for the book's opening box, introduced by what it is about."""
+    runs, vanilla = stored_runs(scale, runs_dir, kind)
+    scores = alignment_scores(runs, {"vanilla": vanilla})
+    num_classes = SPECS["cifar10"].num_classes
+    return f"Randomized smoothing (CIFAR-10, {scale} scale, {{ref}}`chapter-smoothing`): " + verdict(
+        runs, scores, "vanilla", num_classes
+    )
