@@ -117,6 +117,12 @@ class ObjectiveConfig:
     score_draws: int = knob(1, "score: noise draws averaged per target")
     noise_sigma: float = knob(0.25, "gaussian_noise: σ of the noise added to every training image (Cohen et al.)")
 
+    @property
+    def has_pag_term(self) -> bool:
+        """Whether the loss has Eq. (1)'s cosine term (resolved configs): objective ``pag``, or
+        adversarial training with λ > 0, the later paper's PAG-boosted adversarial training."""
+        return bool(self.lam)
+
 
 @dataclass(frozen=True)
 class AdversaryConfig:
@@ -324,17 +330,17 @@ class TrainConfig:
                 f"length; got {s.lr_milestones} and {s.lr_factors}"
             )
         check_nonnegative("lam", o.lam)
-        if o.objective != "pag" and o.lam != 0:
+        if o.objective not in ("pag", "adversarial") and o.lam != 0:
             raise ConfigError(f"lam must be 0 for objective {o.objective!r} (it has no PAG term); got {o.lam}")
         if o.objective == "pag" and o.lam == 0:
             raise ConfigError("lam must be > 0 for objective 'pag'; use objective='cross_entropy' for lam = 0")
         check_classes_per_image(o.classes_per_image, SPECS[d.dataset].num_classes)
         check_positive_int("pool_size", o.pool_size)
-        if o.objective == "pag" and o.source == "rigd" and not o.teacher:
+        if o.has_pag_term and o.source == "rigd" and not o.teacher:
             raise ConfigError(
                 "teacher must name an adversarially trained run (run name or directory) for source 'rigd'"
             )
-        if o.objective == "pag" and o.source == "score" and not o.denoiser:
+        if o.has_pag_term and o.source == "score" and not o.denoiser:
             raise ConfigError(
                 "denoiser must name a trained denoiser run (python -m pagcore denoiser) for source 'score'"
             )
@@ -350,7 +356,7 @@ class TrainConfig:
         """What names a run (call on a resolved config): the groups its objective uses."""
         o = self.objective
         objective: dict[str, Any] = {"objective": o.objective}
-        if o.objective == "pag":
+        if o.has_pag_term:
             objective.update(source=o.source, lam=o.lam, classes_per_image=o.classes_per_image, gradient=o.gradient)
             if o.source == "nearest_neighbor":
                 objective["pool_size"] = o.pool_size
@@ -371,7 +377,7 @@ class TrainConfig:
         """The readable part of the run's name: enough to tell apart every row the book shows (the
         hash beside it in the store tells apart everything else)."""
         o, s = self.objective, self.schedule
-        if o.objective == "adversarial":
+        if o.objective == "adversarial" and not o.has_pag_term:
             what = f"adversarial-{self.adversary.threat}"
         elif o.objective == "cross_entropy":
             what = "vanilla"
@@ -382,6 +388,8 @@ class TrainConfig:
             if o.source == "score":
                 source += f"-sigma{o.score_sigma:g}"
             what = f"{source}-lam{o.lam:g}"
+            if o.objective == "adversarial":  # PAG-boosted adversarial training
+                what = f"adversarial-{self.adversary.threat}-{what}"
             every_class = SPECS[self.data.dataset].num_classes  # what a k of None means
             if (o.classes_per_image or every_class) != (self.preset.classes_per_image or every_class):
                 what += f"-k{o.classes_per_image or every_class}"

@@ -471,3 +471,16 @@ def test_gaussian_noise_training_makes_a_named_base_classifier_and_noise_changes
         clean = torch.nn.functional.cross_entropy(model(x), labels)
     assert loss.cross_entropy.item() == pytest.approx(expected.item(), rel=1e-5)
     assert abs(loss.cross_entropy.item() - clean.item()) > 1e-4  # and the noise did change it
+
+
+def test_adversarial_training_takes_the_pag_term_when_given_a_lambda(data, store, teachers):
+    plain = tiny(objective="adversarial", threat="linf", steps=2).resolve()
+    boosted = tiny(objective="adversarial", threat="linf", steps=2, source="nearest_neighbor", lam=0.4).resolve()
+    assert "source" not in plain.identity() and plain.readable_name().endswith("-adversarial-linf-e1-s0")
+    assert boosted.identity()["source"] == "nearest_neighbor" and boosted.identity()["adversary"]["threat"] == "linf"
+    assert "-adversarial-linf-nearest_neighbor-lam0.4-" in boosted.readable_name()
+    run = train_quietly(boosted, data, store).run
+    check_complete(run)
+    assert run.name != teachers["linf"].name  # another run, beside the plain teacher
+    history = json.loads((run.path / "history.json").read_text())
+    assert history[-1]["cosine"] > 0  # the cosine term was computed and trained on

@@ -34,6 +34,8 @@ def run_label(run: Run) -> str:
         what = "vanilla"
     elif p["objective"] == "adversarial":
         what = f"adversarial {NORM_WORDS[p['adversary']['threat']]}"
+        if p.get("lam"):
+            what += f" + PAG ({SOURCE_WORDS.get(p['source'], p['source'])}, λ = {p['lam']:g})"
     elif p["objective"] == "gaussian_noise":
         what = f"Gaussian noise σ = {p['noise_sigma']:g}"
     elif p["source"] == "rigd":

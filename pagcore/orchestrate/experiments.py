@@ -112,7 +112,7 @@ class RealDataExperiment:
         if spec.teacher:
             teacher = self.config(spec.teacher, **teacher_overrides(overrides))
             knobs["teacher"] = run_name_for(teacher, self.kind)
-        if spec.knobs["objective"] != "pag":
+        if spec.knobs["objective"] != "pag" and "lam" not in spec.knobs:
             knobs.pop("lam", None)  # a lambda for the PAG rows does not apply here
         return TrainConfig.from_flat(knobs).resolve()
 

@@ -207,9 +207,9 @@ def score_source(
 def build_source(
     config: TrainConfig, data: ImageDataset, store: RunStore, device: torch.device, progress: bool
 ) -> TargetSource | None:
-    """The target source of a PAG config, on ``device``; None for the other objectives."""
+    """The target source of a config whose loss has the PAG term, on ``device``; None for the others."""
     o = config.objective
-    if o.objective != "pag":
+    if not o.has_pag_term:
         return None
     if o.source == "score":
         return score_source(o, data, store, device, progress)
@@ -435,7 +435,7 @@ def train(
     store = store or RunStore()
     kind = options.kind or run_kind(config, data)
     check_trainable(config, kind)
-    if config.objective.objective == "pag" and config.objective.source == "score":
+    if config.objective.has_pag_term and config.objective.source == "score":
         score_denoiser(config.objective, config.data.dataset, store, kind)
     run = open_run(store, config, kind)
     if options.retrain:
