@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from pagcore.book.evidence import SIGNIFICANCE, chance, sampling_std
@@ -45,8 +46,8 @@ def status(runs: Mapping[float, Run | None], scale: str) -> str:
     }
     counts = ", ".join(f"{sum(bool(has(run)) for run in done.values())} {step}" for step, has in steps.items())
     return (
-        f"{len(done)} of the {len(runs)} base classifiers (σ = {', '.join(f'{s:g}' for s in done)}) have stored runs at "
-        f"the {scale} scale, trained for {', '.join(sorted({str(r.params['epochs']) for r in done.values()}))} "
+        f"{len(done)} of the {len(runs)} base classifiers (σ = {', '.join(f'{s:g}' for s in done)}) have stored "
+        f"runs at the {scale} scale, trained for {', '.join(sorted({str(r.params['epochs']) for r in done.values()}))} "
         f"epochs; of these, {counts}. Whatever has not been done reads 'not run'."
     )
 
@@ -155,6 +156,26 @@ def smoothed_pictures(run: Run | None) -> SmoothedPictures | None:
     return SmoothedPictures(run, entry["settings"]["smoothed"]["draws"]) if entry else None
 
 
+def radius_ceiling(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can give with ``n`` draws: even when every draw agrees, the
+    Clopper-Pearson bound on p_A is alpha^(1/n), and the radius is σ Φ⁻¹ of that bound."""
+    return sigma * NormalDist().inv_cdf(alpha ** (1 / n))
+
+
+def ceiling_sentence(runs: Mapping[float, Run | None], n: int, alpha: float) -> str:
+    """The radius ceiling of each σ, with the draws each stored certificate used (``n`` otherwise)."""
+    ceilings = []
+    for sigma, run in runs.items():
+        entry = _entry(run, "certify")
+        draws, level = (entry["settings"]["n"], entry["settings"]["alpha"]) if entry else (n, alpha)
+        ceilings.append(f"{radius_ceiling(sigma, draws, level):.2f} for σ = {sigma:g} (n = {draws:,})")
+    return (
+        "Even when every draw agrees, the Clopper–Pearson bound on p_A cannot pass α^(1/n), so no radius above "
+        f"σ·Φ⁻¹(α^(1/n)) can be certified: {listed(ceilings)}. A constant classifier certifies exactly its "
+        "tenth of the images up to that ceiling, and nothing beyond."
+    )
+
+
 def certified_beyond_chance(entry: Mapping[str, Any], num_classes: int, radius: float = CLAIM_RADIUS) -> bool:
     """Whether the certified accuracy at ``radius`` passes what a constant classifier certifies (chance:
     all its draws agree, so it certifies its class at any radius) by the rule's margin."""
@@ -219,7 +240,8 @@ def verdict(
 def stored_runs(scale: str, runs_dir: str = "", kind: str = "real") -> tuple[dict[float, Run | None], Run | None]:
     """The stored base classifiers of the book's σ values on CIFAR-10 at ``scale``, and vanilla."""
     points = {f"σ = {s:g}": ("gaussian_noise", {"noise_sigma": s}) for s in SMOOTHING_SIGMAS}
-    found = chapter_runs("cifar10", {**points, "vanilla": ("vanilla", {})}, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
+    points["vanilla"] = ("vanilla", {})
+    found = chapter_runs("cifar10", points, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
     return {s: found[f"σ = {s:g}"] for s in SMOOTHING_SIGMAS}, found["vanilla"]
 
 
