@@ -301,6 +301,8 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     store = RunStore(args.runs)
     settings = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     names = _evaluation_names(args)
+    if names is None and (args.smoothed_draws is not None):
+        raise ConfigError("--smoothed-draws goes with the evaluations to run on the smoothed classifier (see --help)")
     if args.table:
         return _run_evaluate_table(args, store, names)
     if args.scale is not None:

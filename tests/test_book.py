@@ -38,7 +38,13 @@ UNRUN_PHRASES = ("No real run", "not happened yet", "has not been run", "not bee
 
 # The pages that show real runs of each dataset: its chapter, and for CIFAR-10 the appendix studies.
 RUN_PAGES = {
-    "cifar10": ("experiments/cifar10", "appendix/lambda_ablation", "appendix/seed_error_bars", "appendix/k_study"),
+    "cifar10": (
+        "experiments/cifar10",
+        "appendix/lambda_ablation",
+        "appendix/seed_error_bars",
+        "appendix/k_study",
+        "experiments/randomized_smoothing",
+    ),
     "stl10": ("experiments/stl10",),
 }
 

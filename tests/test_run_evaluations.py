@@ -196,7 +196,7 @@ def linear_classifier() -> torch.nn.Module:
 def test_a_noise_trained_run_is_attacked_and_pictured_through_its_smoothed_classifier(tmp_path):
     from pagcore.base.validation import ConfigError
     from pagcore.evaluate.final import load_pag_grid
-    from pagcore.evaluate.stored import chosen_evaluations, smoothed_pictures_folder
+    from pagcore.evaluate.stored import chosen_evaluations
 
     data = synthetic_dataset("cifar10", 16, 30, seed=0)
     store = RunStore(tmp_path)
@@ -208,7 +208,9 @@ def test_a_noise_trained_run_is_attacked_and_pictured_through_its_smoothed_class
     assert set(smoothed) == {("pgd20", "linf"), ("pgd20", "l2"), ("pictures", "l2")}  # the pictures attack in l2
     assert smoothed[("pgd20", "l2")]["settings"]["smoothed"] == {"sigma": 0.25, "draws": 2}
     assert chosen_evaluations(noisy) == {}  # the base classifier's own numbers stay apart
-    grid = load_pag_grid(smoothed_pictures_folder(noisy, 2))
+    folder = smoothed[("pictures", "l2")]["results"]["folder"]
+    assert folder == f"artifacts/{smoothed[('pictures', 'l2')]['key']}"  # named by its settings: never overwritten
+    grid = load_pag_grid(noisy.path / folder)
     assert grid.shape == (4, 11, 3, 32, 32)  # the first image of four classes, itself and pushed to each class
     # Evaluated again, nothing is computed; and the noise of a chunk does not depend on what ran before.
     again = evaluate_stored_run(noisy, model, data, ["pgd20"], smoothed_draws=2)

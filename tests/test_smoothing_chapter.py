@@ -12,6 +12,10 @@ from pagcore.store.runs import RunStore
 REFERENCE = "cifar10-cpu-adversarial-l2"
 
 
+class Reference:
+    name = REFERENCE
+
+
 def evaluation(run, name: str, settings: dict, results: dict) -> None:
     """Store one evaluation as the evaluation code does, with what the chapter reads of it."""
     settings = {"budgets": "real", "subset": {"size": results.get("images", 100)}, **settings}
@@ -26,7 +30,7 @@ def pag_score(run, alignment: float, smoothed: bool = False) -> None:
     extra = {"smoothed": {"sigma": 0.25, "draws": 8}} if smoothed else {}
     results = {
         "gradient_alignment": {"score": alignment, "images": 100},
-        "targeted_confidence": {"score": 0.5},
+        "targeted_confidence": {"score": 0.5, "pairs": 180},
     }
     evaluation(run, "pag_score", {"reference": REFERENCE, **extra}, results)
 
@@ -49,8 +53,8 @@ def stored(tmp_path):
 
 
 def verdict(noisy, vanilla) -> str:
-    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla})
-    return smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10)
+    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla}, Reference())
+    return smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu")
 
 
 def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_clearly_better_aligned(stored):
@@ -77,13 +81,35 @@ def test_the_base_classifier_and_its_smoothed_classifier_are_scored_apart(stored
     noisy, vanilla = stored
     pag_score(noisy, 0.20)
     pag_score(noisy, 0.30, smoothed=True)
-    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla})
+    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla}, Reference())
     assert {label: s["alignment"] for label, s in scores.items()} == {
         "Vanilla": 0.10,
         "σ = 0.25, base": 0.20,
         "σ = 0.25, smoothed (m = 8)": 0.30,
     }
     table = smoothing.alignment_table(scores)
-    assert "| σ = 0.25, smoothed (m = 8) | 0.30 | 50.0% | 100 |" in table
+    assert "| σ = 0.25, smoothed (m = 8) | 0.30 | 50.0% | 100 | 180 |" in table
     assert "1 of the 1 base classifiers (σ = 0.25) have stored runs" in smoothing.status({0.25: noisy}, "cpu")
     assert "shows no numbers" in smoothing.status({0.25: None}, "cpu")
+
+
+def test_scores_against_another_reference_are_not_compared(stored):
+    noisy, vanilla = stored
+    certificate(noisy, 0.40)
+    pag_score(noisy, 0.30, smoothed=True)
+
+    class Other:
+        name = "cifar10-cpu-adversarial-linf"
+
+    scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla}, Other())
+    assert scores == {}
+    judged = smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu")
+    assert "no PAG score of its smoothed classifier, no PAG score of vanilla against the same reference" in judged
+    assert "is not judged yet" in judged
+
+
+def test_the_ceiling_of_certified_radii_follows_the_draws():
+    # All n = 10,000 votes agreeing bound p_A by 0.001^(1/10,000); Φ⁻¹ of that is 3.1986.
+    assert smoothing.radius_ceiling(0.25, 10_000, 0.001) == pytest.approx(0.25 * 3.1986, abs=1e-3)
+    sentence = smoothing.ceiling_sentence({0.5: None}, 100, 10_000, 0.001)
+    assert "n0 = 100 draws" in sentence and "1.60 for σ = 0.5 (n = 10,000, α = 0.001)" in sentence

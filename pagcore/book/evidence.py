@@ -79,7 +79,8 @@ class Measured:
 
 SIGNIFICANCE = 2.0
 """Two numbers differ only when their gap exceeds this many standard errors of the difference: for
-normal errors, two rows that are in truth equal are told apart about one time in twenty."""
+normal errors of known size, two rows that are in truth equal are told apart about one time in
+twenty (more often when the spreads come from few seeds)."""
 
 OWN_SPREAD_SEEDS = 3
 """A row's seed spread counts as its own only when this many seeds measure it; a spread from two

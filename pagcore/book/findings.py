@@ -245,7 +245,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     noise_words = (
         f"a row's noise is its own seed spread where {evidence.OWN_SPREAD_SEEDS} seeds measure it, and otherwise "
         f"the widest measured (on {noise.measured_on}, under ℓ∞ PGD-20: {noise.words('linf', ROW_LABELS)}; under ℓ2: "
-        f"{noise.words('l2', ROW_LABELS)}); two numbers differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
+        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row takes the widest); two numbers differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
         "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"

@@ -20,10 +20,18 @@ from pagcore.book.evidence import SIGNIFICANCE, chance, sampling_std
 from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.data import SPECS
-from pagcore.evaluate.stored import CERTIFIED_RADII, chosen_evaluations, smoothed_pictures_folder
+from pagcore.evaluate.final import PICTURE_NORM
+from pagcore.evaluate.stored import CERTIFIED_RADII, chosen_evaluations
 from pagcore.orchestrate.book_runs import SMOOTHING_SIGMAS
+from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run
+
+COMPARED_ROWS = ("vanilla", "nearest_neighbor", "adversarial_l2")
+"""The rows the smoothed classifiers are put beside: the baseline, the model-free PAG row that fits its
+labels best, and the adversarially trained model every PAG score of the chapter is measured against."""
+
+REFERENCE_ROW = "adversarial_l2"
 
 CLAIM_RADIUS = 0.5
 """The ℓ2 radius at which the chapter reads certified accuracy: the book's ℓ2 threat model on CIFAR-10."""
@@ -42,7 +50,7 @@ def status(runs: Mapping[float, Run | None], scale: str) -> str:
         "certified": lambda run: _entry(run, "certify"),
         "attacked through its smoothed classifier": lambda run: _entry(run, "pgd20", "l2", smoothed=True),
         "scored": lambda run: _entry(run, "pag_score", smoothed=True),
-        "pictured": lambda run: _entry(run, "pictures", "l2", smoothed=True),
+        "pictured": lambda run: _entry(run, "pictures", PICTURE_NORM, smoothed=True),
     }
     counts = ", ".join(f"{sum(bool(has(run)) for run in done.values())} {step}" for step, has in steps.items())
     return (
@@ -101,9 +109,12 @@ def robustness_table(runs: Mapping[float, Run | None]) -> str:
     return markdown_table(("classifier", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2", "images"), rows)
 
 
-def alignment_scores(runs: Mapping[float, Run | None], others: Mapping[str, Run | None]) -> dict[str, dict]:
-    """The PAG score of every model the chapter compares: ``others`` (label -> run), then per σ the base
-    classifier and its smoothed classifier. Each: alignment, confidence, reference, images."""
+def alignment_scores(
+    runs: Mapping[float, Run | None], others: Mapping[str, Run | None], reference: Run | None
+) -> dict[str, dict]:
+    """The PAG score against ``reference`` of every model the chapter compares: ``others`` (label ->
+    run), then per σ the base classifier and its smoothed classifier. Scores against another
+    reference are left out: they do not compare. Each: alignment, confidence, images, pairs."""
     found: dict[str, dict | None] = {label: _entry(run, "pag_score") for label, run in others.items()}
     for sigma, run in runs.items():
         found[f"σ = {sigma:g}, base"] = _entry(run, "pag_score")
@@ -114,20 +125,24 @@ def alignment_scores(runs: Mapping[float, Run | None], others: Mapping[str, Run 
         label: {
             "alignment": entry["results"]["gradient_alignment"]["score"],
             "confidence": entry["results"]["targeted_confidence"]["score"],
-            "reference": entry["settings"]["reference"],
             "images": entry["results"]["gradient_alignment"]["images"],
+            "pairs": entry["results"]["targeted_confidence"]["pairs"],
         }
         for label, entry in found.items()
-        if entry is not None
+        if entry is not None and reference is not None and entry["settings"]["reference"] == reference.name
     }
 
 
 def alignment_table(scores: Mapping[str, dict]) -> str:
-    """Markdown: each model's gradient alignment and targeted confidence against the reference."""
-    rows = [(label, f"{s['alignment']:.2f}", percent(s["confidence"]), s["images"]) for label, s in scores.items()]
+    """Markdown: each model's gradient alignment and targeted confidence against the reference, with
+    the images the alignment averages over and the (image, target class) pairs of the confidence."""
+    rows = [
+        (label, f"{s['alignment']:.2f}", percent(s["confidence"]), s["images"], s["pairs"])
+        for label, s in scores.items()
+    ]
     if not rows:
-        rows.append(("no model scored yet", NOTHING, NOTHING, ""))
-    return markdown_table(("model", "alignment", "targeted confidence", "images"), rows)
+        rows.append(("no model scored yet", NOTHING, NOTHING, "", ""))
+    return markdown_table(("model", "alignment", "targeted confidence", "images", "pairs"), rows)
 
 
 @dataclass(frozen=True)
@@ -135,11 +150,11 @@ class SmoothedPictures:
     """A noise-trained run's smoothed pictures, shaped like a run for the book's PAG grid figure."""
 
     run: Run
-    draws: int
+    folder: str  # under the run's folder, as its stored pictures evaluation names it
 
     @property
     def artifacts(self) -> Path:
-        return smoothed_pictures_folder(self.run, self.draws)
+        return self.run.path / self.folder
 
     @property
     def params(self) -> dict[str, Any]:
@@ -152,8 +167,8 @@ class SmoothedPictures:
 
 def smoothed_pictures(run: Run | None) -> SmoothedPictures | None:
     """The stored pictures of ``run``'s smoothed classifier (those with the most draws), or None."""
-    entry = _entry(run, "pictures", "l2", smoothed=True)
-    return SmoothedPictures(run, entry["settings"]["smoothed"]["draws"]) if entry else None
+    entry = _entry(run, "pictures", PICTURE_NORM, smoothed=True)
+    return SmoothedPictures(run, entry["results"]["folder"]) if entry else None
 
 
 def radius_ceiling(sigma: float, n: int, alpha: float) -> float:
@@ -162,14 +177,17 @@ def radius_ceiling(sigma: float, n: int, alpha: float) -> float:
     return sigma * NormalDist().inv_cdf(alpha ** (1 / n))
 
 
-def ceiling_sentence(runs: Mapping[float, Run | None], n: int, alpha: float) -> str:
-    """The radius ceiling of each σ, with the draws each stored certificate used (``n`` otherwise)."""
+def ceiling_sentence(runs: Mapping[float, Run | None], n0: int, n: int, alpha: float) -> str:
+    """The draws of CERTIFY and the radius ceiling of each σ, with the draws each stored certificate
+    used (``n0``, ``n`` and ``alpha`` where none is stored)."""
     ceilings = []
     for sigma, run in runs.items():
         entry = _entry(run, "certify")
         draws, level = (entry["settings"]["n"], entry["settings"]["alpha"]) if entry else (n, alpha)
-        ceilings.append(f"{radius_ceiling(sigma, draws, level):.2f} for σ = {sigma:g} (n = {draws:,})")
+        n0 = entry["settings"]["n0"] if entry else n0
+        ceilings.append(f"{radius_ceiling(sigma, draws, level):.2f} for σ = {sigma:g} (n = {draws:,}, α = {level:g})")
     return (
+        f"CERTIFY chooses each image's class with n0 = {n0} draws, then bounds p_A with n fresh ones. "
         "Even when every draw agrees, the Clopper–Pearson bound on p_A cannot pass α^(1/n), so no radius above "
         f"σ·Φ⁻¹(α^(1/n)) can be certified: {listed(ceilings)}. A constant classifier certifies exactly its "
         "tenth of the images up to that ceiling, and nothing beyond."
@@ -178,14 +196,15 @@ def ceiling_sentence(runs: Mapping[float, Run | None], n: int, alpha: float) -> 
 
 def certified_beyond_chance(entry: Mapping[str, Any], num_classes: int, radius: float = CLAIM_RADIUS) -> bool:
     """Whether the certified accuracy at ``radius`` passes what a constant classifier certifies (chance:
-    all its draws agree, so it certifies its class at any radius) by the rule's margin."""
+    all its draws agree, so it certifies its class up to the ceiling of :func:`radius_ceiling`) by the
+    rule's margin."""
     results = entry["results"]
     share = results["certified_accuracy"][f"{radius:g}"]
     return share - chance(num_classes) > SIGNIFICANCE * sampling_std(chance(num_classes), results["images"])
 
 
 def verdict(
-    runs: Mapping[float, Run | None], scores: Mapping[str, dict], vanilla_label: str, num_classes: int
+    runs: Mapping[float, Run | None], scores: Mapping[str, dict], vanilla_label: str, num_classes: int, scale: str
 ) -> str:
     """The chapter's finding: per σ, what is certified and how the smoothed gradients align against
     vanilla's; then whether the stored runs support Kaur, Cohen & Lipton's claim."""
@@ -200,7 +219,7 @@ def verdict(
                 ("no run", run is None),
                 ("no certificate", run is not None and certified is None),
                 ("no PAG score of its smoothed classifier", run is not None and smoothed is None),
-                ("no PAG score of vanilla", vanilla is None),
+                ("no PAG score of vanilla against the same reference", vanilla is None),
             )
             if absent
         ]
@@ -210,14 +229,12 @@ def verdict(
         judged += 1
         at = certified["results"]["certified_accuracy"][f"{CLAIM_RADIUS:g}"]
         beyond = certified_beyond_chance(certified, num_classes)
-        same_reference = smoothed["reference"] == vanilla["reference"]
-        aligned = same_reference and smoothed["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
+        aligned = smoothed["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
         parts.append(
             f"σ = {sigma:g}: the smoothed classifier certifies {percent(at)} of {certified['results']['images']} test "
             f"images at ℓ2 radius {CLAIM_RADIUS:g} ({'beyond' if beyond else 'not beyond'} the "
             f"{percent(chance(num_classes))} a constant classifier certifies), and its gradient alignment is "
             f"{smoothed['alignment']:.2f} against vanilla's {vanilla['alignment']:.2f}"
-            + ("" if same_reference else " (against another reference, so not compared)")
         )
         if beyond and aligned:
             robust_and_aligned.append(f"σ = {sigma:g}")
@@ -227,29 +244,32 @@ def verdict(
         answer = (
             f"With {listed(robust_and_aligned)}, a classifier made robust by randomized smoothing, never by "
             "adversarial training, also has gradients clearly better aligned than vanilla's: the runs support "
-            "Kaur, Cohen & Lipton's claim, at the cpu scale."
+            f"Kaur, Cohen & Lipton's claim, at the {scale} scale."
         )
     else:
         answer = (
             "No smoothed classifier is both certified beyond chance and clearly better aligned than vanilla "
-            f"(by more than {ALIGNMENT_MARGIN:g} in alignment): the runs do not support the claim at the cpu scale."
+            f"(by more than {ALIGNMENT_MARGIN:g} in alignment): the runs do not support the claim at the {scale} scale."
         )
     return "; ".join(parts) + ". " + answer
 
 
-def stored_runs(scale: str, runs_dir: str = "", kind: str = "real") -> tuple[dict[float, Run | None], Run | None]:
-    """The stored base classifiers of the book's σ values on CIFAR-10 at ``scale``, and vanilla."""
+def stored_runs(
+    scale: str, runs_dir: str = "", kind: str = "real"
+) -> tuple[dict[float, Run | None], dict[str, Run | None]]:
+    """The stored base classifiers of the book's σ values on CIFAR-10 at ``scale``, and the rows the
+    chapter compares them with by default (label -> run)."""
     points = {f"σ = {s:g}": ("gaussian_noise", {"noise_sigma": s}) for s in SMOOTHING_SIGMAS}
-    points["vanilla"] = ("vanilla", {})
+    points.update({ROW_LABELS[row]: (row, {}) for row in COMPARED_ROWS})
     found = chapter_runs("cifar10", points, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
-    return {s: found[f"σ = {s:g}"] for s in SMOOTHING_SIGMAS}, found["vanilla"]
+    return {s: found[f"σ = {s:g}"] for s in SMOOTHING_SIGMAS}, {
+        ROW_LABELS[row]: found[ROW_LABELS[row]] for row in COMPARED_ROWS
+    }
 
 
 def finding(scale: str, runs_dir: str = "", kind: str = "real") -> str:
     """The chapter's verdict for the book's opening box, introduced by what it is about."""
-    runs, vanilla = stored_runs(scale, runs_dir, kind)
-    scores = alignment_scores(runs, {"vanilla": vanilla})
-    num_classes = SPECS["cifar10"].num_classes
-    return f"Randomized smoothing (CIFAR-10, {scale} scale, {{ref}}`chapter-smoothing`): " + verdict(
-        runs, scores, "vanilla", num_classes
-    )
+    runs, others = stored_runs(scale, runs_dir, kind)
+    scores = alignment_scores(runs, others, others[ROW_LABELS[REFERENCE_ROW]])
+    verdict_words = verdict(runs, scores, ROW_LABELS["vanilla"], SPECS["cifar10"].num_classes, scale)
+    return f"Randomized smoothing (CIFAR-10, {scale} scale, {{ref}}`chapter-smoothing`): {verdict_words}"

@@ -33,13 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from pagcore.base.deadline import Deadline
 from pagcore.base.progress import progress_bar
+from pagcore.base.seeds import derived_seed
 from pagcore.base.validation import ConfigError, check_positive_int
 from pagcore.data import ImageDataset, as_float
 from pagcore.evaluate.autoattack import AutoAttackConfig, run_autoattack
@@ -54,6 +54,7 @@ from pagcore.evaluate.final import (
     PAPER_PGD_EPS,
     PICTURE_EPS,
     STANDARD_EPS,
+    EvaluationConfig,
     evaluate,
     first_of_each_class,
     pag_pictures,
@@ -166,13 +167,15 @@ def stored_evaluations(run: Run) -> dict[str, dict]:
 
 def chosen_evaluations(run: Run, smoothed: bool = False) -> dict[tuple[str, str], dict]:
     """One stored evaluation per (name, norm) for the book: real budgets before reduced ones, then
-    the largest subset. ``norm`` is ``"all"`` for the PAG score. Evaluations of the run's smoothed
-    classifier are chosen only with ``smoothed``, and then only they."""
+    (for a smoothed classifier) the most noise draws, then the largest subset. ``norm`` is ``"all"``
+    for the PAG score. Evaluations of the run's smoothed classifier are chosen only with
+    ``smoothed``, and then only they."""
     chosen: dict[tuple[str, str], dict] = {}
 
     def rank(entry: dict) -> tuple:
         settings = entry["settings"]
-        return (settings["budgets"] == "real", settings["subset"]["size"])
+        draws = (settings.get("smoothed") or {}).get("draws", 0)
+        return (settings["budgets"] == "real", draws, settings["subset"]["size"])
 
     for entry in stored_evaluations(run).values():
         if bool(entry["settings"].get("smoothed")) != smoothed:
@@ -310,10 +313,14 @@ def _smoothing(run: Run, evaluations: Sequence[str], draws: int | None) -> dict 
     return {"sigma": run.params["noise_sigma"], "draws": draws}
 
 
+SMOOTHING_NOISE = 1
+"""Mixed into a chunk's seed for a smoothed model's noise, which must not repeat the attack's random starts."""
+
+
 def _fresh_noise(model: nn.Module, seed: int) -> None:
     """A smoothed model's noise stream starts again from the chunk's seed (nothing for a plain model)."""
     if isinstance(model, SoftSmoothed):
-        model.reseed(seed)
+        model.reseed(derived_seed(seed, SMOOTHING_NOISE))
 
 
 def _run_job(run: Run, job: Job, x: Tensor, y: Tensor, seed: int, device, deadline: Deadline, progress: bool) -> dict:
@@ -510,20 +517,15 @@ def _certify_job(model: nn.Module, sigma: float, budgets: BudgetConfig, common: 
     return Job("certify", settings, measure, _combine_certify)
 
 
-SMOOTHED_PICTURES = "smoothed"
-"""The folder, under a run's artifacts, of its smoothed classifier's PAG pictures (one per number of draws)."""
-
-
-def smoothed_pictures_folder(run: Run, draws: int) -> Path:
-    return run.artifacts / f"{SMOOTHED_PICTURES}-m{draws}"
-
-
 def _pictures_job(run: Run, model: nn.Module, data: ImageDataset, common: dict, device) -> Job:
     """The PAG pictures of the smoothed classifier, made as the final evaluation makes a model's own
-    (the same test images and targeted attack), stored as a grid beside the run's."""
-    attack = picture_attack(data.name, (run.metrics or {}).get("settings"))
-    chosen = first_of_each_class(data.y_test, (run.metrics or {}).get("settings", {}).get("picture_images", 4))
-    folder = smoothed_pictures_folder(run, common["smoothed"]["draws"])
+    (the same test images and targeted attack), stored as a grid in an artifacts folder named by
+    the evaluation's key, so that pictures of other settings never overwrite them."""
+    final = (run.metrics or {}).get("settings", {})
+    attack = picture_attack(data.name, final)
+    chosen = first_of_each_class(data.y_test, final.get("picture_images", EvaluationConfig().picture_images))
+    settings = {"pictures": "targeted PGD towards every class", **attack, **common}
+    folder = run.artifacts / evaluation_key("pictures", settings)
 
     def measure(x, y, seed) -> dict:
         _fresh_noise(model, seed)
@@ -531,7 +533,6 @@ def _pictures_job(run: Run, model: nn.Module, data: ImageDataset, common: dict, 
         save_pag_grid(folder, grid, chosen)
         return {"folder": str(folder.relative_to(run.path)), "test_index": chosen.tolist()}
 
-    settings = {"pictures": "targeted PGD towards every class", **attack, **common}
     return Job("pictures", settings, measure, lambda partials: partials[0], chunked=False)
 
 
@@ -609,6 +610,8 @@ def companion_run(store, run: Run, chosen_name: str | None, objective: str, devi
         candidates = store.select(
             kind=run.kind, dataset=run.params["dataset"], scale=run.params["scale"], objective=objective
         )
+        # Adversarial training with a PAG term is another model: only plain training of ``objective`` serves.
+        candidates = [r for r in candidates if not r.params.get("lam")]
         others = [r for r in candidates if r.name != run.name] or candidates
         others.sort(key=lambda r: ((r.params.get("adversary") or {}).get("threat") != "l2", r.name))
         if not others:

@@ -127,7 +127,13 @@ class RealDataExperiment:
         if exact.complete:
             return exact
         wanted = {k: v for k, v in config.identity().items() if k not in SCHEDULE_KNOBS}
-        candidates = self.store.select(kind=self.kind, **wanted)
+        # Every knob but the schedule must match: a run with knobs the row lacks (adversarial training
+        # with a PAG term, for the adversarial rows) is another model.
+        candidates = [
+            r
+            for r in self.store.select(kind=self.kind, **wanted)
+            if set(r.params) <= {*wanted, *SCHEDULE_KNOBS, "kind"}
+        ]
         teacher_row = ROWS[row].teacher
         if teacher_row:
             threat = ROWS[teacher_row].knobs["threat"]
