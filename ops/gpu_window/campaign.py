@@ -83,9 +83,9 @@ from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig
 from pagcore.data import load_dataset
 from pagcore.evaluate.final import EvaluationConfig
-from pagcore.evaluate.stored import TABLE_EVALUATIONS, BudgetConfig
+from pagcore.evaluate.stored import TABLE_EVALUATIONS, BudgetConfig, companion_run
 from pagcore.orchestrate.book_runs import BookRun, book_runs
-from pagcore.orchestrate.evaluations import evaluate_table
+from pagcore.orchestrate.evaluations import evaluate_smoothing, evaluate_table
 from pagcore.orchestrate.queue import RunQueue, Status
 from pagcore.orchestrate.selftest import SYNTHETIC_IMAGES, autoattack_available, run_selftest, synthetic_data
 from pagcore.orchestrate.workers import (
@@ -548,6 +548,8 @@ def run_evaluate(settings: CampaignConfig, data: dict, until: Deadline) -> dict:
                 deadline=until.earlier(60 * settings.pack_minutes),
             )
             done += result["runs"]
+    if data.get("cifar10") is not None:
+        done += _evaluate_smoothing(settings, store, data["cifar10"], until)
     finished = [r for r in done if "evaluations" in r and all(line.get("path") for line in r["evaluations"])]
     return {
         "attacks": names,
@@ -557,6 +559,23 @@ def run_evaluate(settings: CampaignConfig, data: dict, until: Deadline) -> dict:
         "runs": done,
         "complete": f"{len(finished)}/{len(done)}",
     }
+
+
+def _evaluate_smoothing(settings: CampaignConfig, store: RunStore, images, until: Deadline) -> list[dict]:
+    """The randomized-smoothing chapter's evaluations of every complete CPU-scale base classifier
+    trained with Gaussian noise, against the adversarially trained reference of the store."""
+    device = _device(settings)
+    runs = store.select(kind=settings.kind, dataset="cifar10", scale="cpu", objective="gaussian_noise")
+    deadline, done = until.earlier(60 * settings.pack_minutes), []
+    for run in sorted((run for run in runs if run.complete), key=lambda run: run.name):
+        if deadline.passed():
+            done.append({"run": run.name, "skipped": "out of time"})
+            continue
+        reference = companion_run(store, run, None, "adversarial", device)
+        budgets = BudgetConfig.for_tests() if settings.dry else BudgetConfig()
+        lines = evaluate_smoothing(run, images, reference, device=device, budgets=budgets, deadline=deadline)
+        done.append({"run": run.name, "smoothing": True, "evaluations": lines})
+    return done
 
 
 # -- 6. pack -----------------------------------------------------------------------------------------

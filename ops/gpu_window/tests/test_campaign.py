@@ -391,18 +391,23 @@ def test_evaluate_step_evaluates_complete_cpu_scale_runs_in_plan_order_and_goes_
     data = {"cifar10": campaign.datasets(settings)["cifar10"], "stl10": None}  # STL-10 not staged
     experiment = RealDataExperiment("cifar10", settings.knobs("cpu"), RunStore(settings.work / "runs"), kind="smoke")
     quiet, tiny = ExecutionConfig(kind="smoke", progress=False), EvaluationConfig(pgd_steps=1, picture_images=1)
-    runs = {row: experiment.train(row, data["cifar10"], quiet, tiny).run.name for row in ("adversarial_l2", "vanilla")}
+    rows = ("adversarial_l2", "vanilla", "gaussian_noise")
+    runs = {row: experiment.train(row, data["cifar10"], quiet, tiny).run.name for row in rows}
 
     out_of_time = campaign.run_evaluate(settings, data, Deadline.after(0.0))
-    assert [r["skipped"] for r in out_of_time["runs"]] == ["out of time"] * 2
+    assert [r["skipped"] for r in out_of_time["runs"]] == ["out of time"] * 4  # three in the table, one smoothed
 
     report = campaign.run_evaluate(settings, data, Deadline.after(10.0))
-    assert [(r["run"], r["subset"]) for r in report["runs"]] == [
+    assert [(r["run"], r.get("subset")) for r in report["runs"]] == [
         (runs["vanilla"], LARGE_SUBSET),  # a row the argument rests on, first
         (runs["adversarial_l2"], STANDARD_SUBSET),
+        (runs["gaussian_noise"], STANDARD_SUBSET),
+        (runs["gaussian_noise"], None),  # then its smoothed classifier, on the chapter's subsets
     ]
-    assert report["complete"] == "2/2" and report["attacks"] == campaign.evaluation_names()
-    for line in report["runs"]:
+    assert report["complete"] == "4/4" and report["attacks"] == campaign.evaluation_names()
+    smoothed = report["runs"][-1]
+    assert {e["name"] for e in smoothed["evaluations"]} == {"pag_score", "certify", "pgd20", "pictures"}
+    for line in report["runs"][:-1]:
         created = {e["name"] for e in line["evaluations"] if e.get("created")}
         assert created == set(report["attacks"]), line
         stored = json.loads(Path(line["evaluations"][0]["path"]).read_text())
