@@ -54,7 +54,14 @@ from pagcore.store.provenance import write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import run_toy_experiment, toy_record
 from pagcore.toy.problem import ToyConfig
-from pagcore.train.denoiser import DenoiserConfig, denoiser_store, load_denoiser, measure_denoiser_run, train_denoiser
+from pagcore.train.denoiser import (
+    DenoiserConfig,
+    denoiser_store,
+    load_denoiser,
+    measure_denoiser_run,
+    newest_denoiser,
+    train_denoiser,
+)
 from pagcore.train.devices import resolve_device
 from pagcore.train.trainer import kind_of, prepare_data, train
 
@@ -344,13 +351,9 @@ def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device
         return None
     check_positive("score_sigma", args.score_sigma)
     denoisers = denoiser_store(store.root)
-    if args.denoiser:
-        run = denoisers.find(args.denoiser)
-    else:
-        complete = denoisers.select(kind=kind, dataset=dataset)
-        if not complete:
-            raise ConfigError(f"--score-alignment needs a complete {dataset} denoiser run: python -m pagcore denoiser")
-        run = max(complete, key=lambda r: r.record.get("sessions", [{}])[-1].get("finished", ""))
+    run = denoisers.find(args.denoiser) if args.denoiser else newest_denoiser(denoisers, dataset, kind)
+    if run is None:
+        raise ConfigError(f"--score-alignment needs a complete {dataset} denoiser run: python -m pagcore denoiser")
     return run.name, load_denoiser(run, device), args.score_sigma
 
 

@@ -44,6 +44,7 @@ SMOKE_PARAMETERS = {
     "k_study": dict(TINY_TRAINING, ks=[1, 10]),
     "reproduction_status": dict(toy_record="missing.record.json"),
     "gradient_masking": dict(smoke_run=True, kind="smoke", progress=False),
+    "score_based": dict(TINY_TRAINING, smoke_denoiser=True, lam=0.4),
     "randomized_smoothing": dict(
         TINY_TRAINING, sigmas=[0.25], compared=["vanilla", "adversarial_l2"], evaluate_missing=True
     ),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,14 +62,17 @@ def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
     return numbers
 
 
-def judge_table(runs: Mapping[str, Any], noise: Noise, num_classes: int) -> dict[str, Judgement]:
-    """The rule applied to every PAG row that has a run, against the vanilla run (empty without one)."""
+def judge_table(
+    runs: Mapping[str, Any], noise: Noise, num_classes: int, rows: Sequence[str] = PAG_ROWS
+) -> dict[str, Judgement]:
+    """The rule applied to every row of ``rows`` (the results table's PAG rows) that has a run,
+    against the vanilla run (empty without one)."""
     vanilla = runs.get("vanilla")
     if vanilla is None or not vanilla.metrics:
         return {}
     baseline = robust_numbers(vanilla)
     judged = {}
-    for row in PAG_ROWS:
+    for row in rows:
         run = runs.get(row)
         if run is None or not run.metrics:
             continue

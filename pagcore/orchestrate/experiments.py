@@ -41,6 +41,7 @@ ROWS: dict[str, Row] = {
         Row("one_image", "One Image", {"objective": "pag", "source": "one_image"}),
         Row("class_mean", "Class Mean", {"objective": "pag", "source": "class_mean"}),
         Row("nearest_neighbor", "Nearest Neighbor", {"objective": "pag", "source": "nearest_neighbor"}),
+        Row("score", "Score-based (SBG)", {"objective": "pag", "source": "score"}, in_paper=False),
         Row("rigd_linf", "RIGD ℓ∞", {"objective": "pag", "source": "rigd"}, teacher="adversarial_linf"),
         Row("rigd_l2", "RIGD ℓ2", {"objective": "pag", "source": "rigd"}, teacher="adversarial_l2"),
         Row(

@@ -1,0 +1,242 @@
+"""The score-based chapter's tables, figures and verdicts: the denoiser behind the score-based
+targets (its quality, its class information, the targets it gives), and the later paper's "better
+alignment, more robustness", read from every stored run's alignment with those targets.
+
+The denoiser is a run of ``python -m pagcore denoiser`` (its ``metrics.json`` holds the quality
+measured once it finished); the alignment is each run's stored ``score_alignment`` evaluation
+(``python -m pagcore evaluate --score-alignment``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from pagcore.book.evidence import SIGNIFICANCE, rank_correlation, sampling_std
+from pagcore.book.figures import percent_axis, readable
+from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
+from pagcore.book.text import markdown_table, percent
+from pagcore.data import as_float
+from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.paper.denoiser import Denoiser
+from pagcore.store.runs import Run
+from pagcore.train.score_targets import score_targets
+
+ESTIMATES = {
+    "noisy": "the noisy image",
+    "gaussian": "optimal linear",
+    "empirical": "optimal for the training set",
+    "unconditional": "ours, no label",
+    "conditional": "ours, true label",
+}
+"""The denoising estimates whose errors the quality table and figure show, in that order."""
+
+
+def quality_table(metrics: Mapping[str, Any]) -> str:
+    """Markdown: per noise level σ, the mean squared error per pixel (×10⁻³) of each estimate."""
+    errors = metrics["errors"]
+    rows = [
+        (name, *(f"{1000 * errors[sigma][key]:.2f}" for sigma in errors)) for key, name in ESTIMATES.items()
+    ]
+    return markdown_table(("estimate", *(f"σ = {float(s):g}" for s in errors)), rows)
+
+
+def quality_figure(metrics: Mapping[str, Any]) -> Figure:
+    """Root-mean-squared error per pixel against σ, one line per estimate, on log axes."""
+    errors = metrics["errors"]
+    sigmas = [float(s) for s in errors]
+    with book_style():
+        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.5 * TEXT_WIDTH), layout="constrained")
+        for i, (key, name) in enumerate(ESTIMATES.items()):
+            style = line_style(i)
+            ax.plot(sigmas, [math.sqrt(errors[s][key]) for s in errors], label=name, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("noise level σ (pixel units)")
+        ax.set_ylabel("RMS error per pixel")
+        legend_outside(fig, where="below")
+    return fig
+
+
+def class_information(metrics: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the denoiser's implicit classifier beats chance by the rule's margin, and the sentence
+    that says so. Score-based targets carry class information only if it does."""
+    accuracy = metrics["implicit_classifier"]["accuracy"]
+    images, level = metrics["test_images"], metrics["chance"]
+    beyond = accuracy - level > SIGNIFICANCE * sampling_std(level, images)
+    sentence = (
+        f"Its implicit classifier, which gives a test image the label whose conditional denoiser explains it "
+        f"best, is right on {percent(accuracy)} of {images} test images, against the {percent(level)} of chance: "
+        + (
+            "the denoiser knows the classes, so its targets can carry class information."
+            if beyond
+            else "not beyond chance by twice its sampling error, so its targets carry no trustworthy class "
+            "information and the score-based rows rest on nothing."
+        )
+    )
+    return beyond, sentence
+
+
+def target_pictures(denoiser: Denoiser, images: Tensor, sigma: float, device: torch.device | str = "cpu") -> Tensor:
+    """For each image, its score-based target towards every class, as pictures: ``(n, 1 + C, 3, H, W)``,
+    the image first, then each unit target scaled to fill [0, 1] around mid-grey (the same scale for
+    every class of an image, so their strengths compare)."""
+    targets = score_targets(denoiser, images, range(len(images)), sigma, device=device)
+    spread = targets.abs().flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1, 1)
+    pictures = 0.5 + 0.5 * targets / spread
+    return torch.cat([as_float(images).unsqueeze(1).cpu(), pictures], dim=1)
+
+
+def target_figure(pictures: Tensor, class_names: Sequence[str]) -> Figure:
+    """One row per test image: the image, then its target towards each class (grey: no change)."""
+    rows, columns = pictures.shape[:2]
+    cell = TEXT_WIDTH / columns
+    with book_style():
+        fig, axes = plt.subplots(rows, columns, figsize=(TEXT_WIDTH, cell * rows + 0.35), squeeze=False)
+        for r in range(rows):
+            for c in range(columns):
+                ax = axes[r][c]
+                ax.imshow(np.clip(pictures[r, c].numpy().transpose(1, 2, 0), 0, 1), interpolation="nearest")
+                ax.set_axis_off()
+                if r == 0:
+                    ax.set_title(("image", *class_names)[c], fontsize=SMALL_FONT_SIZE, rotation=45, loc="left")
+        fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 0.35 / (cell * rows + 0.35), wspace=0.04, hspace=0.04)
+    return fig
+
+
+def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """(alignment with the score-based targets of ``denoiser``, AutoAttack ℓ2 accuracy) of every run
+    that has both stored, by its label; runs scored against another denoiser are left out."""
+    points = {}
+    for run in runs:
+        entries = chosen_evaluations(run)
+        alignment = next(
+            (
+                entry
+                for (name, _), entry in entries.items()
+                if name == "score_alignment" and entry["settings"]["denoiser"] == denoiser
+            ),
+            None,
+        )
+        attacked = entries.get(("autoattack", "l2"))
+        if alignment is not None and attacked is not None:
+            points[labels.get(run.name, run.name)] = (alignment["results"]["score"], attacked["results"]["robust"])
+    return points
+
+
+def alignment_figure(points: Mapping[str, tuple[float, float]]) -> Figure:
+    """Robust accuracy against alignment with the score-based targets, one labelled point per run."""
+    with book_style():
+        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.55 * TEXT_WIDTH), layout="constrained")
+        for i, (label, (alignment, robust)) in enumerate(points.items()):
+            style = line_style(i)
+            ax.scatter(alignment, 100 * robust, color=style["color"], marker=style["marker"], s=36, label=readable(label))
+        ax.set_xlabel("alignment with the score-based targets")
+        percent_axis(ax, label="AutoAttack ℓ2 accuracy (%)")
+        if points:
+            legend_outside(fig, where="below")
+    return fig
+
+
+def alignment_verdict(points: Mapping[str, tuple[float, float]]) -> str:
+    """The later paper's "better alignment, more robustness", read from the rank correlation of the
+    runs' alignment and robust accuracy and its bootstrap interval."""
+    if len(points) < 3:
+        return (
+            f"{len(points)} run{'s have' if len(points) != 1 else ' has'} both an alignment with the score-based "
+            "targets and AutoAttack ℓ2 stored; at least three are needed for a rank correlation, so the claim is "
+            "not judged yet."
+        )
+    correlation = rank_correlation(*zip(*points.values()))
+    if math.isnan(correlation.rho):
+        return f"Over {len(points)} runs one of the two measures is constant, so they have no rank correlation."
+    reading = (
+        "the interval excludes 0, so across these runs better alignment goes with more robustness, as the later "
+        "paper claims."
+        if correlation.low > 0
+        else "the interval excludes 0 with the sign reversed: better aligned runs are the less robust ones here."
+        if correlation.high < 0
+        else f"the interval includes 0: these {len(points)} runs cannot tell the correlation from none."
+    )
+    return f"Over {len(points)} runs, the Spearman rank correlation is {correlation}; " + reading
+
+
+def run_table(runs: Mapping[str, Run | None]) -> str:
+    """Markdown: clean and PGD-20 accuracy of each row on its whole test set ('not run' where missing)."""
+    rows = []
+    for label, run in runs.items():
+        metrics = (run.metrics or {}) if run is not None else {}
+        rows.append((label, *(percent(metrics.get(key)) for key in ("clean", "linf", "l2"))))
+    return markdown_table(("row", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2"), rows)
+
+
+def denoiser_status(run: Run | None) -> str:
+    """Whether a finished denoiser exists and what it knows, in words."""
+    if run is None:
+        return (
+            "No denoiser has been trained yet, so this chapter has no numbers: the denoiser, its targets, the "
+            "score-based rows and the alignment below all wait for `python -m pagcore denoiser`."
+        )
+    _, sentence = class_information(run.metrics)
+    return f"The denoiser `{run.name}` is trained and measured. {sentence}"
+
+
+def empty_figure(message: str) -> Figure:
+    """A small figure that says why there is nothing to draw yet."""
+    with book_style():
+        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.25 * TEXT_WIDTH), layout="constrained")
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def quality_reading(metrics: Mapping[str, Any], sigma: float) -> str:
+    """What the quality table says at the noise level nearest to the targets' ``sigma``."""
+    errors = metrics["errors"]
+    nearest = min(errors, key=lambda s: abs(float(s) - sigma))
+    at = errors[nearest]
+
+    def rms(key: str) -> str:
+        return f"{math.sqrt(at[key]):.3f}"
+
+    _, information = class_information(metrics)
+    return (
+        f"At σ = {float(nearest):g}, the measured level nearest the targets' {sigma:g}, the RMS error per pixel is "
+        f"{rms('conditional')} for our denoiser with the true label and {rms('unconditional')} without it, against "
+        f"{rms('gaussian')} for the optimal linear denoiser and {rms('noisy')} for the noisy image; the optimal "
+        f"denoiser of the training set, which can only return blends of training images, reaches {rms('empirical')}. "
+        + information
+    )
+
+
+def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgement: str, alignment: str) -> str:
+    """The chapter's finding: what the denoiser knows, what the score-based row gives, and the
+    alignment claim (``judgement`` is the rule of evidence's verdict on the row, in words)."""
+    if denoiser is None:
+        return (
+            "No denoiser has been trained yet, so no score-based target, row or alignment exists: this chapter "
+            "has no result."
+        )
+    knows, _ = class_information(denoiser.metrics)
+    parts = [
+        "The denoiser's implicit classifier "
+        + ("beats chance, so its targets can carry class information." if knows else "does not beat chance.")
+    ]
+    if sbg is None or not sbg.metrics:
+        parts.append("No score-based PAG row has been trained yet.")
+    else:
+        m = sbg.metrics
+        base = f" (vanilla {percent(vanilla.metrics['l2'])} ℓ2)" if vanilla is not None and vanilla.metrics else ""
+        parts.append(
+            f"The score-based row reaches {percent(m['clean'])} clean, {percent(m['linf'])} under ℓ∞ and "
+            f"{percent(m['l2'])} under ℓ2 PGD-20{base}; under the rule of evidence it is {judgement}."
+        )
+    parts.append(alignment)
+    return " ".join(parts)

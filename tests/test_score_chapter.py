@@ -1,0 +1,68 @@
+"""The score-based chapter reads the denoiser's quality and the runs' alignment from what is stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pagcore.book import score
+from pagcore.store.runs import RunStore
+
+
+def quality(accuracy: float, images: int = 200) -> dict:
+    errors = {
+        f"{s:g}": {"noisy": s**2, "gaussian": 0.02, "empirical": 0.03, "unconditional": 0.01, "conditional": 0.009}
+        for s in (0.1, 0.2, 0.5)
+    }
+    return {"errors": errors, "implicit_classifier": {"accuracy": accuracy}, "test_images": images, "chance": 0.1}
+
+
+@pytest.mark.parametrize(("accuracy", "knows"), [(0.35, True), (0.13, False)])
+def test_targets_are_trusted_only_when_the_implicit_classifier_beats_chance(accuracy, knows):
+    # Twice the sampling error of chance on 200 images is 4.2 points: 35 % passes, 13 % does not.
+    beyond, sentence = score.class_information(quality(accuracy))
+    assert beyond is knows
+    assert ("the denoiser knows the classes" in sentence) is knows
+
+
+def test_the_quality_table_and_its_reading_use_the_stored_errors():
+    table = score.quality_table(quality(0.35))
+    assert table.splitlines()[0] == "| estimate | σ = 0.1 | σ = 0.2 | σ = 0.5 |"
+    assert "| ours, true label | 9.00 | 9.00 | 9.00 |" in table
+    reading = score.quality_reading(quality(0.35), sigma=0.25)
+    assert reading.startswith("At σ = 0.2, the measured level nearest the targets' 0.25, the RMS error")
+    assert "is 0.095 for our denoiser with the true label" in reading  # √0.009
+
+
+def store_evaluation(run, name: str, settings: dict, results: dict) -> None:
+    folder = run.path / "evaluations"
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"name": name, "settings": {"budgets": "real", "subset": {"size": 100}, **settings}, "results": results}
+    (folder / f"{name}-{settings.get('norm', 'all')}-{settings.get('denoiser', '')}.json").write_text(json.dumps(entry))
+
+
+def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_path):
+    store = RunStore(tmp_path)
+    runs = []
+    for i, (alignment, robust) in enumerate([(0.1, 0.0), (0.2, 0.1), (0.3, 0.3), (0.4, 0.35)]):
+        run = store.create(f"run-{i}", {"dataset": "cifar10"})
+        store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
+        store_evaluation(run, "autoattack", {"norm": "l2"}, {"robust": robust})
+        runs.append(run)
+    other = store.create("other", {"dataset": "cifar10"})
+    store_evaluation(other, "score_alignment", {"denoiser": "d2", "sigma": 0.2}, {"score": 0.9})
+    store_evaluation(other, "autoattack", {"norm": "l2"}, {"robust": 0.0})
+    points = score.alignment_points([*runs, other], "d1", {"run-0": "vanilla"})
+    assert points == {"vanilla": (0.1, 0.0), "run-1": (0.2, 0.1), "run-2": (0.3, 0.3), "run-3": (0.4, 0.35)}
+    rising = score.alignment_verdict(points)
+    assert rising.startswith("Over 4 runs, the Spearman rank correlation is 1.00")
+    assert "better alignment goes with more robustness" in rising
+    assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))
+    flat = {k: (a, 0.1) for k, (a, _) in points.items()}
+    assert "constant" in score.alignment_verdict(flat)
+
+
+def test_without_a_denoiser_the_chapter_says_it_has_no_result():
+    assert "has no result" in score.finding(None, None, None, "not judged", "")
+    assert "No denoiser has been trained yet" in score.denoiser_status(None)
