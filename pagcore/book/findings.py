@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pagcore.book import evidence, smoothing
+from pagcore.book import evidence, score, smoothing
 from pagcore.book.evidence import Judgement, Measured, Noise
 from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import PAG_ROWS
@@ -261,6 +261,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         "",
         f"- {toy_finding(json.loads(toy_record.read_text()) if toy_record.exists() else None)}",
         *(f"- {finding_sentence(f)}" for f in findings),
+        f"- {score.box_line('cpu', runs_dir, kind)}",
         f"- {smoothing.finding('cpu', runs_dir, kind)}",
         f"- The rule ({{ref}}`rule-of-evidence`): a row counts as evidence only if its clean accuracy passes "
         f"{evidence.FIT_FACTOR:g} × chance by more than its noise, it beats vanilla beyond the noise under PGD and "

@@ -26,7 +26,8 @@ from pagcore.book.text import markdown_table, percent
 from pagcore.data import as_float
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.denoiser import Denoiser
-from pagcore.store.runs import Run
+from pagcore.store.runs import Run, RunStore
+from pagcore.train.denoiser import denoiser_store, newest_denoiser
 from pagcore.train.score_targets import score_targets
 
 ESTIMATES = {
@@ -240,3 +241,18 @@ def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgemen
         )
     parts.append(alignment)
     return " ".join(parts)
+
+
+def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
+    """The chapter's state for the book's opening box: whether a denoiser and a score-based row exist."""
+    store = RunStore(runs_dir or None)
+    denoiser = newest_denoiser(denoiser_store(store.root), "cifar10", kind)
+    head = f"Score-based targets (CIFAR-10, {scale} scale, {{ref}}`chapter-score`): "
+    if denoiser is None:
+        return head + "no denoiser has been trained yet, so no score-based row exists."
+    knows, _ = class_information(denoiser.metrics)
+    rows = store.select(kind=kind, dataset="cifar10", scale=scale, source="score")
+    return head + (
+        f"the denoiser's implicit classifier {'beats' if knows else 'does not beat'} chance; "
+        f"{len(rows)} score-based row{'s have' if len(rows) != 1 else ' has'} been trained."
+    )
