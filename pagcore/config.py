@@ -42,6 +42,7 @@ from pagcore.base.validation import (
 from pagcore.data import DATASETS, SPECS
 from pagcore.paper import reported
 from pagcore.paper.attacks import THREATS
+from pagcore.paper.models import ARCHITECTURES
 from pagcore.paper.objective import GRADIENT_STRATEGIES, GRADIENTS
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
@@ -71,7 +72,11 @@ def knob(default: Any, help: str, *, choices: tuple[str, ...] | None = None, fla
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = knob("cifar10", "the dataset", choices=DATASETS)
-    width: int | None = knob(None, "ResNet-18 width (default: the scale's; the paper's is 64)")
+    architecture: str = knob("resnet18", "the classifier: ResNet-18, or the later paper's ViT", choices=ARCHITECTURES)
+    width: int | None = knob(
+        None, "ResNet-18 width, or the ViT's (default: the scale's; the paper's ResNet is 64, the authors' ViT 384)"
+    )
+    depth: int | None = knob(None, "ViT: transformer blocks (default: the authors' 7)")
     augment: bool = knob(True, "random crop (padding 4) and horizontal flip")
     train_subset: int | None = knob(None, "use only the first N training images (smoke tests)")
     test_subset: int | None = knob(None, "use only the first N test images (smoke tests)")
@@ -141,6 +146,14 @@ class ScalePreset:
     adversary_steps: int
     final: bool  # False while the preset awaits its pilot: real runs refuse to start
     note: str
+
+
+VIT_WIDTH: dict[str, int] = {"paper": 384}
+"""The ViT's width per scale: the authors' configuration at the paper's scale. The cpu scale has none
+until a pilot chooses one, and a cpu-scale ViT must be given its width."""
+
+VIT_DEPTH = 7
+"""The authors' ViT: seven transformer blocks."""
 
 
 PAPER_PRESET = ScalePreset(
@@ -293,7 +306,7 @@ class TrainConfig:
         a = self.adversary
         check_choice("threat", a.threat, THREATS)
         resolved = TrainConfig(
-            data=replace(self.data, width=_default(self.data.width, preset.width)),
+            data=self._resolved_data(preset),
             schedule=replace(
                 self.schedule,
                 epochs=_default(self.schedule.epochs, preset.epochs),
@@ -309,6 +322,18 @@ class TrainConfig:
         resolved._validate()
         return resolved
 
+    def _resolved_data(self, preset: ScalePreset) -> DataConfig:
+        d = self.data
+        check_choice("architecture", d.architecture, ARCHITECTURES)
+        if d.architecture == "resnet18":
+            if d.depth is not None:
+                raise ConfigError(f"depth sets the ViT's blocks; the ResNet-18 has none to set (got {d.depth})")
+            return replace(d, width=_default(d.width, preset.width))
+        width = _default(d.width, VIT_WIDTH.get(self.scale))
+        if width is None:
+            raise ConfigError(f"no ViT width is chosen for the {self.scale} scale yet: give width")
+        return replace(d, width=width, depth=_default(d.depth, VIT_DEPTH))
+
     def _validate(self) -> None:
         d, s, o, a = self.data, self.schedule, self.objective, self.adversary
         for group in (d, s, o, a):
@@ -316,6 +341,8 @@ class TrainConfig:
                 if f.metadata.get("choices"):
                     check_choice(f.name, getattr(group, f.name), f.metadata["choices"])
         check_positive_int("width", d.width)
+        if d.depth is not None:
+            check_positive_int("depth", d.depth)
         for name in ("train_subset", "test_subset"):
             if getattr(d, name) is not None:
                 check_positive_int(name, getattr(d, name))
@@ -366,7 +393,10 @@ class TrainConfig:
                 objective.update(teacher=o.teacher, rigd_targets=o.rigd_targets)
             if o.source == "score":
                 objective.update(denoiser=o.denoiser, score_sigma=o.score_sigma, score_draws=o.score_draws)
-        identity = {"scale": self.scale, **asdict(self.data), **asdict(self.schedule), **objective}
+        data = asdict(self.data)
+        if self.data.architecture == "resnet18":  # the book's first classifier: named as before the ViT came
+            del data["architecture"], data["depth"]
+        identity = {"scale": self.scale, **data, **asdict(self.schedule), **objective}
         if o.objective == "adversarial":
             identity["adversary"] = asdict(self.adversary)
         if o.objective == "gaussian_noise":
@@ -397,6 +427,8 @@ class TrainConfig:
                 what += f"-{o.gradient}"
         scale = "" if self.scale == "paper" else f"-{self.scale}"
         width = "" if self.data.width == self.preset.width else f"-w{self.data.width}"
+        if self.data.architecture == "vit":
+            width = f"-vit{self.data.depth}-w{self.data.width}"
         return f"{self.data.dataset}{scale}{width}-{what}-e{s.epochs}-s{s.seed}"
 
 

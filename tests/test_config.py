@@ -147,3 +147,15 @@ def test_each_dataset_has_its_own_preset_at_each_scale(monkeypatch):
     assert TrainConfig.from_flat({"scale": "cpu"}).resolve() == cifar_before  # CIFAR-10's runs keep their names
     with pytest.raises(ConfigError, match="dataset"):
         cfg.preset_for("cpu", "imagenet")
+
+
+def test_the_vit_is_named_apart_and_the_resnet_keeps_its_names():
+    resnet = TrainConfig.from_flat({"scale": "cpu"}).resolve()
+    assert "architecture" not in resnet.identity() and "depth" not in resnet.identity()
+    vit = TrainConfig.from_flat({"architecture": "vit", "scale": "paper"}).resolve()
+    assert (vit.data.width, vit.data.depth) == (384, 7)  # the authors' configuration
+    assert vit.identity()["architecture"] == "vit" and vit.readable_name().startswith("cifar10-vit7-w384-")
+    with pytest.raises(ConfigError, match="no ViT width is chosen for the cpu scale"):
+        TrainConfig.from_flat({"architecture": "vit", "scale": "cpu"}).resolve()
+    with pytest.raises(ConfigError, match="depth"):
+        TrainConfig.from_flat({"depth": 4}).resolve()

@@ -340,3 +340,23 @@ class TestSampledClasses:
         draws = torch.tensor(draws)
         standard_error = draws.std().item() / math.sqrt(len(draws))
         assert abs(draws.mean().item() - full) < 5 * standard_error
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+def test_pag_loss_through_attention_equals_the_naive_per_sample_loop(strategy):
+    """The ViT's attention is differentiated twice by the PAG loss: every strategy must agree with the
+    definition, one sample and one class at a time, weights' gradients included."""
+    from pagcore.paper.models import ViT
+
+    torch.manual_seed(0)
+    model = ViT(5, image_size=8, patch=4, width=8, depth=2).double().eval()
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    classes = sample_target_classes(3, 5)  # the full sum: no C / k scaling to account for
+    targets = torch.randn(3, 5, 3, 8, 8, dtype=torch.float64)
+    out = pag_loss(
+        model, x, torch.zeros(3, dtype=torch.long), classes, targets, lam=1.0, num_classes=5, strategy=strategy
+    )
+    naive = naive_pag_cosine(model, x, classes, targets)
+    torch.testing.assert_close(out.cosine, naive, rtol=1e-10, atol=1e-12)
+    for fast, slow in zip(parameter_gradients(model, out.cosine), parameter_gradients(model, naive)):
+        torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-12)

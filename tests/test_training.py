@@ -484,3 +484,11 @@ def test_adversarial_training_takes_the_pag_term_when_given_a_lambda(data, store
     assert run.name != teachers["linf"].name  # another run, beside the plain teacher
     history = json.loads((run.path / "history.json").read_text())
     assert history[-1]["cosine"] > 0  # the cosine term was computed and trained on
+
+
+def test_a_vit_trains_with_the_pag_term_and_comes_back_from_the_store(data, store):
+    run = train_quietly(tiny(architecture="vit", width=8, depth=1, source="class_mean"), data, store).run
+    check_complete(run)
+    assert "-vit1-w8-" in run.name and run.params["architecture"] == "vit"
+    model = run.load_model()
+    assert type(model).__name__ == "ViT" and len(model.blocks) == 1

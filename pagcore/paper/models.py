@@ -1,4 +1,5 @@
-"""ResNet-18 (He et al., 2016) with the input normalisation inside the model.
+"""The classifiers: ResNet-18 (He et al., 2016) and a small Vision Transformer (Dosovitskiy et
+al., 2021), the later paper's second architecture, each with the input normalisation inside.
 
 The model takes [0, 1] pixels, so attacks, target gradients and PAG pictures all live in
 pixel space. Normalisation is ``(x - 0.5) / 0.5``, the [-1, 1] scaling of the authors' code.
@@ -24,7 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from pagcore.base.validation import check_choice
+from pagcore.data import SPECS
 
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "vit")
 STEMS: tuple[str, ...] = ("cifar", "imagenet")
 STEM_FOR_DATASET = {"cifar10": "cifar", "stl10": "imagenet"}
 
@@ -86,6 +89,77 @@ class ResNet18(nn.Module):
         return self.head(torch.flatten(self.pool(features), 1))
 
 
-def build_model(dataset: str, num_classes: int = 10, *, width: int = 64) -> ResNet18:
-    """The ResNet-18 this book uses for ``dataset`` (``width`` < 64 only for smoke tests)."""
+class Attention(nn.Module):
+    """Multi-head self-attention written out (softmax(QKᵀ/√d) V). The PAG loss differentiates the
+    input-gradient again, and fused attention kernels may not support a second backward pass; these
+    plain operations do, on every device, and under ``torch.func.vmap``."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"the width ({width}) must be a multiple of the heads ({heads})")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, width = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / (width // self.heads) ** 0.5, dim=-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(batch, tokens, width))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: x + attention(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, width: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(width), Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp), nn.GELU(), nn.Linear(mlp, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+VIT_HEAD_WIDTH = 32
+"""Channels per attention head: the authors' ViT has width 384 and 12 heads."""
+
+VIT_PATCH: dict[str, int] = {"cifar10": 4, "stl10": 12}
+"""Patch side per dataset: 64 patches of an image on both (32/4 and 96/12 patches a side)."""
+
+
+class ViT(nn.Module):
+    """A Vision Transformer on [0, 1] pixels: square patches embedded linearly, a class token, learned
+    position embeddings, ``depth`` pre-norm blocks (heads of :data:`VIT_HEAD_WIDTH` channels, an MLP as
+    wide as the model, as in the authors' configuration), and a linear head on the class token."""
+
+    def __init__(self, num_classes: int, image_size: int, patch: int, width: int, depth: int):
+        super().__init__()
+        if image_size % patch:
+            raise ValueError(f"the image side ({image_size}) must be a multiple of the patch ({patch})")
+        self.normalize = Normalize()
+        self.embed = nn.Conv2d(3, width, patch, stride=patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.position = nn.Parameter(0.02 * torch.randn(1, 1 + (image_size // patch) ** 2, width))
+        heads = max(1, width // VIT_HEAD_WIDTH)
+        self.blocks = nn.Sequential(*(TransformerBlock(width, heads, width) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        patches = self.embed(self.normalize(x)).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), patches], dim=1) + self.position
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+def build_model(
+    dataset: str, num_classes: int = 10, *, width: int = 64, architecture: str = "resnet18", depth: int | None = None
+) -> nn.Module:
+    """The classifier this book uses for ``dataset``: its ResNet-18 (``width`` < 64 only for smoke
+    tests and the cpu scale), or the ViT of ``width`` and ``depth``."""
+    check_choice("architecture", architecture, ARCHITECTURES)
+    if architecture == "vit":
+        return ViT(num_classes, SPECS[dataset].image_size, VIT_PATCH[dataset], width, depth)
     return ResNet18(num_classes, stem=STEM_FOR_DATASET[dataset], width=width)

@@ -136,7 +136,13 @@ class Run:
                 f"run {self.name} has no {which} checkpoint (paper-scale checkpoints are not kept in git)"
             )
         dataset = self.params["dataset"]
-        model = build_model(dataset, SPECS[dataset].num_classes, width=self.params["width"])
+        model = build_model(
+            dataset,
+            SPECS[dataset].num_classes,
+            width=self.params["width"],
+            architecture=self.params.get("architecture", "resnet18"),
+            depth=self.params.get("depth"),
+        )
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 

@@ -242,7 +242,8 @@ def build_source(
 def initial_model(config: TrainConfig, num_classes: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.schedule.seed)
-        return build_model(config.data.dataset, num_classes, width=config.data.width)
+        d = config.data
+        return build_model(d.dataset, num_classes, width=d.width, architecture=d.architecture, depth=d.depth)
 
 
 def prepare_data(config: TrainConfig, data: ImageDataset) -> ImageDataset:
