@@ -234,3 +234,18 @@ def test_a_reseeded_smoothed_classifier_draws_the_same_noise_again():
     assert not torch.equal(first, second)  # a fresh draw per call
     smoothed.reseed(3)
     assert torch.equal(smoothed(x), first)
+
+
+def test_pgd_started_inside_the_l2_ball_is_stored_beside_the_papers_start(tmp_path):
+    from pagcore.book.masking import attacks_table
+    from pagcore.evaluate.stored import chosen_evaluations
+
+    data = synthetic_dataset("cifar10", 16, 30, seed=0)
+    run = RunStore(tmp_path).create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    lines = evaluate_stored_run(run, linear_classifier(), data, ["pgd20", "pgd20_ball"], subset=10)
+    assert sorted(line["name"] for line in lines) == ["pgd20", "pgd20", "pgd20_ball"]  # an ℓ∞ start is in its ball
+    entries = chosen_evaluations(run)
+    assert entries[("pgd20_ball", "l2")]["settings"]["random_start"] == "uniform in the L2 ball"
+    assert entries[("pgd20", "l2")]["settings"]["random_start"].endswith("unprojected")
+    table = attacks_table({"vanilla": (run, entries)}, "l2")
+    assert "| PGD-20 | PGD-20 started in the ball | PGD-100×5 | AutoAttack |" in table.splitlines()[0]

@@ -196,7 +196,12 @@ VERDICTS = ("evidence", "near chance", "not more robust", "within noise", "maski
 threat models, and passes the masking checklist; the other verdicts name the first reason, in this
 order, why it does not (unchecked: AutoAttack or the checklist has not been run on it)."""
 
-ATTACK_WORDS = {"pgd20": "PGD-20", "pgd100": "PGD-100×5", "autoattack": "AutoAttack"}
+ATTACK_WORDS = {
+    "pgd20": "PGD-20",
+    "pgd20_ball": "PGD-20 started in the ball",
+    "pgd100": "PGD-100×5",
+    "autoattack": "AutoAttack",
+}
 CHECK_WORDS = {
     "eps_monotone": "monotone",
     "eps_reaches_zero": "reaches-zero",

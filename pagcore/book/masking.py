@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import CHECK_WORDS, THREAT_METRICS, failed_checks, rank_correlation
+from pagcore.book.evidence import ATTACK_WORDS, CHECK_WORDS, THREAT_METRICS, failed_checks, rank_correlation
 from pagcore.book.text import NORM_WORDS, markdown_table, percent
 from pagcore.config import teacher_threat
 from pagcore.data import SPECS
@@ -63,21 +63,17 @@ def _accuracy(entries: Mapping, name: str, norm: str, key: str = "robust") -> st
 
 def attacks_table(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> str:
     """Markdown, one threat model: clean accuracy and robust accuracy under PGD-20, PGD-100×5 and
-    AutoAttack, all on the run's seeded subset, whose size is the second column."""
+    AutoAttack, all on the run's seeded subset, whose size is the second column; in ℓ2 also PGD-20
+    started inside the ball, beside the paper's start outside it."""
+    attacks = ("pgd20", "pgd20_ball", "pgd100", "autoattack") if norm == "l2" else ("pgd20", "pgd100", "autoattack")
     rows = []
     for label, (_, entries) in evaluated.items():
         size = next(iter(entries.values()))["settings"]["subset"]["size"]
-        rows.append(
-            (
-                label,
-                f"{size:,}",
-                _accuracy(entries, "pgd20", norm, "clean"),
-                *(_accuracy(entries, attack, norm) for attack in ("pgd20", "pgd100", "autoattack")),
-            )
-        )
+        accuracies = (_accuracy(entries, attack, norm) for attack in attacks)
+        rows.append((label, f"{size:,}", _accuracy(entries, "pgd20", norm, "clean"), *accuracies))
     if not rows:
-        rows.append(("no evaluated run", "", NOTHING, NOTHING, NOTHING, NOTHING))
-    return markdown_table(("run", "images", "clean", "PGD-20", "PGD-100×5", "AutoAttack"), rows)
+        rows.append(("no evaluated run", "", *(NOTHING for _ in range(len(attacks) + 1))))
+    return markdown_table(("run", "images", "clean", *(ATTACK_WORDS[a] for a in attacks)), rows)
 
 
 def checks_table(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> str:

@@ -67,7 +67,7 @@ from pagcore.paper.smoothing import ABSTAIN, SoftSmoothed, certify
 from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic
 from pagcore.store.runs import Run, parameter_hash
 
-ATTACKS = ("pgd20", "pgd100", "autoattack")
+ATTACKS = ("pgd20", "pgd20_ball", "pgd100", "autoattack")
 EVALUATIONS = (*ATTACKS, "checks", "pag_score", "score_alignment", "certify", "pictures")
 """Every stored evaluation: the attacks, the gradient-masking checklist, the PAG score against a
 robust reference and against a denoiser's score-based targets, the certification of a
@@ -264,7 +264,11 @@ def evaluate_stored_run(
         budgets = replace(budgets, targeted_images=budgets.smoothed_targeted_images)
     jobs: list[Job] = []
     for norm in ("linf", "l2"):
-        jobs += [_pgd_job(model, name, norm, common, device) for name in ("pgd20", "pgd100") if name in evaluations]
+        jobs += [
+            _pgd_job(model, name, norm, common, device)
+            for name, (*_, start) in PGD_RUNS.items()
+            if name in evaluations and (norm == "l2" or start == "trades")  # an ℓ∞ start is always in its ball
+        ]
         if "autoattack" in evaluations:
             jobs.append(_autoattack_job(model, norm, seed, budgets, common, device))
         if "checks" in evaluations:
@@ -393,13 +397,15 @@ def _drop_chunks(run: Run, folder) -> None:
 # One builder per evaluation: each returns a Job whose ``measure`` is a closure over the model
 # and settings, with the same signature (images, labels, seed) -> JSON-ready partial result.
 
-PGD_RUNS = {"pgd20": (20, 1, False), "pgd100": (100, 5, True)}
-"""steps, restarts, keep the best iterate: the paper's PGD-20, and a stronger PGD-100 x 5."""
+PGD_RUNS = {"pgd20": (20, 1, False, "trades"), "pgd20_ball": (20, 1, False, "ball"), "pgd100": (100, 5, True, "trades")}
+"""steps, restarts, keep the best iterate, ℓ2 start: the paper's PGD-20; the same in ℓ2 started inside
+the ball (the paper's per-pixel start lies outside it, which weakens the attack); a stronger PGD-100 x 5."""
 
 
 def _pgd_job(model: nn.Module, name: str, norm: str, common: dict, device) -> Job:
-    steps, restarts, best = PGD_RUNS[name]
-    attack = PGD.paper_real_data(norm, PAPER_PGD_EPS[common["dataset"]][norm], steps, restarts=restarts, keep_best=best)
+    steps, restarts, best, start = PGD_RUNS[name]
+    eps = PAPER_PGD_EPS[common["dataset"]][norm]
+    attack = PGD.paper_real_data(norm, eps, steps, restarts=restarts, keep_best=best, l2_start=start)
 
     def measure(x, y, seed) -> dict:
         _fresh_noise(model, seed)

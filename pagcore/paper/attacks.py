@@ -195,11 +195,19 @@ class PGD:
 
     @classmethod
     def paper_real_data(
-        cls, norm: str, eps: float, steps: int = 20, *, restarts: int = 1, keep_best: bool = False
+        cls,
+        norm: str,
+        eps: float,
+        steps: int = 20,
+        *,
+        restarts: int = 1,
+        keep_best: bool = False,
+        l2_start: str = "trades",
     ) -> PGD:
         """The paper's PGD-k evaluation (Appendix C.2): random start, step 2*eps/k, [0, 1] pixels.
 
-        ``restarts`` and ``keep_best`` make it stronger; the defaults are the paper's attack."""
+        ``restarts`` and ``keep_best`` make it stronger; ``l2_start="ball"`` starts an ℓ2 attack inside
+        its ball instead of the paper's per-pixel start; the defaults are the paper's attack."""
         return cls(
             norm,
             eps,
@@ -209,6 +217,7 @@ class PGD:
             bounds=(0.0, 1.0),
             restarts=restarts,
             keep_best=keep_best,
+            l2_start=l2_start,
         )
 
     def settings(self) -> dict:
