@@ -88,14 +88,10 @@ def train_cli(*arguments: str) -> dict:
 
 
 @pytest.mark.slow
-def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tmp_path):
+def test_local_sweep_skips_finished_points_and_resumes_an_interrupted_one(tmp_path):
     runs = tmp_path / "runs"
-    grid = {
-        "source": ["one_image", "class_mean"],
-        "seed": [0, 1],
-        "runs": [str(runs)],
-        **{k: [v] for k, v in TINY_TRAIN.items()},
-    }
+    tiny = {k: [v] for k, v in TINY_TRAIN.items()}
+    grid = {"source": ["one_image", "class_mean"], "seed": [1], "runs": [str(runs)], **tiny}
     # A pre-empted job leaves its run interrupted with a checkpoint: stop one point's run after one step.
     interrupted_point = dict(TINY_TRAIN, source="class_mean", seed=1, runs=str(runs))
     first = train_cli(*cli_arguments("train", interrupted_point)[1:], "--max-minutes", "0.000001")
@@ -106,34 +102,34 @@ def test_local_2x2_sweep_skips_finished_points_and_resumes_an_interrupted_one(tm
     resources = Resources(cluster="local", array_parallelism=2, time_minutes=10)
     points = run_sweep("train", grid, sweep_dir, resources, log=lambda message: None)
     print(job_table(points))
-    assert [p.state for p in points] == ["DONE"] * 4, job_table(points)
-    assert len({p.job_id for p in points}) == 4, "one job per point"
+    assert [p.state for p in points] == ["DONE"] * 2, job_table(points)
+    assert len({p.job_id for p in points}) == 2, "one job per point"
 
     store = RunStore(runs)
     records = {(r.params["source"], r.params["seed"]): r.record for r in store.runs()}
-    assert len(records) == 4 and all(r["status"] == "complete" for r in records.values())
+    assert len(records) == 2 and all(r["status"] == "complete" for r in records.values())
     resumed = records[("class_mean", 1)]["sessions"]
     assert len(resumed) == 2, "the interrupted run was continued, not started again or skipped"
     assert resumed[0]["epochs"] == [0, 0] and resumed[1]["epochs"] == [0, 2]
-    assert all(len(records[key]["sessions"]) == 1 for key in records if key != ("class_mean", 1))
+    assert len(records[("one_image", 1)]["sessions"]) == 1
 
     summary = load_summary(sweep_dir)
-    assert len(summary["points"]) == 4 and {p["state"] for p in summary["points"]} == {"DONE"}
-    assert summary["points"][3]["result"]["output"]["run"] == first["run"]
+    assert len(summary["points"]) == 2 and {p["state"] for p in summary["points"]} == {"DONE"}
+    assert summary["points"][1]["result"]["output"]["run"] == first["run"]
 
     submitted = sorted((sweep_dir / "jobs").glob("*_submitted.pkl"))
     again = run_sweep("train", grid, sweep_dir, resources, log=lambda message: None)
-    assert [p.state for p in again] == ["SKIPPED (finished)"] * 4
+    assert [p.state for p in again] == ["SKIPPED (finished)"] * 2
     assert sorted((sweep_dir / "jobs").glob("*_submitted.pkl")) == submitted, "no job was submitted again"
     assert [len(r.record["sessions"]) for r in store.runs()] == [
         len(records[(r.params["source"], r.params["seed"])]["sessions"]) for r in store.runs()
     ]
 
     # Extending the grid submits only the new points.
-    wider = dict(grid, seed=[0, 1, 2])
+    wider = dict(grid, seed=[1, 2])
     extended = run_sweep("train", wider, sweep_dir, resources, log=lambda message: None)
     assert [p.state for p in extended].count("DONE") == 2
-    assert [p.state for p in extended].count("SKIPPED (finished)") == 4
+    assert [p.state for p in extended].count("SKIPPED (finished)") == 2
 
 
 @pytest.mark.slow
