@@ -445,8 +445,10 @@ def test_the_seed_chapter_says_which_spread_each_row_carries():
     assert sentence.startswith("At the cpu scale the rule uses the measured spread of One Image and Vanilla")
     assert "not yet that of Nearest Neighbor (2 seeds)" in sentence
     assert sentence.endswith("the widest spread measured, in points: clean 0.0, ℓ∞ 10.0, ℓ2 5.0.")
-    table = tables.noise_table(noise, labels)
-    assert "| Nearest Neighbor | 2 | 0.0 | 7.1 | 3.5 | the widest (too few seeds) |" in table
-    assert "| Vanilla | 3 | 0.0 | 0.0 | 0.0 | its own |" in table
-    assert table.endswith("| any other row | — | 0.0 | 10.0 | 5.0 | the widest |")
+    table = tables.noise_table({"cpu": noise, "paper": None}, labels)
+    assert "| cpu | Nearest Neighbor | 2 | 0.0 | 7.1 | 3.5 | the widest (too few seeds) |" in table
+    assert "| cpu | Vanilla | 3 | 0.0 | 0.0 | 0.0 | its own |" in table
+    assert table.endswith("| cpu | any other row | — | 0.0 | 10.0 | 5.0 | the widest |")
+    assert "paper" not in table
+    assert "no row has two seeds yet" in tables.noise_table({"paper": None}, labels)
     assert "judges nothing there" in verdicts.noise_sentence(None, "paper", labels)

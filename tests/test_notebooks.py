@@ -1,10 +1,12 @@
 """Notebooks: sources are stored clean, run with tiny parameters, and re-run to the same outputs."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import papermill
 import pytest
 
@@ -215,3 +217,33 @@ def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch)
             train_missing=True,
             data=str(tmp_path / "no-such.npz"),
         )
+
+
+MARKDOWN_RECORD = "application/papermill.record/text/markdown"
+EXECUTED = sorted((ROOT / "book").rglob("*.ipynb"))
+TABLE_GLUE = re.compile(r"````\{table\}.*?```\{glue:md\} (\S+).*?````", re.DOTALL)
+
+
+def glued_markdown(notebook) -> dict[str, str]:
+    return {
+        output["metadata"]["scrapbook"]["name"]: "".join(output["data"].get(MARKDOWN_RECORD, ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if "scrapbook" in output.get("metadata", {})
+    }
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_glued_table_is_exactly_one_table(path):
+    # The table directive refuses anything but one table, and the stored runs decide what is
+    # glued: an empty state has to be a table too, or the warnings-as-errors build fails.
+    notebook = nbformat.read(path, as_version=4)
+    glued = glued_markdown(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for name in TABLE_GLUE.findall(cell.source):
+            lines = glued.get(name, "").strip().splitlines()
+            assert lines, f"{name} is glued inside a table but its notebook stores no markdown for it"
+            assert all(line.startswith("|") for line in lines), f"{name} is not one table:\n{glued[name]}"

@@ -22,7 +22,7 @@ from torch import Tensor
 from pagcore.book.evidence import SIGNIFICANCE, rank_correlation, sampling_std
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
-from pagcore.book.text import markdown_table, percent
+from pagcore.book.text import markdown_table, percent, placeholder_table
 from pagcore.data import as_float
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.denoiser import Denoiser
@@ -40,8 +40,11 @@ ESTIMATES = {
 """The denoising estimates whose errors the quality table and figure show, in that order."""
 
 
-def quality_table(metrics: Mapping[str, Any]) -> str:
-    """Markdown: per noise level σ, the mean squared error per pixel (×10⁻³) of each estimate."""
+def quality_table(metrics: Mapping[str, Any] | None) -> str:
+    """Markdown: per noise level σ, the mean squared error per pixel (×10⁻³) of each estimate; one row
+    saying so when no denoiser has been measured."""
+    if metrics is None:
+        return placeholder_table(("estimate", "error"), "no denoiser has been trained yet")
     errors = metrics["errors"]
     rows = [
         (name, *(f"{1000 * errors[sigma][key]:.2f}" for sigma in errors)) for key, name in ESTIMATES.items()

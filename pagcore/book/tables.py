@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagcore.book import evidence
-from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, short_device
+from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, placeholder_table, short_device
 from pagcore.config import preset_for
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import load_ceiling
@@ -306,25 +306,33 @@ def seed_summary(runs: dict[Any, Any]) -> dict[str, Any] | None:
     return summary
 
 
-def noise_table(noise: evidence.Noise, labels: dict[str, str]) -> str:
-    """Markdown: each measured row's seed spread (standard deviation, in points) per metric, and which
-    spread the rule gives that row; a last row for every row without seeds of its own."""
+def noise_table(noises: Mapping[str, evidence.Noise | None], labels: dict[str, str]) -> str:
+    """Markdown, one table for every scale: each measured row's seed spread (standard deviation, in
+    points) per metric, and which spread the rule gives that row; per scale a last row for every row
+    without seeds of its own. Scales where nothing was measured are left out."""
 
     def cells(spread: dict[str, float]) -> list[str]:
         return [f"{100 * spread.get(key, 0.0):.1f}" for key, _ in METRIC_COLUMNS]
 
-    rows = [
-        (
-            labels.get(row, row),
-            noise.seeds[row],
-            *cells(spread),
-            "its own" if row in noise.own else "the widest (too few seeds)",
-        )
-        for row, spread in noise.spreads.items()
-    ]
-    widest = {key: noise.widest(key) for key, _ in METRIC_COLUMNS}
-    rows.append(("any other row", "—", *cells(widest), "the widest"))
-    header = ("row", "seeds", *(f"{name} (points)" for _, name in METRIC_COLUMNS), "spread the rule uses")
+    header = ("scale", "row", "seeds", *(f"{name} (points)" for _, name in METRIC_COLUMNS), "spread the rule uses")
+    rows = []
+    for scale, noise in noises.items():
+        if noise is None:
+            continue
+        rows += [
+            (
+                scale,
+                labels.get(row, row),
+                noise.seeds[row],
+                *cells(spread),
+                "its own" if row in noise.own else "the widest (too few seeds)",
+            )
+            for row, spread in noise.spreads.items()
+        ]
+        widest = {key: noise.widest(key) for key, _ in METRIC_COLUMNS}
+        rows.append((scale, "any other row", "—", *cells(widest), "the widest"))
+    if not rows:
+        return placeholder_table(header, "no row has two seeds yet")
     return markdown_table(header, rows)
 
 

@@ -55,6 +55,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def placeholder_table(header: Sequence[str], message: str) -> str:
+    """A table of the given columns whose one row says why it is empty. Myst's table directive takes
+    exactly one table, so a glued table that has nothing to show still has to be a table."""
+    return markdown_table(header, [(message, *("—" for _ in header[1:]))])
+
+
 def show_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     _show_markdown(markdown_table(header, rows))
 
