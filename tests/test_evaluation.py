@@ -1,9 +1,18 @@
 """Final evaluation: float32 even inside autocast, the paper's radii, settings of the stronger PGD."""
 
+import pytest
 import torch
 from tiny_models import trained_image_model
 
-from pagcore.evaluate.final import PAPER_PGD_EPS, STANDARD_EPS, evaluate, paper_attacks
+from pagcore.evaluate.final import (
+    PAPER_PGD_EPS,
+    STANDARD_EPS,
+    evaluate,
+    load_pag_grid,
+    load_pag_grid_index,
+    paper_attacks,
+    save_pag_grid,
+)
 from pagcore.evaluate.stored import EvaluationSubset
 
 
@@ -32,3 +41,14 @@ def test_subsets_are_fixed_by_their_seed():
     assert a.record()["indices_sha256"] != c.record()["indices_sha256"]
     assert len(set(a.indices.tolist())) == 50 and a.indices.tolist() == sorted(a.indices.tolist())
     assert EvaluationSubset.draw(30, None).record()["size"] == 30 == EvaluationSubset.draw(30, 100).record()["size"]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_stored_pag_grid_comes_back_pixel_for_pixel(tmp_path, channels):
+    grid = torch.rand(3, 11, channels, 5, 7)
+    save_pag_grid(tmp_path, grid, torch.tensor([4, 0, 9]))
+    back = load_pag_grid(tmp_path)
+    assert back.shape == grid.shape
+    assert torch.equal(back, grid.mul(255).round().div(255))  # 8-bit pixels, nothing else lost
+    assert load_pag_grid_index(tmp_path) == [4, 0, 9]
+    assert load_pag_grid(tmp_path / "elsewhere") is None and load_pag_grid_index(tmp_path / "elsewhere") is None

@@ -7,6 +7,7 @@ import itertools
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.text import Text
@@ -166,7 +167,7 @@ def test_pag_grid_of_one_run_without_stored_indices(tmp_path):
     store = RunStore(tmp_path)
     run = store.create("a", {"dataset": "cifar10"})
     run.artifacts.mkdir(parents=True)
-    torch.save({"grid": torch.randint(0, 256, (2, 11, 3, 8, 8), dtype=torch.uint8)}, run.artifacts / "pag_grid.pt")
+    save_pag_grid(run.artifacts, torch.rand(2, 11, 3, 8, 8), None)
     fig = figures.pag_grid_figure({"λ = 1": run}, None, tuple("abcdefghij"))
     assert len([ax for ax in fig.axes if ax.get_images()]) == 2 * 11
     assert {"image 1 of 2", "image 2 of 2"} <= {t.get_text() for t in fig.texts}
@@ -267,3 +268,15 @@ def test_k_study_names_each_point_by_its_k_without_names_colliding():
     assert_reads(fig)
     assert "no real run yet" in " ".join(t.get_text() for t in texts(fig))
     plt.close(fig)
+
+
+def test_a_photograph_is_a_jpeg_of_the_figure_at_the_books_resolution():
+    fig = plt.figure(figsize=(style.TEXT_WIDTH, 2))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(np.random.default_rng(0).random((64, 256, 3)))
+    ax.set_axis_off()
+    photo = style.photograph(fig)
+    plt.close(fig)
+    assert photo.format == "jpeg" and photo.data[:2] == b"\xff\xd8"
+    with Image.open(io.BytesIO(photo.data)) as image:
+        assert image.width <= style.COLUMN_PIXELS  # shown at its own size in the text column

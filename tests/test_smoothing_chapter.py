@@ -113,3 +113,13 @@ def test_the_ceiling_of_certified_radii_follows_the_draws():
     assert smoothing.radius_ceiling(0.25, 10_000, 0.001) == pytest.approx(0.25 * 3.1986, abs=1e-3)
     sentence = smoothing.ceiling_sentence({0.5: None}, 100, 10_000, 0.001)
     assert "n0 = 100 draws" in sentence and "1.60 for σ = 0.5 (n = 10,000, α = 0.001)" in sentence
+
+
+def test_the_pictures_reading_names_only_the_smoothed_rows_that_are_stored(stored):
+    noisy, _ = stored
+    assert smoothing.pictures_reading({0.25: noisy}, shown=False) == "There are no pictures to read yet."
+    assert "base classifiers only" in smoothing.pictures_reading({0.25: noisy, 0.5: None}, shown=True)
+    smoothed = {"smoothed": {"sigma": 0.25, "draws": 8}, "norm": "l2"}
+    evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
+    reading = smoothing.pictures_reading({0.25: noisy, 0.5: None}, shown=True)
+    assert "The smoothed rows (σ = 0.25)" in reading and "0.5" not in reading

@@ -13,6 +13,7 @@ from PIL import Image
 
 from pagcore.book import slider, style
 from pagcore.book.widgets import StoredRunsExplorer, ToyExplorer
+from pagcore.evaluate.final import save_pag_grid
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import ToyLambdaGrid, lambda_grid
 from pagcore.toy.problem import ToyConfig, ToyMLP
@@ -44,7 +45,7 @@ def make_run(store, name, clean):
     run.write_json("record.json", {"kind": "real", "status": "complete", "sessions": []})
     run.write_json("metrics.json", {"clean": clean, "linf": clean / 4, "l2": clean / 2})
     run.artifacts.mkdir(parents=True, exist_ok=True)
-    torch.save({"grid": torch.randint(0, 256, (1, 11, 3, 8, 8), dtype=torch.uint8)}, run.artifacts / "pag_grid.pt")
+    save_pag_grid(run.artifacts, torch.rand(1, 11, 3, 8, 8), None)
     return run
 
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from pagcore.base.modes import eval_mode
 from pagcore.book.style import (
     COLORS,
+    DPI,
     FONT_SIZE,
     MARKERS,
     SMALL_FONT_SIZE,
@@ -239,7 +240,10 @@ def _draw_picture_row(
         left = margin + GRID_LABEL_GAP + GRID_INPUT_GAP * (c > 0) + c * cell
         size = cell - GRID_CELL_GAP
         ax = fig.add_axes((left / TEXT_WIDTH, top / height, size / TEXT_WIDTH, size / height))
-        ax.imshow(np.clip(picture.numpy().transpose(1, 2, 0), 0, 1), interpolation="nearest")
+        # Enlarged pictures keep their pixels; shrunk ones are filtered, not decimated into aliases.
+        shrunk = size * DPI < picture.shape[-1]
+        image = np.clip(picture.numpy().transpose(1, 2, 0), 0, 1)
+        ax.imshow(image, interpolation="antialiased" if shrunk else "nearest")
         ax.set_axis_off()
 
 

@@ -171,6 +171,24 @@ def smoothed_pictures(run: Run | None) -> SmoothedPictures | None:
     return SmoothedPictures(run, entry["results"]["folder"]) if entry else None
 
 
+def pictures_reading(runs: Mapping[float, Run | None], shown: bool) -> str:
+    """How to read the chapter's PAG grid, and which of its σ rows have their smoothed classifier's
+    pictures beside the base classifier's (``shown``: whether the grid has any picture at all)."""
+    if not shown:
+        return "There are no pictures to read yet."
+    reading = (
+        "Read each row from left to right: where the attack has painted features of the column's class, the "
+        "model's gradients are perceptually aligned; where it has added only texture-like noise, they are not."
+    )
+    smoothed = [f"σ = {sigma:g}" for sigma, run in runs.items() if smoothed_pictures(run) is not None]
+    if not smoothed:
+        return reading + " No smoothed classifier's pictures are stored yet: the σ rows are base classifiers only."
+    return reading + (
+        f" The smoothed rows ({listed(smoothed)}) are made by the same attack on the smoothed classifier's soft "
+        "prediction, the average over Gaussian draws that Kaur, Cohen & Lipton differentiate."
+    )
+
+
 def radius_ceiling(sigma: float, n: int, alpha: float) -> float:
     """The largest radius CERTIFY can give with ``n`` draws: even when every draw agrees, the
     Clopper-Pearson bound on p_A is alpha^(1/n), and the radius is σ Φ⁻¹ of that bound."""

@@ -14,14 +14,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from pagcore.base.modes import eval_mode
@@ -201,35 +203,49 @@ def picture_attack(dataset: str, settings: EvaluationConfig | Mapping | None = N
     }
 
 
-PAG_GRID = "pag_grid.pt"
+PAG_GRID = "pag_grid.png"
+"""A stored PAG picture grid: its 8-bit pixels as one lossless PNG mosaic, one row per test image."""
+PAG_GRID_LAYOUT = "pag_grid.json"
+"""Beside it: the mosaic's rows and columns and the test-set index of each row."""
 
 
-def save_pag_grid(folder: Path, grid: Tensor, test_index: Tensor) -> None:
-    """Store a PAG picture grid (:func:`pag_pictures`) as 8-bit pixels, and as a PNG mosaic.
+def save_pag_grid(folder: Path, grid: Tensor, test_index: Tensor | None) -> None:
+    """Store a PAG picture grid (:func:`pag_pictures`, rows × columns × channels × height × width in
+    [0, 1]) as 8-bit pixels in a PNG mosaic, the input first in each row.
 
-    The pixels are what any display of the [0, 1] images shows, at half the bytes of float16: the
-    grids travel with the repository. The PNG (one row per test image, the input first) is for
-    people browsing a run folder; git ignores it, since the book draws its figures from the pixels."""
+    The pixels are what any display of the images shows. The grids travel with the repository, and a
+    PNG keeps them exactly at about three quarters of the raw bytes; the mosaic is also what someone
+    browsing a run folder wants to look at."""
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
-    torch.save({"grid": pixels.cpu(), "test_index": test_index.cpu()}, folder / PAG_GRID)
+    pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     rows, columns, channels, height, width = pixels.shape
     mosaic = pixels.permute(0, 3, 1, 4, 2).reshape(rows * height, columns * width, channels)
-    plt.imsave(folder / "pag_grid.png", mosaic.numpy())
+    Image.fromarray(mosaic.numpy().squeeze(-1) if channels == 1 else mosaic.numpy()).save(folder / PAG_GRID)
+    layout = {"rows": rows, "columns": columns, "test_index": None if test_index is None else test_index.tolist()}
+    (folder / PAG_GRID_LAYOUT).write_text(json.dumps(layout) + "\n")
+
+
+def _pag_grid_layout(folder: Path) -> dict | None:
+    path = folder / PAG_GRID_LAYOUT
+    return json.loads(path.read_text()) if path.exists() and (folder / PAG_GRID).exists() else None
 
 
 def load_pag_grid(folder: Path) -> Tensor | None:
     """The stored grid of :func:`save_pag_grid` as float images in [0, 1]; None if there is none."""
-    path = folder / PAG_GRID
-    if not path.exists():
+    layout = _pag_grid_layout(folder)
+    if layout is None:
         return None
-    return as_float(torch.load(path, weights_only=True)["grid"])
+    with Image.open(folder / PAG_GRID) as image:
+        mosaic = torch.from_numpy(np.array(image))
+    if mosaic.dim() == 2:
+        mosaic = mosaic.unsqueeze(-1)
+    rows, columns = layout["rows"], layout["columns"]
+    height, width, channels = mosaic.shape[0] // rows, mosaic.shape[1] // columns, mosaic.shape[2]
+    pixels = mosaic.reshape(rows, height, columns, width, channels).permute(0, 2, 4, 1, 3)
+    return as_float(pixels.contiguous())
 
 
 def load_pag_grid_index(folder: Path) -> list[int] | None:
     """The test-set indices of the images in the stored grid, row by row; None if not stored."""
-    path = folder / PAG_GRID
-    if not path.exists():
-        return None
-    index = torch.load(path, weights_only=True).get("test_index")
-    return None if index is None else index.tolist()
+    layout = _pag_grid_layout(folder)
+    return None if layout is None else layout["test_index"]

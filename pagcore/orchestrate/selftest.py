@@ -28,7 +28,7 @@ import torch
 
 from pagcore.config import ExecutionConfig
 from pagcore.data import ImageDataset, synthetic_dataset
-from pagcore.evaluate.final import EvaluationConfig
+from pagcore.evaluate.final import EvaluationConfig, load_pag_grid
 from pagcore.evaluate.stored import BudgetConfig, evaluate_stored_run
 from pagcore.orchestrate.experiments import RealDataExperiment
 from pagcore.store.runs import Run, RunStore
@@ -101,7 +101,7 @@ class Selftest:
         facts = {"run": run.name, "status": run.status, "epochs": len(run.history)}
         facts["loss"] = run.history[-1]["loss"] if run.history else None
         if evaluate:
-            if not (run.artifacts / "pag_grid.pt").exists():
+            if load_pag_grid(run.artifacts) is None:
                 raise RuntimeError(f"{run.name}: no PAG picture was written")
             facts["metrics"] = {k: run.metrics[k] for k in ("clean", "linf", "l2")}
         return facts
