@@ -230,3 +230,22 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     rising = correlation_sentence(scores([(0.1 * i, 0.05 * i) for i in range(1, 9)]))
     assert "the interval excludes 0: the better aligned runs are the more robust ones." in rising
     assert "no correlation yet" in correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1)]))
+
+
+def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():
+    from pagcore.book.masking import strong_attack_sentence
+
+    def checklist(targeted: bool) -> dict:
+        numbers = {"baseline": 0.3, "white_box": 0.28, **({"targeted_attack": {}} if targeted else {})}
+        return {"results": {"checks": [{"name": "more_iterations", "numbers": numbers}]}}
+
+    evaluated = {
+        "class mean": (None, {("checks", "linf"): checklist(False), ("checks", "l2"): checklist(True)}),
+        "vanilla": (None, {("pgd20", "linf"): {}}),
+    }
+    sentence = strong_attack_sentence(evaluated)
+    assert sentence.startswith("1 of the 2 stored checklists ran PGD-100×5 alone")
+    assert sentence.endswith("(class mean ℓ∞).")
+    evaluated["class mean"][1][("checks", "linf")] = checklist(True)
+    assert strong_attack_sentence(evaluated) == "All 2 stored checklists ran the targeted APGD step."
+    assert strong_attack_sentence({}) == "No checklist is stored yet."

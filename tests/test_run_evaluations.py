@@ -99,7 +99,9 @@ def test_autoattack_chunks_join_with_attacks_the_package_skipped_counted_as_zero
 
 def test_checklist_measurements_of_two_chunks_join_into_those_of_the_whole():
     model, x, y = trained_image_model(seed=0)
-    fast = ChecklistConfig(curve_steps=3, baseline_steps=3, strong_steps=3, strong_restarts=1, square_queries=20)
+    fast = ChecklistConfig(
+        curve_steps=3, baseline_steps=3, strong_steps=3, strong_restarts=1, targeted_iterations=3, square_queries=20
+    )
     whole = measure_checklist(model, x, y, norm="l2", eps=1.0, source=model, settings=fast)
     halves = [
         measure_checklist(model, x[s], y[s], norm="l2", eps=1.0, source=model, settings=fast)
@@ -249,3 +251,18 @@ def test_pgd_started_inside_the_l2_ball_is_stored_beside_the_papers_start(tmp_pa
     assert entries[("pgd20", "l2")]["settings"]["random_start"].endswith("unprojected")
     table = attacks_table({"vanilla": (run, entries)}, "l2")
     assert "| PGD-20 | PGD-20 started in the ball | PGD-100×5 | AutoAttack |" in table.splitlines()[0]
+
+
+def test_the_book_chooses_the_most_recent_of_two_evaluations_otherwise_alike(tmp_path):
+    from pagcore.evaluate.stored import chosen_evaluations
+
+    run = RunStore(tmp_path).create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    (run.path / "evaluations").mkdir()
+    for key, finished in (
+        ("checks-l2-new", "2026-12-05T10:00:00+00:00"),
+        ("checks-l2-old", "2026-11-23T07:59:31+00:00"),
+    ):
+        settings = {"budgets": "real", "norm": "l2", "subset": {"size": 1000}}
+        entry = {"key": key, "name": "checks", "settings": settings, "provenance": {"finished": finished}}
+        (run.path / "evaluations" / f"{key}.json").write_text(json.dumps(entry))
+    assert chosen_evaluations(run)[("checks", "l2")]["key"] == "checks-l2-new"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pagcore.book.evidence import ATTACK_WORDS, CHECK_WORDS, THREAT_METRICS, failed_checks, rank_correlation
-from pagcore.book.text import NORM_WORDS, markdown_table, percent
+from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.config import teacher_threat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
@@ -220,3 +220,26 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
     if unchecked:
         parts.append(f"The checklist has not been run yet on {', '.join(unchecked)}.")
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
+
+
+def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
+    """Which stored checklists ran check 3 with targeted APGD after PGD-100×5, and which with PGD alone:
+    a pass of the latter on check 3 (and on the two checks compared with it) is weaker evidence."""
+    with_targeted, pgd_only = [], []
+    for label, (_, entries) in evaluated.items():
+        for norm in THREAT_METRICS:
+            entry = entries.get(("checks", norm))
+            if entry is None:
+                continue
+            numbers = next(c for c in entry["results"]["checks"] if c["name"] == "more_iterations")["numbers"]
+            (with_targeted if "targeted_attack" in numbers else pgd_only).append(f"{label} {NORM_WORDS[norm]}")
+    if not with_targeted and not pgd_only:
+        return "No checklist is stored yet."
+    if not pgd_only:
+        return f"All {len(with_targeted)} stored checklists ran the targeted APGD step."
+    sentence = (
+        f"{len(pgd_only)} of the {len(with_targeted) + len(pgd_only)} stored checklists ran PGD-100×5 alone as "
+        "their strongest white-box attack, without the targeted APGD step: on those, a pass of the "
+        "more-iterations, black-box and transfer checks is weaker evidence"
+    )
+    return sentence + (f" ({listed(pgd_only)})." if len(pgd_only) <= 4 else ".")

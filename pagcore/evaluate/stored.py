@@ -143,6 +143,7 @@ class BudgetConfig:
                 baseline_steps=3,
                 strong_steps=5,
                 strong_restarts=2,
+                targeted_iterations=5,
                 square_queries=50,
             ),
             targeted_images=4,
@@ -167,7 +168,8 @@ def stored_evaluations(run: Run) -> dict[str, dict]:
 
 def chosen_evaluations(run: Run, smoothed: bool = False) -> dict[tuple[str, str], dict]:
     """One stored evaluation per (name, norm) for the book: real budgets before reduced ones, then
-    (for a smoothed classifier) the most noise draws, then the largest subset. ``norm`` is ``"all"``
+    (for a smoothed classifier) the most noise draws, then the largest subset, then the most recent
+    (an evaluation run again with a stronger attack supersedes the one before). ``norm`` is ``"all"``
     for the PAG score. Evaluations of the run's smoothed classifier are chosen only with
     ``smoothed``, and then only they."""
     chosen: dict[tuple[str, str], dict] = {}
@@ -175,7 +177,8 @@ def chosen_evaluations(run: Run, smoothed: bool = False) -> dict[tuple[str, str]
     def rank(entry: dict) -> tuple:
         settings = entry["settings"]
         draws = (settings.get("smoothed") or {}).get("draws", 0)
-        return (settings["budgets"] == "real", draws, settings["subset"]["size"])
+        finished = entry.get("provenance", {}).get("finished", "")
+        return (settings["budgets"] == "real", draws, settings["subset"]["size"], finished)
 
     for entry in stored_evaluations(run).values():
         if bool(entry["settings"].get("smoothed")) != smoothed:
