@@ -165,7 +165,7 @@ PAPER_PRESET = ScalePreset(
     note="the paper's setting (Appendix C.2): ResNet-18, 100 epochs, the full class sum",
 )
 
-# Width 8: vanilla passes 80 % clean and a PAG run trains and is evaluated within the hour; width 16
+# Width 8: in the pilot vanilla passes 80 % clean and a class-mean run trains in under an hour; width 16
 # costs 1.6x per step and, like width 8, leaves class mean under the accuracy that the distances to
 # the class means allow (results/cpu_pilot-accuracy-cifar10.json).
 CIFAR10_CPU_PRESET = ScalePreset(
@@ -192,7 +192,7 @@ STL10_CPU_PRESET = ScalePreset(
 )
 
 # scale -> dataset -> preset. The cpu presets are chosen per dataset by benchmarks/cpu_pilot.py on
-# two CPU cores; the figures behind each choice are in the dataset's chapter.
+# two CPU cores; the figures behind each choice are in the book's cpu-scale appendix.
 SCALES: dict[str, dict[str, ScalePreset]] = {
     "paper": {"cifar10": PAPER_PRESET, "stl10": PAPER_PRESET},
     "cpu": {

@@ -157,8 +157,11 @@ def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
         seeds = {str(i): {"pag": {"pgd": p}, "vanilla": {"pgd": v}} for i, (p, v) in enumerate(zip(pag, vanilla))}
         return {"per_seed": seeds, "paper": {"pag": {"pgd": 0.755}, "vanilla": {"pgd": 0.0}}, "kind": kind}
 
-    assert "PAG is more robust than vanilla beyond the seed spread" in toy_finding(record([0.9, 0.8], [0.1, 0.2]))
+    assert "PAG is more robust than vanilla beyond the noise" in toy_finding(record([0.9, 0.8], [0.1, 0.2]))
+    assert "less robust than vanilla" in toy_finding(record([0.1, 0.2], [0.9, 0.8]))
+    # 0.3 ± 0.28 against 0.25 ± 0.07 over two seeds: the gap is far inside twice its error.
     assert "not distinguishable" in toy_finding(record([0.5, 0.1], [0.2, 0.3]))
+    assert "the paper's data and network, λ and pool size chosen here" in toy_finding(record([0.9, 0.8], [0.1, 0.2]))
     one = toy_finding(record([0.9], [0.1], kind="smoke"))
     assert one.startswith("Toy problem (1 seed)") and "no spread" in one
     assert "has not been made" in toy_finding(None)
@@ -191,12 +194,14 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 0)
     box = findings.findings_box(tmp_path / "no-toy.json")
     assert "**Yes, in direction, at a reduced scale.**" in box and "(CIFAR-10: Nearest Neighbor)" not in box
-    assert "noise on CIFAR-10: Nearest Neighbor;" in box  # one dataset judged: no claim about the other
+    assert "CIFAR-10: Nearest Neighbor, trained without adversarial examples, is more robust than vanilla" in box
+    assert "STL-10:" not in box.splitlines()[3]  # one dataset judged: no claim about the other
     assert "near chance: One Image" in box and "STL-10, cpu scale: no row has been judged" in box
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.3, 0.4, checked=False)
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
-    assert "**Not shown.**" in findings.findings_box(tmp_path / "no-toy.json")
+    box = findings.findings_box(tmp_path / "no-toy.json")
+    assert "**Not shown at the reduced scale.** CIFAR-10: no model-free PAG row meets the rule of evidence" in box
     monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)
@@ -249,3 +254,35 @@ def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step(
     evaluated["class mean"][1][("checks", "linf")] = checklist(True)
     assert strong_attack_sentence(evaluated) == "All 2 stored checklists ran the targeted APGD step."
     assert strong_attack_sentence({}) == "No checklist is stored yet."
+
+
+def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_scale():
+    from pagcore.book.masking import conclusion
+
+    class Run:
+        def __init__(self, objective, scale, failed=()):
+            self.params = {"objective": objective, "dataset": "cifar10", "scale": scale, "seed": 0}
+            checks = {"results": {"failed": list(failed)}}
+            self.entries = {("checks", "linf"): checks, ("checks", "l2"): checks}
+
+    def score(run, alignment):
+        p = run.params
+        return {"alignment": alignment, "confidence": 0.3, "reference": "robust", **{k: p[k] for k in p}}
+
+    class_mean, cpu, paper = (
+        Run("pag", "cpu", ["black_box"]),
+        Run("cross_entropy", "cpu"),
+        Run("cross_entropy", "paper"),
+    )
+    evaluated = {"class mean": (class_mean, class_mean.entries), "vanilla (paper)": (paper, paper.entries)}
+    evaluated["vanilla (cpu)"] = (cpu, cpu.entries)
+    scores = {
+        "vanilla (paper)": score(paper, 0.10),
+        "vanilla (cpu)": score(cpu, 0.20),
+        "class mean": score(class_mean, 0.22),
+    }
+    text = conclusion(evaluated, scores)
+    assert "class mean fails the black-box check, and its gradient alignment (0.22) is not clearly above" in text
+    assert "vanilla's (0.20;" in text and "not read, since the score's spread" in text
+    scores["class mean"]["alignment"] = 0.40
+    assert "(0.40) is above vanilla's (0.20;" in conclusion(evaluated, scores)

@@ -179,7 +179,7 @@ def test_the_summary_says_when_every_real_data_number_is_at_the_reduced_scale(tm
     rows = reproduction_status(store, write_toy(tmp_path / "toy.json"))
     text = status.summary_sentences(rows)
     assert text.count(". ") == 1 and text.endswith(".")  # two sentences
-    assert f"Of the paper's {4 + PER_SCALE} numbers, 4 have one of ours at the paper's setting" in text
+    assert f"Of the paper's {4 + PER_SCALE} numbers, 4 have one of ours with the paper's data and network" in text
     assert "3 have one at the reduced cpu scale" in text
     assert "Every real-data number of ours is at the reduced cpu scale" in text
     assert "no paper-scale CIFAR-10 or STL-10 run exists" in text
@@ -393,3 +393,23 @@ def test_a_single_paper_run_is_judged_against_our_own_seed_spread_when_that_is_w
     assert row.verdict == REPRODUCED  # within twice our 17-point seed spread
     row.own_spread = 0.001
     assert row.verdict == NOT_REPRODUCED  # a narrow spread never loosens the paper's tolerance
+
+
+def test_the_figure_reading_counts_the_band_it_draws_and_names_the_wider_bound_apart(tmp_path):
+    toy = json.loads(write_toy(tmp_path / "toy.json").read_text())
+    paper_pag = reported.TOY["pag"]["pgd"]
+    # Our PAG mean lies 6 points from the paper's, with a seed spread of 10 points: outside the drawn
+    # 2-point band, inside the rule's twice-the-spread bound.
+    toy["summary"]["pag"]["pgd"] = paper_pag + 0.06
+    toy["per_seed"] = {
+        str(i): {m: {"clean": 1.0, "pgd": paper_pag + 0.06 + d} for m in ("pag", "vanilla")}
+        for i, d in enumerate((-0.1, 0.1))
+    }
+    (tmp_path / "toy.json").write_text(json.dumps(toy))
+    rows = reproduction_status(RunStore(tmp_path / "runs"), tmp_path / "toy.json")
+    pag_pgd = next(r for r in rows if r.dataset == status.TOY and r.setting == "PAG" and r.key == "pgd")
+    assert pag_pgd.verdict == REPRODUCED
+    text = status.figure_reading(rows)
+    inside = sum(round(100 * abs(r.gap), 1) <= 100 * REPRODUCED_WITHIN for r in rows if r.ours is not None)
+    assert text.startswith(f"{inside} of the toy experiment's 4 points lie inside the band")
+    assert "count as reproduced" in text

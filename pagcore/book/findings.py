@@ -6,6 +6,7 @@ introduction and the conclusion.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def toy_finding(record: Mapping[str, Any] | None) -> str:
     pag = [s["pag"]["pgd"] for s in per_seed]
     vanilla = [s["vanilla"]["pgd"] for s in per_seed]
     paper = record["paper"]
-    setting = "the paper's own setting, " if record.get("kind") == "real" else ""
+    setting = "the paper's data and network, λ and pool size chosen here, " if record.get("kind") == "real" else ""
 
     def spread(values: list[float]) -> str:
         return f"{percent(statistics.fmean(values))} ± {percent(statistics.stdev(values))}"
@@ -181,12 +182,19 @@ def toy_finding(record: Mapping[str, Any] | None) -> str:
             f"{head} the PAG model keeps {percent(pag[0])} of the test points and vanilla {percent(vanilla[0])} "
             f"{paper_words}; one seed gives no spread to judge the gap against."
         )
+    # The means over seeds are compared: the error of their difference is the seeds' spread over √n.
     gap = statistics.fmean(pag) - statistics.fmean(vanilla)
-    noise = max(statistics.stdev(pag), statistics.stdev(vanilla))
-    verdict = "more robust than vanilla beyond the seed spread" if gap > noise else "not distinguishable from vanilla"
+    error = math.sqrt((statistics.variance(pag) + statistics.variance(vanilla)) / len(per_seed))
+    if gap > evidence.SIGNIFICANCE * error:
+        verdict = "PAG is more robust than vanilla beyond the noise"
+    elif gap < -evidence.SIGNIFICANCE * error:
+        verdict = "PAG is less robust than vanilla beyond the noise"
+    else:
+        verdict = "the two are not distinguishable"
     return (
-        f"{head} the PAG model keeps {spread(pag)} of the test points, vanilla {spread(vanilla)} {paper_words}; "
-        f"PAG is {verdict}."
+        f"{head} the PAG model keeps {spread(pag)} of the test points (mean ± seed spread), vanilla "
+        f"{spread(vanilla)} {paper_words}; {verdict} ({evidence.SIGNIFICANCE:g} standard errors of the difference "
+        f"of the means over {len(per_seed)} seeds)."
     )
 
 
@@ -199,6 +207,23 @@ def paper_scale_runs(runs_dir: str = "", kind: str = "real") -> int:
     )
 
 
+def _dataset_answer(finding: DatasetFinding) -> str:
+    """One dataset's answer for the box's first line, by the rule of evidence."""
+    if finding.answer == "supports":
+        rows = [row for row in finding.evidence_rows if row in MODEL_FREE_SOURCES]
+        one = len(rows) == 1
+        return (
+            f"{_rows(rows)}, trained without adversarial examples, {'is' if one else 'are'} more robust than vanilla "
+            f"beyond the measured noise, {'fits its' if one else 'fit their'} labels and "
+            f"{'passes' if one else 'pass'} the masking checklist"
+        )
+    return {
+        "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",
+        "does not support": "no model-free PAG row meets the rule of evidence (the reasons are below)",
+        "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
+    }[finding.answer]
+
+
 def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> str:
     """The 'what this book finds' box, as MyST markdown, computed from the stored runs."""
     noise = measured_noise("cpu", runs_dir, kind)
@@ -208,36 +233,21 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         for dataset in ("cifar10", "stl10")
     ]
     judged = [f for f in findings if f.answer != "no runs"]
-    supporting = [f for f in judged if f.answer == "supports"]
-
-    def named(found: list[DatasetFinding]) -> str:
-        def model_free(f: DatasetFinding) -> list[str]:
-            return [row for row in f.evidence_rows if row in MODEL_FREE_SOURCES]
-
-        return "; ".join(f"{SPECS[f.dataset].title}: {_rows(model_free(f))}" for f in found)
-
+    answers = [f.answer for f in judged]
     if noise is None:
         answer = "**Not yet judged.** The seed spread that the rule needs has not been measured"
-    elif supporting and len(supporting) == len(judged):
-        answer = (
-            "**Yes, in direction, at a reduced scale.** Models trained only to align their input-gradients with "
-            "model-free targets are more robust than vanilla training beyond the measured noise on "
-            + (f"every dataset run ({named(supporting)})" if len(judged) > 1 else named(supporting))
-        )
-    elif supporting:
-        answer = (
-            "**Partly.** Model-free PAG targets give robustness beyond the noise on "
-            f"{named(supporting)}, but not on the other dataset run"
-        )
-    elif any(f.answer == "unchecked" for f in judged):
-        answer = (
-            "**Not yet checked.** No model-free PAG row has yet passed AutoAttack and the masking checklist, "
-            "which some have not been run on"
-        )
-    elif judged:
-        answer = "**Not shown.** No model-free PAG row is more robust than vanilla beyond the noise"
-    else:
+    elif not judged:
         answer = "**Not yet answered.** No results-table run exists"
+    else:
+        if all(a == "supports" for a in answers):
+            headline = "**Yes, in direction, at a reduced scale.**"
+        elif "supports" in answers:
+            headline = "**Partly, at a reduced scale.**"
+        elif all(a == "unchecked" for a in answers):
+            headline = "**Not yet checked.**"
+        else:
+            headline = "**Not shown at the reduced scale.**"
+        answer = headline + " " + "; ".join(f"{SPECS[f.dataset].title}: {_dataset_answer(f)}" for f in judged)
     scale = (
         "no paper-scale CIFAR-10 or STL-10 run exists, so every real-data number is at the reduced `cpu` scale "
         "(a narrow ResNet-18, a short schedule) and none of them reproduces a number of the paper"
@@ -248,7 +258,8 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     noise_words = (
         f"a row's noise is its own seed spread where {evidence.OWN_SPREAD_SEEDS} seeds measure it, and otherwise "
         f"the widest measured (on {noise.measured_on}, under ℓ∞ PGD-20: {noise.words('linf', ROW_LABELS)}; under ℓ2: "
-        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row takes the widest); two numbers differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
+        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row takes the widest); two numbers differ only when their "
+        f"gap exceeds {evidence.SIGNIFICANCE:g} standard "
         "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"

@@ -5,7 +5,6 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,8 +105,22 @@ def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str,
             "robust_l2": run.metrics["l2"],
             "dataset": run.params["dataset"],
             "objective": run.params["objective"],
+            "scale": run.params["scale"],
+            "seed": run.params.get("seed", 0),
         }
     return scores
+
+
+def _vanilla_score(scores: Mapping[str, dict[str, Any]], run: Run) -> dict[str, Any] | None:
+    """The PAG score of the vanilla run that ``run`` is compared with: same dataset and scale, the same
+    seed where there is one, else any."""
+    p = run.params
+    alike = [
+        s
+        for s in scores.values()
+        if s["objective"] == "cross_entropy" and s["dataset"] == p["dataset"] and s["scale"] == p["scale"]
+    ]
+    return next((s for s in alike if s["seed"] == p.get("seed", 0)), alike[0] if alike else None)
 
 
 def pag_table(scores: Mapping[str, dict[str, Any]], evaluated: Mapping[str, tuple[Run, dict]]) -> str:
@@ -165,7 +178,10 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
     correlation = rank_correlation(*zip(*shared))
     if math.isnan(correlation.rho):
-        return f"Across the {len(shared)} runs scored against the same reference, one of the two measures is constant: no rank correlation."
+        return (
+            f"Across the {len(shared)} runs scored against the same reference, one of the two measures is "
+            "constant: no rank correlation."
+        )
     reading = (
         "the interval excludes 0: the better aligned runs are the more robust ones."
         if correlation.low > 0
@@ -202,20 +218,21 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
     for label, run, failed in failing:
         words = ", ".join(CHECK_WORDS.get(c, c) for c in failed)
         sentence = f"{label} fails the {words} check"
-        vanilla = next(
-            (s for s in scores.values() if s["objective"] == "cross_entropy" and s["dataset"] == run.params["dataset"]),
-            None,
-        )
+        vanilla = _vanilla_score(scores, run)
         own = scores.get(label)
         if own is not None and vanilla is not None and own["reference"] == vanilla["reference"]:
             better = own["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
             sentence += (
-                f", and its PAG score ({own['alignment']:.2f}) is "
-                + ("above" if better else "no better than")
-                + f" vanilla's ({vanilla['alignment']:.2f})"
+                f", and its gradient alignment ({own['alignment']:.2f}) is "
+                + ("above" if better else "not clearly above")
+                + f" vanilla's ({vanilla['alignment']:.2f}; targeted confidence {percent(own['confidence'])} against "
+                f"{percent(vanilla['confidence'])})"
             )
             if not better:
-                sentence += ": its robustness under PGD does not come with aligned gradients"
+                sentence += (
+                    f": whatever its PGD numbers show, they do not come with clearly better aligned gradients (a gap "
+                    f"under {ALIGNMENT_MARGIN:g} is not read, since the score's spread over seeds is not measured)"
+                )
         parts.append(sentence + ".")
     if unchecked:
         parts.append(f"The checklist has not been run yet on {', '.join(unchecked)}.")

@@ -46,9 +46,7 @@ def quality_table(metrics: Mapping[str, Any] | None) -> str:
     if metrics is None:
         return placeholder_table(("estimate", "error"), "no denoiser has been trained yet")
     errors = metrics["errors"]
-    rows = [
-        (name, *(f"{1000 * errors[sigma][key]:.2f}" for sigma in errors)) for key, name in ESTIMATES.items()
-    ]
+    rows = [(name, *(f"{1000 * errors[sigma][key]:.2f}" for sigma in errors)) for key, name in ESTIMATES.items()]
     return markdown_table(("estimate", *(f"σ = {float(s):g}" for s in errors)), rows)
 
 
@@ -141,7 +139,14 @@ def alignment_figure(points: Mapping[str, tuple[float, float]]) -> Figure:
         fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.55 * TEXT_WIDTH), layout="constrained")
         for i, (label, (alignment, robust)) in enumerate(points.items()):
             style = line_style(i)
-            ax.scatter(alignment, 100 * robust, color=style["color"], marker=style["marker"], s=36, label=readable(label))
+            ax.scatter(
+                alignment,
+                100 * robust,
+                color=style["color"],
+                marker=style["marker"],
+                s=36,
+                label=readable(label),
+            )
         ax.set_xlabel("alignment with the score-based targets")
         percent_axis(ax, label="AutoAttack ℓ2 accuracy (%)")
         if points:

@@ -37,7 +37,8 @@ from pagcore.store.runs import Run, RunStore
 SCALE_ORDER = ("paper", "cpu")
 
 TOY = "toy"
-"""The ``dataset`` of the toy experiment's rows: the 2-D problem of Section 5.1, run at the paper's setting."""
+"""The ``dataset`` of the toy experiment's rows: the 2-D problem of Section 5.1, with the paper's data and
+network (λ and the pool size, which the paper does not give, are chosen by the book)."""
 
 # How far (as a fraction: 0.02 is two accuracy points) a paper-scale number of ours may lie from
 # the paper's and still reproduce it. The paper gives a spread over training seeds for one row
@@ -61,7 +62,7 @@ PANEL_OF = {"clean": "clean", "linf": "linf", "l2": "l2", "pgd": "l2"}
 # The figure's series: colour and marker both tell the scales apart (readable in greyscale too).
 SERIES = {
     "paper": {"label": "paper scale", "color": COLORS[0], "marker": "s"},
-    "toy": {"label": "toy, paper setting", "color": COLORS[0], "marker": "*"},
+    "toy": {"label": "toy (paper's data and network)", "color": COLORS[0], "marker": "*"},
     "cpu": {"label": "cpu scale (not comparable)", "color": COLORS[3], "marker": "o"},
 }
 
@@ -234,7 +235,7 @@ def lambda_rows(store: RunStore, scale: str) -> list[StatusRow]:
 def reproduction_status(store: RunStore, toy_record: Path) -> list[StatusRow]:
     """Every reported number of the paper with ours beside it (``ours=None``: not run), at each scale.
 
-    The toy experiment runs at the paper's own setting on any machine, so it has paper-scale rows only.
+    The toy experiment runs with the paper's data and network on any machine, so it has paper-scale rows only.
     """
     rows = toy_rows(toy_record)
     for scale in SCALE_ORDER:
@@ -295,8 +296,9 @@ def summary_sentences(rows: list[StatusRow]) -> str:
         paper_part = "none has one of ours at the paper's scale"
     elif all(r.dataset == TOY for r in measured):
         paper_part = (
-            f"{len(measured)} have one of ours at the paper's setting, all from the toy experiment "
-            f"({reproduced} of them reproduced {within})"
+            f"{len(measured)} have one of ours with the paper's data and network, all from the toy experiment "
+            f"({reproduced} of them reproduced by the rule below: {within}, or within twice our seed spread "
+            "where that is wider)"
         )
     else:
         paper_part = f"{len(measured)} have one of ours at the paper's scale ({reproduced} reproduced {within})"
@@ -421,13 +423,21 @@ def figure_reading(rows: list[StatusRow]) -> str:
     parts = []
     paper = [r for r in measured if r.scale == "paper"]
     if paper:
-        inside = sum(r.verdict == REPRODUCED for r in paper)
+        # Counted against the band the figure draws; the rule's wider bound for means over seeds is named apart.
+        inside = sum(round(100 * abs(r.gap), 1) <= round(100 * REPRODUCED_WITHIN, 1) for r in paper)
+        reproduced = sum(r.verdict == REPRODUCED for r in paper)
         which = (
             f"the toy experiment's {len(paper)} points"
             if all(r.dataset == TOY for r in paper)
             else f"the {len(paper)} paper-scale points"
         )
-        parts.append(f"{inside} of {which} lie inside the band")
+        part = f"{inside} of {which} lie inside the band"
+        if reproduced > inside:
+            part += (
+                f" ({reproduced} count as reproduced: the rule accepts a mean over our seeds within twice their "
+                "spread, which is wider than the band)"
+            )
+        parts.append(part)
     reduced = [r for r in measured if r.scale != "paper"]
     if reduced:
         below = sum(r.gap < -REPRODUCED_WITHIN for r in reduced)
@@ -462,7 +472,7 @@ def _groups(rows: Iterable[StatusRow]) -> dict[tuple[str, str], list[StatusRow]]
 
 def _scale_words(experiment: str, scale: str) -> str:
     if experiment.startswith("Toy"):
-        return "the paper's setting"
+        return "the paper's data and network"
     return "paper scale" if scale == "paper" else f"{scale} scale (reduced protocol)"
 
 

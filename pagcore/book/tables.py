@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pagcore.book import evidence
@@ -19,8 +19,7 @@ from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper import reported
 from pagcore.train.devices import BENCHMARK_RESULTS
 
-
-# An epoch this many times slower than the run's median was stalled by something else on the machine.
+# An epoch this many times slower than the run's median is read as a likely stall, not as training cost.
 STALL_FACTOR = 3
 
 
@@ -53,7 +52,7 @@ def results_table(
             cells += [percent(metrics.get(key)), percent(paper[key]) if key in paper else "—"]
         cells.append(run.params["epochs"] if run is not None else "—")
         cells.append(f"{run.record['wall_seconds'] / 60:.0f} min" if run is not None else "—")
-        # The median epoch, unlike the wall time, does not count stalls caused by other processes.
+        # The median epoch, unlike the wall time, is not moved by a few stalled epochs.
         cost = seconds_per_epoch(run)
         cells.append(f"{cost:.0f} s" if cost is not None else "—")
         rows.append(cells)
@@ -117,7 +116,7 @@ def stronger_attacks_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
 
 def cost_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
     """Markdown: each run's schedule and median epoch, which unlike the wall time of
-    :func:`records_table` does not count stalls caused by other work on the machine."""
+    :func:`records_table` is not moved by a few stalled epochs."""
     rows = []
     for row, run in runs.items():
         if run is None:
@@ -141,8 +140,8 @@ def results_notes(runs: dict[str, Any], labels: dict[str, str] | None = None) ->
         slowest, typical = max(seconds), statistics.median(seconds)
         if slowest > STALL_FACTOR * typical:
             notes.append(
-                f"The wall time of {(labels or {}).get(row, row)} includes stalls: its slowest epoch took "
-                f"{slowest:,.0f} s against a median of {typical:,.0f} s, because other work shared the machine."
+                f"The wall time of {(labels or {}).get(row, row)} likely includes stalls: its slowest epoch took "
+                f"{slowest:,.0f} s against a median of {typical:,.0f} s."
             )
     return " ".join(notes)
 
@@ -256,9 +255,9 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None, measurements:
             text.append(
                 "The pilot's class-mean models "
                 + (
-                    "pass it, so they use more of the image than those distances."
+                    "exceed all three classifiers of the distances to the class means."
                     if above
-                    else "stay under it, so their accuracy is within what those distances allow."
+                    else "stay under the best of them, so their accuracy is within what those distances allow."
                 )
             )
     return " ".join(text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
