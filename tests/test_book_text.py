@@ -316,7 +316,7 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
     assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial
     runs[1] = TimedRun(0.30, 0.03, 0.06)  # above vanilla, but within the noise: not "more robust"
-    assert "for k = 2, 10, so the conclusion depends on k" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
+    assert "for k = 2, 10 (PGD-20 only" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     close = {2: runs[2], 10: TimedRun(0.3204, 0.1796, 0.2436)}
     assert "(differences of 0.0, 0.0, +0.6 points)" in verdicts.k_study_verdict(close, vanilla, 2, 10, NOISE)
 
@@ -381,7 +381,7 @@ def test_curves_reading_says_whether_a_run_was_still_learning():
             self.history = [{"test_accuracy": a} for a in accuracies]
 
     settled = verdicts.curves_reading({"a": Curve([0.1, 0.5, 0.6, 0.6]), "b": Curve([0.1, 0.2, 0.3, 0.3])})
-    assert "between 30.0% (b) and 60.0% (a)" in settled and "every run has settled" in settled
+    assert "between 30.0% (b) and 60.0% (a)" in settled and "do not show what a longer schedule would reach" in settled
     rising = verdicts.curves_reading({"a": Curve([0.1, 0.2, 0.4, 0.6]), "b": Curve([0.3, 0.3, 0.3, 0.3])})
     assert "still rises by more than a point for a." in rising
     assert "No run" in verdicts.curves_reading({"a": None})
@@ -389,19 +389,28 @@ def test_curves_reading_says_whether_a_run_was_still_learning():
 
 def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
     class Scored:
-        def __init__(self, path, confidence):
+        def __init__(self, path, confidence, reference="robust-l2", teacher=""):
             self.path = path
+            self.params = {"teacher": teacher}
             (path / "evaluations").mkdir(parents=True)
             entry = {
                 "name": "pag_score",
-                "settings": {"budgets": "real", "subset": {"size": 100, "seed": 0}},
+                "settings": {"budgets": "real", "subset": {"size": 100, "seed": 0}, "reference": reference},
                 "results": {"targeted_confidence": {"score": confidence}},
             }
             (path / "evaluations" / "pag_score-all-x.json").write_text(json.dumps(entry))
 
     text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
-    assert "confidence high 90.0%, low 10.0%" in text
+    assert "mean probability of: high 90.0%, low 10.0% (a constant guess: 10%" in text
     assert "judged by eye" in verdicts.pictures_reading({"none": None})
+    mixed = {
+        "student": Scored(tmp_path / "c", 0.95, teacher="robust-l2"),
+        "vanilla": Scored(tmp_path / "d", 0.1),
+        "robust-l2 itself": Scored(tmp_path / "e", 0.8, reference="robust-linf"),
+    }
+    text = verdicts.pictures_reading(mixed)
+    assert "student (distilled from the reference itself) 95.0%, vanilla 10.0%" in text
+    assert text.endswith("robust-l2 itself was scored against another reference and is not ranked with them.")
 
 
 def test_k_curve_reading_says_what_a_larger_k_buys():
@@ -410,7 +419,7 @@ def test_k_curve_reading_says_what_a_larger_k_buys():
     assert "change by +1.0, 0.0 and +1.0 points, while an epoch takes 3.5 times as long" in text
     assert "only clean and ℓ2 accuracy rises" in text
     falling = {1: {"clean": 0.4, "linf": 0.2, "l2": 0.3}, 10: {"clean": 0.3, "linf": 0.1, "l2": 0.2}}
-    assert "costs time without buying accuracy" in verdicts.k_curve_reading(falling, {})
+    assert "do not show a larger k buying accuracy" in verdicts.k_curve_reading(falling, {})
     assert "no trend yet" in verdicts.k_curve_reading({1: flat[1]}, {})
 
 
@@ -426,12 +435,12 @@ def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_interval
     scrambled = {
         m: [base + 0.001 * ((k * i) % 12) for i in seeds] for m, base, k in (("vanilla", 0.1, 7), ("pag", 0.8, 5))
     }
-    assert "neither interval excludes 0" in verdicts.toy_alignment_reading(scrambled, robust)
+    assert "no interval lies above 0" in verdicts.toy_alignment_reading(scrambled, robust)
     # The score follows PGD accuracy within each method as well.
     alike = {"vanilla": [0.1 + 0.01 * i for i in seeds], "pag": [0.8 + 0.01 * i for i in seeds]}
     assert "ranks models trained the same way too" in verdicts.toy_alignment_reading(alike, robust)
     half = {"vanilla": alike["vanilla"], "pag": scrambled["pag"]}
-    assert "ranks the vanilla models among themselves (the interval excludes 0), but for the PAG models" in (
+    assert "ranks the vanilla models among themselves (the interval lies above 0), but for the PAG models" in (
         verdicts.toy_alignment_reading(half, robust)
     )
     constant = {"vanilla": [0.0] * 12, "pag": robust["pag"]}  # every vanilla model at 0 % PGD accuracy

@@ -1,5 +1,6 @@
 """Notebooks: sources are stored clean, run with tiny parameters, and re-run to the same outputs."""
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -247,3 +248,34 @@ def test_every_glued_table_is_exactly_one_table(path):
             lines = glued.get(name, "").strip().splitlines()
             assert lines, f"{name} is glued inside a table but its notebook stores no markdown for it"
             assert all(line.startswith("|") for line in lines), f"{name} is not one table:\n{glued[name]}"
+
+
+def _executor():
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "tools" / "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXECUTOR = _executor()
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTOR.BOOK_NOTEBOOKS))
+def test_every_executed_chapter_was_run_from_its_current_source(name):
+    # A chapter executed from an older source shows what that source computed, not what the code now
+    # says: re-run `python tools/execute_notebooks.py NAME` after changing a notebook.
+    target, _ = EXECUTOR.BOOK_NOTEBOOKS[name]
+    source, intro = EXECUTOR.SHARED_SOURCES.get(name, (name, None))
+
+    def cells(notebook, kinds):
+        return [
+            cell.source
+            for cell in notebook.cells
+            if cell.cell_type in kinds and "injected-parameters" not in cell.metadata.get("tags", [])
+        ]
+
+    # A chapter made from a shared source has its own introduction and filled-in markdown: compare code.
+    kinds = ("code",) if intro else ("code", "markdown")
+    executed = nbformat.read(ROOT / target, as_version=4)
+    expected = nbformat.read(ROOT / "notebooks" / f"{source}.ipynb", as_version=4)
+    assert cells(executed, kinds) == cells(expected, kinds), f"python tools/execute_notebooks.py {name}"

@@ -35,8 +35,9 @@ def pag_score(run, alignment: float, smoothed: bool = False) -> None:
     evaluation(run, "pag_score", {"reference": REFERENCE, **extra}, results)
 
 
-def certificate(run, at_half: float, images: int = 100) -> None:
+def certificate(run, at_half: float, images: int = 100, clean: float | None = None) -> None:
     certified = {f"{r:g}": at_half for r in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    certified["0"] = at_half if clean is None else clean
     results = {"certified_accuracy": certified, "abstained": 0.0, "images": images}
     evaluation(run, "certify", {"n": 10_000, "sigma": 0.25}, results)
 
@@ -66,6 +67,13 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_clearly_bette
     assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
+
+
+def test_a_smoothed_classifier_near_chance_when_clean_is_no_evidence(stored):
+    noisy, vanilla = stored
+    certificate(noisy, 0.40, clean=0.25)  # 25 % clean on 100 images: not above 20 % by twice 4.3 points
+    pag_score(noisy, 0.30, smoothed=True)
+    assert "do not support the claim" in verdict(noisy, vanilla)
 
 
 @pytest.mark.parametrize(("at_half", "alignment"), [(0.15, 0.30), (0.40, 0.14)])

@@ -77,10 +77,10 @@ def class_information(metrics: Mapping[str, Any]) -> tuple[bool, str]:
         f"Its implicit classifier, which gives a test image the label whose conditional denoiser explains it "
         f"best, is right on {percent(accuracy)} of {images} test images, against the {percent(level)} of chance: "
         + (
-            "the denoiser knows the classes, so its targets can carry class information."
+            "the denoiser carries class information beyond chance, so its targets can carry it too."
             if beyond
-            else "not beyond chance by twice its sampling error, so its targets carry no trustworthy class "
-            "information and the score-based rows rest on nothing."
+            else "not beyond chance by twice its sampling error, so its targets are not shown to carry class "
+            "information, and the score-based rows cannot be read as PAG rows."
         )
     )
     return beyond, sentence

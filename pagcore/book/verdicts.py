@@ -329,10 +329,12 @@ def k_study_ceiling(
         return (
             f"At every k run ({', '.join(map(str, clean))}) the class-mean model's clean accuracy ({span}) stays at "
             f"or under the {percent(ceiling)} that a classifier of the distances to the class means reaches. Their "
-            "accuracy stays within what those distances allow, the regime where the alignment term, not k, limits "
-            "the model, so they cannot show whether k matters for a model that uses more of the image"
+            "accuracy stays within what those distances allow (a lower bound on what they allow: the classifier "
+            "of them is trained, not exact), so these runs may not show whether k matters for a model that uses "
+            "more of the image"
             + (
-                f"; {other[0]}, at {percent(other[1])} clean, is above the ceiling and can."
+                f"; {other[0]}, at {percent(other[1])} clean, is above that accuracy, and its own k study asks the "
+                "question again."
                 if other is not None and other[1] > ceiling
                 else "."
             )
@@ -399,7 +401,9 @@ def k_study_verdict(
         more = [str(k) for k, is_more in sorted(robust.items()) if is_more]
         text.append(
             f"Against the vanilla model of the same scale ({percent(base['linf'])} ℓ∞, {percent(base['l2'])} ℓ2), the "
-            f"{model} model is more robust beyond the noise in both threat models for k = {', '.join(more) or 'none'}"
+            f"{model} model is more robust beyond the noise under PGD-20 in both threat models for "
+            f"k = {', '.join(more) or 'none'} (PGD-20 only: the stronger attacks and the checklist are in the "
+            "CIFAR-10 chapter)"
             + (
                 f", so the preset's k = {preset_k} does not change that conclusion."
                 if same
@@ -426,26 +430,47 @@ def curves_reading(runs: Mapping[str, Any]) -> str:
     text = f"Clean test accuracy ends between {percent(ends[worst])} ({worst}) and {percent(ends[best])} ({best}). "
     if moving:
         return text + f"Over the last quarter of training it still rises by more than a point for {', '.join(moving)}."
-    return text + "No curve rises by more than a point over the last quarter of training: every run has settled."
+    return text + (
+        "No curve rises by more than a point over the last quarter of training, which runs at the schedule's "
+        "smallest learning rate: flat ends there do not show what a longer schedule would reach."
+    )
 
 
-def pictures_reading(runs: Mapping[str, Any]) -> str:
+def pictures_reading(runs: Mapping[str, Any], num_classes: int = 10) -> str:
     """The PAG pictures' one number: how confidently an adversarially trained reference sees each
-    run's targeted pictures as their target class (the PAG score of the gradient-masking chapter)."""
-    scores = {}
+    run's targeted pictures as their target class (the PAG score of the gradient-masking chapter).
+    Only runs scored against the same reference are ranked (the one most of them share); a run
+    distilled from that reference (RIGD with it as teacher) is named as such."""
+    scored: dict[str, tuple[float, str, str]] = {}
     for label, run in runs.items():
         entry = chosen_evaluations(run).get(("pag_score", "all")) if run is not None else None
         if entry is not None:
-            scores[label] = entry["results"]["targeted_confidence"]["score"]
-    if not scores:
+            reference = entry["settings"].get("reference", "")
+            teacher = (getattr(run, "params", None) or {}).get("teacher", "")
+            scored[label] = (entry["results"]["targeted_confidence"]["score"], reference, teacher)
+    if not scored:
         return "No run's pictures have been scored yet, so they can only be judged by eye."
-    ranked = sorted(scores, key=scores.get, reverse=True)
-    listed = ", ".join(f"{label} {percent(scores[label])}" for label in ranked)
-    return (
-        "An adversarially trained reference model recognises the target class in these pictures with mean "
-        f"confidence {listed} (chance: 10%; the PAG score of the gradient-masking chapter): the higher, the more "
-        "the pictures show features of the class they were pushed towards."
+    references = [reference for _, reference, _ in scored.values()]
+    shared = max(set(references), key=references.count)
+    ranked = sorted((label for label, s in scored.items() if s[1] == shared), key=lambda n: -scored[n][0])
+
+    def named(label: str) -> str:
+        distilled = " (distilled from the reference itself)" if shared and scored[label][2] == shared else ""
+        return f"{label}{distilled} {percent(scored[label][0])}"
+
+    text = (
+        "The reference, an adversarially trained model, gives the target class of these pictures a mean "
+        f"probability of: {', '.join(named(label) for label in ranked)} (a constant guess: "
+        f"{percent(1 / num_classes, digits=0)}; the targeted confidence of the gradient-masking chapter)."
     )
+    others = [label for label in scored if label not in ranked]
+    if others:
+        one = len(others) == 1
+        text += (
+            f" {listed(others)} {'was' if one else 'were'} scored against another reference and "
+            f"{'is' if one else 'are'} not ranked with them."
+        )
+    return text
 
 
 def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_seconds: Mapping[int, float | None]) -> str:
@@ -470,8 +495,8 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     ]
     if not rising:
         return sentence + (
-            "; no accuracy rises with every larger k, so in these runs (one seed each) a larger k costs time "
-            "without buying accuracy."
+            "; no accuracy rises with every larger k, so these runs (one seed each, no noise applied) do not show "
+            "a larger k buying accuracy."
         )
     if len(rising) == len(METRIC_COLUMNS):
         return sentence + "; every accuracy rises with every larger k."
@@ -505,16 +530,15 @@ def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping
             "the correlation comes from the gap between the two methods, and within one method the score ranks "
             "models less well."
         )
-    ranked = [method for method, c in within.items() if c.excludes_zero]
+    # Only an interval above 0 says the better aligned models are the more robust ones.
+    ranked = [method for method, c in within.items() if c.excludes_zero and c.rho > 0]
     if not ranked:
-        return (
-            sentence + "within one method neither interval excludes 0, so the score does not rank models trained alike."
-        )
+        return sentence + "within one method no interval lies above 0, so the score does not rank models trained alike."
     if len(ranked) == len(within):
         return sentence + "the score ranks models trained the same way too."
     (other,) = [method for method in within if method not in ranked]
     names = {"vanilla": "vanilla", "pag": "PAG"}
     return sentence + (
-        f"the score ranks the {names[ranked[0]]} models among themselves (the interval excludes 0), but for the "
-        f"{names[other]} models its interval includes 0, so it does not tell them apart."
+        f"the score ranks the {names[ranked[0]]} models among themselves (the interval lies above 0), but for the "
+        f"{names[other]} models it does not, so it does not tell them apart."
     )
