@@ -221,8 +221,9 @@ def test_real_cpu_scale_training_waits_for_a_final_preset(tmp_path, monkeypatch)
 
 
 MARKDOWN_RECORD = "application/papermill.record/text/markdown"
+PLAIN_RECORD = "application/papermill.record/text/plain"
 EXECUTED = sorted((ROOT / "book").rglob("*.ipynb"))
-TABLE_GLUE = re.compile(r"````\{table\}.*?```\{glue:md\} (\S+).*?````", re.DOTALL)
+TABLE_GLUE = re.compile(r"(````|::::)\{table\}.*?```\{glue:md\} (\S+).*?\1", re.DOTALL)
 
 
 def glued_markdown(notebook) -> dict[str, str]:
@@ -244,7 +245,7 @@ def test_every_glued_table_is_exactly_one_table(path):
     for cell in notebook.cells:
         if cell.cell_type != "markdown":
             continue
-        for name in TABLE_GLUE.findall(cell.source):
+        for _, name in TABLE_GLUE.findall(cell.source):
             lines = glued.get(name, "").strip().splitlines()
             assert lines, f"{name} is glued inside a table but its notebook stores no markdown for it"
             assert all(line.startswith("|") for line in lines), f"{name} is not one table:\n{glued[name]}"
@@ -279,3 +280,50 @@ def test_every_executed_chapter_was_run_from_its_current_source(name):
     executed = nbformat.read(ROOT / target, as_version=4)
     expected = nbformat.read(ROOT / "notebooks" / f"{source}.ipynb", as_version=4)
     assert cells(executed, kinds) == cells(expected, kinds), f"python tools/execute_notebooks.py {name}"
+
+
+BACKTICK_FENCE = re.compile(r"^`{3,}([^`].*)$")
+
+
+def _markdown_sources():
+    for path in NOTEBOOKS:
+        for number, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "markdown":
+                yield f"{path.name} cell {number}", cell.source
+    for path in sorted((ROOT / "book").rglob("*.md")):
+        yield str(path.relative_to(ROOT)), path.read_text()
+
+
+def test_no_backtick_fence_carries_a_role_in_its_line():
+    # CommonMark ends a backtick fence's info string at no backtick: it refuses one that holds any, so a
+    # directive line with a {ref} in its caption opens no directive, and the text below it turns into a
+    # code block. Such a directive takes a colon fence (::::{table} ...).
+    offending = [
+        f"{where}: {line[:80]}"
+        for where, source in _markdown_sources()
+        for line in source.splitlines()
+        if (match := BACKTICK_FENCE.match(line)) and "`" in match.group(1)
+    ]
+    assert not offending, offending
+
+
+TEXT_ROLE = re.compile(r"\{glue(?::text)?\}`([^`:]+)")
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_plain_text_glue_carries_no_markup(path):
+    # {glue:text} pastes text as it is: code or emphasis in it would show as raw backticks and
+    # asterisks. Prose with markup is glued as Markdown and pasted with {glue:md}.
+    notebook = nbformat.read(path, as_version=4)
+    pasted = {
+        name for cell in notebook.cells if cell.cell_type == "markdown" for name in TEXT_ROLE.findall(cell.source)
+    }
+    plain = {
+        output["metadata"]["scrapbook"]["name"]: "".join(output["data"].get(PLAIN_RECORD, ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if "scrapbook" in output.get("metadata", {})
+    }
+    marked = {name: plain[name][:80] for name in pasted & set(plain) if "`" in plain[name] or "**" in plain[name]}
+    assert not marked, marked
