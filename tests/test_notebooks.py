@@ -51,6 +51,7 @@ SMOKE_PARAMETERS = {
     "randomized_smoothing": dict(
         TINY_TRAINING, sigmas=[0.25], compared=["vanilla", "adversarial_l2"], evaluate_missing=True
     ),
+    "latest_version": dict(TINY_TRAINING, seeds=[0], pool_size=8),
     "introduction": dict(kind="smoke", toy_record="missing.record.json"),
     "conclusion": dict(kind="smoke", toy_record="missing.record.json"),
     "cpu_scale": dict(datasets=["cifar10"]),

@@ -48,6 +48,8 @@ BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     "score_based": ("book/experiments/score_based.ipynb", {"progress": False, "data": ".data/cifar10.npz"}),
     # Reads the noise-trained runs and their stored certificates and smoothed evaluations: seconds.
     "randomized_smoothing": ("book/experiments/randomized_smoothing.ipynb", {"progress": False}),
+    # Reads adversarial training with and without the PAG term, over seeds: seconds.
+    "latest_version": ("book/experiments/latest_version.ipynb", {"progress": False}),
     # Read the toy chapter's record written above and the run store: seconds.
     "reproduction_status": ("book/status.ipynb", {}),
     "introduction": ("book/intro.ipynb", {}),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pagcore.book import evidence, score, smoothing
+from pagcore.book import evidence, latest, score, smoothing
 from pagcore.book.evidence import Judgement, Measured, Noise
 from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import PAG_ROWS
@@ -274,6 +274,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         *(f"- {finding_sentence(f)}" for f in findings),
         f"- {score.box_line('cpu', runs_dir, kind)}",
         f"- {smoothing.finding('cpu', runs_dir, kind)}",
+        f"- {latest.finding('cpu', runs_dir, kind)}",
         f"- The rule ({{ref}}`rule-of-evidence`): a row counts as evidence only if its clean accuracy passes "
         f"{evidence.FIT_FACTOR:g} × chance by more than its noise, it beats vanilla beyond the noise under PGD and "
         f"AutoAttack in both threat models, and it passes the masking checklist; {noise_words}.",

@@ -1,0 +1,194 @@
+"""The chapter on the latest version's claims, from the stored runs: PAG-boosted adversarial training
+(adversarial training with and without the PAG term, over seeds) and the effect beyond ResNet-18.
+
+Both claims are about gains of a few points, so each is judged on means over seeds: a gain counts
+only beyond :data:`pagcore.book.evidence.SIGNIFICANCE` standard errors of the difference of the two
+means, and only with :data:`pagcore.book.evidence.OWN_SPREAD_SEEDS` seeds on each side.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE
+from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
+from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.orchestrate.book_runs import BOOST_THREATS, SEEDS
+from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS
+from pagcore.orchestrate.queue import chapter_runs
+from pagcore.store.runs import Run, RunStore
+
+TRAININGS = ("adversarial", "adversarial + PAG")
+"""The two arms of the comparison, in the order the table lists them."""
+
+
+def boost_points(seeds: Sequence[int] = SEEDS) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The chapter's runs as (row, overrides) by label: per threat model, each arm with each seed."""
+    points = {}
+    for threat in BOOST_THREATS:
+        for training, row in zip(TRAININGS, (f"adversarial_{threat}", f"adversarial_pag_{threat}")):
+            for seed in seeds:
+                points[label(threat, training, seed)] = (row, {"seed": seed})
+    return points
+
+
+def label(threat: str, training: str, seed: int) -> str:
+    return f"{training} {NORM_WORDS[threat]}, seed {seed}"
+
+
+def arms(runs: Mapping[str, Run | None], seeds: Sequence[int]) -> dict[str, dict[str, list[Run]]]:
+    """threat -> training -> its complete runs, in seed order."""
+    return {
+        threat: {
+            training: [run for s in seeds if (run := runs.get(label(threat, training, s))) is not None]
+            for training in TRAININGS
+        }
+        for threat in BOOST_THREATS
+    }
+
+
+def autoattack(run: Run, threat: str) -> float | None:
+    """The run's stored AutoAttack accuracy in ``threat`` (on its seeded subset), if any."""
+    entry = chosen_evaluations(run).get(("autoattack", threat))
+    return entry["results"]["robust"] if entry else None
+
+
+def _values(runs: Sequence[Run], threat: str, metric: str) -> list[float]:
+    if metric == "autoattack":
+        values = [autoattack(run, threat) for run in runs]
+        return [v for v in values if v is not None] if all(v is not None for v in values) else []
+    return [run.metrics[metric] for run in runs]
+
+
+def _mean_spread(values: Sequence[float]) -> str:
+    if not values:
+        return "not run"
+    if len(values) == 1:
+        return percent(values[0])
+    return f"{percent(statistics.fmean(values))} ± {percent(statistics.stdev(values))}"
+
+
+def boost_table(by_threat: Mapping[str, Mapping[str, list[Run]]]) -> str:
+    """Markdown: per threat model and arm, the seeds stored and the mean ± standard deviation over
+    them of clean and PGD-20 accuracy (whole test set) and AutoAttack in the arm's own threat model
+    (on each run's seeded subset; shown only when every seed has it)."""
+    header = ("threat model", "training", "seeds", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2", "AutoAttack, own threat")
+    rows = [
+        (
+            NORM_WORDS[threat],
+            training,
+            len(runs),
+            *(_mean_spread(_values(runs, threat, key)) for key, _ in METRIC_COLUMNS),
+            _mean_spread(_values(runs, threat, "autoattack")),
+        )
+        for threat, by_training in by_threat.items()
+        for training, runs in by_training.items()
+    ]
+    return markdown_table(header, rows) if rows else placeholder_table(header, "no threat model chosen")
+
+
+def gain(without: Sequence[float], with_pag: Sequence[float]) -> tuple[float, float] | None:
+    """The gain of the PAG term (mean with it minus mean without, over seeds) and the standard error
+    of that difference; None without :data:`OWN_SPREAD_SEEDS` seeds on each side."""
+    if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
+        return None
+    difference = statistics.fmean(with_pag) - statistics.fmean(without)
+    error = math.sqrt(statistics.variance(without) / len(without) + statistics.variance(with_pag) / len(with_pag))
+    return difference, error
+
+
+def gain_words(name: str, measured: tuple[float, float]) -> str:
+    difference, error = measured
+    if difference > SIGNIFICANCE * error:
+        judged = "a gain beyond the noise"
+    elif difference < -SIGNIFICANCE * error:
+        judged = "a loss beyond the noise"
+    else:
+        judged = "within the noise"
+    return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points ({judged})"
+
+
+def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) -> str:
+    """Per threat model, what the PAG term changes in adversarial training, judged on its own threat
+    model's robust accuracy: under AutoAttack where every seed has it, else under PGD-20."""
+    parts, boosted, judged = [], [], 0
+    for threat, by_training in by_threat.items():
+        without, with_pag = (by_training[t] for t in TRAININGS)
+        words = NORM_WORDS[threat]
+        if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
+            parts.append(
+                f"{words}: {len(without)} of {OWN_SPREAD_SEEDS} seeds of adversarial training and {len(with_pag)} "
+                f"of {OWN_SPREAD_SEEDS} with the PAG term are stored, so nothing is judged yet"
+            )
+            continue
+        judged += 1
+        attack = (
+            "autoattack"
+            if _values(without, threat, "autoattack") and _values(with_pag, threat, "autoattack")
+            else threat
+        )
+        attack_words = f"AutoAttack {words}" if attack == "autoattack" else f"PGD-20 {words}"
+        robust = gain(_values(without, threat, attack), _values(with_pag, threat, attack))
+        clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
+        parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
+        if robust[0] > SIGNIFICANCE * robust[1]:
+            boosted.append(words)
+    head = (
+        f"Adversarial training with and without the PAG term ({ROW_LABELS[BOOST_SOURCE]} targets, "
+        f"λ = {BOOST_LAMBDA:g}), CIFAR-10, {scale} scale, means over seeds: "
+    )
+    if not judged:
+        answer = "The claim that PAG boosts adversarial training is not judged yet."
+    elif boosted:
+        answer = (
+            f"The PAG term raises robust accuracy beyond the noise in {listed(boosted)}: the runs support the claim."
+        )
+    else:
+        answer = (
+            "In no threat model does the PAG term raise robust accuracy beyond the noise: the runs do not support "
+            "the claim."
+        )
+    return head + "; ".join(parts) + ". " + answer
+
+
+def architecture_runs(store: RunStore, scale: str, kind: str = "real") -> list[Run]:
+    """The complete runs of an architecture other than ResNet-18 at ``scale``."""
+    return [
+        run
+        for run in store.runs()
+        if run.kind == kind
+        and run.complete
+        and run.params.get("scale") == scale
+        and run.params.get("architecture", "resnet18") != "resnet18"
+    ]
+
+
+def architecture_status(runs: Sequence[Run], scale: str) -> str:
+    """What the store holds for the claim that the effect holds beyond ResNet-18."""
+    if not runs:
+        return (
+            f"No run of another architecture exists at the {scale} scale: the ViT (`--architecture vit`) needs a "
+            "pilot to choose its width for two CPU cores before its rows are defined, so this claim is not tested here."
+        )
+    described = [
+        f"{run.params['architecture']} {run.params['objective']}"
+        + (f" ({run.params['source']})" if run.params.get("lam") else "")
+        + f": {percent(run.metrics['clean'])} clean, {percent(run.metrics['linf'])} ℓ∞, {percent(run.metrics['l2'])} ℓ2"
+        for run in runs
+    ]
+    return (
+        f"{len(runs)} run{'s' if len(runs) > 1 else ''} of another architecture at the {scale} scale ("
+        + "; ".join(described)
+        + "); the claim needs vanilla and a PAG row of the same architecture, judged by the rule of evidence."
+    )
+
+
+def finding(scale: str, runs_dir: str = "", kind: str = "real") -> str:
+    """The chapter's verdict for the book's opening box."""
+    runs = chapter_runs("cifar10", boost_points(), knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
+    verdict = boost_verdict(arms(runs, SEEDS), scale)
+    others = architecture_status(architecture_runs(RunStore(runs_dir or None), scale, kind), scale)
+    return f"Later version ({{ref}}`chapter-latest`): {verdict} {others}"

@@ -1,0 +1,98 @@
+"""The later version's chapter: PAG-boosted adversarial training judged on means over seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pagcore.book import latest
+from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.store.runs import RunStore
+
+
+class Stored:
+    """A complete run as the chapter reads it: metrics, and evaluations under its folder."""
+
+    def __init__(self, path, clean, linf, l2, autoattack=None, threat="linf"):
+        self.path = path
+        self.metrics = {"clean": clean, "linf": linf, "l2": l2}
+        (path / "evaluations").mkdir(parents=True)
+        if autoattack is not None:
+            settings = {"norm": threat, "budgets": "real", "subset": {"size": 500}}
+            entry = {"name": "autoattack", "settings": settings, "results": {"robust": autoattack}}
+            (path / "evaluations" / f"autoattack-{threat}.json").write_text(json.dumps(entry))
+
+
+def arm(tmp_path, name, linf_values, clean=0.6, autoattack=None):
+    return [
+        Stored(tmp_path / f"{name}{i}", clean + 0.001 * i, v, 0.4, None if autoattack is None else autoattack[i])
+        for i, v in enumerate(linf_values)
+    ]
+
+
+def by_threat(without, with_pag):
+    return {
+        "linf": {"adversarial": without, "adversarial + PAG": with_pag},
+        "l2": {"adversarial": [], "adversarial + PAG": []},
+    }
+
+
+def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_means(tmp_path):
+    # 30 ± 1 against 34 ± 1 over three seeds: a 4-point gain, error 0.8 points.
+    boosted = by_threat(arm(tmp_path, "a", [0.29, 0.30, 0.31]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
+    verdict = latest.boost_verdict(boosted, "cpu")
+    assert "ℓ∞: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
+    assert "ℓ2: 0 of 3 seeds of adversarial training and 0 of 3 with the PAG term are stored" in verdict
+    assert verdict.endswith("beyond the noise in ℓ∞: the runs support the claim.")
+    # The same means with a 5-point spread per arm: within the noise.
+    noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
+    assert "(within the noise)" in latest.boost_verdict(noisy, "cpu")
+    assert latest.boost_verdict(noisy, "cpu").endswith("the runs do not support the claim.")
+
+
+def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_has_it(tmp_path):
+    short = by_threat(arm(tmp_path, "a", [0.29, 0.30]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
+    assert latest.boost_verdict(short, "cpu").endswith("is not judged yet.")
+    attacked = by_threat(
+        arm(tmp_path, "c", [0.29, 0.30, 0.31], autoattack=[0.25, 0.26, 0.27]),
+        arm(tmp_path, "d", [0.33, 0.34, 0.35], autoattack=[0.25, 0.26, 0.28]),
+    )
+    verdict = latest.boost_verdict(attacked, "cpu")
+    assert "AutoAttack ℓ∞ +0.3" in verdict and "(within the noise)" in verdict
+    table = latest.boost_table(attacked)
+    assert "| ℓ∞ | adversarial | 3 | 60.1% ± 0.1% | 30.0% ± 1.0% | 40.0% ± 0.0% | 26.0% ± 1.0% |" in table
+    assert "| ℓ2 | adversarial + PAG | 0 | not run | not run | not run | not run |" in table
+
+
+def test_the_chapters_points_are_the_book_runs_and_the_architecture_status_reads_the_store(tmp_path):
+    points = latest.boost_points((0, 1))
+    assert points["adversarial + PAG ℓ2, seed 1"] == ("adversarial_pag_l2", {"seed": 1})
+    config = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path)).config("adversarial_pag_linf")
+    assert config.objective.lam > 0 and config.objective.source == "nearest_neighbor"
+    assert "needs a pilot" in latest.architecture_status([], "cpu")
+
+
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_the_gain_needs_three_seeds_a_side(seeds):
+    values = [0.3 + 0.01 * i for i in range(seeds)]
+    assert (latest.gain(values, values) is None) is (seeds < 3)
+
+
+def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
+    import shlex
+
+    from pagcore import cli
+    from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, run_name_for
+
+    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
+    parser = cli.build_parser()
+    for row, flags in (
+        ("adversarial_pag_linf", f"--threat linf --source {BOOST_SOURCE} --lam {BOOST_LAMBDA:g} --seed 1"),
+        ("adversarial_l2", "--threat l2 --seed 2"),
+    ):
+        args = parser.parse_args(shlex.split(f"train --scale cpu --data x.npz --objective adversarial {flags}"))
+        seed = int(flags.split()[-1])
+        assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(
+            experiment.config(row, seed=seed), "real"
+        )
