@@ -215,6 +215,7 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
     parts = []
     if passing:
         parts.append(f"Every check passes for {', '.join(passing)}: no sign of gradient masking was found.")
+    unaligned = []
     for label, run, failed in failing:
         words = ", ".join(CHECK_WORDS.get(c, c) for c in failed)
         sentence = f"{label} fails the {words} check"
@@ -223,17 +224,21 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
         if own is not None and vanilla is not None and own["reference"] == vanilla["reference"]:
             better = own["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
             sentence += (
-                f", and its gradient alignment ({own['alignment']:.2f}) is "
+                f"; its gradient alignment ({own['alignment']:.2f}) is "
                 + ("above" if better else "not clearly above")
-                + f" vanilla's ({vanilla['alignment']:.2f}; targeted confidence {percent(own['confidence'])} against "
-                f"{percent(vanilla['confidence'])})"
+                + f" vanilla's ({vanilla['alignment']:.2f}), its targeted confidence {percent(own['confidence'])} "
+                f"against {percent(vanilla['confidence'])}"
             )
             if not better:
-                sentence += (
-                    f": whatever its PGD numbers show, they do not come with clearly better aligned gradients (a gap "
-                    f"under {ALIGNMENT_MARGIN:g} is not read, since the score's spread over seeds is not measured)"
-                )
+                unaligned.append(label)
         parts.append(sentence + ".")
+    if unaligned:
+        one = len(unaligned) == 1
+        parts.append(
+            f"Whatever the PGD numbers of {listed(unaligned)} show, {'they do' if one else 'theirs do'} not come with "
+            f"clearly better aligned gradients (an alignment gap under {ALIGNMENT_MARGIN:g} is not read: the score's "
+            "spread over seeds is not measured)."
+        )
     if unchecked:
         parts.append(f"The checklist has not been run yet on {', '.join(unchecked)}.")
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
