@@ -233,9 +233,8 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
                 unaligned.append(label)
         parts.append(sentence + ".")
     if unaligned:
-        one = len(unaligned) == 1
         parts.append(
-            f"Whatever the PGD numbers of {listed(unaligned)} show, {'they do' if one else 'theirs do'} not come with "
+            f"Whatever the PGD numbers of {listed(unaligned)} show, they do not come with "
             f"clearly better aligned gradients (an alignment gap under {ALIGNMENT_MARGIN:g} is not read: the score's "
             "spread over seeds is not measured)."
         )
