@@ -125,13 +125,13 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
             )
             continue
         judged += 1
-        attack = (
-            "autoattack"
-            if _values(without, threat, "autoattack") and _values(with_pag, threat, "autoattack")
-            else threat
+        # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
+        attacked = (_values(without, threat, "autoattack"), _values(with_pag, threat, "autoattack"))
+        trusted = all(attacked)
+        attack_words = f"AutoAttack {words}" if trusted else f"PGD-20 {words}"
+        robust = (
+            gain(*attacked) if trusted else gain(_values(without, threat, threat), _values(with_pag, threat, threat))
         )
-        attack_words = f"AutoAttack {words}" if attack == "autoattack" else f"PGD-20 {words}"
-        robust = gain(_values(without, threat, attack), _values(with_pag, threat, attack))
         clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
         parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
         if robust[0] > SIGNIFICANCE * robust[1]:
