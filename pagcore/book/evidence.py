@@ -139,6 +139,13 @@ class Noise:
         )
 
 
+def mean_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """The difference of the means of ``b`` and ``a`` (values over seeds, two or more each) and its
+    standard error: each side's variance over its seeds, divided by how many there are."""
+    error = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return statistics.fmean(b) - statistics.fmean(a), error
+
+
 def compare(
     noise: Noise, metric: str, a: Mapping[str, float], b: Mapping[str, float], rows: tuple[str, str] = ("", "")
 ) -> int:

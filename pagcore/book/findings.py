@@ -6,7 +6,6 @@ introduction and the conclusion.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,9 +181,7 @@ def toy_finding(record: Mapping[str, Any] | None) -> str:
             f"{head} the PAG model keeps {percent(pag[0])} of the test points and vanilla {percent(vanilla[0])} "
             f"{paper_words}; one seed gives no spread to judge the gap against."
         )
-    # The means over seeds are compared: the error of their difference is the seeds' spread over √n.
-    gap = statistics.fmean(pag) - statistics.fmean(vanilla)
-    error = math.sqrt((statistics.variance(pag) + statistics.variance(vanilla)) / len(per_seed))
+    gap, error = evidence.mean_difference(vanilla, pag)  # the means over seeds are compared
     if gap > evidence.SIGNIFICANCE * error:
         verdict = "PAG is more robust than vanilla beyond the noise"
     elif gap < -evidence.SIGNIFICANCE * error:

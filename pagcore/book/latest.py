@@ -8,12 +8,11 @@ means, and only with :data:`pagcore.book.evidence.OWN_SPREAD_SEEDS` seeds on eac
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE
+from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, mean_difference
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import BOOST_THREATS, SEEDS
@@ -95,9 +94,7 @@ def gain(without: Sequence[float], with_pag: Sequence[float]) -> tuple[float, fl
     of that difference; None without :data:`OWN_SPREAD_SEEDS` seeds on each side."""
     if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
         return None
-    difference = statistics.fmean(with_pag) - statistics.fmean(without)
-    error = math.sqrt(statistics.variance(without) / len(without) + statistics.variance(with_pag) / len(with_pag))
-    return difference, error
+    return mean_difference(without, with_pag)
 
 
 def gain_words(name: str, measured: tuple[float, float]) -> str:
