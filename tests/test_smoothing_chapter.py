@@ -48,7 +48,7 @@ def stored(tmp_path):
     noisy = store.create(
         "noise", {"dataset": "cifar10", "objective": "gaussian_noise", "noise_sigma": 0.25, "epochs": 20}
     )
-    vanilla = store.create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy"})
+    vanilla = store.create("vanilla", {"dataset": "cifar10", "objective": "cross_entropy", "scale": "cpu"})
     pag_score(vanilla, 0.10)
     return noisy, vanilla
 
@@ -131,3 +131,41 @@ def test_the_pictures_reading_names_only_the_smoothed_rows_that_are_stored(store
     evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
     reading = smoothing.pictures_reading({0.25: noisy, 0.5: None}, shown=True)
     assert "The smoothed rows (σ = 0.25)" in reading and "0.5" not in reading
+
+
+def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_against_one_reference(stored):
+    noisy, vanilla = stored
+    store = RunStore(noisy.path.parent)
+    teacher = store.create(REFERENCE, {"dataset": "cifar10", "objective": "adversarial"})
+    other = store.create("other-reference", {"dataset": "cifar10", "objective": "pag"})
+    for run, l2 in ((noisy, 0.30), (vanilla, 0.01), (teacher, 0.60), (other, 0.20)):
+        run.write_json("metrics.json", {"clean": 0.8, "linf": 0.1, "l2": l2})
+    pag_score(noisy, 0.20)
+    pag_score(teacher, 1.0)  # the reference against itself: no point
+    evaluation(other, "pag_score", {"reference": "elsewhere"}, {"gradient_alignment": {"score": 0.9}})
+    assert smoothing.alignment_reading([vanilla], {0.25: noisy}, Reference()).startswith(
+        "The plot needs a scored smoothed classifier"
+    )
+    pag_score(noisy, 0.30, smoothed=True)
+    smoothed_attack = {"smoothed": {"sigma": 0.25, "draws": 8}, "norm": "l2"}
+    evaluation(noisy, "pgd20", smoothed_attack, {"robust": 0.55, "images": 100})
+
+    groups = smoothing.alignment_groups([noisy, vanilla, teacher, other], {0.25: noisy}, Reference())
+    assert groups == {
+        "other models of this book": [(0.10, 0.01)],
+        "noise-trained base classifiers": [(0.20, 0.30)],
+        "their smoothed classifiers": [(0.30, 0.55)],
+    }
+    reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference())
+    assert "alignment is 0.30 (above 1 of the 1 other models by more than 0.05)" in reading
+    assert "CIFAR-10 vanilla (cpu) reaches 0.10" in reading
+    assert smoothing.alignment_groups([noisy], {0.25: noisy}, None) == {}
+
+    student = store.create(
+        "student", {"dataset": "cifar10", "objective": "pag", "source": "rigd", "teacher": REFERENCE, "scale": "cpu"}
+    )
+    student.write_json("metrics.json", {"clean": 0.8, "linf": 0.1, "l2": 0.4})
+    pag_score(student, 0.50)
+    reading = smoothing.alignment_reading([vanilla, student], {0.25: noisy}, Reference())
+    assert "above 1 of the 2 other models" in reading
+    assert "CIFAR-10 RIGD (cpu), distilled from the reference itself, reaches 0.50" in reading

@@ -10,14 +10,14 @@ reference).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 from pagcore.book.evidence import SIGNIFICANCE, chance, fits_labels, sampling_std
-from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING
+from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING, run_label
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.data import SPECS
 from pagcore.evaluate.final import PICTURE_NORM
@@ -144,6 +144,67 @@ def alignment_table(scores: Mapping[str, dict]) -> str:
     if not rows:
         rows.append(("no model scored yet", NOTHING, NOTHING, "", ""))
     return markdown_table(("model", "alignment", "targeted confidence", "images", "pairs"), rows)
+
+
+ALIGNMENT_GROUPS = ("other models of this book", "noise-trained base classifiers", "their smoothed classifiers")
+
+
+def _scored(
+    every_run: Sequence[Run], runs: Mapping[float, Run | None], reference: Run
+) -> dict[str, list[tuple[Run, float, float]]]:
+    """(run, gradient alignment against ``reference``, PGD-20 ℓ2 accuracy) per group of
+    :data:`ALIGNMENT_GROUPS`; the reference itself and scores against another are left out."""
+    bases = {run.name for run in runs.values() if run is not None}
+    groups: dict[str, list[tuple[Run, float, float]]] = {label: [] for label in ALIGNMENT_GROUPS}
+    other, base, smoothed = ALIGNMENT_GROUPS
+    for run in every_run:
+        entry = _entry(run, "pag_score")
+        if run.name == reference.name or entry is None or entry["settings"]["reference"] != reference.name:
+            continue
+        if run.metrics is not None:
+            alignment = entry["results"]["gradient_alignment"]["score"]
+            groups[base if run.name in bases else other].append((run, alignment, run.metrics["l2"]))
+    for run in runs.values():
+        score, attacked = _entry(run, "pag_score", smoothed=True), _entry(run, "pgd20", "l2", smoothed=True)
+        if score is not None and attacked is not None and score["settings"]["reference"] == reference.name:
+            alignment = score["results"]["gradient_alignment"]["score"]
+            groups[smoothed].append((run, alignment, attacked["results"]["robust"]))
+    return groups
+
+
+def alignment_groups(
+    every_run: Sequence[Run], runs: Mapping[float, Run | None], reference: Run | None
+) -> dict[str, list[tuple[float, float]]]:
+    """For :func:`pagcore.book.figures.alignment_scatter`: (gradient alignment against ``reference``,
+    PGD-20 ℓ2 accuracy) of every model of ``every_run`` scored against it (whole test set), then of the
+    noise-trained base classifiers of ``runs`` and of their smoothed classifiers (their seeded subset,
+    through the Monte Carlo gradient)."""
+    if reference is None:
+        return {}
+    groups = _scored(every_run, runs, reference)
+    return {label: [(a, r) for _, a, r in points] for label, points in groups.items() if points}
+
+
+def alignment_reading(every_run: Sequence[Run], runs: Mapping[float, Run | None], reference: Run | None) -> str:
+    """Where the smoothed classifiers fall among the other models of :func:`alignment_groups` on the
+    alignment axis; a gap within the book's alignment margin does not count."""
+    groups = _scored(every_run, runs, reference) if reference is not None else {}
+    other, _, smoothed = (groups.get(label, []) for label in ALIGNMENT_GROUPS)
+    if not smoothed or not other:
+        return "The plot needs a scored smoothed classifier and other scored models before it can be read."
+    placed = [
+        f"{alignment:.2f} (above {sum(a < alignment - ALIGNMENT_MARGIN for _, a, _ in other)} of the "
+        f"{len(other)} other models by more than {ALIGNMENT_MARGIN:g})"
+        for _, alignment, _ in sorted(smoothed, key=lambda point: -point[1])
+    ]
+    best, best_alignment, _ = max(other, key=lambda point: point[1])
+    distilled = ", distilled from the reference itself," if best.params.get("teacher") == reference.name else ""
+    return (
+        f"Against the same reference, the smoothed classifiers' gradient alignment is {listed(placed)}; the best "
+        f"aligned other model, {run_label(best)}{distilled} reaches {best_alignment:.2f}. The smoothed classifiers' "
+        "PGD-20 ℓ2 accuracy is measured on their seeded subset through the Monte Carlo gradient, an upper bound, "
+        "so their height on the plot is less certain than their place along it."
+    )
 
 
 @dataclass(frozen=True)
