@@ -280,3 +280,12 @@ def test_a_photograph_is_a_jpeg_of_the_figure_at_the_books_resolution():
     assert photo.format == "jpeg" and photo.data[:2] == b"\xff\xd8"
     with Image.open(io.BytesIO(photo.data)) as image:
         assert image.width <= style.COLUMN_PIXELS  # shown at its own size in the text column
+
+
+def test_a_pag_grid_is_read_as_a_comparison_of_models_only_when_one_attack_made_every_row():
+    assert figures.pag_grid_reading(None) == "There are no pictures to read yet."
+    one = {"norm": "l2", "eps": 10.0, "steps": 60, "images": 4}
+    assert figures.pag_grid_reading(one).startswith(figures.PAG_ROW_READING)
+    assert "the rows compare the models, not the attacks" in figures.pag_grid_reading(one)
+    mixed = {**one, "steps": (20, 60)}
+    assert "compare them with care" in figures.pag_grid_reading(mixed)

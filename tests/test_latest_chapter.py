@@ -61,7 +61,7 @@ def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_ha
     verdict = latest.boost_verdict(attacked, "cpu")
     assert "AutoAttack ℓ∞ +0.3" in verdict and "(within the noise)" in verdict
     table = latest.boost_table(attacked)
-    assert "| ℓ∞ | adversarial | 3 | 60.1% ± 0.1% | 30.0% ± 1.0% | 40.0% ± 0.0% | 26.0% ± 1.0% |" in table
+    assert "| ℓ∞ | adversarial | 3 | 60.1 ± 0.1% | 30.0 ± 1.0% | 40.0 ± 0.0% | 26.0 ± 1.0% |" in table
     assert "| ℓ2 | adversarial + PAG | 0 | not run | not run | not run | not run |" in table
 
 

@@ -336,6 +336,27 @@ def pag_picture_caption(attack: Mapping[str, Any] | None) -> str:
     )
 
 
+PAG_ROW_READING = (
+    "Read each row from left to right: where the attack has painted features of the column's class, the "
+    "model's input-gradients are perceptually aligned; where it has added only texture-like noise, they are not."
+)
+"""How every PAG grid of the book is read."""
+
+
+def pag_grid_reading(attack: Mapping[str, Any] | None) -> str:
+    """How to read a PAG grid made by :func:`pag_picture_attack`'s ``attack``, and whether its rows
+    compare models (one attack for all) or need care (the attack differs between rows)."""
+    if attack is None:
+        return "There are no pictures to read yet."
+    # A tuple in the attack's settings means that the rows were not all made with the same attack.
+    shared = not any(isinstance(attack[key], tuple) for key in ("norm", "eps", "steps"))
+    return PAG_ROW_READING + (
+        " Every row had the same attack, so the rows compare the models, not the attacks."
+        if shared
+        else " The rows were not all made with the same attack (see the caption), so compare them with care."
+    )
+
+
 # -- curves ---------------------------------------------------------------------------------------------
 
 

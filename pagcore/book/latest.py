@@ -67,7 +67,7 @@ def _mean_spread(values: Sequence[float]) -> str:
         return "not run"
     if len(values) == 1:
         return percent(values[0])
-    return f"{percent(statistics.fmean(values))} ± {percent(statistics.stdev(values))}"
+    return percent(statistics.fmean(values), statistics.stdev(values))
 
 
 def boost_table(by_threat: Mapping[str, Mapping[str, list[Run]]]) -> str:

@@ -17,6 +17,7 @@ from statistics import NormalDist
 from typing import Any
 
 from pagcore.book.evidence import SIGNIFICANCE, chance, fits_labels, sampling_std
+from pagcore.book.figures import PAG_ROW_READING
 from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING, run_label
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.data import SPECS
@@ -238,10 +239,7 @@ def pictures_reading(runs: Mapping[float, Run | None], shown: bool) -> str:
     pictures beside the base classifier's (``shown``: whether the grid has any picture at all)."""
     if not shown:
         return "There are no pictures to read yet."
-    reading = (
-        "Read each row from left to right: where the attack has painted features of the column's class, the "
-        "model's gradients are perceptually aligned; where it has added only texture-like noise, they are not."
-    )
+    reading = PAG_ROW_READING
     smoothed = [f"σ = {sigma:g}" for sigma, run in runs.items() if smoothed_pictures(run) is not None]
     if not smoothed:
         return reading + " No smoothed classifier's pictures are stored yet: the σ rows are base classifiers only."
