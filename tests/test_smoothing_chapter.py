@@ -169,3 +169,11 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
     reading = smoothing.alignment_reading([vanilla, student], {0.25: noisy}, Reference())
     assert "above 1 of the 2 other models" in reading
     assert "CIFAR-10 RIGD (cpu), distilled from the reference itself, reaches 0.50" in reading
+
+
+def test_the_pictures_caption_gives_the_draws_behind_each_smoothed_row(stored):
+    noisy, _ = stored
+    assert smoothing.pictures_draws({0.25: noisy}) == "no smoothed pictures stored yet"
+    smoothed = {"smoothed": {"sigma": 0.25, "draws": 8}, "norm": "l2"}
+    evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
+    assert smoothing.pictures_draws({0.25: noisy, 0.5: None}) == "m = 8 noise draws per step"

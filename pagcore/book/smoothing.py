@@ -234,6 +234,21 @@ def smoothed_pictures(run: Run | None) -> SmoothedPictures | None:
     return SmoothedPictures(run, entry["results"]["folder"]) if entry else None
 
 
+def pictures_draws(runs: Mapping[float, Run | None]) -> str:
+    """The noise draws per step behind the stored smoothed pictures, for the grid's caption: "m = 8",
+    or each σ's m where they differ."""
+    draws = {
+        sigma: entry["settings"]["smoothed"]["draws"]
+        for sigma, run in runs.items()
+        if (entry := _entry(run, "pictures", PICTURE_NORM, smoothed=True)) is not None
+    }
+    if not draws:
+        return "no smoothed pictures stored yet"
+    if len(set(draws.values())) == 1:
+        return f"m = {next(iter(draws.values()))} noise draws per step"
+    return listed([f"m = {m} for σ = {sigma:g}" for sigma, m in draws.items()]) + " noise draws per step"
+
+
 def pictures_reading(runs: Mapping[float, Run | None], shown: bool) -> str:
     """How to read the chapter's PAG grid, and which of its σ rows have their smoothed classifier's
     pictures beside the base classifier's (``shown``: whether the grid has any picture at all)."""
