@@ -128,12 +128,27 @@ def test_a_stronger_attack_on_a_small_subset_can_take_the_evidence_away():
     assert "AutoAttack ℓ∞" in verdict.reasons[0]
 
 
+def checklist(failed=(), targeted: bool = True) -> dict:
+    """A stored checklist as the rule reads it: its failures and its more-iterations numbers."""
+    numbers = {"baseline": 0.3, "white_box": 0.28, **({"targeted_attack": {}} if targeted else {})}
+    return {"results": {"failed": list(failed), "checks": [{"name": "more_iterations", "numbers": numbers}]}}
+
+
 def test_failed_checks_need_the_checklist_in_both_threat_models():
-    passed = {"results": {"failed": []}}
-    failed = {"results": {"failed": ["black_box"]}}
+    passed, failed = checklist(), checklist(["black_box"])
     assert evidence.failed_checks({("checks", "linf"): passed}) is None
     assert evidence.failed_checks({("checks", "linf"): passed, ("checks", "l2"): passed}) == []
     assert evidence.failed_checks({("checks", "linf"): failed, ("checks", "l2"): passed}) == ["black_box"]
+
+
+def test_a_checklist_without_the_targeted_step_counts_as_not_run():
+    # PGD alone as the strongest white-box attack: neither its passes nor its failures are read.
+    old_pass, old_fail = checklist(targeted=False), checklist(["black_box"], targeted=False)
+    assert evidence.has_targeted_step(checklist()) and not evidence.has_targeted_step(old_pass)
+    assert evidence.failed_checks({("checks", "linf"): old_pass, ("checks", "l2"): checklist()}) is None
+    assert evidence.failed_checks({("checks", "linf"): old_fail, ("checks", "l2"): checklist()}) is None
+    judged = evidence.judge("r", 0.6, numbers(0.3, 0.4), VANILLA, noise=NOISE, num_classes=10, failed_checks=None)
+    assert judged.reasons == ("the masking checklist with its targeted APGD step not run yet",)
 
 
 def test_the_answer_depends_on_which_rows_are_evidence():
@@ -178,7 +193,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
             self.metrics = {"clean": clean, "linf": linf, "l2": l2, "test_images": FULL}
             self.entries = {("autoattack", "linf"): entry(linf), ("autoattack", "l2"): entry(l2)}
             if checked:
-                self.entries.update({("checks", "linf"): entry(0), ("checks", "l2"): entry(0)})
+                self.entries.update({("checks", "linf"): checklist(), ("checks", "l2"): checklist()})
 
     stored = {
         "cifar10": {
@@ -240,18 +255,14 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
 def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():
     from pagcore.book.masking import strong_attack_sentence
 
-    def checklist(targeted: bool) -> dict:
-        numbers = {"baseline": 0.3, "white_box": 0.28, **({"targeted_attack": {}} if targeted else {})}
-        return {"results": {"checks": [{"name": "more_iterations", "numbers": numbers}]}}
-
     evaluated = {
-        "class mean": (None, {("checks", "linf"): checklist(False), ("checks", "l2"): checklist(True)}),
+        "class mean": (None, {("checks", "linf"): checklist(targeted=False), ("checks", "l2"): checklist()}),
         "vanilla": (None, {("pgd20", "linf"): {}}),
     }
     sentence = strong_attack_sentence(evaluated)
     assert sentence.startswith("1 of the 2 stored checklists ran PGD-100×5 alone")
     assert sentence.endswith("(class mean ℓ∞).")
-    evaluated["class mean"][1][("checks", "linf")] = checklist(True)
+    evaluated["class mean"][1][("checks", "linf")] = checklist()
     assert strong_attack_sentence(evaluated) == "All 2 stored checklists ran the targeted APGD step."
     assert strong_attack_sentence({}) == "No checklist is stored yet."
 
@@ -262,8 +273,7 @@ def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_s
     class Run:
         def __init__(self, objective, scale, failed=()):
             self.params = {"objective": objective, "dataset": "cifar10", "scale": scale, "seed": 0}
-            checks = {"results": {"failed": list(failed)}}
-            self.entries = {("checks", "linf"): checks, ("checks", "l2"): checks}
+            self.entries = {("checks", "linf"): checklist(failed), ("checks", "l2"): checklist(failed)}
 
     def score(run, alignment):
         p = run.params

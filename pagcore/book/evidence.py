@@ -264,7 +264,7 @@ def judge(
     missing = [NORM_WORDS[norm] for norm in THREAT_METRICS if ("autoattack", norm) not in shared]
     if missing or failed_checks is None:
         what = [f"AutoAttack {', '.join(missing)}"] if missing else []
-        what += ["the masking checklist"] if failed_checks is None else []
+        what += ["the masking checklist with its targeted APGD step"] if failed_checks is None else []
         return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
     return Judgement(row, "evidence", ("more robust than vanilla beyond the noise under every attack",))
 
@@ -274,11 +274,20 @@ def _images(robust: Mapping[tuple[str, str], Measured]) -> int:
     return max((m.images for m in robust.values()), default=1)
 
 
+def has_targeted_step(checklist: Mapping[str, Any]) -> bool:
+    """Whether a stored checklist's strongest white-box attack ran AutoAttack's targeted APGD after
+    PGD-100×5 (its more-iterations check then names the targeted attack). Without that step PGD alone
+    is the reference of three checks, and it misses what APGD finds: a pass or a failure of those checks
+    then says little."""
+    more = next(c for c in checklist["results"]["checks"] if c["name"] == "more_iterations")
+    return "targeted_attack" in more["numbers"]
+
+
 def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:
     """The masking checks a run fails in any threat model, from its stored evaluations (sorted, unique);
-    None when the checklist has not been run in both threat models."""
+    None when the checklist, with its targeted APGD step, has not been run in both threat models."""
     checked = {norm: entry for (name, norm), entry in entries.items() if name == "checks"}
-    if set(checked) != set(THREAT_METRICS):
+    if set(checked) != set(THREAT_METRICS) or not all(map(has_targeted_step, checked.values())):
         return None
     return sorted({check for entry in checked.values() for check in entry["results"]["failed"]})
 

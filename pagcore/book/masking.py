@@ -8,7 +8,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pagcore.book.evidence import ATTACK_WORDS, CHECK_WORDS, THREAT_METRICS, failed_checks, rank_correlation
+from pagcore.book.evidence import (
+    ATTACK_WORDS,
+    CHECK_WORDS,
+    THREAT_METRICS,
+    failed_checks,
+    has_targeted_step,
+    rank_correlation,
+)
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.config import teacher_threat
 from pagcore.data import SPECS
@@ -239,7 +246,10 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
             "spread over seeds is not measured)."
         )
     if unchecked:
-        parts.append(f"The checklist has not been run yet on {', '.join(unchecked)}.")
+        parts.append(
+            f"The checklist with its targeted APGD step has not been run yet on {', '.join(unchecked)}; "
+            "a checklist of PGD alone is not read here."
+        )
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
 
 
@@ -252,8 +262,7 @@ def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
             entry = entries.get(("checks", norm))
             if entry is None:
                 continue
-            numbers = next(c for c in entry["results"]["checks"] if c["name"] == "more_iterations")["numbers"]
-            (with_targeted if "targeted_attack" in numbers else pgd_only).append(f"{label} {NORM_WORDS[norm]}")
+            (with_targeted if has_targeted_step(entry) else pgd_only).append(f"{label} {NORM_WORDS[norm]}")
     if not with_targeted and not pgd_only:
         return "No checklist is stored yet."
     if not pgd_only:
@@ -261,6 +270,7 @@ def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
     sentence = (
         f"{len(pgd_only)} of the {len(with_targeted) + len(pgd_only)} stored checklists ran PGD-100×5 alone as "
         "their strongest white-box attack, without the targeted APGD step: on those, a pass of the "
-        "more-iterations, black-box and transfer checks is weaker evidence"
+        "more-iterations, black-box and transfer checks is weaker evidence, and the rule of evidence counts "
+        "them as not run"
     )
     return sentence + (f" ({listed(pgd_only)})." if len(pgd_only) <= 4 else ".")
