@@ -247,8 +247,8 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
         )
     if unchecked:
         parts.append(
-            f"The checklist with its targeted APGD step has not been run yet on {', '.join(unchecked)}; "
-            "a checklist of PGD alone is not read here."
+            f"The checklist has not been run yet, or not with its targeted APGD step where a black-box or transfer "
+            f"check failed without it, on {', '.join(unchecked)}."
         )
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
 
@@ -269,8 +269,9 @@ def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
         return f"All {len(with_targeted)} stored checklists ran the targeted APGD step."
     sentence = (
         f"{len(pgd_only)} of the {len(with_targeted) + len(pgd_only)} stored checklists ran PGD-100×5 alone as "
-        "their strongest white-box attack, without the targeted APGD step: on those, a pass of the "
-        "more-iterations, black-box and transfer checks is weaker evidence, and the rule of evidence counts "
-        "them as not run"
+        "their strongest white-box attack, without the targeted APGD step. Their passes of the black-box and "
+        "transfer checks stand, since the targeted step can only lower the white-box accuracy those checks "
+        "compare with; a failure of either may vanish against it, so the rule of evidence reads such a "
+        "failure as a checklist not run"
     )
     return sentence + (f" ({listed(pgd_only)})." if len(pgd_only) <= 4 else ".")
