@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -303,3 +304,57 @@ def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_s
     scores["class mean"]["alignment"] = 0.40
     text = conclusion(evaluated, scores)
     assert "(0.40) is above vanilla's (0.20)" in text and "Whatever" not in text
+
+
+def test_the_masking_chapter_sizes_autoattack_s_gap_over_pgd_on_adversarially_trained_runs():
+    from pagcore.book.masking import loss_gap_sentence
+
+    subset = {"size": 500, "indices_sha256": "a"}
+
+    class Run:
+        def __init__(self, objective, threat, lam=None):
+            self.params = {"objective": objective, "adversary": {"threat": threat}, "lam": lam}
+
+    def attack(robust, subset=subset):
+        return {"results": {"robust": robust}, "settings": {"subset": subset}}
+
+    teacher = Run("adversarial", "linf")
+    entries = {("pgd20", "linf"): attack(0.324), ("autoattack", "linf"): attack(0.248)}
+    boosted = Run("adversarial", "linf", lam=0.4)  # adversarial training with the PAG term: not a baseline
+    elsewhere = {("pgd20", "linf"): attack(0.3), ("autoattack", "linf"): attack(0.2, {"size": 100})}
+    sentence = loss_gap_sentence(
+        {"teacher": (teacher, entries), "boosted": (boosted, entries), "other subset": (teacher, elsewhere)}
+    )
+    assert "teacher keeps 32.4% under PGD-20 and 24.8% under AutoAttack (ℓ∞, 500 images)." in sentence
+    assert "boosted" not in sentence and "other subset" not in sentence
+    assert loss_gap_sentence({}).startswith("No adversarially trained run")
+
+
+def test_runs_of_one_row_that_differ_in_lambda_or_k_are_labelled_apart(tmp_path):
+    from pagcore.book.masking import attacks_table, evaluated_runs, run_label
+    from pagcore.store.runs import RunStore
+
+    store = RunStore(tmp_path)
+    row = {"dataset": "cifar10", "scale": "cpu", "objective": "pag", "source": "class_mean", "seed": 0}
+    runs = {
+        "row": store.create("row", {**row, "lam": 0.4, "classes_per_image": 2}),
+        "grid": store.create("grid", {**row, "lam": 1.0, "classes_per_image": 2}),
+        "k": store.create("k", {**row, "lam": 0.4, "classes_per_image": 5}),
+        "again": store.create("again", {**row, "lam": 0.4, "classes_per_image": 2, "epochs": 5}),
+    }
+    assert [run_label(run) for run in runs.values()] == [
+        "CIFAR-10 class mean (cpu)",
+        "CIFAR-10 class mean, λ = 1 (cpu)",
+        "CIFAR-10 class mean, k = 5 (cpu)",
+        "CIFAR-10 class mean (cpu)",
+    ]
+    settings = {"subset": {"size": 500}, "budgets": "real", "norm": "l2"}
+    attack = {"settings": settings, "results": {"clean": 0.3, "robust": 0.2}}
+    for run in runs.values():
+        (run.path / "evaluations").mkdir()
+        (run.path / "evaluations" / "pgd20_ball-l2-x.json").write_text(json.dumps({"name": "pgd20_ball", **attack}))
+    evaluated = evaluated_runs(list(runs.values()))
+    assert len(evaluated) == 4 and "CIFAR-10 class mean (cpu) [again]" in evaluated
+    assert attacks_table(evaluated, "linf").count("\n") == 2  # header, rule and the empty-state row
+    l2 = attacks_table(evaluated, "l2")
+    assert "| CIFAR-10 class mean, λ = 1 (cpu) | 500 | 30.0% | not run | 20.0% |" in l2
