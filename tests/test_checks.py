@@ -96,7 +96,7 @@ def test_a_black_box_attack_beating_pgd_but_not_targeted_apgd_is_no_sign_of_mask
     results = by_name(gradient_masking_checklist(masked, x, y, norm=NORM, eps=EPS, source=model, settings=FAST))
     black_box = results["black_box"].numbers
     assert black_box["square"] < results["more_iterations"].numbers["strong"] - FAST.black_box_tolerance
-    assert results["black_box"].passed is (black_box["square"] >= black_box["white_box"] - FAST.black_box_tolerance)
+    assert results["black_box"].passed is True
 
 
 def test_the_checks_references_are_part_of_what_is_stored():

@@ -129,10 +129,15 @@ def test_a_stronger_attack_on_a_small_subset_can_take_the_evidence_away():
     assert "AutoAttack ℓ∞" in verdict.reasons[0]
 
 
-def checklist(failed=(), targeted: bool = True) -> dict:
-    """A stored checklist as the rule reads it: its failures and its more-iterations numbers."""
+def checklist(failed=(), targeted: bool = True, current: bool = True) -> dict:
+    """A stored checklist as the rule reads it: its settings (with the checks' references when judged
+    by the current ones), its failures and its more-iterations numbers."""
+    from pagcore.evaluate.checklist import ChecklistConfig
+
+    settings = {"references": ChecklistConfig().settings()["references"]} if current else {}
     numbers = {"baseline": 0.3, "white_box": 0.28, **({"targeted_attack": {}} if targeted else {})}
-    return {"results": {"failed": list(failed), "checks": [{"name": "more_iterations", "numbers": numbers}]}}
+    checks = [{"name": "more_iterations", "numbers": numbers}]
+    return {"settings": settings, "results": {"failed": list(failed), "checks": checks}}
 
 
 def test_failed_checks_need_the_checklist_in_both_threat_models():
@@ -142,19 +147,26 @@ def test_failed_checks_need_the_checklist_in_both_threat_models():
     assert evidence.failed_checks({("checks", "linf"): failed, ("checks", "l2"): passed}) == ["black_box"]
 
 
-def test_a_checklist_without_the_targeted_step_keeps_its_passes_but_not_its_black_box_failures():
+def test_a_checklist_judged_against_older_references_keeps_its_passes_but_not_its_changed_failures():
+    def failed(linf, l2=None):
+        return evidence.failed_checks({("checks", "linf"): linf, ("checks", "l2"): l2 or checklist()})
+
     # PGD alone as the strongest white-box attack: the targeted step could only lower the accuracy the
     # black-box and transfer checks compare with, so their passes stand and their failures are not read.
-    old_pass = checklist(targeted=False)
-    assert evidence.has_targeted_step(checklist()) and not evidence.has_targeted_step(old_pass)
-    assert evidence.failed_checks({("checks", "linf"): old_pass, ("checks", "l2"): checklist()}) == []
+    pgd_only = checklist(targeted=False, current=False)
+    assert not evidence.has_targeted_step(pgd_only) and failed(pgd_only) == []
     for check in ("black_box", "transfer"):
-        old_fail = checklist([check], targeted=False)
-        assert evidence.failed_checks({("checks", "linf"): old_fail, ("checks", "l2"): checklist()}) is None
-    old_curve = checklist(["eps_monotone"], targeted=False)  # the same check with or without the step
-    assert evidence.failed_checks({("checks", "linf"): old_curve, ("checks", "l2"): checklist()}) == ["eps_monotone"]
+        assert failed(checklist([check], targeted=False, current=False)) is None
+    # Check 3 judged against targeted APGD: its failure may vanish against PGD-100×5 alone.
+    assert failed(checklist(["more_iterations"], current=False)) is None
+    assert failed(checklist(["more_iterations"])) == ["more_iterations"]
+    # What the older references do not touch stands, and so does a failure in the other threat model.
+    assert failed(checklist(["black_box", "gradients"], targeted=False, current=False)) == ["gradients"]
+    assert failed(checklist(["black_box"], targeted=False, current=False), checklist(["eps_monotone"])) == [
+        "eps_monotone"
+    ]
     judged = evidence.judge("r", 0.6, numbers(0.3, 0.4), VANILLA, noise=NOISE, num_classes=10, failed_checks=None)
-    assert judged.reasons == ("the masking checklist with its targeted APGD step not run yet",)
+    assert judged.reasons == ("the masking checklist with its current attacks not run yet",)
 
 
 def test_the_answer_depends_on_which_rows_are_evidence():
@@ -261,16 +273,42 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
 def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():
     from pagcore.book.masking import strong_attack_sentence
 
+    older = checklist(targeted=False, current=False)
     evaluated = {
-        "class mean": (None, {("checks", "linf"): checklist(targeted=False), ("checks", "l2"): checklist()}),
+        "class mean": (None, {("checks", "linf"): older, ("checks", "l2"): checklist()}),
         "vanilla": (None, {("pgd20", "linf"): {}}),
     }
     sentence = strong_attack_sentence(evaluated)
-    assert sentence.startswith("1 of the 2 stored checklists ran PGD-100×5 alone")
+    assert sentence.startswith("1 of the 2 stored checklists were judged against older references")
     assert sentence.endswith("(class mean ℓ∞).")
     evaluated["class mean"][1][("checks", "linf")] = checklist()
-    assert strong_attack_sentence(evaluated) == "All 2 stored checklists ran the targeted APGD step."
+    assert (
+        strong_attack_sentence(evaluated)
+        == "All 2 stored checklists were judged against the checks' current references."
+    )
+    del evaluated["class mean"][1][("checks", "linf")]
+    assert strong_attack_sentence(evaluated).startswith("The one stored checklist was judged")
     assert strong_attack_sentence({}) == "No checklist is stored yet."
+
+
+def test_the_checks_table_marks_a_failure_that_older_references_leave_unread():
+    from pagcore.book.masking import checks_table
+
+    def stored(failed, current):
+        entry = checklist(failed, targeted=False, current=current)
+        entry["results"]["checks"] += [{"name": "black_box", "passed": False}, {"name": "gradients", "passed": True}]
+        entry["results"]["checks"][0]["passed"] = True
+        return entry
+
+    rows = checks_table(
+        {
+            "old": (None, {("checks", "linf"): stored(["black_box"], False)}),
+            "new": (None, {("checks", "linf"): stored(["black_box"], True)}),
+        },
+        "linf",
+    ).splitlines()
+    assert "| old | not run | not run | pass | not read | not run | pass |" in rows
+    assert "| new | not run | not run | pass | FAIL | not run | pass |" in rows
 
 
 def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_scale():
@@ -358,3 +396,12 @@ def test_runs_of_one_row_that_differ_in_lambda_or_k_are_labelled_apart(tmp_path)
     assert attacks_table(evaluated, "linf").count("\n") == 2  # header, rule and the empty-state row
     l2 = attacks_table(evaluated, "l2")
     assert "| CIFAR-10 class mean, λ = 1 (cpu) | 500 | 30.0% | not run | 20.0% |" in l2
+
+
+def test_a_run_whose_row_no_configuration_resolves_keeps_the_row_s_label():
+    from pagcore.book.masking import run_label
+
+    class Run:
+        params = {"dataset": "cifar10", "scale": "cpu", "objective": "pag", "source": "score", "lam": 3.0}
+
+    assert run_label(Run()) == "CIFAR-10 score-based (cpu)"  # a score run without its denoiser: no row to compare

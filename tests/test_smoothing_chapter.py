@@ -157,8 +157,8 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
         "their smoothed classifiers": [(0.30, 0.55)],
     }
     reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference())
-    assert "alignment is 0.30 (above 1 of the 1 other models by more than 0.05)" in reading
-    assert "CIFAR-10 vanilla (cpu) reaches 0.10" in reading
+    assert "alignment is 0.30 for σ = 0.25 (above 1 of the other model by more than 0.05)" in reading
+    assert "the best aligned other model, CIFAR-10 vanilla (cpu), reaches 0.10" in reading
     assert smoothing.alignment_groups([noisy], {0.25: noisy}, None) == {}
 
     student = store.create(
@@ -173,7 +173,7 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
 
 def test_the_pictures_caption_gives_the_draws_behind_each_smoothed_row(stored):
     noisy, _ = stored
-    assert smoothing.pictures_draws({0.25: noisy}) == "no smoothed pictures stored yet"
+    assert smoothing.pictures_draws({0.25: noisy}) == "no noise draws, since no smoothed picture is stored yet"
     smoothed = {"smoothed": {"sigma": 0.25, "draws": 8}, "norm": "l2"}
     evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
     assert smoothing.pictures_draws({0.25: noisy, 0.5: None}) == "m = 8 noise draws per step"

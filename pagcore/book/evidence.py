@@ -201,7 +201,8 @@ class Judgement:
 VERDICTS = ("evidence", "near chance", "not more robust", "within noise", "masking suspected", "unchecked")
 """evidence: the row fits its labels, beats vanilla beyond the noise under PGD and AutoAttack in both
 threat models, and passes the masking checklist; the other verdicts name the first reason, in this
-order, why it does not (unchecked: AutoAttack or the checklist has not been run on it)."""
+order, why it does not (unchecked: AutoAttack or the checklist has not been run on it, or the checklist
+must be run again with its current attacks)."""
 
 ATTACK_WORDS = {
     "pgd20": "PGD-20",
@@ -237,7 +238,8 @@ def judge(
     """Apply the rule to one row: its clean accuracy, and its robust accuracies keyed by (attack, norm)
     beside vanilla's under the same attacks, each carrying its own row's seed spread. The spread of a
     norm's PGD-20 accuracy stands for every attack in that norm (it is the only spread measured).
-    ``failed_checks`` is None when the masking checklist has not been run on the row."""
+    ``failed_checks`` is None when the masking checklist has not been run on the row, or must be run
+    again (:func:`failed_checks`)."""
     robust = {key: replace(m, row=row) for key, m in robust.items()}
     vanilla = {key: replace(m, row=BASELINE) for key, m in vanilla.items()}
     margin = SIGNIFICANCE * math.hypot(noise.spread(row, "clean"), sampling_std(clean, _images(robust)))
@@ -264,7 +266,7 @@ def judge(
     missing = [NORM_WORDS[norm] for norm in THREAT_METRICS if ("autoattack", norm) not in shared]
     if missing or failed_checks is None:
         what = [f"AutoAttack {', '.join(missing)}"] if missing else []
-        what += ["the masking checklist with its targeted APGD step"] if failed_checks is None else []
+        what += ["the masking checklist with its current attacks"] if failed_checks is None else []
         return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
     return Judgement(row, "evidence", ("more robust than vanilla beyond the noise under every attack",))
 
@@ -285,22 +287,31 @@ def has_targeted_step(checklist: Mapping[str, Any]) -> bool:
     return "targeted_attack" in more["numbers"]
 
 
+def unread_failures(checklist: Mapping[str, Any]) -> set[str]:
+    """The checks whose stored failure does not stand under the checklist's current references (those
+    stored with its settings). A checklist stored without them either ran PGD alone as its strongest
+    white-box attack, and then a black-box or transfer failure may vanish against the targeted APGD
+    step, or compared PGD-20 with that step in check 3, and then a more-iterations failure may vanish
+    against PGD-100×5 alone. Its passes stand either way: each change can only make a check easier."""
+    if "references" in checklist.get("settings", {}):
+        return set()
+    return {"more_iterations"} if has_targeted_step(checklist) else set(WHITE_BOX_COMPARED)
+
+
 def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:
     """The masking checks a run fails in any threat model, from its stored evaluations (sorted, unique);
-    None when the checklist has not been run in both threat models, or when a checklist whose
-    strongest white-box attack was PGD alone fails a check of :data:`WHITE_BOX_COMPARED`: against the
-    targeted APGD step that failure may vanish. (Its passes stand: the targeted step can only lower
-    the white-box accuracy those checks compare with.)"""
+    None when the checklist has not been run in both threat models, or when its only failures are
+    :func:`unread_failures` (a checklist to run again)."""
     checked = {norm: entry for (name, norm), entry in entries.items() if name == "checks"}
     if set(checked) != set(THREAT_METRICS):
         return None
-    failed: set[str] = set()
+    standing: set[str] = set()
+    unread = False
     for entry in checked.values():
         fails = set(entry["results"]["failed"])
-        if not has_targeted_step(entry) and fails & set(WHITE_BOX_COMPARED):
-            return None
-        failed |= fails
-    return sorted(failed)
+        standing |= fails - unread_failures(entry)
+        unread = unread or bool(fails & unread_failures(entry))
+    return None if unread and not standing else sorted(standing)
 
 
 @dataclass(frozen=True)

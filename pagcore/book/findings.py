@@ -172,7 +172,7 @@ def toy_finding(record: Mapping[str, Any] | None) -> str:
     setting = "the paper's data and network, λ and pool size chosen here, " if record.get("kind") == "real" else ""
 
     def spread(values: list[float]) -> str:
-        return f"{percent(statistics.fmean(values))} ± {percent(statistics.stdev(values))}"
+        return percent(statistics.fmean(values), statistics.stdev(values))
 
     head = f"Toy problem ({setting}{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}): under the attack"
     paper_words = f"(paper: {percent(paper['pag']['pgd'])} and {percent(paper['vanilla']['pgd'])})"

@@ -8,13 +8,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from pagcore.base.validation import ConfigError
 from pagcore.book.evidence import (
     ATTACK_WORDS,
     CHECK_WORDS,
     THREAT_METRICS,
     failed_checks,
-    has_targeted_step,
     rank_correlation,
+    unread_failures,
 )
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
 from pagcore.config import TrainConfig, teacher_threat
@@ -30,11 +31,17 @@ ALIGNMENT_MARGIN = 0.05
 """Two PAG scores closer than this are read as equal: a mean cosine over a few hundred images, for which
 the book has no measured spread, so only a clear gap counts."""
 
-SOURCE_WORDS = {"one_image": "one image", "class_mean": "class mean", "nearest_neighbor": "nearest neighbour"}
+SOURCE_WORDS = {
+    "one_image": "one image",
+    "class_mean": "class mean",
+    "nearest_neighbor": "nearest neighbour",
+    "score": "score-based",
+}
 
 
 def run_label(run: Run) -> str:
-    """A run as a reader names it: dataset, method and scale (and the seed when it is not 0)."""
+    """A run as a reader names it: dataset, method (with the λ or k in which a PAG run differs from its
+    results-table row) and scale (and the seed when it is not 0)."""
     p = run.params
     if p["objective"] == "cross_entropy":
         what = "vanilla"
@@ -57,11 +64,16 @@ def run_label(run: Run) -> str:
 def _variant(p: Mapping[str, Any]) -> str:
     """The knobs in which a PAG run differs from its results-table row (", λ = 1", ", k = 5" for the λ
     grid and the k study); empty for the row's own run."""
-    knobs = {key: p[key] for key in ("dataset", "scale", "source", "teacher") if p.get(key) is not None}
-    row = TrainConfig.from_flat({**knobs, "objective": "pag"}).resolve().identity()
-    words = [f"λ = {p['lam']:g}"] if p.get("lam") != row.get("lam") else []
-    words += [f"k = {p['classes_per_image']}"] if p.get("classes_per_image") != row.get("classes_per_image") else []
+    try:
+        row = TrainConfig.from_identity({k: v for k, v in p.items() if k not in VARIANT_KNOBS}).resolve().identity()
+    except (ConfigError, KeyError, TypeError):
+        return ""  # parameters no configuration resolves: the label stays the row's
+    words = [f"{VARIANT_KNOBS[key]} = {p[key]:g}" for key in VARIANT_KNOBS if p.get(key, row.get(key)) != row.get(key)]
     return "".join(f", {word}" for word in words)
+
+
+VARIANT_KNOBS = {"lam": "λ", "classes_per_image": "k"}
+"""The knobs of the λ grid and the k study, by which runs of one row differ."""
 
 
 def evaluated_runs(runs: list[Run]) -> dict[str, tuple[Run, dict]]:
@@ -107,7 +119,11 @@ def checks_table(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> str:
         entry = entries.get(("checks", norm))
         if entry is None:
             continue
-        outcomes = {c["name"]: verdict[c["passed"]] for c in entry["results"]["checks"]}
+        unread = unread_failures(entry)
+        outcomes = {
+            c["name"]: "not read" if c["passed"] is False and c["name"] in unread else verdict[c["passed"]]
+            for c in entry["results"]["checks"]
+        }
         rows.append((label, *(outcomes.get(check, NOTHING) for check in CHECKS)))
     if not rows:
         rows.append(("no evaluated run", *[NOTHING] * len(CHECKS)))
@@ -238,7 +254,7 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
             passing.append(label)
     parts = []
     if passing:
-        parts.append(f"Every check passes for {', '.join(passing)}: no sign of gradient masking was found.")
+        parts.append(f"Every check passes for {listed(passing)}: no sign of gradient masking was found.")
     unaligned = []
     for label, run, failed in failing:
         words = ", ".join(CHECK_WORDS.get(c, c) for c in failed)
@@ -264,8 +280,8 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
         )
     if unchecked:
         parts.append(
-            f"The checklist has not been run yet, or not with its targeted APGD step where a black-box or transfer "
-            f"check failed without it, on {', '.join(unchecked)}."
+            f"The checklist has not been run yet, or must be run again with its current attacks (a failure not "
+            f"read), on {listed(unchecked)}."
         )
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
 
@@ -282,40 +298,42 @@ def loss_gap_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
         pgd, autoattack = entries.get(("pgd20", norm)), entries.get(("autoattack", norm))
         if pgd is None or autoattack is None or pgd["settings"]["subset"] != autoattack["settings"]["subset"]:
             continue
-        pgd_words, autoattack_words = percent(pgd["results"]["robust"]), percent(autoattack["results"]["robust"])
-        gaps.append(
-            f"{label} keeps {pgd_words} under PGD-20 and {autoattack_words} under AutoAttack ({NORM_WORDS[norm]}, "
-            f"{pgd['settings']['subset']['size']} images)"
-        )
+        if autoattack["results"]["robust"] < pgd["results"]["robust"]:
+            pgd_words, autoattack_words = percent(pgd["results"]["robust"]), percent(autoattack["results"]["robust"])
+            gaps.append(
+                f"{label} keeps {pgd_words} under PGD-20 and {autoattack_words} under AutoAttack "
+                f"({NORM_WORDS[norm]}, {pgd['settings']['subset']['size']:,} images)"
+            )
     if not gaps:
-        return "No adversarially trained run has both PGD-20 and AutoAttack on the same images yet."
+        return "No adversarially trained run shows AutoAttack finding more than PGD-20 on the same images."
     return (
-        f"AutoAttack's other losses find more than PGD-20 on adversarially trained models as well: {'; '.join(gaps)}. "
-        "Those models are the accepted baseline of a sound evaluation, so a gap of that size means that PGD-20 "
-        "is weaker than AutoAttack, not that gradients are masked. Check 3 therefore compares PGD-20 only with "
-        "more of itself, and the AutoAttack columns above carry the stronger losses."
+        f"AutoAttack finds more than PGD-20 on adversarially trained models as well: {'; '.join(gaps)}. PGD runs "
+        "at the paper's radius and AutoAttack at the slightly larger RobustBench one, and those models are the "
+        "accepted baseline of a sound evaluation, so a gap of that size is no evidence of masking by itself: "
+        "check 3 compares PGD-20 only with more of itself, and the AutoAttack columns below carry the stronger "
+        "attack."
     )
 
 
 def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
-    """Which stored checklists ran check 3 with targeted APGD after PGD-100×5, and which with PGD alone:
-    a pass of the latter on check 3 (and on the two checks compared with it) is weaker evidence."""
-    with_targeted, pgd_only = [], []
+    """Which stored checklists were judged against the checks' current references, and which against
+    older ones (whose changed checks' failures are not read, see :func:`unread_failures`)."""
+    current, older = [], []
     for label, (_, entries) in evaluated.items():
         for norm in THREAT_METRICS:
             entry = entries.get(("checks", norm))
-            if entry is None:
-                continue
-            (with_targeted if has_targeted_step(entry) else pgd_only).append(f"{label} {NORM_WORDS[norm]}")
-    if not with_targeted and not pgd_only:
+            if entry is not None:
+                (current if "references" in entry["settings"] else older).append(f"{label} {NORM_WORDS[norm]}")
+    if not current and not older:
         return "No checklist is stored yet."
-    if not pgd_only:
-        return f"All {len(with_targeted)} stored checklists ran the targeted APGD step."
+    total = len(current) + len(older)
+    if not older:
+        stored = "The one stored checklist was" if total == 1 else f"All {total} stored checklists were"
+        return f"{stored} judged against the checks' current references."
     sentence = (
-        f"{len(pgd_only)} of the {len(with_targeted) + len(pgd_only)} stored checklists ran PGD-100×5 alone as "
-        "their strongest white-box attack, without the targeted APGD step. Their passes of the black-box and "
-        "transfer checks stand, since the targeted step can only lower the white-box accuracy those checks "
-        "compare with; a failure of either may vanish against it, so the rule of evidence reads such a "
-        "failure as a checklist not run"
+        f"{len(older)} of the {total} stored checklists were judged against older references: PGD-100×5 alone as "
+        "the strongest white-box attack, or check 3 against targeted APGD. Their passes stand, since each "
+        "change can only make a check easier; a failure of a changed check may vanish, so the tables mark it "
+        "'not read' and the rule of evidence counts it as a checklist to run again"
     )
-    return sentence + (f" ({listed(pgd_only)})." if len(pgd_only) <= 4 else ".")
+    return sentence + (f" ({listed(older)})." if len(older) <= 4 else ".")

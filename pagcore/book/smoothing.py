@@ -193,16 +193,17 @@ def alignment_reading(every_run: Sequence[Run], runs: Mapping[float, Run | None]
     other, _, smoothed = (groups.get(label, []) for label in ALIGNMENT_GROUPS)
     if not smoothed or not other:
         return "The plot needs a scored smoothed classifier and other scored models before it can be read."
+    models = "the other model" if len(other) == 1 else f"the {len(other)} other models"
     placed = [
-        f"{alignment:.2f} (above {sum(a < alignment - ALIGNMENT_MARGIN for _, a, _ in other)} of the "
-        f"{len(other)} other models by more than {ALIGNMENT_MARGIN:g})"
-        for _, alignment, _ in sorted(smoothed, key=lambda point: -point[1])
+        f"{alignment:.2f} for σ = {run.params['noise_sigma']:g} (above "
+        f"{sum(a < alignment - ALIGNMENT_MARGIN for _, a, _ in other)} of {models} by more than {ALIGNMENT_MARGIN:g})"
+        for run, alignment, _ in sorted(smoothed, key=lambda point: -point[1])
     ]
     best, best_alignment, _ = max(other, key=lambda point: point[1])
-    distilled = ", distilled from the reference itself," if best.params.get("teacher") == reference.name else ""
+    distilled = " distilled from the reference itself," if best.params.get("teacher") == reference.name else ""
     return (
         f"Against the same reference, the smoothed classifiers' gradient alignment is {listed(placed)}; the best "
-        f"aligned other model, {run_label(best)}{distilled} reaches {best_alignment:.2f}. The smoothed classifiers' "
+        f"aligned other model, {run_label(best)},{distilled} reaches {best_alignment:.2f}. The smoothed classifiers' "
         "PGD-20 ℓ2 accuracy is measured on their seeded subset through the Monte Carlo gradient, an upper bound, "
         "so their height on the plot is less certain than their place along it."
     )
@@ -243,10 +244,10 @@ def pictures_draws(runs: Mapping[float, Run | None]) -> str:
         if (entry := _entry(run, "pictures", PICTURE_NORM, smoothed=True)) is not None
     }
     if not draws:
-        return "no smoothed pictures stored yet"
+        return "no noise draws, since no smoothed picture is stored yet"
     if len(set(draws.values())) == 1:
         return f"m = {next(iter(draws.values()))} noise draws per step"
-    return listed([f"m = {m} for σ = {sigma:g}" for sigma, m in draws.items()]) + " noise draws per step"
+    return listed([f"{m} (σ = {sigma:g})" for sigma, m in draws.items()]) + " noise draws per step"
 
 
 def pictures_reading(runs: Mapping[float, Run | None], shown: bool) -> str:

@@ -18,9 +18,9 @@ do differently, and returns its numbers with a pass or a fail:
    the model more than that strongest white-box attack does;
 6. ``gradients``: no test image has an all-zero or non-finite input-gradient.
 
-Check 3 compares an attack with more of itself, not with a stronger loss: targeted APGD finds a few
-points more than PGD-20 on adversarially trained models too, which do not mask gradients, so its gap
-is AutoAttack's column of the results, not a sign of masking. A passed check is evidence, not proof;
+Check 3 compares an attack with more of itself, not with a stronger loss: targeted APGD finds several
+points more than PGD-20 on adversarially trained models too, which do not mask gradients, so that gap
+belongs in the AutoAttack columns of the results, not in a masking check. A passed check is evidence, not proof;
 a failed one says the white-box numbers of that model cannot be trusted as they are. Every check
 can fail: the tests run the checklist on models that mask gradients by construction (an
 input-quantisation step, a saturated softmax) and see it fail.
@@ -63,8 +63,8 @@ class ChecklistConfig:
     monotone_tolerance: float = 0.01  # a rise of accuracy allowed between radii (random starts)
     zero_accuracy: float = 0.02  # "~0" at the largest radius
     iterations_tolerance: float = 0.02  # how much stronger PGD-100 x 5 restarts may be than PGD-20
-    black_box_tolerance: float = 0.01  # how much stronger Square may be than white-box
-    transfer_tolerance: float = 0.01  # how much stronger transfer may be than white-box
+    black_box_tolerance: float = 0.01  # how much stronger Square may be than the strongest white-box attack
+    transfer_tolerance: float = 0.01  # how much stronger transfer may be than the strongest white-box attack
     zero_gradient_fraction: float = 0.0  # images allowed an all-zero input-gradient
     seed: int = 0
 
@@ -312,8 +312,8 @@ def judge_checklist(
         results.append(
             CheckResult(
                 "transfer",
-                f"attacks crafted on the source model leave accuracy at least white-box's minus "
-                f"{settings.transfer_tolerance}",
+                f"attacks crafted on the source model leave accuracy at least the strongest white-box attack's "
+                f"minus {settings.transfer_tolerance}",
                 transfer_accuracy >= white_box_accuracy - settings.transfer_tolerance,
                 {"transfer": transfer_accuracy, "white_box": white_box_accuracy},
             )
