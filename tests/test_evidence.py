@@ -230,6 +230,15 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "CIFAR-10: Nearest Neighbor, trained without adversarial examples, is more robust than vanilla" in box
     assert "STL-10:" not in box.splitlines()[3]  # one dataset judged: no claim about the other
     assert "near chance: One Image" in box and "STL-10, cpu scale: no row has been judged" in box
+    # A class-mean row under the distance classifier's accuracy carries its caveat wherever it is evidence.
+    stored["cifar10"]["class_mean"] = Run(0.4, 0.3, 0.4)
+    monkeypatch.setattr(findings, "class_mean_distance_ceiling", lambda dataset: 0.42)
+    box = findings.findings_box(tmp_path / "no-toy.json")
+    caveat = "(Class Mean: its clean accuracy does not exceed the 42.0% of a classifier that sees only the distances"
+    assert box.count(caveat) == 2  # the first line and the dataset's line
+    monkeypatch.setattr(findings, "class_mean_distance_ceiling", lambda dataset: 0.35)
+    assert "Class Mean: its clean accuracy" not in findings.findings_box(tmp_path / "no-toy.json")
+    del stored["cifar10"]["class_mean"]
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.3, 0.4, checked=False)
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)

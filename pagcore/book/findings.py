@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pagcore.book import evidence, latest, score, smoothing
 from pagcore.book.evidence import Judgement, Measured, Noise
+from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
-from pagcore.book.verdicts import PAG_ROWS
+from pagcore.book.verdicts import PAG_ROWS, distance_ceiling_caveat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS
@@ -95,6 +96,7 @@ class DatasetFinding:
     dataset: str
     scale: str
     judgements: dict[str, Judgement]
+    caveats: dict[str, str] = field(default_factory=dict)  # row -> what its evidence may not mean
 
     @property
     def evidence_rows(self) -> list[str]:
@@ -119,7 +121,17 @@ class DatasetFinding:
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
     runs = stored_table(dataset, scale, runs_dir, kind)
     judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
-    return DatasetFinding(dataset, scale, judged)
+    ceiling = class_mean_distance_ceiling(dataset)
+    caveats = {
+        row: caveat
+        for row, judgement in judged.items()
+        if judgement.is_evidence and (caveat := distance_ceiling_caveat(row, runs[row].metrics["clean"], ceiling))
+    }
+    return DatasetFinding(dataset, scale, judged, caveats)
+
+
+def _caveats(finding: DatasetFinding, rows: Sequence[str]) -> str:
+    return "".join(f" ({ROW_LABELS.get(row, row)}: {finding.caveats[row]})" for row in rows if row in finding.caveats)
 
 
 def _rows(rows: list[str]) -> str:
@@ -141,7 +153,7 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         parts.append(
             f"{_rows(rows)} {'is' if one else 'are'} more robust than vanilla beyond the noise under PGD and "
             f"AutoAttack, {'fits its' if one else 'fit their'} labels and {'passes' if one else 'pass'} the masking "
-            "checklist"
+            "checklist" + _caveats(finding, rows)
         )
     for verdict in evidence.VERDICTS[1:]:
         judged = [row for row, j in finding.judgements.items() if j.verdict == verdict]
@@ -212,7 +224,7 @@ def _dataset_answer(finding: DatasetFinding) -> str:
         return (
             f"{_rows(rows)}, trained without adversarial examples, {'is' if one else 'are'} more robust than vanilla "
             f"beyond the measured noise, {'fits its' if one else 'fit their'} labels and "
-            f"{'passes' if one else 'pass'} the masking checklist"
+            f"{'passes' if one else 'pass'} the masking checklist" + _caveats(finding, rows)
         )
     return {
         "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",

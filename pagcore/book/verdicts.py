@@ -63,11 +63,9 @@ def cpu_scale_verdict(
             f"{labels.get(row, row)} ({percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, {percent(m['l2'])} ℓ2): "
             f"**{judged.verdict}**: {'; '.join(judged.reasons)}."
         )
-        if row == "class_mean" and distance_ceiling is not None and m["clean"] <= distance_ceiling:
-            sentence += (
-                f" Its clean accuracy does not exceed the {percent(distance_ceiling)} of a classifier that sees only "
-                "the distances to the class means, so its robustness may be that of such a simple classifier."
-            )
+        caveat = distance_ceiling_caveat(row, m["clean"], distance_ceiling)
+        if caveat:
+            sentence += f" {caveat[0].upper()}{caveat[1:]}."
         parts.append(sentence)
     parts += _disagreements(done, paper_rows, labels, noise)
     parts += _students_and_teachers(done, labels)
@@ -309,6 +307,17 @@ def _fits(metrics: Mapping[str, float], noise: Noise) -> bool:
     clean = metrics["clean"]
     error = math.hypot(noise.spread("class_mean", "clean"), sampling_std(clean, metrics["test_images"]))
     return fits_labels(clean, LAMBDA_CLASSES, SIGNIFICANCE * error)
+
+
+def distance_ceiling_caveat(row: str, clean: float, ceiling: float | None) -> str:
+    """Class mean's caveat, in lower case, when its clean accuracy does not pass the recorded accuracy
+    of a classifier that sees only an image's distances to the class means (empty otherwise)."""
+    if row != "class_mean" or ceiling is None or clean > ceiling:
+        return ""
+    return (
+        f"its clean accuracy does not exceed the {percent(ceiling)} of a classifier that sees only the distances "
+        "to the class means, so its robustness may be that of such a simple classifier"
+    )
 
 
 def k_study_ceiling(
