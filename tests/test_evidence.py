@@ -414,3 +414,23 @@ def test_a_run_whose_row_no_configuration_resolves_keeps_the_row_s_label():
         params = {"dataset": "cifar10", "scale": "cpu", "objective": "pag", "source": "score", "lam": 3.0}
 
     assert run_label(Run()) == "CIFAR-10 score-based (cpu)"  # a score run without its denoiser: no row to compare
+
+
+def test_the_masking_conclusion_tells_a_checklist_to_run_again_from_one_never_run():
+    from pagcore.book.masking import conclusion
+
+    class Run:
+        params = {"objective": "pag", "dataset": "cifar10", "scale": "cpu", "seed": 0}
+
+    older = checklist(["black_box"], targeted=False, current=False)
+    evaluated = {
+        "passing": (Run(), {("checks", "linf"): checklist(), ("checks", "l2"): checklist()}),
+        "older": (Run(), {("checks", "linf"): older, ("checks", "l2"): checklist()}),
+        "never": (Run(), {("pgd20_ball", "l2"): {}}),
+    }
+    text = conclusion(evaluated, {})
+    assert "Every check passes for passing" in text
+    assert "must be run again with its current attacks on older: its stored one fails only a check whose" in text
+    assert text.endswith("It has not been run on 1 other PAG-trained run: never.")
+    many = {f"run {i}": (Run(), {}) for i in range(5)}
+    assert conclusion(many, {}).endswith("It has not been run on 5 PAG-trained runs, all named in the tables below.")

@@ -241,13 +241,14 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
     than the vanilla run of their dataset."""
     if not evaluated:
         return "No run has been evaluated yet, so this chapter cannot conclude."
-    passing, failing, unchecked = [], [], []
+    passing, failing, unchecked, again = [], [], [], []
     for label, (run, entries) in evaluated.items():
         if run.params["objective"] != "pag":
             continue
         failed = failed_checks(entries)
         if failed is None:
-            unchecked.append(label)
+            checked = all(("checks", norm) in entries for norm in THREAT_METRICS)
+            (again if checked else unchecked).append(label)
         elif failed:
             failing.append((label, run, failed))
         else:
@@ -278,10 +279,18 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
             f"clearly better aligned gradients (an alignment gap under {ALIGNMENT_MARGIN:g} is not read: the score's "
             "spread over seeds is not measured)."
         )
-    if unchecked:
+    if again:
         parts.append(
-            f"The checklist has not been run yet, or must be run again with its current attacks (a failure not "
-            f"read), on {listed(unchecked)}."
+            f"The checklist must be run again with its current attacks on {listed(again)}: "
+            f"{'its stored one fails' if len(again) == 1 else 'their stored ones fail'} only a check whose "
+            "reference has changed since."
+        )
+    if unchecked:
+        named = f": {listed(unchecked)}" if len(unchecked) <= 4 else ", all named in the tables below"
+        one = len(unchecked) == 1
+        parts.append(
+            f"It has not been run on {len(unchecked)} {'other ' if passing or failing or again else ''}"
+            f"PAG-trained run{'' if one else 's'}{named}."
         )
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
 
