@@ -121,6 +121,12 @@ class DatasetFinding:
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
     runs = stored_table(dataset, scale, runs_dir, kind)
     judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
+    return finding_of(dataset, scale, runs, judged)
+
+
+def finding_of(dataset: str, scale: str, runs: Mapping[str, Any], judged: dict[str, Judgement]) -> DatasetFinding:
+    """The finding of ``judged`` rows of the table ``runs`` (row -> run), with the caveat of each row
+    that is evidence and stays under the recorded distance ceiling."""
     ceiling = class_mean_distance_ceiling(dataset)
     caveats = {
         row: caveat
