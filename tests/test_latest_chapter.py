@@ -96,3 +96,17 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
         assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(
             experiment.config(row, seed=seed), "real"
         )
+
+
+def test_better_alignment_more_robustness_is_read_from_the_rank_correlation():
+    def score(objective, alignment, robust):
+        return {"objective": objective, "alignment": alignment, "robust_l2": robust, "reference": "teacher"}
+
+    rising = {f"run {i}": score("pag", 0.1 * i, 0.05 * i) for i in range(1, 9)}
+    rising["vanilla"] = score("cross_entropy", 0.0, 0.0)
+    groups = latest.alignment_groups(rising)
+    assert set(groups) == {"PAG (no adversarial examples)", "vanilla"} and len(groups["vanilla"]) == 1
+    claim = latest.alignment_claim(rising, "cpu")
+    assert claim.startswith("Better alignment, more robustness (CIFAR-10, cpu scale): Across the 9 runs")
+    assert claim.endswith("the interval excludes 0: the better aligned runs are the more robust ones.")
+    assert "no correlation yet" in latest.alignment_claim({"one": score("pag", 0.1, 0.1)}, "cpu")

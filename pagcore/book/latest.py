@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pagcore.book import masking
 from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, mean_difference
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
 from pagcore.evaluate.stored import chosen_evaluations
@@ -183,9 +184,42 @@ def architecture_status(runs: Sequence[Run], scale: str) -> str:
     )
 
 
+TRAINING_WORDS = {
+    "cross_entropy": "vanilla",
+    "pag": "PAG (no adversarial examples)",
+    "adversarial": "adversarial training",
+    "gaussian_noise": "Gaussian noise",
+}
+
+
+def alignment_scores(store: RunStore, scale: str, kind: str = "real") -> dict[str, dict[str, Any]]:
+    """The PAG score and PGD-20 ℓ2 accuracy of every CIFAR-10 run at ``scale`` that has one (the
+    gradient-masking chapter's measure, read from the store)."""
+    return masking.pag_scores(masking.evaluated_runs(store.select(kind=kind, dataset="cifar10", scale=scale)))
+
+
+def alignment_groups(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """For :func:`pagcore.book.figures.alignment_scatter`: (alignment, PGD-20 ℓ2 accuracy) by how each
+    model was trained."""
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for s in scores.values():
+        groups.setdefault(TRAINING_WORDS.get(s["objective"], s["objective"]), []).append(
+            (s["alignment"], s["robust_l2"])
+        )
+    return groups
+
+
+def alignment_claim(scores: Mapping[str, Mapping[str, Any]], scale: str) -> str:
+    """The verdict on "better alignment, more robustness": the rank correlation over the runs scored
+    against one reference, read by whether its bootstrap interval excludes zero."""
+    return f"Better alignment, more robustness (CIFAR-10, {scale} scale): {masking.correlation_sentence(scores)}"
+
+
 def finding(scale: str, runs_dir: str = "", kind: str = "real") -> str:
     """The chapter's verdict for the book's opening box."""
     runs = chapter_runs("cifar10", boost_points(), knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
     verdict = boost_verdict(arms(runs, SEEDS), scale)
-    others = architecture_status(architecture_runs(RunStore(runs_dir or None), scale, kind), scale)
-    return f"Later version ({{ref}}`chapter-latest`): {verdict} {others}"
+    store = RunStore(runs_dir or None)
+    others = architecture_status(architecture_runs(store, scale, kind), scale)
+    claim = alignment_claim(alignment_scores(store, scale, kind), scale)
+    return f"Later version ({{ref}}`chapter-latest`): {verdict} {others} {claim}"
