@@ -110,3 +110,12 @@ def test_better_alignment_more_robustness_is_read_from_the_rank_correlation():
     assert claim.startswith("Better alignment, more robustness (CIFAR-10, cpu scale): Across the 9 runs")
     assert claim.endswith("the interval excludes 0: the better aligned runs are the more robust ones.")
     assert "no correlation yet" in latest.alignment_claim({"one": score("pag", 0.1, 0.1)}, "cpu")
+
+
+def test_the_alignment_plot_shows_only_runs_scored_against_the_shared_reference():
+    scores = {
+        "a": {"objective": "pag", "alignment": 0.3, "robust_l2": 0.3, "reference": "teacher"},
+        "b": {"objective": "pag", "alignment": 0.4, "robust_l2": 0.4, "reference": "teacher"},
+        "teacher": {"objective": "adversarial", "alignment": 0.5, "robust_l2": 0.5, "reference": "other"},
+    }
+    assert latest.alignment_groups(scores) == {"PAG (no adversarial examples)": [(0.3, 0.3), (0.4, 0.4)]}

@@ -200,12 +200,14 @@ def alignment_scores(store: RunStore, scale: str, kind: str = "real") -> dict[st
 
 def alignment_groups(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """For :func:`pagcore.book.figures.alignment_scatter`: (alignment, PGD-20 ℓ2 accuracy) by how each
-    model was trained."""
+    model was trained, of the runs scored against the shared reference (those the correlation uses)."""
+    reference = masking.shared_reference(scores)
     groups: dict[str, list[tuple[float, float]]] = {}
     for s in scores.values():
-        groups.setdefault(TRAINING_WORDS.get(s["objective"], s["objective"]), []).append(
-            (s["alignment"], s["robust_l2"])
-        )
+        if s["reference"] == reference:
+            groups.setdefault(TRAINING_WORDS.get(s["objective"], s["objective"]), []).append(
+                (s["alignment"], s["robust_l2"])
+            )
     return groups
 
 

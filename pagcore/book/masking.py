@@ -206,14 +206,18 @@ def scatter_groups(scores: Mapping[str, dict[str, Any]]) -> dict[str, list[tuple
     return groups
 
 
+def shared_reference(scores: Mapping[str, dict[str, Any]]) -> str | None:
+    """The reference most of ``scores`` were measured against (scores against different references do
+    not compare, so a comparison across runs uses only this one's); None without scores."""
+    references = [s["reference"] for s in scores.values()]
+    return max(references, key=references.count, default=None)
+
+
 def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     """The rank correlation of alignment and robustness over the runs that share the commonest
     reference, with its bootstrap interval, and whether the interval tells it from none."""
-    by_reference: dict[str, list[tuple[float, float]]] = {}
-    for s in scores.values():
-        by_reference.setdefault(s["reference"], []).append((s["alignment"], s["robust_l2"]))
-    # Scores against different references are not comparable, so only the largest group is used.
-    shared = max(by_reference.values(), key=len, default=[])
+    reference = shared_reference(scores)
+    shared = [(s["alignment"], s["robust_l2"]) for s in scores.values() if s["reference"] == reference]
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
     correlation = rank_correlation(*zip(*shared))
