@@ -434,3 +434,20 @@ def test_the_masking_conclusion_tells_a_checklist_to_run_again_from_one_never_ru
     assert text.endswith("It has not been run on 1 other PAG-trained run: never.")
     many = {f"run {i}": (Run(), {}) for i in range(5)}
     assert conclusion(many, {}).endswith("It has not been run on 5 PAG-trained runs, all named in the tables below.")
+
+
+def test_the_masking_chapter_says_how_far_the_in_ball_start_moves_l2_pgd():
+    from pagcore.book.masking import start_sentence
+
+    def pair(paper, ball, subset=500):
+        def entry(robust, size):
+            return {"results": {"robust": robust}, "settings": {"subset": {"size": size}}}
+
+        return {("pgd20", "l2"): entry(paper, 500), ("pgd20_ball", "l2"): entry(ball, subset)}
+
+    same = start_sentence({"a": (None, pair(0.40, 0.402)), "b": (None, pair(0.30, 0.30))})
+    assert same.startswith("On the 2 runs with both starts on the same images, PGD-20 started inside the ball")
+    assert "within 0.2 points" in same and "+0.10 points" in same and same.endswith("not change the ℓ2 numbers here.")
+    moved = start_sentence({"a": (None, pair(0.40, 0.37)), "other images": (None, pair(0.1, 0.5, subset=100))})
+    assert "moves PGD-20's ℓ2 accuracy by up to -3.0 points" in moved
+    assert start_sentence({}).startswith("No run has both starts")
