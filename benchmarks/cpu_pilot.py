@@ -4,6 +4,7 @@
     python benchmarks/cpu_pilot.py accuracy --data .data/cifar10.npz --max-minutes 60
     python benchmarks/cpu_pilot.py throughput --dataset stl10 --widths 8 16 32
     python benchmarks/cpu_pilot.py accuracy --dataset stl10 --data .data/stl10.npz --epochs 40
+    python benchmarks/cpu_pilot.py throughput --architecture vit --depth 4 --widths 32 64 --ks 0 2
 
 **throughput** times pagcore's training step (``pagcore.train.trainer.training_step``) on batches of
 the dataset's images, at the paper's batch size and twice it, for every combination the `cpu`
@@ -21,6 +22,9 @@ as results) and resume where they stopped: call it again, with a time budget, un
 It then writes benchmarks/results/cpu_pilot-accuracy-<dataset>.json from the stored histories, with
 the accuracy of classifiers that see only the distances to the class means (a ceiling for
 class-mean PAG models, see ``pagcore.evaluate.ceiling``).
+
+With ``--architecture vit --depth D`` both parts measure the later version's ViT instead (D blocks;
+``--widths`` are its width), whose cpu-scale size is the pilot's to choose.
 
 This is a measurement script, not a test.
 """
@@ -47,7 +51,7 @@ from pagcore.data import (  # noqa: E402
 )
 from pagcore.evaluate.ceiling import distance_accuracies  # noqa: E402
 from pagcore.paper import reported  # noqa: E402
-from pagcore.paper.models import build_model  # noqa: E402
+from pagcore.paper.models import ARCHITECTURES, build_model  # noqa: E402
 from pagcore.paper.objective import pag_loss, sample_target_classes  # noqa: E402
 from pagcore.paper.targets import RepresentativeSource, class_mean_representatives  # noqa: E402
 from pagcore.store.provenance import device_description, git_revision, utc_now, write_json_atomic  # noqa: E402
@@ -62,17 +66,37 @@ NUM_CLASSES = 10
 # -- throughput ------------------------------------------------------------------------------------
 
 
-def step_name(width: int, k: int, batch: int, bf16: bool, channels_last: bool, strategy: str) -> str:
-    """A throughput row's name, e.g. "w8 k2 b64 bf16 cl loop" (k = 0: the vanilla step)."""
-    return f"w{width} k{k} b{batch} {'bf16' if bf16 else 'fp32'}{' cl' if channels_last else ''} {strategy}"
+def step_name(
+    width: int,
+    k: int,
+    batch: int,
+    bf16: bool,
+    channels_last: bool,
+    strategy: str,
+    architecture: str = "resnet18",
+    depth: int | None = None,
+) -> str:
+    """A throughput row's name, e.g. "w8 k2 b64 bf16 cl loop" (k = 0: the vanilla step), prefixed by
+    "vit7 " for a ViT of 7 blocks."""
+    prefix = f"vit{depth} " if architecture == "vit" else ""
+    return f"{prefix}w{width} k{k} b{batch} {'bf16' if bf16 else 'fp32'}{' cl' if channels_last else ''} {strategy}"
 
 
 def make_step(
-    dataset: str, width: int, k: int | None, batch: int, bf16: bool, channels_last: bool, strategy: str, seed: int = 0
+    dataset: str,
+    width: int,
+    k: int | None,
+    batch: int,
+    bf16: bool,
+    channels_last: bool,
+    strategy: str,
+    seed: int = 0,
+    architecture: str = "resnet18",
+    depth: int | None = None,
 ):
     """A closure running one training step on a fixed random batch of the dataset's image size."""
     torch.manual_seed(seed)
-    model = build_model(dataset, NUM_CLASSES, width=width).train()
+    model = build_model(dataset, NUM_CLASSES, width=width, architecture=architecture, depth=depth).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -99,10 +123,12 @@ def make_step(
     return step
 
 
-def loss_precision(dataset: str, width: int, k: int, batch: int) -> dict[str, float]:
+def loss_precision(
+    dataset: str, width: int, k: int, batch: int, architecture: str = "resnet18", depth: int | None = None
+) -> dict[str, float]:
     """|bf16 - fp32| of the CE and cosine terms of Eq. (1) on the same weights and batch."""
     torch.manual_seed(0)
-    model = build_model(dataset, NUM_CLASSES, width=width).train()
+    model = build_model(dataset, NUM_CLASSES, width=width, architecture=architecture, depth=depth).train()
     data = synthetic_dataset(dataset, batch, 10, seed=1)
     reps = class_mean_representatives(data.x_train, data.y_train, NUM_CLASSES, center=0.5)
     x = as_float(data.x_train)
@@ -144,8 +170,10 @@ def throughput(args: argparse.Namespace) -> None:
     configs: dict[str, dict] = {}
     paper_batch = reported.BATCH_SIZE[args.dataset]
 
+    model = {"architecture": args.architecture, "depth": args.depth}
+
     def add(width, k, batch=paper_batch, bf16=False, channels_last=False, strategy="loop"):
-        name = step_name(width, k, batch, bf16, channels_last, strategy)
+        name = step_name(width, k, batch, bf16, channels_last, strategy, **model)
         configs[name] = dict(
             dataset=args.dataset,
             width=width,
@@ -154,6 +182,7 @@ def throughput(args: argparse.Namespace) -> None:
             bf16=bf16,
             channels_last=channels_last,
             strategy=strategy,
+            **model,
         )
         return name
 
@@ -162,7 +191,8 @@ def throughput(args: argparse.Namespace) -> None:
         for k in args.ks:
             for bf16 in (False, True):
                 add(width, k, bf16=bf16)
-        add(width, 2, bf16=True, channels_last=True)
+        if args.architecture == "resnet18":  # the ViT has one convolution, its patch embedding
+            add(width, 2, bf16=True, channels_last=True)
         for strategy in ("vmap", "replicate"):
             add(width, 2, bf16=True, strategy=strategy)
     for batch in args.batches if args.batches is not None else [2 * paper_batch]:
@@ -175,8 +205,8 @@ def throughput(args: argparse.Namespace) -> None:
 
     rows = []
     for name, cfg in configs.items():
-        baseline = step_name(cfg["width"], 2, paper_batch, False, False, "loop")  # the float32 PAG step at this width
-        vanilla = step_name(cfg["width"], 0, cfg["batch"], cfg["bf16"], False, "loop")
+        baseline = step_name(cfg["width"], 2, paper_batch, False, False, "loop", **model)  # float32 PAG step
+        vanilla = step_name(cfg["width"], 0, cfg["batch"], cfg["bf16"], False, "loop", **model)
         row = {**cfg, "name": name, "images_per_s": round(speeds[name], 1)}
         if baseline in speeds:
             row["speedup_vs_fp32_loop_k2"] = round(speeds[name] / speeds[baseline], 3)
@@ -184,12 +214,16 @@ def throughput(args: argparse.Namespace) -> None:
             row["cost_vs_vanilla"] = round(speeds[vanilla] / speeds[name], 2)
         rows.append(row)
     precision = {
-        f"w{w} k{k}": loss_precision(args.dataset, w, k, paper_batch) for w in args.widths for k in args.ks if k
+        f"w{w} k{k}": loss_precision(args.dataset, w, k, paper_batch, **model)
+        for w in args.widths
+        for k in args.ks
+        if k
     }
     record = {
         "what": "images/s of pagcore.train.trainer.training_step on the dataset's images"
         " (median of interleaved rounds)",
         "dataset": args.dataset,
+        **model,
         "batch": paper_batch,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
@@ -202,13 +236,14 @@ def throughput(args: argparse.Namespace) -> None:
         "started": started,
         "finished": utc_now(),
     }
-    out = RESULTS / f"cpu_pilot-throughput-{args.dataset}-{started[:10]}.json"
+    tag = f"-vit{args.depth}" if args.architecture == "vit" else ""
+    out = args.out / f"cpu_pilot-throughput-{args.dataset}{tag}-{started[:10]}.json"
     write_json_atomic(out, record)
     for row in rows:
         speedup = f"x{row['speedup_vs_fp32_loop_k2']:.2f} vs fp32 loop k2" if "speedup_vs_fp32_loop_k2" in row else ""
         cost = f"cost {row['cost_vs_vanilla']:.2f}x vanilla" if "cost_vs_vanilla" in row else ""  # vanilla rows: none
         print(f"{row['name']:32s} {row['images_per_s']:8.1f} img/s  {speedup:22s}  {cost}")
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {out}")
 
 
 # -- accuracy --------------------------------------------------------------------------------------
@@ -220,6 +255,8 @@ def pilot_configs(args: argparse.Namespace) -> list[TrainConfig]:
     for width in args.widths:
         for source in args.sources:
             knobs = {"scale": "cpu", "dataset": args.dataset, "epochs": args.epochs, "width": width}
+            if args.architecture == "vit":
+                knobs.update(architecture="vit", depth=args.depth)
             if source == "vanilla":
                 knobs["objective"] = "cross_entropy"
             else:
@@ -300,6 +337,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON (default: benchmarks/results)")
     p.set_defaults(func=throughput)
     a = sub.add_parser("accuracy")
     a.add_argument("--dataset", choices=("cifar10", "stl10"), default="cifar10")
@@ -313,7 +351,14 @@ def main() -> None:
     a.add_argument("--max-minutes", type=float)
     a.add_argument("--threads", type=int, default=2)
     a.set_defaults(func=accuracy)
+    for part in (p, a):
+        part.add_argument("--architecture", choices=ARCHITECTURES, default="resnet18")
+        part.add_argument(
+            "--depth", type=int, default=None, help="ViT: transformer blocks (the --widths are its width)"
+        )
     args = parser.parse_args()
+    if args.architecture == "vit" and args.depth is None:
+        parser.error("a ViT pilot needs --depth")
     args.func(args)
 
 

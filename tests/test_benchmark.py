@@ -115,3 +115,18 @@ def test_denoiser_pilot_throughput_runs_on_cpu(tmp_path):
     (result,) = tmp_path.glob("denoiser_pilot-throughput-*.json")
     rows = json.loads(result.read_text())["results"]
     assert set(rows) == {"w16 fp32", "w16 bf16", "w16 targets"} and rows["w16 targets"]["cifar10_table_hours"] > 0
+
+
+def test_cpu_pilot_throughput_measures_the_vit_beside_its_own_vanilla_step(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "cpu_pilot.py"), "throughput", "--architecture", "vit"]
+    command += ["--depth", "1", "--widths", "8", "--ks", "0", "2", "--batches", "64", "--rounds", "1"]
+    command += ["--steps", "1", "--threads", "1", "--out", str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (result,) = tmp_path.glob("cpu_pilot-throughput-cifar10-vit1-*.json")
+    record = json.loads(result.read_text())
+    names = {row["name"] for row in record["rows"]}
+    assert "vit1 w8 k0 b64 fp32 loop" in names and "vit1 w8 k2 b64 bf16 vmap" in names
+    assert not any(" cl " in name for name in names)  # no channels-last row for the ViT
+    pag = next(row for row in record["rows"] if row["name"] == "vit1 w8 k2 b64 fp32 loop")
+    assert pag["cost_vs_vanilla"] > 0 and record["architecture"] == "vit"
