@@ -177,6 +177,11 @@ def test_the_answer_depends_on_which_rows_are_evidence():
     assert finding(nearest_neighbor="evidence", rigd_linf="evidence").answer == "supports"
     assert finding(nearest_neighbor="within noise", rigd_linf="evidence").answer == "teacher only"
     assert finding(nearest_neighbor="near chance").answer == "does not support"
+    # Rows the noise cannot tell from vanilla neither support nor contradict; one below vanilla does.
+    assert finding(nearest_neighbor="within noise", one_image="near chance").answer == "within noise"
+    assert finding(nearest_neighbor="within noise", class_mean="masking suspected").answer == "does not support"
+    assert finding(nearest_neighbor="within noise", class_mean="not more robust").answer == "does not support"
+    assert "neither supports nor contradicts" in finding_sentence(finding(nearest_neighbor="within noise"))
     assert finding().answer == "no runs"
     sentence = finding_sentence(finding(nearest_neighbor="evidence", one_image="near chance"))
     assert sentence.startswith("CIFAR-10, cpu scale:")
@@ -243,7 +248,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
     box = findings.findings_box(tmp_path / "no-toy.json")
-    assert "**Not shown at the reduced scale.** CIFAR-10: no model-free PAG row meets the rule of evidence" in box
+    assert "**Not shown at the reduced scale.** CIFAR-10: no model-free PAG row can be told from vanilla beyond" in box
     monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)

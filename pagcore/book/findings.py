@@ -106,7 +106,9 @@ class DatasetFinding:
     def answer(self) -> str:
         """'supports' when a model-free row is evidence, 'teacher only' when only RIGD rows are,
         'unchecked' when no row is but a model-free row still awaits AutoAttack or the checklist,
-        'does not support' when rows were judged and none is, 'no runs' otherwise."""
+        'within noise' when no model-free row is evidence but none is below vanilla or suspected of
+        masking either (the noise hides any gap), 'does not support' when rows were judged and some
+        model-free row is, 'no runs' otherwise."""
         if not self.judgements:
             return "no runs"
         rows = self.evidence_rows
@@ -115,7 +117,11 @@ class DatasetFinding:
         if rows:
             return "teacher only"
         unchecked = any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in MODEL_FREE_SOURCES)
-        return "unchecked" if unchecked else "does not support"
+        if unchecked:
+            return "unchecked"
+        free = [j.verdict for row, j in self.judgements.items() if row in MODEL_FREE_SOURCES]
+        contradicted = any(verdict in ("not more robust", "masking suspected") for verdict in free)
+        return "within noise" if "within noise" in free and not contradicted else "does not support"
 
 
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
@@ -174,6 +180,7 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         "supports": "supports the direction of the paper's claim",
         "teacher only": "supports it only through the rows that distil an adversarially trained teacher",
         "does not support": "does not support the paper's claim",
+        "within noise": "neither supports nor contradicts the paper's claim: the noise hides any gap",
         "unchecked": "does not yet answer: the stronger attacks or the checklist are still to run",
     }[finding.answer]
     return f"{title}, {finding.scale} scale: " + "; ".join(parts) + f". The evidence {answer}."
@@ -235,6 +242,7 @@ def _dataset_answer(finding: DatasetFinding) -> str:
     return {
         "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",
         "does not support": "no model-free PAG row meets the rule of evidence (the reasons are below)",
+        "within noise": "no model-free PAG row can be told from vanilla beyond the noise (the reasons are below)",
         "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
     }[finding.answer]
 
