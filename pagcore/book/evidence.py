@@ -287,13 +287,19 @@ def has_targeted_step(checklist: Mapping[str, Any]) -> bool:
     return "targeted_attack" in more["numbers"]
 
 
+def judged_by_current_references(checklist: Mapping[str, Any]) -> bool:
+    """Whether a stored checklist was judged against the checks' current references (they are stored
+    with its settings since they were fixed)."""
+    return "references" in checklist.get("settings", {})
+
+
 def unread_failures(checklist: Mapping[str, Any]) -> set[str]:
     """The checks whose stored failure does not stand under the checklist's current references (those
     stored with its settings). A checklist stored without them either ran PGD alone as its strongest
     white-box attack, and then a black-box or transfer failure may vanish against the targeted APGD
     step, or compared PGD-20 with that step in check 3, and then a more-iterations failure may vanish
     against PGD-100×5 alone. Its passes stand either way: each change can only make a check easier."""
-    if "references" in checklist.get("settings", {}):
+    if judged_by_current_references(checklist):
         return set()
     return {"more_iterations"} if has_targeted_step(checklist) else set(WHITE_BOX_COMPARED)
 
@@ -308,9 +314,9 @@ def failed_checks(entries: Mapping[tuple[str, str], Any]) -> list[str] | None:
     standing: set[str] = set()
     unread = False
     for entry in checked.values():
-        fails = set(entry["results"]["failed"])
-        standing |= fails - unread_failures(entry)
-        unread = unread or bool(fails & unread_failures(entry))
+        fails, changed = set(entry["results"]["failed"]), unread_failures(entry)
+        standing |= fails - changed
+        unread = unread or bool(fails & changed)
     return None if unread and not standing else sorted(standing)
 
 

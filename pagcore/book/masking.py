@@ -14,6 +14,7 @@ from pagcore.book.evidence import (
     CHECK_WORDS,
     THREAT_METRICS,
     failed_checks,
+    judged_by_current_references,
     rank_correlation,
     unread_failures,
 )
@@ -358,7 +359,7 @@ def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
         for norm in THREAT_METRICS:
             entry = entries.get(("checks", norm))
             if entry is not None:
-                (current if "references" in entry["settings"] else older).append(f"{label} {NORM_WORDS[norm]}")
+                (current if judged_by_current_references(entry) else older).append(f"{label} {NORM_WORDS[norm]}")
     if not current and not older:
         return "No checklist is stored yet."
     total = len(current) + len(older)
