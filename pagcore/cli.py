@@ -11,6 +11,7 @@
     python -m pagcore sweep train -p source one_image class_mean -p seed 0 1 ...   (see pagcore/orchestrate/sweep.py)
     python -m pagcore selftest                      (every code path on this device, in a minute or two)
     python -m pagcore denoiser --data .data/cifar10.npz --max-minutes 60   (the score model, resumable)
+    python -m pagcore posterior-gap --data .data/cifar10.npz   (can each source's targets be log-posterior gradients?)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -45,6 +46,7 @@ from pagcore.evaluate.stored import ATTACKS, BudgetConfig, companions, evaluate_
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
 from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
+from pagcore.orchestrate.measurements import measure_posterior_gap
 from pagcore.orchestrate.queue import RunQueue
 from pagcore.orchestrate.selftest import run_selftest, synthetic_data
 from pagcore.orchestrate.sweep import add_sweep_parser
@@ -504,6 +506,53 @@ def _run_denoiser(args: argparse.Namespace) -> dict:
     return result
 
 
+def _add_posterior_gap_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "posterior-gap",
+        help="how far each source's targets are from being log-posterior gradients, recorded like a run",
+        description="Measures the posterior gap (pagcore.evaluate.posterior_gap) of every model-free source's targets,"
+        " and of the score-based ones when a denoiser is trained, on the first training images, and writes it, with"
+        " its record, under runs/measurements/.",
+    )
+    p.add_argument("--dataset", default="cifar10", choices=sorted(SPECS))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help=".npz file or torchvision root of the dataset")
+    source.add_argument("--synthetic", nargs=2, type=int, metavar=("TRAIN", "TEST"), help="random images (tests)")
+    p.add_argument("--images", type=int, default=500, help="training images measured")
+    p.add_argument("--denoiser", default=None, help="denoiser run of the score-based targets (default: the newest)")
+    p.add_argument("--no-denoiser", action="store_true", help="measure the model-free sources only")
+    p.add_argument(
+        "--score-sigma", type=float, default=ObjectiveConfig.score_sigma, help="noise level of the score-based targets"
+    )
+    p.add_argument("--runs", default=None, help="run-store directory (default: runs/)")
+    p.add_argument("--measurements", type=Path, default=None, help="output folder (default: runs/measurements)")
+    p.set_defaults(handler=_run_posterior_gap)
+
+
+def _run_posterior_gap(args: argparse.Namespace) -> dict:
+    check_positive_int("images", args.images)
+    check_positive("score_sigma", args.score_sigma)
+    kind = kind_of(synthetic=bool(args.synthetic), subset=False)
+    denoisers = denoiser_store(args.runs)
+    run = None
+    if not args.no_denoiser:
+        run = denoisers.find(args.denoiser) if args.denoiser else newest_denoiser(denoisers, args.dataset, kind)
+    if run is not None and run.params.get("dataset") != args.dataset:
+        raise ConfigError(f"denoiser {run.name} learned {run.params.get('dataset')}, not {args.dataset}")
+    data = load_data(args.dataset, args.data or "", synthetic=args.synthetic)
+    denoiser = None if run is None else (run.name, load_denoiser(run), args.score_sigma)
+    record = measure_posterior_gap(
+        data,
+        args.dataset,
+        kind=kind,
+        images=args.images,
+        denoiser=denoiser,
+        store=RunStore(args.runs),
+        root=args.measurements,
+    )
+    return {"dataset": args.dataset, "kind": kind, "gaps": record["gaps"], "wall_seconds": record["wall_seconds"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pagcore", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -514,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selftest_parser(subparsers)
     _add_ceiling_parser(subparsers)
     _add_denoiser_parser(subparsers)
+    _add_posterior_gap_parser(subparsers)
 
     add_sweep_parser(subparsers)
     return parser

@@ -6,8 +6,9 @@ students), Table 4's other seeds of one image, Figure 5's other values of λ for
 Table 2's rows on STL-10, at the ``cpu`` scale the k study (the number of target classes
 sampled per image, the scale's one shortcut of Eq. (1), on class mean and then nearest neighbour),
 the other seeds of vanilla and nearest neighbour, whose spread the rule of evidence uses, and last,
-at the ``cpu`` scale, the base classifiers of the randomized-smoothing chapter and the seeds of
-adversarial training with and without the PAG term (the later version's claim).
+at the ``cpu`` scale, class mean's short runs with each input-gradient kind, the base classifiers
+of the randomized-smoothing chapter and the seeds of adversarial training with and without the PAG
+term (the later version's claim).
 
 The chapters take their seeds, λ values and k values from here, the status page compares
 these runs with the paper, and whatever makes missing runs (``python -m pagcore table``, a GPU
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pagcore.config import preset_for
+from pagcore.config import GRADIENTS, preset_for
 from pagcore.paper import reported
 
 TABLE_ROWS: tuple[str, ...] = (
@@ -56,6 +57,11 @@ BOOST_THREATS: tuple[str, ...] = ("linf", "l2")
 """The later version's PAG-boosted adversarial training: per threat model, adversarial training with and
 without the PAG term on CIFAR-10, each with every seed of ``SEEDS`` (seed 0 of the former is the
 table's RIGD teacher), since the gain it claims is a few points."""
+
+GRADIENT_KIND_EPOCHS = 5
+"""The gradient-kind comparison (class mean with the logit and the log-softmax input-gradient, all else
+equal) trains this many epochs: enough to see whether a kind fits the labels at all, a quarter of a
+full cpu-scale run."""
 
 K_STUDY_SOURCES: tuple[str, ...] = ("class_mean", "nearest_neighbor")
 """The rows the k study varies k on: class mean, and nearest neighbour because at the cpu scale class
@@ -102,6 +108,10 @@ def book_runs(scale: str) -> tuple[BookRun, ...]:
             if row != "one_image"
             for s in SEEDS
             if s != 0
+        ),
+        *(
+            BookRun("gradient_kind", "cifar10", "class_mean", {"gradient": g, "epochs": GRADIENT_KIND_EPOCHS}, scale)
+            for g in (GRADIENTS if scale == "cpu" else ())
         ),
         *(
             BookRun("smoothing", "cifar10", "gaussian_noise", {"noise_sigma": s}, scale)

@@ -50,13 +50,14 @@ class DenoiserConfig:
     """Everything that defines a denoiser run (its identity)."""
 
     dataset: str = knob("cifar10", "the dataset whose training set the denoiser learns", choices=tuple(SPECS))
-    width: int = knob(32, "U-Net channels at full resolution")
-    multipliers: list[int] = knob([1, 2, 2], "channels per resolution, as multiples of the width")
-    blocks: int = knob(1, "residual blocks per resolution")
+    width: int = knob(DenoiserShape.width, "U-Net channels at full resolution")
+    multipliers: list[int] = knob(list(DenoiserShape.multipliers), "channels per resolution, as multiples of the width")
+    blocks: int = knob(DenoiserShape.blocks, "residual blocks per resolution")
     sigma_min: float = knob(0.02, "smallest noise level trained (pixel units, images in [0, 1])")
     sigma_max: float = knob(1.0, "largest noise level trained; σ is drawn log-uniformly in between")
     label_drop: float = knob(0.15, "probability that a training example's label is replaced by 'no label'")
-    epochs: int = knob(10, "training epochs")
+    # 25 epochs of the pilot's width take about 50 minutes on two cores (see DenoiserShape).
+    epochs: int = knob(25, "training epochs")
     batch_size: int = knob(128, "batch size")
     lr: float = knob(2e-3, "Adam learning rate")
     ema_decay: float = knob(0.999, "decay of the weights' moving average, whose weights are kept")
