@@ -33,6 +33,7 @@ TESTED_SUBCOMMANDS = {
     "selftest",
     "ceiling",
     "denoiser",
+    "posterior-gap",
 }  # selftest: test_selftest.py
 
 
@@ -298,3 +299,14 @@ def test_denoiser_subcommand_trains_measures_and_then_only_reads(tmp_path):
     stored = json.loads(open(line["path"]).read())
     assert stored["settings"]["denoiser"] == result["run"] and stored["settings"]["sigma"] == 0.2
     assert -1 <= stored["results"]["score"] <= 1 and stored["results"]["images"] == 6
+
+
+def test_posterior_gap_subcommand(tmp_path):
+    out, result = pagcore(
+        "posterior-gap", "--synthetic", "64", "32", "--images", "6", "--no-denoiser", "--measurements", str(tmp_path)
+    )
+    assert out.returncode == 0, out.stderr
+    assert result["kind"] == "smoke" and set(result["gaps"]) == {"one_image", "class_mean", "nearest_neighbor"}
+    assert (tmp_path / "posterior_gap-cifar10.json").exists()
+    out, _ = pagcore("posterior-gap", "--synthetic", "64", "32", "--images", "0")
+    assert out.returncode == 2 and "images must be" in out.stderr
