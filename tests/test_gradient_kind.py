@@ -110,3 +110,10 @@ def test_the_finding_says_what_each_source_shows_and_what_waits():
     )
     both = gradient_kind.finding_line({"class_mean": -1, "score": 0})
     assert both.endswith("on Score-based (SBG) targets it cannot be told apart from the logit.")
+
+
+def test_an_empty_comparison_draws_no_axes_but_says_why():
+    figure = gradient_kind.curves_figure({key: None for key in gradient_kind.comparison({})}, 10)
+    (ax,) = figure.axes
+    assert not ax.axison and not ax.get_lines()
+    assert [t.get_text() for t in ax.texts] == ["no run of this comparison yet"]

@@ -44,8 +44,8 @@ BOOK_NOTEBOOKS: dict[str, tuple[str, dict]] = {
     # Reads the stored evaluations of every real run (python -m pagcore evaluate --attacks ...): seconds.
     "gradient_masking": ("book/experiments/gradient_masking.ipynb", {"progress": False}),
     # Reads the denoiser run and the stored runs' alignment with its targets; draws the targets of four
-    # test images (seconds).
-    "score_based": ("book/experiments/score_based.ipynb", {"progress": False, "data": ".data/cifar10.npz"}),
+    # test images (seconds) when the data is unpacked (the path is from the executed copy's folder).
+    "score_based": ("book/experiments/score_based.ipynb", {"progress": False, "data": "../../.data/cifar10.npz"}),
     # Reads the noise-trained runs and their stored certificates and smoothed evaluations: seconds.
     "randomized_smoothing": ("book/experiments/randomized_smoothing.ipynb", {"progress": False}),
     # Reads adversarial training with and without the PAG term, over seeds: seconds.

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from pagcore.book.evidence import Noise, chance, compare, fits_labels
-from pagcore.book.figures import percent_axis
+from pagcore.book.figures import no_data, percent_axis
 from pagcore.book.style import COLORS, LINESTYLES, TEXT_WIDTH, book_style, legend_outside
 from pagcore.book.text import listed, markdown_table, percent, placeholder_table, signed_points
-from pagcore.config import GRADIENTS
+from pagcore.config import GRADIENTS, MODEL_FREE_SOURCES
 from pagcore.orchestrate.book_runs import GRADIENT_KIND_EPOCHS
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.store.runs import Run
@@ -34,6 +34,9 @@ assert tuple(KIND_WORDS) == GRADIENTS
 
 SOURCES = ("class_mean", "score")
 """The sources compared: the paper's main model-free source and the later version's score-based one."""
+
+SOURCES_IN_ORDER = (*MODEL_FREE_SOURCES, "score")
+"""The order in which the posterior-gap table lists the sources: the paper's, then the later version's."""
 
 Key = tuple[str, str]
 """(source, gradient kind)."""
@@ -102,6 +105,10 @@ def curves_figure(runs: Mapping[Key, Run | None], num_classes: int) -> Figure:
     for the log-softmax kind, with chance as a grey line."""
     with book_style():
         fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.45 * TEXT_WIDTH), layout="constrained")
+        if not any(run is not None and run.history for run in runs.values()):
+            ax.set_axis_off()
+            no_data(ax, "no run of this comparison yet")
+            return fig
         for (source, gradient), run in runs.items():
             if run is None or not run.history:
                 continue
@@ -127,14 +134,16 @@ def gap_table(record: Mapping[str, Any] | None) -> str:
     header = ("targets", "posterior gap, median", "10th–90th percentile", "cosine cap at the median")
     if record is None:
         return placeholder_table(header, "the posterior gap has not been measured yet")
+    measured = record["gaps"]
     rows = [
         (
             ROW_LABELS[source],
-            f"{gaps['q50']:.2f}",
-            f"{gaps['q10']:.2f}–{gaps['q90']:.2f}",
-            f"{gaps['median_cosine_cap']:.2f}",
+            f"{measured[source]['q50']:.2f}",
+            f"{measured[source]['q10']:.2f}–{measured[source]['q90']:.2f}",
+            f"{measured[source]['median_cosine_cap']:.2f}",
         )
-        for source, gaps in record["gaps"].items()
+        for source in SOURCES_IN_ORDER
+        if source in measured
     ]
     return markdown_table(header, rows)
 
