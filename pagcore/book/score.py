@@ -258,9 +258,17 @@ def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
     head = f"Score-based targets (CIFAR-10, {scale} scale, {{ref}}`chapter-score`): "
     if denoiser is None:
         return head + "no denoiser has been trained yet, so no score-based row exists."
-    knows, _ = class_information(denoiser.metrics)
+    metrics = denoiser.metrics
+    implicit = f"{percent(metrics['implicit_classifier']['accuracy'])} of {metrics['test_images']} test images"
     rows = store.select(kind=kind, dataset="cifar10", scale=scale, source="score")
+    trained = (
+        "no score-based PAG row has been trained yet"
+        if not rows
+        else f"{len(rows)} score-based PAG row{'s have' if len(rows) != 1 else ' has'} been trained"
+    )
+    every = store.select(kind=kind, dataset="cifar10", scale=scale)
+    aligned = alignment_points(every, denoiser.name, {})
     return head + (
-        f"the denoiser's implicit classifier {'beats' if knows else 'does not beat'} chance; "
-        f"{len(rows)} score-based row{'s have' if len(rows) != 1 else ' has'} been trained."
+        f"the denoiser's implicit classifier is right on {implicit} (chance {percent(metrics['chance'])}); "
+        f"{trained}. Alignment with its targets against AutoAttack ℓ2: {alignment_verdict(aligned)}"
     )
