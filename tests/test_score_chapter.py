@@ -85,3 +85,12 @@ def test_the_opening_box_line_gives_the_denoisers_class_information_and_the_alig
     assert "no score-based PAG row has been trained yet" in line
     assert "Over 4 runs, the Spearman rank correlation is 1.00" in line
     assert "Over 4 runs" not in score.box_line("paper", str(tmp_path))  # the runs are of another scale
+
+
+def test_the_class_cosine_of_targets_is_one_for_a_shared_direction_and_zero_for_orthogonal_ones():
+    import torch
+
+    shared = torch.randn(1, 1, 3, 4, 4).expand(2, 5, 3, 4, 4)
+    assert score.class_cosine(shared) == pytest.approx(1.0)
+    orthogonal = torch.eye(48)[:10].reshape(1, 10, 3, 4, 4)
+    assert score.class_cosine(orthogonal) == pytest.approx(0.0)

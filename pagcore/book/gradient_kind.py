@@ -103,9 +103,10 @@ def runs_table(runs: Mapping[Key, Run | None]) -> str:
 def curves_figure(runs: Mapping[Key, Run | None], num_classes: int) -> Figure:
     """Training accuracy (%) per epoch: one colour per source, solid for the logit kind and dashed
     for the log-softmax kind, with chance as a grey line."""
+    drawn = any(run is not None and run.history for run in runs.values())
     with book_style():
-        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.45 * TEXT_WIDTH), layout="constrained")
-        if not any(run is not None and run.history for run in runs.values()):
+        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, (0.45 if drawn else 0.2) * TEXT_WIDTH), layout="constrained")
+        if not drawn:
             ax.set_axis_off()
             no_data(ax, "no run of this comparison yet")
             return fig

@@ -96,6 +96,25 @@ def target_pictures(denoiser: Denoiser, images: Tensor, sigma: float, device: to
     return torch.cat([as_float(images).unsqueeze(1).cpu(), pictures], dim=1)
 
 
+def class_cosine(targets: Tensor) -> float:
+    """The mean cosine between one image's targets towards two different classes, over the images of
+    ``targets`` ``(n, C, *image)``: 1 if every class got the same direction, 0 if unrelated ones."""
+    flat = torch.nn.functional.normalize(targets.flatten(2).double(), dim=2)
+    gram = flat @ flat.transpose(1, 2)
+    classes = gram.shape[1]
+    off_diagonal = gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return float((off_diagonal / (classes * (classes - 1))).mean())
+
+
+def targets_reading(denoiser: Denoiser, images: Tensor, sigma: float) -> str:
+    """What the target pictures show, measured on the pictured images."""
+    cosine = class_cosine(score_targets(denoiser, images, range(len(images)), sigma))
+    return (
+        f"Over these {len(images)} images, the targets of one image towards two different classes have a mean "
+        f"cosine of {cosine:.2f} (1 would mean that every class gets the same direction, 0 unrelated directions)."
+    )
+
+
 def target_figure(pictures: Tensor, class_names: Sequence[str]) -> Figure:
     """One row per test image: the image, then its target towards each class (grey: no change)."""
     rows, columns = pictures.shape[:2]
