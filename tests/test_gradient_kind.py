@@ -43,7 +43,10 @@ def test_the_compared_runs_are_the_two_kinds_of_each_source_and_wait_for_a_denoi
     assert list(without) == ["Class Mean, logit", "Class Mean, log-softmax"]
     assert without["Class Mean, log-softmax"] == ("class_mean", {"gradient": "log_softmax", "epochs": 5})
     both = gradient_kind.compared_points({"denoiser": "d", "score_sigma": 0.2}, epochs=3)
-    assert both["Score-based (SBG), logit"] == ("score", {"denoiser": "d", "score_sigma": 0.2, "gradient": "logit", "epochs": 3})
+    assert both["Score-based (SBG), logit"] == (
+        "score",
+        {"denoiser": "d", "score_sigma": 0.2, "gradient": "logit", "epochs": 3},
+    )
 
 
 def test_a_longer_run_never_stands_in_for_a_short_one(tmp_path):
@@ -98,7 +101,10 @@ def test_the_tables_and_curves_show_the_stored_numbers(tmp_path):
     assert "Class Mean, logit goes from 20.0% to 30.0%;" in reading
     figure = gradient_kind.curves_figure(runs, 10)
     labels = [line.get_label() for line in figure.axes[0].get_lines()]
-    assert labels == [*(gradient_kind.label(s, g) for s in gradient_kind.SOURCES for g in ("logit", "log_softmax")), "chance"]
+    assert labels == [
+        *(gradient_kind.label(s, g) for s in gradient_kind.SOURCES for g in ("logit", "log_softmax")),
+        "chance",
+    ]
 
 
 def test_the_finding_says_what_each_source_shows_and_what_waits():

@@ -167,7 +167,11 @@ def source_reading(
     name = ROW_LABELS[source]
     missing = [KIND_WORDS[g] for g, run in (("logit", logit), ("log_softmax", soft)) if run is None]
     if missing:
-        return None, f"With {name} targets, the {listed(missing)} run{'s have' if len(missing) > 1 else ' has'} not been made yet."
+        return (
+            None,
+            f"With {name} targets, the {listed(missing)} "
+            f"run{'s have' if len(missing) > 1 else ' has'} not been made yet.",
+        )
 
     def fit(run: Run) -> str:
         fits = fits_labels(_clean(run), num_classes)
