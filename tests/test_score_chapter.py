@@ -94,3 +94,20 @@ def test_the_class_cosine_of_targets_is_one_for_a_shared_direction_and_zero_for_
     assert score.class_cosine(shared) == pytest.approx(1.0)
     orthogonal = torch.eye(48)[:10].reshape(1, 10, 3, 4, 4)
     assert score.class_cosine(orthogonal) == pytest.approx(0.0)
+
+
+def test_the_targets_reading_measures_the_pictures_as_the_targets_themselves():
+    import torch
+
+    from pagcore.paper.denoiser import Denoiser, DenoiserShape
+
+    torch.manual_seed(0)
+    denoiser = Denoiser(3, 10, DenoiserShape(width=4, multipliers=(1, 2))).eval()
+    with torch.no_grad():  # a fresh network is the identity in every label: give the labels some effect
+        for parameter in denoiser.parameters():
+            parameter.normal_(0, 0.2)
+    images = torch.rand(2, 3, 8, 8)
+    pictures = score.target_pictures(denoiser, images, 0.2)
+    targets = score.score_targets(denoiser, images, range(2), 0.2)
+    assert abs(score.class_cosine(targets)) > 0.01
+    assert f"a mean cosine of {score.class_cosine(targets):.2f}" in score.targets_reading(pictures)
