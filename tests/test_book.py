@@ -44,6 +44,7 @@ RUN_PAGES = {
         "appendix/seed_error_bars",
         "appendix/k_study",
         "experiments/randomized_smoothing",
+        "experiments/score_based",
     ),
     "stl10": ("experiments/stl10",),
 }

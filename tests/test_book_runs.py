@@ -41,3 +41,18 @@ def test_every_row_of_the_rule_of_evidence_is_trained_with_every_seed(scale):
             seeds_of.setdefault(entry.row, set()).add(entry.overrides.get("seed", 0))
     for row in NOISE_ROWS:
         assert seeds_of[row] == set(SEEDS), row
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_the_score_based_entries_use_the_books_committed_denoiser_and_both_gradient_kinds_at_the_cpu_scale(scale):
+    from pagcore.orchestrate.book_runs import SCORE_DENOISERS
+    from pagcore.train.trainer import check_trainable
+
+    entries = [e for e in book_runs(scale) if e.row == "score"]
+    assert {e.dataset for e in entries} == set(SCORE_DENOISERS)
+    for entry in entries:
+        config = RealDataExperiment(entry.dataset, {"scale": scale}).config(entry.row, **entry.overrides)
+        assert config.objective.denoiser == SCORE_DENOISERS[entry.dataset]
+        check_trainable(config, "real", RunStore())  # the committed denoiser is complete, of this dataset, at this σ
+    kinds = {e.overrides["gradient"] for e in entries if e.chapter == "gradient_kind"}
+    assert kinds == ({"logit", "log_softmax"} if scale == "cpu" else set())

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pagcore.book import score
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS
 from pagcore.store.runs import RunStore
 
 
@@ -71,18 +72,19 @@ def test_without_a_denoiser_the_chapter_says_it_has_no_result():
 def test_the_opening_box_line_gives_the_denoisers_class_information_and_the_alignment_claim(tmp_path):
     store = RunStore(tmp_path)
     assert "no denoiser has been trained yet" in score.box_line("cpu", str(tmp_path))
-    denoiser = RunStore(tmp_path / "denoisers").create("d1", {"dataset": "cifar10"})
+    book_denoiser = SCORE_DENOISERS["cifar10"]
+    denoiser = RunStore(tmp_path / "denoisers").create(book_denoiser, {"dataset": "cifar10"})
     denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [{"finished": "x"}]})
     denoiser.write_json("metrics.json", quality(0.54))
     for i, (alignment, robust) in enumerate([(0.02, 0.0), (0.07, 0.25), (0.15, 0.3), (0.16, 0.45)]):
         run = store.create(f"run-{i}", {"dataset": "cifar10", "scale": "cpu"})
         run.write_json("record.json", {"kind": "real", "status": "complete"})
         run.write_json("metrics.json", {"clean": 0.5})
-        store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
+        store_evaluation(run, "score_alignment", {"denoiser": book_denoiser, "sigma": 0.2}, {"score": alignment})
         store_evaluation(run, "autoattack", {"norm": "l2"}, {"robust": robust})
     line = score.box_line("cpu", str(tmp_path))
     assert "the denoiser's implicit classifier is right on 54.0% of 200 test images (chance 10.0%)" in line
-    assert "no score-based PAG row has been trained yet" in line
+    assert "the score-based PAG row has not been trained yet" in line
     assert "Over 4 runs, the Spearman rank correlation is 1.00" in line
     assert "Over 4 runs" not in score.box_line("paper", str(tmp_path))  # the runs are of another scale
 

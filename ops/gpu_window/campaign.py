@@ -84,7 +84,7 @@ from pagcore.config import ExecutionConfig
 from pagcore.data import load_dataset
 from pagcore.evaluate.final import EvaluationConfig
 from pagcore.evaluate.stored import TABLE_EVALUATIONS, BudgetConfig, companion_run
-from pagcore.orchestrate.book_runs import BookRun, book_runs
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS, BookRun, book_runs
 from pagcore.orchestrate.evaluations import evaluate_smoothing, evaluate_table
 from pagcore.orchestrate.queue import RunQueue, Status
 from pagcore.orchestrate.selftest import SYNTHETIC_IMAGES, autoattack_available, run_selftest, synthetic_data
@@ -98,6 +98,7 @@ from pagcore.orchestrate.workers import (
 )
 from pagcore.store.provenance import device_description, utc_now, write_json_atomic
 from pagcore.store.runs import RunStore
+from pagcore.train.denoiser import denoiser_store
 from pagcore.train.devices import resolve_device
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,7 +307,8 @@ def seed_store(settings: CampaignConfig) -> None:
     """Copy the repository's committed records of this campaign's runs into the campaign store,
     file by file where missing, so that a run begun in an earlier window is known here (a
     paper-scale checkpoint arrives separately, staged from its parts; a CPU-scale one is
-    committed with its run and copied here unless the store already has one of that run)."""
+    committed with its run and copied here unless the store already has one of that run), and the
+    book's complete denoisers (:data:`~pagcore.orchestrate.book_runs.SCORE_DENOISERS`) with their weights."""
 
     store = RunStore(settings.work / "runs")
     for run in RunStore(settings.repo_runs).runs():
@@ -317,14 +319,24 @@ def seed_store(settings: CampaignConfig) -> None:
         ):
             continue
         with_checkpoints = travels_with_repository(run) and not any(store.run(run.name).path.glob("checkpoint-*.pt"))
-        for file in run.path.rglob("*"):
-            target = store.root / run.name / file.relative_to(run.path)
-            checkpoint = file.name.startswith("checkpoint-")
-            if not file.is_file() or file.name.endswith(".tmp") or (checkpoint and not with_checkpoints):
-                continue
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(file, target)
+        _copy_missing(run.path, store.root / run.name, with_checkpoints)
+    # The book's denoisers, weights and all: the score-based rows compute their targets with them.
+    for name in SCORE_DENOISERS.values():
+        denoiser = denoiser_store(settings.repo_runs).run(name)
+        if denoiser.complete:
+            _copy_missing(denoiser.path, denoiser_store(store.root).root / name, with_checkpoints=True)
+
+
+def _copy_missing(source: Path, target: Path, with_checkpoints: bool) -> None:
+    """The files of run directory ``source`` that ``target`` lacks (checkpoints only ``with_checkpoints``)."""
+    for file in source.rglob("*"):
+        copy = target / file.relative_to(source)
+        checkpoint = file.name.startswith("checkpoint-")
+        if not file.is_file() or file.name.endswith(".tmp") or (checkpoint and not with_checkpoints):
+            continue
+        if not copy.exists():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, copy)
 
 
 class CampaignQueue(RunQueue):

@@ -2,9 +2,10 @@
 targets (its quality, its class information, the targets it gives), and the later paper's "better
 alignment, more robustness", read from every stored run's alignment with those targets.
 
-The denoiser is a run of ``python -m pagcore denoiser`` (its ``metrics.json`` holds the quality
-measured once it finished); the alignment is each run's stored ``score_alignment`` evaluation
-(``python -m pagcore evaluate --score-alignment``).
+The denoiser is the book's (:data:`pagcore.orchestrate.book_runs.SCORE_DENOISERS`), a run of
+``python -m pagcore denoiser`` (its ``metrics.json`` holds the quality measured once it finished);
+the alignment is each run's stored ``score_alignment`` evaluation (``python -m pagcore evaluate
+--score-alignment``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_o
 from pagcore.book.text import markdown_table, percent, placeholder_table
 from pagcore.data import as_float
 from pagcore.evaluate.stored import chosen_evaluations
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS, score_overrides
+from pagcore.orchestrate.experiments import RealDataExperiment
 from pagcore.paper.denoiser import Denoiser
 from pagcore.store.runs import Run, RunStore
-from pagcore.train.denoiser import denoiser_store, newest_denoiser
+from pagcore.train.denoiser import denoiser_store
 from pagcore.train.score_targets import score_targets
 
 ESTIMATES = {
@@ -38,6 +41,19 @@ ESTIMATES = {
     "conditional": "ours, true label",
 }
 """The denoising estimates whose errors the quality table and figure show, in that order."""
+
+
+def book_denoiser(store: RunStore, name: str = "", dataset: str = "cifar10") -> Run | None:
+    """The denoiser run the chapter reads from ``store``: ``name`` (a run name or directory, which must
+    exist), or the book's denoiser of ``dataset``; None while it is not trained (or the dataset has none)."""
+    denoisers = denoiser_store(store.root)
+    if name:
+        run = denoisers.find(name)
+    elif dataset in SCORE_DENOISERS:
+        run = denoisers.run(SCORE_DENOISERS[dataset])
+    else:
+        return None
+    return run if run.complete else None
 
 
 def quality_table(metrics: Mapping[str, Any] | None) -> str:
@@ -274,18 +290,21 @@ def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgemen
 def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
     """The chapter's state for the book's opening box: whether a denoiser and a score-based row exist."""
     store = RunStore(runs_dir or None)
-    denoiser = newest_denoiser(denoiser_store(store.root), "cifar10", kind)
+    denoiser = book_denoiser(store)
     head = f"Score-based targets (CIFAR-10, {scale} scale, {{ref}}`chapter-score`): "
     if denoiser is None:
         return head + "no denoiser has been trained yet, so no score-based row exists."
     metrics = denoiser.metrics
     implicit = f"{percent(metrics['implicit_classifier']['accuracy'])} of {metrics['test_images']} test images"
-    rows = store.select(kind=kind, dataset="cifar10", scale=scale, source="score")
-    trained = (
-        "no score-based PAG row has been trained yet"
-        if not rows
-        else f"{len(rows)} score-based PAG row{'s have' if len(rows) != 1 else ' has'} been trained"
-    )
+    row = RealDataExperiment("cifar10", {"scale": scale}, store, kind=kind).run("score", **score_overrides("cifar10"))
+    if row is None:
+        trained = "the score-based PAG row has not been trained yet"
+    else:
+        m = row.metrics
+        trained = (
+            f"the score-based PAG row ({row.params['epochs']} epochs) reaches {percent(m['clean'])} clean, "
+            f"{percent(m['linf'])} under ℓ∞ and {percent(m['l2'])} under ℓ2 PGD-20"
+        )
     every = store.select(kind=kind, dataset="cifar10", scale=scale)
     aligned = alignment_points(every, denoiser.name, {})
     return head + (

@@ -3,12 +3,13 @@
 Per scale: Table 1's rows on CIFAR-10 (vanilla and class mean first: the baseline and the main
 model-free source; then the other sources, the adversarially trained teachers and their RIGD
 students), Table 4's other seeds of one image, Figure 5's other values of λ for class mean,
-Table 2's rows on STL-10, at the ``cpu`` scale the k study (the number of target classes
+Table 2's rows on STL-10, the later version's score-based row on each dataset that has a denoiser
+(:data:`SCORE_DENOISERS`), at the ``cpu`` scale the k study (the number of target classes
 sampled per image, the scale's one shortcut of Eq. (1), on class mean and then nearest neighbour),
 the other seeds of vanilla and nearest neighbour, whose spread the rule of evidence uses, and last,
-at the ``cpu`` scale, class mean's short runs with each input-gradient kind, the base classifiers
-of the randomized-smoothing chapter and the seeds of adversarial training with and without the PAG
-term (the later version's claim).
+at the ``cpu`` scale, the short runs of class mean and the score-based source with each
+input-gradient kind, the base classifiers of the randomized-smoothing chapter and the seeds of
+adversarial training with and without the PAG term (the later version's claim).
 
 The chapters take their seeds, λ values and k values from here, the status page compares
 these runs with the paper, and whatever makes missing runs (``python -m pagcore table``, a GPU
@@ -59,9 +60,20 @@ without the PAG term on CIFAR-10, each with every seed of ``SEEDS`` (seed 0 of t
 table's RIGD teacher), since the gain it claims is a few points."""
 
 GRADIENT_KIND_EPOCHS = 5
-"""The gradient-kind comparison (class mean with the logit and the log-softmax input-gradient, all else
-equal) trains this many epochs: enough to see whether a kind fits the labels at all, a quarter of a
-full cpu-scale run."""
+"""The gradient-kind comparison (class mean and the score-based source, each with the logit and the
+log-softmax input-gradient, all else equal) trains this many epochs: enough to see whether a kind fits
+the labels at all, a quarter of a full cpu-scale run."""
+
+SCORE_DENOISERS: dict[str, str] = {"cifar10": "cifar10-denoiser-w16-e25-s0-46f47cdf6b"}
+"""The denoiser run (in ``runs/denoisers``, committed) whose targets each dataset's score-based rows use,
+at every scale; a dataset without one has no score-based row."""
+
+
+def score_overrides(dataset: str, gradient: str = reported.SCORE_GRADIENT) -> dict[str, str]:
+    """A score-based row's overrides: the book's denoiser of ``dataset`` and the input-gradient kind
+    (the authors' unless named)."""
+    return {"denoiser": SCORE_DENOISERS[dataset], "gradient": gradient}
+
 
 K_STUDY_SOURCES: tuple[str, ...] = ("class_mean", "nearest_neighbor")
 """The rows the k study varies k on: class mean, and nearest neighbour because at the cpu scale class
@@ -96,6 +108,7 @@ def book_runs(scale: str) -> tuple[BookRun, ...]:
         *(BookRun("seeds", "cifar10", "one_image", {"seed": s}, scale) for s in SEEDS if s != 0),
         *(BookRun("lambda", "cifar10", "class_mean", {"lam": lam}, scale) for lam in LAMBDAS if lam != table_lam),
         *(BookRun("table", "stl10", row, scale=scale) for row in TABLE_ROWS),
+        *(BookRun("score", dataset, "score", score_overrides(dataset), scale) for dataset in SCORE_DENOISERS),
         *(
             BookRun("k_study", "cifar10", source, {"classes_per_image": k}, scale)
             for source in K_STUDY_SOURCES
@@ -110,7 +123,8 @@ def book_runs(scale: str) -> tuple[BookRun, ...]:
             if s != 0
         ),
         *(
-            BookRun("gradient_kind", "cifar10", "class_mean", {"gradient": g, "epochs": GRADIENT_KIND_EPOCHS}, scale)
+            BookRun("gradient_kind", "cifar10", source, {**base, "gradient": g, "epochs": GRADIENT_KIND_EPOCHS}, scale)
+            for source, base in (("class_mean", {}), ("score", score_overrides("cifar10")))
             for g in (GRADIENTS if scale == "cpu" else ())
         ),
         *(

@@ -84,14 +84,14 @@ class RunQueue:
     def check(self) -> None:
         """Every entry resolves, and may be trained: raises :class:`ConfigError` before any data is read."""
         for entry in self.entries:
-            check_trainable(self.config(entry), self.kind)
+            check_trainable(self.config(entry), self.kind, self.store)
 
     def status(self, entry: BookRun) -> Status:
         name = self.run_name(entry)
         if self.store.run(name).complete:
             return Status("complete", name)
         try:
-            check_trainable(self.config(entry), self.kind)
+            check_trainable(self.config(entry), self.kind, self.store)
         except ConfigError as provisional:
             return Status("blocked", name, str(provisional))
         return Status("missing", name)

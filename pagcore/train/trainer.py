@@ -139,13 +139,16 @@ def run_kind(config: TrainConfig, data: ImageDataset) -> str:
     return kind_of(synthetic=data.source.startswith("synthetic"), subset=subset)
 
 
-def check_trainable(config: TrainConfig, kind: str) -> None:
-    """Real runs only at a final preset: a provisional one may still change, and its runs with it."""
+def check_trainable(config: TrainConfig, kind: str, store: RunStore | None = None) -> None:
+    """Real runs only at a final preset: a provisional one may still change, and its runs with it.
+    Given the run ``store``, a score-based run also needs its denoiser there (:func:`score_denoiser`)."""
     if kind == "real" and not config.preset.final:
         raise ConfigError(
             f"the {config.scale!r} preset is provisional ({config.preset.note}); real runs wait for it "
             "(pass kind='pilot' to train a pilot run)"
         )
+    if store is not None and config.objective.has_pag_term and config.objective.source == "score":
+        score_denoiser(config.objective, config.data.dataset, store, kind)
 
 
 def run_identity(config: TrainConfig, kind: str) -> dict[str, Any]:
@@ -169,7 +172,10 @@ def score_denoiser(o: ObjectiveConfig, dataset: str, store: RunStore, kind: str)
     """The denoiser run a ``score`` source names, checked before any work: complete, of the same
     dataset, of a kind a run of ``kind`` may use (a real run needs a real denoiser), and trained
     over a range of noise levels that holds ``o.score_sigma``."""
-    run = denoiser_store(store.root).find(o.denoiser)
+    try:
+        run = denoiser_store(store.root).find(o.denoiser)
+    except FileNotFoundError as missing:
+        raise ConfigError(f"{missing}: train it with python -m pagcore denoiser") from None
     params = run.params
     if not run.checkpoint_path("final").exists():
         raise ConfigError(f"denoiser {run.name} is not trained yet: python -m pagcore denoiser")
@@ -435,9 +441,7 @@ def train(
     data = prepare_data(config, data)
     store = store or RunStore()
     kind = options.kind or run_kind(config, data)
-    check_trainable(config, kind)
-    if config.objective.has_pag_term and config.objective.source == "score":
-        score_denoiser(config.objective, config.data.dataset, store, kind)
+    check_trainable(config, kind, store)
     run = open_run(store, config, kind)
     if options.retrain:
         run.clear()

@@ -20,7 +20,7 @@ from ops.gpu_window.campaign import CPU_PRIORITY, PRIORITY, CampaignConfig
 from ops.gpu_window.transfer import Item, PlanError, check_plan, join_parts, plan_parts, room_for_carry, split_file
 from pagcore.base.deadline import Deadline
 from pagcore.config import SCALES, TrainConfig
-from pagcore.orchestrate.book_runs import BookRun
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS, BookRun
 from pagcore.orchestrate.queue import Status
 from pagcore.orchestrate.workers import run_worker
 from pagcore.store.runs import RunStore
@@ -295,6 +295,25 @@ def test_cpu_scale_entries_keep_the_preset_and_wait_while_it_is_provisional(tmp_
     assert not (real.work / "runs" / name).exists()
     elsewhere.write_json("record.json", {"status": "interrupted", "kind": "real", "sessions": [{"device": "cpu: x"}]})
     assert campaign.entry_status(cpu_entry("class_mean"), real).state == "missing"
+
+
+def test_the_score_based_row_waits_for_the_books_denoiser_which_the_store_is_seeded_with(tmp_path):
+    settings = dry_settings(tmp_path)
+    entry = next(e for e in PRIORITY if e.row == "score")
+    assert entry.overrides["denoiser"] == SCORE_DENOISERS[entry.dataset]
+    blocked = campaign.entry_status(entry, settings)
+    assert blocked.state == "blocked" and "denoiser" in blocked.why
+    # The repository's denoiser, as committed: its record, its measured quality and its weights.
+    committed = RunStore(settings.repo_runs / "denoisers").create(
+        entry.overrides["denoiser"], {"dataset": "cifar10", "sigma_min": 0.01, "sigma_max": 1.0}
+    )
+    committed.write_json("record.json", {"status": "complete", "kind": "real", "sessions": []})
+    committed.write_json("metrics.json", {"implicit_classifier": {"accuracy": 0.5}})
+    committed.checkpoint_path("final").write_bytes(b"w" * 100)
+    campaign.seed_store(settings)
+    seeded = RunStore(settings.work / "runs" / "denoisers").run(committed.name)
+    assert seeded.checkpoint_path("final").read_bytes() == b"w" * 100 and seeded.complete
+    assert campaign.entry_status(entry, settings).state == "missing"
 
 
 def test_missing_cpu_scale_runs_train_side_by_side_and_a_rigd_run_waits_for_its_teacher(tmp_path, monkeypatch):
@@ -591,7 +610,8 @@ def test_a_whole_dry_campaign_then_its_files_merged_here(tmp_path):
     trained = [t for t in result["train"] if t["entry"]]
     assert [t["entry"] for t in trained] == [e.label for e in PRIORITY[: len(trained)]]
     assert trained and trained[0]["outcome"] == "complete"
-    assert all(t["outcome"] == "complete" for t in trained[:-1])
+    # (a score-based entry is blocked here: the repository this campaign is given holds no denoiser)
+    assert all(t["outcome"] in ("complete", "blocked") for t in trained[:-1])
     files = sorted(out_dir.iterdir())
     assert 2 <= len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
 
