@@ -113,3 +113,15 @@ def test_the_targets_reading_measures_the_pictures_as_the_targets_themselves():
     targets = score.score_targets(denoiser, images, range(2), 0.2)
     assert abs(score.class_cosine(targets)) > 0.01
     assert f"a mean cosine of {score.class_cosine(targets):.2f}" in score.targets_reading(pictures)
+
+
+def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, monkeypatch):
+    from pagcore.orchestrate import book_runs
+
+    assert "no score-based row" in score.stl10_line(RunStore(tmp_path))
+    denoiser = RunStore(tmp_path / "denoisers").create("stl10-d", {"dataset": "stl10"})
+    denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": []})
+    denoiser.write_json("metrics.json", quality(0.3))
+    assert "no score-based row" in score.stl10_line(RunStore(tmp_path))  # trained, but not the book's
+    monkeypatch.setitem(book_runs.SCORE_DENOISERS, "stl10", "stl10-d")
+    assert "in the queue" in score.stl10_line(RunStore(tmp_path))
