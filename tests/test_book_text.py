@@ -472,3 +472,12 @@ def test_the_seed_chapter_says_which_spread_each_row_carries():
     assert "paper" not in table
     assert "no row has two seeds yet" in tables.noise_table({"paper": None}, labels)
     assert "judges nothing there" in verdicts.noise_sentence(None, "paper", labels)
+
+
+def test_a_printed_difference_is_the_difference_of_the_printed_numbers():
+    from pagcore.book.text import percent, shown_points, signed_points
+
+    teacher, row = 0.3106, 0.1894  # shown as 31.1% and 18.9%, 12.12 points apart before rounding
+    assert (percent(teacher), percent(row)) == ("31.1%", "18.9%")
+    assert shown_points(teacher, row) == 12.2
+    assert signed_points(shown_points(row, teacher)) == "-12.2"

@@ -23,11 +23,14 @@ from torch import Tensor
 from pagcore.book.evidence import SIGNIFICANCE, rank_correlation, sampling_std
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
+from pagcore.book.tables import training_devices
 from pagcore.book.text import markdown_table, percent, placeholder_table
-from pagcore.data import as_float
+from pagcore.config import ObjectiveConfig
+from pagcore.data import SPECS, as_float
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import SCORE_DENOISERS, score_overrides
 from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.paper import reported
 from pagcore.paper.denoiser import Denoiser
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.denoiser import denoiser_store
@@ -54,6 +57,16 @@ def book_denoiser(store: RunStore, name: str = "", dataset: str = "cifar10") -> 
     else:
         return None
     return run if run.complete else None
+
+
+def unset_parameters(dataset: str = "cifar10") -> dict[str, str]:
+    """What the chapter's parameters left unset resolve to, in words, for its parameters table."""
+    lam = reported.SCORE_LAMBDA.get(dataset)
+    return {
+        "denoiser": f"`{SCORE_DENOISERS[dataset]}` (the book's)" if dataset in SCORE_DENOISERS else "none yet",
+        "score_sigma": f"{ObjectiveConfig.score_sigma:g}",
+        "lam": "none published" if lam is None else f"{lam:g} (the authors' code)",
+    }
 
 
 def quality_table(metrics: Mapping[str, Any] | None) -> str:
@@ -90,8 +103,9 @@ def class_information(metrics: Mapping[str, Any]) -> tuple[bool, str]:
     images, level = metrics["test_images"], metrics["chance"]
     beyond = accuracy - level > SIGNIFICANCE * sampling_std(level, images)
     sentence = (
-        f"Its implicit classifier, which gives a test image the label whose conditional denoiser explains it "
-        f"best, is right on {percent(accuracy)} of {images} test images, against the {percent(level)} of chance: "
+        f"The denoiser's implicit classifier, which gives a test image the label whose conditional denoiser "
+        f"explains it best, is right on {percent(accuracy)} of {images} test images, against the "
+        f"{percent(level)} of chance: "
         + (
             "the denoiser carries class information beyond chance, so its targets can carry it too."
             if beyond
@@ -210,7 +224,10 @@ def alignment_verdict(points: Mapping[str, tuple[float, float]]) -> str:
         if correlation.high < 0
         else f"the interval includes 0: these {len(points)} runs cannot tell the correlation from none."
     )
-    return f"Over {len(points)} runs, the Spearman rank correlation is {correlation}; " + reading
+    return (
+        f"Over {len(points)} runs, the Spearman rank correlation between the alignment with the score-based "
+        f"targets and AutoAttack ℓ2 accuracy is {correlation}; " + reading
+    )
 
 
 def run_table(runs: Mapping[str, Run | None]) -> str:
@@ -229,8 +246,13 @@ def denoiser_status(run: Run | None) -> str:
             "No denoiser has been trained yet, so this chapter has no numbers: the denoiser, its targets, the "
             "score-based rows and the alignment below all wait for `python -m pagcore denoiser`."
         )
-    _, sentence = class_information(run.metrics)
-    return f"The denoiser `{run.name}` is trained and measured. {sentence}"
+    p = run.params
+    minutes = run.record["wall_seconds"] / 60
+    return (
+        f"The book's denoiser is a U-Net of width {p['width']} trained for {p['epochs']} epochs on the "
+        f"{SPECS[p['dataset']].title} training set, at noise levels σ from {p['sigma_min']:g} to {p['sigma_max']:g}, "
+        f"in {minutes:.0f} minutes ({'; '.join(training_devices(run))}); its record is at the end of the chapter."
+    )
 
 
 def empty_figure(message: str) -> Figure:
@@ -252,8 +274,13 @@ def quality_reading(metrics: Mapping[str, Any], sigma: float) -> str:
         return f"{math.sqrt(at[key]):.3f}"
 
     _, information = class_information(metrics)
+    level = (
+        f"At the targets' σ = {sigma:g}"
+        if math.isclose(float(nearest), sigma)
+        else f"At σ = {float(nearest):g}, the measured level nearest the targets' {sigma:g}"
+    )
     return (
-        f"At σ = {float(nearest):g}, the measured level nearest the targets' {sigma:g}, the RMS error per pixel is "
+        f"{level}, the RMS error per pixel is "
         f"{rms('conditional')} for our denoiser with the true label and {rms('unconditional')} without it, against "
         f"{rms('gaussian')} for the optimal linear denoiser and {rms('noisy')} for the noisy image; the optimal "
         f"denoiser of the training set, which can only return blends of training images, reaches {rms('empirical')}. "
@@ -320,5 +347,5 @@ def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
     aligned = alignment_points(every, denoiser.name, {})
     return head + (
         f"the denoiser's implicit classifier is right on {implicit} (chance {percent(metrics['chance'])}); "
-        f"{trained}. Alignment with its targets against AutoAttack ℓ2: {alignment_verdict(aligned)}"
+        f"{trained}. {alignment_verdict(aligned)}"
     )

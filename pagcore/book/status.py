@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from pagcore.book.style import COLORS, TEXT_WIDTH, book_style, legend_outside
 from pagcore.book.tables import seed_summary, training_devices
-from pagcore.book.text import METRIC_COLUMNS, markdown_table, percent, short_device, signed_points
+from pagcore.book.text import METRIC_COLUMNS, markdown_table, percent, short_device, shown_points, signed_points
 from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import SEEDS
 from pagcore.orchestrate.experiments import PAPER_ROWS, ROW_LABELS, RealDataExperiment
@@ -92,6 +92,11 @@ class StatusRow:
         return None if self.ours is None else self.ours - self.paper
 
     @property
+    def shown_gap(self) -> float | None:
+        """The gap in points as the page shows it: ours minus the paper's, each to one decimal."""
+        return None if self.ours is None else shown_points(self.ours, self.paper)
+
+    @property
     def verdict(self) -> str:
         return verdict(self)
 
@@ -107,7 +112,7 @@ def verdict(row: StatusRow) -> str:
         return NOT_COMPARABLE
     # Judged on the rounded gap, so that a reader who sees "+2.0" next to a 2-point tolerance sees it pass.
     within = max(REPRODUCED_WITHIN, 2 * row.own_spread)
-    return REPRODUCED if round(100 * abs(row.gap), 1) <= round(100 * within, 1) else NOT_REPRODUCED
+    return REPRODUCED if abs(row.shown_gap) <= round(100 * within, 1) else NOT_REPRODUCED
 
 
 def _provenance(run: Run) -> dict[str, str]:
@@ -424,7 +429,7 @@ def figure_reading(rows: list[StatusRow]) -> str:
     paper = [r for r in measured if r.scale == "paper"]
     if paper:
         # Counted against the band the figure draws; the rule's wider bound for means over seeds is named apart.
-        inside = sum(round(100 * abs(r.gap), 1) <= round(100 * REPRODUCED_WITHIN, 1) for r in paper)
+        inside = sum(abs(r.shown_gap) <= round(100 * REPRODUCED_WITHIN, 1) for r in paper)
         reproduced = sum(r.verdict == REPRODUCED for r in paper)
         which = (
             f"the toy experiment's {len(paper)} points"
@@ -440,10 +445,12 @@ def figure_reading(rows: list[StatusRow]) -> str:
         parts.append(part)
     reduced = [r for r in measured if r.scale != "paper"]
     if reduced:
-        below = sum(r.gap < -REPRODUCED_WITHIN for r in reduced)
-        inside = sum(abs(r.gap) <= REPRODUCED_WITHIN for r in reduced)
+        band = round(100 * REPRODUCED_WITHIN, 1)
+        below = sum(r.shown_gap < -band for r in reduced)
+        above = sum(r.shown_gap > band for r in reduced)
+        inside = len(reduced) - below - above
         gaps = {
-            title: statistics.median(100 * r.gap for r in reduced if PANEL_OF[r.key] == key)
+            title: statistics.median(r.shown_gap for r in reduced if PANEL_OF[r.key] == key)
             for key, title in METRIC_COLUMNS
             if any(PANEL_OF[r.key] == key for r in reduced)
         }
@@ -451,8 +458,8 @@ def figure_reading(rows: list[StatusRow]) -> str:
         scales = _join(sorted({r.scale for r in reduced}))
         parts.append(
             f"{below} of the {len(reduced)} {scales}-scale points fall below the band, furthest in {worst} "
-            f"accuracy (median gap {signed_points(gaps[worst])} points), and the {inside} that land inside it "
-            "still reproduce nothing, since their protocol differs"
+            f"accuracy (median gap {signed_points(gaps[worst])} points), {above} lie above it, and the {inside} "
+            "that land inside it still reproduce nothing, since their protocol differs"
         )
     text = "; ".join(parts) + "."
     return text[0].upper() + text[1:]
@@ -492,7 +499,7 @@ def measured_tables(rows: list[StatusRow]) -> str:
                     r.metric,
                     percent(r.paper),
                     percent(r.ours),
-                    signed_points(100 * r.gap),
+                    signed_points(r.shown_gap),
                     unbroken(r.verdict),
                 )
             )

@@ -12,7 +12,7 @@ from typing import Any
 
 from pagcore.book import evidence
 from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, placeholder_table, short_device
-from pagcore.config import preset_for
+from pagcore.config import ObjectiveConfig, preset_for
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import load_ceiling
 from pagcore.evaluate.stored import chosen_evaluations
@@ -174,6 +174,7 @@ def resolved_knobs(dataset: str, scales: Sequence[str]) -> dict[str, str]:
         "epochs": per_scale(lambda p: p.epochs),
         "width": per_scale(lambda p: p.width),
         "classes_per_image": per_scale(lambda p: p.classes_per_image or num_classes),
+        "pool_size": f"{ObjectiveConfig.pool_size:,} per class",
     }
 
 

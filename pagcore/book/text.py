@@ -115,6 +115,10 @@ INTERNAL_PARAMETERS = frozenset({"progress", "runs_dir", "synthetic"})
 not what it computes: papermill accepts them, the book's tables leave them out."""
 
 
+UNSET_MEANS = {"max_minutes": "no limit", "data": "not given (stored runs only)"}
+"""What a parameter left unset means in every notebook that has it."""
+
+
 def parameters_table(
     values: Mapping[str, Any],
     names: Sequence[str],
@@ -124,14 +128,15 @@ def parameters_table(
 ) -> str:
     """MyST Markdown: ``names`` with their ``values`` in ``columns`` name/value pairs per row, then the link.
 
-    A value of None that ``resolved`` names (a knob whose default each scale sets) shows what it
-    resolves to instead. The block is wrapped in a container of class ``parameters-in-use`` so that
-    the book's browser test can tell this table of inputs from the results that follow it.
+    A value of None or "" that ``resolved`` (or :data:`UNSET_MEANS`) names, a knob whose default is
+    set elsewhere, shows what it resolves to instead. The block is wrapped in a container of class
+    ``parameters-in-use`` so that the book's browser test can tell this table of inputs from the
+    results that follow it.
     """
-    resolved = resolved or {}
+    resolved = {**UNSET_MEANS, **(resolved or {})}
 
     def cell(name: str) -> str:
-        if values[name] is None and name in resolved:
+        if values[name] in (None, "") and name in resolved:
             return resolved[name]
         return f"`{values[name]!r}`".replace("|", "\\|")  # a "|" inside a value would end its cell early
 
@@ -178,9 +183,15 @@ def short_device(description: str) -> str:
     return f"{kind.upper()}: {name}" if name else description
 
 
+def shown_points(a: float, b: float) -> float:
+    """``a - b`` in percentage points, as the reader computes it from the two percentages shown (one
+    decimal each), so that a printed difference always matches the printed numbers."""
+    return round(round(100 * a, 1) - round(100 * b, 1), 1)
+
+
 def point_differences(a: Mapping[str, float], b: Mapping[str, float]) -> str:
     """``a - b`` in percentage points, per column of :data:`METRIC_COLUMNS`: ``"-2.0, +0.4, -1.3"``."""
-    return ", ".join(signed_points(100 * (a[key] - b[key])) for key, _ in METRIC_COLUMNS)
+    return ", ".join(signed_points(shown_points(a[key], b[key])) for key, _ in METRIC_COLUMNS)
 
 
 def signed_points(points: float) -> str:

@@ -23,7 +23,16 @@ from pagcore.book.evidence import (
     tiers,
 )
 from pagcore.book.tables import seconds_per_epoch, training_devices
-from pagcore.book.text import METRIC_COLUMNS, listed, percent, point_differences, points, signed_points, triple
+from pagcore.book.text import (
+    METRIC_COLUMNS,
+    listed,
+    percent,
+    point_differences,
+    points,
+    shown_points,
+    signed_points,
+    triple,
+)
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper.targets import MODEL_FREE_SOURCES
 
@@ -169,9 +178,9 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
         if model_free:
             # No single "most robust" model-free row is named: they may lie within the noise of each other.
             highest = max(done[row].metrics[norm] for row in model_free)
-            margin = t[norm] - highest
+            margin = shown_points(t[norm], highest)
             parts.append(
-                f"The teacher itself is {abs(100 * margin):.1f} points {'above' if margin >= 0 else 'below'} the "
+                f"The teacher itself is {abs(margin):.1f} points {'above' if margin >= 0 else 'below'} the "
                 f"highest {name} accuracy of the model-free rows ({percent(highest)})."
             )
     return parts
@@ -381,7 +390,7 @@ def k_study_verdict(
     ]
     if len(done) > 2:
         spans = ", ".join(
-            f"{100 * (max(m[key] for m in done.values()) - min(m[key] for m in done.values())):.1f}"
+            f"{shown_points(max(m[key] for m in done.values()), min(m[key] for m in done.values())):.1f}"
             for key, _ in METRIC_COLUMNS
         )
         text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
@@ -490,7 +499,7 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     ordered = sorted(metrics_by_k)
     low, high = ordered[0], ordered[-1]
     clean, linf, l2 = (
-        signed_points(100 * (metrics_by_k[high][key] - metrics_by_k[low][key])) for key, _ in METRIC_COLUMNS
+        signed_points(shown_points(metrics_by_k[high][key], metrics_by_k[low][key])) for key, _ in METRIC_COLUMNS
     )
     sentence = (
         f"From k = {low} to k = {high}, the clean, ℓ∞ and ℓ2 accuracies change by {clean}, {linf} and {l2} points"
