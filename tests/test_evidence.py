@@ -98,11 +98,24 @@ def test_gaps_within_the_noise_are_not_ranked():
     assert NOISE.differ("linf", Measured(0.20, FULL), Measured(0.11, FULL)) == 1
     assert NOISE.differ("linf", Measured(0.02, FULL), Measured(0.11, FULL)) == -1
     values = {"a": Measured(0.20, FULL), "b": Measured(0.17, FULL), "c": Measured(0.02, FULL)}
-    assert evidence.tiers(values, "linf", NOISE) == [["a", "b"], ["c"]]
-    # A chain: a and c differ, but b is within the noise of both, so none of the three is ranked.
+    assert evidence.separated(values, "linf", NOISE) == {"a": ["c"], "b": ["c"], "c": []}
+    assert evidence.separation_words(evidence.separated(values, "linf", NOISE), {"a": "A"}) == (
+        "A is above c, b above c; no other pair is told apart by the noise"
+    )
+    # Not a chain: a and c differ while b is within the noise of both, and only that pair is ranked.
     chained = {"a": Measured(0.20, FULL), "b": Measured(0.16, FULL), "c": Measured(0.12, FULL)}
-    assert NOISE.differ("linf", chained["a"], chained["c"]) == 1
-    assert evidence.tiers(chained, "linf", NOISE) == [["a", "b", "c"]]
+    assert evidence.separated(chained, "linf", NOISE) == {"a": ["c"], "b": [], "c": []}
+    close = {"a": Measured(0.12, FULL), "b": Measured(0.11, FULL)}
+    assert evidence.separation_words(evidence.separated(close, "linf", NOISE), {}) == (
+        "no two rows are told apart by the noise"
+    )
+
+
+def test_the_papers_rows_are_ranked_by_the_papers_own_seed_spread():
+    noise = evidence.paper_noise()
+    # Table 1's one image and class mean under l-inf PGD-20: 0.9 points apart, within its Table 4 spread.
+    assert noise.differ("linf", Measured(0.166, FULL), Measured(0.157, FULL)) == 0
+    assert noise.differ("linf", Measured(0.166, FULL), Measured(0.12, FULL)) == 1
 
 
 def test_verdicts_name_the_first_reason_a_row_is_not_evidence():

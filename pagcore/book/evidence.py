@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pagcore.book.text import NORM_WORDS
+from pagcore.book.text import NORM_WORDS, listed
+from pagcore.paper import reported
 
 FIT_FACTOR = 2.0
 """A model must reach this many times chance clean accuracy before its robust accuracy is evidence."""
@@ -171,18 +172,31 @@ def seed_noise(metrics_by_row: Mapping[str, Sequence[Mapping[str, float]]], meas
     return Noise(spreads=spreads, seeds=seeds, measured_on=measured_on, own=own)
 
 
-def tiers(values: Mapping[str, Measured], metric: str, noise: Noise) -> list[list[str]]:
-    """Rows ranked by ``metric``, best first, in tiers: a row joins the tier above when the noise cannot
-    tell it from that tier's lowest member. Tiers are chains, so two members of one tier may differ;
-    what the grouping guarantees is that no two rows within the noise of each other are ranked."""
+def separated(values: Mapping[str, Measured], metric: str, noise: Noise) -> dict[str, list[str]]:
+    """Each row, best first, with the rows it is above beyond the noise (an empty list: none). Being
+    within the noise is not transitive (a may beat c while b is within the noise of both), so the
+    ranking is given pair by pair, never as a chain that would read as a tie."""
     order = sorted(values, key=lambda row: -values[row].value)
-    groups: list[list[str]] = []
-    for row in order:
-        if groups and noise.differ(metric, values[groups[-1][-1]], values[row]) == 0:
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    return groups
+    return {row: [other for other in order if noise.differ(metric, values[row], values[other]) == 1] for row in order}
+
+
+def separation_words(above: Mapping[str, list[str]], labels: Mapping[str, str]) -> str:
+    """:func:`separated` in words: 'A is above B and C, B above C; no other pair is told apart'."""
+    named = [(labels.get(row, row), [labels.get(o, o) for o in below]) for row, below in above.items() if below]
+    if not named:
+        return "no two rows are told apart by the noise"
+    pairs = sum(len(below) for _, below in named)
+    total = len(above) * (len(above) - 1) // 2
+    clauses = [f"{row} {'is ' if i == 0 else ''}above {listed(below)}" for i, (row, below) in enumerate(named)]
+    rest = "" if pairs == total else "; no other pair is told apart by the noise"
+    return ", ".join(clauses) + rest
+
+
+def paper_noise() -> Noise:
+    """The paper's own seed spread (its Table 4, one image over three seeds), lent to every row of the
+    paper's tables: the paper's rows are ranked by the same rule as ours."""
+    bars = reported.SEED_ERROR_BARS
+    return Noise({"paper, Table 4": bars["std"]}, {"paper, Table 4": bars["seeds"]}, "the paper's Table 4")
 
 
 @dataclass(frozen=True)
