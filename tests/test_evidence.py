@@ -469,3 +469,16 @@ def test_the_masking_chapter_says_how_far_the_in_ball_start_moves_l2_pgd():
     moved = start_sentence({"a": (None, pair(0.40, 0.37)), "other images": (None, pair(0.1, 0.5, subset=100))})
     assert "moves PGD-20's ℓ2 accuracy by up to -3.0 points" in moved
     assert start_sentence({}).startswith("No run has both starts")
+
+
+def test_the_rule_says_which_rows_carry_their_own_spread_and_which_the_widest():
+    noise = evidence.Noise(
+        {"vanilla": {"linf": 0.001, "l2": 0.002}, "one_image": {"linf": 0.05, "l2": 0.04}},
+        {"vanilla": 3, "one_image": 3},
+        "CIFAR-10",
+        own=frozenset({"vanilla", "one_image"}),
+    )
+    words = noise.rule_words({"vanilla": "Vanilla", "one_image": "One image"})
+    assert words.startswith("Vanilla and One image are judged with their own seed spread")
+    assert "takes the widest measured (5.0 points under ℓ∞ and 4.0 under ℓ2 PGD-20)" in words
+    assert noise.borrowed("STL-10").rule_words({}).startswith("Every row is judged with the widest seed spread")

@@ -177,3 +177,15 @@ def test_the_pictures_caption_gives_the_draws_behind_each_smoothed_row(stored):
     smoothed = {"smoothed": {"sigma": 0.25, "draws": 8}, "norm": "l2"}
     evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
     assert smoothing.pictures_draws({0.25: noisy, 0.5: None}) == "m = 8 noise draws per step"
+
+
+def test_the_smoothed_classifiers_clean_accuracy_is_read_against_its_base_with_the_sampling_error(stored):
+    noisy, _ = stored
+    assert smoothing.robustness_reading({0.25: noisy}) == "No smoothed classifier has been attacked yet."
+    noisy.write_json("metrics.json", {"clean": 0.62, "linf": 0.2, "l2": 0.4, "test_images": 10_000})
+    noisy.write_json("record.json", {"status": "complete", "kind": "real"})
+    attacked = {"clean": 0.81, "robust": 0.3, "images": 100}
+    evaluation(noisy, "pgd20", {"norm": "l2", "smoothed": {"sigma": 0.25, "draws": 8}}, attacked)
+    reading = smoothing.robustness_reading({0.25: noisy})
+    # Twice the combined sampling error of 62% on 10,000 and 81% on 100 images: 7.9 points.
+    assert "19.0 points above its base on clean images (100 images; beyond twice the sampling error, 7.9" in reading

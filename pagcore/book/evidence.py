@@ -132,6 +132,18 @@ class Noise:
             return 0
         return 1 if gap > 0 else -1
 
+    def rule_words(self, labels: Mapping[str, str]) -> str:
+        """Which spread each row is judged with, in a sentence: its own, or the widest measured."""
+        widest = f"{100 * self.widest('linf'):.1f} points under ℓ∞ and {100 * self.widest('l2'):.1f} under ℓ2"
+        if not self.own:
+            return f"Every row is judged with the widest seed spread measured ({widest}, on {self.measured_on})."
+        own = listed([labels.get(row, row) for row in self.spreads if row in self.own])
+        return (
+            f"{own} {'are' if len(self.own) > 1 else 'is'} judged with {'their' if len(self.own) > 1 else 'its'} own "
+            f"seed spread; every other row, trained with one seed, takes the widest measured ({widest} PGD-20), "
+            "so it must clear a wider gap to be told apart."
+        )
+
     def words(self, metric: str, labels: Mapping[str, str]) -> str:
         """Each measured row's spread of ``metric`` and its seeds, e.g. 'Vanilla 0.1 points (3 seeds)'."""
         return ", ".join(

@@ -10,6 +10,7 @@ reference).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from pagcore.book.evidence import SIGNIFICANCE, chance, fits_labels, sampling_std
 from pagcore.book.figures import PAG_ROW_READING
 from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING, run_label
-from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
+from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, shown_points
 from pagcore.data import SPECS
 from pagcore.evaluate.final import PICTURE_NORM
 from pagcore.evaluate.stored import CERTIFIED_RADII, chosen_evaluations
@@ -50,7 +51,7 @@ def status(runs: Mapping[float, Run | None], scale: str) -> str:
         return f"No base classifier has been trained at the {scale} scale yet, so this chapter shows no numbers."
     steps = {
         "certified": lambda run: _entry(run, "certify"),
-        "attacked through its smoothed classifier": lambda run: _entry(run, "pgd20", "l2", smoothed=True),
+        "attacked through their smoothed classifiers": lambda run: _entry(run, "pgd20", "l2", smoothed=True),
         "scored": lambda run: _entry(run, "pag_score", smoothed=True),
         "pictured": lambda run: _entry(run, "pictures", PICTURE_NORM, smoothed=True),
     }
@@ -109,6 +110,33 @@ def robustness_table(runs: Mapping[float, Run | None]) -> str:
             )
         )
     return markdown_table(("classifier", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2", "images"), rows)
+
+
+def robustness_reading(runs: Mapping[float, Run | None]) -> str:
+    """What the table says of clean accuracy, base against smoothed: the base classifier meets clean
+    images, unlike anything it trained on, while the smoothed classifier votes over noisy copies like
+    its training images, so the smoothed one may be the more accurate; whether it is here, beyond the
+    subset's sampling error."""
+    parts = []
+    for sigma, run in runs.items():
+        entry = next((e for norm in NORM_WORDS if (e := _entry(run, "pgd20", norm, smoothed=True))), None)
+        if run is None or not run.metrics or entry is None:
+            continue
+        base, smoothed, images = run.metrics["clean"], entry["results"]["clean"], entry["results"]["images"]
+        error = math.hypot(sampling_std(base, run.metrics["test_images"]), sampling_std(smoothed, images))
+        gap = shown_points(smoothed, base)
+        beyond = abs(smoothed - base) > SIGNIFICANCE * error
+        parts.append(
+            f"at σ = {sigma:g} the smoothed classifier is {abs(gap):.1f} points "
+            f"{'above' if gap >= 0 else 'below'} its base on clean images ({images} images; "
+            f"{'beyond' if beyond else 'within'} twice the sampling error, {100 * SIGNIFICANCE * error:.1f} points)"
+        )
+    if not parts:
+        return "No smoothed classifier has been attacked yet."
+    return (
+        "Each base classifier was trained on noisy images only, so clean images are new to it, while its "
+        "smoothed classifier classifies noisy copies of the image, as in training: " + "; ".join(parts) + "."
+    )
 
 
 def alignment_scores(
@@ -335,8 +363,9 @@ def verdict(
         parts.append(
             f"σ = {sigma:g}: the smoothed classifier certifies {percent(at)} of {certified['results']['images']} test "
             f"images at ℓ2 radius {CLAIM_RADIUS:g} ({'beyond' if beyond else 'not beyond'} the "
-            f"{percent(chance(num_classes))} a constant classifier certifies, with a smoothed clean accuracy of "
-            f"{percent(certified['results']['certified_accuracy']['0'])}), and its gradient alignment is "
+            f"{percent(chance(num_classes))} a constant classifier certifies; at radius 0, which counts abstentions "
+            f"as errors, it certifies {percent(certified['results']['certified_accuracy']['0'])}), and its gradient "
+            "alignment is "
             f"{smoothed['alignment']:.2f} against vanilla's {vanilla['alignment']:.2f}"
         )
         if beyond and aligned:

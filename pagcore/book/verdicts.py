@@ -79,6 +79,8 @@ def cpu_scale_verdict(
         if caveat:
             sentence += f" {caveat[0].upper()}{caveat[1:]}."
         parts.append(sentence)
+    if noise is not None:
+        parts.append(noise.rule_words(labels))
     parts += _disagreements(done, paper_rows, labels, noise)
     parts += _students_and_teachers(done, labels)
     parts.append(
