@@ -131,6 +131,15 @@ def test_the_pictures_reading_names_only_the_smoothed_rows_that_are_stored(store
     evaluation(noisy, "pictures", smoothed, {"folder": "artifacts/pictures-smoothed", "images": 4})
     reading = smoothing.pictures_reading({0.25: noisy, 0.5: None}, shown=True)
     assert "The smoothed rows (σ = 0.25)" in reading and "0.5" not in reading
+    # What the pictures show, measured by the reference's confidence in the target class.
+    scores = {
+        "Vanilla": {"confidence": 0.085},
+        "σ = 0.25, base": {"confidence": 0.5},
+        "σ = 0.25, smoothed (m = 8)": {"confidence": 0.949},
+    }
+    measured = smoothing.pictures_reading({0.25: noisy}, True, scores, "Vanilla")
+    assert "gives the target class 94.9% on the smoothed σ = 0.25 pictures, against 8.5% on vanilla's" in measured
+    assert "gives the target class" not in smoothing.pictures_reading({0.25: noisy}, True, scores, "no such row")
 
 
 def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_against_one_reference(stored):

@@ -236,14 +236,15 @@ def explanation_reading(order: Mapping[str, int | None], record: Mapping[str, An
     if len(judged) < len(SOURCES):
         return (
             f"The median posterior gaps are {gap_words}. The explanation predicts that the log-softmax kind falls "
-            f"behind on the source with the larger gap and not on the other; both sources' runs are needed to test "
-            f"it, so it is not tested yet."
+            f"behind the logit kind in clean test accuracy on the source with the larger gap and not on the other; "
+            f"both sources' runs are needed to test it, so it is not tested yet."
         )
     wide, narrow = sorted(SOURCES, key=lambda s: -gaps[s])
     agrees = judged[wide] == -1 and judged[narrow] >= 0
     return (
         f"The median posterior gaps are {gap_words}. The explanation predicts that the log-softmax kind falls behind "
-        f"on {ROW_LABELS[wide]} targets, whose gap is larger, and not on {ROW_LABELS[narrow]} targets. "
+        f"the logit kind in clean test accuracy on {ROW_LABELS[wide]} targets, whose gap is larger, and not on "
+        f"{ROW_LABELS[narrow]} targets. "
         + (
             "The runs agree: consistent with the explanation, on one seed per run and two sources, which is "
             "support, not proof."

@@ -278,18 +278,36 @@ def pictures_draws(runs: Mapping[float, Run | None]) -> str:
     return listed([f"{m} (σ = {sigma:g})" for sigma, m in draws.items()]) + " noise draws per step"
 
 
-def pictures_reading(runs: Mapping[float, Run | None], shown: bool) -> str:
-    """How to read the chapter's PAG grid, and which of its σ rows have their smoothed classifier's
-    pictures beside the base classifier's (``shown``: whether the grid has any picture at all)."""
+def pictures_reading(
+    runs: Mapping[float, Run | None], shown: bool, scores: Mapping[str, dict] | None = None, vanilla_label: str = ""
+) -> str:
+    """How to read the chapter's PAG grid, which of its σ rows have their smoothed classifier's
+    pictures beside the base classifier's (``shown``: whether the grid has any picture at all), and
+    what the pictures show, measured: the reference's confidence in the target class on each
+    smoothed classifier's pictures against vanilla's (from the PAG ``scores``)."""
     if not shown:
         return "There are no pictures to read yet."
     reading = PAG_ROW_READING
     smoothed = [f"σ = {sigma:g}" for sigma, run in runs.items() if smoothed_pictures(run) is not None]
     if not smoothed:
         return reading + " No smoothed classifier's pictures are stored yet: the σ rows are base classifiers only."
-    return reading + (
+    reading += (
         f" The smoothed rows ({listed(smoothed)}) are made by the same attack on the smoothed classifier's soft "
         "prediction, the average over Gaussian draws that Kaur, Cohen & Lipton differentiate."
+    )
+    scores = scores or {}
+    vanilla = scores.get(vanilla_label)
+    measured = [
+        f"{percent(score['confidence'])} on the smoothed {label.split(',')[0]} pictures"
+        for label, score in scores.items()
+        if ", smoothed" in label
+    ]
+    if vanilla is None or not measured:
+        return reading
+    return reading + (
+        f" What the eye reads there is measured in the table below: the adversarially trained reference gives "
+        f"the target class {listed(measured)}, against {percent(vanilla['confidence'])} on vanilla's "
+        "(chance 10%)."
     )
 
 

@@ -201,8 +201,8 @@ def status_sentence(runs: dict[str, Any], chapter: str) -> str:
     done = [r for r in runs.values() if r is not None]
     if not done:
         return (
-            f"No real run of the {chapter} experiments exists yet, so every 'ours' cell reads "
-            "'not run' and only the paper's numbers are shown."
+            f"No real run of the {chapter} experiments exists yet, so there is nothing of ours to set beside the "
+            "paper's numbers."
         )
     epochs = sorted({r.params["epochs"] for r in done})
     schedule = ", ".join(str(e) for e in epochs)
