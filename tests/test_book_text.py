@@ -489,3 +489,32 @@ def test_a_printed_difference_is_the_difference_of_the_printed_numbers():
     assert (percent(teacher), percent(row)) == ("31.1%", "18.9%")
     assert shown_points(teacher, row) == 12.2
     assert signed_points(shown_points(row, teacher)) == "-12.2"
+
+
+def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_so(tmp_path):
+    from pagcore.store.runs import RunStore
+
+    store = RunStore(tmp_path)
+
+    def scored(name: str, alignment: float, reference: str = "teacher"):
+        run = store.create(name, {"dataset": "cifar10"})
+        run.write_json("metrics.json", {"clean": 0.4})
+        folder = run.path / "evaluations"
+        folder.mkdir(parents=True)
+        entry = {
+            "name": "pag_score",
+            "settings": {"budgets": "real", "subset": {"size": 500}, "reference": reference},
+            "results": {"gradient_alignment": {"score": alignment}, "targeted_confidence": {"score": 0.2}},
+        }
+        (folder / "pag_score.json").write_text(json.dumps(entry))
+        return run
+
+    vanilla = scored("vanilla", 0.07)
+    caveat = verdicts.pag_caveat(scored("close", 0.09), vanilla)
+    assert caveat.startswith("its input-gradients are no more clearly aligned") and "0.09 against 0.07" in caveat
+    assert verdicts.pag_caveat(scored("aligned", 0.38), vanilla) == ""
+    assert verdicts.pag_caveat(scored("other", 0.09, reference="elsewhere"), vanilla) == ""  # not comparable
+    assert verdicts.pag_caveat(scored("alone", 0.09), None) == ""
+    assert verdicts.row_caveats("class_mean", scored("cm", 0.09), vanilla, ceiling=0.5)[0].startswith(
+        "its clean accuracy does not exceed the 50.0%"
+    )

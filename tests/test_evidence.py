@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pagcore.book import evidence
+from pagcore.book import evidence, verdicts
 from pagcore.book.evidence import Measured, Noise
 from pagcore.book.findings import DatasetFinding, finding_sentence
 
@@ -240,6 +240,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
         "stl10": {},
     }
     monkeypatch.setattr(findings, "chosen_evaluations", lambda run: run.entries)
+    monkeypatch.setattr(verdicts, "chosen_evaluations", lambda run: run.entries)
     monkeypatch.setattr(findings, "stored_table", lambda dataset, scale, *args: stored[dataset])
     monkeypatch.setattr(findings, "measured_noise", lambda *args: NOISE)
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 0)
@@ -254,6 +255,15 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     box = findings.findings_box(tmp_path / "no-toy.json")
     caveat = "(Class Mean: its clean accuracy does not exceed the 42.0% of a classifier that sees only the distances"
     assert box.count(caveat) == 2  # the first line and the dataset's line
+    # ... and, when its gradients are no better aligned than vanilla's with the same reference, says so.
+    for row, alignment in (("class_mean", 0.09), ("vanilla", 0.07)):
+        stored["cifar10"][row].entries[("pag_score", "all")] = {
+            "settings": {"reference": "teacher"},
+            "results": {"gradient_alignment": {"score": alignment}},
+        }
+    box = findings.findings_box(tmp_path / "no-toy.json")
+    assert box.count("no more clearly aligned with the adversarially trained reference than vanilla's, 0.09") == 2
+    del stored["cifar10"]["vanilla"].entries[("pag_score", "all")]
     monkeypatch.setattr(findings, "class_mean_distance_ceiling", lambda dataset: 0.35)
     assert "Class Mean: its clean accuracy" not in findings.findings_box(tmp_path / "no-toy.json")
     del stored["cifar10"]["class_mean"]

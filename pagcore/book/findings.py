@@ -16,7 +16,7 @@ from pagcore.book import evidence, latest, score, smoothing
 from pagcore.book.evidence import Judgement, Measured, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
-from pagcore.book.verdicts import PAG_ROWS, distance_ceiling_caveat
+from pagcore.book.verdicts import PAG_ROWS, row_caveats
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS
@@ -131,13 +131,13 @@ def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str
 
 
 def finding_of(dataset: str, scale: str, runs: Mapping[str, Any], judged: dict[str, Judgement]) -> DatasetFinding:
-    """The finding of ``judged`` rows of the table ``runs`` (row -> run), with the caveat of each row
-    that is evidence and stays under the recorded distance ceiling."""
+    """The finding of ``judged`` rows of the table ``runs`` (row -> run), with the caveats of each row
+    that is evidence (:func:`~pagcore.book.verdicts.row_caveats`)."""
     ceiling = class_mean_distance_ceiling(dataset)
     caveats = {
-        row: caveat
+        row: "; ".join(caveats)
         for row, judgement in judged.items()
-        if judgement.is_evidence and (caveat := distance_ceiling_caveat(row, runs[row].metrics["clean"], ceiling))
+        if judgement.is_evidence and (caveats := row_caveats(row, runs[row], runs.get("vanilla"), ceiling))
     }
     return DatasetFinding(dataset, scale, judged, caveats)
 
@@ -241,8 +241,10 @@ def _dataset_answer(finding: DatasetFinding) -> str:
         )
     return {
         "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",
-        "does not support": "no model-free PAG row meets the rule of evidence (the reasons are below)",
-        "within noise": "no model-free PAG row can be told from vanilla beyond the noise (the reasons are below)",
+        "does not support": "no model-free PAG row meets the rule of evidence (each row's reason is on its line below)",
+        "within noise": (
+            "no model-free PAG row can be told from vanilla beyond the noise (each row's reason is on its line below)"
+        ),
         "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
     }[finding.answer]
 

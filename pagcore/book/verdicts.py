@@ -24,6 +24,7 @@ from pagcore.book.evidence import (
     separated,
     separation_words,
 )
+from pagcore.book.masking import ALIGNMENT_MARGIN
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import (
     METRIC_COLUMNS,
@@ -75,8 +76,7 @@ def cpu_scale_verdict(
             f"{labels.get(row, row)} ({percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, {percent(m['l2'])} ℓ2): "
             f"**{judged.verdict}**: {'; '.join(judged.reasons)}."
         )
-        caveat = distance_ceiling_caveat(row, m["clean"], distance_ceiling)
-        if caveat:
+        for caveat in row_caveats(row, done[row], done["vanilla"], distance_ceiling):
             sentence += f" {caveat[0].upper()}{caveat[1:]}."
         parts.append(sentence)
     if noise is not None:
@@ -322,6 +322,31 @@ def _fits(metrics: Mapping[str, float], noise: Noise) -> bool:
     clean = metrics["clean"]
     error = math.hypot(noise.spread("class_mean", "clean"), sampling_std(clean, metrics["test_images"]))
     return fits_labels(clean, LAMBDA_CLASSES, SIGNIFICANCE * error)
+
+
+def pag_caveat(run: Any, vanilla: Any) -> str:
+    """A row's caveat, in lower case, when its PAG score is stored beside vanilla's against the same
+    reference and is not clearly above it: its robustness is then not shown to come with PAG (empty
+    otherwise, including when either score is missing)."""
+    if run is None or vanilla is None:
+        return ""
+    own, base = (chosen_evaluations(r).get(("pag_score", "all")) for r in (run, vanilla))
+    if own is None or base is None or own["settings"]["reference"] != base["settings"]["reference"]:
+        return ""
+    mine, theirs = (e["results"]["gradient_alignment"]["score"] for e in (own, base))
+    if mine > theirs + ALIGNMENT_MARGIN:
+        return ""
+    return (
+        f"its input-gradients are no more clearly aligned with the adversarially trained reference than vanilla's, "
+        f"{mine:.2f} against {theirs:.2f}, so its robustness is not shown to come with perceptually aligned "
+        "gradients"
+    )
+
+
+def row_caveats(row: str, run: Any, vanilla: Any, ceiling: float | None) -> list[str]:
+    """What qualifies a row's verdict, in lower case: the distance ceiling (class mean) and the PAG score."""
+    caveats = [distance_ceiling_caveat(row, run.metrics["clean"], ceiling), pag_caveat(run, vanilla)]
+    return [caveat for caveat in caveats if caveat]
 
 
 def distance_ceiling_caveat(row: str, clean: float, ceiling: float | None) -> str:
