@@ -400,7 +400,10 @@ def test_the_masking_chapter_sizes_autoattack_s_gap_over_pgd_on_adversarially_tr
     sentence = loss_gap_sentence(
         {"teacher": (teacher, entries), "boosted": (boosted, entries), "other subset": (teacher, elsewhere)}
     )
-    assert "teacher keeps 32.4% under PGD-20 and 24.8% under AutoAttack (ℓ∞, 500 images)." in sentence
+    assert (
+        "teacher keeps 32.4% under PGD-20 and 24.8% under AutoAttack (ℓ∞, both on the same seeded subset of 500"
+        in sentence
+    )
     assert "boosted" not in sentence and "other subset" not in sentence
     assert loss_gap_sentence({}).startswith("No adversarially trained run")
 

@@ -338,7 +338,8 @@ def loss_gap_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
             pgd_words, autoattack_words = percent(pgd["results"]["robust"]), percent(autoattack["results"]["robust"])
             gaps.append(
                 f"{label} keeps {pgd_words} under PGD-20 and {autoattack_words} under AutoAttack "
-                f"({NORM_WORDS[norm]}, {pgd['settings']['subset']['size']:,} images)"
+                f"({NORM_WORDS[norm]}, both on the same seeded subset of {pgd['settings']['subset']['size']:,} test "
+                "images, so not the whole-test-set number of the results table)"
             )
     if not gaps:
         return "No adversarially trained run shows AutoAttack finding more than PGD-20 on the same images."
