@@ -305,6 +305,14 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     rising = correlation_sentence(scores([(0.1 * i, 0.05 * i) for i in range(1, 9)]))
     assert "the interval excludes 0: the better aligned runs are the more robust ones." in rising
     assert "no correlation yet" in correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1)]))
+    # Runs aligned with an adversarially trained model by construction are left out in a second reading.
+    built = scores([(0.1 * i, 0.05 * i) for i in range(1, 9)])
+    for name in ("run 6", "run 7"):
+        built[name]["built_in"] = True
+    both = correlation_sentence(built)
+    assert both.startswith("Across the 8 runs scored against the same reference")
+    assert "Without the 2 adversarially trained or RIGD runs, which align with an adversarially trained model" in both
+    assert "construction, over 6 runs, the Spearman rank correlation" in both
 
 
 def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():

@@ -5,7 +5,7 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagcore.base.validation import ConfigError
@@ -170,6 +170,9 @@ def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str,
             "objective": run.params["objective"],
             "scale": run.params["scale"],
             "seed": run.params.get("seed", 0),
+            # Trained towards an adversarially trained model's gradients (RIGD) or adversarially trained itself:
+            # such runs align with the reference partly by construction.
+            "built_in": run.params.get("source") == "rigd" or run.params["objective"] == "adversarial",
         }
     return scores
 
@@ -238,27 +241,43 @@ def shared_reference(scores: Mapping[str, dict[str, Any]]) -> str | None:
 
 def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     """The rank correlation of alignment and robustness over the runs that share the commonest
-    reference, with its bootstrap interval, and whether the interval tells it from none."""
+    reference, with its bootstrap interval, and whether the interval tells it from none; then the same
+    without the runs that align with the reference partly by construction (adversarially trained, or
+    distilled from an adversarially trained teacher), which the claim must survive to mean much."""
     reference = shared_reference(scores)
-    shared = [(s["alignment"], s["robust_l2"]) for s in scores.values() if s["reference"] == reference]
+    shared = [s for s in scores.values() if s["reference"] == reference]
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
-    correlation = rank_correlation(*zip(*shared))
-    if math.isnan(correlation.rho):
-        return (
-            f"Across the {len(shared)} runs scored against the same reference, one of the two measures is "
-            "constant: no rank correlation."
+    sentence = _correlation_words(shared, f"Across the {len(shared)} runs scored against the same reference")
+    independent = [s for s in shared if not s.get("built_in")]
+    if len(independent) < len(shared):
+        left = len(shared) - len(independent)
+        head = (
+            f"Without the {left} adversarially trained or RIGD run{'s' if left != 1 else ''}, which align with an "
+            f"adversarially trained model by construction, "
         )
+        sentence += " " + (
+            head + f"{len(independent)} runs are too few for a correlation."
+            if len(independent) < 3
+            else _correlation_words(independent, head + f"over {len(independent)} runs")
+        )
+    return sentence
+
+
+def _correlation_words(scores: Sequence[Mapping[str, Any]], head: str) -> str:
+    correlation = rank_correlation([s["alignment"] for s in scores], [s["robust_l2"] for s in scores])
+    if math.isnan(correlation.rho):
+        return f"{head}, one of the two measures is constant: no rank correlation."
     reading = (
         "the interval excludes 0: the better aligned runs are the more robust ones."
         if correlation.low > 0
         else "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones."
         if correlation.high < 0
-        else f"the interval includes 0: {len(shared)} runs cannot tell this correlation from none."
+        else f"the interval includes 0: {len(scores)} runs cannot tell this correlation from none."
     )
     return (
-        f"Across the {len(shared)} runs scored against the same reference, the Spearman rank correlation between "
-        f"gradient alignment and PGD-20 ℓ2 accuracy is {correlation}; " + reading
+        f"{head}, the Spearman rank correlation between gradient alignment and PGD-20 ℓ2 accuracy is {correlation}; "
+        + reading
     )
 
 
