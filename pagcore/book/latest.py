@@ -136,7 +136,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
             boosted.append(words)
     head = (
         f"Adversarial training with and without the PAG term ({ROW_LABELS[BOOST_SOURCE]} targets, "
-        f"λ = {BOOST_LAMBDA:g}), CIFAR-10, {scale} scale, means over seeds: "
+        f"λ = {BOOST_LAMBDA:g}), CIFAR-10, {scale} scale, judged on means over {len(SEEDS)} seeds each: "
     )
     if not judged:
         answer = "The claim that PAG boosts adversarial training is not judged yet."
