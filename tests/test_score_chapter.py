@@ -64,6 +64,11 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     assert points == {"vanilla": (0.1, 0.0), "run-1": (0.2, 0.1), "run-2": (0.3, 0.3), "run-3": (0.4, 0.35)}
     rising = score.alignment_verdict(points)
     assert rising.startswith(RISING)
+    # A run trained on these very targets is also read apart: the claim must hold without it.
+    apart = score.alignment_verdict(points, {"run-3"})
+    assert apart.startswith(RISING)
+    assert "Without the 1 run trained on these targets, which align with them by construction, over 3 runs" in apart
+    assert "too few" in score.alignment_verdict(points, {"run-2", "run-3"})
     assert "better alignment goes with more robustness" in rising
     assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))
     flat = {k: (a, 0.1) for k, (a, _) in points.items()}
@@ -131,3 +136,11 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     assert "no score-based row" in score.stl10_line(RunStore(tmp_path))  # trained, but not the book's
     monkeypatch.setitem(book_runs.SCORE_DENOISERS, "stl10", "stl10-d")
     assert "in the queue" in score.stl10_line(RunStore(tmp_path))
+
+
+def test_the_runs_trained_on_a_denoisers_targets_are_named_by_their_label(tmp_path):
+    store = RunStore(tmp_path)
+    trained = store.create("sbg", {"source": "score", "denoiser": "d1"})
+    store.create("other-denoiser", {"source": "score", "denoiser": "d2"})
+    store.create("class-mean", {"source": "class_mean"})
+    assert score.trained_towards(store.runs(), "d1", {trained.name: "Score-based"}) == {"Score-based"}

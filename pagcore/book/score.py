@@ -11,7 +11,7 @@ the alignment is each run's stored ``score_alignment`` evaluation (``python -m p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -204,18 +204,44 @@ def alignment_figure(points: Mapping[str, tuple[float, float]]) -> Figure:
     return fig
 
 
-def alignment_verdict(points: Mapping[str, tuple[float, float]]) -> str:
+def trained_towards(runs: Sequence[Run], denoiser: str, labels: Mapping[str, str]) -> set[str]:
+    """The labels of the runs trained on ``denoiser``'s targets: they align with them by construction."""
+    return {
+        labels.get(run.name, run.name)
+        for run in runs
+        if run.params.get("source") == "score" and run.params.get("denoiser") == denoiser
+    }
+
+
+def alignment_verdict(points: Mapping[str, tuple[float, float]], built_in: Collection[str] = ()) -> str:
     """The later paper's "better alignment, more robustness", read from the rank correlation of the
-    runs' alignment and robust accuracy and its bootstrap interval."""
+    runs' alignment and robust accuracy and its bootstrap interval; then again without the ``built_in``
+    runs (trained on these very targets), which the claim must survive to say more than that training
+    towards the targets aligns a model with them."""
     if len(points) < 3:
         return (
             f"{len(points)} run{'s have' if len(points) != 1 else ' has'} both an alignment with the score-based "
             "targets and AutoAttack ℓ2 stored; at least three are needed for a rank correlation, so the claim is "
             "not judged yet."
         )
+    sentence = _alignment_words(points, f"Over {len(points)} runs")
+    independent = {label: point for label, point in points.items() if label not in built_in}
+    left = len(points) - len(independent)
+    if left:
+        runs = f"{left} run{'s' if left != 1 else ''}"
+        head = f"Without the {runs} trained on these targets, which align with them by construction"
+        sentence += " " + (
+            f"{head}, {len(independent)} runs are too few for a rank correlation."
+            if len(independent) < 3
+            else _alignment_words(independent, f"{head}, over {len(independent)} runs")
+        )
+    return sentence
+
+
+def _alignment_words(points: Mapping[str, tuple[float, float]], head: str) -> str:
     correlation = rank_correlation(*zip(*points.values()))
     if math.isnan(correlation.rho):
-        return f"Over {len(points)} runs one of the two measures is constant, so they have no rank correlation."
+        return f"{head}, one of the two measures is constant, so they have no rank correlation."
     reading = (
         "the interval excludes 0, so across these runs better alignment goes with more robustness, as the later "
         "paper claims."
@@ -225,8 +251,8 @@ def alignment_verdict(points: Mapping[str, tuple[float, float]]) -> str:
         else f"the interval includes 0: these {len(points)} runs cannot tell the correlation from none."
     )
     return (
-        f"Over {len(points)} runs, the Spearman rank correlation between the alignment with the score-based "
-        f"targets and AutoAttack ℓ2 accuracy is {correlation}; " + reading
+        f"{head}, the Spearman rank correlation between the alignment with the score-based targets and AutoAttack "
+        f"ℓ2 accuracy is {correlation}; " + reading
     )
 
 
@@ -345,7 +371,8 @@ def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
         )
     every = store.select(kind=kind, dataset="cifar10", scale=scale)
     aligned = alignment_points(every, denoiser.name, {})
+    built_in = trained_towards(every, denoiser.name, {})
     return head + (
         f"the denoiser's implicit classifier is right on {implicit} (chance {percent(metrics['chance'])}); "
-        f"{trained}. {alignment_verdict(aligned)}"
+        f"{trained}. {alignment_verdict(aligned, built_in)}"
     )
