@@ -215,6 +215,17 @@ def test_evaluate_a_whole_table_of_runs(trained):
         stored = json.loads(open(line["evaluations"][0]["path"]).read())
         assert stored["settings"]["subset"]["size"] == 16  # 500 asked, the whole synthetic test set given
 
+    # A complete run whose weights are not kept in the store is passed over, with the reason.
+    weights = runs / sorted(names.values())[0] / "checkpoint-final.pt"
+    weights.rename(weights.with_suffix(".away"))
+    try:
+        out, again = pagcore(*smoke)
+    finally:
+        weights.with_suffix(".away").rename(weights)
+    assert out.returncode == 0, out.stderr[-2000:]
+    skipped = {line["run"]: line.get("skipped") for line in again["runs"]}
+    assert skipped[sorted(names.values())[0]] == "its final weights are not in this store"
+
 
 def test_table_subcommand_trains_a_teacher_before_its_student_then_skips_them(tmp_path):
     args = ["table", "--rows", "vanilla", "rigd_l2", "--adversary-steps", "1", *TINY_TRAIN, "--runs", str(tmp_path)]

@@ -74,6 +74,10 @@ def evaluate_table(
         if deadline.passed():
             done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
             continue
+        if not run.checkpoint_path("final").exists():
+            # A run whose weights are not kept (the gradient-kind comparison's short runs) is not evaluated.
+            done.append({"run": run.name, "subset": subset, "skipped": "its final weights are not in this store"})
+            continue
         source, reference = companions(store, run, evaluations, source_name, reference_name, device)
         lines = evaluate_stored_run(
             run,
