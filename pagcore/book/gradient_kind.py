@@ -18,6 +18,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pagcore.book.evidence import Noise, chance, compare, fits_labels
 from pagcore.book.figures import no_data, percent_axis
@@ -125,6 +126,7 @@ def curves_figure(runs: Mapping[Key, Run | None], num_classes: int) -> Figure:
         ax.axhline(100 * chance(num_classes), color=COLORS[-1], linestyle=":", label="chance")
         percent_axis(ax, label="training accuracy (%)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         legend_outside(fig, where="below")
     return fig
 
