@@ -12,6 +12,7 @@
     python -m pagcore selftest                      (every code path on this device, in a minute or two)
     python -m pagcore denoiser --data .data/cifar10.npz --max-minutes 60   (the score model, resumable)
     python -m pagcore posterior-gap --data .data/cifar10.npz   (can each source's targets be log-posterior gradients?)
+    python -m pagcore weights restore --all          (final weights of committed runs, from git history)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the results, so
 scripts can read it with ``tail -n 1``.
@@ -52,6 +53,7 @@ from pagcore.orchestrate.selftest import run_selftest, synthetic_data
 from pagcore.orchestrate.sweep import add_sweep_parser
 from pagcore.orchestrate.workers import DataSource
 from pagcore.paper.denoiser import Denoiser
+from pagcore.store import weights
 from pagcore.store.provenance import write_json_atomic
 from pagcore.store.runs import RunStore
 from pagcore.toy.experiment import run_toy_experiment, toy_record
@@ -565,8 +567,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_denoiser_parser(subparsers)
     _add_posterior_gap_parser(subparsers)
 
+    _add_weights_parser(subparsers)
+
     add_sweep_parser(subparsers)
     return parser
+
+
+def _add_weights_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "weights",
+        help="keep a finished run's final weights in git history instead of the tree, or restore them",
+        description="archive: the weights, already committed, are named by the run's weights.json and taken out of"
+        " the index (the tree travels with every GPU call). restore: write them back from git history.",
+    )
+    p.add_argument("action", choices=("archive", "restore"))
+    p.add_argument("runs", nargs="*", help="run names or directories")
+    p.add_argument("--all", action="store_true", help="restore: every archived run in the store")
+    p.add_argument("--runs-dir", type=Path, default=None, help="the run store (default: runs/)")
+    p.set_defaults(handler=_run_weights)
+
+
+def _run_weights(args: argparse.Namespace) -> dict:
+    store = RunStore(args.runs_dir)
+    if args.all and args.action == "archive":
+        raise ConfigError("archive names its runs: only weights already committed can be archived")
+    if bool(args.all) == bool(args.runs):
+        raise ConfigError("name the runs, or give --all (restore only)")
+    chosen = (
+        [run for run in store.runs() if weights.is_archived(run.path)] if args.all else list(map(store.find, args.runs))
+    )
+    done = {}
+    try:
+        for run in chosen:
+            if args.action == "archive":
+                done[run.name] = weights.archive(run.path)["git_blob"]
+            else:
+                done[run.name] = str(weights.restore(run.path))
+    except weights.WeightsError as error:
+        raise ConfigError(str(error)) from None
+    return {"action": args.action, "runs": done}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

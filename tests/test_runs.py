@@ -1,5 +1,6 @@
 """The run store: names, identity checks, selection, atomic files, safe checkpoint loading."""
 
+import json
 import pickle
 import subprocess
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from pagcore.config import TrainConfig
+from pagcore.store import weights
 from pagcore.store.provenance import run_record, write_json_atomic
 from pagcore.store.runs import RunStore, run_name
 from pagcore.train.trainer import run_name_for
@@ -164,3 +166,79 @@ def test_records_name_the_code_the_process_loaded_not_what_git_says_later(monkey
     monkeypatch.setattr(provenance.subprocess, "run", no_git)
     assert provenance.git_revision() == "unknown"  # asking git now fails...
     assert provenance.running_revision() == loaded  # ...but the loaded code's revision was read at import
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def _repository_with_a_run(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "t@example.org")
+    _git(root, "config", "user.name", "t")
+    run = RunStore(root / "runs").create("cifar10-cpu-vanilla-e20-s0-abc", {"dataset": "cifar10", "width": 4})
+    run.save_checkpoint({"model": {"w": torch.arange(6.0)}}, "final")
+    return root, run
+
+
+def test_archived_weights_leave_the_index_and_come_back_from_history(tmp_path):
+    root, run = _repository_with_a_run(tmp_path)
+    with pytest.raises(weights.WeightsError, match="git add -f"):  # not in a commit: archiving would lose it
+        weights.archive(run.path)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "run")
+    record = weights.archive(run.path)
+    tracked = subprocess.run(["git", "-C", root, "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "runs/cifar10-cpu-vanilla-e20-s0-abc/checkpoint-final.pt" not in tracked
+    assert record["bytes"] == run.checkpoint_path("final").stat().st_size
+    run.checkpoint_path("final").unlink()
+    assert run.trained  # restorable counts as trained: no run is trained twice
+    assert torch.equal(run.load_checkpoint("final")["model"]["w"], torch.arange(6.0))
+    assert run.checkpoint_path("final").exists()
+
+
+def test_restoring_refuses_a_missing_or_altered_blob(tmp_path):
+    root, run = _repository_with_a_run(tmp_path)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "run")
+    weights.archive(run.path)
+    run.checkpoint_path("final").unlink()
+    record = json.loads((run.path / weights.RECORD).read_text())
+    write_json_atomic(run.path / weights.RECORD, {**record, "sha256": "0" * 64})
+    with pytest.raises(weights.WeightsError, match="does not match"):
+        weights.restore(run.path)
+    write_json_atomic(run.path / weights.RECORD, {**record, "git_blob": "1" * 40})
+    with pytest.raises(weights.WeightsError, match="unshallow"):
+        run.load_checkpoint("final")
+    assert not run.checkpoint_path("final").exists()
+
+
+def test_a_run_without_weights_or_record_is_not_trained(tmp_path):
+    run = RunStore(tmp_path).create("r", {"dataset": "cifar10"})
+    assert not run.trained and run.load_checkpoint("final") is None
+    with pytest.raises(weights.WeightsError, match="no final weights"):
+        weights.restore(run.path)
+
+
+def test_every_committed_run_with_final_weights_keeps_them_out_of_the_tree():
+    # The tree travels with every GPU call: final weights live in history, named by weights.json.
+    tracked = subprocess.run(["git", "-C", REPO, "ls-files", "runs"], capture_output=True, text=True).stdout.split()
+    assert not [path for path in tracked if path.endswith("checkpoint-final.pt") and "/denoisers/" not in path]
+    for run in RunStore(REPO / "runs").select(kind=None):
+        short = "-e5-" in run.name  # the gradient-kind comparison's short runs keep no weights at all
+        assert short or weights.is_archived(run.path), f"{run.name}: final weights neither archived nor kept"
+        if weights.is_archived(run.path):  # and this clone holds what each record names
+            blob = json.loads((run.path / weights.RECORD).read_text())["git_blob"]
+            assert subprocess.run(["git", "-C", REPO, "cat-file", "-e", f"{blob}^{{blob}}"]).returncode == 0, run.name
+
+
+def test_the_weights_command_names_what_it_needs(capsys):
+    from pagcore.cli import main
+
+    for argv in (["weights", "restore"], ["weights", "archive", "--all"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+    assert "--all" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def evaluate_table(
         if deadline.passed():
             done.append({"run": run.name, "subset": subset, "skipped": "out of time"})
             continue
-        if not run.checkpoint_path("final").exists():
+        if not run.trained:
             # A run whose weights are not kept (the gradient-kind comparison's short runs) is not evaluated.
             done.append({"run": run.name, "subset": subset, "skipped": "its final weights are not in this store"})
             continue

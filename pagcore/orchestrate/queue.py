@@ -190,7 +190,7 @@ class RunQueue:
             return None
         status = self.status(teacher)
         if status.state == "complete":
-            if self.store.run(status.run).checkpoint_path("final").exists():
+            if self.store.run(status.run).trained:
                 return None
             return Status("blocked", status.run, f"its teacher {status.run} is complete but its weights are not here")
         if status.state == "blocked":

@@ -99,7 +99,7 @@ class WorkerSpec:
 def images_trained(run: Run, config: TrainConfig, train_images: int) -> int:
     """How far ``run`` is, in training images: all of them once its final weights exist, else its
     resumable checkpoint's position."""
-    if run.checkpoint_path("final").exists():
+    if run.trained:
         return config.schedule.epochs * train_images
     position = run.load_checkpoint("latest")
     if position is None:

@@ -10,9 +10,11 @@ A run's directory (``runs/<name>/``) holds:
   (``running``, ``interrupted``, ``trained`` without final evaluation, or ``complete``);
 * ``history.json``: one entry per finished epoch, and ``train.log``, a line per session and epoch;
 * ``metrics.json``: the final evaluation;
-* ``checkpoint-latest.pt`` (weights and optimiser state of an unfinished run) and
-  ``checkpoint-final.pt`` (the trained weights); git keeps the CPU scale's, which are small, and
-  leaves out the paper scale's (see ``.gitignore``);
+* ``checkpoint-latest.pt`` (weights and optimiser state of an unfinished run; git keeps the CPU
+  scale's, so that another clone resumes it) and ``checkpoint-final.pt`` (the trained weights),
+  which the tree does not keep: a finished CPU-scale run's are committed once and named by
+  ``weights.json`` in git history (:mod:`pagcore.store.weights`), restored when first read; the
+  paper scale's travel apart (see ``.gitignore`` and ``ops/gpu_window``);
 * ``artifacts/``: figures and arrays, e.g. the PAG picture grid.
 
 Every file is written atomically (to a temporary file, then renamed), so a run killed at any
@@ -34,6 +36,7 @@ import torch
 
 from pagcore.data import SPECS
 from pagcore.paper.models import build_model
+from pagcore.store import weights
 from pagcore.store.provenance import utc_now, write_json_atomic
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "runs"
@@ -121,8 +124,15 @@ class Run:
             os.fsync(tmp.fileno())
         os.replace(tmp.name, target)
 
+    @property
+    def trained(self) -> bool:
+        """Whether the final weights are here or can be restored from git history."""
+        return self.checkpoint_path("final").exists() or weights.is_archived(self.path)
+
     def load_checkpoint(self, which: str = "latest", map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         path = self.checkpoint_path(which)
+        if which == "final" and not path.exists() and weights.is_archived(self.path):
+            weights.restore(self.path)
         if not path.exists():
             return None
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -148,7 +158,14 @@ class Run:
 
     def clear(self) -> None:
         """Forget everything but the identity (for retraining the same parameters)."""
-        for name in ("checkpoint-latest.pt", "checkpoint-final.pt", "history.json", "metrics.json", "record.json"):
+        for name in (
+            "checkpoint-latest.pt",
+            "checkpoint-final.pt",
+            weights.RECORD,
+            "history.json",
+            "metrics.json",
+            "record.json",
+        ):
             (self.path / name).unlink(missing_ok=True)
         for folder in (self.artifacts, self.path / "evaluations"):
             if folder.exists():

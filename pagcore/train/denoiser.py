@@ -236,7 +236,7 @@ def train_denoiser(
     if len(data.x_train) < config.batch_size:
         raise ConfigError(f"{len(data.x_train)} training images make no batch of {config.batch_size}")
     run = store.create(config.run_name(kind), config.identity())
-    if run.checkpoint_path("final").exists():
+    if run.trained:
         return run, True
     deadline, device = deadline or Deadline.after(None), torch.device(device)
     state = _DenoiserSession(config, run, device)

@@ -177,7 +177,7 @@ def score_denoiser(o: ObjectiveConfig, dataset: str, store: RunStore, kind: str)
     except FileNotFoundError as missing:
         raise ConfigError(f"{missing}: train it with python -m pagcore denoiser") from None
     params = run.params
-    if not run.checkpoint_path("final").exists():
+    if not run.trained:
         raise ConfigError(f"denoiser {run.name} is not trained yet: python -m pagcore denoiser")
     if params.get("dataset") != dataset:
         raise ConfigError(f"denoiser {run.name} learned {params.get('dataset')}, not {dataset}")
@@ -452,7 +452,7 @@ def train(
     session = SessionRecord.begin(run, {"kind": kind, "scale": config.scale, "data": data.source}, device)
     deadline = Deadline.after(options.max_minutes)
     try:
-        if run.checkpoint_path("final").exists():  # trained before, not yet evaluated
+        if run.trained:  # trained before, not yet evaluated
             finished, model = True, run.load_model("final", device=device)
             session.entry["epochs"] = [config.schedule.epochs, config.schedule.epochs]
         else:
