@@ -69,7 +69,7 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     assert apart.startswith(RISING)
     assert "Without the 1 run trained on these targets, which align with them by construction, over 3 runs" in apart
     assert "too few" in score.alignment_verdict(points, {"run-2", "run-3"})
-    assert "better alignment goes with more robustness" in rising
+    assert "the better aligned runs are the more robust ones" in rising
     assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))
     flat = {k: (a, 0.1) for k, (a, _) in points.items()}
     assert "constant" in score.alignment_verdict(flat)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -392,3 +392,43 @@ def rank_correlation(
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (nan, nan)
     return RankCorrelation(float(rho(a, b)), float(low), float(high), len(a), confidence)
+
+
+def correlation_words(points: Mapping[str, tuple[float, float]], measures: str, head: str) -> str:
+    """One sentence: the rank correlation of ``points`` (label -> (alignment, robust accuracy)), named
+    by ``measures``, with its bootstrap interval and whether the interval tells it from none."""
+    correlation = rank_correlation(*zip(*points.values()))
+    if math.isnan(correlation.rho):
+        return f"{head}, one of the two measures is constant, so they have no rank correlation."
+    reading = (
+        "the interval excludes 0: the better aligned runs are the more robust ones."
+        if correlation.low > 0
+        else "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones."
+        if correlation.high < 0
+        else f"the interval includes 0: {len(points)} runs cannot tell this correlation from none."
+    )
+    return f"{head}, the Spearman rank correlation between {measures} is {correlation}; {reading}"
+
+
+def alignment_claim(
+    points: Mapping[str, tuple[float, float]],
+    measures: str,
+    head: str,
+    built_in: Collection[str] = (),
+    excluded: Callable[[int], str] = lambda n: f"{n} runs",
+) -> str:
+    """The later paper's "better alignment, more robustness" read from ``points``; then read again
+    without the ``built_in`` runs (described by ``excluded(count)``), which align with the reference
+    by construction: the claim must survive without them to say more than that training towards a
+    reference aligns a model with it."""
+    sentence = correlation_words(points, measures, head)
+    independent = {label: point for label, point in points.items() if label not in built_in}
+    left = len(points) - len(independent)
+    if left:
+        lead = f"Without the {excluded(left)}"
+        sentence += " " + (
+            f"{lead}, {len(independent)} runs are too few for a rank correlation."
+            if len(independent) < 3
+            else correlation_words(independent, measures, f"{lead}, over {len(independent)} runs")
+        )
+    return sentence

@@ -4,8 +4,7 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from pagcore.base.validation import ConfigError
@@ -13,9 +12,9 @@ from pagcore.book.evidence import (
     ATTACK_WORDS,
     CHECK_WORDS,
     THREAT_METRICS,
+    alignment_claim,
     failed_checks,
     judged_by_current_references,
-    rank_correlation,
     unread_failures,
 )
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
@@ -245,39 +244,18 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     without the runs that align with the reference partly by construction (adversarially trained, or
     distilled from an adversarially trained teacher), which the claim must survive to mean much."""
     reference = shared_reference(scores)
-    shared = [s for s in scores.values() if s["reference"] == reference]
+    shared = {label: s for label, s in scores.items() if s["reference"] == reference}
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
-    sentence = _correlation_words(shared, f"Across the {len(shared)} runs scored against the same reference")
-    independent = [s for s in shared if not s.get("built_in")]
-    if len(independent) < len(shared):
-        left = len(shared) - len(independent)
-        head = (
-            f"Without the {left} adversarially trained or RIGD run{'s' if left != 1 else ''}, which align with an "
-            f"adversarially trained model by construction, "
-        )
-        sentence += " " + (
-            head + f"{len(independent)} runs are too few for a correlation."
-            if len(independent) < 3
-            else _correlation_words(independent, head + f"over {len(independent)} runs")
-        )
-    return sentence
-
-
-def _correlation_words(scores: Sequence[Mapping[str, Any]], head: str) -> str:
-    correlation = rank_correlation([s["alignment"] for s in scores], [s["robust_l2"] for s in scores])
-    if math.isnan(correlation.rho):
-        return f"{head}, one of the two measures is constant: no rank correlation."
-    reading = (
-        "the interval excludes 0: the better aligned runs are the more robust ones."
-        if correlation.low > 0
-        else "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones."
-        if correlation.high < 0
-        else f"the interval includes 0: {len(scores)} runs cannot tell this correlation from none."
-    )
-    return (
-        f"{head}, the Spearman rank correlation between gradient alignment and PGD-20 ℓ2 accuracy is {correlation}; "
-        + reading
+    return alignment_claim(
+        {label: (s["alignment"], s["robust_l2"]) for label, s in shared.items()},
+        "gradient alignment and PGD-20 ℓ2 accuracy",
+        f"Across the {len(shared)} runs scored against the same reference",
+        [label for label, s in shared.items() if s.get("built_in")],
+        lambda n: (
+            f"{n} adversarially trained or RIGD run{'s' if n != 1 else ''}, which align with an adversarially "
+            "trained model by construction"
+        ),
     )
 
 

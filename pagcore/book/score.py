@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from pagcore.book.evidence import SIGNIFICANCE, rank_correlation, sampling_std
+from pagcore.book.evidence import SIGNIFICANCE, alignment_claim, sampling_std
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
 from pagcore.book.tables import training_devices
@@ -224,35 +224,12 @@ def alignment_verdict(points: Mapping[str, tuple[float, float]], built_in: Colle
             "targets and AutoAttack ℓ2 stored; at least three are needed for a rank correlation, so the claim is "
             "not judged yet."
         )
-    sentence = _alignment_words(points, f"Over {len(points)} runs")
-    independent = {label: point for label, point in points.items() if label not in built_in}
-    left = len(points) - len(independent)
-    if left:
-        runs = f"{left} run{'s' if left != 1 else ''}"
-        head = f"Without the {runs} trained on these targets, which align with them by construction"
-        sentence += " " + (
-            f"{head}, {len(independent)} runs are too few for a rank correlation."
-            if len(independent) < 3
-            else _alignment_words(independent, f"{head}, over {len(independent)} runs")
-        )
-    return sentence
-
-
-def _alignment_words(points: Mapping[str, tuple[float, float]], head: str) -> str:
-    correlation = rank_correlation(*zip(*points.values()))
-    if math.isnan(correlation.rho):
-        return f"{head}, one of the two measures is constant, so they have no rank correlation."
-    reading = (
-        "the interval excludes 0, so across these runs better alignment goes with more robustness, as the later "
-        "paper claims."
-        if correlation.low > 0
-        else "the interval excludes 0 with the sign reversed: better aligned runs are the less robust ones here."
-        if correlation.high < 0
-        else f"the interval includes 0: these {len(points)} runs cannot tell the correlation from none."
-    )
-    return (
-        f"{head}, the Spearman rank correlation between the alignment with the score-based targets and AutoAttack "
-        f"ℓ2 accuracy is {correlation}; " + reading
+    return alignment_claim(
+        points,
+        "the alignment with the score-based targets and AutoAttack ℓ2 accuracy",
+        f"Over {len(points)} runs",
+        built_in,
+        lambda n: f"{n} run{'s' if n != 1 else ''} trained on these targets, which align with them by construction",
     )
 
 
