@@ -123,3 +123,21 @@ def test_an_empty_comparison_draws_no_axes_but_says_why():
     (ax,) = figure.axes
     assert not ax.axison and not ax.get_lines()
     assert [t.get_text() for t in ax.texts] == ["no run of this comparison yet"]
+
+
+@pytest.mark.parametrize(
+    ("cm", "sbg", "follows"),
+    [
+        ((0.30, 0.12), (0.40, 0.27), True),  # behind on both, but only the wide-gap source stalls
+        ((0.30, 0.12), (0.30, 0.12), False),  # both stall
+        ((0.30, 0.25), (0.30, 0.27), False),  # neither stalls
+    ],
+)
+def test_the_stall_is_read_against_the_gap_separately(tmp_path, cm, sbg, follows):
+    runs = found(RunStore(tmp_path), cm, sbg)
+    reading = gradient_kind.stall_reading(runs, gaps(0.68, 0.02), 10)
+    assert reading.startswith("The stall itself is a separate question")
+    assert ("the gap may explain the stall" in reading) is follows
+    assert ("does not follow the gap either" in reading) is (not follows)
+    assert gradient_kind.stall_reading(runs, None, 10) == ""
+    assert gradient_kind.stall_reading(found(RunStore(tmp_path / "cm"), cm, None), gaps(0.68, 0.02), 10) == ""

@@ -8,7 +8,9 @@ accuracies are further apart than the measured seed spread allows. The posterior
 source's targets (:mod:`pagcore.evaluate.posterior_gap`) is the proposed explanation: log-softmax
 gradients cannot align with targets whose gap is large, logit gradients can. The explanation
 predicts that the log-softmax kind falls behind the logit on a source with a large gap and not on
-one with a small gap; :func:`explanation_reading` says whether the runs agree.
+one with a small gap; :func:`explanation_reading` says whether the runs agree, and
+:func:`stall_reading`, separately, whether a log-softmax run that does not learn its labels at all
+goes with the larger gap.
 """
 
 from __future__ import annotations
@@ -252,5 +254,37 @@ def explanation_reading(order: Mapping[str, int | None], record: Mapping[str, An
             "support, not proof."
             if agrees
             else "The runs do not agree, so the posterior gap does not explain the difference between the kinds."
+        )
+    )
+
+
+def stall_reading(runs: Mapping[Key, Run | None], record: Mapping[str, Any] | None, num_classes: int) -> str:
+    """Whether the stall the explanation was put forward for (a log-softmax run that does not fit its
+    labels) follows the posterior gap: it should happen on the source with the larger gap only. This
+    is a second, weaker reading beside :func:`explanation_reading`, whose prediction stands as stated."""
+    soft = {s: runs.get((s, "log_softmax")) for s in SOURCES}
+    if record is None or any(run is None or not run.history for run in soft.values()):
+        return ""
+    gaps = {s: record["gaps"][s]["q50"] for s in SOURCES if s in record["gaps"]}
+    if len(gaps) < len(SOURCES):
+        return ""
+    wide, narrow = sorted(SOURCES, key=lambda s: -gaps[s])
+    last = {s: run.history[-1]["train_accuracy"] for s, run in soft.items()}
+    stalls = {s: not fits_labels(last[s], num_classes) for s in SOURCES}
+
+    def ended(source: str) -> str:
+        side = "under" if stalls[source] else "above"
+        return f"with {ROW_LABELS[source]} targets at {percent(last[source])}, {side} twice chance"
+
+    follows = stalls[wide] and not stalls[narrow]
+    return (
+        f"The stall itself is a separate question: the log-softmax runs end their training {ended(wide)}, and "
+        f"{ended(narrow)}. "
+        + (
+            "So the larger gap goes with a log-softmax run that does not learn its labels at all, and the smaller "
+            "with one that learns them more slowly than the logit kind: the gap may explain the stall, not the "
+            "whole difference."
+            if follows
+            else "So whether a log-softmax run learns its labels does not follow the gap either."
         )
     )
