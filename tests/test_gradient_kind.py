@@ -126,18 +126,21 @@ def test_an_empty_comparison_draws_no_axes_but_says_why():
 
 
 @pytest.mark.parametrize(
-    ("cm", "sbg", "follows"),
+    ("cm", "sbg", "reading"),
     [
-        ((0.30, 0.12), (0.40, 0.27), True),  # behind on both, but only the wide-gap source stalls
-        ((0.30, 0.12), (0.30, 0.12), False),  # both stall
-        ((0.30, 0.25), (0.30, 0.27), False),  # neither stalls
+        ((0.30, 0.12), (0.45, 0.27), "fails to fit only where the gap is larger"),  # and behind on SBG too
+        ((0.30, 0.12), (0.30, 0.31), "as well as the logit kind does"),
+        ((0.30, 0.12), (0.30, 0.12), "does not follow the gap"),  # both fail
+        ((0.30, 0.25), (0.30, 0.27), "does not follow the gap"),  # neither fails
     ],
 )
-def test_the_stall_is_read_against_the_gap_separately(tmp_path, cm, sbg, follows):
+def test_fitting_at_all_is_read_against_the_gap_separately(tmp_path, cm, sbg, reading):
     runs = found(RunStore(tmp_path), cm, sbg)
-    reading = gradient_kind.stall_reading(runs, gaps(0.68, 0.02), 10)
-    assert reading.startswith("The stall itself is a separate question")
-    assert ("the gap may explain the stall" in reading) is follows
-    assert ("does not follow the gap either" in reading) is (not follows)
-    assert gradient_kind.stall_reading(runs, None, 10) == ""
-    assert gradient_kind.stall_reading(found(RunStore(tmp_path / "cm"), cm, None), gaps(0.68, 0.02), 10) == ""
+    orders = {s: gradient_kind.source_reading(s, runs, NOISE, 10)[0] for s in gradient_kind.SOURCES}
+    said = gradient_kind.stall_reading(runs, orders, gaps(0.68, 0.02), 10)
+    assert said.startswith("Separately, whether the log-softmax kind fits its labels at all")
+    assert reading in said
+    assert ("not with the whole difference" in said) is (orders["score"] == -1 and "fails to fit only" in said)
+    assert gradient_kind.stall_reading(runs, orders, None, 10) == ""
+    lone = found(RunStore(tmp_path / "cm"), cm, None)
+    assert gradient_kind.stall_reading(lone, orders, gaps(0.68, 0.02), 10) == ""

@@ -178,7 +178,7 @@ def _repository_with_a_run(tmp_path):
     _git(root, "init", "-q")
     _git(root, "config", "user.email", "t@example.org")
     _git(root, "config", "user.name", "t")
-    run = RunStore(root / "runs").create("cifar10-cpu-vanilla-e20-s0-abc", {"dataset": "cifar10", "width": 4})
+    run = RunStore(root / "runs").create("cifar10-cpu-vanilla-e20-s0-abc", {"dataset": "cifar10", "scale": "cpu"})
     run.save_checkpoint({"model": {"w": torch.arange(6.0)}}, "final")
     return root, run
 
@@ -187,9 +187,12 @@ def test_archived_weights_leave_the_index_and_come_back_from_history(tmp_path):
     root, run = _repository_with_a_run(tmp_path)
     with pytest.raises(weights.WeightsError, match="git add -f"):  # not in a commit: archiving would lose it
         weights.archive(run.path)
+    assert weights.unarchived(root / "runs") == [run.name]  # ignored by git, so only this says so
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "run")
+    assert weights.unarchived(root / "runs") == []  # tracked
     record = weights.archive(run.path)
+    assert weights.unarchived(root / "runs") == []  # archived
     tracked = subprocess.run(["git", "-C", root, "ls-files"], capture_output=True, text=True).stdout.split()
     assert "runs/cifar10-cpu-vanilla-e20-s0-abc/checkpoint-final.pt" not in tracked
     assert record["bytes"] == run.checkpoint_path("final").stat().st_size
@@ -197,6 +200,32 @@ def test_archived_weights_leave_the_index_and_come_back_from_history(tmp_path):
     assert run.trained  # restorable counts as trained: no run is trained twice
     assert torch.equal(run.load_checkpoint("final")["model"]["w"], torch.arange(6.0))
     assert run.checkpoint_path("final").exists()
+
+
+def test_a_copy_without_git_history_has_no_weights_to_restore(tmp_path):
+    # A GPU machine is sent the tree without .git: an archived run there is not trained.
+    import shutil
+
+    root, run = _repository_with_a_run(tmp_path)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "run")
+    weights.archive(run.path)
+    copy = RunStore(tmp_path / "elsewhere").run(run.name)
+    shutil.copytree(run.path, copy.path)
+    copy.checkpoint_path("final").unlink()
+    assert not copy.trained
+    with pytest.raises(FileNotFoundError, match="not inside a git clone"):
+        copy.load_model()
+
+
+def test_only_cpu_scale_weights_are_archived(tmp_path):
+    root, _ = _repository_with_a_run(tmp_path)
+    denoiser = RunStore(root / "runs" / "denoisers").create("cifar10-denoiser-w16", {"model": "denoiser"})
+    denoiser.save_checkpoint({"model": {}}, "final")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "runs")
+    with pytest.raises(weights.WeightsError, match="not a CPU-scale run"):
+        weights.archive(denoiser.path)
 
 
 def test_restoring_refuses_a_missing_or_altered_blob(tmp_path):
@@ -210,7 +239,8 @@ def test_restoring_refuses_a_missing_or_altered_blob(tmp_path):
     with pytest.raises(weights.WeightsError, match="does not match"):
         weights.restore(run.path)
     write_json_atomic(run.path / weights.RECORD, {**record, "git_blob": "1" * 40})
-    with pytest.raises(weights.WeightsError, match="unshallow"):
+    assert not run.trained
+    with pytest.raises(FileNotFoundError, match="unshallow"):
         run.load_checkpoint("final")
     assert not run.checkpoint_path("final").exists()
 

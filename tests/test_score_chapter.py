@@ -67,7 +67,7 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     # A run trained on these very targets is also read apart: the claim must hold without it.
     apart = score.alignment_verdict(points, {"run-3"})
     assert apart.startswith(RISING)
-    assert "Without the 1 run trained on these targets, which align with them by construction, over 3 runs" in apart
+    assert "Without the 1 run trained on these targets, which aligns with them by construction, over 3 runs" in apart
     assert "too few" in score.alignment_verdict(points, {"run-2", "run-3"})
     assert "the better aligned runs are the more robust ones" in rising
     assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))

@@ -44,16 +44,18 @@ Each call works within ``--minutes`` of wall clock and does, in order, what is n
 6. **pack**: every record, metric, history, evaluation and picture into ``--out``, at most 8
    files of under 16 MiB: ``campaign-report.json``, ``campaign-results.tar.gz`` (split into
    parts if large; it also holds the CPU-scale checkpoints not yet brought back, ~1 MB each,
-   which travel with the repository, see ``.gitignore``) and as many checkpoint parts as the
-   remaining room allows (the resumable checkpoint of an unfinished paper-scale run, the final
-   weights of a finished one); the report lists the parts still to bring back (``--steps
-   pack`` brings them, without training).
+   whose final weights are then committed and archived in git history, see ``.gitignore``) and
+   as many checkpoint parts as the remaining room allows (the resumable checkpoint of an
+   unfinished paper-scale run, the final weights of a finished one); the report lists the parts
+   still to bring back (``--steps pack`` brings them, without training).
 
 State between calls lives in ``--work`` (``.data/campaign/``, ignored by git, so it stays on a
 warm machine between calls): ``state.json`` and the campaign's run store ``runs/``, seeded at
-each call from the repository's committed records (with the CPU-scale checkpoints committed
-beside them). ``--dry`` runs the same code on synthetic data with tiny widths and budgets (kind
-``smoke``, never results), ``cpu_scale`` included (two workers, one epoch); ``make test`` runs it.
+each call from the repository's committed records (with the resumable checkpoints of unfinished
+CPU-scale runs committed beside them; finished runs' final weights live in git history, which this
+machine lacks, so a CPU-scale run archived there is not evaluated or used as a teacher here).
+``--dry`` runs the same code on synthetic data with tiny widths and budgets (kind ``smoke``,
+never results), ``cpu_scale`` included (two workers, one epoch); ``make test`` runs it.
 
 Imports only torch, numpy, matplotlib, tqdm and the standard library (no Jupyter, papermill,
 PyYAML or submitit: the GPU machine has none of them), so run it there as
@@ -289,8 +291,8 @@ def run_benchmark(settings: CampaignConfig, until: Deadline) -> dict:
 
 
 def travels_with_repository(run) -> bool:
-    """CPU-scale checkpoints are small and committed with their runs (see ``.gitignore``): they are
-    seeded with the records and come back in the results archive, not as parts."""
+    """CPU-scale checkpoints are small: a resumable one is committed with its run and seeded with the
+    records, and either kind comes back in the results archive, not as parts (see ``.gitignore``)."""
     return run.params.get("scale") == "cpu"
 
 
@@ -306,7 +308,7 @@ def begun_elsewhere(run, settings: CampaignConfig) -> bool:
 def seed_store(settings: CampaignConfig) -> None:
     """Copy the repository's committed records of this campaign's runs into the campaign store,
     file by file where missing, so that a run begun in an earlier window is known here (a
-    paper-scale checkpoint arrives separately, staged from its parts; a CPU-scale one is
+    paper-scale checkpoint arrives separately, staged from its parts; a CPU-scale resumable one is
     committed with its run and copied here unless the store already has one of that run), and the
     book's complete denoisers (:data:`~pagcore.orchestrate.book_runs.SCORE_DENOISERS`) with their weights."""
 

@@ -5,6 +5,8 @@
 Runs go into runs/, the CUDA benchmark into benchmarks/results/, the report into
 .data/campaign-reports/, checkpoint parts into .data/checkpoints/<run>/ (out of git), each
 checkpoint joined once all its parts are here (:func:`ops.gpu_window.campaign.unpack_results`).
+It lists the CPU-scale runs whose final weights git ignores and no ``weights.json`` names yet: commit
+them once and archive them (``python -m pagcore weights archive``), or they stay on this disk only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ops.gpu_window.campaign import unpack_results  # noqa: E402 (after the path set-up above)
+from pagcore.store.weights import unarchived  # noqa: E402
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit(__doc__.split("\n\n")[1])
-    print(json.dumps(unpack_results(Path(sys.argv[1]), ROOT), indent=1))
+    merged = unpack_results(Path(sys.argv[1]), ROOT)
+    merged["weights_to_commit_and_archive"] = unarchived(ROOT / "runs")
+    print(json.dumps(merged, indent=1))

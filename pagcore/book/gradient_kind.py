@@ -258,10 +258,13 @@ def explanation_reading(order: Mapping[str, int | None], record: Mapping[str, An
     )
 
 
-def stall_reading(runs: Mapping[Key, Run | None], record: Mapping[str, Any] | None, num_classes: int) -> str:
-    """Whether the stall the explanation was put forward for (a log-softmax run that does not fit its
-    labels) follows the posterior gap: it should happen on the source with the larger gap only. This
-    is a second, weaker reading beside :func:`explanation_reading`, whose prediction stands as stated."""
+def stall_reading(
+    runs: Mapping[Key, Run | None], orders: Mapping[str, int | None], record: Mapping[str, Any] | None, num_classes: int
+) -> str:
+    """A second, weaker reading beside :func:`explanation_reading`, whose prediction stands as stated:
+    whether a log-softmax run that does not fit its labels (under twice chance) goes with the source of
+    larger gap, and how the log-softmax kind does on the other source (``orders``, from
+    :func:`source_reading`)."""
     soft = {s: runs.get((s, "log_softmax")) for s in SOURCES}
     if record is None or any(run is None or not run.history for run in soft.values()):
         return ""
@@ -270,21 +273,22 @@ def stall_reading(runs: Mapping[Key, Run | None], record: Mapping[str, Any] | No
         return ""
     wide, narrow = sorted(SOURCES, key=lambda s: -gaps[s])
     last = {s: run.history[-1]["train_accuracy"] for s, run in soft.items()}
-    stalls = {s: not fits_labels(last[s], num_classes) for s in SOURCES}
+    fits = {s: fits_labels(last[s], num_classes) for s in SOURCES}
 
     def ended(source: str) -> str:
-        side = "under" if stalls[source] else "above"
-        return f"with {ROW_LABELS[source]} targets at {percent(last[source])}, {side} twice chance"
+        return f"{ROW_LABELS[source]} targets at {percent(last[source])}, {'above' if fits[source] else 'under'}"
 
-    follows = stalls[wide] and not stalls[narrow]
-    return (
-        f"The stall itself is a separate question: the log-softmax runs end their training {ended(wide)}, and "
-        f"{ended(narrow)}. "
-        + (
-            "So the larger gap goes with a log-softmax run that does not learn its labels at all, and the smaller "
-            "with one that learns them more slowly than the logit kind: the gap may explain the stall, not the "
-            "whole difference."
-            if follows
-            else "So whether a log-softmax run learns its labels does not follow the gap either."
-        )
+    head = (
+        f"Separately, whether the log-softmax kind fits its labels at all: its runs end their training with "
+        f"{ended(wide)} twice chance, and with {ended(narrow)} it. "
     )
+    if fits[wide] or not fits[narrow]:
+        return head + "So whether a log-softmax run fits its labels does not follow the gap."
+    other = {
+        -1: "fits them but still falls behind the logit kind, so the gap goes with the failure to fit, not with "
+        "the whole difference between the kinds.",
+        0: "fits them as well as the logit kind does, as the gap would have it.",
+        1: "fits them better than the logit kind does, as the gap would have it.",
+        None: "fits them; with the other source's runs not compared, nothing more is read.",
+    }[orders.get(narrow)]
+    return head + f"So it fails to fit only where the gap is larger, and on {ROW_LABELS[narrow]} targets it " + other

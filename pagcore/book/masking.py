@@ -17,7 +17,7 @@ from pagcore.book.evidence import (
     judged_by_current_references,
     unread_failures,
 )
-from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent
+from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, verb
 from pagcore.config import TrainConfig, teacher_threat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
@@ -253,8 +253,8 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
         f"Across the {len(shared)} runs scored against the same reference",
         [label for label, s in shared.items() if s.get("built_in")],
         lambda n: (
-            f"{n} adversarially trained or RIGD run{'s' if n != 1 else ''}, which align with an adversarially "
-            "trained model by construction"
+            f"{n} adversarially trained or RIGD run{'s' if n != 1 else ''}, which {verb(n, 'align')} with an "
+            "adversarially trained model by construction"
         ),
     )
 

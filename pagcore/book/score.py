@@ -24,7 +24,7 @@ from pagcore.book.evidence import SIGNIFICANCE, alignment_claim, sampling_std
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
 from pagcore.book.tables import training_devices
-from pagcore.book.text import markdown_table, percent, placeholder_table
+from pagcore.book.text import markdown_table, percent, placeholder_table, verb
 from pagcore.config import ObjectiveConfig
 from pagcore.data import SPECS, as_float
 from pagcore.evaluate.stored import chosen_evaluations
@@ -229,7 +229,10 @@ def alignment_verdict(points: Mapping[str, tuple[float, float]], built_in: Colle
         "the alignment with the score-based targets and AutoAttack ℓ2 accuracy",
         f"Over {len(points)} runs",
         built_in,
-        lambda n: f"{n} run{'s' if n != 1 else ''} trained on these targets, which align with them by construction",
+        lambda n: (
+            f"{n} run{'s' if n != 1 else ''} trained on these targets, which {verb(n, 'align')} with them by "
+            "construction"
+        ),
     )
 
 

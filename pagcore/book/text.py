@@ -43,6 +43,11 @@ def mean_std(experiment: Any, model: str, metric: str) -> str:
     return percent(experiment.mean(model, metric), experiment.std(model, metric))
 
 
+def verb(count: int, plural: str) -> str:
+    """A regular verb agreeing with ``count`` subjects: ``verb(1, "align") == "aligns"``."""
+    return plural + "s" if count == 1 else plural
+
+
 def listed(names: Sequence[str]) -> str:
     """Names joined as in a sentence: "a", "a and b", "a, b and c"."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

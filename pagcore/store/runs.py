@@ -126,13 +126,16 @@ class Run:
 
     @property
     def trained(self) -> bool:
-        """Whether the final weights are here or can be restored from git history."""
-        return self.checkpoint_path("final").exists() or weights.is_archived(self.path)
+        """Whether the final weights are here, or archived in the history of the clone they sit in."""
+        return self.checkpoint_path("final").exists() or weights.restorable(self.path)
 
     def load_checkpoint(self, which: str = "latest", map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         path = self.checkpoint_path(which)
         if which == "final" and not path.exists() and weights.is_archived(self.path):
-            weights.restore(self.path)
+            try:
+                weights.restore(self.path)
+            except weights.WeightsError as error:  # e.g. a copy of the tree without .git
+                raise FileNotFoundError(f"run {self.name}: {error}") from None
         if not path.exists():
             return None
         return torch.load(path, map_location=map_location, weights_only=True)

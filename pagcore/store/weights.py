@@ -63,6 +63,32 @@ def is_archived(run_path: Path) -> bool:
     return (Path(run_path) / RECORD).exists()
 
 
+def restorable(run_path: Path) -> bool:
+    """Whether ``run_path``'s archived weights can be restored here: a clone that holds their blob
+    (a machine sent a copy of the tree without ``.git`` cannot)."""
+    if not is_archived(run_path):
+        return False
+    blob = json.loads((Path(run_path) / RECORD).read_text())["git_blob"]
+    try:
+        _git(Path(run_path), "cat-file", "-e", f"{blob}^{{blob}}")
+    except WeightsError:
+        return False
+    return True
+
+
+def unarchived(root: Path) -> list[str]:
+    """CPU-scale runs under ``root`` whose final weights are on disk but neither tracked by git nor
+    archived: the ignore rules hide them from ``git status``, so nothing else says they would be lost."""
+    root = Path(root).resolve()
+    repository = _repository(root)
+    tracked = set(_git(repository, "ls-files", "--", str(root)).splitlines())
+    lost = []
+    for weights in sorted(root.glob(f"*-cpu-*/{FINAL}")):
+        if not is_archived(weights.parent) and weights.relative_to(repository).as_posix() not in tracked:
+            lost.append(weights.parent.name)
+    return lost
+
+
 def archive(run_path: Path) -> dict[str, Any]:
     """Record where ``run_path``'s final weights live in history and take them out of the index.
 
@@ -71,6 +97,10 @@ def archive(run_path: Path) -> dict[str, Any]:
 
     run_path = Path(run_path).resolve()
     weights = run_path / FINAL
+    params = run_path / "params.json"
+    if not params.exists() or json.loads(params.read_text()).get("scale") != "cpu":
+        # Paper-scale weights travel apart and the denoisers stay in the tree (the GPU machine needs them).
+        raise WeightsError(f"{run_path.name} is not a CPU-scale run; only their final weights are archived")
     if not weights.exists():
         raise WeightsError(f"{weights} does not exist: nothing to archive")
     root = _repository(run_path)
