@@ -180,6 +180,16 @@ def test_the_implicit_classifier_picks_the_label_whose_denoiser_explains_the_ima
     assert implicit_classifier_accuracy(TemplateDenoiser(templates), templates[labels], wrong)["accuracy"] == 0.0
 
 
+def test_the_implicit_classifier_does_not_depend_on_how_many_images_go_through_at_once():
+    denoiser = labelled_denoiser()
+    data = synthetic_dataset("cifar10", 4, 7)
+    one, every = (
+        implicit_classifier_accuracy(denoiser, data.x_test, data.y_test, sigmas=(0.1, 0.3), batch_size=size)
+        for size in (1, 100)
+    )
+    assert one == every
+
+
 def test_score_tables_are_unit_targets_independent_of_chunking_and_resume_from_their_cache(tmp_path, monkeypatch):
     denoiser = labelled_denoiser()
     images = synthetic_dataset("cifar10", 20, 4).x_train
