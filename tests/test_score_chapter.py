@@ -131,11 +131,19 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
 
     assert "no score-based row" in score.stl10_line(RunStore(tmp_path))
     denoiser = RunStore(tmp_path / "denoisers").create("stl10-d", {"dataset": "stl10"})
-    denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": []})
+    denoiser.write_json("params.json", {"dataset": "stl10", "width": 16, "multipliers": [1, 2, 2, 2], "epochs": 25})
+    denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [], "wall_seconds": 3300})
     denoiser.write_json("metrics.json", quality(0.3))
-    assert "no score-based row" in score.stl10_line(RunStore(tmp_path))  # trained, but not the book's
+    line = score.stl10_line(RunStore(tmp_path))
+    assert line.startswith("An STL-10 denoiser, a U-Net of width 16 over 4 resolutions trained for 25 epochs")
+    assert "in 55 minutes" in line and "beyond chance" in line
+    assert line.endswith("It is not the book's STL-10 denoiser, so Table 2 has no score-based row yet.")
+    denoiser.write_json("metrics.json", quality(0.11))  # at chance: its targets carry no class information
+    assert "not beyond chance" in score.stl10_line(RunStore(tmp_path))
+    assert score.stl10_line(RunStore(tmp_path)).endswith("So STL-10's Table 2 has no score-based row.")
+    denoiser.write_json("metrics.json", quality(0.3))
     monkeypatch.setitem(book_runs.SCORE_DENOISERS, "stl10", "stl10-d")
-    assert "in the queue" in score.stl10_line(RunStore(tmp_path))
+    assert score.stl10_line(RunStore(tmp_path)).endswith("in the queue of the book's runs.")
 
 
 def test_the_runs_trained_on_a_denoisers_targets_are_named_by_their_label(tmp_path):

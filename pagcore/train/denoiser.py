@@ -99,7 +99,7 @@ def denoiser_store(root: str | Path | None = None) -> RunStore:
 def newest_denoiser(store: RunStore, dataset: str, kind: str) -> Run | None:
     """The complete denoiser run of ``dataset`` and ``kind`` whose last session finished last, or None."""
     complete = store.select(kind=kind, dataset=dataset)
-    return max(complete, key=lambda r: r.record.get("sessions", [{}])[-1].get("finished", ""), default=None)
+    return max(complete, key=lambda r: (r.record.get("sessions") or [{}])[-1].get("finished", ""), default=None)
 
 
 def build_denoiser(config: DenoiserConfig) -> Denoiser:
