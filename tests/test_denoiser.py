@@ -102,6 +102,21 @@ def test_the_gaussian_denoiser_is_tweedies_optimum_for_gaussian_data():
     torch.testing.assert_close((estimate - x) / sigma**2, score, atol=1e-4, rtol=1e-4)
 
 
+def test_the_gaussian_denoiser_of_fewer_images_than_pixels_is_the_covariance_formula():
+    # STL-10 has 5,000 training images of 27,648 values: the covariance is singular and never formed.
+    torch.manual_seed(1)
+    images = torch.rand(6, 3, 2, 2)
+    flat = images.flatten(1).double()
+    mean, covariance = flat.mean(0), torch.cov(flat.T)
+    noisy, sigma = torch.rand(3, 3, 2, 2), 0.3
+    expected = (
+        mean
+        + (noisy.flatten(1).double() - mean) @ torch.linalg.solve(covariance + sigma**2 * torch.eye(12), covariance).T
+    )
+    estimate = GaussianDenoiser(images, torch.zeros(6, dtype=torch.long), 1)(noisy, sigma)
+    torch.testing.assert_close(estimate.flatten(1).double(), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_a_few_steps_of_the_denoising_loss_teach_a_tiny_denoiser_something():
     torch.manual_seed(0)
     denoiser = Denoiser(3, 2, TINY)

@@ -74,9 +74,11 @@ class GaussianDenoiser:
     def _moments(flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mean = flat.mean(0)
         centred = flat - mean
-        covariance = centred.T @ centred / max(len(flat) - 1, 1)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        return mean, eigenvalues.clamp_min(0), eigenvectors
+        # The covariance's eigenvectors are the centred images' right singular vectors. The thin
+        # decomposition never forms the D x D covariance (D = 27,648 on STL-10: 6 GB, and an hour of
+        # two cores), and a direction outside the images' span has eigenvalue 0 either way.
+        _, singular, right = torch.linalg.svd(centred, full_matrices=False)
+        return mean, singular.square() / max(len(flat) - 1, 1), right.T
 
     def __call__(self, noisy: Tensor, sigma: float, label: int | None = None) -> Tensor:
         check_positive("sigma", sigma)
