@@ -26,6 +26,7 @@ TINY_TRAIN = [
 ]
 TESTED_SUBCOMMANDS = {
     "toy",
+    "weights",
     "train",
     "table",
     "evaluate",
@@ -45,6 +46,15 @@ def pagcore(*args, timeout=300):
 def test_every_subcommand_is_tested_here():
     subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
     assert set(subcommands) == TESTED_SUBCOMMANDS
+
+
+def test_weights_subcommand_restores_and_names_what_it_needs(tmp_path):
+    out, result = pagcore("weights", "restore", "--all", "--runs-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert result == {"action": "restore", "runs": {}}
+    for argv, said in ((["restore"], "--all"), (["archive", "--all"], "archive names its runs")):
+        out, _ = pagcore("weights", *argv)
+        assert out.returncode == 2 and said in out.stderr
 
 
 def test_toy_subcommand(tmp_path):

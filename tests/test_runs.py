@@ -262,13 +262,3 @@ def test_every_committed_run_with_final_weights_keeps_them_out_of_the_tree():
         if weights.is_archived(run.path):  # and this clone holds what each record names
             blob = json.loads((run.path / weights.RECORD).read_text())["git_blob"]
             assert subprocess.run(["git", "-C", REPO, "cat-file", "-e", f"{blob}^{{blob}}"]).returncode == 0, run.name
-
-
-def test_the_weights_command_names_what_it_needs(capsys):
-    from pagcore.cli import main
-
-    for argv in (["weights", "restore"], ["weights", "archive", "--all"]):
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
-        assert stop.value.code == 2
-    assert "--all" in capsys.readouterr().err
