@@ -189,6 +189,9 @@ def test_the_answer_depends_on_which_rows_are_evidence():
 
     assert finding(nearest_neighbor="evidence", rigd_linf="evidence").answer == "supports"
     assert finding(nearest_neighbor="within noise", rigd_linf="evidence").answer == "teacher only"
+    # The score-based row distils a denoiser, never a robust model: it answers the question too.
+    assert finding(nearest_neighbor="within noise", score="evidence", rigd_linf="evidence").answer == "supports"
+    assert finding(nearest_neighbor="within noise", score="masking suspected").answer == "does not support"
     assert finding(nearest_neighbor="near chance").answer == "does not support"
     # Rows the noise cannot tell from vanilla neither support nor contradict; one below vanilla does.
     assert finding(nearest_neighbor="within noise", one_image="near chance").answer == "within noise"
@@ -271,7 +274,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
     box = findings.findings_box(tmp_path / "no-toy.json")
-    assert "**Not shown at the reduced scale.** CIFAR-10: no model-free PAG row can be told from vanilla beyond" in box
+    assert "**Not shown at the reduced scale.** CIFAR-10: no PAG row free of a robust teacher can be told" in box
     monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)

@@ -144,6 +144,19 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     denoiser.write_json("metrics.json", quality(0.3))
     monkeypatch.setitem(book_runs.SCORE_DENOISERS, "stl10", "stl10-d")
     assert score.stl10_line(RunStore(tmp_path)).endswith("in the queue of the book's runs.")
+    # Once its row is trained, the line gives its numbers and the stated λ (none is published).
+    from pagcore.orchestrate.experiments import RealDataExperiment
+    from pagcore.train.trainer import run_name_for
+
+    config = RealDataExperiment("stl10", {"scale": "cpu"}).config("score", **book_runs.score_overrides("stl10"))
+    row = RunStore(tmp_path).create(run_name_for(config, "real"), config.identity())
+    row.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [], "wall_seconds": 60})
+    row.write_json("metrics.json", {"clean": 0.4, "linf": 0.12, "l2": 0.25, "test_images": 5000})
+    line = score.stl10_line(RunStore(tmp_path))
+    assert "Its score-based row (40 epochs at the cpu scale, λ 1.5, the authors' CIFAR-10 value" in line
+    assert line.endswith(
+        "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; {ref}`tab-stl10` judges it beside the paper's rows."
+    )
 
 
 def test_the_runs_trained_on_a_denoisers_targets_are_named_by_their_label(tmp_path):

@@ -16,23 +16,22 @@ from pagcore.book import evidence, latest, score, smoothing
 from pagcore.book.evidence import Judgement, Measured, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
-from pagcore.book.verdicts import PAG_ROWS, row_caveats
+from pagcore.book.verdicts import PAG_ROWS, TEACHER_FREE_ROWS, row_caveats
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS
+from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
-from pagcore.paper.targets import MODEL_FREE_SOURCES
 
 NOISE_DATASET = "cifar10"
 """The rule's seeds are run on CIFAR-10 only; another dataset borrows their spreads (:meth:`Noise.borrowed`)."""
 
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
-    """The stored run of every results-table row of ``dataset`` at ``scale`` (None where none exists)."""
-    return chapter_runs(
-        dataset, {row: (row, {}) for row in TABLE_ROWS}, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind
-    )
+    """The stored run of every results-table row of ``dataset`` at ``scale``, the score-based row included
+    (None where none exists)."""
+    rows = {row: (row, row_overrides(dataset, row)) for row in (*TABLE_ROWS, "score")}
+    return chapter_runs(dataset, rows, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
 
 
 def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
@@ -104,22 +103,22 @@ class DatasetFinding:
 
     @property
     def answer(self) -> str:
-        """'supports' when a model-free row is evidence, 'teacher only' when only RIGD rows are,
-        'unchecked' when no row is but a model-free row still awaits AutoAttack or the checklist,
-        'within noise' when no model-free row is evidence but none is below vanilla or suspected of
-        masking either (the noise hides any gap), 'does not support' when rows were judged and some
-        model-free row is, 'no runs' otherwise."""
+        """'supports' when a teacher-free row (:data:`~pagcore.book.verdicts.TEACHER_FREE_ROWS`) is
+        evidence, 'teacher only' when only RIGD rows are, 'unchecked' when no row is but a teacher-free
+        row still awaits AutoAttack or the checklist, 'within noise' when no teacher-free row is evidence
+        but none is below vanilla or suspected of masking either (the noise hides any gap), 'does not
+        support' when rows were judged and some teacher-free row is, 'no runs' otherwise."""
         if not self.judgements:
             return "no runs"
         rows = self.evidence_rows
-        if any(row in MODEL_FREE_SOURCES for row in rows):
+        if any(row in TEACHER_FREE_ROWS for row in rows):
             return "supports"
         if rows:
             return "teacher only"
-        unchecked = any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in MODEL_FREE_SOURCES)
+        unchecked = any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in TEACHER_FREE_ROWS)
         if unchecked:
             return "unchecked"
-        free = [j.verdict for row, j in self.judgements.items() if row in MODEL_FREE_SOURCES]
+        free = [j.verdict for row, j in self.judgements.items() if row in TEACHER_FREE_ROWS]
         contradicted = any(verdict in ("not more robust", "masking suspected") for verdict in free)
         return "within noise" if "within noise" in free and not contradicted else "does not support"
 
@@ -232,7 +231,7 @@ def paper_scale_runs(runs_dir: str = "", kind: str = "real") -> int:
 def _dataset_answer(finding: DatasetFinding) -> str:
     """One dataset's answer for the box's first line, by the rule of evidence."""
     if finding.answer == "supports":
-        rows = [row for row in finding.evidence_rows if row in MODEL_FREE_SOURCES]
+        rows = [row for row in finding.evidence_rows if row in TEACHER_FREE_ROWS]
         one = len(rows) == 1
         return (
             f"{_rows(rows)}, trained without adversarial examples, {'is' if one else 'are'} more robust than vanilla "
@@ -241,9 +240,12 @@ def _dataset_answer(finding: DatasetFinding) -> str:
         )
     return {
         "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",
-        "does not support": "no model-free PAG row meets the rule of evidence (each row's reason is on its line below)",
+        "does not support": (
+            "no PAG row free of a robust teacher meets the rule of evidence (each row's reason is on its line below)"
+        ),
         "within noise": (
-            "no model-free PAG row can be told from vanilla beyond the noise (each row's reason is on its line below)"
+            "no PAG row free of a robust teacher can be told from vanilla beyond the noise (each row's reason is on "
+            "its line below)"
         ),
         "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
     }[finding.answer]

@@ -193,7 +193,10 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
 
 
 # A model-free source trains the row of the same name; RIGD has a row per teacher threat model.
-PAG_ROWS = (*MODEL_FREE_SOURCES, "rigd_linf", "rigd_l2")
+TEACHER_FREE_ROWS = (*MODEL_FREE_SOURCES, "score")
+"""The PAG rows whose targets owe nothing to a robust model: the model-free sources and the score-based
+row (a denoiser, never attacked). Only these can answer the paper's question."""
+PAG_ROWS = (*TEACHER_FREE_ROWS, "rigd_linf", "rigd_l2")
 
 
 def status_sentence(runs: dict[str, Any], chapter: str) -> str:
