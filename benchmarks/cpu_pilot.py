@@ -19,7 +19,8 @@ benchmarks/results/cpu_pilot-throughput-<dataset>-<date>.json with the machine, 
 several widths, with the paper's optimiser and the step schedule, and records clean test accuracy
 after every epoch. Runs live in their own store (benchmarks/pilot_runs/, kind "pilot", never shown
 as results) and resume where they stopped: call it again, with a time budget, until all are done.
-It then writes benchmarks/results/cpu_pilot-accuracy-<dataset>.json from the stored histories, with
+It then writes benchmarks/results/cpu_pilot-accuracy-<dataset>[-vit<D>].json from the stored histories of
+the runs of that architecture, with
 the accuracy of classifiers that see only the distances to the class means (a ceiling for
 class-mean PAG models, see ``pagcore.evaluate.ceiling``).
 
@@ -80,6 +81,11 @@ def step_name(
     "vit7 " for a ViT of 7 blocks."""
     prefix = f"vit{depth} " if architecture == "vit" else ""
     return f"{prefix}w{width} k{k} b{batch} {'bf16' if bf16 else 'fp32'}{' cl' if channels_last else ''} {strategy}"
+
+
+def architecture_tag(args: argparse.Namespace) -> str:
+    """The results files' suffix: none for the ResNet-18, "-vit<depth>" for a ViT."""
+    return f"-vit{args.depth}" if args.architecture == "vit" else ""
 
 
 def make_step(
@@ -236,7 +242,7 @@ def throughput(args: argparse.Namespace) -> None:
         "started": started,
         "finished": utc_now(),
     }
-    tag = f"-vit{args.depth}" if args.architecture == "vit" else ""
+    tag = architecture_tag(args)
     out = args.out / f"cpu_pilot-throughput-{args.dataset}{tag}-{started[:10]}.json"
     write_json_atomic(out, record)
     for row in rows:
@@ -290,6 +296,9 @@ def accuracy(args: argparse.Namespace) -> None:
     for run in store.runs():
         if run.params.get("kind") != "pilot" or run.params["dataset"] != args.dataset:
             continue
+        # One file per architecture: the ResNet's widths choose its preset, the ViT's another.
+        if (run.params.get("architecture", "resnet18"), run.params.get("depth")) != (args.architecture, args.depth):
+            continue
         history = run.history or []
         summary.append(
             {
@@ -307,7 +316,7 @@ def accuracy(args: argparse.Namespace) -> None:
             }
         )
     write_json_atomic(
-        RESULTS / f"cpu_pilot-accuracy-{args.dataset}.json",
+        RESULTS / f"cpu_pilot-accuracy-{args.dataset}{architecture_tag(args)}.json",
         {
             "what": f"clean test accuracy ({data.test_set}) after every epoch of short pilot schedules",
             "dataset": args.dataset,
