@@ -56,3 +56,18 @@ def test_the_score_based_entries_use_the_books_committed_denoiser_and_both_gradi
         check_trainable(config, "real", RunStore())  # the committed denoiser is complete, of this dataset, at this σ
     kinds = {e.overrides["gradient"] for e in entries if e.chapter == "gradient_kind"}
     assert kinds == ({"logit", "log_softmax"} if scale == "cpu" else set())
+
+
+def test_a_score_based_row_names_its_denoiser_and_states_a_lambda_only_where_none_is_published(monkeypatch):
+    from pagcore.base.validation import ConfigError
+    from pagcore.orchestrate import book_runs
+
+    assert "lam" not in book_runs.score_overrides("cifar10")  # the authors' λ comes from the paper's record
+    assert book_runs.score_overrides("stl10")["lam"] == book_runs.SCORE_LAMBDA_CHOSEN["stl10"]
+    assert book_runs.row_overrides("stl10", "score") == book_runs.score_overrides("stl10")
+    assert book_runs.row_overrides("stl10", "class_mean") == {}
+    assert book_runs.results_rows("stl10")[-1] == "score"
+    monkeypatch.delitem(book_runs.SCORE_DENOISERS, "stl10")
+    assert "score" not in book_runs.results_rows("stl10")  # no denoiser, no row
+    with pytest.raises(ConfigError, match="no denoiser"):
+        book_runs.score_overrides("stl10")

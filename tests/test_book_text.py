@@ -192,6 +192,14 @@ def test_cpu_verdict_ranks_only_rows_the_noise_tells_apart():
         "In the paper, judged by its own seed spread (Table 4), class_mean is above nearest_neighbor, one_image" in text
     )
     assert "told apart" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), None)
+    # The score-based row is judged with the others but, having no number in the paper, is never ranked
+    # against it: the comparison with the paper stays on the paper's rows.
+    runs["score"] = StoredRun(0.34, 0.12, 0.24)
+    with_score = verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {"score": "SBG"}, judged(runs), NOISE)
+    assert "- SBG (34.0% clean, 12.0% ℓ∞, 24.0% ℓ2): **" in with_score
+    assert "costs 19 to 62 points of clean accuracy here" in with_score  # 82 - 34 = 48 would not change it
+    assert "SBG is" not in with_score and "and SBG" not in with_score
+    del runs["score"]
     runs["rigd_linf"] = StoredRun(0.55, 0.25, 0.40)
     runs["adversarial_linf"] = StoredRun(0.63, 0.31, 0.46)
     with_teacher = verdicts.cpu_scale_verdict(

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pagcore.book import evidence, verdicts
+from pagcore.book import evidence, findings, verdicts
 from pagcore.book.evidence import Measured, Noise
 from pagcore.book.findings import DatasetFinding, finding_sentence
 
@@ -222,7 +222,6 @@ def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
 
 
 def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatch, tmp_path):
-    from pagcore.book import findings
 
     def entry(robust, size=500):
         return {"results": {"robust": robust, "failed": []}, "settings": {"subset": {"size": size}}}
@@ -506,3 +505,21 @@ def test_the_rule_says_which_rows_carry_their_own_spread_and_which_the_widest():
     assert words.startswith("Vanilla and One image are judged with their own seed spread")
     assert "takes the widest measured (5.0 points under ℓ∞ and 4.0 under ℓ2 PGD-20)" in words
     assert noise.borrowed("STL-10").rule_words({}).startswith("Every row is judged with the widest seed spread")
+
+
+def test_a_results_table_holds_the_score_based_row_with_its_stated_lambda(tmp_path, monkeypatch):
+    from pagcore.orchestrate import book_runs
+    from pagcore.orchestrate.experiments import RealDataExperiment
+    from pagcore.store.runs import RunStore
+    from pagcore.train.trainer import run_name_for
+
+    config = RealDataExperiment("stl10", {"scale": "cpu"}).config("score", **book_runs.score_overrides("stl10"))
+    assert config.objective.lam == book_runs.SCORE_LAMBDA_CHOSEN["stl10"]
+    run = RunStore(tmp_path).create(run_name_for(config, "real"), config.identity())
+    run.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [], "wall_seconds": 1})
+    run.write_json("metrics.json", {"clean": 0.3, "linf": 0.1, "l2": 0.2, "test_images": 5000})
+    table = findings.stored_table("stl10", "cpu", str(tmp_path))
+    assert list(table)[-1] == "score" and table["score"].name == run.name
+    assert table["vanilla"] is None
+    monkeypatch.delitem(book_runs.SCORE_DENOISERS, "stl10")
+    assert "score" not in findings.stored_table("stl10", "cpu", str(tmp_path))

@@ -19,7 +19,7 @@ from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import PAG_ROWS, TEACHER_FREE_ROWS, row_caveats
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, TABLE_ROWS, row_overrides
+from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
 
@@ -29,8 +29,8 @@ NOISE_DATASET = "cifar10"
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
     """The stored run of every results-table row of ``dataset`` at ``scale``, the score-based row included
-    (None where none exists)."""
-    rows = {row: (row, row_overrides(dataset, row)) for row in (*TABLE_ROWS, "score")}
+    where the dataset has one (None where no run exists)."""
+    rows = {row: (row, row_overrides(dataset, row)) for row in results_rows(dataset)}
     return chapter_runs(dataset, rows, knobs={"scale": scale}, runs_dir=runs_dir, kind=kind)
 
 

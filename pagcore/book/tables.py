@@ -188,7 +188,8 @@ def cpu_pilot_results(dataset: str, results: Path | None = None) -> tuple[dict[s
 
     results = results or BENCHMARK_RESULTS
     return (
-        _newest_json(results, f"cpu_pilot-throughput-{dataset}-*.json"),
+        # The date follows the dataset directly: a ViT pilot's files (-vit<depth>-) are not the ResNet's.
+        _newest_json(results, f"cpu_pilot-throughput-{dataset}-[0-9]*.json"),
         _newest_json(results, f"cpu_pilot-accuracy-{dataset}.json"),
     )
 

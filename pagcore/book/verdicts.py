@@ -192,7 +192,8 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
     return parts
 
 
-# A model-free source trains the row of the same name; RIGD has a row per teacher threat model.
+# A model-free source trains the row of the same name, as does the score-based one; RIGD has a row
+# per teacher threat model.
 TEACHER_FREE_ROWS = (*MODEL_FREE_SOURCES, "score")
 """The PAG rows whose targets owe nothing to a robust model: the model-free sources and the score-based
 row (a denoiser, never attacked). Only these can answer the paper's question."""

@@ -82,8 +82,15 @@ def score_overrides(dataset: str, gradient: str = reported.SCORE_GRADIENT) -> di
     authors' unless named) and, where no λ is published, the book's stated choice."""
     if dataset not in SCORE_DENOISERS:
         raise ConfigError(f"{dataset} has no denoiser of the book's, so no score-based row")
-    chosen = {"lam": SCORE_LAMBDA_CHOSEN[dataset]} if dataset not in reported.SCORE_LAMBDA else {}
+    # A dataset with neither a published nor a chosen λ gets none here: its config then says so.
+    chosen = {"lam": SCORE_LAMBDA_CHOSEN[dataset]} if dataset in SCORE_LAMBDA_CHOSEN else {}
     return {"denoiser": SCORE_DENOISERS[dataset], "gradient": gradient, **chosen}
+
+
+def results_rows(dataset: str) -> tuple[str, ...]:
+    """A results table's rows as the book shows and evaluates them: ``TABLE_ROWS``, then the score-based
+    row where the dataset has a denoiser of the book's."""
+    return (*TABLE_ROWS, *(("score",) if dataset in SCORE_DENOISERS else ()))
 
 
 def row_overrides(dataset: str, row: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pagcore.base.deadline import Deadline
 from pagcore.config import TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.stored import BudgetConfig, companions, evaluate_stored_run
-from pagcore.orchestrate.book_runs import TABLE_ROWS
+from pagcore.orchestrate.book_runs import results_rows, row_overrides
 from pagcore.orchestrate.experiments import RealDataExperiment
 from pagcore.store.runs import Run
 from pagcore.train.trainer import prepare_data
@@ -65,7 +65,7 @@ def evaluate_table(
     :func:`evaluation_plan`'s order, before ``deadline``. ``images()`` loads the dataset, only
     after every run has been found. Returns ``{"runs": [...], "rows_without_a_run": [...]}``."""
     experiment = RealDataExperiment(dataset, knobs, store, kind=kind)
-    table = {row: experiment.run(row) for row in TABLE_ROWS}
+    table = {row: experiment.run(row, **row_overrides(dataset, row)) for row in results_rows(dataset)}
     plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]), dataset)
     data = images() if plan else None
     deadline = deadline or Deadline.after(None)
