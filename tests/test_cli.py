@@ -216,6 +216,7 @@ def test_evaluate_a_whole_table_of_runs(trained):
         "rigd_l2",
         "adversarial_linf",
         "adversarial_l2",
+        "score",
     }
     assert {line["run"]: line["subset"] for line in result["runs"]} == {name: 500 for name in names.values()}
     for line in result["runs"]:
