@@ -342,7 +342,7 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
     if chosen is not None:
         overrides = score_overrides("stl10")
         row = RealDataExperiment("stl10", {"scale": scale}, store, kind=kind).run("score", **overrides)
-        if row is None or not row.metrics:
+        if row is None:  # a run the experiment returns is complete, metrics and all
             tail = " Its score-based row is in the queue of the book's runs."
         else:
             m = row.metrics
