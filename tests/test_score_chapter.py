@@ -155,7 +155,8 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     line = score.stl10_line(RunStore(tmp_path))
     assert "Its score-based row (40 epochs at the cpu scale, λ 1.5, the authors' CIFAR-10 value" in line
     assert line.endswith(
-        "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; {ref}`tab-stl10` judges it beside the paper's rows."
+        "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; the STL-10 chapter's Table 2 judges it beside "
+        "the paper's rows."
     )
 
 

@@ -354,7 +354,7 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
             tail = (
                 f" Its score-based row ({row.params['epochs']} epochs at the {scale} scale, {lam}) reaches "
                 f"{percent(m['clean'])} clean, {percent(m['linf'])} under ℓ∞ and {percent(m['l2'])} under ℓ2 "
-                "PGD-20; {ref}`tab-stl10` judges it beside the paper's rows."
+                "PGD-20; the STL-10 chapter's Table 2 judges it beside the paper's rows."
             )
     elif beyond:
         tail = " It is not the book's STL-10 denoiser, so Table 2 has no score-based row yet."
