@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from pagcore.book import evidence, tables, text, verdicts
+from pagcore.config import VIT_DEPTH
 
 
 def write_notebook(path, parameters_source: str, tagged: int = 1):
@@ -526,3 +527,24 @@ def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_s
     assert verdicts.row_caveats("class_mean", scored("cm", 0.09), vanilla, ceiling=0.5)[0].startswith(
         "its clean accuracy does not exceed the 50.0%"
     )
+
+
+def test_the_vit_pilot_paragraph_reads_its_own_files_and_not_the_resnets(tmp_path):
+    write_pilot(tmp_path)  # the ResNet's files: the ViT's paragraph must not read them
+    depth = VIT_DEPTH["cpu"]
+    assert "ViT of the cpu scale has no results yet" in tables.vit_pilot_paragraph("cifar10", tmp_path)
+    rows = [
+        {"width": w, "k": k, "bf16": bf16, "images_per_s": rate}
+        for w, k, bf16, rate in ((32, 0, True, 2200.0), (32, 2, True, 440.0), (32, 2, True, 565.0), (32, 2, False, 9e9))
+    ]
+    speed = {"device": "cpu: test", "batch": 64, "rows": rows}
+    vanilla = {"objective": "cross_entropy", "width": 32, "epochs": 2, "epochs_done": 2, "k": 0}
+    accuracy = {"runs": [{**vanilla, "test_accuracy": [0.4, 0.55], "seconds_per_epoch": [20.0, 22.0]}]}
+    (tmp_path / f"cpu_pilot-throughput-cifar10-vit{depth}-2026-01-01.json").write_text(json.dumps(speed))
+    (tmp_path / f"cpu_pilot-accuracy-cifar10-vit{depth}.json").write_text(json.dumps(accuracy))
+    text = tables.vit_pilot_paragraph("cifar10", tmp_path)
+    # The fastest bf16 strategy at each width; a float32 row is not the step the runs take.
+    assert "2200 vanilla and 565 PAG images per second at width 32" in text
+    assert "vanilla reaches 55.0% at width 32 (21 s per epoch)" in text
+    assert f"with {depth} blocks instead of {VIT_DEPTH['paper']}" in text
+    assert "82.6%" not in text

@@ -7,7 +7,7 @@ import pytest
 
 from pagcore import config as cfg
 from pagcore.base.validation import ConfigError
-from pagcore.config import GROUPS, SCALES, TrainConfig, add_arguments, from_arguments, knob_names
+from pagcore.config import GROUPS, SCALES, VIT_DEPTH, VIT_WIDTH, TrainConfig, add_arguments, from_arguments, knob_names
 
 
 def test_paper_scale_fills_the_papers_values():
@@ -155,7 +155,8 @@ def test_the_vit_is_named_apart_and_the_resnet_keeps_its_names():
     vit = TrainConfig.from_flat({"architecture": "vit", "scale": "paper"}).resolve()
     assert (vit.data.width, vit.data.depth) == (384, 7)  # the authors' configuration
     assert vit.identity()["architecture"] == "vit" and vit.readable_name().startswith("cifar10-vit7-w384-")
-    with pytest.raises(ConfigError, match="no ViT width is chosen for the cpu scale"):
-        TrainConfig.from_flat({"architecture": "vit", "scale": "cpu"}).resolve()
+    cpu = TrainConfig.from_flat({"architecture": "vit", "scale": "cpu"}).resolve()
+    assert (cpu.data.width, cpu.data.depth) == (VIT_WIDTH["cpu"], VIT_DEPTH["cpu"])  # the pilot's choice
+    assert cpu.readable_name().startswith(f"cifar10-cpu-vit{VIT_DEPTH['cpu']}-w{VIT_WIDTH['cpu']}-")
     with pytest.raises(ConfigError, match="depth"):
         TrainConfig.from_flat({"depth": 4}).resolve()

@@ -241,7 +241,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
         },
         "stl10": {},
     }
-    monkeypatch.setattr(findings, "chosen_evaluations", lambda run: run.entries)
+    monkeypatch.setattr(evidence, "chosen_evaluations", lambda run: run.entries)
     monkeypatch.setattr(verdicts, "chosen_evaluations", lambda run: run.entries)
     monkeypatch.setattr(findings, "stored_table", lambda dataset, scale, *args: stored[dataset])
     monkeypatch.setattr(findings, "measured_noise", lambda *args: NOISE)

@@ -7,7 +7,11 @@ import json
 import pytest
 
 from pagcore.book import latest
+from pagcore.book.evidence import Judgement, Noise
+from pagcore.config import preset_for
+from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, book_runs
 from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.paper import reported
 from pagcore.store.runs import RunStore
 
 
@@ -65,12 +69,63 @@ def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_ha
     assert "| ℓ2 | adversarial + PAG | 0 | not run | not run | not run | not run |" in table
 
 
-def test_the_chapters_points_are_the_book_runs_and_the_architecture_status_reads_the_store(tmp_path):
+def test_the_chapters_boost_points_are_the_book_runs(tmp_path):
     points = latest.boost_points((0, 1))
     assert points["adversarial + PAG ℓ2, seed 1"] == ("adversarial_pag_l2", {"seed": 1})
     config = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path)).config("adversarial_pag_linf")
     assert config.objective.lam > 0 and config.objective.source == "nearest_neighbor"
-    assert "needs a pilot" in latest.architecture_status([], "cpu")
+
+
+def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vit_lambda():
+    points = latest.architecture_points()
+    assert list(points) == list(ARCHITECTURE_ROWS) == ["vanilla", "nearest_neighbor", "score"]
+    assert all(overrides["architecture"] == "vit" for _, overrides in points.values())
+    # The authors' ViT λ of 3.0 with their factor of 2/3 for the first 50 epochs: every epoch of a cpu run.
+    assert points["score"][1]["lam"] == pytest.approx(2.0)
+    assert preset_for("cpu", "cifar10").epochs <= reported.SCORE_LAMBDA_VIT_EARLY_EPOCHS
+    assert "lam" not in points["nearest_neighbor"][1]
+    vit_runs = [b for b in book_runs("cpu") if b.chapter == "architecture"]
+    assert [(b.row, b.overrides) for b in vit_runs] == list(points.values())
+    assert not any(b.chapter == "architecture" for b in book_runs("paper"))
+
+
+def judged(verdict, row="nearest_neighbor"):
+    return Judgement(row, verdict, (f"reason of {row}",))
+
+
+def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence():
+    runs = {"vanilla": object(), "nearest_neighbor": object(), "score": None}
+    nothing = latest.architecture_verdict(runs, {}, {}, "cpu")
+    assert "2 of its 3 rows" in nothing and nothing.endswith("so the claim is not tested.")
+    resnet = {"nearest_neighbor": judged("evidence")}
+    evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
+    assert evidence.endswith("the runs support the claim beyond ResNet-18.")
+    assert "Nearest Neighbor **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
+    mixed = {"nearest_neighbor": judged("within noise"), "score": judged("unchecked", "score")}
+    assert latest.architecture_verdict(runs, mixed, resnet, "cpu").endswith("has still to run on the ViT.")
+    against = {"nearest_neighbor": judged("near chance"), "score": judged("within noise", "score")}
+    assert latest.architecture_verdict(runs, against, {}, "cpu").endswith("on the ViT at this scale.")
+
+
+def test_the_vit_rows_are_judged_against_the_vits_vanilla_with_the_widest_resnet_spread(tmp_path):
+    def stored(name, clean, linf, l2):
+        run = Stored(tmp_path / name, clean, linf, l2)
+        run.metrics["test_images"] = 10_000
+        return run
+
+    runs = {
+        "vanilla": stored("v", 0.70, 0.0, 0.05),
+        "nearest_neighbor": stored("n", 0.60, 0.20, 0.40),
+        "score": stored("s", 0.15, 0.12, 0.14),
+    }
+    # Vanilla's own spread is small, nearest neighbour's wide: a ViT row must take the wide one.
+    spreads = {"vanilla": {"clean": 0.001, "linf": 0.001, "l2": 0.001}, "nearest_neighbor": {"clean": 0.3}}
+    noise = Noise(spreads, {"vanilla": 3, "nearest_neighbor": 3}, "CIFAR-10", frozenset(spreads))
+    judged = latest.architecture_judgements(runs, noise)
+    assert judged["score"].verdict == "near chance"
+    # 60 % clean is far above twice chance unless the 30-point spread is borrowed.
+    assert judged["nearest_neighbor"].verdict == "near chance"
+    assert latest.architecture_judgements(runs, None) == {}
 
 
 @pytest.mark.parametrize("seeds", [2, 3])

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pagcore.book import evidence, latest, score, smoothing
-from pagcore.book.evidence import Judgement, Measured, Noise
+from pagcore.book.evidence import Judgement, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import PAG_ROWS, TEACHER_FREE_ROWS, row_caveats
 from pagcore.data import SPECS
-from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
@@ -49,43 +48,6 @@ def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: 
         metrics[row] = [run.metrics for run in runs.values() if run is not None and run.metrics]
     noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
     return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
-
-
-def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
-    """A run's robust accuracies keyed by (attack, norm): PGD-20 on its whole test set, and every
-    stronger attack stored for it on its subset."""
-    metrics = run.metrics
-    numbers = {("pgd20", norm): Measured(metrics[norm], metrics["test_images"]) for norm in evidence.THREAT_METRICS}
-    for (name, norm), entry in chosen_evaluations(run).items():
-        if name in ("pgd100", "autoattack"):
-            numbers[(name, norm)] = Measured(entry["results"]["robust"], entry["settings"]["subset"]["size"])
-    return numbers
-
-
-def judge_table(
-    runs: Mapping[str, Any], noise: Noise, num_classes: int, rows: Sequence[str] = PAG_ROWS
-) -> dict[str, Judgement]:
-    """The rule applied to every row of ``rows`` (the results table's PAG rows) that has a run,
-    against the vanilla run (empty without one)."""
-    vanilla = runs.get("vanilla")
-    if vanilla is None or not vanilla.metrics:
-        return {}
-    baseline = robust_numbers(vanilla)
-    judged = {}
-    for row in rows:
-        run = runs.get(row)
-        if run is None or not run.metrics:
-            continue
-        judged[row] = evidence.judge(
-            row,
-            run.metrics["clean"],
-            robust_numbers(run),
-            baseline,
-            noise=noise,
-            num_classes=num_classes,
-            failed_checks=evidence.failed_checks(chosen_evaluations(run)),
-        )
-    return judged
 
 
 @dataclass(frozen=True)
@@ -125,7 +87,7 @@ class DatasetFinding:
 
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
     runs = stored_table(dataset, scale, runs_dir, kind)
-    judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
+    judged = evidence.judge_table(runs, noise, SPECS[dataset].num_classes, PAG_ROWS) if noise is not None else {}
     return finding_of(dataset, scale, runs, judged)
 
 
@@ -301,7 +263,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         *(f"- {finding_sentence(f)}" for f in findings),
         f"- {score.box_line('cpu', runs_dir, kind)}",
         f"- {smoothing.finding('cpu', runs_dir, kind)}",
-        f"- {latest.finding('cpu', runs_dir, kind)}",
+        f"- {latest.finding('cpu', noise, runs_dir, kind)}",
         f"- The rule ({{ref}}`rule-of-evidence`): a row counts as evidence only if its clean accuracy passes "
         f"{evidence.FIT_FACTOR:g} × chance by more than its noise, it beats vanilla beyond the noise under PGD and "
         f"AutoAttack in both threat models, and it passes the masking checklist; {noise_words}.",

@@ -12,7 +12,7 @@ from typing import Any
 
 from pagcore.book import evidence
 from pagcore.book.text import METRIC_COLUMNS, duration, markdown_table, percent, placeholder_table, short_device
-from pagcore.config import ObjectiveConfig, preset_for
+from pagcore.config import VIT_DEPTH, VIT_WIDTH, ObjectiveConfig, preset_for
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import load_ceiling
 from pagcore.evaluate.stored import chosen_evaluations
@@ -201,6 +201,66 @@ def class_mean_distance_ceiling(dataset: str, measurements: Path | None = None) 
     return max(record["accuracy"].values()) if record else None
 
 
+def _finished(accuracy: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
+
+
+def _pilot_accuracy(finished: Sequence[Mapping[str, Any]], dataset: str) -> list[str]:
+    """Sentences: per objective, the clean accuracy the pilot's finished runs reach at each width."""
+    text = []
+    for objective in ("cross_entropy", "pag"):
+        found = sorted(((r["width"], r) for r in finished if r["objective"] == objective), key=lambda wr: wr[0])
+        if found:
+            first = found[0][1]
+            # Older pilot results did not record lambda; their runs took the paper's, as every run does.
+            lam = first.get("lam") or reported.LAMBDA[dataset]["class_mean"]
+            label = "vanilla" if objective == "cross_entropy" else f"class mean (k = {first['k']}, λ = {lam:g})"
+            parts = [
+                f"{percent(r['test_accuracy'][-1])} at width {w} "
+                f"({duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
+                for w, r in found
+            ]
+            text.append(f"After {first['epochs']} epochs, {label} reaches {', '.join(parts)}.")
+    if finished:
+        text.append(
+            "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
+            "bounds, where the step throughput above is the clean measure.)"
+        )
+    return text
+
+
+def vit_pilot_paragraph(dataset: str = "cifar10", results: Path | None = None) -> str:
+    """How the pilot measured the ViT of the cpu scale, in words, from its committed results: the step
+    throughput of vanilla and of PAG (k = 2) at each width, the accuracy of vanilla at each width, and
+    the width and depth the cpu scale takes."""
+    results = results or BENCHMARK_RESULTS
+    depth = VIT_DEPTH["cpu"]
+    speed = _newest_json(results, f"cpu_pilot-throughput-{dataset}-vit{depth}-*.json")
+    accuracy = _newest_json(results, f"cpu_pilot-accuracy-{dataset}-vit{depth}.json")
+    if speed is None or accuracy is None:
+        return f"The pilot that chooses the ViT of the cpu scale has no results yet for {SPECS[dataset].title}."
+    best: dict[tuple[int, int], float] = {}
+    for row in speed["rows"]:
+        if row["bf16"]:
+            key = (row["width"], row["k"])
+            best[key] = max(best.get(key, 0.0), row["images_per_s"])
+    steps = [
+        f"{best[(w, 0)]:.0f} vanilla and {best[(w, 2)]:.0f} PAG images per second at width {w}"
+        for w in sorted({w for w, _ in best})
+        if (w, 0) in best and (w, 2) in best
+    ]
+    text = [
+        f"The ViT of the cpu scale keeps the authors' patches of 4 pixels and class token with {depth} blocks "
+        f"instead of {VIT_DEPTH['paper']}; the pilot measured it on the same two cores ({speed['device']}). "
+        f"A training step at batch {speed['batch']} in bf16 autocast, with the fastest of the gradient strategies "
+        f"for the PAG term (k = 2), processes {'; '.join(steps)}."
+    ]
+    text += _pilot_accuracy(_finished(accuracy), dataset)
+    width = VIT_WIDTH.get("cpu")
+    text.append(f"The cpu scale takes width {width}." if width else "No width is chosen yet: the cpu scale has no ViT.")
+    return " ".join(text)
+
+
 def cpu_pilot_paragraph(dataset: str, results: Path | None = None, measurements: Path | None = None) -> str:
     """How the pilot (benchmarks/cpu_pilot.py) measured the choices behind the cpu preset, in words,
     from its committed results for ``dataset``, with the recorded distance ceiling of class mean."""
@@ -223,25 +283,8 @@ def cpu_pilot_paragraph(dataset: str, results: Path | None = None, measurements:
         f"autocast with channels-last, {'; '.join(steps)}; in bf16 the cosine term (a sum over ten classes) "
         f"moves by at most {worst_cosine:.3f} from float32."
     ]
-    finished = [r for r in accuracy["runs"] if r["epochs_done"] == r["epochs"] and r["test_accuracy"]]
-    for objective in ("cross_entropy", "pag"):
-        found = sorted(((r["width"], r) for r in finished if r["objective"] == objective), key=lambda wr: wr[0])
-        if found:
-            first = found[0][1]
-            # Older pilot results did not record lambda; their runs took the paper's, as every run does.
-            lam = first.get("lam") or reported.LAMBDA[dataset]["class_mean"]
-            label = "vanilla" if objective == "cross_entropy" else f"class mean (k = {first['k']}, λ = {lam:g})"
-            parts = [
-                f"{percent(r['test_accuracy'][-1])} at width {w} "
-                f"({duration(statistics.median(r['seconds_per_epoch']))} per epoch)"
-                for w, r in found
-            ]
-            text.append(f"After {first['epochs']} epochs, {label} reaches {', '.join(parts)}.")
-    if finished:
-        text.append(
-            "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
-            "bounds, where the step throughput above is the clean measure.)"
-        )
+    finished = _finished(accuracy)
+    text += _pilot_accuracy(finished, dataset)
     record = load_ceiling(dataset, measurements)
     if record:
         ceiling = record["accuracy"]

@@ -65,6 +65,10 @@ LAMBDA: dict[str, dict[str, float]] = {
 # The later version's score-based targets: the authors' released CIFAR-10 configuration trains the
 # ResNet-18 with lambda 1.5 (their ViT with 3.0). No value is published for STL-10.
 SCORE_LAMBDA: dict[str, float] = {"cifar10": 1.5}
+SCORE_LAMBDA_VIT: dict[str, float] = {"cifar10": 3.0}
+SCORE_LAMBDA_VIT_EARLY = 2 / 3
+"""The factor the authors' ViT configuration applies to its λ in epochs up to the 50th."""
+SCORE_LAMBDA_VIT_EARLY_EPOCHS = 50
 SCORE_GRADIENT = "log_softmax"
 """What the authors' released code aligns with score-based targets: the input-gradient of log p(y | x)."""
 
