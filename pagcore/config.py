@@ -149,7 +149,7 @@ class ScalePreset:
 
 
 # Width 32 at the cpu scale: in the pilot (benchmarks/results/cpu_pilot-accuracy-cifar10-vit4.json) vanilla
-# reaches 60.5 % clean at width 32 and 63.6 % at width 64, where a PAG step costs about 1.4x as much (the
+# reaches 60.5 % clean at width 32 and 63.8 % at width 64, where a PAG step costs about 1.6x as much (the
 # throughput file beside it); the chapter compares PAG with vanilla of the same ViT, which three points of
 # clean accuracy do not change, while the cost applies to every PAG row.
 VIT_WIDTH: dict[str, int] = {"paper": 384, "cpu": 32}
