@@ -96,7 +96,7 @@ def judged(verdict, row="nearest_neighbor"):
 def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence():
     runs = {"vanilla": object(), "nearest_neighbor": object(), "score": None}
     nothing = latest.architecture_verdict(runs, {}, {}, "cpu")
-    assert "2 of its 3 rows" in nothing and nothing.endswith("so the claim is not tested.")
+    assert "Score-based (SBG)), 2 are stored" in nothing and nothing.endswith("so the claim is not tested.")
     resnet = {"nearest_neighbor": judged("evidence")}
     evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
     assert evidence.endswith("the runs support the claim beyond ResNet-18.")

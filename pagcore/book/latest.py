@@ -191,9 +191,9 @@ def architecture_verdict(
     if not judged:
         rows = listed([ROW_LABELS[r] for r in ARCHITECTURE_ROWS])
         return head + (
-            f"{len(stored)} of its {len(ARCHITECTURE_ROWS)} rows ({rows}) "
-            "are stored and none is judged yet (the rule needs the ViT's vanilla run, a PAG run and the measured "
-            "seed spread), so the claim is not tested."
+            f"of its {len(ARCHITECTURE_ROWS)} rows ({rows}), {len(stored)} {'is' if len(stored) == 1 else 'are'} "
+            "stored and none is judged yet (the rule needs the ViT's vanilla run, a PAG run and the measured seed "
+            "spread), so the claim is not tested."
         )
     parts = []
     for row, judgement in judged.items():
