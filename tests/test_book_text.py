@@ -285,6 +285,9 @@ def test_accuracy_table_opens_with_the_chance_floor_and_gives_each_rows_verdict(
     assert lines[3].startswith("| vanilla | 83.0% (93.6%) |") and lines[3].endswith("| baseline |")
     assert lines[4].endswith("| unchecked |")  # PGD-20 only: AutoAttack and the checklist have not run
     assert lines[5] == "| one_image | not run (79.5%) | not run (16.6%) | not run (49.7%) | — |"
+    assert lines[0].startswith("| method | clean (paper) |")
+    # Rows the paper never ran (the ViT's) announce no paper numbers.
+    assert tables.accuracy_table(runs, {}, {}, {}, 10).startswith("| method | clean | ℓ∞ | ℓ2 | verdict |")
 
 
 def test_stronger_attacks_table_gives_autoattack_and_the_share_of_correct_points_kept(tmp_path):

@@ -72,7 +72,9 @@ def accuracy_table(
     """Markdown: clean and PGD-20 accuracy of every run on its whole test set, each followed by the
     paper's in parentheses, and the verdict of the book's rule; a constant classifier opens the table
     as the floor every number is read against. Percentages with one decimal."""
-    header = ["method", *(f"{title} (paper)" for _, title in METRIC_COLUMNS), "verdict"]
+    # A table with no row in the paper (a later version's architecture, say) has no "(paper)" to announce.
+    paper_words = " (paper)" if paper_rows else ""
+    header = ["method", *(f"{title}{paper_words}" for _, title in METRIC_COLUMNS), "verdict"]
     chance = evidence.chance_metrics(num_classes)
     rows = [[CHANCE_LABEL, *(percent(chance[key]) for key, _ in METRIC_COLUMNS), "floor"]]
     for row, run in runs.items():
@@ -162,7 +164,7 @@ def preset_sentence(scale: str, dataset: str) -> str:
 
 
 def resolved_knobs(dataset: str, scales: Sequence[str]) -> dict[str, str]:
-    """What the knobs a scale sets (epochs, width, k) resolve to on ``dataset``, per scale, in words:
+    """What the knobs a scale sets (epochs, width, k, the ViT's width) resolve to on ``dataset``, per scale, in words:
     for a parameters table whose values are None ("each scale's")."""
     presets = {scale: preset_for(scale, dataset) for scale in scales}
     num_classes = SPECS[dataset].num_classes
@@ -175,6 +177,7 @@ def resolved_knobs(dataset: str, scales: Sequence[str]) -> dict[str, str]:
         "width": per_scale(lambda p: p.width),
         "classes_per_image": per_scale(lambda p: p.classes_per_image or num_classes),
         "pool_size": f"{ObjectiveConfig.pool_size:,} per class",
+        "vit_width": "; ".join(f"{scale}: {VIT_WIDTH[scale]}" for scale in scales),
     }
 
 
