@@ -111,9 +111,7 @@ def stronger_attacks_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
             continue
         cells.insert(1, " / ".join(f"{n:,}" for n in sorted(sizes)))
         rows.append(cells)
-    if not rows:
-        return "No run has been evaluated with AutoAttack yet."
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) if rows else placeholder_table(header, "no run evaluated with AutoAttack yet")
 
 
 def cost_table(runs: dict[str, Any], labels: dict[str, str]) -> str:
