@@ -174,3 +174,19 @@ def test_the_alignment_plot_shows_only_runs_scored_against_the_shared_reference(
         "teacher": {"objective": "adversarial", "alignment": 0.5, "robust_l2": 0.5, "reference": "other"},
     }
     assert latest.alignment_groups(scores) == {"PAG (no adversarial examples)": [(0.3, 0.3), (0.4, 0.4)]}
+
+
+def test_the_chapters_shown_commands_make_exactly_its_runs(tmp_path):
+    import shlex
+
+    from pagcore import cli
+    from pagcore.orchestrate.experiments import run_name_for, train_command
+
+    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
+    parser = cli.build_parser()
+    for row, overrides in [*latest.boost_points().values(), *latest.architecture_points().values()]:
+        command = train_command("cifar10", row, overrides, "cpu", "x.npz")
+        args = parser.parse_args(shlex.split(command)[3:])
+        assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(
+            experiment.config(row, **overrides), "real"
+        ), command

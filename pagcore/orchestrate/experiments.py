@@ -13,6 +13,7 @@ smoke tests for ``smoke`` ones, so a smoke run can never reach a results table.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from pagcore.base.validation import ConfigError, check_choice
 from pagcore.config import KINDS, ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset, load_dataset, synthetic_dataset
 from pagcore.evaluate.final import EvaluationConfig
+from pagcore.orchestrate.sweep import cli_arguments
 from pagcore.paper import reported
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.trainer import TrainResult, run_name_for, train
@@ -102,6 +104,13 @@ def load_data(
             " (or synthetic sizes, for smoke runs)"
         )
     return load_dataset(dataset, data, download=download)
+
+
+def train_command(dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str) -> str:
+    """The shell command that makes, resumes or skips the run of ``row`` with ``overrides``, as a chapter
+    shows it (a RIGD student's teacher is made by its own row's command)."""
+    knobs = {"scale": scale, "dataset": dataset, "data": data, **ROWS[row].knobs, **overrides}
+    return "python -m pagcore " + shlex.join(cli_arguments("train", knobs))
 
 
 def teacher_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
