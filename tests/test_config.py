@@ -155,6 +155,7 @@ def test_the_vit_is_named_apart_and_the_resnet_keeps_its_names():
     vit = TrainConfig.from_flat({"architecture": "vit", "scale": "paper"}).resolve()
     assert (vit.data.width, vit.data.depth) == (384, 7)  # the authors' configuration
     assert vit.identity()["architecture"] == "vit" and vit.readable_name().startswith("cifar10-vit7-w384-")
+    assert set(VIT_WIDTH) == set(VIT_DEPTH) == set(SCALES)  # every scale has its ViT
     cpu = TrainConfig.from_flat({"architecture": "vit", "scale": "cpu"}).resolve()
     assert (cpu.data.width, cpu.data.depth) == (VIT_WIDTH["cpu"], VIT_DEPTH["cpu"])  # the pilot's choice
     assert cpu.readable_name().startswith(f"cifar10-cpu-vit{VIT_DEPTH['cpu']}-w{VIT_WIDTH['cpu']}-")

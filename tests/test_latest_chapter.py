@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pagcore.base.validation import ConfigError
 from pagcore.book import latest
 from pagcore.book.evidence import Judgement, Noise
 from pagcore.config import preset_for
@@ -84,6 +85,8 @@ def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vi
     assert points["score"][1]["lam"] == pytest.approx(2.0)
     assert preset_for("cpu", "cifar10").epochs <= reported.SCORE_LAMBDA_VIT_EARLY_EPOCHS
     assert "lam" not in points["nearest_neighbor"][1]
+    with pytest.raises(ConfigError, match="first 50 epochs"):  # the early factor would not hold after epoch 50
+        latest.architecture_points("cpu", epochs=60)
     vit_runs = [b for b in book_runs("cpu") if b.chapter == "architecture"]
     assert [(b.row, b.overrides) for b in vit_runs] == list(points.values())
     assert not any(b.chapter == "architecture" for b in book_runs("paper"))
@@ -101,10 +104,15 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
     assert evidence.endswith("the runs support the claim beyond ResNet-18.")
     assert "Nearest Neighbor **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
+    not_yet = "The claim is not answered yet"
     mixed = {"nearest_neighbor": judged("within noise"), "score": judged("unchecked", "score")}
-    assert latest.architecture_verdict(runs, mixed, resnet, "cpu").endswith("has still to run on the ViT.")
+    assert not_yet in latest.architecture_verdict(runs, mixed, resnet, "cpu")
+    # A PAG row that has not run keeps the answer open, whatever the others say.
+    alone = latest.architecture_verdict(runs, {"nearest_neighbor": judged("within noise")}, resnet, "cpu")
+    assert not_yet in alone and "Score-based (SBG) not run yet" in alone
     against = {"nearest_neighbor": judged("near chance"), "score": judged("within noise", "score")}
     assert latest.architecture_verdict(runs, against, {}, "cpu").endswith("on the ViT at this scale.")
+    assert "(a ViT of 4 blocks of width 48," in latest.architecture_verdict(runs, against, {}, "cpu", width=48)
 
 
 def test_the_vit_rows_are_judged_against_the_vits_vanilla_with_the_widest_resnet_spread(tmp_path):
@@ -118,9 +126,11 @@ def test_the_vit_rows_are_judged_against_the_vits_vanilla_with_the_widest_resnet
         "nearest_neighbor": stored("n", 0.60, 0.20, 0.40),
         "score": stored("s", 0.15, 0.12, 0.14),
     }
-    # Vanilla's own spread is small, nearest neighbour's wide: a ViT row must take the wide one.
-    spreads = {"vanilla": {"clean": 0.001, "linf": 0.001, "l2": 0.001}, "nearest_neighbor": {"clean": 0.3}}
-    noise = Noise(spreads, {"vanilla": 3, "nearest_neighbor": 3}, "CIFAR-10", frozenset(spreads))
+    # On the ResNet, nearest neighbour has its own small spread and one image a wide one: a ViT row has
+    # no seeds of its own, so it must take the widest, one image's.
+    small = {"clean": 0.001, "linf": 0.001, "l2": 0.001}
+    spreads = {"vanilla": small, "nearest_neighbor": small, "one_image": {"clean": 0.3}}
+    noise = Noise(spreads, {row: 3 for row in spreads}, "CIFAR-10", frozenset(spreads))
     judged = latest.architecture_judgements(runs, noise)
     assert judged["score"].verdict == "near chance"
     # 60 % clean is far above twice chance unless the 30-point spread is borrowed.
@@ -176,17 +186,17 @@ def test_the_alignment_plot_shows_only_runs_scored_against_the_shared_reference(
     assert latest.alignment_groups(scores) == {"PAG (no adversarial examples)": [(0.3, 0.3), (0.4, 0.4)]}
 
 
-def test_the_chapters_shown_commands_make_exactly_its_runs(tmp_path):
+def test_the_command_of_every_book_run_makes_exactly_that_run(tmp_path):
     import shlex
 
     from pagcore import cli
     from pagcore.orchestrate.experiments import run_name_for, train_command
 
-    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
     parser = cli.build_parser()
-    for row, overrides in [*latest.boost_points().values(), *latest.architecture_points().values()]:
-        command = train_command("cifar10", row, overrides, "cpu", "x.npz")
+    for entry in book_runs("cpu"):
+        command = train_command(entry.dataset, entry.row, entry.overrides, "cpu", "x.npz")
         args = parser.parse_args(shlex.split(command)[3:])
-        assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(
-            experiment.config(row, **overrides), "real"
-        ), command
+        expected = RealDataExperiment(entry.dataset, {"scale": "cpu"}, RunStore(tmp_path)).config(
+            entry.row, **entry.overrides
+        )
+        assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(expected, "real"), command

@@ -29,7 +29,6 @@ import numpy as np
 from scipy import stats
 
 from pagcore.book.text import NORM_WORDS, listed
-from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper import reported
 
 FIT_FACTOR = 2.0
@@ -108,10 +107,10 @@ class Noise:
         """The seed spread that ``row``'s ``metric`` carries."""
         return self.spreads[row].get(metric, 0.0) if row in self.own else self.widest(metric)
 
-    def borrowed(self, dataset_words: str) -> Noise:
-        """The same spreads read on another dataset, where no row has seeds of its own: every row
-        takes the widest."""
-        return replace(self, own=frozenset(), measured_on=f"{self.measured_on}, borrowed for {dataset_words}")
+    def borrowed(self, words: str) -> Noise:
+        """The same spreads read where no row has seeds of its own (another dataset, another
+        architecture, named by ``words``): every row takes the widest."""
+        return replace(self, own=frozenset(), measured_on=f"{self.measured_on}, borrowed for {words}")
 
     def standard_error(self, metric: str, a: Measured, b: Measured) -> float:
         """The standard error of ``a - b``: both rows' seed spreads and both sampling errors."""
@@ -433,38 +432,3 @@ def alignment_claim(
             else correlation_words(independent, measures, f"{lead}, over {len(independent)} runs")
         )
     return sentence
-
-
-def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
-    """A run's robust accuracies keyed by (attack, norm): PGD-20 on its whole test set, and every
-    stronger attack stored for it on its subset."""
-    metrics = run.metrics
-    numbers = {("pgd20", norm): Measured(metrics[norm], metrics["test_images"]) for norm in THREAT_METRICS}
-    for (name, norm), entry in chosen_evaluations(run).items():
-        if name in ("pgd100", "autoattack"):
-            numbers[(name, norm)] = Measured(entry["results"]["robust"], entry["settings"]["subset"]["size"])
-    return numbers
-
-
-def judge_table(runs: Mapping[str, Any], noise: Noise, num_classes: int, rows: Sequence[str]) -> dict[str, Judgement]:
-    """The rule applied to every row of ``rows`` (a table's PAG rows, keyed as in ``runs``) that has a
-    run, against the table's vanilla run (empty without one)."""
-    vanilla = runs.get("vanilla")
-    if vanilla is None or not vanilla.metrics:
-        return {}
-    baseline = robust_numbers(vanilla)
-    judged = {}
-    for row in rows:
-        run = runs.get(row)
-        if run is None or not run.metrics:
-            continue
-        judged[row] = judge(
-            row,
-            run.metrics["clean"],
-            robust_numbers(run),
-            baseline,
-            noise=noise,
-            num_classes=num_classes,
-            failed_checks=failed_checks(chosen_evaluations(run)),
-        )
-    return judged

@@ -16,7 +16,7 @@ from pagcore.book import evidence, latest, score, smoothing
 from pagcore.book.evidence import Judgement, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
-from pagcore.book.verdicts import PAG_ROWS, TEACHER_FREE_ROWS, row_caveats
+from pagcore.book.verdicts import TEACHER_FREE_ROWS, judge_table, row_caveats
 from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
@@ -87,7 +87,7 @@ class DatasetFinding:
 
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
     runs = stored_table(dataset, scale, runs_dir, kind)
-    judged = evidence.judge_table(runs, noise, SPECS[dataset].num_classes, PAG_ROWS) if noise is not None else {}
+    judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
     return finding_of(dataset, scale, runs, judged)
 
 
@@ -247,8 +247,8 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     noise_words = (
         f"a row's noise is its own seed spread where {evidence.OWN_SPREAD_SEEDS} seeds measure it, and otherwise "
         f"the widest measured (on {noise.measured_on}, under ℓ∞ PGD-20: {noise.words('linf', ROW_LABELS)}; under ℓ2: "
-        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row takes the widest); two numbers differ only when their "
-        f"gap exceeds {evidence.SIGNIFICANCE:g} standard "
+        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row and every ViT row takes the widest); two numbers "
+        f"differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
         "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"

@@ -14,12 +14,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagcore.book import masking
-from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, Judgement, Noise, judge_table, mean_difference
+from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, Judgement, Noise, mean_difference
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
-from pagcore.config import VIT_DEPTH, VIT_WIDTH
+from pagcore.book.verdicts import judge_table
+from pagcore.config import VIT_DEPTH, VIT_WIDTH, preset_for
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, BOOST_THREATS, SEEDS, architecture_overrides
+from pagcore.orchestrate.book_runs import (
+    ARCHITECTURE_PAG_ROWS,
+    ARCHITECTURE_ROWS,
+    BOOST_THREATS,
+    SEEDS,
+    architecture_overrides,
+)
 from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run, RunStore
@@ -155,18 +162,19 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
     return head + "; ".join(parts) + ". " + answer
 
 
-def architecture_points() -> dict[str, tuple[str, dict[str, Any]]]:
-    """The ViT's rows as (row, overrides), keyed by row so that the rule reads them as a results table."""
-    return {row: (row, architecture_overrides(row)) for row in ARCHITECTURE_ROWS}
+def architecture_points(scale: str = "cpu", epochs: int | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The ViT's rows as (row, overrides), keyed by row so that the rule reads them as a results table;
+    ``epochs`` (None: the scale's) is checked against the score-based row's λ before anything runs."""
+    epochs = epochs or preset_for(scale, "cifar10").epochs
+    return {row: (row, architecture_overrides(row, epochs)) for row in ARCHITECTURE_ROWS}
 
 
 ARCHITECTURE_WORDS = "the ViT"
 
 
-def vit_words(scale: str) -> str:
-    """The ViT of ``scale`` in words: its blocks and width (patches of 4 pixels and a class token at every scale)."""
-    width = VIT_WIDTH.get(scale)
-    return f"a ViT of {VIT_DEPTH[scale]} blocks" + (f" of width {width}" if width else " (width not chosen yet)")
+def vit_words(scale: str, width: int | None = None) -> str:
+    """The ViT of ``scale`` in words: its blocks and width (the scale's unless ``width`` is given)."""
+    return f"a ViT of {VIT_DEPTH[scale]} blocks of width {width or VIT_WIDTH[scale]}"
 
 
 def architecture_judgements(runs: Mapping[str, Run | None], noise: Noise | None) -> dict[str, Judgement]:
@@ -175,7 +183,7 @@ def architecture_judgements(runs: Mapping[str, Run | None], noise: Noise | None)
     if noise is None:
         return {}
     borrowed = noise.borrowed(ARCHITECTURE_WORDS)
-    return judge_table(runs, borrowed, SPECS["cifar10"].num_classes, ARCHITECTURE_ROWS[1:])
+    return judge_table(runs, borrowed, SPECS["cifar10"].num_classes, ARCHITECTURE_PAG_ROWS)
 
 
 def architecture_verdict(
@@ -183,10 +191,12 @@ def architecture_verdict(
     judged: Mapping[str, Judgement],
     resnet: Mapping[str, Judgement],
     scale: str,
+    width: int | None = None,
 ) -> str:
     """Whether the effect holds beyond ResNet-18: each ViT PAG row's verdict beside the same row's on the
-    ResNet-18, and the answer they give (yes only if a ViT row is evidence)."""
-    head = f"The effect beyond ResNet-18 ({vit_words(scale)}, CIFAR-10, {scale} scale): "
+    ResNet-18, and the answer they give: yes once a ViT row is evidence, no only once every PAG row is
+    judged and none is."""
+    head = f"The effect beyond ResNet-18 ({vit_words(scale, width)}, CIFAR-10, {scale} scale): "
     stored = [row for row in ARCHITECTURE_ROWS if runs.get(row) is not None]
     if not judged:
         rows = listed([ROW_LABELS[r] for r in ARCHITECTURE_ROWS])
@@ -200,10 +210,16 @@ def architecture_verdict(
         other = resnet.get(row)
         beside = f"; on the ResNet-18: {other.verdict}" if other is not None else ""
         parts.append(f"{ROW_LABELS[row]} **{judgement.verdict}** ({'; '.join(judgement.reasons)}{beside})")
+    missing = [ROW_LABELS[row] for row in ARCHITECTURE_PAG_ROWS if row not in judged]
+    if missing:
+        parts.append(f"{listed(missing)} not run yet")
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
-    elif any(j.verdict == "unchecked" for j in judged.values()):
-        answer = "The claim is not answered yet: AutoAttack or the masking checklist has still to run on the ViT."
+    elif missing or any(j.verdict == "unchecked" for j in judged.values()):
+        answer = (
+            "The claim is not answered yet: a ViT row is still to run, or to be checked with AutoAttack and the "
+            "masking checklist."
+        )
     else:
         answer = "No ViT row meets the rule of evidence: the runs do not show the effect on the ViT at this scale."
     return head + "; ".join(parts) + ". " + answer
@@ -247,7 +263,7 @@ def finding(scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "re
     knobs = {"scale": scale}
     runs = chapter_runs("cifar10", boost_points(), knobs=knobs, runs_dir=runs_dir, kind=kind)
     verdict = boost_verdict(arms(runs, SEEDS), scale)
-    vit = chapter_runs("cifar10", architecture_points(), knobs=knobs, runs_dir=runs_dir, kind=kind)
+    vit = chapter_runs("cifar10", architecture_points(scale), knobs=knobs, runs_dir=runs_dir, kind=kind)
     others = architecture_verdict(vit, architecture_judgements(vit, noise), {}, scale)
     claim = alignment_claim(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
     return f"Later version ({{ref}}`chapter-latest`): {verdict} {others} {claim}"

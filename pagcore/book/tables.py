@@ -17,7 +17,8 @@ from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import load_ceiling
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.paper import reported
-from pagcore.train.devices import BENCHMARK_RESULTS
+from pagcore.paper.models import VIT_PATCH
+from pagcore.train.devices import BENCHMARK_RESULTS, CPU_STRATEGY
 
 # An epoch this many times slower than the run's median is read as a likely stall, not as training cost.
 STALL_FACTOR = 3
@@ -70,8 +71,9 @@ def accuracy_table(
     num_classes: int,
 ) -> str:
     """Markdown: clean and PGD-20 accuracy of every run on its whole test set, each followed by the
-    paper's in parentheses, and the verdict of the book's rule; a constant classifier opens the table
-    as the floor every number is read against. Percentages with one decimal."""
+    paper's in parentheses where ``paper_rows`` has the row, and the verdict of the book's rule; a
+    constant classifier opens the table as the floor every number is read against. Percentages with
+    one decimal."""
     # A table with no row in the paper (a later version's architecture, say) has no "(paper)" to announce.
     paper_words = " (paper)" if paper_rows else ""
     header = ["method", *(f"{title}{paper_words}" for _, title in METRIC_COLUMNS), "verdict"]
@@ -232,33 +234,35 @@ def _pilot_accuracy(finished: Sequence[Mapping[str, Any]], dataset: str) -> list
 
 def vit_pilot_paragraph(dataset: str = "cifar10", results: Path | None = None) -> str:
     """How the pilot measured the ViT of the cpu scale, in words, from its committed results: the step
-    throughput of vanilla and of PAG (k = 2) at each width, the accuracy of vanilla at each width, and
-    the width and depth the cpu scale takes."""
+    throughput of vanilla and of PAG (k = 2) at each width, as the runs take the step (bf16 autocast,
+    the CPU's gradient strategy), the accuracy of vanilla at each width, and the width and depth the
+    cpu scale takes."""
     results = results or BENCHMARK_RESULTS
     depth = VIT_DEPTH["cpu"]
     speed = _newest_json(results, f"cpu_pilot-throughput-{dataset}-vit{depth}-*.json")
     accuracy = _newest_json(results, f"cpu_pilot-accuracy-{dataset}-vit{depth}.json")
     if speed is None or accuracy is None:
         return f"The pilot that chooses the ViT of the cpu scale has no results yet for {SPECS[dataset].title}."
-    best: dict[tuple[int, int], float] = {}
-    for row in speed["rows"]:
-        if row["bf16"]:
-            key = (row["width"], row["k"])
-            best[key] = max(best.get(key, 0.0), row["images_per_s"])
+    rate = {
+        (row["width"], row["k"]): row["images_per_s"]
+        for row in speed["rows"]
+        if row["bf16"] and row["strategy"] == CPU_STRATEGY
+    }
     steps = [
-        f"{best[(w, 0)]:.0f} vanilla and {best[(w, 2)]:.0f} PAG images per second at width {w}"
-        for w in sorted({w for w, _ in best})
-        if (w, 0) in best and (w, 2) in best
+        f"{rate[(w, 0)]:.0f} vanilla and {rate[(w, 2)]:.0f} PAG images per second at width {w}"
+        for w in sorted({w for w, _ in rate})
+        if (w, 0) in rate and (w, 2) in rate
     ]
     text = [
-        f"The ViT of the cpu scale keeps the authors' patches of 4 pixels and class token with {depth} blocks "
-        f"instead of {VIT_DEPTH['paper']}; the pilot measured it on the same two cores ({speed['device']}). "
-        f"A training step at batch {speed['batch']} in bf16 autocast, with the fastest of the gradient strategies "
-        f"for the PAG term (k = 2), processes {'; '.join(steps)}."
+        f"The ViT of the cpu scale keeps the authors' patches ({VIT_PATCH[dataset]} pixels a side on "
+        f"{SPECS[dataset].title}) and class token, with {depth} blocks instead of {VIT_DEPTH['paper']}: a depth "
+        f"fixed by hand to fit the budget, at which the pilot measured the step on the same two cores "
+        f"({speed['device']}) and chose the width. A training step at batch {speed['batch']} in bf16 autocast, "
+        f"with the PAG term's gradients taken one class at a time (the {CPU_STRATEGY} strategy the runs use on "
+        f"CPU, k = 2), processes {'; '.join(steps)}."
     ]
     text += _pilot_accuracy(_finished(accuracy), dataset)
-    width = VIT_WIDTH.get("cpu")
-    text.append(f"The cpu scale takes width {width}." if width else "No width is chosen yet: the cpu scale has no ViT.")
+    text.append(f"The cpu scale takes width {VIT_WIDTH['cpu']}.")
     return " ".join(text)
 
 

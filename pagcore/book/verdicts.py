@@ -13,11 +13,14 @@ from typing import Any
 from pagcore.book.evidence import (
     FIT_FACTOR,
     SIGNIFICANCE,
+    THREAT_METRICS,
     Judgement,
     Measured,
     Noise,
     compare,
+    failed_checks,
     fits_labels,
+    judge,
     paper_noise,
     rank_correlation,
     sampling_std,
@@ -595,3 +598,40 @@ def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping
         f"the score ranks the {names[ranked[0]]} models among themselves (the interval lies above 0), but for the "
         f"{names[other]} models it does not, so it does not tell them apart."
     )
+
+
+def robust_numbers(run: Any) -> dict[tuple[str, str], Measured]:
+    """A run's robust accuracies keyed by (attack, norm): PGD-20 on its whole test set, and every
+    stronger attack stored for it on its subset."""
+    metrics = run.metrics
+    numbers = {("pgd20", norm): Measured(metrics[norm], metrics["test_images"]) for norm in THREAT_METRICS}
+    for (name, norm), entry in chosen_evaluations(run).items():
+        if name in ("pgd100", "autoattack"):
+            numbers[(name, norm)] = Measured(entry["results"]["robust"], entry["settings"]["subset"]["size"])
+    return numbers
+
+
+def judge_table(
+    runs: Mapping[str, Any], noise: Noise, num_classes: int, rows: Sequence[str] = PAG_ROWS
+) -> dict[str, Judgement]:
+    """The rule applied to every row of ``rows`` (a table's PAG rows, keyed as in ``runs``) that has a
+    run, against the table's vanilla run (empty without one)."""
+    vanilla = runs.get("vanilla")
+    if vanilla is None or not vanilla.metrics:
+        return {}
+    baseline = robust_numbers(vanilla)
+    judged = {}
+    for row in rows:
+        run = runs.get(row)
+        if run is None or not run.metrics:
+            continue
+        judged[row] = judge(
+            row,
+            run.metrics["clean"],
+            robust_numbers(run),
+            baseline,
+            noise=noise,
+            num_classes=num_classes,
+            failed_checks=failed_checks(chosen_evaluations(run)),
+        )
+    return judged

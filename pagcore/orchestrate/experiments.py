@@ -106,13 +106,6 @@ def load_data(
     return load_dataset(dataset, data, download=download)
 
 
-def train_command(dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str) -> str:
-    """The shell command that makes, resumes or skips the run of ``row`` with ``overrides``, as a chapter
-    shows it (a RIGD student's teacher is made by its own row's command)."""
-    knobs = {"scale": scale, "dataset": dataset, "data": data, **ROWS[row].knobs, **overrides}
-    return "python -m pagcore " + shlex.join(cli_arguments("train", knobs))
-
-
 def teacher_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """What a RIGD student passes on to its adversarially trained teacher: its seed, nothing else
     (a student's lambda or k say nothing about how its teacher is trained)."""
@@ -132,8 +125,9 @@ class RealDataExperiment:
         check_choice("kind", self.kind, KINDS)
         TrainConfig.from_flat({**self.knobs, "dataset": self.dataset})  # unknown knobs fail here, before any work
 
-    def config(self, row: str, **overrides: Any) -> TrainConfig:
-        """The resolved configuration of ``row`` (``overrides`` e.g. ``lam=0.1`` or ``seed=2``)."""
+    def row_knobs(self, row: str, **overrides: Any) -> dict[str, Any]:
+        """The flat knobs of ``row`` (``overrides`` e.g. ``lam=0.1`` or ``seed=2``), before the scale's
+        preset fills in the rest: what :meth:`config` resolves and a chapter's command line passes."""
         spec = ROWS[check_choice("row", row, tuple(ROWS))]
         knobs = {**self.knobs, **overrides, **spec.knobs, "dataset": self.dataset}
         if spec.teacher:
@@ -141,7 +135,11 @@ class RealDataExperiment:
             knobs["teacher"] = run_name_for(teacher, self.kind)
         if spec.knobs["objective"] != "pag" and "lam" not in spec.knobs:
             knobs.pop("lam", None)  # a lambda for the PAG rows does not apply here
-        return TrainConfig.from_flat(knobs).resolve()
+        return knobs
+
+    def config(self, row: str, **overrides: Any) -> TrainConfig:
+        """The resolved configuration of ``row`` (``overrides`` e.g. ``lam=0.1`` or ``seed=2``)."""
+        return TrainConfig.from_flat(self.row_knobs(row, **overrides)).resolve()
 
     def run(self, row: str, **overrides: Any) -> Run | None:
         """The stored, complete run answering ``row``, or None.
@@ -195,3 +193,12 @@ class RealDataExperiment:
             if not teacher.finished:
                 return teacher
         return train(self.config(row, **overrides), data, self.store, options, evaluation)
+
+
+def train_command(dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str) -> str:
+    """The shell command that makes, resumes or skips the real run of ``row`` with ``overrides``, as a
+    chapter shows it (a RIGD student's teacher named by its run)."""
+    knobs = RealDataExperiment(dataset, {"scale": scale}).row_knobs(row, **overrides)
+    # What every command shares first, so that a list of them reads column by column.
+    shared = {"scale": scale, "dataset": dataset, "data": data}
+    return "python -m pagcore " + shlex.join(cli_arguments("train", {**shared, **knobs}))

@@ -350,13 +350,16 @@ def chapter_runs(
     progress: bool = True,
     eval_pgd_steps: int = 20,
     picture_images: int = 4,
+    deadline: Deadline | None = None,
 ) -> dict[str, Run | None]:
     """What a chapter notebook does with its parameters: check them all, make what is missing
     (only with ``train_missing``, within ``max_minutes`` in all), and return the stored runs of
     its points (label -> (row, overrides)).
 
     ``knobs`` are the shared training knobs (``None`` values are left to the scale's preset);
-    every parameter is validated before any data is read.
+    every parameter is validated before any data is read. A chapter that calls this more than once
+    passes one ``deadline`` (``Deadline.after(max_minutes)``) to every call, so that ``max_minutes``
+    stays a budget for all of them.
     """
     knobs = {k: v for k, v in knobs.items() if v is not None}
     scale = knobs.pop("scale", "paper")
@@ -364,7 +367,8 @@ def chapter_runs(
     queue = RunQueue(entries, RunStore(runs_dir or None), kind=kind, knobs=knobs)
     options = ExecutionConfig(device=device, progress=progress, kind=kind).validate()
     evaluation = EvaluationConfig(pgd_steps=eval_pgd_steps, picture_images=picture_images).validate()
-    deadline = Deadline.after(ExecutionConfig(max_minutes=max_minutes).validate().max_minutes)
+    minutes = ExecutionConfig(max_minutes=max_minutes).validate().max_minutes
+    deadline = deadline or Deadline.after(minutes)
     for entry in entries:
         queue.config(entry)  # every point resolves (and validates) before any work
     if train_missing:

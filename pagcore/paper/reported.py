@@ -69,6 +69,7 @@ SCORE_LAMBDA_VIT: dict[str, float] = {"cifar10": 3.0}
 SCORE_LAMBDA_VIT_EARLY = 2 / 3
 """The factor the authors' ViT configuration applies to its λ in epochs up to the 50th."""
 SCORE_LAMBDA_VIT_EARLY_EPOCHS = 50
+"""The last epoch of that early phase."""
 SCORE_GRADIENT = "log_softmax"
 """What the authors' released code aligns with score-based targets: the input-gradient of log p(y | x)."""
 
