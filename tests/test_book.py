@@ -45,6 +45,7 @@ RUN_PAGES = {
         "appendix/k_study",
         "experiments/randomized_smoothing",
         "experiments/score_based",
+        "experiments/latest_version",
     ),
     "stl10": ("experiments/stl10",),
 }

@@ -87,6 +87,9 @@ def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vi
     assert "lam" not in points["nearest_neighbor"][1]
     with pytest.raises(ConfigError, match="first 50 epochs"):  # the early factor would not hold after epoch 50
         latest.architecture_points("cpu", epochs=60)
+    assert list(latest.architecture_points("cpu", rows=["vanilla"])) == ["vanilla"]
+    with pytest.raises(ConfigError, match="vit_rows"):
+        latest.architecture_points("cpu", rows=["class_mean"])
     vit_runs = [b for b in book_runs("cpu") if b.chapter == "architecture"]
     assert [(b.row, b.overrides) for b in vit_runs] == list(points.values())
     assert not any(b.chapter == "architecture" for b in book_runs("paper"))

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pagcore.base.validation import check_choice
 from pagcore.book import masking
 from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, Judgement, Noise, mean_difference
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
@@ -162,11 +163,15 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
     return head + "; ".join(parts) + ". " + answer
 
 
-def architecture_points(scale: str = "cpu", epochs: int | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The ViT's rows as (row, overrides), keyed by row so that the rule reads them as a results table;
+def architecture_points(
+    scale: str = "cpu", epochs: int | None = None, rows: Sequence[str] = ARCHITECTURE_ROWS
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The ViT's ``rows`` as (row, overrides), keyed by row so that the rule reads them as a results table;
     ``epochs`` (None: the scale's) is checked against the score-based row's λ before anything runs."""
     epochs = epochs or preset_for(scale, "cifar10").epochs
-    return {row: (row, architecture_overrides(row, epochs)) for row in ARCHITECTURE_ROWS}
+    for row in rows:
+        check_choice("vit_rows", row, ARCHITECTURE_ROWS)
+    return {row: (row, architecture_overrides(row, epochs)) for row in rows}
 
 
 ARCHITECTURE_WORDS = "the ViT"
