@@ -347,11 +347,13 @@ def test_status_sentence_counts_real_rows_and_names_the_missing_only_if_any():
     class Done:
         params = {"epochs": 20}
 
-    assert verdicts.status_sentence({"a": Done(), "b": None}, "k-study").endswith("the others read 'not run'.")
-    assert verdicts.status_sentence({"a": Done(), "b": Done()}, "k-study") == (
-        "2 of the 2 rows come from real runs (schedules of 20 epochs; the paper trains for 100)."
+    assert verdicts.status_sentence({"a": Done(), "b": None}, "k-study", "cpu").endswith("the others read 'not run'.")
+    assert verdicts.status_sentence({"a": Done(), "b": Done()}, "k-study", "cpu") == (
+        "2 of the 2 rows come from real runs at the cpu scale (schedules of 20 epochs; the paper trains for 100)."
     )
-    assert "No real run" in verdicts.status_sentence({"a": None}, "k-study")
+    assert verdicts.status_sentence({"a": None}, "k-study", "paper").startswith(
+        "No real run of the k-study experiments exists at the paper scale yet"
+    )
 
 
 def test_seed_verdict_compares_the_spread_and_flags_a_near_chance_model():
@@ -378,7 +380,9 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     vanilla = m(0.83, 0.0, 0.0)  # lambda 0 never sets the trend
     falling = {0.0: vanilla, 0.01: m(0.70, 0.01, 0.05), 0.4: m(0.32, 0.19, 0.27), 1.0: None}
     verdict = verdicts.lambda_verdict(falling, "cpu", NOISE)
-    assert verdict.startswith("At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values run): clean 70.0% → 32.0%")
+    assert verdict.startswith(
+        "At the cpu scale, from λ = 0.01 to λ = 0.4 (2 values that fit their labels): clean 70.0% → 32.0%"
+    )
     assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
     falling[1.0] = m(0.25, 0.10, 0.17)  # both robust columns peak at 0.4, by 9 and 10 points
     peaked = verdicts.lambda_verdict(falling, "cpu", NOISE)
@@ -388,13 +392,14 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     assert "peaks" not in verdicts.lambda_verdict(falling, "cpu", NOISE)
     falling[1.0] = m(0.80, 0.005, 0.30)  # clean rises beyond the noise; l-inf falls within it
     against = verdicts.lambda_verdict(falling, "cpu", NOISE)
-    assert "λ = 1 (3 values run)" in against and "the other way for clean." in against
+    assert "λ = 1 (3 values that fit their labels)" in against and "the other way for clean." in against
     assert "The change in ℓ∞ is within the noise (seed spreads of test)." in against
     assert "no trend to read yet" in verdicts.lambda_verdict({0.0: vanilla, 0.4: falling[0.4]}, "paper", NOISE)
     # 22% clean is not above twice chance by twice its noise (about 4 points): no evidence either way.
     falling[1.0] = m(0.22, 0.30, 0.40)
     near = verdicts.lambda_verdict(falling, "cpu", NOISE)
-    assert "from λ = 0.01 to λ = 0.4 (2 values run)" in near and "λ = 1 fits its labels too poorly" in near
+    assert "from λ = 0.01 to λ = 0.4 (2 values that fit their labels)" in near
+    assert "λ = 1 fits its labels too poorly" in near
 
 
 def test_curves_reading_says_whether_a_run_was_still_learning():
@@ -423,7 +428,7 @@ def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
             (path / "evaluations" / "pag_score-all-x.json").write_text(json.dumps(entry))
 
     text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
-    assert "mean probability of: high 90.0%, low 10.0% (a constant guess: 10%" in text
+    assert "mean probability of: high 90.0%, low 10.0% (a constant guess gives 10%)" in text
     assert "judged by eye" in verdicts.pictures_reading({"none": None})
     mixed = {
         "student": Scored(tmp_path / "c", 0.95, teacher="robust-l2"),

@@ -202,6 +202,13 @@ def test_the_answer_depends_on_which_rows_are_evidence():
     sentence = finding_sentence(finding(nearest_neighbor="evidence", one_image="near chance"))
     assert sentence.startswith("CIFAR-10, cpu scale:")
     assert "near chance: One Image (why)" in sentence
+    assert sentence.endswith("The evidence supports the direction of the paper's claim.")
+    # Support that rests on rows with caveats says which rows carry it without one.
+    both = finding(nearest_neighbor="evidence", class_mean="evidence")
+    caveated = DatasetFinding("cifar10", "cpu", both.judgements, {"class_mean": "a caveat"})
+    assert finding_sentence(caveated).endswith("claim, without caveat only through Nearest Neighbor.")
+    alone = DatasetFinding("cifar10", "cpu", both.judgements, {"class_mean": "a", "nearest_neighbor": "b"})
+    assert finding_sentence(alone).endswith("but only with the caveats stated on each of its rows.")
 
 
 def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
@@ -273,7 +280,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
     box = findings.findings_box(tmp_path / "no-toy.json")
-    assert "**Not shown at the reduced scale.** CIFAR-10: no PAG row free of a robust teacher can be told" in box
+    assert "**Not shown at the reduced scale.** CIFAR-10: no PAG row free of a robust teacher beats vanilla" in box
     monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)
@@ -523,3 +530,19 @@ def test_a_results_table_holds_the_score_based_row_with_its_stated_lambda(tmp_pa
     assert table["vanilla"] is None
     monkeypatch.delitem(book_runs.SCORE_DENOISERS, "stl10")
     assert "score" not in findings.stored_table("stl10", "cpu", str(tmp_path))
+
+
+def test_the_radius_figure_is_read_per_threat_model():
+    from pagcore.book.masking import radius_reading
+
+    panels = {
+        "ℓ∞": {"Vanilla": ([1, 4, 32], [0.0, 0.0, 0.0]), "Class Mean": ([1, 4, 32], [0.19, 0.05, 0.01])},
+        "ℓ2": {"Vanilla": ([1, 4, 32], [0.01, 0.0, 0.0]), "One Image": ([1, 4, 32], [0.1, 0.12, 0.0])},
+    }
+    reading = radius_reading(panels)
+    assert reading.startswith(
+        "In the figure, under ℓ∞, each of the 2 curves falls or stays level as the radius grows, and at 32× the "
+        "radius the highest is Class Mean at 1.0%; under ℓ2, One Image rises somewhere"
+    )
+    assert "No run has a checklist" in radius_reading({"ℓ∞": {}, "ℓ2": {}})
+    assert "at 32× the radius every curve is at 0.0%" in radius_reading({"ℓ∞": {"Vanilla": ([1, 32], [0.1, 0.0])}})

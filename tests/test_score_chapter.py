@@ -166,3 +166,36 @@ def test_the_runs_trained_on_a_denoisers_targets_are_named_by_their_label(tmp_pa
     store.create("other-denoiser", {"source": "score", "denoiser": "d2"})
     store.create("class-mean", {"source": "class_mean"})
     assert score.trained_towards(store.runs(), "d1", {trained.name: "Score-based"}) == {"Score-based"}
+
+
+def test_the_pictures_are_read_by_their_alignment_and_ranked_only_beyond_the_seed_spread(tmp_path):
+    store = RunStore(tmp_path)
+    runs = {}
+    for label, alignment in {"λ = 0.1": 0.14, "λ = 0.4": 0.07, "λ = 1": 0.13}.items():
+        runs[label] = store.create(label.replace(" ", ""), {"dataset": "cifar10"})
+        store_evaluation(runs[label], "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
+    runs["not run"] = None
+    reading = score.pictures_alignment_reading(runs, "d1", 0.008)
+    assert "λ = 0.1 0.14, λ = 0.4 0.07, λ = 1 0.13." in reading
+    assert "more than 0.023 apart" in reading  # 2 × √2 × 0.008
+    assert "λ = 0.1 aligns best, beyond that margin over λ = 0.4, while λ = 1 cannot be told from it." in reading
+    assert "no model aligns better" in score.pictures_alignment_reading(runs, "d1", 0.05)
+    assert "no model is ranked" in score.pictures_alignment_reading(runs, "d1", None)
+    assert "read the pictures by eye" in score.pictures_alignment_reading(runs, "d2", 0.008)
+
+
+def test_the_alignment_seed_spread_is_the_widest_over_the_seed_rows(tmp_path):
+    from pagcore.orchestrate.experiments import RealDataExperiment
+    from pagcore.train.trainer import run_identity, run_name_for
+
+    store = RunStore(tmp_path)
+    assert score.alignment_seed_spread("d1", "cpu", str(tmp_path)) is None
+    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, store)
+    for row, values in {"vanilla": (0.01, 0.02, 0.03), "nearest_neighbor": (0.10, 0.20)}.items():
+        for seed, alignment in enumerate(values):
+            config = experiment.config(row, seed=seed)
+            run = store.create(run_name_for(config, "real"), run_identity(config, "real"))
+            run.write_json("record.json", {"kind": "real", "status": "complete"})
+            run.write_json("metrics.json", {"clean": 0.5})
+            store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
+    assert score.alignment_seed_spread("d1", "cpu", str(tmp_path)) == pytest.approx(0.0707, abs=1e-4)

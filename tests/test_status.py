@@ -413,3 +413,15 @@ def test_the_figure_reading_counts_the_band_it_draws_and_names_the_wider_bound_a
     inside = sum(round(100 * abs(r.gap), 1) <= 100 * REPRODUCED_WITHIN for r in rows if r.ours is not None)
     assert text.startswith(f"{inside} of the toy experiment's 4 points lie inside the band")
     assert "count as reproduced" in text
+
+
+def test_a_table_measured_on_a_test_subset_says_so_in_its_caption():
+    stl = "5,000-image class-balanced subset of the STL-10 test set"
+    rows = [
+        StatusRow("Table 2 (STL-10)", "Vanilla", "clean", 0.5, 0.4, "cpu", key="clean", dataset="stl10", test_set=stl),
+        StatusRow("Table 1 (CIFAR-10)", "Vanilla", "clean", 0.5, 0.4, "cpu", key="clean", dataset="cifar10"),
+    ]
+    rows[1].test_set = "all 10,000 CIFAR-10 test images"
+    measured = status.measured_tables(rows)
+    assert f"Table 2 (STL-10), cpu scale (reduced protocol); ours on the {stl}, the paper's on the whole" in measured
+    assert measured.count("the paper's on the whole test set") == 1

@@ -111,6 +111,20 @@ def _rows(rows: list[str]) -> str:
     return listed([ROW_LABELS.get(row, row) for row in rows])
 
 
+def _support_strength(finding: DatasetFinding) -> str:
+    """Where the support rests on rows that carry caveats, which rows carry it without one ("" when
+    every supporting row is free of caveats, or the dataset does not support the claim)."""
+    if finding.answer != "supports":
+        return ""
+    rows = [row for row in finding.evidence_rows if row in TEACHER_FREE_ROWS]
+    clear = [row for row in rows if row not in finding.caveats]
+    if len(clear) == len(rows):
+        return ""
+    if not clear:
+        return ", but only with the caveats stated on each of its rows"
+    return f", without caveat only through {_rows(clear)}"
+
+
 def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = None) -> str:
     """The dataset's finding in words: which rows are evidence and why the others are not."""
     title = SPECS[finding.dataset].title
@@ -141,10 +155,15 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         "supports": "supports the direction of the paper's claim",
         "teacher only": "supports it only through the rows that distil an adversarially trained teacher",
         "does not support": "does not support the paper's claim",
-        "within noise": "neither supports nor contradicts the paper's claim: the noise hides any gap",
+        "within noise": (
+            "neither supports nor contradicts the paper's claim: no teacher-free row beats vanilla beyond the noise "
+            "under every attack the rule asks for, and none is found below vanilla or masking its gradients"
+        ),
         "unchecked": "does not yet answer: the stronger attacks or the checklist are still to run",
     }[finding.answer]
-    return f"{title}, {finding.scale} scale: " + "; ".join(parts) + f". The evidence {answer}."
+    return (
+        f"{title}, {finding.scale} scale: " + "; ".join(parts) + f". The evidence {answer}{_support_strength(finding)}."
+    )
 
 
 def toy_finding(record: Mapping[str, Any] | None) -> str:
@@ -206,8 +225,8 @@ def _dataset_answer(finding: DatasetFinding) -> str:
             "no PAG row free of a robust teacher meets the rule of evidence (each row's reason is on its line below)"
         ),
         "within noise": (
-            "no PAG row free of a robust teacher can be told from vanilla beyond the noise (each row's reason is on "
-            "its line below)"
+            "no PAG row free of a robust teacher beats vanilla beyond the noise under every attack the rule asks for "
+            "(each row's reason is on its line below)"
         ),
         "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
     }[finding.answer]

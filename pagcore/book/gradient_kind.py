@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from pagcore.book.evidence import Noise, chance, compare, fits_labels
 from pagcore.book.figures import no_data, percent_axis
 from pagcore.book.style import COLORS, LINESTYLES, TEXT_WIDTH, book_style, legend_outside
-from pagcore.book.text import listed, markdown_table, percent, placeholder_table, signed_points
+from pagcore.book.text import listed, markdown_table, percent, placeholder_table, shown_points, signed_points
 from pagcore.config import GRADIENTS, MODEL_FREE_SOURCES
 from pagcore.orchestrate.book_runs import GRADIENT_KIND_EPOCHS
 from pagcore.orchestrate.experiments import ROW_LABELS
@@ -187,14 +187,16 @@ def source_reading(
     )
     if noise is None:
         return None, head + "; without a measured seed spread the two are not compared."
-    gap = _clean(soft) - _clean(logit)
     order = compare(noise, "clean", soft.metrics, logit.metrics)
     words = {
         -1: "the log-softmax kind falls behind by more than the seed spread allows",
         0: "the two cannot be told apart from the seed spread",
         1: "the log-softmax kind is ahead by more than the seed spread allows",
     }[order]
-    return order, f"{head}: a difference of {signed_points(100 * gap)} points, so {words}."
+    return (
+        order,
+        f"{head}: a difference of {signed_points(shown_points(_clean(soft), _clean(logit)))} points, so {words}.",
+    )
 
 
 def curves_reading(runs: Mapping[Key, Run | None], num_classes: int) -> str:
@@ -214,19 +216,31 @@ def curves_reading(runs: Mapping[Key, Run | None], num_classes: int) -> str:
     return f"Training accuracy over the epochs (chance is {percent(level)}): {'; '.join(parts)}."
 
 
-ORDER_WORDS = {-1: "falls behind the logit", 0: "cannot be told apart from the logit", 1: "is ahead of the logit"}
+ORDER_WORDS = {
+    -1: "falls behind the logit's model",
+    0: "cannot be told apart from the logit's model",
+    1: "is ahead of the logit's model",
+}
 
 
-def finding_line(orders: Mapping[str, int | None]) -> str:
-    """One sentence for the chapter's finding: how the log-softmax gradient compares with the logit
-    on each source whose two runs exist."""
+def finding_line(orders: Mapping[str, int | None], epochs: int = GRADIENT_KIND_EPOCHS, scale: str = "cpu") -> str:
+    """One sentence for the chapter's finding: how the clean accuracy of the log-softmax gradient's
+    model compares with the logit's on each source whose two runs exist, sources alike named once."""
     judged = {s: o for s, o in orders.items() if o is not None}
     if not judged:
         return "The comparison of the logit and log-softmax input-gradients waits for its runs."
-    parts = [f"on {ROW_LABELS[s]} targets it {ORDER_WORDS[o]}" for s, o in judged.items()]
+    by_order: dict[int, list[str]] = {}
+    for source, order in judged.items():
+        by_order.setdefault(order, []).append(ROW_LABELS[source])
+    parts = [f"{ORDER_WORDS[order]} on {listed(names)} targets" for order, names in sorted(by_order.items())]
     waiting = [ROW_LABELS[s] for s in orders if s not in judged]
     tail = f"; the {listed(waiting)} runs are not made yet" if waiting else ""
-    return f"Trained with the log-softmax input-gradient instead of the logit, {'; '.join(parts)}{tail}."
+    # The seed spread is measured on full-length runs: a short run's noise is not measured apart.
+    return (
+        f"After {epochs} epochs at the {scale} scale, the model trained on the log-softmax input-gradient instead "
+        f"of the logit {' and '.join(parts)} in clean accuracy (gaps judged against the seed spread of the "
+        f"full-length runs){tail}."
+    )
 
 
 def explanation_reading(order: Mapping[str, int | None], record: Mapping[str, Any] | None) -> str:

@@ -222,6 +222,33 @@ def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[s
     return panels
 
 
+def radius_reading(panels: Mapping[str, Mapping[str, tuple[list, list]]]) -> str:
+    """What the accuracy-against-radius figure shows, per threat model: which curves ever rise as the
+    radius grows (check 1 fails there), and what the largest radius leaves of the most robust run."""
+    parts = []
+    for norm, curves in panels.items():
+        if not curves:
+            continue
+        rising = [label for label, (_, acc) in curves.items() if any(b > a for a, b in zip(acc, acc[1:]))]
+        largest = max(radii[-1] for radii, _ in curves.values())
+        last = {label: acc[-1] for label, (radii, acc) in curves.items() if radii[-1] == largest}
+        top = max(last, key=last.get)
+        trend = (
+            f"{listed(rising)} {'rises' if len(rising) == 1 else 'rise'} somewhere as the radius grows"
+            if rising
+            else f"each of the {len(curves)} curves falls or stays level as the radius grows"
+        )
+        reached = (
+            f"every curve is at {percent(0.0)}"
+            if percent(last[top]) == percent(0.0)
+            else f"the highest is {top} at {percent(last[top])}"
+        )
+        parts.append(f"under {norm}, {trend}, and at {largest:g}× the radius {reached}")
+    if not parts:
+        return "No run has a checklist stored yet, so the figure is empty."
+    return "In the figure, " + "; ".join(parts) + "."
+
+
 def scatter_groups(scores: Mapping[str, dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """For :func:`pagcore.book.figures.alignment_scatter`: (alignment, PGD-20 ℓ2 accuracy) per run,
     grouped by dataset (each dataset's runs are scored against a reference of that dataset)."""

@@ -11,6 +11,7 @@ the alignment is each run's stored ``score_alignment`` evaluation (``python -m p
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -24,12 +25,13 @@ from pagcore.book.evidence import SIGNIFICANCE, alignment_claim, sampling_std
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
 from pagcore.book.tables import training_devices
-from pagcore.book.text import markdown_table, percent, placeholder_table, verb
+from pagcore.book.text import listed, markdown_table, percent, placeholder_table, verb
 from pagcore.config import ObjectiveConfig
 from pagcore.data import SPECS, as_float
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import SCORE_DENOISERS, score_overrides
+from pagcore.orchestrate.book_runs import NOISE_ROWS, SCORE_DENOISERS, SEEDS, score_overrides
 from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.orchestrate.queue import chapter_runs
 from pagcore.paper import reported
 from pagcore.paper.denoiser import Denoiser
 from pagcore.store.runs import Run, RunStore
@@ -163,24 +165,79 @@ def target_figure(pictures: Tensor, class_names: Sequence[str]) -> Figure:
     return fig
 
 
+def score_alignment(run: Run, denoiser: str) -> float | None:
+    """A run's stored alignment with the score-based targets of ``denoiser`` (None where not measured)."""
+    entries = chosen_evaluations(run)
+    entry = next(
+        (e for (name, _), e in entries.items() if name == "score_alignment" and e["settings"]["denoiser"] == denoiser),
+        None,
+    )
+    return None if entry is None else entry["results"]["score"]
+
+
 def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, str]) -> dict[str, tuple[float, float]]:
     """(alignment with the score-based targets of ``denoiser``, AutoAttack ℓ2 accuracy) of every run
     that has both stored, by its label; runs scored against another denoiser are left out."""
     points = {}
     for run in runs:
-        entries = chosen_evaluations(run)
-        alignment = next(
-            (
-                entry
-                for (name, _), entry in entries.items()
-                if name == "score_alignment" and entry["settings"]["denoiser"] == denoiser
-            ),
-            None,
-        )
-        attacked = entries.get(("autoattack", "l2"))
+        alignment = score_alignment(run, denoiser)
+        attacked = chosen_evaluations(run).get(("autoattack", "l2"))
         if alignment is not None and attacked is not None:
-            points[labels.get(run.name, run.name)] = (alignment["results"]["score"], attacked["results"]["robust"])
+            points[labels.get(run.name, run.name)] = (alignment, attacked["results"]["robust"])
     return points
+
+
+def alignment_seed_spread(denoiser: str, scale: str, runs_dir: str = "", kind: str = "real") -> float | None:
+    """The widest standard deviation over seeds of the alignment with ``denoiser``'s targets among the
+    rule's seed rows on CIFAR-10 (None until a row has two seeds measured)."""
+    spreads = []
+    for row in NOISE_ROWS:
+        runs = chapter_runs(
+            "cifar10",
+            {seed: (row, {"seed": seed}) for seed in SEEDS},
+            knobs={"scale": scale},
+            runs_dir=runs_dir,
+            kind=kind,
+        )
+        values = [a for run in runs.values() if run is not None and (a := score_alignment(run, denoiser)) is not None]
+        if len(values) >= 2:
+            spreads.append(statistics.stdev(values))
+    return max(spreads, default=None)
+
+
+def pictures_alignment_reading(runs: Mapping[str, Run | None], denoiser: str, spread: float | None) -> str:
+    """Markdown: a number to read a grid of PAG pictures by, each pictured model's alignment with the
+    score-based targets (a reference that favours no trained classifier), and which model aligns
+    best beyond the seed spread of that alignment (two runs' gap against ``spread`` √2)."""
+    scores = {
+        label: a for label, run in runs.items() if run is not None and (a := score_alignment(run, denoiser)) is not None
+    }
+    if not scores:
+        return "No pictured model has its alignment with the score-based targets measured: read the pictures by eye."
+    head = (
+        "A number to read the pictures by: the mean cosine between each model's input-gradients and the score-based "
+        "targets of the book's denoiser ({ref}`chapter-score`), which favour no trained classifier: "
+        + ", ".join(f"{label} {a:.2f}" for label, a in scores.items())
+        + "."
+    )
+    if spread is None:
+        return head + " The spread of this cosine over seeds is not measured yet, so no model is ranked."
+    margin = SIGNIFICANCE * math.sqrt(2) * spread
+    best = max(scores, key=scores.get)
+    beaten = [label for label, a in scores.items() if label != best and scores[best] - a > margin]
+    tied = [label for label in scores if label not in beaten and label != best]
+    text = (
+        f" Over seeds it varies by at most {spread:.3f} (standard deviation, the widest of the rows of "
+        f"{{ref}}`chapter-seeds`), so two models differ when their cosines are more than {margin:.3f} apart"
+    )
+    if not beaten:
+        return head + text + ": no model aligns better than the others beyond that."
+    return (
+        head
+        + text
+        + f": {best} aligns best, beyond that margin over {listed(beaten)}"
+        + (f", while {listed(tied)} cannot be told from it." if tied else ".")
+    )
 
 
 def alignment_figure(points: Mapping[str, tuple[float, float]]) -> Figure:

@@ -76,7 +76,7 @@ def certified_table(runs: Mapping[float, Run | None]) -> str:
         rows.append(
             (
                 f"{sigma:g}",
-                results["images"],
+                f"{results['images']:,}",
                 f"{settings['n']:,}",
                 percent(results["abstained"]),
                 *(percent(results["certified_accuracy"][f"{r:g}"]) for r in CERTIFIED_RADII),
@@ -93,7 +93,13 @@ def robustness_table(runs: Mapping[float, Run | None]) -> str:
     for sigma, run in runs.items():
         metrics = (run.metrics or {}) if run is not None else {}
         base = (metrics.get(key) for key in ("clean", "linf", "l2"))
-        rows.append((f"σ = {sigma:g}, base", *(percent(v) for v in base), metrics.get("test_images", NOTHING)))
+        rows.append(
+            (
+                f"σ = {sigma:g}, base",
+                *(percent(v) for v in base),
+                f"{metrics['test_images']:,}" if "test_images" in metrics else NOTHING,
+            )
+        )
         attacked = {norm: _entry(run, "pgd20", norm, smoothed=True) for norm in NORM_WORDS}
         if not any(attacked.values()):
             rows.append((f"σ = {sigma:g}, smoothed", NOTHING, NOTHING, NOTHING, ""))
@@ -106,7 +112,7 @@ def robustness_table(runs: Mapping[float, Run | None]) -> str:
                 f"σ = {sigma:g}, smoothed (m = {draws})",
                 percent(first["results"]["clean"]),
                 *robust,
-                first["results"]["images"],
+                f"{first['results']['images']:,}",
             )
         )
     return markdown_table(("classifier", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2", "images"), rows)
@@ -128,7 +134,7 @@ def robustness_reading(runs: Mapping[float, Run | None]) -> str:
         beyond = abs(smoothed - base) > SIGNIFICANCE * error
         parts.append(
             f"at σ = {sigma:g} the smoothed classifier is {abs(gap):.1f} points "
-            f"{'above' if gap >= 0 else 'below'} its base on clean images ({images} images; "
+            f"{'above' if gap >= 0 else 'below'} its base on clean images ({images:,} images; "
             f"{'beyond' if beyond else 'within'} twice the sampling error, {100 * SIGNIFICANCE * error:.1f} points)"
         )
     if not parts:
@@ -167,7 +173,7 @@ def alignment_table(scores: Mapping[str, dict]) -> str:
     """Markdown: each model's gradient alignment and targeted confidence against the reference, with
     the images the alignment averages over and the (image, target class) pairs of the confidence."""
     rows = [
-        (label, f"{s['alignment']:.2f}", percent(s["confidence"]), s["images"], s["pairs"])
+        (label, f"{s['alignment']:.2f}", percent(s["confidence"]), f"{s['images']:,}", f"{s['pairs']:,}")
         for label, s in scores.items()
     ]
     if not rows:

@@ -85,6 +85,7 @@ class StatusRow:
     # Where ours is a mean over our own seeds and the paper's a single run (the toy), the paper's number
     # is one draw from a spread we measured: twice our seed standard deviation, if that is the wider bound.
     own_spread: float = 0.0
+    test_set: str = ""  # what ours was measured on, in the run's words ("all 10,000 CIFAR-10 test images")
 
     @property
     def gap(self) -> float | None:
@@ -121,6 +122,7 @@ def _provenance(run: Run) -> dict[str, str]:
         "schedule": f"{run.params['epochs']} epochs, width {run.params['width']}",
         "device": "; ".join(training_devices(run)),
         "date": sessions[-1]["finished"][:10] if sessions else "",
+        "test_set": (run.metrics or {}).get("test_set", ""),
     }
 
 
@@ -504,8 +506,11 @@ def measured_tables(rows: list[StatusRow]) -> str:
                 )
             )
             previous = r.setting
-        caption = f"**{experiment}, {_scale_words(experiment, scale)}**"
-        blocks.append(f"{caption}\n\n{markdown_table(MEASURED_HEADER, cells)}")
+        caption = f"{experiment}, {_scale_words(experiment, scale)}"
+        subsets = sorted({r.test_set for r in group if r.test_set and not r.test_set.startswith("all ")})
+        if subsets:  # the paper's numbers are on the whole test set
+            caption += f"; ours on the {' and the '.join(subsets)}, the paper's on the whole test set"
+        blocks.append(f"```{{table}} {caption}\n\n{markdown_table(MEASURED_HEADER, cells)}\n```")
     return "\n\n".join(blocks)
 
 

@@ -156,7 +156,8 @@ def preset_sentence(scale: str, dataset: str) -> str:
     text = (
         f"At the {scale} scale the ResNet-18 has width {preset.width} (the paper's is 64), training lasts "
         f"{preset.epochs} epochs (the paper's 100), {k} of the {SPECS[dataset].num_classes} target classes are "
-        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (the paper: 7)."
+        f"sampled per image and step, and adversarial training takes {preset.adversary_steps} PGD steps (the "
+        f"paper scale takes Madry et al.'s {preset_for('paper', dataset).adversary_steps})."
     )
     if not preset.final:
         text += f" This preset is provisional: {preset.note}; no real run uses it yet."

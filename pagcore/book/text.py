@@ -79,7 +79,7 @@ def show_record(record: dict[str, Any]) -> None:
         ("started (UTC)", record.get("started")),
         ("wall time", f"{record.get('wall_seconds', float('nan')):.1f} s"),
     ]
-    text = markdown_table(("run record", ""), facts)
+    text = markdown_table(("run record", "value"), facts)
     text += "\n\n<details><summary>parameters</summary>\n\n```json\n"
     text += json.dumps(record.get("parameters", {}), indent=1, sort_keys=True)
     text += "\n```\n</details>"

@@ -112,8 +112,10 @@ def _weak_attack(vanilla: Any) -> list[str]:
         pgd, robust = on_subset["results"]["robust"], entry["results"]["robust"]
         images = entry["settings"]["subset"]["size"]
         error = math.hypot(sampling_std(pgd, images), sampling_std(robust, images))
+        test_set = vanilla.metrics.get("test_set", "whole test set")  # "all 10,000 ..." or "5,000-image subset ..."
+        of_test_set = test_set if test_set.startswith("all ") else f"the {test_set}"
         parts.append(
-            f"Vanilla keeps {percent(vanilla.metrics[norm])} of the whole test set under PGD-20 {name}; on "
+            f"Vanilla keeps {percent(vanilla.metrics[norm])} of {of_test_set} under PGD-20 {name}; on "
             f"{images:,} of those images it keeps {percent(pgd)} under PGD-20 and {percent(robust)} under AutoAttack"
             + _attack_gap_words(pgd - robust, pgd, error)
         )
@@ -203,26 +205,26 @@ row (a denoiser, never attacked). Only these can answer the paper's question."""
 PAG_ROWS = (*TEACHER_FREE_ROWS, "rigd_linf", "rigd_l2")
 
 
-def status_sentence(runs: dict[str, Any], chapter: str) -> str:
-    """One plain sentence on how much of ``chapter`` rests on real runs."""
+def status_sentence(runs: dict[str, Any], chapter: str, scale: str) -> str:
+    """One plain sentence on how much of ``chapter`` at ``scale`` rests on real runs."""
     done = [r for r in runs.values() if r is not None]
     if not done:
         return (
-            f"No real run of the {chapter} experiments exists yet, so there is nothing of ours to set beside the "
-            "paper's numbers."
+            f"No real run of the {chapter} experiments exists at the {scale} scale yet, so there is nothing of ours "
+            "to set beside the paper's numbers."
         )
     epochs = sorted({r.params["epochs"] for r in done})
     schedule = ", ".join(str(e) for e in epochs)
     rest = "; the others read 'not run'" if len(done) < len(runs) else ""
     return (
-        f"{len(done)} of the {len(runs)} rows come from real runs (schedules of {schedule} epochs; "
-        f"the paper trains for 100){rest}."
+        f"{len(done)} of the {len(runs)} rows come from real runs at the {scale} scale (schedules of {schedule} "
+        f"epochs; the paper trains for 100){rest}."
     )
 
 
 def scales_status(runs_by_scale: dict[str, dict[str, Any]], chapter: str) -> str:
-    """:func:`status_sentence` for each scale of a chapter, each introduced by its scale."""
-    return " ".join(f"At the {scale} scale: " + status_sentence(runs, chapter) for scale, runs in runs_by_scale.items())
+    """:func:`status_sentence` for each scale of a chapter."""
+    return " ".join(status_sentence(runs, chapter, scale) for scale, runs in runs_by_scale.items())
 
 
 def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale: str, num_classes: int) -> str:
@@ -300,7 +302,7 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
         best = max(done, key=lambda lam: done[lam][key])
         if LAMBDA_TREND[key] > 0 and best != high and compare(noise, key, done[best], last) > 0:
             peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
-    span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values run): "
+    span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values that fit their labels): "
     text = span + ", ".join(changes) + "." + left_out
     if noise is None:
         return text + f" No seed spread has been measured at the {scale} scale, so no change is read as a trend."
@@ -516,8 +518,9 @@ def pictures_reading(runs: Mapping[str, Any], num_classes: int = 10) -> str:
 
     text = (
         "The reference, an adversarially trained model, gives the target class of these pictures a mean "
-        f"probability of: {', '.join(named(label) for label in ranked)} (a constant guess: "
-        f"{percent(1 / num_classes, digits=0)}; the targeted confidence of the gradient-masking chapter)."
+        f"probability of: {', '.join(named(label) for label in ranked)} (a constant guess gives "
+        f"{percent(1 / num_classes, digits=0)}). This is the targeted confidence that the gradient-masking chapter "
+        "reports for every run."
     )
     others = [label for label in scored if label not in ranked]
     if others:

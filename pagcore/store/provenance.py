@@ -80,7 +80,8 @@ def device_description(device: torch.device | str | None = None) -> str:
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {cpu_name()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"cpu: {cpu_name()} ({os.cpu_count()} logical cores, {threads} torch thread{'s' if threads != 1 else ''})"
 
 
 def utc_now() -> str:
