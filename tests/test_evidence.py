@@ -208,7 +208,7 @@ def test_the_answer_depends_on_which_rows_are_evidence():
     caveated = DatasetFinding("cifar10", "cpu", both.judgements, {"class_mean": "a caveat"})
     assert finding_sentence(caveated).endswith("claim, without caveat only through Nearest Neighbor.")
     alone = DatasetFinding("cifar10", "cpu", both.judgements, {"class_mean": "a", "nearest_neighbor": "b"})
-    assert finding_sentence(alone).endswith("but only with the caveats stated on each of its rows.")
+    assert finding_sentence(alone).endswith("but only with the caveats stated on each supporting row.")
 
 
 def test_the_toy_finding_judges_the_gap_against_the_seed_spread():
@@ -532,17 +532,31 @@ def test_a_results_table_holds_the_score_based_row_with_its_stated_lambda(tmp_pa
     assert "score" not in findings.stored_table("stl10", "cpu", str(tmp_path))
 
 
-def test_the_radius_figure_is_read_per_threat_model():
+def test_the_radius_figure_is_read_per_threat_model_by_check_1():
     from pagcore.book.masking import radius_reading
 
-    panels = {
-        "ℓ∞": {"Vanilla": ([1, 4, 32], [0.0, 0.0, 0.0]), "Class Mean": ([1, 4, 32], [0.19, 0.05, 0.01])},
-        "ℓ2": {"Vanilla": ([1, 4, 32], [0.01, 0.0, 0.0]), "One Image": ([1, 4, 32], [0.1, 0.12, 0.0])},
+    def checked(accuracy, passed, eps=0.031):
+        numbers = {"eps": [eps * m for m in (1, 4, 32)], "accuracy": accuracy}
+        check = {"name": "eps_monotone", "passed": passed, "numbers": numbers}
+        return {"settings": {"eps": eps}, "results": {"checks": [check]}}
+
+    evaluated = {
+        "Vanilla": (
+            None,
+            {
+                ("checks", "linf"): checked([0.0, 0.0, 0.0], True),
+                ("checks", "l2"): checked([0.01, 0.0, 0.0], True, 0.5),
+            },
+        ),
+        "Class Mean": (None, {("checks", "linf"): checked([0.19, 0.195, 0.01], True)}),  # a rise check 1 allows
+        "One Image": (None, {("checks", "l2"): checked([0.1, 0.15, 0.002], False, 0.5)}),
     }
-    reading = radius_reading(panels)
+    reading = radius_reading(evaluated)
     assert reading.startswith(
-        "In the figure, under ℓ∞, each of the 2 curves falls or stays level as the radius grows, and at 32× the "
-        "radius the highest is Class Mean at 1.0%; under ℓ2, One Image rises somewhere"
+        "In the figure, under ℓ∞, none of the 2 curves rises by more than check 1 allows as the radius grows, and "
+        "at 32× the radius the highest is Class Mean at 1.0%; under ℓ2, One Image rises by more than check 1 allows"
     )
-    assert "No run has a checklist" in radius_reading({"ℓ∞": {}, "ℓ2": {}})
-    assert "at 32× the radius every curve is at 0.0%" in radius_reading({"ℓ∞": {"Vanilla": ([1, 32], [0.1, 0.0])}})
+    assert reading.endswith("at 32× the radius the highest is One Image at 0.2%.")
+    evaluated["Class Mean"] = (None, {("checks", "linf"): checked([0.19, 0.05, 0.0], True)})
+    assert "at 32× the radius every curve is at 0.0%; under ℓ2" in radius_reading(evaluated)
+    assert "No run has a checklist" in radius_reading({})

@@ -108,19 +108,19 @@ def test_the_tables_and_curves_show_the_stored_numbers(tmp_path):
 
 
 def test_the_finding_says_what_each_source_shows_and_what_waits():
-    assert "waits for its runs" in gradient_kind.finding_line({"class_mean": None, "score": None})
+    assert "waits for its runs" in gradient_kind.finding_line({"class_mean": None, "score": None}, 5, "cpu")
     line = gradient_kind.finding_line({"class_mean": -1, "score": None}, 5, "cpu")
     assert line == (
         "After 5 epochs at the cpu scale, the model trained on the log-softmax input-gradient instead of the logit "
         "falls behind the logit's model on Class Mean targets in clean accuracy (gaps judged against the seed "
         "spread of the full-length runs); the Score-based (SBG) runs are not made yet."
     )
-    both = gradient_kind.finding_line({"class_mean": -1, "score": 0})
+    both = gradient_kind.finding_line({"class_mean": -1, "score": 0}, 5, "cpu")
     assert (
         "falls behind the logit's model on Class Mean targets and cannot be told apart from the logit's model "
         "on Score-based (SBG) targets" in both
     )
-    alike = gradient_kind.finding_line({"class_mean": -1, "score": -1})
+    alike = gradient_kind.finding_line({"class_mean": -1, "score": -1}, 5, "cpu")
     assert "falls behind the logit's model on Class Mean and Score-based (SBG) targets in" in alike
 
 

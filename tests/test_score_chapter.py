@@ -175,13 +175,15 @@ def test_the_pictures_are_read_by_their_alignment_and_ranked_only_beyond_the_see
         runs[label] = store.create(label.replace(" ", ""), {"dataset": "cifar10"})
         store_evaluation(runs[label], "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
     runs["not run"] = None
-    reading = score.pictures_alignment_reading(runs, "d1", 0.008)
-    assert "λ = 0.1 0.14, λ = 0.4 0.07, λ = 1 0.13." in reading
-    assert "more than 0.023 apart" in reading  # 2 × √2 × 0.008
+    reading = score.pictures_alignment_reading(runs, "d1", ("one_image", 0.008))
+    assert "λ = 0.1: 0.140; λ = 0.4: 0.070; λ = 1: 0.130." in reading
+    assert "0.008 for One Image (3 seeds" in reading and "more than 0.023 apart" in reading  # 2 × √2 × 0.008
     assert "λ = 0.1 aligns best, beyond that margin over λ = 0.4, while λ = 1 cannot be told from it." in reading
-    assert "no model aligns better" in score.pictures_alignment_reading(runs, "d1", 0.05)
+    assert "no model aligns better" in score.pictures_alignment_reading(runs, "d1", ("one_image", 0.05))
     assert "no model is ranked" in score.pictures_alignment_reading(runs, "d1", None)
-    assert "read the pictures by eye" in score.pictures_alignment_reading(runs, "d2", 0.008)
+    assert "read the pictures by eye" in score.pictures_alignment_reading(runs, "d2", ("one_image", 0.008))
+    alone = score.pictures_alignment_reading({"λ = 1": runs["λ = 1"]}, "d1", ("one_image", 0.008))
+    assert alone.endswith("λ = 1: 0.130.")
 
 
 def test_the_alignment_seed_spread_is_the_widest_over_the_seed_rows(tmp_path):
@@ -191,11 +193,12 @@ def test_the_alignment_seed_spread_is_the_widest_over_the_seed_rows(tmp_path):
     store = RunStore(tmp_path)
     assert score.alignment_seed_spread("d1", "cpu", str(tmp_path)) is None
     experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, store)
-    for row, values in {"vanilla": (0.01, 0.02, 0.03), "nearest_neighbor": (0.10, 0.20)}.items():
+    for row, values in {"vanilla": (0.01, 0.02, 0.03), "nearest_neighbor": (0.10, 0.20), "one_image": (0.5,)}.items():
         for seed, alignment in enumerate(values):
             config = experiment.config(row, seed=seed)
             run = store.create(run_name_for(config, "real"), run_identity(config, "real"))
             run.write_json("record.json", {"kind": "real", "status": "complete"})
             run.write_json("metrics.json", {"clean": 0.5})
             store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
-    assert score.alignment_seed_spread("d1", "cpu", str(tmp_path)) == pytest.approx(0.0707, abs=1e-4)
+    row, spread = score.alignment_seed_spread("d1", "cpu", str(tmp_path))
+    assert row == "nearest_neighbor" and spread == pytest.approx(0.0707, abs=1e-4)

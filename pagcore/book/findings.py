@@ -18,12 +18,9 @@ from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import TEACHER_FREE_ROWS, judge_table, row_caveats
 from pagcore.data import SPECS
-from pagcore.orchestrate.book_runs import NOISE_ROWS, SEEDS, results_rows, row_overrides
+from pagcore.orchestrate.book_runs import NOISE_DATASET, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
-from pagcore.orchestrate.queue import chapter_runs
-
-NOISE_DATASET = "cifar10"
-"""The rule's seeds are run on CIFAR-10 only; another dataset borrows their spreads (:meth:`Noise.borrowed`)."""
+from pagcore.orchestrate.queue import chapter_runs, seed_row_runs
 
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
@@ -36,16 +33,7 @@ def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real
 def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
     """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it:
     borrowed on any other dataset (None until a row has two seeds stored)."""
-    metrics = {}
-    for row in NOISE_ROWS:
-        runs = chapter_runs(
-            NOISE_DATASET,
-            {seed: (row, {"seed": seed}) for seed in SEEDS},
-            knobs={"scale": scale},
-            runs_dir=runs_dir,
-            kind=kind,
-        )
-        metrics[row] = [run.metrics for run in runs.values() if run is not None and run.metrics]
+    metrics = {row: [run.metrics for run in runs] for row, runs in seed_row_runs(scale, runs_dir, kind).items()}
     noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
     return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
 
@@ -121,7 +109,7 @@ def _support_strength(finding: DatasetFinding) -> str:
     if len(clear) == len(rows):
         return ""
     if not clear:
-        return ", but only with the caveats stated on each of its rows"
+        return ", but only with the caveats stated on each supporting row"
     return f", without caveat only through {_rows(clear)}"
 
 
@@ -157,7 +145,7 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         "does not support": "does not support the paper's claim",
         "within noise": (
             "neither supports nor contradicts the paper's claim: no teacher-free row beats vanilla beyond the noise "
-            "under every attack the rule asks for, and none is found below vanilla or masking its gradients"
+            "under every attack the rule asks for, and none is judged less robust than vanilla or suspected of masking"
         ),
         "unchecked": "does not yet answer: the stronger attacks or the checklist are still to run",
     }[finding.answer]

@@ -223,7 +223,7 @@ ORDER_WORDS = {
 }
 
 
-def finding_line(orders: Mapping[str, int | None], epochs: int = GRADIENT_KIND_EPOCHS, scale: str = "cpu") -> str:
+def finding_line(orders: Mapping[str, int | None], epochs: int, scale: str) -> str:
     """One sentence for the chapter's finding: how the clean accuracy of the log-softmax gradient's
     model compares with the logit's on each source whose two runs exist, sources alike named once."""
     judged = {s: o for s, o in orders.items() if o is not None}
@@ -238,7 +238,7 @@ def finding_line(orders: Mapping[str, int | None], epochs: int = GRADIENT_KIND_E
     # The seed spread is measured on full-length runs: a short run's noise is not measured apart.
     return (
         f"After {epochs} epochs at the {scale} scale, the model trained on the log-softmax input-gradient instead "
-        f"of the logit {' and '.join(parts)} in clean accuracy (gaps judged against the seed spread of the "
+        f"of the logit {listed(parts)} in clean accuracy (gaps judged against the seed spread of the "
         f"full-length runs){tail}."
     )
 

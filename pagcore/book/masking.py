@@ -222,28 +222,39 @@ def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[s
     return panels
 
 
-def radius_reading(panels: Mapping[str, Mapping[str, tuple[list, list]]]) -> str:
-    """What the accuracy-against-radius figure shows, per threat model: which curves ever rise as the
-    radius grows (check 1 fails there), and what the largest radius leaves of the most robust run."""
+def radius_reading(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
+    """What the accuracy-against-radius figure shows, per threat model: which curves rise as the radius
+    grows by more than check 1 allows (its stored verdict), and what the largest radius leaves of the
+    most robust run."""
     parts = []
-    for norm, curves in panels.items():
+    for norm in THREAT_METRICS:
+        curves = {}
+        for label, (_, entries) in evaluated.items():
+            entry = entries.get(("checks", norm))
+            if entry is not None:
+                check = next(c for c in entry["results"]["checks"] if c["name"] == "eps_monotone")
+                curves[label] = (entry["settings"]["eps"], check)
         if not curves:
             continue
-        rising = [label for label, (_, acc) in curves.items() if any(b > a for a, b in zip(acc, acc[1:]))]
-        largest = max(radii[-1] for radii, _ in curves.values())
-        last = {label: acc[-1] for label, (radii, acc) in curves.items() if radii[-1] == largest}
+        rising = [label for label, (_, check) in curves.items() if not check["passed"]]
+        largest = max(check["numbers"]["eps"][-1] / eps for eps, check in curves.values())
+        last = {
+            label: check["numbers"]["accuracy"][-1]
+            for label, (eps, check) in curves.items()
+            if check["numbers"]["eps"][-1] / eps == largest
+        }
         top = max(last, key=last.get)
         trend = (
-            f"{listed(rising)} {'rises' if len(rising) == 1 else 'rise'} somewhere as the radius grows"
+            f"{listed(rising)} {verb(len(rising), 'rise')} by more than check 1 allows as the radius grows"
             if rising
-            else f"each of the {len(curves)} curves falls or stays level as the radius grows"
+            else f"none of the {len(curves)} curves rises by more than check 1 allows as the radius grows"
         )
         reached = (
             f"every curve is at {percent(0.0)}"
             if percent(last[top]) == percent(0.0)
             else f"the highest is {top} at {percent(last[top])}"
         )
-        parts.append(f"under {norm}, {trend}, and at {largest:g}× the radius {reached}")
+        parts.append(f"under {NORM_WORDS[norm]}, {trend}, and at {largest:g}× the radius {reached}")
     if not parts:
         return "No run has a checklist stored yet, so the figure is empty."
     return "In the figure, " + "; ".join(parts) + "."

@@ -29,9 +29,9 @@ from pagcore.book.text import listed, markdown_table, percent, placeholder_table
 from pagcore.config import ObjectiveConfig
 from pagcore.data import SPECS, as_float
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import NOISE_ROWS, SCORE_DENOISERS, SEEDS, score_overrides
-from pagcore.orchestrate.experiments import RealDataExperiment
-from pagcore.orchestrate.queue import chapter_runs
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS, SEEDS, score_overrides
+from pagcore.orchestrate.experiments import ROW_LABELS, RealDataExperiment
+from pagcore.orchestrate.queue import seed_row_runs
 from pagcore.paper import reported
 from pagcore.paper.denoiser import Denoiser
 from pagcore.store.runs import Run, RunStore
@@ -187,28 +187,25 @@ def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, st
     return points
 
 
-def alignment_seed_spread(denoiser: str, scale: str, runs_dir: str = "", kind: str = "real") -> float | None:
+def alignment_seed_spread(
+    denoiser: str, scale: str, runs_dir: str = "", kind: str = "real"
+) -> tuple[str, float] | None:
     """The widest standard deviation over seeds of the alignment with ``denoiser``'s targets among the
-    rule's seed rows on CIFAR-10 (None until a row has two seeds measured)."""
-    spreads = []
-    for row in NOISE_ROWS:
-        runs = chapter_runs(
-            "cifar10",
-            {seed: (row, {"seed": seed}) for seed in SEEDS},
-            knobs={"scale": scale},
-            runs_dir=runs_dir,
-            kind=kind,
-        )
-        values = [a for run in runs.values() if run is not None and (a := score_alignment(run, denoiser)) is not None]
+    rule's seed rows, with its row (None until a row has two seeds measured)."""
+    spreads = {}
+    for row, runs in seed_row_runs(scale, runs_dir, kind).items():
+        values = [a for run in runs if (a := score_alignment(run, denoiser)) is not None]
         if len(values) >= 2:
-            spreads.append(statistics.stdev(values))
-    return max(spreads, default=None)
+            spreads[row] = statistics.stdev(values)
+    return max(spreads.items(), key=lambda item: item[1], default=None)
 
 
-def pictures_alignment_reading(runs: Mapping[str, Run | None], denoiser: str, spread: float | None) -> str:
+def pictures_alignment_reading(
+    runs: Mapping[str, Run | None], denoiser: str, spread: tuple[str, float] | None, seeds: int = len(SEEDS)
+) -> str:
     """Markdown: a number to read a grid of PAG pictures by, each pictured model's alignment with the
     score-based targets (a reference that favours no trained classifier), and which model aligns
-    best beyond the seed spread of that alignment (two runs' gap against ``spread`` √2)."""
+    best beyond ``spread`` (row, standard deviation over ``seeds`` seeds: two runs' gap against √2 of it)."""
     scores = {
         label: a for label, run in runs.items() if run is not None and (a := score_alignment(run, denoiser)) is not None
     }
@@ -216,19 +213,23 @@ def pictures_alignment_reading(runs: Mapping[str, Run | None], denoiser: str, sp
         return "No pictured model has its alignment with the score-based targets measured: read the pictures by eye."
     head = (
         "A number to read the pictures by: the mean cosine between each model's input-gradients and the score-based "
-        "targets of the book's denoiser ({ref}`chapter-score`), which favour no trained classifier: "
-        + ", ".join(f"{label} {a:.2f}" for label, a in scores.items())
+        "targets of the book's denoiser ({ref}`chapter-score`), which favour no trained classifier. "
+        + "; ".join(f"{label}: {a:.3f}" for label, a in scores.items())
         + "."
     )
+    if len(scores) < 2:
+        return head
     if spread is None:
         return head + " The spread of this cosine over seeds is not measured yet, so no model is ranked."
-    margin = SIGNIFICANCE * math.sqrt(2) * spread
+    row, std = spread
+    margin = SIGNIFICANCE * math.sqrt(2) * std
     best = max(scores, key=scores.get)
     beaten = [label for label, a in scores.items() if label != best and scores[best] - a > margin]
     tied = [label for label in scores if label not in beaten and label != best]
     text = (
-        f" Over seeds it varies by at most {spread:.3f} (standard deviation, the widest of the rows of "
-        f"{{ref}}`chapter-seeds`), so two models differ when their cosines are more than {margin:.3f} apart"
+        f" Its standard deviation over seeds is {std:.3f} for {ROW_LABELS.get(row, row)} ({seeds} seeds, the widest "
+        f"among the rows that {{ref}}`the rule of evidence <rule-of-evidence>` trains over seeds), so two models "
+        f"differ when their cosines are more than {margin:.3f} apart"
     )
     if not beaten:
         return head + text + ": no model aligns better than the others beyond that."

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -506,11 +507,12 @@ def measured_tables(rows: list[StatusRow]) -> str:
                 )
             )
             previous = r.setting
-        caption = f"{experiment}, {_scale_words(experiment, scale)}"
+        caption = f"Ours beside the paper's {experiment}, {_scale_words(experiment, scale)}"
         subsets = sorted({r.test_set for r in group if r.test_set and not r.test_set.startswith("all ")})
         if subsets:  # the paper's numbers are on the whole test set
             caption += f"; ours on the {' and the '.join(subsets)}, the paper's on the whole test set"
-        blocks.append(f"```{{table}} {caption}\n\n{markdown_table(MEASURED_HEADER, cells)}\n```")
+        name = "tab-status-" + re.sub(r"[^a-z0-9]+", "-", f"{experiment} {scale}".lower()).strip("-")
+        blocks.append(f"```{{table}} {caption}\n:name: {name}\n\n{markdown_table(MEASURED_HEADER, cells)}\n```")
     return "\n\n".join(blocks)
 
 

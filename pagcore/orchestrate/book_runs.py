@@ -46,6 +46,10 @@ NOISE_ROWS: tuple[str, ...] = ("one_image", "vanilla", "nearest_neighbor")
 uses: Table 4's one image, the baseline every row is judged against, and nearest neighbour, the
 model-free row that fits its labels best."""
 
+NOISE_DATASET = "cifar10"
+"""The dataset of the rule's seeds; another dataset borrows their spreads
+(:meth:`pagcore.book.evidence.Noise.borrowed`)."""
+
 LAMBDAS: tuple[float, ...] = tuple(reported.LAMBDA_ABLATION)
 """Figure 5: class mean on CIFAR-10 at each of these values of λ."""
 

@@ -26,7 +26,7 @@ from pagcore.base.validation import ConfigError
 from pagcore.config import ExecutionConfig, TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.final import EvaluationConfig
-from pagcore.orchestrate.book_runs import BookRun
+from pagcore.orchestrate.book_runs import NOISE_DATASET, NOISE_ROWS, SEEDS, BookRun
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment, load_data, teacher_overrides
 from pagcore.orchestrate.workers import (
     STOP_SECONDS,
@@ -377,3 +377,20 @@ def chapter_runs(
         queue.make(lambda _: images, deadline, options, evaluation)
     experiment = queue.experiment(entries[0]) if entries else None
     return {label: experiment.run(row, **overrides) for label, (row, overrides) in points.items()}
+
+
+def seed_row_runs(scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, list[Run]]:
+    """The stored runs of each row the rule of evidence trains over seeds
+    (:data:`~pagcore.orchestrate.book_runs.NOISE_ROWS`, on ``NOISE_DATASET``) at ``scale``, in seed
+    order, those with metrics only."""
+    found = {}
+    for row in NOISE_ROWS:
+        runs = chapter_runs(
+            NOISE_DATASET,
+            {seed: (row, {"seed": seed}) for seed in SEEDS},
+            knobs={"scale": scale},
+            runs_dir=runs_dir,
+            kind=kind,
+        )
+        found[row] = [run for run in runs.values() if run is not None and run.metrics]
+    return found
