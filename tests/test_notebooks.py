@@ -163,7 +163,7 @@ def test_real_data_chapters_show_no_smoke_runs(tmp_path):
         progress_bar=False,
     )
     text = (tmp_path / "book.ipynb").read_text()
-    assert text.count("No real run of the CIFAR-10 experiments exists yet") >= 2  # one per scale
+    assert text.count("No real run of the CIFAR-10 experiments exists at the") >= 2  # one per scale
     assert "not run" in text
 
 
