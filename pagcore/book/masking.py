@@ -206,20 +206,28 @@ def pag_table(scores: Mapping[str, dict[str, Any]], evaluated: Mapping[str, tupl
     return markdown_table(("run", "alignment", "confidence", "reference", "PGD-20 ℓ2"), rows)
 
 
+def _radius_checks(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> dict[str, tuple[float, dict]]:
+    """Each checked run's standard radius and stored check 1 (accuracy against a growing radius) under
+    ``norm``; runs without a checklist are left out."""
+    checks = {}
+    for label, (_, entries) in evaluated.items():
+        entry = entries.get(("checks", norm))
+        if entry is not None:
+            check = next(c for c in entry["results"]["checks"] if c["name"] == "eps_monotone")
+            checks[label] = (entry["settings"]["eps"], check)
+    return checks
+
+
 def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str, tuple[list, list]]]:
     """For :func:`pagcore.book.figures.accuracy_vs_radius`: per threat model, each run's accuracy under
     PGD-20 (worst iterate) against the radius in multiples of the standard one."""
-    panels: dict[str, dict[str, tuple[list, list]]] = {}
-    for norm in THREAT_METRICS:
-        curves = panels.setdefault(NORM_WORDS[norm], {})
-        for label, (_, entries) in evaluated.items():
-            entry = entries.get(("checks", norm))
-            if entry is None:
-                continue
-            curve = next(c for c in entry["results"]["checks"] if c["name"] == "eps_monotone")["numbers"]
-            eps = entry["settings"]["eps"]
-            curves[label] = ([e / eps for e in curve["eps"]], list(curve["accuracy"]))
-    return panels
+    return {
+        NORM_WORDS[norm]: {
+            label: ([e / eps for e in check["numbers"]["eps"]], list(check["numbers"]["accuracy"]))
+            for label, (eps, check) in _radius_checks(evaluated, norm).items()
+        }
+        for norm in THREAT_METRICS
+    }
 
 
 def radius_reading(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
@@ -228,12 +236,7 @@ def radius_reading(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
     most robust run."""
     parts = []
     for norm in THREAT_METRICS:
-        curves = {}
-        for label, (_, entries) in evaluated.items():
-            entry = entries.get(("checks", norm))
-            if entry is not None:
-                check = next(c for c in entry["results"]["checks"] if c["name"] == "eps_monotone")
-                curves[label] = (entry["settings"]["eps"], check)
+        curves = _radius_checks(evaluated, norm)
         if not curves:
             continue
         rising = [label for label, (_, check) in curves.items() if not check["passed"]]

@@ -165,9 +165,8 @@ def target_figure(pictures: Tensor, class_names: Sequence[str]) -> Figure:
     return fig
 
 
-def score_alignment(run: Run, denoiser: str) -> float | None:
-    """A run's stored alignment with the score-based targets of ``denoiser`` (None where not measured)."""
-    entries = chosen_evaluations(run)
+def _alignment(entries: Mapping[tuple[str, str], dict], denoiser: str) -> float | None:
+    """The alignment with ``denoiser``'s targets among one run's chosen evaluations (None where not measured)."""
     entry = next(
         (e for (name, _), e in entries.items() if name == "score_alignment" and e["settings"]["denoiser"] == denoiser),
         None,
@@ -175,13 +174,19 @@ def score_alignment(run: Run, denoiser: str) -> float | None:
     return None if entry is None else entry["results"]["score"]
 
 
+def score_alignment(run: Run, denoiser: str) -> float | None:
+    """A run's stored alignment with the score-based targets of ``denoiser`` (None where not measured)."""
+    return _alignment(chosen_evaluations(run), denoiser)
+
+
 def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, str]) -> dict[str, tuple[float, float]]:
     """(alignment with the score-based targets of ``denoiser``, AutoAttack ℓ2 accuracy) of every run
     that has both stored, by its label; runs scored against another denoiser are left out."""
     points = {}
     for run in runs:
-        alignment = score_alignment(run, denoiser)
-        attacked = chosen_evaluations(run).get(("autoattack", "l2"))
+        entries = chosen_evaluations(run)
+        alignment = _alignment(entries, denoiser)
+        attacked = entries.get(("autoattack", "l2"))
         if alignment is not None and attacked is not None:
             points[labels.get(run.name, run.name)] = (alignment, attacked["results"]["robust"])
     return points
