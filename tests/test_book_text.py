@@ -327,13 +327,20 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
     assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
     assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
+    assert "no k differs from k = 2 beyond the noise in clean, ℓ∞ or ℓ2 accuracy" in same
+    assert "Judged with the widest seed spread measured, no k differs" in same
+    own = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE, row="one_image")
+    assert "Judged with the class-mean model's own seed spread at k = 2 (3 seeds), no k differs" in own
     runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
     longer = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in longer
     runs[10] = TimedRun(0.35, 0.2, 0.3, (33.0,), device="cuda: NVIDIA H100 80GB HBM3")
     assert "on different devices" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     runs[1] = TimedRun(0.30, 0.0, 0.01)
-    assert "depends on k" in verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
+    collapsed = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
+    assert "depends on k" in collapsed
+    assert "k = 1 is below k = 2 in ℓ∞ accuracy and k = 1 is below k = 2 in ℓ2 accuracy beyond the noise" in collapsed
+    assert "so at this scale k moves ℓ∞ and ℓ2 accuracy but not clean accuracy (one seed per k)." in collapsed
     assert "no verdict yet" in verdicts.k_study_verdict({2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
     partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
     assert "no verdict yet" in partial and "accuracy (points): k = 1: -2.0, -18.0, -24.0." in partial

@@ -404,10 +404,17 @@ def k_study_ceiling(
 
 
 def k_study_verdict(
-    runs: dict[int, Any], vanilla: Any, preset_k: int, num_classes: int, noise: Noise | None, model: str = "class-mean"
+    runs: dict[int, Any],
+    vanilla: Any,
+    preset_k: int,
+    num_classes: int,
+    noise: Noise | None,
+    model: str = "class-mean",
+    row: str = "",
 ) -> str:
-    """Whether the preset's k changes what the ``model`` runs say, from the stored runs only; "more
-    robust than vanilla" means beyond ``noise`` in both threat models (not judged without it)."""
+    """Whether the preset's k changes what the ``model`` runs (of the rule's ``row``) say, from the
+    stored runs only; "more robust than vanilla" and a difference between two k mean beyond ``noise``
+    (not judged without it)."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
         pending = (
@@ -434,6 +441,38 @@ def k_study_verdict(
             for key, _ in METRIC_COLUMNS
         )
         text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
+    if noise is not None:
+        # Only the preset's k was repeated over seeds: every k is taken to vary over seeds as much as the
+        # preset's does where the row has its own spread, and as the widest measured otherwise.
+        sides = {
+            (k, heading): side
+            for k, m in done.items()
+            if k != preset_k
+            for key, heading in METRIC_COLUMNS
+            if (side := compare(noise, key, m, ours, rows=(row, row)))
+        }
+        apart = [
+            f"k = {k} is {'above' if side > 0 else 'below'} k = {preset_k} in {heading} accuracy"
+            for (k, heading), side in sides.items()
+        ]
+        moved = [heading for _, heading in METRIC_COLUMNS if any(h == heading for _, h in sides)]
+        kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
+        spread = (
+            f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
+            if row in noise.own
+            else "the widest seed spread measured"
+        )
+        text.append(
+            f"Judged with {spread}, "
+            + (
+                f"{listed(apart)} beyond the noise, so at this scale k moves {listed(moved)} accuracy"
+                + (f" but not {' or '.join(kept)} accuracy" if kept else "")
+                + " (one seed per k)."
+                if apart
+                else f"no k differs from k = {preset_k} beyond the noise in clean, ℓ∞ or ℓ2 accuracy, so these "
+                "runs do not show k mattering at this scale."
+            )
+        )
     ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
     if ours_cost and full_cost:
         # Epoch times say what k costs only when both runs trained on the same kind of device.
@@ -554,8 +593,8 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     ]
     if not rising:
         return sentence + (
-            "; no accuracy rises with every larger k, so these runs (one seed each, no noise applied) do not show "
-            "a larger k buying accuracy."
+            "; no accuracy rises with every larger k, so these runs (one seed each) do not show a larger k buying "
+            "accuracy."
         )
     if len(rising) == len(METRIC_COLUMNS):
         return sentence + "; every accuracy rises with every larger k."
