@@ -464,6 +464,17 @@ def test_a_run_whose_row_no_configuration_resolves_keeps_the_row_s_label():
     assert run_label(Run()) == "CIFAR-10 score-based (cpu)"  # a score run without its denoiser: no row to compare
 
 
+def test_a_run_label_names_an_architecture_other_than_the_resnet():
+    from pagcore.book.masking import run_label
+
+    class Run:
+        params = {"dataset": "cifar10", "scale": "cpu", "objective": "cross_entropy", "architecture": "vit"}
+
+    assert run_label(Run()) == "CIFAR-10 ViT vanilla (cpu)"
+    Run.params = {**Run.params, "architecture": "resnet18"}
+    assert run_label(Run()) == "CIFAR-10 vanilla (cpu)"
+
+
 def test_the_masking_conclusion_tells_a_checklist_to_run_again_from_one_never_run():
     from pagcore.book.masking import conclusion
 

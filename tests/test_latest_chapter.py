@@ -116,6 +116,12 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     against = {"nearest_neighbor": judged("near chance"), "score": judged("within noise", "score")}
     assert latest.architecture_verdict(runs, against, {}, "cpu").endswith("on the ViT at this scale.")
     assert "(a ViT of 4 blocks of width 48," in latest.architecture_verdict(runs, against, {}, "cpu", width=48)
+    noise = Noise({"one_image": {"linf": 0.051, "l2": 0.048}}, {"one_image": 3}, "ResNet", frozenset({"one_image"}))
+    spread = latest.architecture_verdict(runs, against, {}, "cpu", noise=noise)
+    assert (
+        "Every row is judged with the widest seed spread measured (5.1 points under ℓ∞ and 4.8 under ℓ2, on ResNet, "
+        "borrowed for the ViT). No ViT row" in spread
+    )
 
 
 def test_the_vit_rows_are_judged_against_the_vits_vanilla_with_the_widest_resnet_spread(tmp_path):

@@ -197,10 +197,11 @@ def architecture_verdict(
     resnet: Mapping[str, Judgement],
     scale: str,
     width: int | None = None,
+    noise: Noise | None = None,
 ) -> str:
     """Whether the effect holds beyond ResNet-18: each ViT PAG row's verdict beside the same row's on the
-    ResNet-18, and the answer they give: yes once a ViT row is evidence, no only once every PAG row is
-    judged and none is."""
+    ResNet-18, the seed spread ``noise`` they were judged with, and the answer they give: yes once a ViT
+    row is evidence, no only once every PAG row is judged and none is."""
     head = f"The effect beyond ResNet-18 ({vit_words(scale, width)}, CIFAR-10, {scale} scale): "
     stored = [row for row in ARCHITECTURE_ROWS if runs.get(row) is not None]
     if not judged:
@@ -218,6 +219,8 @@ def architecture_verdict(
     missing = [ROW_LABELS[row] for row in ARCHITECTURE_PAG_ROWS if row not in judged]
     if missing:
         parts.append(f"{listed(missing)} not run yet")
+    # Without the spread a reader cannot tell why a gap of a few points is "within noise".
+    spread = "" if noise is None else noise.borrowed(ARCHITECTURE_WORDS).rule_words({}) + " "
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):
@@ -227,7 +230,7 @@ def architecture_verdict(
         )
     else:
         answer = "No ViT row meets the rule of evidence: the runs do not show the effect on the ViT at this scale."
-    return head + "; ".join(parts) + ". " + answer
+    return head + "; ".join(parts) + ". " + spread + answer
 
 
 TRAINING_WORDS = {
@@ -269,6 +272,6 @@ def finding(scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "re
     runs = chapter_runs("cifar10", boost_points(), knobs=knobs, runs_dir=runs_dir, kind=kind)
     verdict = boost_verdict(arms(runs, SEEDS), scale)
     vit = chapter_runs("cifar10", architecture_points(scale), knobs=knobs, runs_dir=runs_dir, kind=kind)
-    others = architecture_verdict(vit, architecture_judgements(vit, noise), {}, scale)
+    others = architecture_verdict(vit, architecture_judgements(vit, noise), {}, scale, noise=noise)
     claim = alignment_claim(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
     return f"Later version ({{ref}}`chapter-latest`): {verdict} {others} {claim}"

@@ -57,8 +57,13 @@ def run_label(run: Run) -> str:
         what = SOURCE_WORDS.get(p["source"], p["source"])
     if p["objective"] == "pag":
         what += _variant(p)
+    if p.get("architecture", "resnet18") != "resnet18":  # the ResNet-18 is the book's default: left unnamed
+        what = f"{ARCHITECTURE_TITLES[p['architecture']]} {what}"
     seed = f", seed {p['seed']}" if p.get("seed") else ""
     return f"{SPECS[p['dataset']].title} {what} ({p['scale']}{seed})"
+
+
+ARCHITECTURE_TITLES = {"resnet18": "ResNet-18", "vit": "ViT"}
 
 
 def _variant(p: Mapping[str, Any]) -> str:
