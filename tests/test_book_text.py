@@ -329,8 +329,22 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
     assert "no k differs from k = 2 beyond the noise in clean, ℓ∞ or ℓ2 accuracy" in same
     assert "Judged with the widest seed spread measured, no k differs" in same
-    own = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE, row="one_image")
-    assert "Judged with the class-mean model's own seed spread at k = 2 (3 seeds), no k differs" in own
+    # A row's own spread, narrower than the widest, tells apart a gap that the widest would hide.
+    wide = evidence.Noise(
+        spreads={
+            "one_image": {"clean": 0.05, "linf": 0.05, "l2": 0.05},
+            "nearest_neighbor": dict.fromkeys(("clean", "linf", "l2"), 0.001),
+        },
+        seeds={"one_image": 3, "nearest_neighbor": 3},
+        measured_on="test",
+        own=frozenset({"one_image", "nearest_neighbor"}),
+    )
+    near = {1: TimedRun(0.35, 0.18, 0.20), 2: runs[2], 10: TimedRun(0.40, 0.18, 0.25)}
+    own = verdicts.k_study_verdict(near, vanilla, 2, 10, wide, model="nearest-neighbour", row="nearest_neighbor")
+    assert "Judged with the nearest-neighbour model's own seed spread at k = 2 (3 seeds), beyond the noise " in own
+    assert "k = 1 is above k = 2 in clean accuracy, k = 1 is below k = 2 in ℓ2 accuracy and k = 10 is above" in own
+    assert "so at this scale k moves clean and ℓ2 accuracy but not ℓ∞ accuracy (one seed per k)." in own
+    assert "no k differs" in verdicts.k_study_verdict(near, vanilla, 2, 10, wide, row="class_mean")
     runs[10] = TimedRun(0.35, 0.2, 0.3, (330.0,))
     longer = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     assert "110 s with k = 2 and 330 s with the full sum, 3.0 times as long" in longer
@@ -339,7 +353,7 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     runs[1] = TimedRun(0.30, 0.0, 0.01)
     collapsed = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     assert "depends on k" in collapsed
-    assert "k = 1 is below k = 2 in ℓ∞ accuracy and k = 1 is below k = 2 in ℓ2 accuracy beyond the noise" in collapsed
+    assert "beyond the noise k = 1 is below k = 2 in ℓ∞ and ℓ2 accuracy, so" in collapsed
     assert "so at this scale k moves ℓ∞ and ℓ2 accuracy but not clean accuracy (one seed per k)." in collapsed
     assert "no verdict yet" in verdicts.k_study_verdict({2: runs[2], 10: None}, vanilla, 2, 10, NOISE)
     partial = verdicts.k_study_verdict({1: runs[1], 2: runs[2], 10: None}, vanilla, 2, 10, NOISE)

@@ -187,8 +187,12 @@ def architecture_judgements(runs: Mapping[str, Run | None], noise: Noise | None)
     the ResNet-18 only, so every ViT row borrows the widest."""
     if noise is None:
         return {}
-    borrowed = noise.borrowed(ARCHITECTURE_WORDS)
-    return judge_table(runs, borrowed, SPECS["cifar10"].num_classes, ARCHITECTURE_PAG_ROWS)
+    return judge_table(runs, architecture_noise(noise), SPECS["cifar10"].num_classes, ARCHITECTURE_PAG_ROWS)
+
+
+def architecture_noise(noise: Noise) -> Noise:
+    """The spread the ViT's rows are judged with: the ResNet-18's widest, since no ViT row has seeds."""
+    return noise.borrowed(ARCHITECTURE_WORDS)
 
 
 def architecture_verdict(
@@ -220,7 +224,7 @@ def architecture_verdict(
     if missing:
         parts.append(f"{listed(missing)} not run yet")
     # Without the spread a reader cannot tell why a gap of a few points is "within noise".
-    spread = "" if noise is None else noise.borrowed(ARCHITECTURE_WORDS).rule_words({}) + " "
+    spread = "" if noise is None else architecture_noise(noise).rule_words({}) + " "
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):

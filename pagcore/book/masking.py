@@ -39,6 +39,9 @@ SOURCE_WORDS = {
 }
 
 
+ARCHITECTURE_TITLES = {"resnet18": "ResNet-18", "vit": "ViT"}
+
+
 def run_label(run: Run) -> str:
     """A run as a reader names it: dataset, method (with the λ or k in which a PAG run differs from its
     results-table row) and scale (and the seed when it is not 0)."""
@@ -58,12 +61,9 @@ def run_label(run: Run) -> str:
     if p["objective"] == "pag":
         what += _variant(p)
     if p.get("architecture", "resnet18") != "resnet18":  # the ResNet-18 is the book's default: left unnamed
-        what = f"{ARCHITECTURE_TITLES[p['architecture']]} {what}"
+        what = f"{ARCHITECTURE_TITLES.get(p['architecture'], p['architecture'])} {what}"
     seed = f", seed {p['seed']}" if p.get("seed") else ""
     return f"{SPECS[p['dataset']].title} {what} ({p['scale']}{seed})"
-
-
-ARCHITECTURE_TITLES = {"resnet18": "ResNet-18", "vit": "ViT"}
 
 
 def _variant(p: Mapping[str, Any]) -> str:

@@ -442,20 +442,28 @@ def k_study_verdict(
         )
         text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
     if noise is not None:
-        # Only the preset's k was repeated over seeds: every k is taken to vary over seeds as much as the
-        # preset's does where the row has its own spread, and as the widest measured otherwise.
+        # Only the preset's k was repeated over seeds. The other k runs differ from those seeds in k alone,
+        # so every k of the row is taken to vary over seeds as the row does (as the widest measured where
+        # the row has no spread of its own), here and against vanilla below.
         sides = {
-            (k, heading): side
+            k: {
+                heading: side
+                for key, heading in METRIC_COLUMNS
+                if (side := compare(noise, key, m, ours, rows=(row, row)))
+            }
             for k, m in done.items()
             if k != preset_k
-            for key, heading in METRIC_COLUMNS
-            if (side := compare(noise, key, m, ours, rows=(row, row)))
         }
         apart = [
-            f"k = {k} is {'above' if side > 0 else 'below'} k = {preset_k} in {heading} accuracy"
-            for (k, heading), side in sides.items()
+            f"k = {k} is {direction} k = {preset_k} in {listed(headings)} accuracy"
+            for k, by_metric in sides.items()
+            for direction, headings in (
+                ("above", [h for h, side in by_metric.items() if side > 0]),
+                ("below", [h for h, side in by_metric.items() if side < 0]),
+            )
+            if headings
         ]
-        moved = [heading for _, heading in METRIC_COLUMNS if any(h == heading for _, h in sides)]
+        moved = [heading for _, heading in METRIC_COLUMNS if any(heading in by_metric for by_metric in sides.values())]
         kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
         spread = (
             f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
@@ -465,7 +473,7 @@ def k_study_verdict(
         text.append(
             f"Judged with {spread}, "
             + (
-                f"{listed(apart)} beyond the noise, so at this scale k moves {listed(moved)} accuracy"
+                f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
                 + (f" but not {' or '.join(kept)} accuracy" if kept else "")
                 + " (one seed per k)."
                 if apart
@@ -489,9 +497,8 @@ def k_study_verdict(
         text.append("No seed spread has been measured at this scale, so the runs are not ranked against vanilla.")
     elif vanilla is not None and vanilla.metrics:
         base = vanilla.metrics
-        # Only the preset's k was repeated over seeds, so every k takes the widest spread measured.
         robust = {
-            k: all(compare(noise, key, m, base, rows=("", "vanilla")) > 0 for key in ("linf", "l2"))
+            k: all(compare(noise, key, m, base, rows=(row, "vanilla")) > 0 for key in ("linf", "l2"))
             for k, m in done.items()
         }
         same = len(set(robust.values())) == 1
@@ -593,12 +600,17 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
     ]
     if not rising:
         return sentence + (
-            "; no accuracy rises with every larger k, so these runs (one seed each) do not show a larger k buying "
-            "accuracy."
+            "; no accuracy rises with every larger k, so these runs (one seed each, read here without the seed "
+            "spread) do not show a larger k buying accuracy."
         )
     if len(rising) == len(METRIC_COLUMNS):
-        return sentence + "; every accuracy rises with every larger k."
-    return sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k."
+        return (
+            sentence + "; every accuracy rises with every larger k (one seed each, read here without the seed spread)."
+        )
+    return (
+        sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k (one seed each, "
+        "read here without the seed spread)."
+    )
 
 
 def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping[str, Sequence[float]]) -> str:
