@@ -468,7 +468,9 @@ def k_study_verdict(
         spread = (
             f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
             if row in noise.own
-            else "the widest seed spread measured"
+            else "the widest seed spread measured ("
+            + ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
+            + " points)"
         )
         text.append(
             f"Judged with {spread}, "
