@@ -403,6 +403,47 @@ def k_study_ceiling(
     )
 
 
+def _k_against_preset(
+    done: Mapping[int, Mapping[str, float]], preset_k: int, noise: Noise, model: str, row: str
+) -> str:
+    """Which k differ from the preset's k beyond ``noise``, in which accuracy, and what that says."""
+    ours = done[preset_k]
+    # Only the preset's k was repeated over seeds. The other k runs differ from those seeds in k alone,
+    # so every k of the row is taken to vary over seeds as the row does (as the widest measured where
+    # the row has no spread of its own), as in k_study_verdict's comparison with vanilla.
+    sides = {
+        k: {heading: side for key, heading in METRIC_COLUMNS if (side := compare(noise, key, m, ours, rows=(row, row)))}
+        for k, m in done.items()
+        if k != preset_k
+    }
+    apart = [
+        f"k = {k} is {direction} k = {preset_k} in {listed(headings)} accuracy"
+        for k, by_metric in sides.items()
+        for direction, headings in (
+            ("above", [h for h, side in by_metric.items() if side > 0]),
+            ("below", [h for h, side in by_metric.items() if side < 0]),
+        )
+        if headings
+    ]
+    moved = [heading for _, heading in METRIC_COLUMNS if any(heading in by_metric for by_metric in sides.values())]
+    kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
+    spread = (
+        f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
+        if row in noise.own
+        else "the widest seed spread measured ("
+        + ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
+        + " points)"
+    )
+    return f"Judged with {spread}, " + (
+        f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
+        + (f" but not {' or '.join(kept)} accuracy" if kept else "")
+        + " (one seed per k)."
+        if apart
+        else f"no k differs from k = {preset_k} beyond the noise in clean, ℓ∞ or ℓ2 accuracy, so these "
+        "runs do not show k mattering at this scale."
+    )
+
+
 def k_study_verdict(
     runs: dict[int, Any],
     vanilla: Any,
@@ -442,47 +483,7 @@ def k_study_verdict(
         )
         text.append(f"Over all {len(done)} values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span {spans} points.")
     if noise is not None:
-        # Only the preset's k was repeated over seeds. The other k runs differ from those seeds in k alone,
-        # so every k of the row is taken to vary over seeds as the row does (as the widest measured where
-        # the row has no spread of its own), here and against vanilla below.
-        sides = {
-            k: {
-                heading: side
-                for key, heading in METRIC_COLUMNS
-                if (side := compare(noise, key, m, ours, rows=(row, row)))
-            }
-            for k, m in done.items()
-            if k != preset_k
-        }
-        apart = [
-            f"k = {k} is {direction} k = {preset_k} in {listed(headings)} accuracy"
-            for k, by_metric in sides.items()
-            for direction, headings in (
-                ("above", [h for h, side in by_metric.items() if side > 0]),
-                ("below", [h for h, side in by_metric.items() if side < 0]),
-            )
-            if headings
-        ]
-        moved = [heading for _, heading in METRIC_COLUMNS if any(heading in by_metric for by_metric in sides.values())]
-        kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
-        spread = (
-            f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
-            if row in noise.own
-            else "the widest seed spread measured ("
-            + ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
-            + " points)"
-        )
-        text.append(
-            f"Judged with {spread}, "
-            + (
-                f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
-                + (f" but not {' or '.join(kept)} accuracy" if kept else "")
-                + " (one seed per k)."
-                if apart
-                else f"no k differs from k = {preset_k} beyond the noise in clean, ℓ∞ or ℓ2 accuracy, so these "
-                "runs do not show k mattering at this scale."
-            )
-        )
+        text.append(_k_against_preset(done, preset_k, noise, model, row))
     ours_cost, full_cost = seconds_per_epoch(runs[preset_k]), seconds_per_epoch(runs[num_classes])
     if ours_cost and full_cost:
         # Epoch times say what k costs only when both runs trained on the same kind of device.
