@@ -263,8 +263,12 @@ def noise_sentence(noise: Noise | None, scale: str, labels: dict[str, str]) -> s
     )
     if few:
         text += f", not yet that of {listed(few)}, too few seeds"
-    widest = ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
-    return text + f"; every other row takes the widest spread measured, in points: {widest}."
+    return text + f"; every other row takes the widest spread measured, in points: {_widest_points(noise)}."
+
+
+def _widest_points(noise: Noise) -> str:
+    """The widest seed spread of each accuracy, e.g. 'clean 3.8, ℓ∞ 5.1, ℓ2 4.8' (points)."""
+    return ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
 
 
 def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str, noise: Noise | None) -> str:
@@ -430,9 +434,7 @@ def _k_against_preset(
     spread = (
         f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
         if row in noise.own
-        else "the widest seed spread measured ("
-        + ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
-        + " points)"
+        else f"the widest seed spread measured ({_widest_points(noise)} points)"
     )
     return f"Judged with {spread}, " + (
         f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
@@ -601,19 +603,15 @@ def k_curve_reading(metrics_by_k: Mapping[int, Mapping[str, float]], epoch_secon
         for key, name in METRIC_COLUMNS
         if all(metrics_by_k[a][key] < metrics_by_k[b][key] for a, b in zip(ordered, ordered[1:]))
     ]
+    caveat = "(one seed each, read here without the seed spread)"
     if not rising:
-        return sentence + (
-            "; no accuracy rises with every larger k, so these runs (one seed each, read here without the seed "
-            "spread) do not show a larger k buying accuracy."
+        return (
+            sentence
+            + f"; no accuracy rises with every larger k, so these runs {caveat} do not show a larger k buying accuracy."
         )
     if len(rising) == len(METRIC_COLUMNS):
-        return (
-            sentence + "; every accuracy rises with every larger k (one seed each, read here without the seed spread)."
-        )
-    return (
-        sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k (one seed each, "
-        "read here without the seed spread)."
-    )
+        return sentence + f"; every accuracy rises with every larger k {caveat}."
+    return sentence + f"; of the three, only {' and '.join(rising)} accuracy rises with every larger k {caveat}."
 
 
 def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping[str, Sequence[float]]) -> str:
