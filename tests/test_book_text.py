@@ -512,7 +512,7 @@ def test_the_seed_chapter_says_which_spread_each_row_carries():
     sentence = verdicts.noise_sentence(noise, "cpu", labels)
     assert sentence.startswith("At the cpu scale the rule uses the measured spread of One Image and Vanilla")
     assert "not yet that of Nearest Neighbor (2 seeds)" in sentence
-    assert sentence.endswith("the widest spread measured, in points: clean 0.0, ℓ∞ 10.0, ℓ2 5.0.")
+    assert sentence.endswith("the widest spread measured: clean 0.0, ℓ∞ 10.0, ℓ2 5.0 points.")
     table = tables.noise_table({"cpu": noise, "paper": None}, labels)
     assert "| cpu | Nearest Neighbor | 2 | 0.0 | 7.1 | 3.5 | the widest (too few seeds) |" in table
     assert "| cpu | Vanilla | 3 | 0.0 | 0.0 | 0.0 | its own |" in table

@@ -521,7 +521,7 @@ def test_the_rule_says_which_rows_carry_their_own_spread_and_which_the_widest():
     )
     words = noise.rule_words({"vanilla": "Vanilla", "one_image": "One image"})
     assert words.startswith("Vanilla and One image are judged with their own seed spread")
-    assert "takes the widest measured (5.0 points under ℓ∞ and 4.0 under ℓ2 PGD-20)" in words
+    assert "takes the widest measured (clean 0.0, ℓ∞ 5.0, ℓ2 4.0 points)" in words
     assert noise.borrowed("STL-10").rule_words({}).startswith("Every row is judged with the widest seed spread")
 
 

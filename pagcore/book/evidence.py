@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pagcore.book.text import NORM_WORDS, listed
+from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed
 from pagcore.paper import reported
 
 FIT_FACTOR = 2.0
@@ -132,15 +132,19 @@ class Noise:
             return 0
         return 1 if gap > 0 else -1
 
+    def widest_words(self) -> str:
+        """The widest seed spread of each accuracy, e.g. 'clean 3.8, ℓ∞ 5.1, ℓ2 4.8 points'."""
+        return ", ".join(f"{name} {100 * self.widest(key):.1f}" for key, name in METRIC_COLUMNS) + " points"
+
     def rule_words(self, labels: Mapping[str, str]) -> str:
         """Which spread each row is judged with, in a sentence: its own, or the widest measured."""
-        widest = f"{100 * self.widest('linf'):.1f} points under ℓ∞ and {100 * self.widest('l2'):.1f} under ℓ2"
         if not self.own:
-            return f"Every row is judged with the widest seed spread measured ({widest}, on {self.measured_on})."
+            spread = f"{self.widest_words()}, on {self.measured_on}"
+            return f"Every row is judged with the widest seed spread measured ({spread})."
         own = listed([labels.get(row, row) for row in self.spreads if row in self.own])
         return (
             f"{own} {'are' if len(self.own) > 1 else 'is'} judged with {'their' if len(self.own) > 1 else 'its'} own "
-            f"seed spread; every other row, trained with one seed, takes the widest measured ({widest} PGD-20), "
+            f"seed spread; every other row, trained with one seed, takes the widest measured ({self.widest_words()}), "
             "so it must clear a wider gap to be told apart."
         )
 

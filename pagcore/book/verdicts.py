@@ -263,12 +263,7 @@ def noise_sentence(noise: Noise | None, scale: str, labels: dict[str, str]) -> s
     )
     if few:
         text += f", not yet that of {listed(few)}, too few seeds"
-    return text + f"; every other row takes the widest spread measured, in points: {_widest_points(noise)}."
-
-
-def _widest_points(noise: Noise) -> str:
-    """The widest seed spread of each accuracy, e.g. 'clean 3.8, ℓ∞ 5.1, ℓ2 4.8' (points)."""
-    return ", ".join(f"{name} {100 * noise.widest(key):.1f}" for key, name in METRIC_COLUMNS)
+    return text + f"; every other row takes the widest spread measured: {noise.widest_words()}."
 
 
 def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str, noise: Noise | None) -> str:
@@ -434,7 +429,7 @@ def _k_against_preset(
     spread = (
         f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
         if row in noise.own
-        else f"the widest seed spread measured ({_widest_points(noise)} points)"
+        else f"the widest seed spread measured ({noise.widest_words()})"
     )
     return f"Judged with {spread}, " + (
         f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
