@@ -10,7 +10,7 @@ from pagcore.base.validation import ConfigError
 from pagcore.book import latest
 from pagcore.book.evidence import Judgement, Noise
 from pagcore.config import preset_for
-from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, book_runs
+from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, SEEDS, book_runs
 from pagcore.orchestrate.experiments import RealDataExperiment
 from pagcore.paper import reported
 from pagcore.store.runs import RunStore
@@ -90,8 +90,11 @@ def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vi
     assert list(latest.architecture_points("cpu", rows=["vanilla"])) == ["vanilla"]
     with pytest.raises(ConfigError, match="vit_rows"):
         latest.architecture_points("cpu", rows=["class_mean"])
+    seeded = latest.architecture_points(seeds=SEEDS)
+    assert list(seeded)[:3] == ["vanilla", "vanilla, seed 1", "vanilla, seed 2"]
+    assert "seed" not in seeded["vanilla"][1] and seeded["score, seed 2"][1] == {**points["score"][1], "seed": 2}
     vit_runs = [b for b in book_runs("cpu") if b.chapter == "architecture"]
-    assert [(b.row, b.overrides) for b in vit_runs] == list(points.values())
+    assert [(b.row, b.overrides) for b in vit_runs] == list(seeded.values())
     assert not any(b.chapter == "architecture" for b in book_runs("paper"))
 
 
@@ -114,13 +117,21 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     alone = latest.architecture_verdict(runs, {"nearest_neighbor": judged("within noise")}, resnet, "cpu")
     assert not_yet in alone and "Score-based (SBG) not run yet" in alone
     against = {"nearest_neighbor": judged("near chance"), "score": judged("within noise", "score")}
-    assert latest.architecture_verdict(runs, against, {}, "cpu").endswith("on the ViT at this scale.")
+    # Within the noise of a borrowed spread is not yet a no; within the ViT's own spread is.
+    borrowed = latest.architecture_verdict(runs, against, {}, "cpu")
+    assert borrowed.endswith(
+        "Score-based (SBG) is within the noise of a spread borrowed from other rows; the ViT's "
+        "own 3 seeds of each row will measure its spread."
+    )
+    small = {"clean": 0.01, "linf": 0.01, "l2": 0.01}
+    own = Noise({"vanilla": small, "score": small}, {"vanilla": 3, "score": 3}, "ViT", frozenset({"vanilla", "score"}))
+    assert latest.architecture_verdict(runs, against, {}, "cpu", noise=own).endswith("on the ViT at this scale.")
     assert "(a ViT of 4 blocks of width 48," in latest.architecture_verdict(runs, against, {}, "cpu", width=48)
     noise = Noise({"one_image": {"linf": 0.051, "l2": 0.048}}, {"one_image": 3}, "ResNet", frozenset({"one_image"}))
-    spread = latest.architecture_verdict(runs, against, {}, "cpu", noise=noise)
+    spread = latest.architecture_verdict(runs, against, {}, "cpu", noise=latest.architecture_noise(noise, {}))
     assert (
         "Every row is judged with the widest seed spread measured (clean 0.0, ℓ∞ 5.1, ℓ2 4.8 points, on ResNet, "
-        "borrowed for the ViT). No ViT row" in spread
+        "borrowed for the ViT). The claim is not answered yet" in spread
     )
 
 
@@ -140,11 +151,42 @@ def test_the_vit_rows_are_judged_against_the_vits_vanilla_with_the_widest_resnet
     small = {"clean": 0.001, "linf": 0.001, "l2": 0.001}
     spreads = {"vanilla": small, "nearest_neighbor": small, "one_image": {"clean": 0.3}}
     noise = Noise(spreads, {row: 3 for row in spreads}, "CIFAR-10", frozenset(spreads))
-    judged = latest.architecture_judgements(runs, noise)
+    judged = latest.architecture_judgements(runs, latest.architecture_noise(noise, {}))
     assert judged["score"].verdict == "near chance"
     # 60 % clean is far above twice chance unless the 30-point spread is borrowed.
     assert judged["nearest_neighbor"].verdict == "near chance"
-    assert latest.architecture_judgements(runs, None) == {}
+    assert latest.architecture_judgements(runs, latest.architecture_noise(None, {})) == {}
+
+
+def test_a_vit_row_with_three_seeds_is_judged_with_its_own_spread_and_the_others_with_the_widest(tmp_path):
+    def stored(name, clean, linf, l2):
+        run = Stored(tmp_path / name, clean, linf, l2)
+        run.metrics["test_images"] = 10_000
+        return run
+
+    # The ResNet's widest ℓ∞ spread is 10 points: a 12-point ℓ∞ gain is within it (2 × 10 × √2 ≈ 28).
+    resnet = Noise({"one_image": {"clean": 0.01, "linf": 0.10, "l2": 0.01}}, {"one_image": 3}, "ResNet")
+    seeded = {
+        "vanilla": [stored(f"v{s}", 0.60, 0.001 * s, 0.02) for s in range(3)],
+        "nearest_neighbor": [stored(f"n{s}", 0.50 + 0.002 * s, 0.12 + 0.002 * s, 0.30) for s in range(3)],
+        "score": [stored("s0", 0.45, 0.12, 0.30), stored("s1", 0.46, 0.13, 0.31)],
+    }
+    vit = {row: runs[0] for row, runs in seeded.items()}
+    noise = latest.architecture_noise(resnet, seeded)
+    assert noise.own == {"vanilla", "nearest_neighbor"}
+    assert noise.spread("nearest_neighbor", "linf") == pytest.approx(0.002)
+    # Two seeds measure a spread but not the row's own: score takes the widest, the ResNet's included.
+    assert noise.spread("score", "linf") == pytest.approx(0.10)
+    judged = latest.architecture_judgements(vit, noise)
+    # Nearest neighbour clears its own small spread under PGD-20 and waits only for AutoAttack.
+    assert judged["nearest_neighbor"].verdict == "unchecked"
+    assert judged["score"].verdict == "within noise"
+    assert judged["score"].reasons == ("within the noise of vanilla under PGD-20 ℓ∞",)
+    words = latest.architecture_verdict(vit, judged, {}, "cpu", noise=noise)
+    assert "The ViT's Vanilla and the ViT's Nearest Neighbor are judged with their own seed spread" in words
+    # Without the ResNet's spread the ViT's alone is used; without either, nothing is judged.
+    assert latest.architecture_noise(None, seeded).own == noise.own
+    assert latest.architecture_noise(None, {}) is None
 
 
 @pytest.mark.parametrize("seeds", [2, 3])

@@ -143,9 +143,9 @@ class Noise:
             return f"Every row is judged with the widest seed spread measured ({spread})."
         own = listed([labels.get(row, row) for row in self.spreads if row in self.own])
         return (
-            f"{own} {'are' if len(self.own) > 1 else 'is'} judged with {'their' if len(self.own) > 1 else 'its'} own "
-            f"seed spread; every other row, trained with one seed, takes the widest measured ({self.widest_words()}), "
-            "so it must clear a wider gap to be told apart."
+            f"{own[0].upper()}{own[1:]} {'are' if len(self.own) > 1 else 'is'} judged with "
+            f"{'their' if len(self.own) > 1 else 'its'} own seed spread; every other row, trained with fewer seeds, "
+            f"takes the widest measured ({self.widest_words()}), so it must clear a wider gap to be told apart."
         )
 
     def words(self, metric: str, labels: Mapping[str, str]) -> str:

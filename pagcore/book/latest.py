@@ -15,7 +15,15 @@ from typing import Any
 
 from pagcore.base.validation import check_choice
 from pagcore.book import masking
-from pagcore.book.evidence import OWN_SPREAD_SEEDS, SIGNIFICANCE, Judgement, Noise, mean_difference
+from pagcore.book.evidence import (
+    BASELINE,
+    OWN_SPREAD_SEEDS,
+    SIGNIFICANCE,
+    Judgement,
+    Noise,
+    mean_difference,
+    seed_noise,
+)
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
 from pagcore.book.verdicts import judge_table
 from pagcore.config import VIT_DEPTH, VIT_WIDTH, preset_for
@@ -164,14 +172,27 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
 
 
 def architecture_points(
-    scale: str = "cpu", epochs: int | None = None, rows: Sequence[str] = ARCHITECTURE_ROWS
+    scale: str = "cpu", epochs: int | None = None, rows: Sequence[str] = ARCHITECTURE_ROWS, seeds: Sequence[int] = (0,)
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The ViT's ``rows`` as (row, overrides), keyed by row so that the rule reads them as a results table;
-    ``epochs`` (None: the scale's) is checked against the score-based row's λ before anything runs."""
+    """The ViT's ``rows`` with each of ``seeds`` as (row, overrides), keyed by :func:`seed_label`, so that
+    seed 0's runs read as a results table; ``epochs`` (None: the scale's) is checked against the
+    score-based row's λ before anything runs."""
     epochs = epochs or preset_for(scale, "cifar10").epochs
     for row in rows:
         check_choice("vit_rows", row, ARCHITECTURE_ROWS)
-    return {row: (row, architecture_overrides(row, epochs)) for row in rows}
+    return {seed_label(row, s): (row, architecture_overrides(row, epochs, s)) for row in rows for s in seeds}
+
+
+def seed_label(row: str, seed: int) -> str:
+    """A ViT run's key: its row for seed 0, the row and its seed for any other."""
+    return row if seed == 0 else f"{row}, seed {seed}"
+
+
+def architecture_seeds(
+    runs: Mapping[str, Run | None], rows: Sequence[str], seeds: Sequence[int]
+) -> dict[str, list[Run]]:
+    """Each ViT row's stored runs over ``seeds``, from :func:`architecture_points`' keys."""
+    return {row: [run for s in seeds if (run := runs.get(seed_label(row, s))) is not None] for row in rows}
 
 
 ARCHITECTURE_WORDS = "the ViT"
@@ -183,16 +204,31 @@ def vit_words(scale: str, width: int | None = None) -> str:
 
 
 def architecture_judgements(runs: Mapping[str, Run | None], noise: Noise | None) -> dict[str, Judgement]:
-    """The rule applied to the ViT's PAG rows against the ViT's vanilla. The seed spread is measured on
-    the ResNet-18 only, so every ViT row borrows the widest."""
+    """The rule applied to the ViT's PAG rows against the ViT's vanilla, with the ViT's ``noise``
+    (:func:`architecture_noise`)."""
     if noise is None:
         return {}
-    return judge_table(runs, architecture_noise(noise), SPECS["cifar10"].num_classes, ARCHITECTURE_PAG_ROWS)
+    return judge_table(runs, noise, SPECS["cifar10"].num_classes, ARCHITECTURE_PAG_ROWS)
 
 
-def architecture_noise(noise: Noise) -> Noise:
-    """The spread the ViT's rows are judged with: the ResNet-18's widest, since no ViT row has seeds."""
-    return noise.borrowed(ARCHITECTURE_WORDS)
+def architecture_noise(resnet: Noise | None, seeded: Mapping[str, Sequence[Run]]) -> Noise | None:
+    """The seed spread the ViT's rows are judged with. A ViT row with
+    :data:`~pagcore.book.evidence.OWN_SPREAD_SEEDS` seeds (``seeded``: row -> its runs) takes its own;
+    every other takes the widest measured on either architecture, since the ResNet-18's spreads say
+    nothing certain about the ViT's."""
+    vit = seed_noise({row: [run.metrics for run in runs] for row, runs in seeded.items()}, ARCHITECTURE_WORDS)
+    if vit is None:
+        return None if resnet is None else resnet.borrowed(ARCHITECTURE_WORDS)
+    if resnet is None:
+        return vit
+    # The ResNet-18's rows share names with the ViT's: renamed, they count towards the widest only.
+    renamed = {f"ResNet-18 {row}": row for row in resnet.spreads}
+    return Noise(
+        spreads={**{name: resnet.spreads[row] for name, row in renamed.items()}, **vit.spreads},
+        seeds={**{name: resnet.seeds[row] for name, row in renamed.items()}, **vit.seeds},
+        measured_on=f"{resnet.measured_on} and {ARCHITECTURE_WORDS}",
+        own=vit.own,
+    )
 
 
 def architecture_verdict(
@@ -204,8 +240,8 @@ def architecture_verdict(
     noise: Noise | None = None,
 ) -> str:
     """Whether the effect holds beyond ResNet-18: each ViT PAG row's verdict beside the same row's on the
-    ResNet-18, the seed spread ``noise`` they were judged with, and the answer they give: yes once a ViT
-    row is evidence, no only once every PAG row is judged and none is."""
+    ResNet-18, the ViT's seed spread ``noise`` (:func:`architecture_noise`) they were judged with, and the
+    answer they give: yes once a ViT row is evidence, no only once every PAG row is judged and none is."""
     head = f"The effect beyond ResNet-18 ({vit_words(scale, width)}, CIFAR-10, {scale} scale): "
     stored = [row for row in ARCHITECTURE_ROWS if runs.get(row) is not None]
     if not judged:
@@ -224,13 +260,30 @@ def architecture_verdict(
     if missing:
         parts.append(f"{listed(missing)} not run yet")
     # Without the spread a reader cannot tell why a gap of a few points is "within noise".
-    spread = "" if noise is None else architecture_noise(noise).rule_words({}) + " "
+    spread = (
+        ""
+        if noise is None
+        else noise.rule_words({row: f"the ViT's {ROW_LABELS[row]}" for row in ARCHITECTURE_ROWS}) + " "
+    )
+    # A row within the noise only of a spread borrowed from another row is not yet a "no": its own seeds,
+    # and vanilla's, may measure a narrower one.
+    borrowed = [
+        ROW_LABELS[row]
+        for row, j in judged.items()
+        if j.verdict == "within noise" and not (noise is not None and {row, BASELINE} <= noise.own)
+    ]
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):
         answer = (
             "The claim is not answered yet: a ViT row is still to run, or to be checked with AutoAttack and the "
             "masking checklist."
+        )
+    elif borrowed:
+        answer = (
+            f"The claim is not answered yet: {listed(borrowed)} {'is' if len(borrowed) == 1 else 'are'} within the "
+            f"noise of a spread borrowed from other rows; the ViT's own {len(SEEDS)} seeds of each row will measure "
+            "its spread."
         )
     else:
         answer = "No ViT row meets the rule of evidence: the runs do not show the effect on the ViT at this scale."
@@ -275,7 +328,9 @@ def finding(scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "re
     knobs = {"scale": scale}
     runs = chapter_runs("cifar10", boost_points(), knobs=knobs, runs_dir=runs_dir, kind=kind)
     verdict = boost_verdict(arms(runs, SEEDS), scale)
-    vit = chapter_runs("cifar10", architecture_points(scale), knobs=knobs, runs_dir=runs_dir, kind=kind)
-    others = architecture_verdict(vit, architecture_judgements(vit, noise), {}, scale, noise=noise)
+    seeded = chapter_runs("cifar10", architecture_points(scale, seeds=SEEDS), knobs=knobs, runs_dir=runs_dir, kind=kind)
+    vit = {row: seeded[row] for row in ARCHITECTURE_ROWS}
+    vit_noise = architecture_noise(noise, architecture_seeds(seeded, ARCHITECTURE_ROWS, SEEDS))
+    others = architecture_verdict(vit, architecture_judgements(vit, vit_noise), {}, scale, noise=vit_noise)
     claim = alignment_claim(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
     return f"Later version ({{ref}}`chapter-latest`): {verdict} {others} {claim}"
