@@ -251,3 +251,18 @@ def test_the_command_of_every_book_run_makes_exactly_that_run(tmp_path):
             entry.row, **entry.overrides
         )
         assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(expected, "real"), command
+
+
+def test_every_seed_behind_the_boost_means_has_its_own_line(tmp_path):
+    runs = []
+    for seed, autoattack in ((0, 0.25), (1, None)):
+        run = Stored(tmp_path / f"s{seed}", 0.62 + 0.01 * seed, 0.31, 0.46, autoattack=autoattack)
+        run.params = {"seed": seed}
+        runs.append(run)
+    table = latest.boost_runs_table({"linf": {"adversarial": runs, "adversarial + PAG": []}})
+    lines = table.splitlines()[2:]
+    assert lines == [
+        "| ℓ∞ | adversarial | 0 | 62.0% | 31.0% | 46.0% | 25.0% |",
+        "| ℓ∞ | adversarial | 1 | 63.0% | 31.0% | 46.0% | not run |",
+    ]
+    assert "no run stored yet" in latest.boost_runs_table({"linf": {"adversarial": []}})

@@ -109,6 +109,26 @@ def boost_table(by_threat: Mapping[str, Mapping[str, list[Run]]]) -> str:
     return markdown_table(header, rows) if rows else placeholder_table(header, "no threat model chosen")
 
 
+def boost_runs_table(by_threat: Mapping[str, Mapping[str, list[Run]]]) -> str:
+    """Markdown: every stored run of the comparison on its own line, so that each seed behind a mean of
+    :func:`boost_table` can be read: clean and PGD-20 accuracy on the whole test set, and AutoAttack in
+    the training's own threat model on the run's seeded subset."""
+    header = ("threat model", "training", "seed", "clean", "PGD-20 ℓ∞", "PGD-20 ℓ2", "AutoAttack, own threat")
+    rows = [
+        (
+            NORM_WORDS[threat],
+            training,
+            run.params["seed"],
+            *(percent(run.metrics[key]) for key, _ in METRIC_COLUMNS),
+            percent(attacked) if (attacked := autoattack(run, threat)) is not None else "not run",
+        )
+        for threat, by_training in by_threat.items()
+        for training, runs in by_training.items()
+        for run in runs
+    ]
+    return markdown_table(header, rows) if rows else placeholder_table(header, "no run stored yet")
+
+
 def gain(without: Sequence[float], with_pag: Sequence[float]) -> tuple[float, float] | None:
     """The gain of the PAG term (mean with it minus mean without, over seeds) and the standard error
     of that difference; None without :data:`OWN_SPREAD_SEEDS` seeds on each side."""
