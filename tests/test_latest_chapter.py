@@ -93,6 +93,9 @@ def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vi
     seeded = latest.architecture_points(seeds=SEEDS)
     assert list(seeded)[:3] == ["vanilla", "vanilla, seed 1", "vanilla, seed 2"]
     assert "seed" not in seeded["vanilla"][1] and seeded["score, seed 2"][1] == {**points["score"][1], "seed": 2}
+    runs = {key: f"run of {key}" for key in seeded}
+    assert latest.first_seeds(runs, ["vanilla", "score"]) == {"vanilla": "run of vanilla", "score": "run of score"}
+    assert latest.first_seeds({}, ["vanilla"]) == {"vanilla": None}
     vit_runs = [b for b in book_runs("cpu") if b.chapter == "architecture"]
     assert [(b.row, b.overrides) for b in vit_runs] == list(seeded.values())
     assert not any(b.chapter == "architecture" for b in book_runs("paper"))
@@ -203,15 +206,25 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
 
     experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
     parser = cli.build_parser()
+
+    def named(flags):
+        args = parser.parse_args(shlex.split(f"train --scale cpu --data x.npz {flags}"))
+        return run_name_for(cli.from_arguments(args).resolve(), "real")
+
     for row, flags in (
         ("adversarial_pag_linf", f"--threat linf --source {BOOST_SOURCE} --lam {BOOST_LAMBDA:g} --seed 1"),
         ("adversarial_l2", "--threat l2 --seed 2"),
     ):
-        args = parser.parse_args(shlex.split(f"train --scale cpu --data x.npz --objective adversarial {flags}"))
         seed = int(flags.split()[-1])
-        assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(
-            experiment.config(row, seed=seed), "real"
-        )
+        assert named(f"--objective adversarial {flags}") == run_name_for(experiment.config(row, seed=seed), "real")
+    # The ViT's rows as a user types them, for a seed other than the first.
+    points = latest.architecture_points("cpu", seeds=SEEDS)
+    for key, flags in (
+        ("vanilla, seed 1", "--objective cross_entropy --seed 1"),
+        ("nearest_neighbor, seed 2", "--objective pag --source nearest_neighbor --seed 2"),
+    ):
+        row, overrides = points[key]
+        assert named(f"--architecture vit {flags}") == run_name_for(experiment.config(row, **overrides), "real")
 
 
 def test_better_alignment_more_robustness_is_read_from_the_rank_correlation():

@@ -208,6 +208,12 @@ def seed_label(row: str, seed: int) -> str:
     return row if seed == 0 else f"{row}, seed {seed}"
 
 
+def first_seeds(runs: Mapping[str, Run | None], rows: Sequence[str]) -> dict[str, Run | None]:
+    """Each ViT row's seed-0 run (or None), from :func:`architecture_points`' keys: the runs its table
+    and verdict are made of."""
+    return {row: runs.get(seed_label(row, 0)) for row in rows}
+
+
 def architecture_seeds(
     runs: Mapping[str, Run | None], rows: Sequence[str], seeds: Sequence[int]
 ) -> dict[str, list[Run]]:
@@ -349,7 +355,7 @@ def finding(scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "re
     runs = chapter_runs("cifar10", boost_points(), knobs=knobs, runs_dir=runs_dir, kind=kind)
     verdict = boost_verdict(arms(runs, SEEDS), scale)
     seeded = chapter_runs("cifar10", architecture_points(scale, seeds=SEEDS), knobs=knobs, runs_dir=runs_dir, kind=kind)
-    vit = {row: seeded[row] for row in ARCHITECTURE_ROWS}
+    vit = first_seeds(seeded, ARCHITECTURE_ROWS)
     vit_noise = architecture_noise(noise, architecture_seeds(seeded, ARCHITECTURE_ROWS, SEEDS))
     others = architecture_verdict(vit, architecture_judgements(vit, vit_noise), {}, scale, noise=vit_noise)
     claim = alignment_claim(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
