@@ -522,6 +522,10 @@ def test_the_rule_says_which_rows_carry_their_own_spread_and_which_the_widest():
     words = noise.rule_words({"vanilla": "Vanilla", "one_image": "One image"})
     assert words.startswith("Vanilla and One image are judged with their own seed spread")
     assert "takes the widest measured (clean 0.0, ℓ∞ 5.0, ℓ2 4.0 points)" in words
+    # A table whose every row has its own spread borrows nothing, and the sentence says no more.
+    alone = noise.rule_words({"vanilla": "Vanilla", "one_image": "One image"}, rows=["vanilla", "one_image"])
+    assert alone == "Vanilla and One image are judged with their own seed spread."
+    assert "every other row" in noise.rule_words({}, rows=["vanilla", "class_mean"])
     assert noise.borrowed("STL-10").rule_words({}).startswith("Every row is judged with the widest seed spread")
 
 

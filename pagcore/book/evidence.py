@@ -136,16 +136,22 @@ class Noise:
         """The widest seed spread of each accuracy, e.g. 'clean 3.8, ℓ∞ 5.1, ℓ2 4.8 points'."""
         return ", ".join(f"{name} {100 * self.widest(key):.1f}" for key, name in METRIC_COLUMNS) + " points"
 
-    def rule_words(self, labels: Mapping[str, str]) -> str:
-        """Which spread each row is judged with, in a sentence: its own, or the widest measured."""
+    def rule_words(self, labels: Mapping[str, str], rows: Collection[str] | None = None) -> str:
+        """Which spread each row is judged with, in a sentence: its own, or the widest measured. With
+        ``rows``, the rows of the table at hand: once each has its own, the widest is not mentioned."""
         if not self.own:
             spread = f"{self.widest_words()}, on {self.measured_on}"
             return f"Every row is judged with the widest seed spread measured ({spread})."
         own = listed([labels.get(row, row) for row in self.spreads if row in self.own])
-        return (
+        head = (
             f"{own[0].upper()}{own[1:]} {'are' if len(self.own) > 1 else 'is'} judged with "
-            f"{'their' if len(self.own) > 1 else 'its'} own seed spread; every other row, trained with fewer seeds, "
-            f"takes the widest measured ({self.widest_words()}), so it must clear a wider gap to be told apart."
+            f"{'their' if len(self.own) > 1 else 'its'} own seed spread"
+        )
+        if rows is not None and set(rows) <= self.own:
+            return head + "."
+        return (
+            f"{head}; every other row, trained with fewer seeds, takes the widest measured "
+            f"({self.widest_words()}), so it must clear a wider gap to be told apart."
         )
 
     def words(self, metric: str, labels: Mapping[str, str]) -> str:

@@ -289,7 +289,8 @@ def architecture_verdict(
     spread = (
         ""
         if noise is None
-        else noise.rule_words({row: f"the ViT's {ROW_LABELS[row]}" for row in ARCHITECTURE_ROWS}) + " "
+        else noise.rule_words({row: f"the ViT's {ROW_LABELS[row]}" for row in ARCHITECTURE_ROWS}, ARCHITECTURE_ROWS)
+        + " "
     )
     # A row within the noise only of a spread borrowed from another row is not yet a "no": its own seeds,
     # and vanilla's, may measure a narrower one.
