@@ -52,6 +52,7 @@ from pagcore.orchestrate.queue import RunQueue
 from pagcore.orchestrate.selftest import run_selftest, synthetic_data
 from pagcore.orchestrate.sweep import add_sweep_parser
 from pagcore.orchestrate.workers import DataSource
+from pagcore.paper.attacks import THREATS
 from pagcore.paper.denoiser import Denoiser
 from pagcore.store import weights
 from pagcore.store.provenance import write_json_atomic
@@ -258,6 +259,12 @@ def _add_evaluate_parser(subparsers) -> None:
     )
     p.add_argument("--checklist", action="store_true", help="the gradient-masking checklist, stored like an attack")
     p.add_argument(
+        "--threats",
+        default=",".join(THREATS),
+        help="comma-separated threat models of the attacks and the checklist (default: all of them); an"
+        " adversarially trained run needs only its own",
+    )
+    p.add_argument(
         "--score-alignment",
         action="store_true",
         help="the PAG score against the score-based targets of a denoiser (--denoiser, --score-sigma)",
@@ -312,6 +319,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     store = RunStore(args.runs)
     settings = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     names = _evaluation_names(args)
+    args.threats = _threats(args.threats)
     if names is None and (args.smoothed_draws is not None):
         raise ConfigError("--smoothed-draws goes with the evaluations to run on the smoothed classifier (see --help)")
     if args.table:
@@ -348,6 +356,13 @@ def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
     return attacks + [name for name, asked in extras.items() if asked]
 
 
+def _threats(value: str) -> tuple[str, ...]:
+    threats = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not threats or any(t not in THREATS for t in threats):
+        raise ConfigError(f"threats must be a comma-separated list of {', '.join(THREATS)}; got {value!r}")
+    return threats
+
+
 def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device) -> tuple[str, Denoiser, float] | None:
     """(name, model, σ) of the denoiser that --score-alignment compares with: --denoiser, or the newest
     complete denoiser run of ``dataset`` and ``kind``; None when the score alignment is not asked for."""
@@ -377,6 +392,7 @@ def _evaluate_with_attacks(args, store, run, model, data, names, device) -> list
         denoiser=denoiser,
         budgets=BudgetConfig.for_tests() if args.reduced_for_tests else BudgetConfig(),
         smoothed_draws=args.smoothed_draws,
+        threats=args.threats,
         progress=not args.no_progress,
         deadline=Deadline.after(args.max_minutes),
     )
@@ -406,6 +422,7 @@ def _run_evaluate_table(args: argparse.Namespace, store, names: list[str] | None
         source_name=args.source,
         reference_name=args.reference,
         denoiser=_denoiser_for(args, store, args.table, args.kind, names, device),
+        threats=args.threats,
     )
     return {"table": args.table, "scale": args.scale, **result}
 

@@ -179,11 +179,19 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     assert len(list((run_dir / "evaluations").glob("*.json"))) == len(stored) + 2
 
 
-@pytest.mark.parametrize("attacks", ["pgd7", "", "checks"])  # the checklist is --checklist, not an attack
-def test_evaluate_rejects_unknown_attacks(trained, attacks):
-    message = "attacks must be"
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--attacks", "pgd7"], "attacks must be"),
+        (["--attacks", ""], "attacks must be"),
+        (["--attacks", "checks"], "attacks must be"),  # the checklist is --checklist, not an attack
+        (["--attacks", "pgd20", "--threats", "l3"], "threats must be"),
+        (["--checklist", "--threats", ","], "threats must be"),
+    ],
+)
+def test_evaluate_rejects_unknown_attacks_and_threats(trained, flags, message):
     runs, names = trained
-    out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", attacks, *SYNTHETIC)
+    out, _ = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), *flags, *SYNTHETIC)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 

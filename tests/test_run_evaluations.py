@@ -266,3 +266,18 @@ def test_the_book_chooses_the_most_recent_of_two_evaluations_otherwise_alike(tmp
         entry = {"key": key, "name": "checks", "settings": settings, "provenance": {"finished": finished}}
         (run.path / "evaluations" / f"{key}.json").write_text(json.dumps(entry))
     assert chosen_evaluations(run)[("checks", "l2")]["key"] == "checks-l2-new"
+
+
+def test_an_evaluation_can_keep_to_the_threat_model_a_run_was_trained_for(tmp_path):
+    from pagcore.base.validation import ConfigError
+    from pagcore.evaluate.stored import chosen_evaluations
+
+    data = synthetic_dataset("cifar10", 16, 30, seed=0)
+    run = RunStore(tmp_path).create("adversarial", {"dataset": "cifar10", "objective": "adversarial"})
+    lines = evaluate_stored_run(run, linear_classifier(), data, ["pgd20", "pgd20_ball"], subset=10, threats=["l2"])
+    assert sorted(line["name"] for line in lines) == ["pgd20", "pgd20_ball"]
+    assert set(chosen_evaluations(run)) == {("pgd20", "l2"), ("pgd20_ball", "l2")}
+    for threats in ([], ["linf", "l3"]):  # refused before anything is attacked
+        with pytest.raises(ConfigError, match="threats must be among linf, l2"):
+            evaluate_stored_run(run, linear_classifier(), data, ["pgd20"], subset=10, threats=threats)
+    assert len(list((run.path / FOLDER).glob("*.json"))) == 2

@@ -62,7 +62,7 @@ from pagcore.evaluate.final import (
     save_pag_grid,
 )
 from pagcore.evaluate.pag_score import gradient_alignment, score_alignment, targeted_confidence
-from pagcore.paper.attacks import PGD
+from pagcore.paper.attacks import PGD, THREATS
 from pagcore.paper.smoothing import ABSTAIN, SoftSmoothed, certify
 from pagcore.store.provenance import device_description, running_revision, utc_now, write_json_atomic
 from pagcore.store.runs import Run, parameter_hash
@@ -234,10 +234,12 @@ def evaluate_stored_run(
     denoiser: tuple[str, nn.Module, float] | None = None,
     budgets: BudgetConfig = BudgetConfig(),
     smoothed_draws: int | None = None,
+    threats: Sequence[str] = THREATS,
     progress: bool = False,
     deadline: Deadline | None = None,
 ) -> list[dict]:
-    """Run the named ``evaluations`` that are not stored yet; returns one line per evaluation:
+    """Run the named ``evaluations`` that are not stored yet, the attacks and checklists in each of
+    ``threats``; returns one line per evaluation:
     ``{"name", "key", "path", "created"}``, ``{"name", "key", "unfinished": "i/n chunks"}``
     when ``deadline`` passed first (run it again to go on), or ``{"name", "skipped": reason}``.
 
@@ -249,6 +251,8 @@ def evaluate_stored_run(
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
+    if not threats or any(t not in THREATS for t in threats):
+        raise ConfigError(f"threats must be among {', '.join(THREATS)}; got {', '.join(threats) or 'none'}")
     smoothing = _smoothing(run, evaluations, smoothed_draws)
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
@@ -266,7 +270,7 @@ def evaluate_stored_run(
         common["smoothed"] = smoothing
         budgets = replace(budgets, targeted_images=budgets.smoothed_targeted_images)
     jobs: list[Job] = []
-    for norm in ("linf", "l2"):
+    for norm in (t for t in THREATS if t in threats):
         jobs += [
             _pgd_job(model, name, norm, common, device)
             for name, (*_, start) in PGD_RUNS.items()

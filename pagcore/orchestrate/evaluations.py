@@ -16,6 +16,7 @@ from pagcore.data import ImageDataset
 from pagcore.evaluate.stored import BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import results_rows, row_overrides
 from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.paper.attacks import THREATS
 from pagcore.store.runs import Run
 from pagcore.train.trainer import prepare_data
 
@@ -60,10 +61,12 @@ def evaluate_table(
     source_name: str | None = None,
     reference_name: str | None = None,
     denoiser: tuple[str, torch.nn.Module, float] | None = None,
+    threats: Sequence[str] = THREATS,
 ) -> dict:
-    """``evaluations`` of every complete run of ``dataset`` at ``knobs["scale"]`` in ``store``, in
-    :func:`evaluation_plan`'s order, before ``deadline``. ``images()`` loads the dataset, only
-    after every run has been found. Returns ``{"runs": [...], "rows_without_a_run": [...]}``."""
+    """``evaluations`` (the attacks and checklists in each of ``threats``) of every complete run of
+    ``dataset`` at ``knobs["scale"]`` in ``store``, in :func:`evaluation_plan`'s order, before
+    ``deadline``. ``images()`` loads the dataset, only after every run has been found.
+    Returns ``{"runs": [...], "rows_without_a_run": [...]}``."""
     experiment = RealDataExperiment(dataset, knobs, store, kind=kind)
     table = {row: experiment.run(row, **row_overrides(dataset, row)) for row in results_rows(dataset)}
     plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]), dataset)
@@ -90,6 +93,7 @@ def evaluate_table(
             reference=reference,
             denoiser=denoiser,
             budgets=budgets,
+            threats=threats,
             progress=progress,
             deadline=deadline,
         )
