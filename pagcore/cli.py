@@ -43,7 +43,7 @@ from pagcore.config import (
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import measure_ceiling
 from pagcore.evaluate.final import EvaluationConfig, evaluate_run
-from pagcore.evaluate.stored import ATTACKS, BudgetConfig, companions, evaluate_stored_run
+from pagcore.evaluate.stored import ATTACKS, BudgetConfig, check_threats, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
 from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
@@ -319,7 +319,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     store = RunStore(args.runs)
     settings = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     names = _evaluation_names(args)
-    args.threats = _threats(args.threats)
+    args.threats = check_threats([name.strip() for name in args.threats.split(",") if name.strip()])
     if names is None and (args.smoothed_draws is not None):
         raise ConfigError("--smoothed-draws goes with the evaluations to run on the smoothed classifier (see --help)")
     if args.table:
@@ -354,13 +354,6 @@ def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
     if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
         raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
     return attacks + [name for name, asked in extras.items() if asked]
-
-
-def _threats(value: str) -> tuple[str, ...]:
-    threats = tuple(name.strip() for name in value.split(",") if name.strip())
-    if not threats or any(t not in THREATS for t in threats):
-        raise ConfigError(f"threats must be a comma-separated list of {', '.join(THREATS)}; got {value!r}")
-    return threats
 
 
 def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device) -> tuple[str, Denoiser, float] | None:

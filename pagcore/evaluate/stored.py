@@ -220,6 +220,13 @@ class Job:
         return evaluation_key(self.name, self.settings)
 
 
+def check_threats(threats: Sequence[str]) -> tuple[str, ...]:
+    """``threats`` as a tuple, refused unless it names one or more of :data:`THREATS`."""
+    if not threats or any(t not in THREATS for t in threats):
+        raise ConfigError(f"threats must be among {', '.join(THREATS)}; got {', '.join(threats) or 'none'}")
+    return tuple(threats)
+
+
 def evaluate_stored_run(
     run: Run,
     model: nn.Module,
@@ -251,8 +258,7 @@ def evaluate_stored_run(
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
-    if not threats or any(t not in THREATS for t in threats):
-        raise ConfigError(f"threats must be among {', '.join(THREATS)}; got {', '.join(threats) or 'none'}")
+    check_threats(threats)
     smoothing = _smoothing(run, evaluations, smoothed_draws)
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)
