@@ -28,7 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pagcore.base.deadline import Deadline
-from pagcore.base.validation import ConfigError, check_nonnegative, check_positive, check_positive_int
+from pagcore.base.validation import (
+    ConfigError,
+    check_choices,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from pagcore.config import (
     KINDS,
     ExecutionConfig,
@@ -43,7 +49,7 @@ from pagcore.config import (
 from pagcore.data import SPECS
 from pagcore.evaluate.ceiling import measure_ceiling
 from pagcore.evaluate.final import EvaluationConfig, evaluate_run
-from pagcore.evaluate.stored import ATTACKS, BudgetConfig, check_threats, companions, evaluate_stored_run
+from pagcore.evaluate.stored import ATTACKS, BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import TABLE_ROWS, BookRun
 from pagcore.orchestrate.evaluations import SUBSETS, evaluate_table
 from pagcore.orchestrate.experiments import ROWS, load_data
@@ -260,9 +266,9 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument("--checklist", action="store_true", help="the gradient-masking checklist, stored like an attack")
     p.add_argument(
         "--threats",
-        default=",".join(THREATS),
-        help="comma-separated threat models of the attacks and the checklist (default: all of them); an"
-        " adversarially trained run needs only its own",
+        default=None,
+        help=f"comma-separated, any of {','.join(THREATS)}: the threat models of the --attacks and the --checklist"
+        " (default: all of them)",
     )
     p.add_argument(
         "--score-alignment",
@@ -319,7 +325,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict:
     store = RunStore(args.runs)
     settings = EvaluationConfig(**given(args, EvaluationConfig)).validate()
     names = _evaluation_names(args)
-    args.threats = check_threats([name.strip() for name in args.threats.split(",") if name.strip()])
+    args.threats = _threats(args, names)
     if names is None and (args.smoothed_draws is not None):
         raise ConfigError("--smoothed-draws goes with the evaluations to run on the smoothed classifier (see --help)")
     if args.table:
@@ -350,10 +356,23 @@ def _evaluation_names(args: argparse.Namespace) -> list[str] | None:
     }
     if args.attacks is None and not any(extras.values()):
         return None
-    attacks = [name.strip() for name in (args.attacks or "").split(",") if name.strip()]
+    attacks = _comma_list(args.attacks or "")
     if args.attacks is not None and (not attacks or any(n not in ATTACKS for n in attacks)):
         raise ConfigError(f"attacks must be a comma-separated list of {', '.join(ATTACKS)}; got {args.attacks!r}")
     return attacks + [name for name, asked in extras.items() if asked]
+
+
+def _comma_list(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _threats(args: argparse.Namespace, names: list[str] | None) -> tuple[str, ...]:
+    """The threat models of --threats, refused where no evaluation asked for has one."""
+    if args.threats is None:
+        return THREATS
+    if not set(names or ()) & {*ATTACKS, "checks"}:
+        raise ConfigError("--threats goes with --attacks or --checklist, the evaluations that have a threat model")
+    return check_choices("threats", _comma_list(args.threats), THREATS)
 
 
 def _denoiser_for(args, store, dataset: str, kind: str, names: list[str], device) -> tuple[str, Denoiser, float] | None:

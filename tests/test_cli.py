@@ -162,21 +162,15 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
     assert not list((run_dir / "evaluations").glob("*.tmp"))
 
     # Another subset is another evaluation: new files, the old ones kept.
-    out, other = pagcore(
-        "evaluate",
-        "--run",
-        names["vanilla"],
-        "--runs",
-        str(runs),
-        "--attacks",
-        "pgd20",
-        "--subset",
-        "5",
-        "--no-progress",
-        *SYNTHETIC,
-    )
+    pgd20 = ["evaluate", "--run", names["vanilla"], "--runs", str(runs), "--attacks", "pgd20", "--no-progress"]
+    out, other = pagcore(*pgd20, "--subset", "5", *SYNTHETIC)
     assert out.returncode == 0 and all(line["created"] for line in other["evaluations"])
     assert len(list((run_dir / "evaluations").glob("*.json"))) == len(stored) + 2
+
+    # --threats keeps the attacks to the threat models it names.
+    out, one = pagcore(*pgd20, "--subset", "4", "--threats", "l2", *SYNTHETIC)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [line["key"].split("-")[:2] for line in one["evaluations"]] == [["pgd20", "l2"]]
 
 
 @pytest.mark.parametrize(
@@ -187,6 +181,7 @@ def test_evaluate_attacks_are_stored_beside_the_run_once(trained):
         (["--attacks", "checks"], "attacks must be"),  # the checklist is --checklist, not an attack
         (["--attacks", "pgd20", "--threats", "l3"], "threats must be"),
         (["--checklist", "--threats", ","], "threats must be"),
+        (["--pag-score", "--threats", "l2"], "--threats goes with --attacks or --checklist"),
     ],
 )
 def test_evaluate_rejects_unknown_attacks_and_threats(trained, flags, message):
@@ -206,7 +201,7 @@ def test_evaluate_a_whole_table_of_runs(trained):
         out, _ = pagcore(*table, *wrong)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
-    smoke = [*table, "--scale", "paper", "--kind", "smoke", "--attacks", "pgd20"]
+    smoke = [*table, "--scale", "paper", "--kind", "smoke", "--attacks", "pgd20", "--threats", "l2"]
     out, none = pagcore(*smoke, "--max-minutes", "0")
     assert out.returncode == 0, out.stderr[-2000:]
     assert {line["run"] for line in none["runs"]} == set(names.values())
@@ -228,9 +223,8 @@ def test_evaluate_a_whole_table_of_runs(trained):
     }
     assert {line["run"]: line["subset"] for line in result["runs"]} == {name: 500 for name in names.values()}
     for line in result["runs"]:
-        assert [e["name"] for e in line["evaluations"]] == ["pgd20", "pgd20"] and all(
-            e["created"] for e in line["evaluations"]
-        )
+        (evaluation,) = line["evaluations"]  # in ℓ2 only, as --threats asks
+        assert evaluation["name"] == "pgd20" and evaluation["key"].startswith("pgd20-l2-") and evaluation["created"]
         stored = json.loads(open(line["evaluations"][0]["path"]).read())
         assert stored["settings"]["subset"]["size"] == 16  # 500 asked, the whole synthetic test set given
 

@@ -266,22 +266,28 @@ def test_the_command_of_every_book_run_makes_exactly_that_run(tmp_path):
         assert run_name_for(cli.from_arguments(args).resolve(), "real") == run_name_for(expected, "real"), command
 
 
-def test_each_boost_run_is_evaluated_in_the_threat_model_it_was_trained_for(tmp_path):
+def test_each_boost_run_is_evaluated_in_the_threat_model_it_was_trained_for():
     import shlex
 
     from pagcore import cli
-    from pagcore.orchestrate.experiments import run_name_for
+    from pagcore.orchestrate.evaluations import SUBSETS
+    from pagcore.orchestrate.experiments import run_name_for, train_command
 
     parser = cli.build_parser()
-    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
-    commands = latest.boost_evaluate_commands("cpu", "x.npz")
     points = list(latest.boost_points().values())
-    assert len(commands) == len(points)
+    commands = latest.boost_evaluate_commands("cpu", "x.npz")
+    assert len(commands) == len(points) == 12
     for command, (row, overrides) in zip(commands, points):
+        # The run each command evaluates is the one the chapter's train command makes.
+        made = parser.parse_args(shlex.split(train_command("cifar10", row, overrides, "cpu", "x.npz"))[3:])
+        config = cli.from_arguments(made).resolve()
         args = parser.parse_args(shlex.split(command)[3:])
-        config = experiment.config(row, **overrides)
         assert args.run == run_name_for(config, "real"), command
-        assert args.threats == config.adversary.threat and args.checklist and "autoattack" in args.attacks
+        assert (
+            args.threats == config.adversary.threat == row.removeprefix("adversarial_pag_").removeprefix("adversarial_")
+        )
+        assert args.subset == SUBSETS["cifar10"][1] and args.checklist and args.pag_score
+        assert "autoattack" in args.attacks.split(",")
 
 
 def test_every_seed_behind_the_boost_means_has_its_own_line(tmp_path):

@@ -25,6 +25,15 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     return value
 
 
+def check_choices(name: str, values: Sequence[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    """One or more of ``allowed``, as a tuple (a bare string is refused: it is not a list of names)."""
+    allowed = tuple(allowed)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        choices = ", ".join(map(repr, allowed))
+        raise ConfigError(f"{name} must be a non-empty list, each one of {choices}; got {values!r}")
+    return tuple(check_choice(f"each of {name}", value, allowed) for value in values)
+
+
 def check_nonnegative(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")

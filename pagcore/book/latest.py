@@ -9,7 +9,6 @@ means, and only with :data:`pagcore.book.evidence.OWN_SPREAD_SEEDS` seeds on eac
 
 from __future__ import annotations
 
-import shlex
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,8 +36,8 @@ from pagcore.orchestrate.book_runs import (
     SEEDS,
     architecture_overrides,
 )
-from pagcore.orchestrate.evaluations import SUBSETS
-from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS, RealDataExperiment, run_name_for
+from pagcore.orchestrate.evaluations import evaluate_command
+from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS, RealDataExperiment
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run, RunStore
 
@@ -57,17 +56,14 @@ def boost_points(seeds: Sequence[int] = SEEDS) -> dict[str, tuple[str, dict[str,
 
 
 def boost_evaluate_commands(scale: str, data: str, seeds: Sequence[int] = SEEDS) -> list[str]:
-    """The shell commands that add PGD-100, AutoAttack, the checklist and the PAG score to every run of
-    :func:`boost_points`, on the standard seeded subset and only in the threat model the run was trained
-    for: the comparison reads no other, and the other would double the time."""
+    """The commands that store the book's evaluations of every run of :func:`boost_points`, the attacks
+    and the checklist only in the threat model the run was trained for: the comparison reads
+    AutoAttack in no other, and the other would double the time."""
     experiment = RealDataExperiment("cifar10", {"scale": scale})
-    commands = []
-    for row, overrides in boost_points(seeds).values():
-        config = experiment.config(row, **overrides)
-        arguments = ["--run", run_name_for(config, "real"), "--data", data, "--subset", str(SUBSETS["cifar10"][1])]
-        arguments += ["--attacks", "pgd20,pgd100,autoattack", "--checklist", "--pag-score"]
-        commands.append("python -m pagcore evaluate " + shlex.join([*arguments, "--threats", config.adversary.threat]))
-    return commands
+    return [
+        evaluate_command("cifar10", row, overrides, scale, data, [experiment.config(row, **overrides).adversary.threat])
+        for row, overrides in boost_points(seeds).values()
+    ]
 
 
 def label(threat: str, training: str, seed: int) -> str:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from pagcore.base.deadline import Deadline
 from pagcore.base.progress import progress_bar
 from pagcore.base.seeds import derived_seed
-from pagcore.base.validation import ConfigError, check_positive_int
+from pagcore.base.validation import ConfigError, check_choices, check_positive_int
 from pagcore.data import ImageDataset, as_float
 from pagcore.evaluate.autoattack import AutoAttackConfig, run_autoattack
 from pagcore.evaluate.checklist import (
@@ -220,13 +220,6 @@ class Job:
         return evaluation_key(self.name, self.settings)
 
 
-def check_threats(threats: Sequence[str]) -> tuple[str, ...]:
-    """``threats`` as a tuple, refused unless it names one or more of :data:`THREATS`."""
-    if not threats or any(t not in THREATS for t in threats):
-        raise ConfigError(f"threats must be among {', '.join(THREATS)}; got {', '.join(threats) or 'none'}")
-    return tuple(threats)
-
-
 def evaluate_stored_run(
     run: Run,
     model: nn.Module,
@@ -258,7 +251,7 @@ def evaluate_stored_run(
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ConfigError(f"evaluations must be among {', '.join(EVALUATIONS)}; got {', '.join(unknown)}")
-    check_threats(threats)
+    threats = check_choices("threats", threats, THREATS)
     smoothing = _smoothing(run, evaluations, smoothed_draws)
     device = torch.device(device)
     chosen = EvaluationSubset.draw(len(data.x_test), subset, seed)

@@ -6,16 +6,20 @@ The evaluations themselves, stored in chunks beside each run, are :mod:`pagcore.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from pagcore.base.deadline import Deadline
+from pagcore.base.validation import check_choices
 from pagcore.config import TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.stored import BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import results_rows, row_overrides
-from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.orchestrate.experiments import RealDataExperiment, run_name_for
+from pagcore.orchestrate.sweep import cli_arguments
 from pagcore.paper.attacks import THREATS
 from pagcore.store.runs import Run
 from pagcore.train.trainer import prepare_data
@@ -27,6 +31,22 @@ from pagcore.train.trainer import prepare_data
 # (benchmarks/evaluation_cost.py: ~25 s per image for a robust model, all five evaluations).
 SUBSETS: dict[str, tuple[int, int]] = {"cifar10": (1000, 500), "stl10": (100, 50)}
 PAG_REPRESENTATIVE_ROWS = ("one_image", "class_mean", "nearest_neighbor")
+
+BOOK_EVALUATIONS: dict[str, Any] = {"attacks": "pgd20,pgd100,autoattack", "checklist": True, "pag_score": True}
+"""The stored evaluations the book reads of a trained run, as options of ``python -m pagcore evaluate``."""
+
+
+def evaluate_command(
+    dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str, threats: Sequence[str] = THREATS
+) -> str:
+    """The shell command that adds :data:`BOOK_EVALUATIONS` to the real run of ``row`` with
+    ``overrides`` (the run :func:`pagcore.orchestrate.experiments.train_command` makes), on the
+    dataset's standard seeded subset, with the attacks and the checklist in each of ``threats``."""
+    threats = check_choices("threats", threats, THREATS)
+    run = run_name_for(RealDataExperiment(dataset, {"scale": scale}).config(row, **overrides), "real")
+    options = {"run": run, "data": data, "subset": SUBSETS[dataset][1], **BOOK_EVALUATIONS}
+    options["threats"] = ",".join(threats) if threats != THREATS else None  # all of them: the default
+    return "python -m pagcore " + shlex.join(cli_arguments("evaluate", options))
 
 
 def evaluation_plan(
@@ -67,6 +87,7 @@ def evaluate_table(
     ``dataset`` at ``knobs["scale"]`` in ``store``, in :func:`evaluation_plan`'s order, before
     ``deadline``. ``images()`` loads the dataset, only after every run has been found.
     Returns ``{"runs": [...], "rows_without_a_run": [...]}``."""
+    threats = check_choices("threats", threats, THREATS)
     experiment = RealDataExperiment(dataset, knobs, store, kind=kind)
     table = {row: experiment.run(row, **row_overrides(dataset, row)) for row in results_rows(dataset)}
     plan = evaluation_plan(table, store.select(kind=kind, dataset=dataset, scale=knobs["scale"]), dataset)
