@@ -220,6 +220,16 @@ def test_masking_figures_read_in_percent_with_or_without_runs():
     assert_legends_outside(fig)
     assert fig.axes[0].collections[0].get_offsets()[:, 1].max() == pytest.approx(45.0)
     plt.close(fig)
+    # Two dozen runs: the legend below grows the figure instead of covering the panels.
+    many = {
+        f"cifar10 (cpu scale) a run of a kind with a long name, seed {i}": curves[next(iter(curves))] for i in range(24)
+    }
+    fig = figures.accuracy_vs_radius({"ℓ∞": many, "ℓ2": many})
+    assert_reads(fig)
+    assert_legends_outside(fig)
+    renderer = fig.canvas.get_renderer()
+    assert all(ax.get_window_extent(renderer).height > 0.25 * fig.get_figwidth() * fig.dpi for ax in fig.axes)
+    plt.close(fig)
     for fig in (figures.accuracy_vs_radius({"ℓ∞": {}, "ℓ2": {}}), figures.alignment_scatter({})):
         assert_reads(fig)
         assert_legends_outside(fig, expected=0)

@@ -152,7 +152,23 @@ def legend_outside(
         loc, ncols = "outside right upper", ncols or 1
     else:
         raise ValueError(f"where must be 'below' or 'right', not {where!r}")
+    if where == "below":
+        _make_room_below(fig, rows=-(-len(labels) // ncols))
     return fig.legend([entries[label] for label in labels], labels, loc=loc, ncols=ncols, **kwargs)
+
+
+LEGEND_SHARE = 0.4
+"""The largest share of a figure's height a legend below its axes may take from them."""
+
+
+def _make_room_below(fig: Figure, rows: int) -> None:
+    """Add the height of a legend of ``rows`` rows below the axes to ``fig`` when it would take more
+    than :data:`LEGEND_SHARE` of the figure: the constrained layout would otherwise squeeze the axes
+    to nothing and draw the legend over them."""
+    line = SMALL_FONT_SIZE / 72 * (1 + mpl.rcParams["legend.labelspacing"])
+    legend = rows * line + 2 * mpl.rcParams["legend.borderpad"] * SMALL_FONT_SIZE / 72
+    if legend > LEGEND_SHARE * fig.get_figheight():
+        fig.set_figheight(fig.get_figheight() + legend)
 
 
 PHOTO_QUALITY = 90
