@@ -37,7 +37,7 @@ from pagcore.orchestrate.book_runs import (
     architecture_overrides,
 )
 from pagcore.orchestrate.evaluations import evaluate_command
-from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS, RealDataExperiment
+from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS, ROWS
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run, RunStore
 
@@ -59,9 +59,8 @@ def boost_evaluate_commands(scale: str, data: str, seeds: Sequence[int] = SEEDS)
     """The commands that store the book's evaluations of every run of :func:`boost_points`, the attacks
     and the checklist only in the threat model the run was trained for: the comparison reads
     AutoAttack in no other, and the other would double the time."""
-    experiment = RealDataExperiment("cifar10", {"scale": scale})
     return [
-        evaluate_command("cifar10", row, overrides, scale, data, [experiment.config(row, **overrides).adversary.threat])
+        evaluate_command("cifar10", row, overrides, scale, data, [ROWS[row].knobs["threat"]])
         for row, overrides in boost_points(seeds).values()
     ]
 
