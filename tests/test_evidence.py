@@ -575,3 +575,31 @@ def test_the_radius_figure_is_read_per_threat_model_by_check_1():
     evaluated["Class Mean"] = (None, {("checks", "linf"): checked([0.19, 0.05, 0.0], True)})
     assert "at 32× the radius every curve is at 0.0%; under ℓ2" in radius_reading(evaluated)
     assert "No run has a checklist" in radius_reading({})
+
+
+def test_the_radius_figure_has_a_row_of_panels_per_dataset_and_labels_without_it():
+    from types import SimpleNamespace
+
+    from pagcore.book.masking import radius_panels
+
+    def checked(eps):
+        numbers = {"eps": [eps * m for m in (1, 4)], "accuracy": [0.3, 0.0]}
+        return {"settings": {"eps": eps}, "results": {"checks": [{"name": "eps_monotone", "numbers": numbers}]}}
+
+    def run(dataset):
+        return SimpleNamespace(params={"dataset": dataset})
+
+    evaluated = {
+        "CIFAR-10 vanilla (cpu)": (
+            run("cifar10"),
+            {("checks", "linf"): checked(0.031), ("checks", "l2"): checked(0.5)},
+        ),
+        "STL-10 vanilla (cpu)": (run("stl10"), {("checks", "l2"): checked(1.5)}),
+        "STL-10 class mean (cpu)": (run("stl10"), {("pgd20", "linf"): {}}),  # no checklist: no curve
+    }
+    panels = radius_panels(evaluated)
+    assert list(panels) == ["CIFAR-10, ℓ∞", "CIFAR-10, ℓ2", "STL-10, ℓ∞", "STL-10, ℓ2"]
+    assert panels["STL-10, ℓ2"] == {"vanilla (cpu)": ([1.0, 4.0], [0.3, 0.0])}
+    assert panels["STL-10, ℓ∞"] == {} and list(panels["CIFAR-10, ℓ∞"]) == ["vanilla (cpu)"]
+    del evaluated["CIFAR-10 vanilla (cpu)"], evaluated["STL-10 vanilla (cpu)"]
+    assert radius_panels(evaluated) == {"ℓ∞": {}, "ℓ2": {}}  # no checklist anywhere: the empty panels

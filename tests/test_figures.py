@@ -230,6 +230,16 @@ def test_masking_figures_read_in_percent_with_or_without_runs():
     renderer = fig.canvas.get_renderer()
     assert all(ax.get_window_extent(renderer).height > 0.25 * fig.get_figwidth() * fig.dpi for ax in fig.axes)
     plt.close(fig)
+    # Panels per dataset and threat model: two to a row, one style per label on every panel.
+    fig = figures.accuracy_vs_radius({f"{d}, {n}": curves for d in ("CIFAR-10", "STL-10") for n in ("ℓ∞", "ℓ2")})
+    assert_reads(fig)
+    assert_legends_outside(fig)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4 and len({round(ax.get_position().y0, 3) for ax in panels}) == 2
+    assert [bool(ax.get_xlabel()) for ax in panels] == [False, False, True, True]
+    styles = [[(line.get_color(), line.get_marker()) for line in ax.lines] for ax in panels]
+    assert len(set(styles[0])) == len(curves) and styles[0] == styles[3]
+    plt.close(fig)
     for fig in (figures.accuracy_vs_radius({"ℓ∞": {}, "ℓ2": {}}), figures.alignment_scatter({})):
         assert_reads(fig)
         assert_legends_outside(fig, expected=0)

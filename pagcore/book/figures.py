@@ -453,26 +453,38 @@ def accuracy_vs_lambda_figure(
 def accuracy_vs_radius(
     panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
     *,
+    columns: int = 2,
     xlabel: str = "radius / standard radius",
     empty: str = "no evaluated run yet",
 ) -> Figure:
     """Robust accuracy (%) against the attack's radius: one panel per entry of ``panels`` (title ->
-    {series label -> (radii, accuracies as fractions)}), one style per series across all panels."""
+    {series label -> (radii, accuracies as fractions)}), ``columns`` panels to a row, one style per
+    series across all panels."""
     series = list(dict.fromkeys(readable(label) for curves in panels.values() for label in curves))
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, -(-len(panels) // columns))
     with book_style():
         fig, axes = plt.subplots(
-            1, len(panels), figsize=(TEXT_WIDTH, 0.45 * TEXT_WIDTH), squeeze=False, sharey=True, layout="constrained"
+            rows,
+            columns,
+            figsize=(TEXT_WIDTH, 0.45 * TEXT_WIDTH * rows),
+            squeeze=False,
+            sharex=True,
+            sharey=True,
+            layout="constrained",
         )
-        for i, (ax, (title, curves)) in enumerate(zip(axes[0], panels.items())):
+        for i, (ax, (title, curves)) in enumerate(zip(axes.flat, panels.items())):
             for label, (radii, accuracies) in curves.items():
                 style = line_style(series.index(label))
                 ax.plot(radii, [100 * a for a in accuracies], **style, label=label, clip_on=False)
             ax.set_xscale("symlog", linthresh=0.25)
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(xlabel if i + columns >= len(panels) else "")  # only the lowest panel of a column
             ax.set_title(title)
-            percent_axis(ax, label="robust accuracy (%)" if i == 0 else "")
+            percent_axis(ax, label="robust accuracy (%)" if i % columns == 0 else "")
             if not curves:
                 no_data(ax, empty)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
         legend_outside(fig, where="below", order=tuple(series))
     return fig
 

@@ -224,15 +224,30 @@ def _radius_checks(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> dict
 
 
 def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str, tuple[list, list]]]:
-    """For :func:`pagcore.book.figures.accuracy_vs_radius`: per threat model, each run's accuracy under
-    PGD-20 (worst iterate) against the radius in multiples of the standard one."""
-    return {
-        NORM_WORDS[norm]: {
-            label: ([e / eps for e in check["numbers"]["eps"]], list(check["numbers"]["accuracy"]))
-            for label, (eps, check) in _radius_checks(evaluated, norm).items()
-        }
-        for norm in THREAT_METRICS
-    }
+    """For :func:`pagcore.book.figures.accuracy_vs_radius`: one panel per dataset and threat model (a
+    dataset's panels side by side), each run's accuracy under PGD-20 (worst iterate) against the radius
+    in multiples of the standard one. The panel's title names the dataset, so the labels leave it out
+    and a method keeps one style on both datasets."""
+    datasets = dict.fromkeys(
+        run.params["dataset"]
+        for run, entries in evaluated.values()
+        if any(("checks", n) in entries for n in THREAT_METRICS)
+    )
+    if not datasets:  # the threat models' panels, empty
+        return {NORM_WORDS[norm]: {} for norm in THREAT_METRICS}
+    panels = {}
+    for dataset in datasets:
+        title = SPECS[dataset].title
+        ours = {label: pair for label, pair in evaluated.items() if pair[0].params["dataset"] == dataset}
+        for norm in THREAT_METRICS:
+            panels[f"{title}, {NORM_WORDS[norm]}"] = {
+                label.removeprefix(f"{title} "): (
+                    [e / eps for e in check["numbers"]["eps"]],
+                    list(check["numbers"]["accuracy"]),
+                )
+                for label, (eps, check) in _radius_checks(ours, norm).items()
+            }
+    return panels
 
 
 def radius_reading(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
