@@ -290,6 +290,27 @@ def test_each_boost_run_is_evaluated_in_the_threat_model_it_was_trained_for():
         assert "autoattack" in args.attacks.split(",")
 
 
+def test_the_commands_carry_the_chapters_own_training_knobs(tmp_path):
+    import shlex
+
+    from pagcore import cli
+    from pagcore.orchestrate.experiments import run_name_for, train_command
+
+    parser = cli.build_parser()
+    shared = {"epochs": 3, "width": 16, "pool_size": None}  # None: the scale's, left out of the commands
+    points = list(latest.boost_points((0,)).values())
+    evaluations = latest.boost_evaluate_commands("cpu", "x.npz", (0,), shared)
+    experiment = RealDataExperiment("cifar10", {"scale": "cpu", "epochs": 3, "width": 16}, RunStore(tmp_path))
+    for (row, overrides), evaluation in zip(points, evaluations):
+        command = train_command("cifar10", row, overrides, "cpu", "x.npz", shared)
+        assert "--epochs 3" in command and "--width 16" in command and "--pool-size" not in command
+        name = run_name_for(cli.from_arguments(parser.parse_args(shlex.split(command)[3:])).resolve(), "real")
+        # The very run the chapter looks up with the same knobs, and the one its evaluate command names.
+        assert name == run_name_for(experiment.config(row, **overrides), "real")
+        assert parser.parse_args(shlex.split(evaluation)[3:]).run == name
+    assert name != run_name_for(RealDataExperiment("cifar10", {"scale": "cpu"}).config(row, **overrides), "real")
+
+
 def test_every_seed_behind_the_boost_means_has_its_own_line(tmp_path):
     runs = []
     for seed, autoattack in ((0, 0.25), (1, None)):

@@ -55,12 +55,15 @@ def boost_points(seeds: Sequence[int] = SEEDS) -> dict[str, tuple[str, dict[str,
     return points
 
 
-def boost_evaluate_commands(scale: str, data: str, seeds: Sequence[int] = SEEDS) -> list[str]:
-    """The commands that store the book's evaluations of every run of :func:`boost_points`, the attacks
-    and the checklist only in the threat model the run was trained for: the comparison reads
-    AutoAttack in no other, and the other would double the time."""
+def boost_evaluate_commands(
+    scale: str, data: str, seeds: Sequence[int] = SEEDS, knobs: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The commands that store the book's evaluations of every run of :func:`boost_points` (with the
+    chapter's shared training ``knobs``), the attacks and the checklist only in the threat model the
+    run was trained for: the comparison reads AutoAttack in no other, and the other would double the
+    time."""
     return [
-        evaluate_command("cifar10", row, overrides, scale, data, [ROWS[row].knobs["threat"]])
+        evaluate_command("cifar10", row, overrides, scale, data, [ROWS[row].knobs["threat"]], knobs)
         for row, overrides in boost_points(seeds).values()
     ]
 

@@ -18,7 +18,7 @@ from pagcore.config import TrainConfig
 from pagcore.data import ImageDataset
 from pagcore.evaluate.stored import BudgetConfig, companions, evaluate_stored_run
 from pagcore.orchestrate.book_runs import results_rows, row_overrides
-from pagcore.orchestrate.experiments import RealDataExperiment, run_name_for
+from pagcore.orchestrate.experiments import RealDataExperiment, run_name_for, shared_knobs
 from pagcore.orchestrate.sweep import cli_arguments
 from pagcore.paper.attacks import THREATS
 from pagcore.store.runs import Run
@@ -37,13 +37,21 @@ BOOK_EVALUATIONS: dict[str, Any] = {"attacks": "pgd20,pgd100,autoattack", "check
 
 
 def evaluate_command(
-    dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str, threats: Sequence[str] = THREATS
+    dataset: str,
+    row: str,
+    overrides: Mapping[str, Any],
+    scale: str,
+    data: str,
+    threats: Sequence[str] = THREATS,
+    knobs: Mapping[str, Any] | None = None,
 ) -> str:
     """The shell command that adds :data:`BOOK_EVALUATIONS` to the real run of ``row`` with
-    ``overrides`` (the run :func:`pagcore.orchestrate.experiments.train_command` makes), on the
-    dataset's standard seeded subset, with the attacks and the checklist in each of ``threats``."""
+    ``overrides`` and the shared ``knobs`` (the run :func:`pagcore.orchestrate.experiments.train_command`
+    makes), on the dataset's standard seeded subset, with the attacks and the checklist in each of
+    ``threats``."""
     threats = check_choices("threats", threats, THREATS)
-    run = run_name_for(RealDataExperiment(dataset, {"scale": scale}).config(row, **overrides), "real")
+    config = RealDataExperiment(dataset, shared_knobs(scale, knobs)).config(row, **overrides)
+    run = run_name_for(config, "real")
     options = {"run": run, "data": data, "subset": SUBSETS[dataset][1], **BOOK_EVALUATIONS}
     options["threats"] = ",".join(threats) if threats != THREATS else None  # all of them: the default
     return "python -m pagcore " + shlex.join(cli_arguments("evaluate", options))

@@ -195,10 +195,18 @@ class RealDataExperiment:
         return train(self.config(row, **overrides), data, self.store, options, evaluation)
 
 
-def train_command(dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str) -> str:
+def shared_knobs(scale: str, knobs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A chapter's shared training knobs at ``scale``, those left at None (the scale's) dropped."""
+    return {"scale": scale, **{k: v for k, v in (knobs or {}).items() if v is not None}}
+
+
+def train_command(
+    dataset: str, row: str, overrides: Mapping[str, Any], scale: str, data: str, knobs: Mapping[str, Any] | None = None
+) -> str:
     """The shell command that makes, resumes or skips the real run of ``row`` with ``overrides``, as a
-    chapter shows it (a RIGD student's teacher named by its run)."""
-    knobs = RealDataExperiment(dataset, {"scale": scale}).row_knobs(row, **overrides)
+    chapter shows it (a RIGD student's teacher named by its run); ``knobs`` are the chapter's shared
+    training knobs, as :func:`pagcore.orchestrate.queue.chapter_runs` takes them."""
+    knobs = RealDataExperiment(dataset, shared_knobs(scale, knobs)).row_knobs(row, **overrides)
     # What every command shares first, so that a list of them reads column by column.
     shared = {"scale": scale, "dataset": dataset, "data": data}
     return "python -m pagcore " + shlex.join(cli_arguments("train", {**shared, **knobs}))
