@@ -49,11 +49,24 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     verdict = latest.boost_verdict(boosted, "cpu")
     assert "ℓ∞: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
     assert "ℓ2: 0 of 3 seeds of adversarial training and 0 of 3 with the PAG term are stored" in verdict
-    assert verdict.endswith("beyond the noise in ℓ∞: the runs support the claim.")
+    assert verdict.endswith("beyond the noise in ℓ∞: the runs support the claim. ℓ2 is not judged yet.")
     # The same means with a 5-point spread per arm: within the noise.
     noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
     assert "(within the noise)" in latest.boost_verdict(noisy, "cpu")
-    assert latest.boost_verdict(noisy, "cpu").endswith("the runs do not support the claim.")
+    assert latest.boost_verdict(noisy, "cpu").endswith(
+        "In ℓ∞ the PAG term does not raise robust accuracy beyond the noise: the runs do not support the claim. "
+        "ℓ2 is not judged yet."
+    )
+    # A loss beyond the noise in ℓ∞, none in ℓ2 (the arms' ℓ2 accuracies are equal): both judged.
+    lowered = by_threat(arm(tmp_path, "e", [0.29, 0.30, 0.31]), arm(tmp_path, "f", [0.25, 0.26, 0.27]))
+    lowered["l2"] = lowered["linf"]
+    verdict = latest.boost_verdict(lowered, "cpu")
+    assert verdict.startswith("Adversarial training with and without the PAG term (nearest neighbour targets")
+    assert "ℓ∞: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
+    assert verdict.endswith(
+        "In ℓ∞ and ℓ2 the PAG term does not raise robust accuracy beyond the noise and lowers it beyond the noise "
+        "in ℓ∞: the runs do not support the claim."
+    )
 
 
 def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_has_it(tmp_path):
