@@ -11,7 +11,7 @@ from pagcore.book import latest
 from pagcore.book.evidence import Judgement, Noise
 from pagcore.config import preset_for
 from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, SEEDS, book_runs
-from pagcore.orchestrate.experiments import RealDataExperiment
+from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
 from pagcore.paper import reported
 from pagcore.store.runs import RunStore
 
@@ -36,10 +36,14 @@ def arm(tmp_path, name, linf_values, clean=0.6, autoattack=None):
     ]
 
 
-def by_threat(without, with_pag):
+NN, SBG = "adversarial + PAG (nearest neighbour)", "adversarial + PAG (score-based)"
+
+
+def by_threat(without, with_pag, score=()):
+    """ℓ∞ runs of adversarial training, with nearest-neighbour targets and with score-based ones; no ℓ2 run."""
     return {
-        "linf": {"adversarial": without, "adversarial + PAG": with_pag},
-        "l2": {"adversarial": [], "adversarial + PAG": []},
+        "linf": {"adversarial": without, NN: with_pag, SBG: list(score)},
+        "l2": {"adversarial": [], NN: [], SBG: []},
     }
 
 
@@ -47,25 +51,31 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     # 30 ± 1 against 34 ± 1 over three seeds: a 4-point gain, error 0.8 points.
     boosted = by_threat(arm(tmp_path, "a", [0.29, 0.30, 0.31]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
     verdict = latest.boost_verdict(boosted, "cpu")
-    assert "ℓ∞: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
-    assert "ℓ2: 0 of 3 seeds of adversarial training and 0 of 3 with the PAG term are stored" in verdict
-    assert verdict.endswith("beyond the noise in ℓ∞: the runs support the claim. ℓ2 is not judged yet.")
+    assert "ℓ∞ with nearest neighbour targets: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
+    assert "ℓ∞ with score-based targets: 3 of 3 seeds of adversarial training and 0 of 3 with the PAG term" in verdict
+    assert "ℓ2 with nearest neighbour targets: 0 of 3 seeds of adversarial training and 0 of 3" in verdict
+    assert verdict.endswith(
+        "beyond the noise in ℓ∞ with nearest neighbour targets: the runs support the claim. Not judged yet: ℓ∞ with "
+        "score-based targets, ℓ2 with nearest neighbour targets and ℓ2 with score-based targets."
+    )
     # The same means with a 5-point spread per arm: within the noise.
     noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
     assert "(within the noise)" in latest.boost_verdict(noisy, "cpu")
-    assert latest.boost_verdict(noisy, "cpu").endswith(
-        "In ℓ∞ the PAG term does not raise robust accuracy beyond the noise: the runs do not support the claim. "
-        "ℓ2 is not judged yet."
-    )
-    # A loss beyond the noise in ℓ∞, none in ℓ2 (the arms' ℓ2 accuracies are equal): both judged.
-    lowered = by_threat(arm(tmp_path, "e", [0.29, 0.30, 0.31]), arm(tmp_path, "f", [0.25, 0.26, 0.27]))
+    assert (
+        "The PAG term changes robust accuracy only within the noise in ℓ∞ with nearest neighbour targets: the runs "
+        "do not support the claim. Not judged yet: ℓ∞ with score-based targets,"
+    ) in latest.boost_verdict(noisy, "cpu")
+    # A loss beyond the noise with one source, none with the other; the ℓ2 arms are equal, all seeds stored.
+    without, lower = arm(tmp_path, "e", [0.29, 0.30, 0.31]), arm(tmp_path, "f", [0.25, 0.26, 0.27])
+    lowered = by_threat(without, lower, arm(tmp_path, "g", [0.29, 0.30, 0.31]))
     lowered["l2"] = lowered["linf"]
     verdict = latest.boost_verdict(lowered, "cpu")
-    assert verdict.startswith("Adversarial training with and without the PAG term (nearest neighbour targets")
-    assert "ℓ∞: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
+    assert verdict.startswith("Adversarial training with and without the PAG term, CIFAR-10, cpu scale")
+    assert "ℓ∞ with nearest neighbour targets: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
     assert verdict.endswith(
-        "In ℓ∞ and ℓ2 the PAG term does not raise robust accuracy beyond the noise and lowers it beyond the noise "
-        "in ℓ∞: the runs do not support the claim."
+        "The PAG term lowers robust accuracy beyond the noise in ℓ∞ with nearest neighbour targets and changes it "
+        "only within the noise in ℓ∞ with score-based targets, ℓ2 with nearest neighbour targets and ℓ2 with "
+        "score-based targets: the runs do not support the claim."
     )
 
 
@@ -80,14 +90,36 @@ def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_ha
     assert "AutoAttack ℓ∞ +0.3" in verdict and "(within the noise)" in verdict
     table = latest.boost_table(attacked)
     assert "| ℓ∞ | adversarial | 3 | 60.1 ± 0.1% | 30.0 ± 1.0% | 40.0 ± 0.0% | 26.0 ± 1.0% |" in table
-    assert "| ℓ2 | adversarial + PAG | 0 | not run | not run | not run | not run |" in table
+    assert "| ℓ2 | adversarial + PAG (score-based) | 0 | not run | not run | not run | not run |" in table
 
 
 def test_the_chapters_boost_points_are_the_book_runs(tmp_path):
+    from pagcore.orchestrate.book_runs import SCORE_DENOISERS
+
     points = latest.boost_points((0, 1))
-    assert points["adversarial + PAG ℓ2, seed 1"] == ("adversarial_pag_l2", {"seed": 1})
-    config = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path)).config("adversarial_pag_linf")
-    assert config.objective.lam > 0 and config.objective.source == "nearest_neighbor"
+    assert len(points) == 2 * 3 * 2  # threat models, arms, seeds
+    assert points["adversarial + PAG (nearest neighbour) ℓ2, seed 1"] == ("adversarial_pag_l2", {"seed": 1})
+    row, overrides = points["adversarial + PAG (score-based) ℓ∞, seed 0"]
+    assert row == "adversarial_sbg_linf" and overrides["denoiser"] == SCORE_DENOISERS["cifar10"]
+    experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
+    config = experiment.config("adversarial_pag_linf")
+    assert config.objective.lam == 0.4 and config.objective.source == "nearest_neighbor"
+    config = experiment.config(row, **overrides)
+    assert config.objective.source == "score" and config.objective.lam == 1.5 and config.adversary.threat == "linf"
+    made = {(b.row, tuple(sorted(b.overrides.items()))) for b in book_runs("cpu") if b.chapter == "boost"}
+    # Every point is a book run, but for seed 0 of adversarial training: the table's RIGD teacher.
+    expected = {(row, tuple(sorted(o.items()))) for row, o in latest.boost_points().values()}
+    assert made == expected - {("adversarial_linf", (("seed", 0),)), ("adversarial_l2", (("seed", 0),))}
+    # A chapter may show fewer arms; a source with no arm is refused before anything is read.
+    assert list(latest.boost_points((0,), ["nearest_neighbor"])) == [
+        f"{training} {norm}, seed 0" for norm in ("ℓ∞", "ℓ2") for training in ("adversarial", NN)
+    ]
+    with pytest.raises(ConfigError, match="boost_sources"):
+        latest.boost_points((0,), ["class_mean"])
+    assert latest.boost_setting() == (
+        "The PAG term uses nearest neighbour targets (`nearest_neighbor`, λ = 0.4) or score-based targets "
+        "(`score`, λ = 1.5)."
+    )
 
 
 def test_the_vit_rows_are_book_runs_and_the_score_row_takes_the_authors_early_vit_lambda():
@@ -215,7 +247,7 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
     import shlex
 
     from pagcore import cli
-    from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, run_name_for
+    from pagcore.orchestrate.experiments import run_name_for
 
     experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
     parser = cli.build_parser()
@@ -225,7 +257,7 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
         return run_name_for(cli.from_arguments(args).resolve(), "real")
 
     for row, flags in (
-        ("adversarial_pag_linf", f"--threat linf --source {BOOST_SOURCE} --lam {BOOST_LAMBDA:g} --seed 1"),
+        ("adversarial_pag_linf", "--threat linf --source nearest_neighbor --lam 0.4 --seed 1"),
         ("adversarial_l2", "--threat l2 --seed 2"),
     ):
         seed = int(flags.split()[-1])
@@ -288,17 +320,15 @@ def test_each_boost_run_is_evaluated_in_the_threat_model_it_was_trained_for():
 
     parser = cli.build_parser()
     points = list(latest.boost_points().values())
-    commands = latest.boost_evaluate_commands("cpu", "x.npz")
-    assert len(commands) == len(points) == 12
+    commands = latest.boost_evaluate_commands(latest.boost_points(), "cpu", "x.npz")
+    assert len(commands) == len(points) == 18
     for command, (row, overrides) in zip(commands, points):
         # The run each command evaluates is the one the chapter's train command makes.
         made = parser.parse_args(shlex.split(train_command("cifar10", row, overrides, "cpu", "x.npz"))[3:])
         config = cli.from_arguments(made).resolve()
         args = parser.parse_args(shlex.split(command)[3:])
         assert args.run == run_name_for(config, "real"), command
-        assert (
-            args.threats == config.adversary.threat == row.removeprefix("adversarial_pag_").removeprefix("adversarial_")
-        )
+        assert args.threats == config.adversary.threat == ROWS[row].knobs["threat"] == row.rsplit("_", 1)[1]
         assert args.subset == SUBSETS["cifar10"][1] and args.checklist and args.pag_score
         assert "autoattack" in args.attacks.split(",")
 
@@ -312,7 +342,7 @@ def test_the_commands_carry_the_chapters_own_training_knobs(tmp_path):
     parser = cli.build_parser()
     shared = {"epochs": 3, "width": 16, "pool_size": None}  # None: the scale's, left out of the commands
     points = list(latest.boost_points((0,)).values())
-    evaluations = latest.boost_evaluate_commands("cpu", "x.npz", (0,), shared)
+    evaluations = latest.boost_evaluate_commands(latest.boost_points((0,)), "cpu", "x.npz", shared)
     experiment = RealDataExperiment("cifar10", {"scale": "cpu", "epochs": 3, "width": 16}, RunStore(tmp_path))
     for (row, overrides), evaluation in zip(points, evaluations):
         command = train_command("cifar10", row, overrides, "cpu", "x.npz", shared)

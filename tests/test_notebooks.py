@@ -51,8 +51,14 @@ SMOKE_PARAMETERS = {
     "randomized_smoothing": dict(
         TINY_TRAINING, sigmas=[0.25], compared=["vanilla", "adversarial_l2"], evaluate_missing=True
     ),
-    # The score-based ViT row needs a denoiser, which the score-based chapter's smoke run already trains.
-    "latest_version": dict(TINY_TRAINING, seeds=[0], pool_size=8, vit_rows=["vanilla", "nearest_neighbor"]),
+    # The score-based rows need a denoiser, which the score-based chapter's smoke run already trains.
+    "latest_version": dict(
+        TINY_TRAINING,
+        seeds=[0],
+        pool_size=8,
+        boost_sources=["nearest_neighbor"],
+        vit_rows=["vanilla", "nearest_neighbor"],
+    ),
     "introduction": dict(kind="smoke", toy_record="missing.record.json"),
     "conclusion": dict(kind="smoke", toy_record="missing.record.json"),
     "cpu_scale": dict(datasets=["cifar10"]),

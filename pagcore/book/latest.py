@@ -35,36 +35,62 @@ from pagcore.orchestrate.book_runs import (
     BOOST_THREATS,
     SEEDS,
     architecture_overrides,
+    row_overrides,
 )
 from pagcore.orchestrate.evaluations import evaluate_command
-from pagcore.orchestrate.experiments import BOOST_LAMBDA, BOOST_SOURCE, ROW_LABELS, ROWS
+from pagcore.orchestrate.experiments import BOOST_SOURCES, ROW_LABELS, ROWS, boost_row
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run, RunStore
 
-TRAININGS = ("adversarial", "adversarial + PAG")
-"""The two arms of the comparison, in the order the table lists them."""
+TRAININGS: dict[str, str | None] = {
+    "adversarial": None,
+    **{f"adversarial + PAG ({masking.SOURCE_WORDS[source]})": source for source in BOOST_SOURCES},
+}
+"""The arms of the comparison, in the order the tables list them: adversarial training, and the same with
+the PAG term of each source of targets (by label -> the source, None for none)."""
+WITHOUT = next(iter(TRAININGS))
 
 
-def boost_points(seeds: Sequence[int] = SEEDS) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The chapter's runs as (row, overrides) by label: per threat model, each arm with each seed."""
+def trainings(sources: Sequence[str] = tuple(BOOST_SOURCES)) -> dict[str, str | None]:
+    """The arms of :data:`TRAININGS` a chapter shows: adversarial training and the PAG term of each of
+    ``sources``, each checked against :data:`~pagcore.orchestrate.experiments.BOOST_SOURCES`."""
+    for source in sources:
+        check_choice("boost_sources", source, tuple(BOOST_SOURCES))
+    return {training: source for training, source in TRAININGS.items() if source is None or source in sources}
+
+
+def boost_points(
+    seeds: Sequence[int] = SEEDS, sources: Sequence[str] = tuple(BOOST_SOURCES)
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The chapter's runs as (row, overrides) by label: per threat model, each arm of ``sources`` with
+    each seed."""
     points = {}
     for threat in BOOST_THREATS:
-        for training, row in zip(TRAININGS, (f"adversarial_{threat}", f"adversarial_pag_{threat}")):
+        for training, source in trainings(sources).items():
+            row = boost_row(threat, source)
             for seed in seeds:
-                points[label(threat, training, seed)] = (row, {"seed": seed})
+                points[label(threat, training, seed)] = (row, {**row_overrides("cifar10", row), "seed": seed})
     return points
 
 
+def boost_setting(sources: Sequence[str] = tuple(BOOST_SOURCES)) -> str:
+    """The PAG term of each arm of ``sources`` in words: its targets, their option and λ."""
+    arms = [
+        f"{masking.SOURCE_WORDS[s]} targets (`{s}`, λ = {BOOST_SOURCES[s]:g})" for s in trainings(sources).values() if s
+    ]
+    return f"The PAG term uses {' or '.join(arms)}."
+
+
 def boost_evaluate_commands(
-    scale: str, data: str, seeds: Sequence[int] = SEEDS, knobs: Mapping[str, Any] | None = None
+    points: Mapping[str, tuple[str, dict[str, Any]]], scale: str, data: str, knobs: Mapping[str, Any] | None = None
 ) -> list[str]:
-    """The commands that store the book's evaluations of every run of :func:`boost_points` (with the
-    chapter's shared training ``knobs``), the attacks and the checklist only in the threat model the
-    run was trained for: the comparison reads AutoAttack in no other, and the other would double the
-    time."""
+    """The commands that store the book's evaluations of every run of ``points`` (from
+    :func:`boost_points`, with the chapter's shared training ``knobs``), the attacks and the checklist
+    only in the threat model the run was trained for: the comparison reads AutoAttack in no other, and
+    the other would double the time."""
     return [
         evaluate_command("cifar10", row, overrides, scale, data, [ROWS[row].knobs["threat"]], knobs)
-        for row, overrides in boost_points(seeds).values()
+        for row, overrides in points.values()
     ]
 
 
@@ -72,12 +98,14 @@ def label(threat: str, training: str, seed: int) -> str:
     return f"{training} {NORM_WORDS[threat]}, seed {seed}"
 
 
-def arms(runs: Mapping[str, Run | None], seeds: Sequence[int]) -> dict[str, dict[str, list[Run]]]:
-    """threat -> training -> its complete runs, in seed order."""
+def arms(
+    runs: Mapping[str, Run | None], seeds: Sequence[int], sources: Sequence[str] = tuple(BOOST_SOURCES)
+) -> dict[str, dict[str, list[Run]]]:
+    """threat -> training (the arms of ``sources``) -> its complete runs, in seed order."""
     return {
         threat: {
             training: [run for s in seeds if (run := runs.get(label(threat, training, s))) is not None]
-            for training in TRAININGS
+            for training in trainings(sources)
         }
         for threat in BOOST_THREATS
     }
@@ -163,51 +191,68 @@ def gain_words(name: str, measured: tuple[float, float]) -> str:
 
 
 def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) -> str:
-    """Per threat model, what the PAG term changes in adversarial training, judged on its own threat
-    model's robust accuracy: under AutoAttack where every seed has it, else under PGD-20."""
+    """Per threat model and source of targets, what the PAG term changes in adversarial training, judged
+    on its own threat model's robust accuracy: under AutoAttack where every seed of both arms has it,
+    else under PGD-20."""
     parts, judged, boosted, lowered, pending = [], [], [], [], []
     for threat, by_training in by_threat.items():
-        without, with_pag = (by_training[t] for t in TRAININGS)
-        words = NORM_WORDS[threat]
-        if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
-            parts.append(
-                f"{words}: {len(without)} of {OWN_SPREAD_SEEDS} seeds of adversarial training and {len(with_pag)} "
-                f"of {OWN_SPREAD_SEEDS} with the PAG term are stored, so nothing is judged yet"
+        without = by_training[WITHOUT]
+        for training, with_pag in by_training.items():
+            source = TRAININGS[training]
+            if source is None:
+                continue
+            words = f"{NORM_WORDS[threat]} with {masking.SOURCE_WORDS[source]} targets"
+            if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
+                parts.append(
+                    f"{words}: {len(without)} of {OWN_SPREAD_SEEDS} seeds of adversarial training and "
+                    f"{len(with_pag)} of {OWN_SPREAD_SEEDS} with the PAG term are stored, so nothing is judged yet"
+                )
+                pending.append(words)
+                continue
+            judged.append(words)
+            # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
+            attacked = (_values(without, threat, "autoattack"), _values(with_pag, threat, "autoattack"))
+            trusted = all(attacked)
+            attack_words = f"AutoAttack {NORM_WORDS[threat]}" if trusted else f"PGD-20 {NORM_WORDS[threat]}"
+            robust = (
+                gain(*attacked)
+                if trusted
+                else gain(_values(without, threat, threat), _values(with_pag, threat, threat))
             )
-            pending.append(words)
-            continue
-        judged.append(words)
-        # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
-        attacked = (_values(without, threat, "autoattack"), _values(with_pag, threat, "autoattack"))
-        trusted = all(attacked)
-        attack_words = f"AutoAttack {words}" if trusted else f"PGD-20 {words}"
-        robust = (
-            gain(*attacked) if trusted else gain(_values(without, threat, threat), _values(with_pag, threat, threat))
-        )
-        clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
-        parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
-        if robust[0] > SIGNIFICANCE * robust[1]:
-            boosted.append(words)
-        elif robust[0] < -SIGNIFICANCE * robust[1]:
-            lowered.append(words)
+            clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
+            parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
+            if robust[0] > SIGNIFICANCE * robust[1]:
+                boosted.append(words)
+            elif robust[0] < -SIGNIFICANCE * robust[1]:
+                lowered.append(words)
     head = (
-        f"Adversarial training with and without the PAG term ({masking.SOURCE_WORDS[BOOST_SOURCE]} targets, "
-        f"λ = {BOOST_LAMBDA:g}), CIFAR-10, {scale} scale, judged on means over {len(SEEDS)} seeds each: "
+        f"Adversarial training with and without the PAG term, CIFAR-10, {scale} scale, judged on means over "
+        f"{len(SEEDS)} seeds each: "
     )
+    unchanged = [words for words in judged if words not in boosted + lowered]
     if not judged:
         answer = "The claim that PAG boosts adversarial training is not judged yet."
     elif boosted:
         answer = (
             f"The PAG term raises robust accuracy beyond the noise in {listed(boosted)}: the runs support the claim."
         )
+    elif lowered and unchanged:
+        answer = (
+            f"The PAG term lowers robust accuracy beyond the noise in {listed(lowered)} and changes it only within "
+            f"the noise in {listed(unchanged)}: the runs do not support the claim."
+        )
+    elif lowered:
+        answer = (
+            f"The PAG term lowers robust accuracy beyond the noise in {listed(lowered)}: the runs do not support "
+            "the claim."
+        )
     else:
         answer = (
-            f"In {listed(judged)} the PAG term does not raise robust accuracy beyond the noise"
-            + (f" and lowers it beyond the noise in {listed(lowered)}" if lowered else "")
-            + ": the runs do not support the claim."
+            f"The PAG term changes robust accuracy only within the noise in {listed(unchanged)}: the runs do not "
+            "support the claim."
         )
     if judged and pending:  # a verdict on part of the claim says which part is still open
-        answer += f" {listed(pending)} {'is' if len(pending) == 1 else 'are'} not judged yet."
+        answer += f" Not judged yet: {listed(pending)}."
     return head + "; ".join(parts) + ". " + answer
 
 

@@ -9,8 +9,8 @@ sampled per image, the scale's one shortcut of Eq. (1), on class mean and then n
 the other seeds of vanilla and nearest neighbour, whose spread the rule of evidence uses, and last,
 at the ``cpu`` scale, the short runs of class mean and the score-based source with each
 input-gradient kind, the base classifiers of the randomized-smoothing chapter, and the later version's
-claims: its second architecture, the ViT, and the seeds of adversarial training with and without the
-PAG term.
+claims: its second architecture, the ViT, and the seeds of adversarial training without the PAG term
+and with it, for each source of targets (:data:`~pagcore.orchestrate.experiments.BOOST_SOURCES`).
 
 The chapters take their seeds, λ values and k values from here, the status page compares
 these runs with the paper, and whatever makes missing runs (``python -m pagcore table``, a GPU
@@ -24,6 +24,7 @@ from typing import Any
 
 from pagcore.base.validation import ConfigError
 from pagcore.config import GRADIENTS, preset_for
+from pagcore.orchestrate.experiments import BOOST_SOURCES, ROWS, boost_row
 from pagcore.paper import reported
 
 TABLE_ROWS: tuple[str, ...] = (
@@ -61,9 +62,9 @@ SMOOTHING_SIGMAS: tuple[float, ...] = (0.25, 0.5)
 CIFAR-10 (two of Cohen et al.'s three; the third, 1.0, certifies little at the ℓ2 radius 0.5)."""
 
 BOOST_THREATS: tuple[str, ...] = ("linf", "l2")
-"""The later version's PAG-boosted adversarial training: per threat model, adversarial training with and
-without the PAG term on CIFAR-10, each with every seed of ``SEEDS`` (seed 0 of the former is the
-table's RIGD teacher), since the gain it claims is a few points."""
+"""The later version's PAG-boosted adversarial training: per threat model, adversarial training without
+the PAG term and with it (one arm per source of targets) on CIFAR-10, each with every seed of ``SEEDS``
+(seed 0 of the former is the table's RIGD teacher), since the gain it claims is a few points."""
 
 GRADIENT_KIND_EPOCHS = 5
 """The gradient-kind comparison (class mean and the score-based source, each with the logit and the
@@ -99,9 +100,9 @@ def results_rows(dataset: str) -> tuple[str, ...]:
 
 
 def row_overrides(dataset: str, row: str) -> dict[str, Any]:
-    """What a results-table row needs beyond its own knobs: the score-based row its denoiser, gradient
-    kind and λ; every other row nothing."""
-    return score_overrides(dataset) if row == "score" else {}
+    """What a row needs beyond its own knobs: a row with score-based targets its denoiser, gradient kind
+    and (where its knobs have none) λ; every other row nothing."""
+    return score_overrides(dataset) if ROWS[row].knobs.get("source") == "score" else {}
 
 
 ARCHITECTURE_PAG_ROWS: tuple[str, ...] = ("nearest_neighbor", "score")
@@ -204,10 +205,16 @@ def book_runs(scale: str) -> tuple[BookRun, ...]:
             for seed in SEEDS
         ),
         *(
-            BookRun("boost", "cifar10", row, {"seed": s}, scale)
+            BookRun("boost", "cifar10", boost_row(threat), {"seed": s}, scale)
             for threat in (BOOST_THREATS if scale == "cpu" else ())
-            for row in (f"adversarial_{threat}", f"adversarial_pag_{threat}")
             for s in SEEDS
-            if s != 0 or row.startswith("adversarial_pag")
+            if s != 0  # seed 0 is the table's RIGD teacher
+        ),
+        *(
+            BookRun("boost", "cifar10", row, {**row_overrides("cifar10", row), "seed": s}, scale)
+            for source in (BOOST_SOURCES if scale == "cpu" else ())
+            for threat in BOOST_THREATS
+            for row in (boost_row(threat, source),)
+            for s in SEEDS
         ),
     )
