@@ -257,7 +257,7 @@ def test_a_pag_run_trains_on_score_based_targets_of_a_stored_denoiser(tmp_path):
         TrainConfig.from_flat(boosted), data, runs, ExecutionConfig(progress=False), EvaluationConfig(pgd_steps=1)
     ).run
     assert run.complete and run.params["source"] == "score" and run.params["adversary"]["threat"] == "linf"
-    assert "-adversarial-linf-score-" in run.name and run.history()[-1]["cosine"] > 0  # the term was there
+    assert "-adversarial-linf-score-" in run.name and run.history[-1]["cosine"] > 0  # the term was there
     with pytest.raises(ConfigError, match="no lambda is published"):
         TrainConfig.from_flat({**knobs, "dataset": "stl10", "denoiser": denoiser.name}).resolve()
 
