@@ -46,10 +46,13 @@ def test_every_row_of_the_rule_of_evidence_is_trained_with_every_seed(scale):
 @pytest.mark.parametrize("scale", ["paper", "cpu"])
 def test_the_score_based_entries_use_the_books_committed_denoiser_and_both_gradient_kinds_at_the_cpu_scale(scale):
     from pagcore.orchestrate.book_runs import SCORE_DENOISERS
+    from pagcore.orchestrate.experiments import ROWS
     from pagcore.train.trainer import check_trainable
 
-    entries = [e for e in book_runs(scale) if e.row == "score"]
+    entries = [e for e in book_runs(scale) if ROWS[e.row].knobs.get("source") == "score"]
     assert {e.dataset for e in entries} == set(SCORE_DENOISERS)
+    boosted = {e.row for e in entries if e.chapter == "boost"}
+    assert boosted == ({"adversarial_score_linf", "adversarial_score_l2"} if scale == "cpu" else set())
     for entry in entries:
         config = RealDataExperiment(entry.dataset, {"scale": scale}).config(entry.row, **entry.overrides)
         assert config.objective.denoiser == SCORE_DENOISERS[entry.dataset]

@@ -51,19 +51,20 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     # 30 ± 1 against 34 ± 1 over three seeds: a 4-point gain, error 0.8 points.
     boosted = by_threat(arm(tmp_path, "a", [0.29, 0.30, 0.31]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
     verdict = latest.boost_verdict(boosted, "cpu")
-    assert "ℓ∞ with nearest neighbour targets: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
-    assert "ℓ∞ with score-based targets: 3 of 3 seeds of adversarial training and 0 of 3 with the PAG term" in verdict
-    assert "ℓ2 with nearest neighbour targets: 0 of 3 seeds of adversarial training and 0 of 3" in verdict
+    nn, sbg = "nearest neighbour targets (λ = 0.4)", "score-based targets (λ = 1.5)"
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
+    assert f"ℓ∞ with {sbg}: 3 of 3 seeds of adversarial training and 0 of 3 with the PAG term" in verdict
+    assert f"ℓ2 with {nn}: 0 of 3 seeds of adversarial training and 0 of 3" in verdict
     assert verdict.endswith(
-        "beyond the noise in ℓ∞ with nearest neighbour targets: the runs support the claim. Not judged yet: ℓ∞ with "
-        "score-based targets, ℓ2 with nearest neighbour targets and ℓ2 with score-based targets."
+        f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ "
+        f"with {nn}. Not judged yet: ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}."
     )
     # The same means with a 5-point spread per arm: within the noise.
     noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
     assert "(within the noise)" in latest.boost_verdict(noisy, "cpu")
     assert (
-        "The PAG term changes robust accuracy only within the noise in ℓ∞ with nearest neighbour targets: the runs "
-        "do not support the claim. Not judged yet: ℓ∞ with score-based targets,"
+        f"The PAG term changes robust accuracy only within the noise in ℓ∞ with {nn}: the runs do not support the "
+        f"claim. Not judged yet: ℓ∞ with {sbg},"
     ) in latest.boost_verdict(noisy, "cpu")
     # A loss beyond the noise with one source, none with the other; the ℓ2 arms are equal, all seeds stored.
     without, lower = arm(tmp_path, "e", [0.29, 0.30, 0.31]), arm(tmp_path, "f", [0.25, 0.26, 0.27])
@@ -71,11 +72,17 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     lowered["l2"] = lowered["linf"]
     verdict = latest.boost_verdict(lowered, "cpu")
     assert verdict.startswith("Adversarial training with and without the PAG term, CIFAR-10, cpu scale")
-    assert "ℓ∞ with nearest neighbour targets: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
     assert verdict.endswith(
-        "The PAG term lowers robust accuracy beyond the noise in ℓ∞ with nearest neighbour targets and changes it "
-        "only within the noise in ℓ∞ with score-based targets, ℓ2 with nearest neighbour targets and ℓ2 with "
-        "score-based targets: the runs do not support the claim."
+        f"The PAG term lowers robust accuracy beyond the noise in ℓ∞ with {nn}; it changes robust accuracy only "
+        f"within the noise in ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}: the runs do not support the claim."
+    )
+    # A gain with one source and a loss with the other: each is named, and the support is only where it holds.
+    mixed = by_threat(without, lower, arm(tmp_path, "h", [0.33, 0.34, 0.35]))
+    assert latest.boost_verdict(mixed, "cpu").endswith(
+        f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {sbg}; it lowers robust accuracy beyond "
+        f"the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ with {sbg}. Not judged yet: ℓ2 with {nn} and "
+        f"ℓ2 with {sbg}."
     )
 
 
@@ -98,11 +105,14 @@ def test_the_chapters_boost_points_are_the_book_runs(tmp_path):
 
     points = latest.boost_points((0, 1))
     assert len(points) == 2 * 3 * 2  # threat models, arms, seeds
-    assert points["adversarial + PAG (nearest neighbour) ℓ2, seed 1"] == ("adversarial_pag_l2", {"seed": 1})
+    assert points["adversarial + PAG (nearest neighbour) ℓ2, seed 1"] == (
+        "adversarial_nearest_neighbor_l2",
+        {"seed": 1},
+    )
     row, overrides = points["adversarial + PAG (score-based) ℓ∞, seed 0"]
-    assert row == "adversarial_sbg_linf" and overrides["denoiser"] == SCORE_DENOISERS["cifar10"]
+    assert row == "adversarial_score_linf" and overrides["denoiser"] == SCORE_DENOISERS["cifar10"]
     experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, RunStore(tmp_path))
-    config = experiment.config("adversarial_pag_linf")
+    config = experiment.config("adversarial_nearest_neighbor_linf")
     assert config.objective.lam == 0.4 and config.objective.source == "nearest_neighbor"
     config = experiment.config(row, **overrides)
     assert config.objective.source == "score" and config.objective.lam == 1.5 and config.adversary.threat == "linf"
@@ -114,8 +124,9 @@ def test_the_chapters_boost_points_are_the_book_runs(tmp_path):
     assert list(latest.boost_points((0,), ["nearest_neighbor"])) == [
         f"{training} {norm}, seed 0" for norm in ("ℓ∞", "ℓ2") for training in ("adversarial", NN)
     ]
-    with pytest.raises(ConfigError, match="boost_sources"):
-        latest.boost_points((0,), ["class_mean"])
+    for sources in (["class_mean"], []):
+        with pytest.raises(ConfigError, match="boost_sources"):
+            latest.boost_points((0,), sources)
     assert latest.boost_setting() == (
         "The PAG term uses nearest neighbour targets (`nearest_neighbor`, λ = 0.4) or score-based targets "
         "(`score`, λ = 1.5)."
@@ -257,7 +268,7 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
         return run_name_for(cli.from_arguments(args).resolve(), "real")
 
     for row, flags in (
-        ("adversarial_pag_linf", "--threat linf --source nearest_neighbor --lam 0.4 --seed 1"),
+        ("adversarial_nearest_neighbor_linf", "--threat linf --source nearest_neighbor --lam 0.4 --seed 1"),
         ("adversarial_l2", "--threat l2 --seed 2"),
     ):
         seed = int(flags.split()[-1])
@@ -360,7 +371,7 @@ def test_every_seed_behind_the_boost_means_has_its_own_line(tmp_path):
         run = Stored(tmp_path / f"s{seed}", 0.62 + 0.01 * seed, 0.31, 0.46, autoattack=autoattack)
         run.params = {"seed": seed}
         runs.append(run)
-    table = latest.boost_runs_table({"linf": {"adversarial": runs, "adversarial + PAG": []}})
+    table = latest.boost_runs_table({"linf": {"adversarial": runs, NN: []}})
     lines = table.splitlines()[2:]
     assert lines == [
         "| ℓ∞ | adversarial | 0 | 62.0% | 31.0% | 46.0% | 25.0% |",

@@ -478,7 +478,9 @@ def accuracy_vs_radius(
                 style = line_style(series.index(label))
                 ax.plot(radii, [100 * a for a in accuracies], **style, label=label, clip_on=False)
             ax.set_xscale("symlog", linthresh=0.25)
-            ax.set_xlabel(xlabel if i + columns >= len(panels) else "")  # only the lowest panel of a column
+            if i + columns >= len(panels):  # the lowest panel of its column, with the shared axis's ticks
+                ax.set_xlabel(xlabel)
+                ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_title(title)
             percent_axis(ax, label="robust accuracy (%)" if i % columns == 0 else "")
             if not curves:

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pagcore.base.validation import check_choice
+from pagcore.base.validation import ConfigError, check_choice
 from pagcore.book import masking
 from pagcore.book.evidence import (
     BASELINE,
@@ -32,35 +32,36 @@ from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.orchestrate.book_runs import (
     ARCHITECTURE_PAG_ROWS,
     ARCHITECTURE_ROWS,
-    BOOST_THREATS,
     SEEDS,
     architecture_overrides,
     row_overrides,
 )
 from pagcore.orchestrate.evaluations import evaluate_command
-from pagcore.orchestrate.experiments import BOOST_SOURCES, ROW_LABELS, ROWS, boost_row
+from pagcore.orchestrate.experiments import BOOST_LAMBDAS, BOOST_THREATS, ROW_LABELS, ROWS, boost_row
 from pagcore.orchestrate.queue import chapter_runs
 from pagcore.store.runs import Run, RunStore
 
 TRAININGS: dict[str, str | None] = {
     "adversarial": None,
-    **{f"adversarial + PAG ({masking.SOURCE_WORDS[source]})": source for source in BOOST_SOURCES},
+    **{f"adversarial + PAG ({masking.SOURCE_WORDS[source]})": source for source in BOOST_LAMBDAS},
 }
 """The arms of the comparison, in the order the tables list them: adversarial training, and the same with
 the PAG term of each source of targets (by label -> the source, None for none)."""
 WITHOUT = next(iter(TRAININGS))
 
 
-def trainings(sources: Sequence[str] = tuple(BOOST_SOURCES)) -> dict[str, str | None]:
+def trainings(sources: Sequence[str] = tuple(BOOST_LAMBDAS)) -> dict[str, str | None]:
     """The arms of :data:`TRAININGS` a chapter shows: adversarial training and the PAG term of each of
-    ``sources``, each checked against :data:`~pagcore.orchestrate.experiments.BOOST_SOURCES`."""
+    ``sources``, each checked against :data:`~pagcore.orchestrate.experiments.BOOST_LAMBDAS`."""
+    if not sources:
+        raise ConfigError(f"boost_sources must name at least one of {', '.join(BOOST_LAMBDAS)}")
     for source in sources:
-        check_choice("boost_sources", source, tuple(BOOST_SOURCES))
+        check_choice("boost_sources", source, tuple(BOOST_LAMBDAS))
     return {training: source for training, source in TRAININGS.items() if source is None or source in sources}
 
 
 def boost_points(
-    seeds: Sequence[int] = SEEDS, sources: Sequence[str] = tuple(BOOST_SOURCES)
+    seeds: Sequence[int] = SEEDS, sources: Sequence[str] = tuple(BOOST_LAMBDAS)
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """The chapter's runs as (row, overrides) by label: per threat model, each arm of ``sources`` with
     each seed."""
@@ -73,10 +74,10 @@ def boost_points(
     return points
 
 
-def boost_setting(sources: Sequence[str] = tuple(BOOST_SOURCES)) -> str:
+def boost_setting(sources: Sequence[str] = tuple(BOOST_LAMBDAS)) -> str:
     """The PAG term of each arm of ``sources`` in words: its targets, their option and λ."""
     arms = [
-        f"{masking.SOURCE_WORDS[s]} targets (`{s}`, λ = {BOOST_SOURCES[s]:g})" for s in trainings(sources).values() if s
+        f"{masking.SOURCE_WORDS[s]} targets (`{s}`, λ = {BOOST_LAMBDAS[s]:g})" for s in trainings(sources).values() if s
     ]
     return f"The PAG term uses {' or '.join(arms)}."
 
@@ -99,7 +100,7 @@ def label(threat: str, training: str, seed: int) -> str:
 
 
 def arms(
-    runs: Mapping[str, Run | None], seeds: Sequence[int], sources: Sequence[str] = tuple(BOOST_SOURCES)
+    runs: Mapping[str, Run | None], seeds: Sequence[int], sources: Sequence[str] = tuple(BOOST_LAMBDAS)
 ) -> dict[str, dict[str, list[Run]]]:
     """threat -> training (the arms of ``sources``) -> its complete runs, in seed order."""
     return {
@@ -201,7 +202,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
             source = TRAININGS[training]
             if source is None:
                 continue
-            words = f"{NORM_WORDS[threat]} with {masking.SOURCE_WORDS[source]} targets"
+            words = f"{NORM_WORDS[threat]} with {masking.SOURCE_WORDS[source]} targets (λ = {BOOST_LAMBDAS[source]:g})"
             if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
                 parts.append(
                     f"{words}: {len(without)} of {OWN_SPREAD_SEEDS} seeds of adversarial training and "
@@ -230,27 +231,20 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
         f"{len(SEEDS)} seeds each: "
     )
     unchanged = [words for words in judged if words not in boosted + lowered]
+    effects = [
+        f"{change} robust accuracy beyond the noise in {listed(arms)}"
+        for change, arms in (("raises", boosted), ("lowers", lowered))
+        if arms
+    ]
+    if unchanged:
+        effects.append(f"changes robust accuracy only within the noise in {listed(unchanged)}")
     if not judged:
         answer = "The claim that PAG boosts adversarial training is not judged yet."
-    elif boosted:
-        answer = (
-            f"The PAG term raises robust accuracy beyond the noise in {listed(boosted)}: the runs support the claim."
-        )
-    elif lowered and unchanged:
-        answer = (
-            f"The PAG term lowers robust accuracy beyond the noise in {listed(lowered)} and changes it only within "
-            f"the noise in {listed(unchanged)}: the runs do not support the claim."
-        )
-    elif lowered:
-        answer = (
-            f"The PAG term lowers robust accuracy beyond the noise in {listed(lowered)}: the runs do not support "
-            "the claim."
-        )
     else:
-        answer = (
-            f"The PAG term changes robust accuracy only within the noise in {listed(unchanged)}: the runs do not "
-            "support the claim."
+        supported = (
+            f"the runs support the claim in {listed(boosted)}" if boosted else "the runs do not support the claim"
         )
+        answer = f"The PAG term {'; it '.join(effects)}: {supported}."
     if judged and pending:  # a verdict on part of the claim says which part is still open
         answer += f" Not judged yet: {listed(pending)}."
     return head + "; ".join(parts) + ". " + answer

@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
-"""How the book writes each threat model."""
+from pagcore.paper.attacks import NORM_WORDS
 
 METRIC_COLUMNS = (("clean", "clean"), *NORM_WORDS.items())
 """The accuracy columns of every results table: (metric key, heading)."""

@@ -10,7 +10,7 @@ the other seeds of vanilla and nearest neighbour, whose spread the rule of evide
 at the ``cpu`` scale, the short runs of class mean and the score-based source with each
 input-gradient kind, the base classifiers of the randomized-smoothing chapter, and the later version's
 claims: its second architecture, the ViT, and the seeds of adversarial training without the PAG term
-and with it, for each source of targets (:data:`~pagcore.orchestrate.experiments.BOOST_SOURCES`).
+and with it, for each source of targets (:data:`~pagcore.orchestrate.experiments.BOOST_LAMBDAS`).
 
 The chapters take their seeds, λ values and k values from here, the status page compares
 these runs with the paper, and whatever makes missing runs (``python -m pagcore table``, a GPU
@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pagcore.base.validation import ConfigError
+from pagcore.base.validation import ConfigError, check_choice
 from pagcore.config import GRADIENTS, preset_for
-from pagcore.orchestrate.experiments import BOOST_SOURCES, ROWS, boost_row
+from pagcore.orchestrate.experiments import BOOST_LAMBDAS, BOOST_THREATS, ROWS, boost_row
 from pagcore.paper import reported
 
 TABLE_ROWS: tuple[str, ...] = (
@@ -61,11 +61,6 @@ SMOOTHING_SIGMAS: tuple[float, ...] = (0.25, 0.5)
 """The randomized-smoothing chapter: base classifiers trained with Gaussian noise of these σ on
 CIFAR-10 (two of Cohen et al.'s three; the third, 1.0, certifies little at the ℓ2 radius 0.5)."""
 
-BOOST_THREATS: tuple[str, ...] = ("linf", "l2")
-"""The later version's PAG-boosted adversarial training: per threat model, adversarial training without
-the PAG term and with it (one arm per source of targets) on CIFAR-10, each with every seed of ``SEEDS``
-(seed 0 of the former is the table's RIGD teacher), since the gain it claims is a few points."""
-
 GRADIENT_KIND_EPOCHS = 5
 """The gradient-kind comparison (class mean and the score-based source, each with the logit and the
 log-softmax input-gradient, all else equal) trains this many epochs: enough to see whether a kind fits
@@ -101,7 +96,8 @@ def results_rows(dataset: str) -> tuple[str, ...]:
 
 def row_overrides(dataset: str, row: str) -> dict[str, Any]:
     """What a row needs beyond its own knobs: a row with score-based targets its denoiser, gradient kind
-    and (where its knobs have none) λ; every other row nothing."""
+    and λ (which a λ among the row's own knobs overrides); every other row nothing."""
+    check_choice("row", row, tuple(ROWS))
     return score_overrides(dataset) if ROWS[row].knobs.get("source") == "score" else {}
 
 
@@ -212,7 +208,7 @@ def book_runs(scale: str) -> tuple[BookRun, ...]:
         ),
         *(
             BookRun("boost", "cifar10", row, {**row_overrides("cifar10", row), "seed": s}, scale)
-            for source in (BOOST_SOURCES if scale == "cpu" else ())
+            for source in (BOOST_LAMBDAS if scale == "cpu" else ())
             for threat in BOOST_THREATS
             for row in (boost_row(threat, source),)
             for s in SEEDS

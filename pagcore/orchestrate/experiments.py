@@ -24,25 +24,27 @@ from pagcore.data import ImageDataset, load_dataset, synthetic_dataset
 from pagcore.evaluate.final import EvaluationConfig
 from pagcore.orchestrate.sweep import cli_arguments
 from pagcore.paper import reported
+from pagcore.paper.attacks import NORM_WORDS, THREATS
 from pagcore.store.runs import Run, RunStore
 from pagcore.train.trainer import TrainResult, run_name_for, train
 
-BOOST_SOURCES: dict[str, float] = {
+BOOST_THREATS: tuple[str, ...] = THREATS
+"""The threat models of the later version's PAG-boosted adversarial training on CIFAR-10: both."""
+
+BOOST_LAMBDAS: dict[str, float] = {
     "nearest_neighbor": reported.LAMBDA["cifar10"]["nearest_neighbor"],
     "score": reported.SCORE_LAMBDA["cifar10"],
 }
-"""The targets of PAG-boosted adversarial training (the later version's claim), with the λ of each:
-nearest neighbour, the model-free source whose seeds the rule of evidence measures, and the score-based
-targets, the later version's own. Each keeps its λ for the ResNet-18 without adversarial training (the
-paper's Table 3, the authors' score-based value): the later version gives none for adversarial training,
-and the book has not tuned one."""
-
-BOOST_ROW_PREFIXES: dict[str, str] = {"nearest_neighbor": "adversarial_pag", "score": "adversarial_sbg"}
+"""The sources of targets of PAG-boosted adversarial training (the later version's claim), one arm
+each, with the λ of each: nearest neighbour, the model-free source whose seeds the rule of evidence
+measures, and the score-based targets, the later version's own. Each keeps its λ for the ResNet-18
+without adversarial training (the paper's Table 3, the authors' score-based value): the later version
+gives none for adversarial training, and the book has not tuned one."""
 
 
 def boost_row(threat: str, source: str | None = None) -> str:
     """The row of adversarial training in ``threat``, with the PAG term of ``source`` (None: without)."""
-    return f"{BOOST_ROW_PREFIXES[source] if source else 'adversarial'}_{threat}"
+    return "_".join(("adversarial", *((source,) if source else ()), threat))
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,13 @@ ROWS.update(
         boost_row(threat, source),
         Row(
             boost_row(threat, source),
-            f"Adversarial training {words} + PAG, {ROWS[source].label}",
+            f"Adversarial training {NORM_WORDS[threat]} + PAG, {ROWS[source].label}",
             {"objective": "adversarial", "threat": threat, "source": source, "lam": lam},
             in_paper=False,
         ),
     )
-    for source, lam in BOOST_SOURCES.items()
-    for threat, words in (("linf", "ℓ∞"), ("l2", "ℓ2"))
+    for source, lam in BOOST_LAMBDAS.items()
+    for threat in BOOST_THREATS
 )
 PAPER_ROWS: tuple[str, ...] = tuple(name for name, row in ROWS.items() if row.in_paper)
 ROW_LABELS = {name: row.label for name, row in ROWS.items()}

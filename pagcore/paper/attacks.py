@@ -40,6 +40,9 @@ from pagcore.paper.objective import at_least_float32
 THREATS: tuple[str, ...] = ("linf", "l2")
 """The threat models: the norm of the ball an attack (or adversarial training) stays in."""
 
+NORM_WORDS = {"linf": "ℓ∞", "l2": "ℓ2"}
+"""How the book writes each threat model."""
+
 # Half-width of the per-pixel uniform noise that starts an L2 attack: TRADES' L-inf start
 # (8/255) kept unchanged when its code was extended to L2, as in the paper's evaluation.
 L2_START_HALF_WIDTH = 8 / 255
