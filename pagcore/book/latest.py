@@ -204,11 +204,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
                 continue
             words = f"{NORM_WORDS[threat]} with {masking.SOURCE_WORDS[source]} targets (λ = {BOOST_LAMBDAS[source]:g})"
             if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
-                parts.append(
-                    f"{words}: {len(without)} of {OWN_SPREAD_SEEDS} seeds of adversarial training and "
-                    f"{len(with_pag)} of {OWN_SPREAD_SEEDS} with the PAG term are stored, so nothing is judged yet"
-                )
-                pending.append(words)
+                pending.append(f"{words}, {len(without)} and {len(with_pag)}")
                 continue
             judged.append(words)
             # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
@@ -228,7 +224,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
                 lowered.append(words)
     head = (
         f"Adversarial training with and without the PAG term, CIFAR-10, {scale} scale, judged on means over "
-        f"{len(SEEDS)} seeds each: "
+        f"{OWN_SPREAD_SEEDS} seeds each"
     )
     unchanged = [words for words in judged if words not in boosted + lowered]
     effects = [
@@ -238,16 +234,17 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
     ]
     if unchanged:
         effects.append(f"changes robust accuracy only within the noise in {listed(unchanged)}")
+    stored = f"seeds stored of {OWN_SPREAD_SEEDS}, without and with the PAG term: {'; '.join(pending)}"
     if not judged:
-        answer = "The claim that PAG boosts adversarial training is not judged yet."
-    else:
-        supported = (
-            f"the runs support the claim in {listed(boosted)}" if boosted else "the runs do not support the claim"
+        return (
+            f"{head}: no comparison has all its seeds stored yet ({stored}), so the claim that PAG boosts "
+            "adversarial training is not judged yet."
         )
-        answer = f"The PAG term {'; it '.join(effects)}: {supported}."
-    if judged and pending:  # a verdict on part of the claim says which part is still open
-        answer += f" Not judged yet: {listed(pending)}."
-    return head + "; ".join(parts) + ". " + answer
+    supported = f"the runs support the claim in {listed(boosted)}" if boosted else "the runs do not support the claim"
+    said = f"{head}: {'; '.join(parts)}. The PAG term {'; it '.join(effects)}: {supported}."
+    if pending:  # a verdict on part of the claim says which part is still open, and how far its runs are
+        said += f" Not judged yet ({stored})."
+    return said
 
 
 def architecture_points(
