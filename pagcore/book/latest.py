@@ -180,14 +180,17 @@ def gain(without: Sequence[float], with_pag: Sequence[float]) -> tuple[float, fl
     return mean_difference(without, with_pag)
 
 
+def beyond_noise(measured: tuple[float, float]) -> int:
+    """+1 for a gain beyond :data:`SIGNIFICANCE` standard errors, -1 for such a loss, 0 within the noise."""
+    difference, error = measured
+    return 1 if difference > SIGNIFICANCE * error else -1 if difference < -SIGNIFICANCE * error else 0
+
+
 def gain_words(name: str, measured: tuple[float, float]) -> str:
     difference, error = measured
-    if difference > SIGNIFICANCE * error:
-        judged = "a gain beyond the noise"
-    elif difference < -SIGNIFICANCE * error:
-        judged = "a loss beyond the noise"
-    else:
-        judged = "within the noise"
+    judged = {1: "a gain beyond the noise", -1: "a loss beyond the noise", 0: "within the noise"}[
+        beyond_noise(measured)
+    ]
     return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points ({judged})"
 
 
@@ -218,10 +221,8 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
             )
             clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
             parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
-            if robust[0] > SIGNIFICANCE * robust[1]:
-                boosted.append(words)
-            elif robust[0] < -SIGNIFICANCE * robust[1]:
-                lowered.append(words)
+            if effect := beyond_noise(robust):
+                (boosted if effect > 0 else lowered).append(words)
     head = (
         f"Adversarial training with and without the PAG term, CIFAR-10, {scale} scale, judged on means over "
         f"{OWN_SPREAD_SEEDS} seeds each"
