@@ -69,6 +69,16 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     assert apart.startswith(RISING)
     assert "Without the 1 run trained on these targets, which aligns with them by construction, over 3 runs" in apart
     assert "too few" in score.alignment_verdict(points, {"run-2", "run-3"})
+    assert "disagree" not in apart
+    # The best aligned run, trained on the targets, without the robustness: the trend holds only without it.
+    broken = {**{f"run-{i}": (0.1 * i, 0.1 * i) for i in range(1, 6)}, "trained": (0.9, 0.0)}
+    split = score.alignment_verdict(broken, {"trained"})
+    assert "interval includes 0" in split and "the better aligned runs are the more robust ones" in split
+    assert split.endswith("do not show that better alignment goes with more robustness.")
+    # Trained runs on top of unordered ones: the trend is theirs alone.
+    rest = {"a": (0.1, 0.3), "b": (0.2, 0.1), "c": (0.3, 0.25), "d": (0.4, 0.15), "e": (0.5, 0.2), "f": (0.55, 0.12)}
+    top = {f"t{i}": (0.7 + 0.05 * i, 0.7 + 0.05 * i) for i in range(5)}
+    assert score.alignment_verdict({**rest, **top}, set(top)).endswith("shows no more than that.")
     assert "the better aligned runs are the more robust ones" in rising
     assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))
     flat = {k: (a, 0.1) for k, (a, _) in points.items()}

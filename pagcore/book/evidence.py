@@ -430,15 +430,28 @@ def alignment_claim(
     """The later paper's "better alignment, more robustness" read from ``points``; then read again
     without the ``built_in`` runs (described by ``excluded(count)``), which align with the reference
     by construction: the claim must survive without them to say more than that training towards a
-    reference aligns a model with it."""
+    reference aligns a model with it, and hold with them to say that the whole store bears it out. Where
+    the two readings disagree, a last sentence says which way."""
     sentence = correlation_words(points, measures, head)
     independent = {label: point for label, point in points.items() if label not in built_in}
     left = len(points) - len(independent)
-    if left:
-        lead = f"Without the {excluded(left)}"
-        sentence += " " + (
-            f"{lead}, {len(independent)} runs are too few for a rank correlation."
-            if len(independent) < 3
-            else correlation_words(independent, measures, f"{lead}, over {len(independent)} runs")
+    if not left:
+        return sentence
+    lead = f"Without the {excluded(left)}"
+    if len(independent) < 3:
+        return f"{sentence} {lead}, {len(independent)} runs are too few for a rank correlation."
+    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} runs")
+    # Where the two readings disagree, neither alone is the verdict: say which way they part.
+    rising_all = rank_correlation(*zip(*points.values())).low > 0
+    rising_rest = rank_correlation(*zip(*independent.values())).low > 0
+    if rising_rest and not rising_all:
+        sentence += (
+            " The readings disagree: the trend holds without the runs set apart but not with them, so these runs "
+            "as a whole do not show that better alignment goes with more robustness."
+        )
+    elif rising_all and not rising_rest:
+        sentence += (
+            " The readings disagree: the trend rests on the runs set apart, which align by construction, so it "
+            "shows no more than that."
         )
     return sentence
