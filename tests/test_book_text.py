@@ -549,13 +549,17 @@ def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_s
         (folder / "pag_score.json").write_text(json.dumps(entry))
         return run
 
+    # The score's seed spread: two scores differ when more than 2 · √2 · 0.03 ≈ 0.085 apart.
+    noise = evidence.Noise({}, {}, "test", alignment=evidence.AlignmentSpread("a row", 0.03, 3))
     vanilla = scored("vanilla", 0.07)
-    caveat = verdicts.pag_caveat(scored("close", 0.09), vanilla)
-    assert caveat.startswith("its input-gradients are no more clearly aligned") and "0.09 against 0.07" in caveat
-    assert verdicts.pag_caveat(scored("aligned", 0.38), vanilla) == ""
-    assert verdicts.pag_caveat(scored("other", 0.09, reference="elsewhere"), vanilla) == ""  # not comparable
-    assert verdicts.pag_caveat(scored("alone", 0.09), None) == ""
-    assert verdicts.row_caveats("class_mean", scored("cm", 0.09), vanilla, ceiling=0.5)[0].startswith(
+    caveat = verdicts.pag_caveat(scored("close", 0.15), vanilla, noise)
+    assert caveat.startswith("its input-gradients are not shown to align better") and "0.15 against 0.07" in caveat
+    assert "two scores differ when more than 0.08 apart" in caveat
+    assert verdicts.pag_caveat(scored("aligned", 0.38), vanilla, noise) == ""
+    assert "not measured" in verdicts.pag_caveat(scored("unmeasured", 0.38), vanilla, None)
+    assert verdicts.pag_caveat(scored("other", 0.09, reference="elsewhere"), vanilla, noise) == ""  # not comparable
+    assert verdicts.pag_caveat(scored("alone", 0.09), None, noise) == ""
+    assert verdicts.row_caveats("class_mean", scored("cm", 0.09), vanilla, 0.5, noise)[0].startswith(
         "its clean accuracy does not exceed the 50.0%"
     )
 
@@ -584,3 +588,36 @@ def test_the_vit_pilot_paragraph_reads_its_own_files_and_not_the_resnets(tmp_pat
     assert "vanilla reaches 55.0% at width 32 (21 s per epoch)" in text
     assert f"with {depth} blocks instead of {VIT_DEPTH['paper']}" in text
     assert "82.6%" not in text
+
+
+def test_the_pag_scores_seed_spread_is_the_widest_over_configurations_with_enough_seeds(tmp_path):
+    from pagcore.book import masking
+    from pagcore.store.runs import RunStore
+
+    store = RunStore(tmp_path)
+
+    def scored(lam: float, seed: int, alignment: float, reference: str = "teacher"):
+        params = {"dataset": "cifar10", "objective": "pag", "source": "one_image", "scale": "cpu", "lam": lam}
+        run = store.create(f"run-{lam}-{seed}-{reference}", {**params, "seed": seed})
+        folder = run.path / "evaluations"
+        folder.mkdir(parents=True)
+        entry = {
+            "name": "pag_score",
+            "settings": {"budgets": "real", "subset": {"size": 500}, "reference": reference},
+            "results": {"gradient_alignment": {"score": alignment}, "targeted_confidence": {"score": 0.2}},
+        }
+        (folder / "pag_score.json").write_text(json.dumps(entry))
+        return run
+
+    runs = [scored(0.5, seed, a) for seed, a in enumerate((0.20, 0.26, 0.23))]  # std 0.03
+    runs += [scored(1.0, seed, a) for seed, a in enumerate((0.30, 0.31, 0.32))]  # std 0.01
+    runs += [scored(2.0, seed, a) for seed, a in enumerate((0.1, 0.5))]  # two seeds: too few to trust
+    runs += [scored(0.5, 3, 0.9, reference="elsewhere")]  # another reference: another configuration
+    groups = masking.seed_scores(runs)
+    assert sorted(len(scores) for scores in groups.values()) == [1, 2, 3, 3]
+    spread = evidence.alignment_spread(groups)
+    assert spread.std == pytest.approx(0.03) and spread.seeds == 3 and "λ = 0.5" not in spread.label
+    assert spread.margin == pytest.approx(2 * 2**0.5 * 0.03)
+    assert evidence.aligned_above(spread, 0.40, 0.30) and not evidence.aligned_above(spread, 0.38, 0.30)
+    assert not evidence.aligned_above(None, 0.9, 0.0)
+    assert evidence.alignment_spread({"one": [0.1, 0.5]}) is None

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pagcore.book import smoothing
+from pagcore.book.evidence import AlignmentSpread
 from pagcore.store.runs import RunStore
 
 REFERENCE = "cifar10-cpu-adversarial-l2"
@@ -53,12 +54,16 @@ def stored(tmp_path):
     return noisy, vanilla
 
 
-def verdict(noisy, vanilla) -> str:
+SPREAD = AlignmentSpread("Vanilla", 0.02, 3)
+"""A PAG score's seed spread: two scores differ when more than 2 · √2 · 0.02 ≈ 0.057 apart."""
+
+
+def verdict(noisy, vanilla, spread: AlignmentSpread | None = SPREAD) -> str:
     scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla}, Reference())
-    return smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu")
+    return smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu", spread=spread)
 
 
-def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_clearly_better_aligned(stored):
+def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyond_the_seed_spread(stored):
     noisy, vanilla = stored
     assert "no certificate, no PAG score of its smoothed classifier yet" in verdict(noisy, vanilla)
     certificate(noisy, 0.40)
@@ -67,6 +72,10 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_clearly_bette
     assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
+    assert "two scores differ when more than 0.06 apart" in supported
+    # Without a measured seed spread no alignment gap is read, however wide.
+    unmeasured = verdict(noisy, vanilla, spread=None)
+    assert "so no gap is read" in unmeasured and "do not support the claim" in unmeasured
 
 
 def test_a_smoothed_classifier_near_chance_when_clean_is_no_evidence(stored):
@@ -79,7 +88,7 @@ def test_a_smoothed_classifier_near_chance_when_clean_is_no_evidence(stored):
 @pytest.mark.parametrize(("at_half", "alignment"), [(0.15, 0.30), (0.40, 0.14)])
 def test_either_half_missing_leaves_the_claim_unsupported(stored, at_half, alignment):
     noisy, vanilla = stored
-    # 15 % of 100 images is within twice chance's sampling error (3 points) of 10 %; 0.14 is within 0.05 of 0.10.
+    # 15 % of 100 images is within twice chance's sampling error (3 points) of 10 %; 0.14 is within 0.057 of 0.10.
     certificate(noisy, at_half)
     pag_score(noisy, alignment, smoothed=True)
     assert "do not support the claim" in verdict(noisy, vanilla)
@@ -111,7 +120,7 @@ def test_scores_against_another_reference_are_not_compared(stored):
 
     scores = smoothing.alignment_scores({0.25: noisy}, {"Vanilla": vanilla}, Other())
     assert scores == {}
-    judged = smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu")
+    judged = smoothing.verdict({0.25: noisy}, scores, "Vanilla", num_classes=10, scale="cpu", spread=SPREAD)
     assert "no PAG score of its smoothed classifier, no PAG score of vanilla against the same reference" in judged
     assert "is not judged yet" in judged
 
@@ -152,7 +161,7 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
     pag_score(noisy, 0.20)
     pag_score(teacher, 1.0)  # the reference against itself: no point
     evaluation(other, "pag_score", {"reference": "elsewhere"}, {"gradient_alignment": {"score": 0.9}})
-    assert smoothing.alignment_reading([vanilla], {0.25: noisy}, Reference()).startswith(
+    assert smoothing.alignment_reading([vanilla], {0.25: noisy}, Reference(), SPREAD).startswith(
         "The plot needs a scored smoothed classifier"
     )
     pag_score(noisy, 0.30, smoothed=True)
@@ -165,8 +174,8 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
         "noise-trained base classifiers": [(0.20, 0.30)],
         "their smoothed classifiers": [(0.30, 0.55)],
     }
-    reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference())
-    assert "alignment is 0.30 for σ = 0.25 (above 1 of the other model by more than 0.05)" in reading
+    reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference(), SPREAD)
+    assert "alignment is 0.30 for σ = 0.25 (above 1 of the other model beyond the seed spread)" in reading
     assert "the best aligned other model, CIFAR-10 vanilla (cpu), reaches 0.10" in reading
     assert smoothing.alignment_groups([noisy], {0.25: noisy}, None) == {}
 
@@ -175,7 +184,7 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
     )
     student.write_json("metrics.json", {"clean": 0.8, "linf": 0.1, "l2": 0.4})
     pag_score(student, 0.50)
-    reading = smoothing.alignment_reading([vanilla, student], {0.25: noisy}, Reference())
+    reading = smoothing.alignment_reading([vanilla, student], {0.25: noisy}, Reference(), SPREAD)
     assert "above 1 of the 2 other models" in reading
     assert "CIFAR-10 RIGD (cpu), distilled from the reference itself, reaches 0.50" in reading
 

@@ -89,6 +89,50 @@ seeds has one degree of freedom and is too often far too small to trust."""
 
 
 @dataclass(frozen=True)
+class AlignmentSpread:
+    """How far the seed alone moves a PAG score: the widest standard deviation over seeds among the
+    configurations stored with :data:`OWN_SPREAD_SEEDS` or more seeds scored against one reference."""
+
+    label: str
+    std: float
+    seeds: int
+
+    @property
+    def margin(self) -> float:
+        """The gap two single runs' scores must exceed to be told apart: :data:`SIGNIFICANCE` standard
+        errors of a difference of two runs, each carrying the seed spread."""
+        return SIGNIFICANCE * math.sqrt(2) * self.std
+
+    def words(self) -> str:
+        return (
+            f"two scores differ when more than {self.margin:.2f} apart, {SIGNIFICANCE:g} standard errors of a "
+            f"difference of two runs, the score's standard deviation over seeds being {self.std:.3f} for "
+            f"{self.label} ({self.seeds} seeds, the widest measured)"
+        )
+
+
+def aligned_above(spread: AlignmentSpread | None, mine: float, theirs: float) -> bool:
+    """Whether a PAG score ``mine`` is above ``theirs`` beyond ``spread`` (never while it is not measured)."""
+    return spread is not None and mine - theirs > spread.margin
+
+
+def spread_words(spread: AlignmentSpread | None) -> str:
+    """How two PAG scores are told apart, for a parenthesis."""
+    return "the score's spread over seeds is not measured, so no gap is read" if spread is None else spread.words()
+
+
+def alignment_spread(scores_by_label: Mapping[str, Sequence[float]]) -> AlignmentSpread | None:
+    """The widest :class:`AlignmentSpread` among ``scores_by_label`` (one PAG score per seed of a
+    configuration); None until one has :data:`OWN_SPREAD_SEEDS` seeds."""
+    spreads = [
+        AlignmentSpread(label, statistics.stdev(scores), len(scores))
+        for label, scores in scores_by_label.items()
+        if len(scores) >= OWN_SPREAD_SEEDS
+    ]
+    return max(spreads, key=lambda spread: spread.std, default=None)
+
+
+@dataclass(frozen=True)
 class Noise:
     """The spread of accuracies over training seeds: per row and metric, the sample standard deviation
     over that row's seeds; where it was measured; and which rows may use their own spread. Every other
@@ -99,6 +143,7 @@ class Noise:
     seeds: Mapping[str, int]
     measured_on: str
     own: frozenset[str] = frozenset()
+    alignment: AlignmentSpread | None = None  # the PAG score's, beside the accuracies'
 
     def widest(self, metric: str) -> float:
         return max(spread.get(metric, 0.0) for spread in self.spreads.values())

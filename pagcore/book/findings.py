@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pagcore.book import evidence, latest, score, smoothing
+from pagcore.book import evidence, latest, masking, score, smoothing
 from pagcore.book.evidence import Judgement, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
@@ -21,6 +21,7 @@ from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import NOISE_DATASET, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs, seed_row_runs
+from pagcore.store.runs import RunStore
 
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
@@ -32,10 +33,20 @@ def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real
 
 def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
     """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it:
-    borrowed on any other dataset (None until a row has two seeds stored)."""
+    borrowed on any other dataset (None until a row has two seeds stored); with the PAG score's seed
+    spread (:func:`alignment_spread`)."""
     metrics = {row: [run.metrics for run in runs] for row, runs in seed_row_runs(scale, runs_dir, kind).items()}
     noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
+    if noise is not None:
+        noise = replace(noise, alignment=alignment_spread(runs_dir, kind))
     return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
+
+
+def alignment_spread(runs_dir: str = "", kind: str = "real") -> evidence.AlignmentSpread | None:
+    """The PAG score's seed spread, the widest over every configuration of the store (any dataset and
+    scale) scored with enough seeds: one margin for every comparison of two scores in the book."""
+    scored = [run for run in RunStore(runs_dir or None).runs() if run.kind == kind and run.complete]
+    return evidence.alignment_spread(masking.seed_scores(scored))
 
 
 @dataclass(frozen=True)
@@ -76,17 +87,19 @@ class DatasetFinding:
 def dataset_finding(dataset: str, scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "real"):
     runs = stored_table(dataset, scale, runs_dir, kind)
     judged = judge_table(runs, noise, SPECS[dataset].num_classes) if noise is not None else {}
-    return finding_of(dataset, scale, runs, judged)
+    return finding_of(dataset, scale, runs, judged, noise)
 
 
-def finding_of(dataset: str, scale: str, runs: Mapping[str, Any], judged: dict[str, Judgement]) -> DatasetFinding:
+def finding_of(
+    dataset: str, scale: str, runs: Mapping[str, Any], judged: dict[str, Judgement], noise: Noise | None
+) -> DatasetFinding:
     """The finding of ``judged`` rows of the table ``runs`` (row -> run), with the caveats of each row
     that is evidence (:func:`~pagcore.book.verdicts.row_caveats`)."""
     ceiling = class_mean_distance_ceiling(dataset)
     caveats = {
         row: "; ".join(caveats)
         for row, judgement in judged.items()
-        if judgement.is_evidence and (caveats := row_caveats(row, runs[row], runs.get("vanilla"), ceiling))
+        if judgement.is_evidence and (caveats := row_caveats(row, runs[row], runs.get("vanilla"), ceiling, noise))
     }
     return DatasetFinding(dataset, scale, judged, caveats)
 

@@ -4,7 +4,8 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pagcore.base.validation import ConfigError
@@ -12,9 +13,12 @@ from pagcore.book.evidence import (
     ATTACK_WORDS,
     CHECK_WORDS,
     THREAT_METRICS,
+    AlignmentSpread,
+    aligned_above,
     alignment_claim,
     failed_checks,
     judged_by_current_references,
+    spread_words,
     unread_failures,
 )
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, verb
@@ -26,10 +30,6 @@ from pagcore.store.runs import Run
 NOTHING = "not run"
 CHECKS = tuple(CHECK_WORDS)
 """The checklist's checks in the order the chapter lists them."""
-
-ALIGNMENT_MARGIN = 0.05
-"""Two PAG scores closer than this are read as equal: a mean cosine over a few hundred images, for which
-the book has no measured spread, so only a clear gap counts."""
 
 SOURCE_WORDS = {
     "one_image": "one image",
@@ -181,6 +181,23 @@ def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str,
     return scores
 
 
+def seed_scores(runs: Sequence[Run]) -> dict[str, list[float]]:
+    """The gradient alignment of every run with a PAG score, grouped by configuration and reference:
+    runs that differ in their seed alone, labelled by the first (for
+    :func:`~pagcore.book.evidence.alignment_spread`)."""
+    groups: dict[tuple[str, str], list[tuple[Run, float]]] = {}
+    for run in runs:
+        entry = chosen_evaluations(run).get(("pag_score", "all"))
+        if entry is not None:
+            seedless = json.dumps({k: v for k, v in run.params.items() if k != "seed"}, sort_keys=True)
+            score = entry["results"]["gradient_alignment"]["score"]
+            groups.setdefault((seedless, entry["settings"]["reference"]), []).append((run, score))
+    return {
+        run_label(min(group, key=lambda pair: pair[0].params.get("seed", 0))[0]): [score for _, score in group]
+        for group in groups.values()
+    }
+
+
 def _vanilla_score(scores: Mapping[str, dict[str, Any]], run: Run) -> dict[str, Any] | None:
     """The PAG score of the vanilla run that ``run`` is compared with: same dataset and scale, the same
     seed where there is one, else any."""
@@ -320,10 +337,12 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     )
 
 
-def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, dict[str, Any]]) -> str:
+def conclusion(
+    evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, dict[str, Any]], spread: AlignmentSpread | None
+) -> str:
     """What the chapter shows, in a few sentences computed from the evaluations: which PAG-trained runs
-    pass every check, which fail which, and whether those that fail align their gradients any better
-    than the vanilla run of their dataset."""
+    pass every check, which fail which, and whether those that fail align their gradients better than
+    the vanilla run of their dataset beyond the PAG score's seed ``spread``."""
     if not evaluated:
         return "No run has been evaluated yet, so this chapter cannot conclude."
     passing, failing, unchecked, again = [], [], [], []
@@ -348,10 +367,10 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
         vanilla = _vanilla_score(scores, run)
         own = scores.get(label)
         if own is not None and vanilla is not None and own["reference"] == vanilla["reference"]:
-            better = own["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
+            better = aligned_above(spread, own["alignment"], vanilla["alignment"])
             sentence += (
                 f"; its gradient alignment ({own['alignment']:.2f}) is "
-                + ("above" if better else "not clearly above")
+                + ("above" if better else "not shown to be above")
                 + f" vanilla's ({vanilla['alignment']:.2f}), its targeted confidence {percent(own['confidence'])} "
                 f"against {percent(vanilla['confidence'])}"
             )
@@ -360,9 +379,8 @@ def conclusion(evaluated: Mapping[str, tuple[Run, dict]], scores: Mapping[str, d
         parts.append(sentence + ".")
     if unaligned:
         parts.append(
-            f"Whatever the PGD numbers of {listed(unaligned)} show, they do not come with "
-            f"clearly better aligned gradients (an alignment gap under {ALIGNMENT_MARGIN:g} is not read: the score's "
-            "spread over seeds is not measured)."
+            f"Whatever the PGD numbers of {listed(unaligned)} show, they do not come with gradients shown to be "
+            f"better aligned ({spread_words(spread)})."
         )
     if again:
         parts.append(

@@ -4,8 +4,8 @@ Gaussian noise and their stored evaluations (``python -m pagcore evaluate --cert
 
 Kaur, Cohen & Lipton's claim has two halves, and the verdict needs both from the same model: the
 smoothed classifier is robust (certified beyond what a constant classifier certifies), and its
-gradients are perceptually aligned (its PAG score clearly above vanilla's, against the same
-reference).
+gradients are perceptually aligned (its PAG score above vanilla's, against the same reference, by
+more than the score's seed spread allows).
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pagcore.book.evidence import SIGNIFICANCE, chance, fits_labels, sampling_std
+from pagcore.book.evidence import (
+    SIGNIFICANCE,
+    AlignmentSpread,
+    aligned_above,
+    chance,
+    fits_labels,
+    sampling_std,
+    spread_words,
+)
 from pagcore.book.figures import PAG_ROW_READING
-from pagcore.book.masking import ALIGNMENT_MARGIN, NOTHING, run_label
+from pagcore.book.masking import NOTHING, run_label
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, shown_points
 from pagcore.data import SPECS
 from pagcore.evaluate.final import PICTURE_NORM
@@ -220,9 +228,11 @@ def alignment_groups(
     return {label: [(a, r) for _, a, r in points] for label, points in groups.items() if points}
 
 
-def alignment_reading(every_run: Sequence[Run], runs: Mapping[float, Run | None], reference: Run | None) -> str:
+def alignment_reading(
+    every_run: Sequence[Run], runs: Mapping[float, Run | None], reference: Run | None, spread: AlignmentSpread | None
+) -> str:
     """Where the smoothed classifiers fall among the other models of :func:`alignment_groups` on the
-    alignment axis; a gap within the book's alignment margin does not count."""
+    alignment axis; a gap within the PAG score's seed ``spread`` does not count."""
     groups = _scored(every_run, runs, reference) if reference is not None else {}
     other, _, smoothed = (groups.get(label, []) for label in ALIGNMENT_GROUPS)
     if not smoothed or not other:
@@ -230,7 +240,7 @@ def alignment_reading(every_run: Sequence[Run], runs: Mapping[float, Run | None]
     models = "the other model" if len(other) == 1 else f"the {len(other)} other models"
     placed = [
         f"{alignment:.2f} for σ = {run.params['noise_sigma']:g} (above "
-        f"{sum(a < alignment - ALIGNMENT_MARGIN for _, a, _ in other)} of {models} by more than {ALIGNMENT_MARGIN:g})"
+        f"{sum(aligned_above(spread, alignment, a) for _, a, _ in other)} of {models} beyond the seed spread)"
         for run, alignment, _ in sorted(smoothed, key=lambda point: -point[1])
     ]
     best, best_alignment, _ = max(other, key=lambda point: point[1])
@@ -358,10 +368,16 @@ def smoothed_fits_labels(entry: Mapping[str, Any], num_classes: int) -> bool:
 
 
 def verdict(
-    runs: Mapping[float, Run | None], scores: Mapping[str, dict], vanilla_label: str, num_classes: int, scale: str
+    runs: Mapping[float, Run | None],
+    scores: Mapping[str, dict],
+    vanilla_label: str,
+    num_classes: int,
+    scale: str,
+    spread: AlignmentSpread | None,
 ) -> str:
-    """The chapter's finding: per σ, what is certified and how the smoothed gradients align against
-    vanilla's; then whether the stored runs support Kaur, Cohen & Lipton's claim."""
+    """The chapter's finding: per σ, what is certified and whether the smoothed gradients align better
+    than vanilla's beyond the PAG score's seed ``spread``; then whether the stored runs support Kaur,
+    Cohen & Lipton's claim."""
     vanilla = scores.get(vanilla_label)
     parts, robust_and_aligned, judged = [], [], 0
     for sigma, run in runs.items():
@@ -383,7 +399,7 @@ def verdict(
         judged += 1
         at = certified["results"]["certified_accuracy"][f"{CLAIM_RADIUS:g}"]
         beyond = certified_beyond_chance(certified, num_classes) and smoothed_fits_labels(certified, num_classes)
-        aligned = smoothed["alignment"] > vanilla["alignment"] + ALIGNMENT_MARGIN
+        aligned = aligned_above(spread, smoothed["alignment"], vanilla["alignment"])
         parts.append(
             f"σ = {sigma:g}: the smoothed classifier certifies {percent(at)} of {certified['results']['images']} test "
             f"images at ℓ2 radius {CLAIM_RADIUS:g} ({'beyond' if beyond else 'not beyond'} the "
@@ -399,15 +415,13 @@ def verdict(
     elif robust_and_aligned:
         answer = (
             f"With {listed(robust_and_aligned)}, a classifier made robust by randomized smoothing, never by "
-            f"adversarial training, also has gradients better aligned than vanilla's by more than {ALIGNMENT_MARGIN:g} "
-            "(the score's spread over seeds is not measured): the runs support Kaur, Cohen & Lipton's claim, at the "
-            f"{scale} scale."
+            f"adversarial training, also has gradients better aligned than vanilla's ({spread_words(spread)}): the "
+            f"runs support Kaur, Cohen & Lipton's claim, at the {scale} scale."
         )
     else:
         answer = (
             "No smoothed classifier both fits its labels and certifies beyond chance, and is better aligned than "
-            f"vanilla (by more than {ALIGNMENT_MARGIN:g} in alignment): the runs do not support the claim at the "
-            f"{scale} scale."
+            f"vanilla ({spread_words(spread)}): the runs do not support the claim at the {scale} scale."
         )
     return "; ".join(parts) + ". " + answer
 

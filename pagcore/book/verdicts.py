@@ -17,6 +17,7 @@ from pagcore.book.evidence import (
     Judgement,
     Measured,
     Noise,
+    aligned_above,
     compare,
     failed_checks,
     fits_labels,
@@ -26,8 +27,8 @@ from pagcore.book.evidence import (
     sampling_std,
     separated,
     separation_words,
+    spread_words,
 )
-from pagcore.book.masking import ALIGNMENT_MARGIN
 from pagcore.book.tables import seconds_per_epoch, training_devices
 from pagcore.book.text import (
     METRIC_COLUMNS,
@@ -79,7 +80,7 @@ def cpu_scale_verdict(
             f"{labels.get(row, row)} ({percent(m['clean'])} clean, {percent(m['linf'])} ℓ∞, {percent(m['l2'])} ℓ2): "
             f"**{judged.verdict}**: {'; '.join(judged.reasons)}."
         )
-        for caveat in row_caveats(row, done[row], done["vanilla"], distance_ceiling):
+        for caveat in row_caveats(row, done[row], done["vanilla"], distance_ceiling, noise):
             sentence += f" {caveat[0].upper()}{caveat[1:]}."
         parts.append(sentence)
     if noise is not None:
@@ -332,28 +333,29 @@ def _fits(metrics: Mapping[str, float], noise: Noise) -> bool:
     return fits_labels(clean, LAMBDA_CLASSES, SIGNIFICANCE * error)
 
 
-def pag_caveat(run: Any, vanilla: Any) -> str:
+def pag_caveat(run: Any, vanilla: Any, noise: Noise | None) -> str:
     """A row's caveat, in lower case, when its PAG score is stored beside vanilla's against the same
-    reference and is not clearly above it: its robustness is then not shown to come with PAG (empty
-    otherwise, including when either score is missing)."""
+    reference and is not above it beyond the score's seed spread (``noise.alignment``): its robustness
+    is then not shown to come with PAG (empty otherwise, including when either score is missing)."""
     if run is None or vanilla is None:
         return ""
     own, base = (chosen_evaluations(r).get(("pag_score", "all")) for r in (run, vanilla))
     if own is None or base is None or own["settings"]["reference"] != base["settings"]["reference"]:
         return ""
     mine, theirs = (e["results"]["gradient_alignment"]["score"] for e in (own, base))
-    if mine > theirs + ALIGNMENT_MARGIN:
+    spread = noise.alignment if noise is not None else None
+    if aligned_above(spread, mine, theirs):
         return ""
     return (
-        f"its input-gradients are no more clearly aligned with the adversarially trained reference than vanilla's, "
-        f"{mine:.2f} against {theirs:.2f}, so its robustness is not shown to come with perceptually aligned "
-        "gradients"
+        f"its input-gradients are not shown to align better with the adversarially trained reference than "
+        f"vanilla's, {mine:.2f} against {theirs:.2f} ({spread_words(spread)}), so its robustness is not shown to "
+        "come with perceptually aligned gradients"
     )
 
 
-def row_caveats(row: str, run: Any, vanilla: Any, ceiling: float | None) -> list[str]:
+def row_caveats(row: str, run: Any, vanilla: Any, ceiling: float | None, noise: Noise | None) -> list[str]:
     """What qualifies a row's verdict, in lower case: the distance ceiling (class mean) and the PAG score."""
-    caveats = [distance_ceiling_caveat(row, run.metrics["clean"], ceiling), pag_caveat(run, vanilla)]
+    caveats = [distance_ceiling_caveat(row, run.metrics["clean"], ceiling), pag_caveat(run, vanilla, noise)]
     return [caveat for caveat in caveats if caveat]
 
 
