@@ -407,10 +407,13 @@ def test_lambda_verdict_reads_the_trend_from_the_smallest_to_the_largest_lambda_
     assert "the trade of the paper's Figure 5" in verdict and "peaks" not in verdict
     falling[1.0] = m(0.25, 0.10, 0.17)  # both robust columns peak at 0.4, by 9 and 10 points
     peaked = verdicts.lambda_verdict(falling, "cpu", NOISE)
-    assert "ℓ∞ peaks at λ = 0.4 (19.0%), ℓ2 peaks at λ = 0.4 (27.0%), beyond the noise." in peaked
+    assert "it peaks in ℓ∞ at λ = 0.4 (19.0%), ℓ2 at λ = 0.4 (27.0%), beyond the noise." in peaked
     assert "Figure 5." in peaked
     falling[1.0] = m(0.25, 0.17, 0.25)  # 2 points under 0.4's: within the noise, no peak
-    assert "peaks" not in verdicts.lambda_verdict(falling, "cpu", NOISE)
+    hump = verdicts.lambda_verdict(falling, "cpu", NOISE)
+    assert "peaks" not in hump
+    assert "The highest ℓ∞ and ℓ2 accuracy lies between the ends (ℓ∞ at λ = 0.4 (19.0%)" in hump
+    assert "above the largest λ's by less than the noise." in hump
     falling[1.0] = m(0.80, 0.005, 0.30)  # clean rises beyond the noise; l-inf falls within it
     against = verdicts.lambda_verdict(falling, "cpu", NOISE)
     assert "λ = 1 (3 values that fit their labels)" in against and "the other way for clean." in against
@@ -554,7 +557,7 @@ def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_s
     vanilla = scored("vanilla", 0.07)
     caveat = verdicts.pag_caveat(scored("close", 0.15), vanilla, noise)
     assert caveat.startswith("its input-gradients are not shown to align better") and "0.15 against 0.07" in caveat
-    assert "two scores differ when more than 0.08 apart" in caveat
+    assert "two PAG scores differ when more than 0.08 apart" in caveat
     assert verdicts.pag_caveat(scored("aligned", 0.38), vanilla, noise) == ""
     assert "not measured" in verdicts.pag_caveat(scored("unmeasured", 0.38), vanilla, None)
     assert verdicts.pag_caveat(scored("other", 0.09, reference="elsewhere"), vanilla, noise) == ""  # not comparable

@@ -101,7 +101,7 @@ def identity_files(run_dir):
 def test_evaluate_again_without_attacks(trained):
     runs, names = trained
     out, result = pagcore("evaluate", "--run", names["vanilla"], "--runs", str(runs), "--no-progress", *SYNTHETIC)
-    assert out.returncode == 0, out.stderr[-2000:]  # it used to fail with "'str' object is not callable"
+    assert out.returncode == 0, out.stderr[-2000:]  # a stored run evaluated with no attack named
     assert result["run"] == names["vanilla"]
     assert (
         result["metrics"]["test_images"] == 16

@@ -72,7 +72,7 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyon
     assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
-    assert "two scores differ when more than 0.06 apart" in supported
+    assert "two PAG scores differ when more than 0.06 apart" in supported
     # Without a measured seed spread no alignment gap is read, however wide.
     unmeasured = verdict(noisy, vanilla, spread=None)
     assert "so no gap is read" in unmeasured and "do not support the claim" in unmeasured

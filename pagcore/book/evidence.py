@@ -105,7 +105,7 @@ class AlignmentSpread:
 
     def words(self) -> str:
         return (
-            f"two scores differ when more than {self.margin:.2f} apart, {SIGNIFICANCE:g} standard errors of a "
+            f"two PAG scores differ when more than {self.margin:.2f} apart, {SIGNIFICANCE:g} standard errors of a "
             f"difference of two runs, the score's standard deviation over seeds being {self.std:.3f} for "
             f"{self.label} ({self.seeds} seeds, the widest measured)"
         )

@@ -267,9 +267,11 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
     noise_words = (
         f"a row's noise is its own seed spread where {evidence.OWN_SPREAD_SEEDS} seeds measure it, and otherwise "
         f"the widest measured (on {noise.measured_on}, under ℓ∞ PGD-20: {noise.words('linf', ROW_LABELS)}; under ℓ2: "
-        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row and every ViT row takes the widest); two numbers "
+        f"{noise.words('l2', ROW_LABELS)}; every STL-10 row takes the widest, and a ViT row its own where "
+        f"{evidence.OWN_SPREAD_SEEDS} ViT seeds measure it, else the widest on either network); two numbers "
         f"differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
         "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
+        + (f"; {noise.alignment.words()}" if noise.alignment is not None else "")
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"
     )

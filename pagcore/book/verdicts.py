@@ -288,7 +288,7 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
             "no trend to read yet." + left_out
         )
     (low, first), *_, (high, last) = done.items()
-    changes, agree, unclear, peaks = [], [], [], []
+    changes, agree, unclear, peaks, humps = [], [], [], [], []
     for key, name in METRIC_COLUMNS:
         changes.append(f"{name} {percent(first[key])} → {percent(last[key])}")
         if noise is None:
@@ -300,14 +300,22 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
             unclear.append(name)
         # The ends alone would hide a robust accuracy that peaks in between and falls again.
         best = max(done, key=lambda lam: done[lam][key])
-        if LAMBDA_TREND[key] > 0 and best != high and compare(noise, key, done[best], last) > 0:
-            peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
+        if LAMBDA_TREND[key] > 0 and best != high:
+            peak = f"{name} at λ = {best:g} ({percent(done[best][key])})"
+            (peaks if compare(noise, key, done[best], last) > 0 else humps).append((name, peak))
     span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values that fit their labels): "
     text = span + ", ".join(changes) + "." + left_out
     if noise is None:
         return text + f" No seed spread has been measured at the {scale} scale, so no change is read as a trend."
     if peaks:
-        text += " Robustness does not grow all the way: " + ", ".join(peaks) + ", beyond the noise."
+        text += " Robustness does not grow all the way: it peaks in " + ", ".join(p for _, p in peaks)
+        text += ", beyond the noise."
+    if humps:
+        text += (
+            f" The highest {listed([name for name, _ in humps])} accuracy lies between the ends ("
+            + ", ".join(p for _, p in humps)
+            + "), above the largest λ's by less than the noise."
+        )
     if len(agree) == len(METRIC_COLUMNS):
         return text + " End to end, clean accuracy falls and robustness rises, the trade of the paper's Figure 5."
     if unclear:
