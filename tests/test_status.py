@@ -385,14 +385,16 @@ def test_the_page_has_a_heading_per_section_and_folds_what_was_not_run():
 
 
 def test_a_single_paper_run_is_judged_against_our_own_seed_spread_when_that_is_wider():
-    from pagcore.book.status import NOT_REPRODUCED, REPRODUCED, StatusRow
+    from pagcore.book.status import NOT_REPRODUCED, REPRODUCED, WITHIN_SPREAD, StatusRow
 
     row = StatusRow("toy", "PAG", "ℓ2 PGD-10", paper=0.755, ours=0.826, dataset="toy")
     assert row.verdict == NOT_REPRODUCED  # 7.1 points against a 2-point tolerance
     row.own_spread = 0.17
-    assert row.verdict == REPRODUCED  # within twice our 17-point seed spread
+    assert row.verdict == WITHIN_SPREAD  # within twice our 17-point seed spread: not told apart, not confirmed
     row.own_spread = 0.001
     assert row.verdict == NOT_REPRODUCED  # a narrow spread never loosens the paper's tolerance
+    row.ours, row.own_spread = 0.765, 0.17
+    assert row.verdict == REPRODUCED  # within the tolerance, whatever our spread
 
 
 def test_the_figure_reading_counts_the_band_it_draws_and_names_the_wider_bound_apart(tmp_path):
@@ -408,11 +410,12 @@ def test_the_figure_reading_counts_the_band_it_draws_and_names_the_wider_bound_a
     (tmp_path / "toy.json").write_text(json.dumps(toy))
     rows = reproduction_status(RunStore(tmp_path / "runs"), tmp_path / "toy.json")
     pag_pgd = next(r for r in rows if r.dataset == status.TOY and r.setting == "PAG" and r.key == "pgd")
-    assert pag_pgd.verdict == REPRODUCED
+    assert pag_pgd.verdict == status.WITHIN_SPREAD
     text = status.figure_reading(rows)
     inside = sum(round(100 * abs(r.gap), 1) <= 100 * REPRODUCED_WITHIN for r in rows if r.ours is not None)
     assert text.startswith(f"{inside} of the toy experiment's 4 points lie inside the band")
-    assert "count as reproduced" in text
+    assert "more lie outside it but within twice our seed spread" in text
+    assert "only within our seed spread" in status.summary_sentences(rows)
 
 
 def test_a_table_measured_on_a_test_subset_says_so_in_its_caption():
