@@ -173,6 +173,15 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
     assert evidence.endswith("the runs support the claim beyond ResNet-18.")
     assert "Nearest Neighbor **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
+    # The ResNet-18's verdict names the spread it was judged with: its own over three seeds, or the widest.
+    small = {"clean": 0.01, "linf": 0.01, "l2": 0.01}
+    resnet_noise = Noise(
+        {"nearest_neighbor": small}, {"nearest_neighbor": 3}, "ResNet", frozenset({"nearest_neighbor"})
+    )
+    both = {"nearest_neighbor": judged("evidence"), "score": judged("within noise", "score")}
+    named = latest.architecture_verdict(runs, both, both, "cpu", noise=None, resnet_noise=resnet_noise)
+    assert "on the ResNet-18: evidence, own seed spread)" in named
+    assert "on the ResNet-18: within noise, one seed, widest spread)" in named
     not_yet = "The claim is not answered yet"
     mixed = {"nearest_neighbor": judged("within noise"), "score": judged("unchecked", "score")}
     assert not_yet in latest.architecture_verdict(runs, mixed, resnet, "cpu")

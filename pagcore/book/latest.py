@@ -321,10 +321,12 @@ def architecture_verdict(
     scale: str,
     width: int | None = None,
     noise: Noise | None = None,
+    resnet_noise: Noise | None = None,
 ) -> str:
     """Whether the effect holds beyond ResNet-18: each ViT PAG row's verdict beside the same row's on the
-    ResNet-18, the ViT's seed spread ``noise`` (:func:`architecture_noise`) they were judged with, and the
-    answer they give: yes once a ViT row is evidence, no only once every PAG row is judged and none is."""
+    ResNet-18 (with the spread ``resnet_noise`` gave it), the ViT's seed spread ``noise``
+    (:func:`architecture_noise`) they were judged with, and the answer they give: yes once a ViT row is
+    evidence, no only once every PAG row is judged and none is."""
     head = f"The effect beyond ResNet-18 ({vit_words(scale, width)}, CIFAR-10, {scale} scale): "
     stored = [row for row in ARCHITECTURE_ROWS if runs.get(row) is not None]
     if not judged:
@@ -337,7 +339,13 @@ def architecture_verdict(
     parts = []
     for row, judgement in judged.items():
         other = resnet.get(row)
-        beside = f"; on the ResNet-18: {other.verdict}" if other is not None else ""
+        beside = ""
+        if other is not None:
+            # A verdict of one seed against the widest spread and one of three against their own differ
+            # in what they could detect: the reader must see which is which before comparing them.
+            own = resnet_noise is not None and row in resnet_noise.own
+            spread = "" if resnet_noise is None else f", {'own seed spread' if own else 'one seed, widest spread'}"
+            beside = f"; on the ResNet-18: {other.verdict}{spread}"
         parts.append(f"{ROW_LABELS[row]} **{judgement.verdict}** ({'; '.join(judgement.reasons)}{beside})")
     missing = [ROW_LABELS[row] for row in ARCHITECTURE_PAG_ROWS if row not in judged]
     if missing:
