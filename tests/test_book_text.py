@@ -194,6 +194,11 @@ def test_cpu_verdict_ranks_only_rows_the_noise_tells_apart():
         "In the paper, judged by its own seed spread (Table 4), class_mean is above nearest_neighbor, one_image" in text
     )
     assert "told apart" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["cifar10"], {}, judged(runs), None)
+    # On STL-10 the paper measured no spread of its own: its CIFAR-10 one is borrowed, and the text says so.
+    for run in runs.values():
+        run.params = {"dataset": "stl10"}
+    stl = verdicts.cpu_scale_verdict(runs, reported.TABLES["stl10"], {}, judged(runs), NOISE)
+    assert "In the paper, judged by its CIFAR-10 seed spread (Table 4), borrowed, " in stl
     # The score-based row is judged with the others but, having no number in the paper, is never ranked
     # against it: the comparison with the paper stays on the paper's rows.
     runs["score"] = StoredRun(0.34, 0.12, 0.24)
@@ -238,7 +243,8 @@ def test_cpu_verdict_checks_what_vanilla_keeps_under_pgd_against_autoattack(tmp_
     # 6 points on 100 images is under twice its sampling error (6.7 points): no reading.
     assert (
         "Vanilla keeps 9.0% of the whole test set under PGD-20 ℓ2; on 100 of those images it keeps 9.0% under"
-        " PGD-20 and 3.0% under AutoAttack, within sampling error of it."
+        " PGD-20 and 3.0% under AutoAttack: a gap of 6.0 points on these images, too few to tell it from sampling"
+        " error on the whole test set."
     ) in text
     assert "under PGD-20 ℓ∞ but" not in text  # nothing left to explain
 
