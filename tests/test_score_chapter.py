@@ -147,10 +147,15 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     line = score.stl10_line(RunStore(tmp_path))
     assert line.startswith("An STL-10 denoiser, a U-Net of width 16 over 4 resolutions trained for 25 epochs")
     assert "in 55 minutes" in line and "beyond chance" in line
-    assert line.endswith("It is not the book's STL-10 denoiser, so Table 2 has no score-based row yet.")
+    assert line.endswith(
+        "It is not the book's STL-10 denoiser, so the STL-10 results table ({numref}`tab-stl10`) has no score-based "
+        "row yet."
+    )
     denoiser.write_json("metrics.json", quality(0.11))  # at chance: its targets carry no class information
     assert "not beyond chance" in score.stl10_line(RunStore(tmp_path))
-    assert score.stl10_line(RunStore(tmp_path)).endswith("So STL-10's Table 2 has no score-based row.")
+    assert score.stl10_line(RunStore(tmp_path)).endswith(
+        "So the STL-10 results table ({numref}`tab-stl10`) has no score-based row."
+    )
     denoiser.write_json("metrics.json", quality(0.3))
     monkeypatch.setitem(book_runs.SCORE_DENOISERS, "stl10", "stl10-d")
     assert score.stl10_line(RunStore(tmp_path)).endswith("in the queue of the book's runs.")
@@ -165,8 +170,8 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     line = score.stl10_line(RunStore(tmp_path))
     assert "Its score-based row (40 epochs at the cpu scale, λ 1.5, the authors' CIFAR-10 value" in line
     assert line.endswith(
-        "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; the STL-10 chapter's Table 2 judges it beside "
-        "the paper's rows."
+        "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; the STL-10 results table ({numref}`tab-stl10`) "
+        "judges it beside the paper's rows."
     )
 
 

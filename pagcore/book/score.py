@@ -384,6 +384,10 @@ def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgemen
     return " ".join(parts)
 
 
+STL10_TABLE = "the STL-10 results table ({numref}`tab-stl10`)"
+"""Where the STL-10 chapter judges the score-based row (a role: the line is glued as Markdown)."""
+
+
 def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
     """Whether STL-10's Table 2 can have a score-based row: only with a denoiser of its own whose
     implicit classifier beats chance. A measured STL-10 denoiser is reported with its numbers either way,
@@ -417,12 +421,12 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
             tail = (
                 f" Its score-based row ({row.params['epochs']} epochs at the {scale} scale, {lam}) reaches "
                 f"{percent(m['clean'])} clean, {percent(m['linf'])} under ℓ∞ and {percent(m['l2'])} under ℓ2 "
-                "PGD-20; the STL-10 chapter's Table 2 judges it beside the paper's rows."
+                f"PGD-20; {STL10_TABLE} judges it beside the paper's rows."
             )
     elif beyond:
-        tail = " It is not the book's STL-10 denoiser, so Table 2 has no score-based row yet."
+        tail = f" It is not the book's STL-10 denoiser, so {STL10_TABLE} has no score-based row yet."
     else:
-        tail = " So STL-10's Table 2 has no score-based row."
+        tail = f" So {STL10_TABLE} has no score-based row."
     return head + information + tail
 
 
