@@ -255,6 +255,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 0)
     box = findings.findings_box(tmp_path / "no-toy.json")
     assert "**Yes, in direction, at a reduced scale.**" in box and "(CIFAR-10: Nearest Neighbor)" not in box
+    assert "make a classifier robust?* **Yes" in box  # the box states the question it answers
     assert "CIFAR-10: Nearest Neighbor, trained without adversarial examples, is more robust than vanilla" in box
     assert "STL-10:" not in box.splitlines()[3]  # one dataset judged: no claim about the other
     assert "near chance: One Image" in box and "STL-10, cpu scale: no row has been judged" in box
@@ -271,7 +272,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
             "results": {"gradient_alignment": {"score": alignment}},
         }
     box = findings.findings_box(tmp_path / "no-toy.json")
-    assert box.count("no more clearly aligned with the adversarially trained reference than vanilla's, 0.09") == 2
+    assert box.count("not shown to align better with the adversarially trained reference than vanilla's, 0.09") == 2
     del stored["cifar10"]["vanilla"].entries[("pag_score", "all")]
     monkeypatch.setattr(findings, "class_mean_distance_ceiling", lambda dataset: 0.35)
     assert "Class Mean: its clean accuracy" not in findings.findings_box(tmp_path / "no-toy.json")
@@ -389,12 +390,18 @@ def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_s
         "vanilla (cpu)": score(cpu, 0.20),
         "class mean": score(class_mean, 0.22),
     }
-    text = conclusion(evaluated, scores)
-    assert "class mean fails the black-box check; its gradient alignment (0.22) is not clearly above" in text
+    spread = evidence.AlignmentSpread("a row", 0.02, 3)  # two scores differ beyond 2 · √2 · 0.02 ≈ 0.057
+    text = conclusion(evaluated, scores, spread)
+    assert "class mean fails the black-box check; its gradient alignment (0.22) is not shown to be above" in text
     assert "vanilla's (0.20), its targeted confidence" in text
-    assert text.endswith("gap under 0.05 is not read: the score's spread over seeds is not measured).")
+    assert text.endswith(
+        "(two PAG scores differ when more than 0.06 apart, 2 standard errors of a difference of "
+        "two runs, the score's standard deviation over seeds being 0.020 for a row (3 seeds, the "
+        "widest measured))."
+    )
+    assert conclusion(evaluated, scores, None).endswith("so no gap is read).")  # no measured spread: no gap read
     scores["class mean"]["alignment"] = 0.40
-    text = conclusion(evaluated, scores)
+    text = conclusion(evaluated, scores, spread)
     assert "(0.40) is above vanilla's (0.20)" in text and "Whatever" not in text
 
 
@@ -487,12 +494,14 @@ def test_the_masking_conclusion_tells_a_checklist_to_run_again_from_one_never_ru
         "older": (Run(), {("checks", "linf"): older, ("checks", "l2"): checklist()}),
         "never": (Run(), {("pgd20_ball", "l2"): {}}),
     }
-    text = conclusion(evaluated, {})
+    text = conclusion(evaluated, {}, None)
     assert "Every check passes for passing" in text
     assert "must be run again with its current attacks on older: its stored one fails only a check whose" in text
     assert text.endswith("It has not been run on 1 other PAG-trained run: never.")
     many = {f"run {i}": (Run(), {}) for i in range(5)}
-    assert conclusion(many, {}).endswith("It has not been run on 5 PAG-trained runs, all named in the tables below.")
+    assert conclusion(many, {}, None).endswith(
+        "It has not been run on 5 PAG-trained runs, all named in the tables below."
+    )
 
 
 def test_the_masking_chapter_says_how_far_the_in_ball_start_moves_l2_pgd():

@@ -21,7 +21,6 @@ from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import NOISE_DATASET, results_rows, row_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS
 from pagcore.orchestrate.queue import chapter_runs, seed_row_runs
-from pagcore.store.runs import RunStore
 
 
 def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real") -> dict[str, Any]:
@@ -34,19 +33,12 @@ def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real
 def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
     """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it:
     borrowed on any other dataset (None until a row has two seeds stored); with the PAG score's seed
-    spread (:func:`alignment_spread`)."""
+    spread (:func:`~pagcore.book.masking.measured_alignment_spread`)."""
     metrics = {row: [run.metrics for run in runs] for row, runs in seed_row_runs(scale, runs_dir, kind).items()}
     noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
     if noise is not None:
-        noise = replace(noise, alignment=alignment_spread(runs_dir, kind))
+        noise = replace(noise, alignment=masking.measured_alignment_spread(runs_dir, kind))
     return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
-
-
-def alignment_spread(runs_dir: str = "", kind: str = "real") -> evidence.AlignmentSpread | None:
-    """The PAG score's seed spread, the widest over every configuration of the store (any dataset and
-    scale) scored with enough seeds: one margin for every comparison of two scores in the book."""
-    scored = [run for run in RunStore(runs_dir or None).runs() if run.kind == kind and run.complete]
-    return evidence.alignment_spread(masking.seed_scores(scored))
 
 
 @dataclass(frozen=True)
@@ -279,7 +271,8 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         "```{admonition} What this book finds",
         ":class: important",
         "",
-        f"{answer}; {scale}.",
+        f"*Does training for perceptually aligned gradients alone, never on an attacked image, make a classifier "
+        f"robust?* {answer}; {scale}.",
         "",
         f"- {toy_finding(json.loads(toy_record.read_text()) if toy_record.exists() else None)}",
         *(f"- {finding_sentence(f)}" for f in findings),

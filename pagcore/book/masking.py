@@ -16,6 +16,7 @@ from pagcore.book.evidence import (
     AlignmentSpread,
     aligned_above,
     alignment_claim,
+    alignment_spread,
     failed_checks,
     judged_by_current_references,
     spread_words,
@@ -25,7 +26,7 @@ from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, verb
 from pagcore.config import TrainConfig, teacher_threat
 from pagcore.data import SPECS
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.store.runs import Run
+from pagcore.store.runs import Run, RunStore
 
 NOTHING = "not run"
 CHECKS = tuple(CHECK_WORDS)
@@ -196,6 +197,13 @@ def seed_scores(runs: Sequence[Run]) -> dict[str, list[float]]:
         run_label(min(group, key=lambda pair: pair[0].params.get("seed", 0))[0]): [score for _, score in group]
         for group in groups.values()
     }
+
+
+def measured_alignment_spread(runs_dir: str = "", kind: str = "real") -> AlignmentSpread | None:
+    """The PAG score's seed spread, the widest over every configuration of the store (any dataset and
+    scale) scored with enough seeds: one margin for every comparison of two scores in the book."""
+    scored = [run for run in RunStore(runs_dir or None).runs() if run.kind == kind and run.complete]
+    return alignment_spread(seed_scores(scored))
 
 
 def _vanilla_score(scores: Mapping[str, dict[str, Any]], run: Run) -> dict[str, Any] | None:
