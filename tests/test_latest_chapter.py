@@ -180,8 +180,8 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     )
     both = {"nearest_neighbor": judged("evidence"), "score": judged("within noise", "score")}
     named = latest.architecture_verdict(runs, both, both, "cpu", noise=None, resnet_noise=resnet_noise)
-    assert "on the ResNet-18: evidence, own seed spread)" in named
-    assert "on the ResNet-18: within noise, one seed, widest spread)" in named
+    assert "on the ResNet-18: evidence, its own seed spread)" in named
+    assert "on the ResNet-18: within noise, the widest spread)" in named
     not_yet = "The claim is not answered yet"
     mixed = {"nearest_neighbor": judged("within noise"), "score": judged("unchecked", "score")}
     assert not_yet in latest.architecture_verdict(runs, mixed, resnet, "cpu")

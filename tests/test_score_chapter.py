@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pagcore.book import score
+from pagcore.book.evidence import AlignmentSpread
 from pagcore.orchestrate.book_runs import SCORE_DENOISERS
 from pagcore.store.runs import RunStore
 
@@ -75,10 +76,16 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     split = score.alignment_verdict(broken, {"trained"})
     assert "interval includes 0" in split and "the better aligned runs are the more robust ones" in split
     assert split.endswith("do not show that better alignment goes with more robustness.")
+    assert "Only the reading without the runs set apart" in split
     # Trained runs on top of unordered ones: the trend is theirs alone.
     rest = {"a": (0.1, 0.3), "b": (0.2, 0.1), "c": (0.3, 0.25), "d": (0.4, 0.15), "e": (0.5, 0.2), "f": (0.55, 0.12)}
     top = {f"t{i}": (0.7 + 0.05 * i, 0.7 + 0.05 * i) for i in range(5)}
-    assert score.alignment_verdict({**rest, **top}, set(top)).endswith("shows no more than that.")
+    assert score.alignment_verdict({**rest, **top}, set(top)).endswith("says nothing about the others.")
+    # Trained runs on top of others that run the other way: reversed without them.
+    falling = {k: (0.1 * i, 0.6 - 0.1 * i) for i, k in enumerate("abcdef")}
+    many = {f"t{i}": (0.7 + 0.02 * i, 0.7 + 0.02 * i) for i in range(10)}
+    reversed_reading = score.alignment_verdict({**falling, **many}, set(many))
+    assert "Without the runs set apart the correlation is reversed" in reversed_reading
     assert "the better aligned runs are the more robust ones" in rising
     assert "not judged yet" in score.alignment_verdict(dict(list(points.items())[:2]))
     flat = {k: (a, 0.1) for k, (a, _) in points.items()}
@@ -190,14 +197,15 @@ def test_the_pictures_are_read_by_their_alignment_and_ranked_only_beyond_the_see
         runs[label] = store.create(label.replace(" ", ""), {"dataset": "cifar10"})
         store_evaluation(runs[label], "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
     runs["not run"] = None
-    reading = score.pictures_alignment_reading(runs, "d1", ("one_image", 0.008))
+    narrow, wide = AlignmentSpread("One Image (cpu)", 0.008, 3), AlignmentSpread("One Image (cpu)", 0.05, 3)
+    reading = score.pictures_alignment_reading(runs, "d1", narrow)
     assert "λ = 0.1: 0.140; λ = 0.4: 0.070; λ = 1: 0.130." in reading
-    assert "0.008 for One Image (3 seeds" in reading and "more than 0.023 apart" in reading  # 2 × √2 × 0.008
+    assert "0.008 over 3 seeds of One Image (cpu)" in reading and "more than 0.023 apart" in reading  # 2 √2 0.008
     assert "λ = 0.1 aligns best, beyond that margin over λ = 0.4, while λ = 1 cannot be told from it." in reading
-    assert "no model aligns better" in score.pictures_alignment_reading(runs, "d1", ("one_image", 0.05))
+    assert "no model aligns better" in score.pictures_alignment_reading(runs, "d1", wide)
     assert "no model is ranked" in score.pictures_alignment_reading(runs, "d1", None)
-    assert "read the pictures by eye" in score.pictures_alignment_reading(runs, "d2", ("one_image", 0.008))
-    alone = score.pictures_alignment_reading({"λ = 1": runs["λ = 1"]}, "d1", ("one_image", 0.008))
+    assert "read the pictures by eye" in score.pictures_alignment_reading(runs, "d2", narrow)
+    alone = score.pictures_alignment_reading({"λ = 1": runs["λ = 1"]}, "d1", narrow)
     assert alone.endswith("λ = 1: 0.130.")
 
 
@@ -208,12 +216,14 @@ def test_the_alignment_seed_spread_is_the_widest_over_the_seed_rows(tmp_path):
     store = RunStore(tmp_path)
     assert score.alignment_seed_spread("d1", "cpu", str(tmp_path)) is None
     experiment = RealDataExperiment("cifar10", {"scale": "cpu"}, store)
-    for row, values in {"vanilla": (0.01, 0.02, 0.03), "nearest_neighbor": (0.10, 0.20), "one_image": (0.5,)}.items():
+    # Two seeds are too few to trust a spread: one image's wide one does not count.
+    rows = {"vanilla": (0.01, 0.02, 0.03), "nearest_neighbor": (0.10, 0.20, 0.30), "one_image": (0.5, 0.9)}
+    for row, values in rows.items():
         for seed, alignment in enumerate(values):
             config = experiment.config(row, seed=seed)
             run = store.create(run_name_for(config, "real"), run_identity(config, "real"))
             run.write_json("record.json", {"kind": "real", "status": "complete"})
             run.write_json("metrics.json", {"clean": 0.5})
             store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
-    row, spread = score.alignment_seed_spread("d1", "cpu", str(tmp_path))
-    assert row == "nearest_neighbor" and spread == pytest.approx(0.0707, abs=1e-4)
+    spread = score.alignment_seed_spread("d1", "cpu", str(tmp_path))
+    assert spread.label == "Nearest Neighbor (cpu)" and spread.std == pytest.approx(0.1) and spread.seeds == 3

@@ -72,10 +72,12 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyon
     assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
-    assert "two PAG scores differ when more than 0.06 apart" in supported
-    # Without a measured seed spread no alignment gap is read, however wide.
+    assert "a gap must exceed the score's seed spread, 0.057" in supported
+    # Without a measured seed spread no alignment gap is read, however wide: the claim waits.
     unmeasured = verdict(noisy, vanilla, spread=None)
-    assert "so no gap is read" in unmeasured and "do not support the claim" in unmeasured
+    assert unmeasured.endswith(
+        "claim is not judged yet: the score's spread over seeds is not measured, so no gap is read."
+    )
 
 
 def test_a_smoothed_classifier_near_chance_when_clean_is_no_evidence(stored):
@@ -175,7 +177,12 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
         "their smoothed classifiers": [(0.30, 0.55)],
     }
     reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference(), SPREAD)
-    assert "alignment is 0.30 for σ = 0.25 (above 1 of the other model beyond the seed spread)" in reading
+    assert (
+        "alignment is 0.30 for σ = 0.25 (above 1 of the other model by more than the score's seed spread, 0.057)"
+        in reading
+    )
+    unmeasured = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference(), None)
+    assert "0.30 for σ = 0.25 (the score's spread over seeds is not measured, so no gap is read)" in unmeasured
     assert "the best aligned other model, CIFAR-10 vanilla (cpu), reaches 0.10" in reading
     assert smoothing.alignment_groups([noisy], {0.25: noisy}, None) == {}
 

@@ -90,8 +90,11 @@ seeds has one degree of freedom and is too often far too small to trust."""
 
 @dataclass(frozen=True)
 class AlignmentSpread:
-    """How far the seed alone moves a PAG score: the widest standard deviation over seeds among the
-    configurations stored with :data:`OWN_SPREAD_SEEDS` or more seeds scored against one reference."""
+    """How far the seed alone moves an alignment score (the PAG score, or the alignment with the
+    score-based targets): the widest standard deviation over seeds among the configurations stored with
+    :data:`OWN_SPREAD_SEEDS` or more seeds, each scored against one reference on one image subset.
+    Three seeds give a standard deviation of two degrees of freedom; taking the widest over many
+    configurations is what keeps its margin from being too narrow."""
 
     label: str
     std: float
@@ -103,22 +106,28 @@ class AlignmentSpread:
         errors of a difference of two runs, each carrying the seed spread."""
         return SIGNIFICANCE * math.sqrt(2) * self.std
 
-    def words(self) -> str:
+    def words(self, score: str = "PAG scores") -> str:
+        """The margin and where it comes from, as a clause: 'two PAG scores differ when ...'."""
         return (
-            f"two PAG scores differ when more than {self.margin:.2f} apart, {SIGNIFICANCE:g} standard errors of a "
-            f"difference of two runs, the score's standard deviation over seeds being {self.std:.3f} for "
-            f"{self.label} ({self.seeds} seeds, the widest measured)"
+            f"two {score} differ when more than {self.margin:.3f} apart: {SIGNIFICANCE:g} standard errors of the "
+            f"difference of two runs, from the widest standard deviation over seeds measured, {self.std:.3f} over "
+            f"{self.seeds} seeds of {self.label}"
         )
 
 
 def aligned_above(spread: AlignmentSpread | None, mine: float, theirs: float) -> bool:
-    """Whether a PAG score ``mine`` is above ``theirs`` beyond ``spread`` (never while it is not measured)."""
+    """Whether a PAG score ``mine`` is above ``theirs`` beyond ``spread`` (never while it is not measured:
+    callers that judge a claim must check for that first, since a gap not read is no gap found)."""
     return spread is not None and mine - theirs > spread.margin
 
 
+UNMEASURED_SPREAD = "the score's spread over seeds is not measured, so no gap is read"
+
+
 def spread_words(spread: AlignmentSpread | None) -> str:
-    """How two PAG scores are told apart, for a parenthesis."""
-    return "the score's spread over seeds is not measured, so no gap is read" if spread is None else spread.words()
+    """How two PAG scores are told apart, short enough for a parenthesis (the source of the margin is
+    in :meth:`AlignmentSpread.words`, which the rule of evidence gives once)."""
+    return UNMEASURED_SPREAD if spread is None else f"a gap must exceed the score's seed spread, {spread.margin:.3f}"
 
 
 def alignment_spread(scores_by_label: Mapping[str, Sequence[float]]) -> AlignmentSpread | None:
@@ -449,19 +458,25 @@ def rank_correlation(
     return RankCorrelation(float(rho(a, b)), float(low), float(high), len(a), confidence)
 
 
-def correlation_words(points: Mapping[str, tuple[float, float]], measures: str, head: str) -> str:
+def _sign(correlation: RankCorrelation) -> int:
+    """+1 when the interval lies above 0, -1 when below, 0 when it includes 0 (or is undefined)."""
+    return 1 if correlation.low > 0 else -1 if correlation.high < 0 else 0
+
+
+def correlation_words(
+    points: Mapping[str, tuple[float, float]], measures: str, head: str, correlation: RankCorrelation | None = None
+) -> str:
     """One sentence: the rank correlation of ``points`` (label -> (alignment, robust accuracy)), named
-    by ``measures``, with its bootstrap interval and whether the interval tells it from none."""
-    correlation = rank_correlation(*zip(*points.values()))
+    by ``measures``, with its bootstrap interval and whether the interval tells it from none
+    (``correlation``: the one already computed for these points)."""
+    correlation = correlation or rank_correlation(*zip(*points.values()))
     if math.isnan(correlation.rho):
         return f"{head}, one of the two measures is constant, so they have no rank correlation."
-    reading = (
-        "the interval excludes 0: the better aligned runs are the more robust ones."
-        if correlation.low > 0
-        else "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones."
-        if correlation.high < 0
-        else f"the interval includes 0: {len(points)} runs cannot tell this correlation from none."
-    )
+    reading = {
+        1: "the interval excludes 0: the better aligned runs are the more robust ones.",
+        -1: "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones.",
+        0: f"the interval includes 0: {len(points)} runs cannot tell this correlation from none.",
+    }[_sign(correlation)]
     return f"{head}, the Spearman rank correlation between {measures} is {correlation}; {reading}"
 
 
@@ -476,27 +491,33 @@ def alignment_claim(
     without the ``built_in`` runs (described by ``excluded(count)``), which align with the reference
     by construction: the claim must survive without them to say more than that training towards a
     reference aligns a model with it, and hold with them to say that the whole store bears it out. Where
-    the two readings disagree, a last sentence says which way."""
-    sentence = correlation_words(points, measures, head)
+    only one of the two readings finds the trend, a last sentence says which."""
+    overall = rank_correlation(*zip(*points.values()))
+    sentence = correlation_words(points, measures, head, overall)
     independent = {label: point for label, point in points.items() if label not in built_in}
     left = len(points) - len(independent)
     if not left:
         return sentence
     lead = f"Without the {excluded(left)}"
     if len(independent) < 3:
-        return f"{sentence} {lead}, {len(independent)} runs are too few for a rank correlation."
-    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} runs")
-    # Where the two readings disagree, neither alone is the verdict: say which way they part.
-    rising_all = rank_correlation(*zip(*points.values())).low > 0
-    rising_rest = rank_correlation(*zip(*independent.values())).low > 0
-    if rising_rest and not rising_all:
+        few = f"{len(independent)} run{' is' if len(independent) == 1 else 's are'}"
+        return f"{sentence} {lead}, {few} too few for a rank correlation."
+    rest = rank_correlation(*zip(*independent.values()))
+    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} runs", rest)
+    with_them, without = _sign(overall), _sign(rest)
+    if without == 1 and with_them != 1:
         sentence += (
-            " The readings disagree: the trend holds without the runs set apart but not with them, so these runs "
-            "as a whole do not show that better alignment goes with more robustness."
+            " Only the reading without the runs set apart finds the better aligned runs the more robust; with them "
+            "it does not, so these runs as a whole do not show that better alignment goes with more robustness."
         )
-    elif rising_all and not rising_rest:
+    elif with_them == 1 and without == -1:
         sentence += (
-            " The readings disagree: the trend rests on the runs set apart, which align by construction, so it "
-            "shows no more than that."
+            " Without the runs set apart the correlation is reversed: the trend rests on runs that align with the "
+            "reference by construction, and the others go against it."
+        )
+    elif with_them == 1 and without == 0:
+        sentence += (
+            " Only the reading with the runs set apart finds the trend: it rests on runs that align with the "
+            "reference by construction, and says nothing about the others."
         )
     return sentence

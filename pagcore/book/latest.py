@@ -311,6 +311,7 @@ def architecture_noise(resnet: Noise | None, seeded: Mapping[str, Sequence[Run]]
         seeds={**{name: resnet.seeds[row] for name, row in renamed.items()}, **vit.seeds},
         measured_on=f"{resnet.measured_on} and {ARCHITECTURE_WORDS}",
         own=vit.own,
+        alignment=resnet.alignment,
     )
 
 
@@ -341,10 +342,10 @@ def architecture_verdict(
         other = resnet.get(row)
         beside = ""
         if other is not None:
-            # A verdict of one seed against the widest spread and one of three against their own differ
-            # in what they could detect: the reader must see which is which before comparing them.
+            # A verdict against the widest spread and one against the row's own differ in what they could
+            # detect: the reader must see which is which before comparing them.
             own = resnet_noise is not None and row in resnet_noise.own
-            spread = "" if resnet_noise is None else f", {'own seed spread' if own else 'one seed, widest spread'}"
+            spread = "" if resnet_noise is None else f", {'its own seed spread' if own else 'the widest spread'}"
             beside = f"; on the ResNet-18: {other.verdict}{spread}"
         parts.append(f"{ROW_LABELS[row]} **{judgement.verdict}** ({'; '.join(judgement.reasons)}{beside})")
     missing = [ROW_LABELS[row] for row in ARCHITECTURE_PAG_ROWS if row not in judged]

@@ -25,6 +25,7 @@ from pagcore.book.evidence import (
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, verb
 from pagcore.config import TrainConfig, teacher_threat
 from pagcore.data import SPECS
+from pagcore.evaluate.final import PAPER_PGD_EPS, STANDARD_EPS
 from pagcore.evaluate.stored import chosen_evaluations
 from pagcore.store.runs import Run, RunStore
 
@@ -183,20 +184,26 @@ def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str,
 
 
 def seed_scores(runs: Sequence[Run]) -> dict[str, list[float]]:
-    """The gradient alignment of every run with a PAG score, grouped by configuration and reference:
-    runs that differ in their seed alone, labelled by the first (for
-    :func:`~pagcore.book.evidence.alignment_spread`)."""
-    groups: dict[tuple[str, str], list[tuple[Run, float]]] = {}
+    """The gradient alignment of every run with a PAG score, grouped into runs that differ in their seed
+    alone and were scored against one reference on one image subset, one score per seed (for
+    :func:`~pagcore.book.evidence.alignment_spread`). Each group is named by its configuration's label
+    without the seed; two configurations a label cannot tell apart are named by a run as well."""
+    groups: dict[tuple[str, str, str], dict[int, tuple[Run, float]]] = {}
     for run in runs:
         entry = chosen_evaluations(run).get(("pag_score", "all"))
-        if entry is not None:
-            seedless = json.dumps({k: v for k, v in run.params.items() if k != "seed"}, sort_keys=True)
-            score = entry["results"]["gradient_alignment"]["score"]
-            groups.setdefault((seedless, entry["settings"]["reference"]), []).append((run, score))
-    return {
-        run_label(min(group, key=lambda pair: pair[0].params.get("seed", 0))[0]): [score for _, score in group]
-        for group in groups.values()
-    }
+        if entry is None:
+            continue
+        seedless = json.dumps({k: v for k, v in run.params.items() if k != "seed"}, sort_keys=True)
+        settings = entry["settings"]
+        key = (seedless, settings["reference"], settings["subset"].get("indices_sha256", ""))
+        score = entry["results"]["gradient_alignment"]["score"]
+        groups.setdefault(key, {}).setdefault(run.params.get("seed", 0), (run, score))
+    named: dict[str, list[float]] = {}
+    for by_seed in groups.values():
+        first = by_seed[min(by_seed)][0]
+        label = run_label(first).replace(f", seed {min(by_seed)})", ")")
+        named[label if label not in named else f"{label} [{first.name}]"] = [score for _, score in by_seed.values()]
+    return named
 
 
 def measured_alignment_spread(runs_dir: str = "", kind: str = "real") -> AlignmentSpread | None:
@@ -406,6 +413,19 @@ def conclusion(
     return " ".join(parts) or "No PAG-trained run has been evaluated yet."
 
 
+def radius_difference() -> str:
+    """How far AutoAttack's radii (RobustBench's) lie from the paper's PGD radii, in words."""
+    parts = []
+    for norm in THREAT_METRICS:
+        standard, paper = {STANDARD_EPS[d][norm] for d in STANDARD_EPS}, {PAPER_PGD_EPS[d][norm] for d in STANDARD_EPS}
+        if standard == paper:
+            parts.append(f"in {NORM_WORDS[norm]} they are equal")
+        else:
+            (a,), (b,) = standard, paper  # one radius per norm across datasets, as in both conventions
+            parts.append(f"in {NORM_WORDS[norm]} {a:.4f} against the paper's {b:g}, {100 * (a / b - 1):.1f} % larger")
+    return "; ".join(parts)
+
+
 def loss_gap_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
     """What AutoAttack finds beyond PGD-20 on the adversarially trained runs, in their own threat model
     and on the same images: the size of gap that check 3 must not read as masking."""
@@ -429,11 +449,10 @@ def loss_gap_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
         return "No adversarially trained run shows AutoAttack finding more than PGD-20 on the same images."
     return (
         f"AutoAttack finds more than PGD-20 on adversarially trained models as well: {'; '.join(gaps)}. The "
-        "radii differ by too little to explain that (in ℓ∞ the RobustBench 8/255 is 1 % above the paper's "
-        "0.031; in ℓ2 they are equal): PGD-20 overstates these models' robustness too, and AutoAttack is the "
-        "number to trust. Adversarially trained models are the accepted baseline of a sound evaluation, so a "
-        "gap of that size is no evidence of masking by itself: check 3 compares PGD-20 only with more of "
-        "itself, and the AutoAttack columns below carry the stronger attack."
+        f"radii differ by too little to explain that ({radius_difference()}): PGD-20 overstates these models' "
+        "robustness too, and AutoAttack is the number to trust. Adversarially trained models are the accepted "
+        "baseline of a sound evaluation, so a gap of that size is no evidence of masking by itself: check 3 "
+        "compares PGD-20 only with more of itself, and the AutoAttack columns below carry the stronger attack."
     )
 
 

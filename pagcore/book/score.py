@@ -11,7 +11,6 @@ the alignment is each run's stored ``score_alignment`` evaluation (``python -m p
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,14 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from pagcore.book.evidence import SIGNIFICANCE, alignment_claim, sampling_std
+from pagcore.book.evidence import (
+    SIGNIFICANCE,
+    AlignmentSpread,
+    aligned_above,
+    alignment_claim,
+    alignment_spread,
+    sampling_std,
+)
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
 from pagcore.book.tables import training_devices
@@ -29,7 +35,7 @@ from pagcore.book.text import listed, markdown_table, percent, placeholder_table
 from pagcore.config import ObjectiveConfig
 from pagcore.data import SPECS, as_float
 from pagcore.evaluate.stored import chosen_evaluations
-from pagcore.orchestrate.book_runs import SCORE_DENOISERS, SEEDS, score_overrides
+from pagcore.orchestrate.book_runs import SCORE_DENOISERS, score_overrides
 from pagcore.orchestrate.experiments import ROW_LABELS, RealDataExperiment
 from pagcore.orchestrate.queue import seed_row_runs
 from pagcore.paper import reported
@@ -192,25 +198,23 @@ def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, st
     return points
 
 
-def alignment_seed_spread(
-    denoiser: str, scale: str, runs_dir: str = "", kind: str = "real"
-) -> tuple[str, float] | None:
-    """The widest standard deviation over seeds of the alignment with ``denoiser``'s targets among the
-    rule's seed rows, with its row (None until a row has two seeds measured)."""
-    spreads = {}
-    for row, runs in seed_row_runs(scale, runs_dir, kind).items():
-        values = [a for run in runs if (a := score_alignment(run, denoiser)) is not None]
-        if len(values) >= 2:
-            spreads[row] = statistics.stdev(values)
-    return max(spreads.items(), key=lambda item: item[1], default=None)
+def alignment_seed_spread(denoiser: str, scale: str, runs_dir: str = "", kind: str = "real") -> AlignmentSpread | None:
+    """The seed spread of the alignment with ``denoiser``'s targets: the widest among the rule's seed
+    rows at ``scale`` (None until one has its seeds measured)."""
+    return alignment_spread(
+        {
+            f"{ROW_LABELS.get(row, row)} ({scale})": [
+                a for run in runs if (a := score_alignment(run, denoiser)) is not None
+            ]
+            for row, runs in seed_row_runs(scale, runs_dir, kind).items()
+        }
+    )
 
 
-def pictures_alignment_reading(
-    runs: Mapping[str, Run | None], denoiser: str, spread: tuple[str, float] | None, seeds: int = len(SEEDS)
-) -> str:
+def pictures_alignment_reading(runs: Mapping[str, Run | None], denoiser: str, spread: AlignmentSpread | None) -> str:
     """Markdown: a number to read a grid of PAG pictures by, each pictured model's alignment with the
     score-based targets (a reference that favours no trained classifier), and which model aligns
-    best beyond ``spread`` (row, standard deviation over ``seeds`` seeds: two runs' gap against √2 of it)."""
+    best beyond ``spread``."""
     scores = {
         label: a for label, run in runs.items() if run is not None and (a := score_alignment(run, denoiser)) is not None
     }
@@ -226,15 +230,12 @@ def pictures_alignment_reading(
         return head
     if spread is None:
         return head + " The spread of this cosine over seeds is not measured yet, so no model is ranked."
-    row, std = spread
-    margin = SIGNIFICANCE * math.sqrt(2) * std
     best = max(scores, key=scores.get)
-    beaten = [label for label, a in scores.items() if label != best and scores[best] - a > margin]
+    beaten = [label for label, a in scores.items() if label != best and aligned_above(spread, scores[best], a)]
     tied = [label for label in scores if label not in beaten and label != best]
     text = (
-        f" Its standard deviation over seeds is {std:.3f} for {ROW_LABELS.get(row, row)} ({seeds} seeds, the widest "
-        f"among the rows that {{ref}}`the rule of evidence <rule-of-evidence>` trains over seeds), so two models "
-        f"differ when their cosines are more than {margin:.3f} apart"
+        f" Over the rows that {{ref}}`the rule of evidence <rule-of-evidence>` trains with several seeds, "
+        f"{spread.words('cosines')}"
     )
     if not beaten:
         return head + text + ": no model aligns better than the others beyond that."
@@ -389,7 +390,7 @@ STL10_TABLE = "the STL-10 results table ({numref}`tab-stl10`)"
 
 
 def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
-    """Whether STL-10's Table 2 can have a score-based row: only with a denoiser of its own whose
+    """Whether the STL-10 results table can have a score-based row: only with a denoiser of its own whose
     implicit classifier beats chance. A measured STL-10 denoiser is reported with its numbers either way,
     and the row at ``scale`` with its own once trained."""
     chosen = book_denoiser(store, dataset="stl10")
@@ -397,7 +398,7 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
     if measured is None:
         return (
             "STL-10 has no trained denoiser yet (one would learn from its 5,000 labelled training images alone), "
-            "so its Table 2 has no score-based row."
+            f"so {STL10_TABLE} has no score-based row."
         )
     p = measured.params
     head = (

@@ -19,6 +19,7 @@ from typing import Any
 
 from pagcore.book.evidence import (
     SIGNIFICANCE,
+    UNMEASURED_SPREAD,
     AlignmentSpread,
     aligned_above,
     chance,
@@ -239,8 +240,13 @@ def alignment_reading(
         return "The plot needs a scored smoothed classifier and other scored models before it can be read."
     models = "the other model" if len(other) == 1 else f"the {len(other)} other models"
     placed = [
-        f"{alignment:.2f} for σ = {run.params['noise_sigma']:g} (above "
-        f"{sum(aligned_above(spread, alignment, a) for _, a, _ in other)} of {models} beyond the seed spread)"
+        f"{alignment:.2f} for σ = {run.params['noise_sigma']:g} "
+        + (
+            f"(above {sum(aligned_above(spread, alignment, a) for _, a, _ in other)} of {models} by more than "
+            f"the score's seed spread, {spread.margin:.3f})"
+            if spread is not None
+            else f"({UNMEASURED_SPREAD})"
+        )
         for run, alignment, _ in sorted(smoothed, key=lambda point: -point[1])
     ]
     best, best_alignment, _ = max(other, key=lambda point: point[1])
@@ -412,6 +418,8 @@ def verdict(
             robust_and_aligned.append(f"σ = {sigma:g}")
     if not judged:
         answer = "Kaur, Cohen & Lipton's claim is not judged yet."
+    elif spread is None:
+        answer = f"Kaur, Cohen & Lipton's claim is not judged yet: {UNMEASURED_SPREAD}."
     elif robust_and_aligned:
         answer = (
             f"With {listed(robust_and_aligned)}, a classifier made robust by randomized smoothing, never by "

@@ -87,7 +87,8 @@ class StatusRow:
     key: str = ""  # the metric's key: clean, linf, l2 (PGD-20), or pgd (the toy's ℓ2 PGD-10)
     dataset: str = ""  # cifar10, stl10, or TOY
     # Where ours is a mean over our own seeds and the paper's a single run (the toy), the paper's number
-    # is one draw from a spread we measured: twice our seed standard deviation, if that is the wider bound.
+    # is one draw from a spread we measured: within twice our seed standard deviation it cannot be told
+    # from ours (WITHIN_SPREAD).
     own_spread: float = 0.0
     test_set: str = ""  # what ours was measured on, in the run's words ("all 10,000 CIFAR-10 test images")
 

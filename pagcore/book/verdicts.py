@@ -118,18 +118,15 @@ def _weak_attack(vanilla: Any) -> list[str]:
         parts.append(
             f"Vanilla keeps {percent(vanilla.metrics[norm])} of {of_test_set} under PGD-20 {name}; on "
             f"{images:,} of those images it keeps {percent(pgd)} under PGD-20 and {percent(robust)} under AutoAttack"
-            + _attack_gap_words(pgd - robust, pgd, error)
+            + _attack_gap_words(pgd - robust, pgd, error, images)
         )
     return parts
 
 
-def _attack_gap_words(gap: float, pgd: float, error: float) -> str:
+def _attack_gap_words(gap: float, pgd: float, error: float, images: int) -> str:
     """How much of what PGD-20 leaves AutoAttack takes, judged by the rule's margin on the gap."""
     if gap <= SIGNIFICANCE * error:
-        return (
-            f": a gap of {100 * gap:.1f} points on these images, too few to tell it from sampling error on the "
-            "whole test set."
-        )
+        return f": a gap of {100 * gap:.1f} points, within the sampling error of {images:,} images."
     if gap > pgd / 2:
         return ": AutoAttack takes most of what PGD-20 leaves, so that is the attack's weakness, not robustness."
     return ": AutoAttack takes part of what PGD-20 leaves, beyond sampling error."
@@ -305,19 +302,21 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
         # The ends alone would hide a robust accuracy that peaks in between and falls again.
         best = max(done, key=lambda lam: done[lam][key])
         if LAMBDA_TREND[key] > 0 and best != high:
-            peak = f"{name} at λ = {best:g} ({percent(done[best][key])})"
-            (peaks if compare(noise, key, done[best], last) > 0 else humps).append((name, peak))
+            if compare(noise, key, done[best], last) > 0:
+                peaks.append(f"{name} peaks at λ = {best:g} ({percent(done[best][key])})")
+            else:
+                humps.append((name, f"{name} {percent(done[best][key])} at λ = {best:g}"))
     span = f"At the {scale} scale, from λ = {low:g} to λ = {high:g} ({len(done)} values that fit their labels): "
     text = span + ", ".join(changes) + "." + left_out
     if noise is None:
         return text + f" No seed spread has been measured at the {scale} scale, so no change is read as a trend."
     if peaks:
-        text += " Robustness does not grow all the way: it peaks in " + ", ".join(p for _, p in peaks)
-        text += ", beyond the noise."
+        text += " Robustness does not grow all the way: " + ", ".join(peaks) + ", beyond the noise."
     if humps:
+        names = listed([name for name, _ in humps])
         text += (
-            f" The highest {listed([name for name, _ in humps])} accuracy lies between the ends ("
-            + ", ".join(p for _, p in humps)
+            f" The highest {names} {'accuracy lies' if len(humps) == 1 else 'accuracies lie'} between the ends ("
+            + "; ".join(words for _, words in humps)
             + "), above the largest λ's by less than the noise."
         )
     if len(agree) == len(METRIC_COLUMNS):
