@@ -539,6 +539,19 @@ def test_a_printed_difference_is_the_difference_of_the_printed_numbers():
     assert signed_points(shown_points(row, teacher)) == "-12.2"
 
 
+def store_pag_score(run, alignment: float, reference: str):
+    """``run`` with a stored PAG score of ``alignment`` against ``reference`` (on a 500-image subset)."""
+    folder = run.path / "evaluations"
+    folder.mkdir(parents=True)
+    entry = {
+        "name": "pag_score",
+        "settings": {"budgets": "real", "subset": {"size": 500}, "reference": reference},
+        "results": {"gradient_alignment": {"score": alignment}, "targeted_confidence": {"score": 0.2}},
+    }
+    (folder / "pag_score.json").write_text(json.dumps(entry))
+    return run
+
+
 def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_so(tmp_path):
     from pagcore.store.runs import RunStore
 
@@ -547,15 +560,7 @@ def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_s
     def scored(name: str, alignment: float, reference: str = "teacher"):
         run = store.create(name, {"dataset": "cifar10"})
         run.write_json("metrics.json", {"clean": 0.4})
-        folder = run.path / "evaluations"
-        folder.mkdir(parents=True)
-        entry = {
-            "name": "pag_score",
-            "settings": {"budgets": "real", "subset": {"size": 500}, "reference": reference},
-            "results": {"gradient_alignment": {"score": alignment}, "targeted_confidence": {"score": 0.2}},
-        }
-        (folder / "pag_score.json").write_text(json.dumps(entry))
-        return run
+        return store_pag_score(run, alignment, reference)
 
     # The score's seed spread: two scores differ when more than 2 · √2 · 0.03 ≈ 0.085 apart.
     noise = evidence.Noise({}, {}, "test", alignment=evidence.AlignmentSpread("a row", 0.03, 3))
@@ -610,15 +615,7 @@ def test_the_pag_scores_seed_spread_is_the_widest_over_configurations_with_enoug
         run = store.create(name, {**params, "seed": seed, **{k: v for k, v in more.items() if k != "kind"}})
         run.write_json("record.json", {"kind": more.get("kind", "real"), "status": "complete"})
         run.write_json("metrics.json", {"clean": 0.5})
-        folder = run.path / "evaluations"
-        folder.mkdir(parents=True)
-        entry = {
-            "name": "pag_score",
-            "settings": {"budgets": "real", "subset": {"size": 500}, "reference": reference},
-            "results": {"gradient_alignment": {"score": alignment}, "targeted_confidence": {"score": 0.2}},
-        }
-        (folder / "pag_score.json").write_text(json.dumps(entry))
-        return run
+        return store_pag_score(run, alignment, reference)
 
     runs = [scored(0.4, seed, a) for seed, a in enumerate((0.20, 0.26, 0.23))]  # std 0.03
     runs += [scored(1.0, seed, a) for seed, a in enumerate((0.30, 0.31, 0.32))]  # std 0.01
