@@ -281,7 +281,10 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
     box = findings.findings_box(tmp_path / "no-toy.json")
-    assert "**Not shown at the reduced scale.** CIFAR-10: no PAG row free of a robust teacher beats vanilla" in box
+    assert (
+        "**Not shown at the reduced scale.** CIFAR-10: no teacher-free PAG row (one whose targets need no robust "
+        "model) beats vanilla" in box
+    )
     monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)

@@ -215,10 +215,12 @@ def _dataset_answer(finding: DatasetFinding) -> str:
     return {
         "teacher only": "only rows distilled from an adversarially trained teacher meet the rule of evidence",
         "does not support": (
-            "no PAG row free of a robust teacher meets the rule of evidence (each row's reason is on its line below)"
+            "no teacher-free PAG row (one whose targets need no robust model) meets the rule of evidence (each "
+            "row's reason is on its line below)"
         ),
         "within noise": (
-            "no PAG row free of a robust teacher beats vanilla beyond the noise under every attack the rule asks for "
+            "no teacher-free PAG row (one whose targets need no robust model) beats vanilla beyond the noise "
+            "under every attack the rule asks for "
             "(each row's reason is on its line below)"
         ),
         "unchecked": "not answered yet: AutoAttack or the masking checklist has still to run on some rows",
