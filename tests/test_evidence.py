@@ -251,7 +251,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     # The later chapters' lines read the real store, whose runs see no evaluations here: none is asserted.
     monkeypatch.setattr(verdicts, "chosen_evaluations", lambda run: getattr(run, "entries", {}))
     monkeypatch.setattr(findings, "stored_table", lambda dataset, scale, *args: stored[dataset])
-    monkeypatch.setattr(findings, "measured_noise", lambda *args: NOISE)
+    monkeypatch.setattr(findings, "_seed_noise", lambda *args: NOISE)
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 0)
     box = findings.findings_box(tmp_path / "no-toy.json")
     assert "**Yes, in direction, at a reduced scale.**" in box and "(CIFAR-10: Nearest Neighbor)" not in box
@@ -285,7 +285,7 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
         "**Not shown at the reduced scale.** CIFAR-10: no teacher-free PAG row (one whose targets need no robust "
         "model) beats vanilla" in box
     )
-    monkeypatch.setattr(findings, "measured_noise", lambda *args: None)
+    monkeypatch.setattr(findings, "_seed_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")
     monkeypatch.setattr(findings, "paper_scale_runs", lambda *args: 1)
     assert "1 results-table row at the paper's scale has a run" in findings.findings_box(tmp_path / "no-toy.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pagcore.book import evidence, latest, masking, score, smoothing
-from pagcore.book.evidence import Judgement, Noise
+from pagcore.book.evidence import AlignmentSpread, Judgement, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
 from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import TEACHER_FREE_ROWS, judge_table, row_caveats
@@ -31,13 +31,23 @@ def stored_table(dataset: str, scale: str, runs_dir: str = "", kind: str = "real
 
 
 def measured_noise(scale: str, runs_dir: str = "", kind: str = "real", dataset: str = NOISE_DATASET) -> Noise | None:
-    """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it:
-    borrowed on any other dataset (None until a row has two seeds stored); with the PAG score's seed
-    spread (:func:`~pagcore.book.masking.measured_alignment_spread`)."""
+    """The seed spread of each of the rule's rows on CIFAR-10 at ``scale``, as ``dataset`` reads it
+    (:func:`noise_on`), with the PAG score's seed spread
+    (:func:`~pagcore.book.masking.measured_alignment_spread`)."""
+    noise = _seed_noise(scale, runs_dir, kind, masking.measured_alignment_spread(runs_dir, kind))
+    return noise_on(noise, dataset)
+
+
+def _seed_noise(scale: str, runs_dir: str, kind: str, alignment: AlignmentSpread | None) -> Noise | None:
+    """The rule's seed spreads on CIFAR-10 at ``scale`` (None until a row has two seeds stored), carrying
+    the PAG score's ``alignment`` spread, measured once by the caller."""
     metrics = {row: [run.metrics for run in runs] for row, runs in seed_row_runs(scale, runs_dir, kind).items()}
     noise = evidence.seed_noise(metrics, f"{SPECS[NOISE_DATASET].title}, {scale} scale")
-    if noise is not None:
-        noise = replace(noise, alignment=masking.measured_alignment_spread(runs_dir, kind))
+    return replace(noise, alignment=alignment) if noise is not None else None
+
+
+def noise_on(noise: Noise | None, dataset: str) -> Noise | None:
+    """CIFAR-10's ``noise`` as ``dataset`` reads it: its own on CIFAR-10, borrowed on any other dataset."""
     return noise.borrowed(SPECS[dataset].title) if noise is not None and dataset != NOISE_DATASET else noise
 
 
@@ -229,11 +239,11 @@ def _dataset_answer(finding: DatasetFinding) -> str:
 
 def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> str:
     """The 'what this book finds' box, as MyST markdown, computed from the stored runs."""
-    noise = measured_noise("cpu", runs_dir, kind)
+    spread = masking.measured_alignment_spread(runs_dir, kind)  # one scan of the store serves every line
+    noise = _seed_noise("cpu", runs_dir, kind, spread)
     paper_runs = paper_scale_runs(runs_dir, kind)
     findings = [
-        dataset_finding(dataset, "cpu", measured_noise("cpu", runs_dir, kind, dataset), runs_dir, kind)
-        for dataset in ("cifar10", "stl10")
+        dataset_finding(dataset, "cpu", noise_on(noise, dataset), runs_dir, kind) for dataset in ("cifar10", "stl10")
     ]
     judged = [f for f in findings if f.answer != "no runs"]
     answers = [f.answer for f in judged]
@@ -279,7 +289,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         f"- {toy_finding(json.loads(toy_record.read_text()) if toy_record.exists() else None)}",
         *(f"- {finding_sentence(f)}" for f in findings),
         f"- {score.box_line('cpu', runs_dir, kind)}",
-        f"- {smoothing.finding('cpu', runs_dir, kind)}",
+        f"- {smoothing.finding('cpu', spread, runs_dir, kind)}",
         f"- {latest.finding('cpu', noise, runs_dir, kind)}",
         f"- The rule ({{ref}}`rule-of-evidence`): a row counts as evidence only if its clean accuracy passes "
         f"{evidence.FIT_FACTOR:g} × chance by more than its noise, it beats vanilla beyond the noise under PGD and "

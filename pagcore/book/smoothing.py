@@ -28,7 +28,7 @@ from pagcore.book.evidence import (
     spread_words,
 )
 from pagcore.book.figures import PAG_ROW_READING
-from pagcore.book.masking import NOTHING, measured_alignment_spread, run_label
+from pagcore.book.masking import NOTHING, run_label
 from pagcore.book.text import NORM_WORDS, listed, markdown_table, percent, shown_points
 from pagcore.data import SPECS
 from pagcore.evaluate.final import PICTURE_NORM
@@ -447,10 +447,10 @@ def stored_runs(
     }
 
 
-def finding(scale: str, runs_dir: str = "", kind: str = "real") -> str:
-    """The chapter's verdict for the book's opening box, introduced by what it is about."""
+def finding(scale: str, spread: AlignmentSpread | None, runs_dir: str = "", kind: str = "real") -> str:
+    """The chapter's verdict for the book's opening box, introduced by what it is about; ``spread`` is
+    the PAG score's seed spread (:func:`~pagcore.book.masking.measured_alignment_spread`)."""
     runs, others = stored_runs(scale, runs_dir, kind)
     scores = alignment_scores(runs, others, others[ROW_LABELS[REFERENCE_ROW]])
-    spread = measured_alignment_spread(runs_dir, kind)
     verdict_words = verdict(runs, scores, ROW_LABELS["vanilla"], SPECS["cifar10"].num_classes, scale, spread)
     return f"Randomized smoothing (CIFAR-10, {scale} scale, {{ref}}`chapter-smoothing`): {verdict_words}"
