@@ -26,10 +26,12 @@ def test_toy_page_shows_boundaries_and_seed_table(built_book):
     assert "run record" in html
 
 
-def test_no_raw_glue_keys_or_tracebacks(built_book):
+def test_no_raw_glue_keys_roles_or_tracebacks(built_book):
     for page in built_book.rglob("*.html"):
         html = page_text(page)
         assert "{glue" not in html, page
+        # A role in glued text renders only where the glue directive parses MyST; elsewhere it shows raw.
+        assert not re.search(r"\{(?:ref|numref|eq|doc|cite(?::[pt])?)\}", html), page
         assert "Traceback (most recent call last)" not in html, page
 
 

@@ -52,15 +52,16 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     boosted = by_threat(arm(tmp_path, "a", [0.29, 0.30, 0.31]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
     verdict = latest.boost_verdict(boosted, "cpu")
     nn, sbg = "nearest neighbour targets (λ = 0.4)", "score-based targets (λ = 1.5)"
-    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 0.8 points (a gain beyond the noise)" in verdict
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 0.8 points (± one standard error; a gain beyond the noise)" in verdict
     assert verdict.endswith(
         f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ "
-        f"with {nn}. Not judged yet (seeds stored of 3, without and with the PAG term: ℓ∞ with {sbg}, 3 and 0; "
-        f"ℓ2 with {nn}, 0 and 0; ℓ2 with {sbg}, 0 and 0)."
+        f"with {nn}. Not judged yet: ℓ∞ with {sbg}, 3 of 3 seeds without the PAG term and 0 of 3 with it; "
+        f"ℓ2 with {nn}, 0 of 3 seeds without the PAG term and 0 of 3 with it; ℓ2 with {sbg}, 0 of 3 seeds "
+        "without the PAG term and 0 of 3 with it."
     )
     # The same means with a 5-point spread per arm: within the noise.
     noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
-    assert "(within the noise)" in latest.boost_verdict(noisy, "cpu")
+    assert "(± one standard error; within the noise)" in latest.boost_verdict(noisy, "cpu")
     assert (
         f"The PAG term changes robust accuracy only within the noise in ℓ∞ with {nn}: the runs do not support the "
         f"claim. Not judged yet"
@@ -71,7 +72,7 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     lowered["l2"] = lowered["linf"]
     verdict = latest.boost_verdict(lowered, "cpu")
     assert verdict.startswith("Adversarial training with and without the PAG term, CIFAR-10, cpu scale")
-    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 0.8 points (a loss beyond the noise)" in verdict
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 0.8 points (± one standard error; a loss beyond the noise)" in verdict
     assert verdict.endswith(
         f"The PAG term lowers robust accuracy beyond the noise in ℓ∞ with {nn}; it changes robust accuracy only "
         f"within the noise in ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}: the runs do not support the claim."
@@ -80,25 +81,27 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     mixed = by_threat(without, lower, arm(tmp_path, "h", [0.33, 0.34, 0.35]))
     assert latest.boost_verdict(mixed, "cpu").endswith(
         f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {sbg}; it lowers robust accuracy beyond "
-        f"the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ with {sbg}. Not judged yet (seeds stored of "
-        f"3, without and with the PAG term: ℓ2 with {nn}, 0 and 0; ℓ2 with {sbg}, 0 and 0)."
+        f"the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ with {sbg}. Not judged yet: ℓ2 with {nn}, "
+        f"0 of 3 seeds without the PAG term and 0 of 3 with it; ℓ2 with {sbg}, 0 of 3 seeds without the PAG term "
+        "and 0 of 3 with it."
     )
 
 
 def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_has_it(tmp_path):
     short = by_threat(arm(tmp_path, "a", [0.29, 0.30]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
     assert latest.boost_verdict(short, "cpu").endswith(
-        "no comparison has all its seeds stored yet (seeds stored of 3, without and with the PAG term: ℓ∞ with "
-        "nearest neighbour targets (λ = 0.4), 2 and 3; ℓ∞ with score-based targets (λ = 1.5), 2 and 0; ℓ2 with "
-        "nearest neighbour targets (λ = 0.4), 0 and 0; ℓ2 with score-based targets (λ = 1.5), 0 and 0), so the "
-        "claim that PAG boosts adversarial training is not judged yet."
+        "no comparison has all its seeds stored yet (ℓ∞ with nearest neighbour targets (λ = 0.4), 2 of 3 seeds "
+        "without the PAG term and 3 of 3 with it; ℓ∞ with score-based targets (λ = 1.5), 2 of 3 seeds without the "
+        "PAG term and 0 of 3 with it; ℓ2 with nearest neighbour targets (λ = 0.4), 0 of 3 seeds without the PAG "
+        "term and 0 of 3 with it; ℓ2 with score-based targets (λ = 1.5), 0 of 3 seeds without the PAG term and 0 "
+        "of 3 with it), so the claim that PAG boosts adversarial training is not judged yet."
     )
     attacked = by_threat(
         arm(tmp_path, "c", [0.29, 0.30, 0.31], autoattack=[0.25, 0.26, 0.27]),
         arm(tmp_path, "d", [0.33, 0.34, 0.35], autoattack=[0.25, 0.26, 0.28]),
     )
     verdict = latest.boost_verdict(attacked, "cpu")
-    assert "AutoAttack ℓ∞ +0.3" in verdict and "(within the noise)" in verdict
+    assert "AutoAttack ℓ∞ +0.3" in verdict and "(± one standard error; within the noise)" in verdict
     table = latest.boost_table(attacked)
     assert "| ℓ∞ | adversarial | 3 | 60.1 ± 0.1% | 30.0 ± 1.0% | 40.0 ± 0.0% | 26.0 ± 1.0% |" in table
     assert "| ℓ2 | adversarial + PAG (score-based) | 0 | not run | not run | not run | not run |" in table
@@ -172,7 +175,7 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     resnet = {"nearest_neighbor": judged("evidence")}
     evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
     assert evidence.endswith("the runs support the claim beyond ResNet-18.")
-    assert "Nearest Neighbor **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
+    assert "Nearest Neighbor: **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
     # The ResNet-18's verdict names the spread it was judged with: its own over three seeds, or the widest.
     small = {"clean": 0.01, "linf": 0.01, "l2": 0.01}
     resnet_noise = Noise(
@@ -180,8 +183,8 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     )
     both = {"nearest_neighbor": judged("evidence"), "score": judged("within noise", "score")}
     named = latest.architecture_verdict(runs, both, both, "cpu", noise=None, resnet_noise=resnet_noise)
-    assert "on the ResNet-18: evidence, its own seed spread)" in named
-    assert "on the ResNet-18: within noise, the widest spread)" in named
+    assert "on the ResNet-18: evidence, judged with its own seed spread)" in named
+    assert "on the ResNet-18: within noise, judged with the widest seed spread)" in named
     not_yet = "The claim is not answered yet"
     mixed = {"nearest_neighbor": judged("within noise"), "score": judged("unchecked", "score")}
     assert not_yet in latest.architecture_verdict(runs, mixed, resnet, "cpu")

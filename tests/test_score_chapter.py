@@ -152,8 +152,10 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [], "wall_seconds": 3300})
     denoiser.write_json("metrics.json", quality(0.3))
     line = score.stl10_line(RunStore(tmp_path))
-    assert line.startswith("An STL-10 denoiser, a U-Net of width 16 over 4 resolutions trained for 25 epochs")
-    assert "in 55 minutes" in line and "beyond chance" in line
+    assert line.startswith(
+        "An STL-10 denoiser is stored: a U-Net of width 16 over 4 resolutions, trained for 25 epochs"
+    )
+    assert "(55 minutes)" in line and "beyond chance" in line
     assert line.endswith(
         "It is not the book's STL-10 denoiser, so the STL-10 results table ({numref}`tab-stl10`) has no score-based "
         "row yet."

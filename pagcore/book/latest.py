@@ -191,7 +191,7 @@ def gain_words(name: str, measured: tuple[float, float]) -> str:
     judged = {1: "a gain beyond the noise", -1: "a loss beyond the noise", 0: "within the noise"}[
         beyond_noise(measured)
     ]
-    return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points ({judged})"
+    return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points (± one standard error; {judged})"
 
 
 def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) -> str:
@@ -207,7 +207,10 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
                 continue
             words = f"{NORM_WORDS[threat]} with {masking.SOURCE_WORDS[source]} targets (λ = {BOOST_LAMBDAS[source]:g})"
             if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
-                pending.append(f"{words}, {len(without)} and {len(with_pag)}")
+                pending.append(
+                    f"{words}, {len(without)} of {OWN_SPREAD_SEEDS} seeds without the PAG term and {len(with_pag)} "
+                    f"of {OWN_SPREAD_SEEDS} with it"
+                )
                 continue
             judged.append(words)
             # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
@@ -235,7 +238,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
     ]
     if unchanged:
         effects.append(f"changes robust accuracy only within the noise in {listed(unchanged)}")
-    stored = f"seeds stored of {OWN_SPREAD_SEEDS}, without and with the PAG term: {'; '.join(pending)}"
+    stored = "; ".join(pending)
     if not judged:
         return (
             f"{head}: no comparison has all its seeds stored yet ({stored}), so the claim that PAG boosts "
@@ -244,7 +247,7 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
     supported = f"the runs support the claim in {listed(boosted)}" if boosted else "the runs do not support the claim"
     said = f"{head}: {'; '.join(parts)}. The PAG term {'; it '.join(effects)}: {supported}."
     if pending:  # a verdict on part of the claim says which part is still open, and how far its runs are
-        said += f" Not judged yet ({stored})."
+        said += f" Not judged yet: {stored}."
     return said
 
 
@@ -345,9 +348,13 @@ def architecture_verdict(
             # A verdict against the widest spread and one against the row's own differ in what they could
             # detect: the reader must see which is which before comparing them.
             own = resnet_noise is not None and row in resnet_noise.own
-            spread = "" if resnet_noise is None else f", {'its own seed spread' if own else 'the widest spread'}"
+            spread = (
+                ""
+                if resnet_noise is None
+                else f", judged with {'its own seed spread' if own else 'the widest seed spread'}"
+            )
             beside = f"; on the ResNet-18: {other.verdict}{spread}"
-        parts.append(f"{ROW_LABELS[row]} **{judgement.verdict}** ({'; '.join(judgement.reasons)}{beside})")
+        parts.append(f"{ROW_LABELS[row]}: **{judgement.verdict}** ({'; '.join(judgement.reasons)}{beside})")
     missing = [ROW_LABELS[row] for row in ARCHITECTURE_PAG_ROWS if row not in judged]
     if missing:
         parts.append(f"{listed(missing)} not run yet")

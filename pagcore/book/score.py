@@ -386,7 +386,7 @@ def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgemen
 
 
 STL10_TABLE = "the STL-10 results table ({numref}`tab-stl10`)"
-"""Where the STL-10 chapter judges the score-based row (a role: the line is glued as Markdown)."""
+"""Where the STL-10 chapter judges the score-based row (a role: the line is glued by a MyST-format directive)."""
 
 
 def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
@@ -402,9 +402,9 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
         )
     p = measured.params
     head = (
-        f"An STL-10 denoiser, a U-Net of width {p['width']} over {len(p['multipliers'])} resolutions trained for "
-        f"{p['epochs']} epochs on STL-10's 5,000 labelled training images in "
-        f"{measured.record['wall_seconds'] / 60:.0f} minutes, has been measured. "
+        f"An STL-10 denoiser is stored: a U-Net of width {p['width']} over {len(p['multipliers'])} resolutions, "
+        f"trained for {p['epochs']} epochs on STL-10's 5,000 labelled training images "
+        f"({measured.record['wall_seconds'] / 60:.0f} minutes). "
     )
     beyond, information = class_information(measured.metrics)
     if chosen is not None:
