@@ -311,10 +311,13 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     from pagcore.book.masking import correlation_sentence
 
     def scores(pairs):
-        return {f"run {i}": {"reference": "teacher", "alignment": a, "robust_l2": r} for i, (a, r) in enumerate(pairs)}
+        return {
+            f"run {i}": {"reference": "teacher", "alignment": a, "robust_l2": r, "configuration": f"recipe {i}"}
+            for i, (a, r) in enumerate(pairs)
+        }
 
     few = correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1), (0.2, 0.4), (0.4, 0.3)]))
-    assert "Spearman rank correlation" in few and "4 runs cannot tell this correlation from none" in few
+    assert "Spearman rank correlation" in few and "4 configurations cannot tell this correlation from none" in few
     rising = correlation_sentence(scores([(0.1 * i, 0.05 * i) for i in range(1, 9)]))
     assert "the interval excludes 0: the better aligned runs are the more robust ones." in rising
     assert "no correlation yet" in correlation_sentence(scores([(0.1, 0.2), (0.3, 0.1)]))
@@ -323,9 +326,14 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     for name in ("run 6", "run 7"):
         built[name]["built_in"] = True
     both = correlation_sentence(built)
-    assert both.startswith("Across the 8 runs scored against the same reference")
-    assert "Without the 2 adversarially trained or RIGD runs, which align with an adversarially trained model" in both
-    assert "construction, over 6 runs, the Spearman rank correlation" in both
+    assert both.startswith("Across the 8 training configurations scored against the same reference")
+    assert "Without the 2 adversarially trained or RIGD configurations, which align with an adversarially" in both
+    assert "construction, over 6 configurations, the Spearman rank correlation" in both
+    # Two seeds of one recipe are one point, the mean of theirs, and the bootstrap resamples recipes.
+    built["run 7"]["configuration"] = "recipe 6"
+    seeded = correlation_sentence(built)
+    assert seeded.startswith("Across the 7 training configurations (8 runs, the seeds of a configuration averaged")
+    assert "7 pairs" in seeded and "Without the 1 adversarially trained or RIGD configuration, which aligns" in seeded
 
 
 def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():

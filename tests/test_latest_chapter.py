@@ -301,16 +301,46 @@ def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
 
 def test_better_alignment_more_robustness_is_read_from_the_rank_correlation():
     def score(objective, alignment, robust):
-        return {"objective": objective, "alignment": alignment, "robust_l2": robust, "reference": "teacher"}
+        return {
+            "objective": objective,
+            "alignment": alignment,
+            "robust_l2": robust,
+            "reference": "teacher",
+            "configuration": f"{objective} {alignment}",
+        }
 
     rising = {f"run {i}": score("pag", 0.1 * i, 0.05 * i) for i in range(1, 9)}
     rising["vanilla"] = score("cross_entropy", 0.0, 0.0)
     groups = latest.alignment_groups(rising)
     assert set(groups) == {"PAG (no adversarial examples)", "vanilla"} and len(groups["vanilla"]) == 1
     claim = latest.alignment_claim(rising, "cpu")
-    assert claim.startswith("Better alignment, more robustness (CIFAR-10, cpu scale): Across the 9 runs")
+    assert claim.startswith("Better alignment, more robustness (CIFAR-10, cpu scale): Across the 9 training")
     assert claim.endswith("the interval excludes 0: the better aligned runs are the more robust ones.")
     assert "no correlation yet" in latest.alignment_claim({"one": score("pag", 0.1, 0.1)}, "cpu")
+    # The points the second reading sets apart have legend entries of their own.
+    rising["rigd"] = {**score("pag", 0.9, 0.5), "source": "rigd"}
+    rising["boosted"] = {**score("adversarial", 0.8, 0.5), "lam": 0.4}
+    rising["trained"] = score("adversarial", 0.7, 0.5)
+    assert set(latest.alignment_groups(rising)) == {
+        "PAG (no adversarial examples)",
+        "vanilla",
+        "RIGD (adversarially trained teacher's gradients)",
+        "adversarial training + PAG",
+        "adversarial training",
+    }
+
+
+def test_the_alignment_claim_names_its_reference_and_its_score_based_reading(tmp_path):
+    store = RunStore(tmp_path)
+    teacher = {"dataset": "cifar10", "scale": "cpu", "objective": "adversarial", "adversary": {"threat": "l2"}}
+    store.create("teacher", teacher)
+    scores = {"a": {"reference": "teacher"}, "b": {"reference": "teacher"}, "c": {"reference": "elsewhere"}}
+    assert latest.reference_words(scores, str(tmp_path)) == "CIFAR-10 adversarial ℓ2 (cpu)"
+    assert latest.reference_words({"a": {"reference": "elsewhere"}}, str(tmp_path)) == "`elsewhere`"
+    assert latest.reference_words({}, str(tmp_path)) == "no run yet"
+    assert latest.score_based_reading("cpu", str(tmp_path)) == (
+        "No denoiser is trained, so the claim is not read against the score-based targets."
+    )
 
 
 def test_the_alignment_plot_shows_only_runs_scored_against_the_shared_reference():

@@ -38,8 +38,8 @@ def test_the_quality_table_and_its_reading_use_the_stored_errors():
 
 
 RISING = (
-    "Over 4 runs, the Spearman rank correlation between the alignment with the score-based targets and AutoAttack ℓ2 "
-    "accuracy is 1.00"
+    "Over 4 training configurations, the Spearman rank correlation between the alignment with the score-based "
+    "targets and AutoAttack ℓ2 accuracy is 1.00"
 )
 
 
@@ -54,7 +54,7 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     store = RunStore(tmp_path)
     runs = []
     for i, (alignment, robust) in enumerate([(0.1, 0.0), (0.2, 0.1), (0.3, 0.3), (0.4, 0.35)]):
-        run = store.create(f"run-{i}", {"dataset": "cifar10"})
+        run = store.create(f"run-{i}", {"dataset": "cifar10", "lam": i})
         store_evaluation(run, "score_alignment", {"denoiser": "d1", "sigma": 0.2}, {"score": alignment})
         store_evaluation(run, "autoattack", {"norm": "l2"}, {"robust": robust})
         runs.append(run)
@@ -68,7 +68,17 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     # A run trained on these very targets is also read apart: the claim must hold without it.
     apart = score.alignment_verdict(points, {"run-3"})
     assert apart.startswith(RISING)
-    assert "Without the 1 run trained on these targets, which aligns with them by construction, over 3 runs" in apart
+    assert (
+        "Without the 1 configuration trained on these targets, which aligns with them by construction, over 3 "
+        "configurations" in apart
+    )
+    # Seeds of one configuration are one point, their mean: two seeds of run-3's recipe leave four points.
+    seeds = {**points, "run-3, seed 1": (0.6, 0.45)}
+    merged = score.alignment_verdict(seeds, (), {"run-3": "c3", "run-3, seed 1": "c3"})
+    assert merged.startswith("Over 4 training configurations (5 runs, the seeds of a configuration averaged")
+    assert "4 pairs" in merged
+    runs[3].write_json("params.json", {"dataset": "cifar10", "lam": 2, "seed": 1})  # run-2's recipe, seed 1
+    assert score.run_configurations(runs, {"run-0": "vanilla"})["run-3"] == runs[2].configuration
     assert "too few" in score.alignment_verdict(points, {"run-2", "run-3"})
     assert "disagree" not in apart
     # The best aligned run, trained on the targets, without the robustness: the trend holds only without it.
@@ -105,7 +115,7 @@ def test_the_opening_box_line_gives_the_denoisers_class_information_and_the_alig
     denoiser.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [{"finished": "x"}]})
     denoiser.write_json("metrics.json", quality(0.54))
     for i, (alignment, robust) in enumerate([(0.02, 0.0), (0.07, 0.25), (0.15, 0.3), (0.16, 0.45)]):
-        run = store.create(f"run-{i}", {"dataset": "cifar10", "scale": "cpu"})
+        run = store.create(f"run-{i}", {"dataset": "cifar10", "scale": "cpu", "lam": i})
         run.write_json("record.json", {"kind": "real", "status": "complete"})
         run.write_json("metrics.json", {"clean": 0.5})
         store_evaluation(run, "score_alignment", {"denoiser": book_denoiser, "sigma": 0.2}, {"score": alignment})
@@ -114,7 +124,7 @@ def test_the_opening_box_line_gives_the_denoisers_class_information_and_the_alig
     assert "the denoiser's implicit classifier is right on 54.0% of 200 test images (chance 10.0%)" in line
     assert "the score-based PAG row has not been trained yet" in line
     assert RISING in line
-    assert "Over 4 runs" not in score.box_line("paper", str(tmp_path))  # the runs are of another scale
+    assert "Over 4 training" not in score.box_line("paper", str(tmp_path))  # the runs are of another scale
 
 
 def test_the_class_cosine_of_targets_is_one_for_a_shared_direction_and_zero_for_orthogonal_ones():

@@ -475,9 +475,36 @@ def correlation_words(
     reading = {
         1: "the interval excludes 0: the better aligned runs are the more robust ones.",
         -1: "the interval excludes 0, with the sign reversed: the better aligned runs are the less robust ones.",
-        0: f"the interval includes 0: {len(points)} runs cannot tell this correlation from none.",
+        0: f"the interval includes 0: {len(points)} configurations cannot tell this correlation from none.",
     }[_sign(correlation)]
     return f"{head}, the Spearman rank correlation between {measures} is {correlation}; {reading}"
+
+
+def seed_means(
+    points: Mapping[str, tuple[float, float]], configurations: Mapping[str, str]
+) -> dict[str, tuple[float, float]]:
+    """One point per training configuration, the mean of its runs' points, named by its first run's label
+    (``configurations`` maps a label to its run's :attr:`~pagcore.store.runs.Run.configuration`; a label
+    without one stands alone). Seeds of one recipe are not independent evidence of a trend across
+    recipes, and a bootstrap that resampled them as if they were would narrow the interval."""
+    grouped: dict[str, list[str]] = {}
+    for label in points:
+        grouped.setdefault(configurations.get(label, label), []).append(label)
+    return {
+        labels[0]: (statistics.fmean(points[x][0] for x in labels), statistics.fmean(points[x][1] for x in labels))
+        for labels in grouped.values()
+    }
+
+
+def configurations_words(configurations: int, runs: int) -> str:
+    """How many points a correlation has and how many runs they average, e.g. '14 training configurations
+    (19 runs, the seeds of a configuration averaged into one point)'."""
+    head = f"{configurations} training configuration{'s' if configurations != 1 else ''}"
+    return (
+        head
+        if configurations == runs
+        else f"{head} ({runs} runs, the seeds of a configuration averaged into one point)"
+    )
 
 
 def alignment_claim(
@@ -485,7 +512,7 @@ def alignment_claim(
     measures: str,
     head: str,
     built_in: Collection[str] = (),
-    excluded: Callable[[int], str] = lambda n: f"{n} runs",
+    excluded: Callable[[int], str] = lambda n: f"{n} configurations",
 ) -> str:
     """The later paper's "better alignment, more robustness" read from ``points``; then read again
     without the ``built_in`` runs (described by ``excluded(count)``), which align with the reference
@@ -500,10 +527,10 @@ def alignment_claim(
         return sentence
     lead = f"Without the {excluded(left)}"
     if len(independent) < 3:
-        few = f"{len(independent)} run{' is' if len(independent) == 1 else 's are'}"
+        few = f"{len(independent)} configuration{' is' if len(independent) == 1 else 's are'}"
         return f"{sentence} {lead}, {few} too few for a rank correlation."
     rest = rank_correlation(*zip(*independent.values()))
-    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} runs", rest)
+    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} configurations", rest)
     with_them, without = _sign(overall), _sign(rest)
     if without == 1 and with_them != 1:
         sentence += (

@@ -4,7 +4,6 @@ every run (``python -m pagcore evaluate --attacks ... --checklist --pag-score``)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,8 +16,10 @@ from pagcore.book.evidence import (
     aligned_above,
     alignment_claim,
     alignment_spread,
+    configurations_words,
     failed_checks,
     judged_by_current_references,
+    seed_means,
     spread_words,
     unread_failures,
 )
@@ -176,6 +177,9 @@ def pag_scores(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str,
             "objective": run.params["objective"],
             "scale": run.params["scale"],
             "seed": run.params.get("seed", 0),
+            "configuration": run.configuration,
+            "source": run.params.get("source"),
+            "lam": run.params.get("lam", 0),
             # Trained towards an adversarially trained model's gradients (RIGD) or adversarially trained itself:
             # such runs align with the reference partly by construction.
             "built_in": run.params.get("source") == "rigd" or run.params["objective"] == "adversarial",
@@ -193,9 +197,8 @@ def seed_scores(runs: Sequence[Run]) -> dict[str, list[float]]:
         entry = chosen_evaluations(run).get(("pag_score", "all"))
         if entry is None:
             continue
-        seedless = json.dumps({k: v for k, v in run.params.items() if k != "seed"}, sort_keys=True)
         settings = entry["settings"]
-        key = (seedless, settings["reference"], settings["subset"].get("indices_sha256", ""))
+        key = (run.configuration, settings["reference"], settings["subset"].get("indices_sha256", ""))
         score = entry["results"]["gradient_alignment"]["score"]
         groups.setdefault(key, {}).setdefault(run.params.get("seed", 0), (run, score))
     named: dict[str, list[float]] = {}
@@ -340,14 +343,18 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     shared = {label: s for label, s in scores.items() if s["reference"] == reference}
     if len(shared) < 3:
         return "Fewer than three runs have a PAG score against a common reference, so there is no correlation yet."
-    return alignment_claim(
+    points = seed_means(
         {label: (s["alignment"], s["robust_l2"]) for label, s in shared.items()},
+        {label: s["configuration"] for label, s in shared.items()},
+    )
+    return alignment_claim(
+        points,
         "gradient alignment and PGD-20 ℓ2 accuracy",
-        f"Across the {len(shared)} runs scored against the same reference",
-        [label for label, s in shared.items() if s.get("built_in")],
+        f"Across the {configurations_words(len(points), len(shared))} scored against the same reference",
+        [label for label in points if shared[label].get("built_in")],
         lambda n: (
-            f"{n} adversarially trained or RIGD run{'s' if n != 1 else ''}, which {verb(n, 'align')} with an "
-            "adversarially trained model by construction"
+            f"{n} adversarially trained or RIGD configuration{'s' if n != 1 else ''}, which {verb(n, 'align')} "
+            "with an adversarially trained model by construction"
         ),
     )
 

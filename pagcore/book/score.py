@@ -26,7 +26,9 @@ from pagcore.book.evidence import (
     aligned_above,
     alignment_claim,
     alignment_spread,
+    configurations_words,
     sampling_std,
+    seed_means,
 )
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
@@ -198,6 +200,12 @@ def alignment_points(runs: Sequence[Run], denoiser: str, labels: Mapping[str, st
     return points
 
 
+def run_configurations(runs: Sequence[Run], labels: Mapping[str, str]) -> dict[str, str]:
+    """Each run's :attr:`~pagcore.store.runs.Run.configuration` by its label (as :func:`alignment_points`
+    names it), so that :func:`alignment_verdict` can average a configuration's seeds into one point."""
+    return {labels.get(run.name, run.name): run.configuration for run in runs}
+
+
 def alignment_seed_spread(denoiser: str, scale: str, runs_dir: str = "", kind: str = "real") -> AlignmentSpread | None:
     """The seed spread of the alignment with ``denoiser``'s targets: the widest among the rule's seed
     rows at ``scale`` (None until one has its seeds measured)."""
@@ -277,26 +285,47 @@ def trained_towards(runs: Sequence[Run], denoiser: str, labels: Mapping[str, str
     }
 
 
-def alignment_verdict(points: Mapping[str, tuple[float, float]], built_in: Collection[str] = ()) -> str:
+def alignment_verdict(
+    points: Mapping[str, tuple[float, float]],
+    built_in: Collection[str] = (),
+    configurations: Mapping[str, str] | None = None,
+) -> str:
     """The later paper's "better alignment, more robustness", read from the rank correlation of the
-    runs' alignment and robust accuracy and its bootstrap interval; then again without the ``built_in``
-    runs (trained on these very targets), which the claim must survive to say more than that training
-    towards the targets aligns a model with them."""
+    runs' alignment and robust accuracy, one point per training configuration (``configurations``,
+    :func:`run_configurations`; a run without one stands alone), and its bootstrap interval; then again
+    without the ``built_in`` runs (trained on these very targets), which the claim must survive to say
+    more than that training towards the targets aligns a model with them."""
     if len(points) < 3:
         return (
             f"{len(points)} run{'s have' if len(points) != 1 else ' has'} both an alignment with the score-based "
             "targets and AutoAttack ℓ2 stored; at least three are needed for a rank correlation, so the claim is "
             "not judged yet."
         )
+    merged = seed_means(points, configurations or {})
+    if len(merged) < 3:
+        return (
+            f"The {len(points)} runs with both an alignment with the score-based targets and AutoAttack ℓ2 stored "
+            f"are {configurations_words(len(merged), len(points))}; at least three are needed for a rank "
+            "correlation, so the claim is not judged yet."
+        )
     return alignment_claim(
-        points,
+        merged,
         "the alignment with the score-based targets and AutoAttack ℓ2 accuracy",
-        f"Over {len(points)} runs",
-        built_in,
+        f"Over {configurations_words(len(merged), len(points))}",
+        [label for label in merged if label in built_in],
         lambda n: (
-            f"{n} run{'s' if n != 1 else ''} trained on these targets, which {verb(n, 'align')} with them by "
-            "construction"
+            f"{n} configuration{'s' if n != 1 else ''} trained on these targets, which {verb(n, 'align')} with "
+            "them by construction"
         ),
+    )
+
+
+def stored_alignment_verdict(store: RunStore, denoiser: str, scale: str, kind: str = "real") -> str:
+    """:func:`alignment_verdict` over every stored CIFAR-10 run at ``scale`` with both measures against
+    ``denoiser``'s targets, the runs trained on them set apart."""
+    every = store.select(kind=kind, dataset="cifar10", scale=scale)
+    return alignment_verdict(
+        alignment_points(every, denoiser, {}), trained_towards(every, denoiser, {}), run_configurations(every, {})
     )
 
 
@@ -449,10 +478,7 @@ def box_line(scale: str, runs_dir: str = "", kind: str = "real") -> str:
             f"the score-based PAG row ({row.params['epochs']} epochs) reaches {percent(m['clean'])} clean, "
             f"{percent(m['linf'])} under ℓ∞ and {percent(m['l2'])} under ℓ2 PGD-20"
         )
-    every = store.select(kind=kind, dataset="cifar10", scale=scale)
-    aligned = alignment_points(every, denoiser.name, {})
-    built_in = trained_towards(every, denoiser.name, {})
     return head + (
         f"the denoiser's implicit classifier is right on {implicit} (chance {percent(metrics['chance'])}); "
-        f"{trained}. {alignment_verdict(aligned, built_in)}"
+        f"{trained}. {stored_alignment_verdict(store, denoiser.name, scale, kind)}"
     )

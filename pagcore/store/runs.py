@@ -88,6 +88,11 @@ class Run:
         return self._read("metrics.json")
 
     @property
+    def configuration(self) -> str:
+        """The run's parameters without its seed, as one key: runs that share it differ in their seed alone."""
+        return json.dumps({k: v for k, v in self.params.items() if k != "seed"}, sort_keys=True)
+
+    @property
     def status(self) -> str:
         return self.record.get("status", "new")
 
