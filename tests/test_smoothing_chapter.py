@@ -8,6 +8,7 @@ import pytest
 
 from pagcore.book import smoothing
 from pagcore.book.evidence import AlignmentSpread
+from pagcore.evaluate.final import PICTURE_NORM
 from pagcore.store.runs import RunStore
 
 REFERENCE = "cifar10-cpu-adversarial-l2"
@@ -73,10 +74,28 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyon
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
     assert "a gap must exceed the score's seed spread, 0.057" in supported
+    assert "Over its unsmoothed base classifier" not in supported  # the base is not scored yet
+    # With the base scored, the verdict says how much of the alignment the smoothing adds to it.
+    pag_score(noisy, 0.20)
+    assert "against vanilla's 0.10 and its unsmoothed base classifier's 0.20" in verdict(noisy, vanilla)
+    assert verdict(noisy, vanilla).endswith(
+        "Over its unsmoothed base classifier, smoothing adds +0.10 at σ = 0.25 (beyond the spread)."
+    )
     # Without a measured seed spread no alignment gap is read, however wide: the claim waits.
     unmeasured = verdict(noisy, vanilla, spread=None)
     assert unmeasured.endswith(
         "claim is not judged yet: the score's spread over seeds is not measured, so no gap is read."
+    )
+
+
+def test_alignment_the_base_classifier_already_has_is_not_credited_to_smoothing(stored):
+    noisy, vanilla = stored
+    certificate(noisy, 0.40)
+    pag_score(noisy, 0.27)  # the base classifier, 0.03 below its smoothed classifier: within 0.057
+    pag_score(noisy, 0.30, smoothed=True)
+    assert verdict(noisy, vanilla).endswith(
+        "smoothing adds +0.03 at σ = 0.25 (within the spread): the aligned gradients come with training on "
+        "Gaussian noise more than with the smoothing itself."
     )
 
 
@@ -108,7 +127,16 @@ def test_the_base_classifier_and_its_smoothed_classifier_are_scored_apart(stored
     }
     table = smoothing.alignment_table(scores)
     assert "| σ = 0.25, smoothed (m = 8) | 0.30 | 50.0% | 100 | 180 |" in table
-    assert "1 of the 1 base classifiers (σ = 0.25) have stored runs" in smoothing.status({0.25: noisy}, "cpu")
+    partly = smoothing.status({0.25: noisy, 0.5: None}, "cpu")
+    assert "1 of the 2 base classifiers (σ = 0.25) have stored runs" in partly and "certified: 0 of 1" in partly
+    certificate(noisy, 0.40)
+    smoothed = {"smoothed": {"sigma": 0.25, "draws": 8}}
+    evaluation(noisy, "pgd20", {**smoothed, "norm": "l2"}, {"robust": 0.55, "images": 100})
+    evaluation(noisy, "pictures", {**smoothed, "norm": PICTURE_NORM}, {"folder": "pictures"})
+    assert smoothing.status({0.25: noisy}, "cpu") == (
+        "The base classifier (σ = 0.25) is stored at the cpu scale, trained for 20 epochs, and certified, attacked "
+        "through smoothing, scored and pictured."
+    )
     assert "shows no numbers" in smoothing.status({0.25: None}, "cpu")
 
 
@@ -172,7 +200,7 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
 
     groups = smoothing.alignment_groups([noisy, vanilla, teacher, other], {0.25: noisy}, Reference())
     assert groups == {
-        "other models of this book": [(0.10, 0.01)],
+        "vanilla": [(0.10, 0.01)],
         "noise-trained base classifiers": [(0.20, 0.30)],
         "their smoothed classifiers": [(0.30, 0.55)],
     }

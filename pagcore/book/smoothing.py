@@ -60,15 +60,23 @@ def status(runs: Mapping[float, Run | None], scale: str) -> str:
         return f"No base classifier has been trained at the {scale} scale yet, so this chapter shows no numbers."
     steps = {
         "certified": lambda run: _entry(run, "certify"),
-        "attacked through their smoothed classifiers": lambda run: _entry(run, "pgd20", "l2", smoothed=True),
+        "attacked through smoothing": lambda run: _entry(run, "pgd20", "l2", smoothed=True),
         "scored": lambda run: _entry(run, "pag_score", smoothed=True),
         "pictured": lambda run: _entry(run, "pictures", PICTURE_NORM, smoothed=True),
     }
-    counts = ", ".join(f"{sum(bool(has(run)) for run in done.values())} {step}" for step, has in steps.items())
+    sigmas = f"σ = {', '.join(f'{s:g}' for s in done)}"
+    epochs = ", ".join(sorted({str(r.params["epochs"]) for r in done.values()}))
+    counts = {step: sum(bool(has(run)) for run in done.values()) for step, has in steps.items()}
+    if len(done) == len(runs) and all(n == len(done) for n in counts.values()):
+        every = "Both" if len(done) == 2 else f"All {len(done)}" if len(done) > 2 else "The"
+        return (
+            f"{every} base classifier{'s' if len(done) > 1 else ''} ({sigmas}) {'are' if len(done) > 1 else 'is'} "
+            f"stored at the {scale} scale, trained for {epochs} epochs, and {listed(list(counts))}."
+        )
+    done_words = "; ".join(f"{step}: {n} of {len(done)}" for step, n in counts.items())
     return (
-        f"{len(done)} of the {len(runs)} base classifiers (σ = {', '.join(f'{s:g}' for s in done)}) have stored "
-        f"runs at the {scale} scale, trained for {', '.join(sorted({str(r.params['epochs']) for r in done.values()}))} "
-        f"epochs; of these, {counts}. Whatever has not been done reads 'not run'."
+        f"{len(done)} of the {len(runs)} base classifiers ({sigmas}) have stored runs at the {scale} scale, trained "
+        f"for {epochs} epochs ({done_words}). Whatever has not been done reads 'not run'."
     )
 
 
@@ -190,7 +198,13 @@ def alignment_table(scores: Mapping[str, dict]) -> str:
     return markdown_table(("model", "alignment", "targeted confidence", "images", "pairs"), rows)
 
 
-ALIGNMENT_GROUPS = ("other models of this book", "noise-trained base classifiers", "their smoothed classifiers")
+ALIGNMENT_GROUPS = (
+    "vanilla",
+    "other models of this book",
+    "noise-trained base classifiers",
+    "their smoothed classifiers",
+)
+"""The alignment figure's groups: vanilla apart, since the chapter's verdict compares with it."""
 
 
 def _scored(
@@ -200,14 +214,15 @@ def _scored(
     :data:`ALIGNMENT_GROUPS`; the reference itself and scores against another are left out."""
     bases = {run.name for run in runs.values() if run is not None}
     groups: dict[str, list[tuple[Run, float, float]]] = {label: [] for label in ALIGNMENT_GROUPS}
-    other, base, smoothed = ALIGNMENT_GROUPS
+    vanilla, other, base, smoothed = ALIGNMENT_GROUPS
     for run in every_run:
         entry = _entry(run, "pag_score")
         if run.name == reference.name or entry is None or entry["settings"]["reference"] != reference.name:
             continue
         if run.metrics is not None:
             alignment = entry["results"]["gradient_alignment"]["score"]
-            groups[base if run.name in bases else other].append((run, alignment, run.metrics["l2"]))
+            group = base if run.name in bases else vanilla if run.params["objective"] == "cross_entropy" else other
+            groups[group].append((run, alignment, run.metrics["l2"]))
     for run in runs.values():
         score, attacked = _entry(run, "pag_score", smoothed=True), _entry(run, "pgd20", "l2", smoothed=True)
         if score is not None and attacked is not None and score["settings"]["reference"] == reference.name:
@@ -235,7 +250,8 @@ def alignment_reading(
     """Where the smoothed classifiers fall among the other models of :func:`alignment_groups` on the
     alignment axis; a gap within the PAG score's seed ``spread`` does not count."""
     groups = _scored(every_run, runs, reference) if reference is not None else {}
-    other, _, smoothed = (groups.get(label, []) for label in ALIGNMENT_GROUPS)
+    vanilla, other, _, smoothed = (groups.get(label, []) for label in ALIGNMENT_GROUPS)
+    other = vanilla + other
     if not smoothed or not other:
         return "The plot needs a scored smoothed classifier and other scored models before it can be read."
     models = "the other model" if len(other) == 1 else f"the {len(other)} other models"
@@ -386,6 +402,7 @@ def verdict(
     Cohen & Lipton's claim."""
     vanilla = scores.get(vanilla_label)
     parts, robust_and_aligned, judged = [], [], 0
+    from_base = []  # (σ, smoothed minus base alignment) of the σ whose base classifier is scored too
     for sigma, run in runs.items():
         certified = _entry(run, "certify")
         smoothed = next((s for label, s in scores.items() if label.startswith(f"σ = {sigma:g}, smoothed")), None)
@@ -406,6 +423,7 @@ def verdict(
         at = certified["results"]["certified_accuracy"][f"{CLAIM_RADIUS:g}"]
         beyond = certified_beyond_chance(certified, num_classes) and smoothed_fits_labels(certified, num_classes)
         aligned = aligned_above(spread, smoothed["alignment"], vanilla["alignment"])
+        base = scores.get(f"σ = {sigma:g}, base")
         parts.append(
             f"σ = {sigma:g}: the smoothed classifier certifies {percent(at)} of {certified['results']['images']} test "
             f"images at ℓ2 radius {CLAIM_RADIUS:g} ({'beyond' if beyond else 'not beyond'} the "
@@ -413,9 +431,12 @@ def verdict(
             f"as errors, it certifies {percent(certified['results']['certified_accuracy']['0'])}), and its gradient "
             "alignment is "
             f"{smoothed['alignment']:.2f} against vanilla's {vanilla['alignment']:.2f}"
+            + (f" and its unsmoothed base classifier's {base['alignment']:.2f}" if base is not None else "")
         )
         if beyond and aligned:
             robust_and_aligned.append(f"σ = {sigma:g}")
+            if base is not None:
+                from_base.append((sigma, smoothed["alignment"] - base["alignment"]))
     if not judged:
         answer = "Kaur, Cohen & Lipton's claim is not judged yet."
     elif spread is None:
@@ -426,6 +447,7 @@ def verdict(
             f"adversarial training, also has gradients better aligned than vanilla's ({spread_words(spread)}): the "
             f"runs support Kaur, Cohen & Lipton's claim, at the {scale} scale."
         )
+        answer += _base_share(from_base, spread)
     else:
         answer = (
             "No smoothed classifier both fits its labels and certifies beyond chance, and is better aligned than "
@@ -445,6 +467,25 @@ def stored_runs(
     return {s: found[f"σ = {s:g}"] for s in SMOOTHING_SIGMAS}, {
         ROW_LABELS[row]: found[ROW_LABELS[row]] for row in COMPARED_ROWS
     }
+
+
+def _base_share(from_base: Sequence[tuple[float, float]], spread: AlignmentSpread) -> str:
+    """How much of the supporting σ's alignment the smoothing adds to its noise-trained base classifier's,
+    each gain read against the PAG score's seed ``spread``; where none exceeds it, the noise training,
+    not the smoothing, carries the alignment."""
+    if not from_base:
+        return ""
+    beyond = [gain > spread.margin for _, gain in from_base]
+    gains = listed(
+        [
+            f"{gain:+.2f} at σ = {sigma:g} ({'beyond' if above else 'within'} the spread)"
+            for (sigma, gain), above in zip(from_base, beyond)
+        ]
+    )
+    said = f" Over its unsmoothed base classifier, smoothing adds {gains}"
+    if any(beyond):
+        return said + "."
+    return said + ": the aligned gradients come with training on Gaussian noise more than with the smoothing itself."
 
 
 def finding(scale: str, spread: AlignmentSpread | None, runs_dir: str = "", kind: str = "real") -> str:
