@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed
+from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, percent
 from pagcore.paper import reported
 
 FIT_FACTOR = 2.0
@@ -344,10 +344,19 @@ def judge(
         )
     shared = [key for key in robust if key in vanilla]
     comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared}
-    worse = [attack_words(key) for key, c in comparisons.items() if c < 0]
+
+    def gap(key: tuple[str, str]) -> str:
+        # The two numbers and the gap the noise allows, so a reader can see why they are not told apart.
+        allowed = 100 * noise.tolerance(key[1], robust[key], vanilla[key])
+        return (
+            f"{attack_words(key)} ({percent(robust[key].value)} against {percent(vanilla[key].value)}; a gap must "
+            f"exceed {allowed:.1f} points)"
+        )
+
+    worse = [gap(key) for key, c in comparisons.items() if c < 0]
     if worse or not shared:
         return Judgement(row, "not more robust", tuple(f"below vanilla under {w}" for w in worse) or ("no attack",))
-    tied = [attack_words(key) for key, c in comparisons.items() if c == 0]
+    tied = [gap(key) for key, c in comparisons.items() if c == 0]
     if tied:
         return Judgement(row, "within noise", (f"within the noise of vanilla under {', '.join(tied)}",))
     if failed_checks:
