@@ -333,7 +333,7 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     built["run 7"]["configuration"] = "recipe 6"
     seeded = correlation_sentence(built)
     assert seeded.startswith("Across the 7 training configurations (8 runs, the seeds of a configuration averaged")
-    assert "7 pairs" in seeded and "Without the 1 adversarially trained or RIGD configuration, which aligns" in seeded
+    assert "7 pairs" in seeded and "Without the one adversarially trained or RIGD configuration, which aligns" in seeded
 
 
 def test_the_masking_chapter_names_the_checklists_run_without_the_targeted_step():

@@ -78,8 +78,8 @@ def test_each_source_is_read_by_the_rule_of_evidence(tmp_path):
     runs = found(RunStore(tmp_path), (0.30, 0.12), None)
     order, sentence = gradient_kind.source_reading("class_mean", runs, NOISE, 10)
     assert order == -1
-    assert "the logit kind reaches 30.0% clean, fitting its labels" in sentence
-    assert "the log-softmax kind 12.0% clean, not fitting its labels" in sentence
+    assert "the logit kind reaches 30.0% clean (above 2 × chance); " in sentence
+    assert "the log-softmax kind reaches 12.0% clean (not above 2 × chance): a difference" in sentence
     assert "falls behind by more than the seed spread allows" in sentence
     assert gradient_kind.source_reading("class_mean", runs, None, 10)[0] is None
     order, sentence = gradient_kind.source_reading("score", runs, NOISE, 10)

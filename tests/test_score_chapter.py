@@ -69,7 +69,7 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     apart = score.alignment_verdict(points, {"run-3"})
     assert apart.startswith(RISING)
     assert (
-        "Without the 1 configuration trained on these targets, which aligns with them by construction, over 3 "
+        "Without the one configuration trained on these targets, which aligns with them by construction, over 3 "
         "configurations" in apart
     )
     # Seeds of one configuration are one point, their mean: two seeds of run-3's recipe leave four points.

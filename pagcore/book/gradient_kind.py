@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pagcore.book.evidence import Noise, chance, compare, fits_labels
+from pagcore.book.evidence import FIT_FACTOR, Noise, chance, compare, fits_labels
 from pagcore.book.figures import no_data, percent_axis
 from pagcore.book.style import COLORS, LINESTYLES, TEXT_WIDTH, book_style, legend_outside
 from pagcore.book.text import listed, markdown_table, percent, placeholder_table, shown_points, signed_points
@@ -179,11 +179,11 @@ def source_reading(
 
     def fit(run: Run) -> str:
         fits = fits_labels(_clean(run), num_classes)
-        return f"{percent(_clean(run))} clean, {'fitting' if fits else 'not fitting'} its labels"
+        return f"{percent(_clean(run))} clean ({'above' if fits else 'not above'} {FIT_FACTOR:g} × chance)"
 
     head = (
-        f"With {name} targets, after {epochs} epochs at the {scale} scale the logit kind reaches {fit(logit)} and the "
-        f"log-softmax kind {fit(soft)}"
+        f"With {name} targets, after {epochs} epochs at the {scale} scale the logit kind reaches {fit(logit)}; "
+        f"the log-softmax kind reaches {fit(soft)}"
     )
     if noise is None:
         return None, head + "; without a measured seed spread the two are not compared."
@@ -305,4 +305,8 @@ def stall_reading(
         1: "fits them better than the logit kind does, as the gap would have it.",
         None: "fits them; with the other source's runs not compared, nothing more is read.",
     }[orders.get(narrow)]
-    return head + f"So it fails to fit only where the gap is larger, and on {ROW_LABELS[narrow]} targets it " + other
+    return (
+        head
+        + f"So in these two single-seed runs it fails to fit only where the gap is larger, and on {ROW_LABELS[narrow]} "
+        "targets it " + other
+    )

@@ -353,8 +353,8 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
         f"Across the {configurations_words(len(points), len(shared))} scored against the same reference",
         [label for label in points if shared[label].get("built_in")],
         lambda n: (
-            f"{n} adversarially trained or RIGD configuration{'s' if n != 1 else ''}, which {verb(n, 'align')} "
-            "with an adversarially trained model by construction"
+            f"{'one' if n == 1 else n} adversarially trained or RIGD configuration{'s' if n != 1 else ''}, which "
+            f"{verb(n, 'align')} with an adversarially trained model by construction"
         ),
     )
 

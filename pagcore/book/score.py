@@ -314,8 +314,8 @@ def alignment_verdict(
         f"Over {configurations_words(len(merged), len(points))}",
         [label for label in merged if label in built_in],
         lambda n: (
-            f"{n} configuration{'s' if n != 1 else ''} trained on these targets, which {verb(n, 'align')} with "
-            "them by construction"
+            f"{'one' if n == 1 else n} configuration{'s' if n != 1 else ''} trained on these targets, which "
+            f"{verb(n, 'align')} with them by construction"
         ),
     )
 
