@@ -206,7 +206,8 @@ def test_the_figure_reading_is_computed_from_the_points(mixed):
     text = status.figure_reading(rows)
     # The paper scale: the toy's four and vanilla's three, of which 2 + 2 lie in the band.
     assert text.startswith("4 of the 7 paper-scale points lie inside the band")
-    assert "of the 6 cpu-scale points" in text
+    # Figure 5's λ = 0.4 is Table 1's class mean, one run: its three numbers are counted once, as drawn.
+    assert "of the 3 cpu-scale points" in text
 
 
 # -- the figure -------------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def test_the_figure_draws_each_scale_as_its_own_series_with_the_diagonal_and_ban
         paper, toy, cpu = (status.SERIES[name]["label"] for name in ("paper", "toy", "cpu"))
         # Figure 5's lambda = 0.4 point is Table 1's class mean: drawn once.
         assert scatter_series(fig) == {
-            "clean": {paper: 1, toy: 1, cpu: 1},  # the toy's two clean numbers are the same point
+            "clean": {paper: 1, toy: 2, cpu: 1},  # the toy's two clean numbers: two models, one place
             "ℓ∞ PGD-20": {paper: 1, cpu: 1},
             "ℓ2 PGD-20 (toy: PGD-10)": {paper: 1, toy: 2, cpu: 1},
         }
@@ -415,7 +416,12 @@ def test_the_figure_reading_counts_the_band_it_draws_and_names_the_wider_bound_a
     inside = sum(round(100 * abs(r.gap), 1) <= 100 * REPRODUCED_WITHIN for r in rows if r.ours is not None)
     assert text.startswith(f"{inside} of the toy experiment's 4 points lie inside the band")
     assert "more lie outside it but within twice our seed spread" in text
-    assert "only within our seed spread" in status.summary_sentences(rows)
+    summary = status.summary_sentences(rows)
+    assert "2 only within our seed spread: Vanilla ℓ2 PGD-10 and PAG ℓ2 PGD-10; by" in summary  # named numbers
+    assert "(2 reproduced within 2.0 points: Vanilla clean and PAG clean; 2 only" in summary
+    # Ours on the toy is a mean over seeds: its table shows the spread the verdict used.
+    table = status.measured_tables(rows)
+    assert f"{100 * (paper_pag + 0.06):.1f} ± 14.1%" in table and "mean ± standard deviation over our seeds" in table
 
 
 def test_a_table_measured_on_a_test_subset_says_so_in_its_caption():
