@@ -35,6 +35,13 @@ def test_the_quality_table_and_its_reading_use_the_stored_errors():
     reading = score.quality_reading(quality(0.35), sigma=0.25)
     assert reading.startswith("At σ = 0.2, the measured level nearest the targets' 0.25, the RMS error")
     assert "is 0.095 for our denoiser with the true label" in reading  # √0.009
+    assert "lie on top of each other" not in reading  # the label changes the error by 10 %
+    close = quality(0.35)
+    for errors in close["errors"].values():
+        errors["conditional"] = 0.0098
+    assert "differ by at most 2 % at any σ, so its two curves lie on top of each other" in score.quality_reading(
+        close, sigma=0.25
+    )
 
 
 RISING = (

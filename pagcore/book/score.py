@@ -363,6 +363,11 @@ def empty_figure(message: str) -> Figure:
     return fig
 
 
+LABEL_OVERLAP = 0.05
+"""A relative difference in squared error below which the labelled and unlabelled curves cannot be told
+apart at the figure's scale."""
+
+
 def quality_reading(metrics: Mapping[str, Any], sigma: float) -> str:
     """What the quality table says at the noise level nearest to the targets' ``sigma``."""
     errors = metrics["errors"]
@@ -373,6 +378,14 @@ def quality_reading(metrics: Mapping[str, Any], sigma: float) -> str:
         return f"{math.sqrt(at[key]):.3f}"
 
     _, information = class_information(metrics)
+    # Where the label barely changes the error, the figure's two curves of our denoiser coincide: say so.
+    apart = max(abs(e["conditional"] - e["unconditional"]) / e["unconditional"] for e in errors.values())
+    overlap = (
+        f" With and without the label, our denoiser's errors differ by at most {100 * apart:.0f} % at any σ, so its "
+        "two curves lie on top of each other in the figure."
+        if apart < LABEL_OVERLAP
+        else ""
+    )
     level = (
         f"At the targets' σ = {sigma:g}"
         if math.isclose(float(nearest), sigma)
@@ -382,7 +395,9 @@ def quality_reading(metrics: Mapping[str, Any], sigma: float) -> str:
         f"{level}, the RMS error per pixel is "
         f"{rms('conditional')} for our denoiser with the true label and {rms('unconditional')} without it, against "
         f"{rms('gaussian')} for the optimal linear denoiser and {rms('noisy')} for the noisy image; the optimal "
-        f"denoiser of the training set, which can only return blends of training images, reaches {rms('empirical')}. "
+        f"denoiser of the training set, which can only return blends of training images, reaches {rms('empirical')}."
+        + overlap
+        + " "
         + information
     )
 
