@@ -86,7 +86,7 @@ def cpu_scale_verdict(
     if noise is not None:
         parts.append(noise.rule_words(labels))
     parts += _disagreements(done, paper_rows, labels, noise)
-    parts += _students_and_teachers(done, labels)
+    parts += _students_and_teachers(done, labels, noise)
     parts.append(
         "These are numbers of a reduced protocol: they can support or contradict the direction of the "
         "paper's claim (robustness without adversarial examples), not its figures."
@@ -126,7 +126,12 @@ def _weak_attack(vanilla: Any) -> list[str]:
 def _attack_gap_words(gap: float, pgd: float, error: float, images: int) -> str:
     """How much of what PGD-20 leaves AutoAttack takes, judged by the rule's margin on the gap."""
     if gap <= SIGNIFICANCE * error:
-        return f": a gap of {100 * gap:.1f} points, within the sampling error of {images:,} images."
+        # One model and the same images: the gap is a count of images, exact on the subset; what it cannot
+        # say is how far PGD-20 overstates the whole test set.
+        return (
+            f": AutoAttack breaks {round(gap * images)} of these {images:,} images that PGD-20 leaves, a gap of "
+            f"{100 * gap:.1f} points, too few images to say how far PGD-20 overstates vanilla on the whole test set."
+        )
     if gap > pgd / 2:
         return ": AutoAttack takes most of what PGD-20 leaves, so that is the attack's weakness, not robustness."
     return ": AutoAttack takes part of what PGD-20 leaves, beyond sampling error."
@@ -162,20 +167,24 @@ def _disagreements(
     dataset = done[rows[0]].params["dataset"]
     paper_images = SPECS[dataset].test_size  # the paper's numbers are on the whole test set
     # The paper measures a seed spread on CIFAR-10 only (Table 4): elsewhere it is borrowed, and says so.
-    spread = "its own seed spread (Table 4)" if dataset == "cifar10" else "its CIFAR-10 seed spread (Table 4), borrowed"
+    spread = (
+        "its own seed spread (Table 4)"
+        if dataset == "cifar10"
+        else "the seed spread it measures on CIFAR-10 (Table 4), since it has none on STL-10"
+    )
     for key, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
         ours = {row: Measured(done[row].metrics[key], done[row].metrics["test_images"], row) for row in rows}
         theirs = {row: Measured(paper_rows[row][key], paper_images) for row in rows}
         here = separation_words(separated(ours, key, noise), labels)
         there = separation_words(separated(theirs, key, theirs_noise), labels)
-        parts.append(f"Under {name} PGD-20 here, {here}. In the paper, judged by {spread}, {there}.")
+        parts.append(f"Among the PAG rows under {name} PGD-20 here, {here}. In the paper, judged by {spread}, {there}.")
     return parts
 
 
-def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list[str]:
+def _students_and_teachers(done: dict[str, Any], labels: dict[str, str], noise: Noise | None) -> list[str]:
     """Each RIGD student's robust accuracy beside that of the adversarially trained teacher it distils,
-    and the teacher's beside the best model-free row's: RIGD is the paper's upper bound only while its
-    teacher is much more robust than what model-free targets already give."""
+    and the teacher's beside the best model-free row's, the gap read against the ``noise``: RIGD is the
+    paper's upper bound only while its teacher is much more robust than what model-free targets give."""
     parts = []
     for norm, name in (("linf", "ℓ∞"), ("l2", "ℓ2")):
         student, teacher = done.get(f"rigd_{norm}"), done.get(f"adversarial_{norm}")
@@ -190,11 +199,21 @@ def _students_and_teachers(done: dict[str, Any], labels: dict[str, str]) -> list
         model_free = [row for row in MODEL_FREE_SOURCES if row in done]
         if model_free:
             # No single "most robust" model-free row is named: they may lie within the noise of each other.
-            highest = max(done[row].metrics[norm] for row in model_free)
+            best = max(model_free, key=lambda row: done[row].metrics[norm])
+            highest = done[best].metrics[norm]
             margin = shown_points(t[norm], highest)
+            judged = ""
+            if noise is not None:
+                teacher_row, best_row = (
+                    Measured(run.metrics[norm], run.metrics["test_images"], row)
+                    for row, run in ((f"adversarial_{norm}", teacher), (best, done[best]))
+                )
+                allowed = 100 * noise.tolerance(norm, teacher_row, best_row)
+                told = "beyond" if noise.differ(norm, teacher_row, best_row) else "within"
+                judged = f", {told} the noise (a gap must exceed {allowed:.1f} points)"
             parts.append(
                 f"The teacher itself is {abs(margin):.1f} points {'above' if margin >= 0 else 'below'} the "
-                f"highest {name} accuracy of the model-free rows ({percent(highest)})."
+                f"highest {name} accuracy of the model-free rows ({percent(highest)}){judged}."
             )
     return parts
 
@@ -233,7 +252,8 @@ def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale
     """How the spread over our seeds at ``scale`` compares with the paper's Table 4, and whether the
     runs fit their labels well enough for that spread to mean what the paper's does."""
     if summary is None or summary["n"] < 2:
-        return f"At the {scale} scale fewer than two seeds have complete runs, so there is no spread to compare yet."
+        runs = "no run is complete" if summary is None or summary["n"] == 0 else "only one seed has a complete run"
+        return f"At the {scale} scale {runs}, so there is no spread to compare yet."
     text = [
         f"At the {scale} scale, over {summary['n']} seeds, the standard deviation is {triple(summary['std'])} "
         f"points (clean / ℓ∞ / ℓ2) against the paper's {triple(reported['std'])} over {reported['seeds']}, "
@@ -284,10 +304,12 @@ def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], s
         else ""
     )
     if len(done) < 2:
-        return (
-            f"At the {scale} scale fewer than two values of λ have complete runs that fit their labels, so there is "
-            "no trend to read yet." + left_out
+        which = (
+            "no class-mean run is complete"
+            if not done and not near_chance
+            else "fewer than two values of λ have complete runs that fit their labels"
         )
+        return f"At the {scale} scale {which}, so there is no trend to read yet." + left_out
     (low, first), *_, (high, last) = done.items()
     changes, agree, unclear, peaks, humps = [], [], [], [], []
     for key, name in METRIC_COLUMNS:
