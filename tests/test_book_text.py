@@ -574,7 +574,7 @@ def test_a_robust_row_whose_gradients_are_no_better_aligned_than_vanillas_says_s
     vanilla = scored("vanilla", 0.07)
     caveat = verdicts.pag_caveat(scored("close", 0.15), vanilla, noise)
     assert caveat.startswith("its input-gradients are not shown to align better") and "0.15 against 0.07" in caveat
-    assert "(a gap must exceed the score's seed spread, 0.085)" in caveat
+    assert "(a gap must exceed 0.085, the margin the score's seed spread sets)" in caveat
     assert verdicts.pag_caveat(scored("aligned", 0.38), vanilla, noise) == ""
     assert "not measured" in verdicts.pag_caveat(scored("unmeasured", 0.38), vanilla, None)
     assert verdicts.pag_caveat(scored("other", 0.09, reference="elsewhere"), vanilla, noise) == ""  # not comparable

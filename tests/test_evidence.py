@@ -405,7 +405,7 @@ def test_the_masking_conclusion_compares_a_failing_row_with_vanilla_of_its_own_s
     text = conclusion(evaluated, scores, spread)
     assert "class mean fails the black-box check; its gradient alignment (0.22) is not shown to be above" in text
     assert "vanilla's (0.20), its targeted confidence" in text
-    assert text.endswith("(a gap must exceed the score's seed spread, 0.057).")
+    assert text.endswith("(a gap must exceed 0.057, the margin the score's seed spread sets).")
     assert conclusion(evaluated, scores, None).endswith("so no gap is read).")  # no measured spread: no gap read
     scores["class mean"]["alignment"] = 0.40
     text = conclusion(evaluated, scores, spread)

@@ -73,7 +73,7 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyon
     assert "certifies 40.0% of 100 test images at ℓ2 radius 0.5 (beyond the 10.0%" in supported
     assert "alignment is 0.30 against vanilla's 0.10" in supported
     assert "the runs support Kaur, Cohen & Lipton's claim" in supported
-    assert "a gap must exceed the score's seed spread, 0.057" in supported
+    assert "a gap must exceed 0.057, the margin the score's seed spread sets" in supported
     assert "Over its unsmoothed base classifier" not in supported  # the base is not scored yet
     # With the base scored, the verdict says how much of the alignment the smoothing adds to it.
     pag_score(noisy, 0.20)
@@ -206,8 +206,8 @@ def test_the_alignment_plot_places_smoothed_classifiers_among_the_models_scored_
     }
     reading = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference(), SPREAD)
     assert (
-        "alignment is 0.30 for σ = 0.25 (above 1 of the other model by more than the score's seed spread, 0.057)"
-        in reading
+        "alignment is 0.30 for σ = 0.25 (above 1 of the other model by more than 0.057, the margin the score's "
+        "seed spread sets)" in reading
     )
     unmeasured = smoothing.alignment_reading([noisy, vanilla, teacher, other], {0.25: noisy}, Reference(), None)
     assert "0.30 for σ = 0.25 (the score's spread over seeds is not measured, so no gap is read)" in unmeasured

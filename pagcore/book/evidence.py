@@ -127,7 +127,11 @@ UNMEASURED_SPREAD = "the score's spread over seeds is not measured, so no gap is
 def spread_words(spread: AlignmentSpread | None) -> str:
     """How two PAG scores are told apart, short enough for a parenthesis (the source of the margin is
     in :meth:`AlignmentSpread.words`, which the rule of evidence gives once)."""
-    return UNMEASURED_SPREAD if spread is None else f"a gap must exceed the score's seed spread, {spread.margin:.3f}"
+    return (
+        UNMEASURED_SPREAD
+        if spread is None
+        else f"a gap must exceed {spread.margin:.3f}, the margin the score's seed spread sets"
+    )
 
 
 def alignment_spread(scores_by_label: Mapping[str, Sequence[float]]) -> AlignmentSpread | None:

@@ -259,7 +259,7 @@ def alignment_reading(
         f"{alignment:.2f} for σ = {run.params['noise_sigma']:g} "
         + (
             f"(above {sum(aligned_above(spread, alignment, a) for _, a, _ in other)} of {models} by more than "
-            f"the score's seed spread, {spread.margin:.3f})"
+            f"{spread.margin:.3f}, the margin the score's seed spread sets)"
             if spread is not None
             else f"({UNMEASURED_SPREAD})"
         )
