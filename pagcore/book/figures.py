@@ -380,7 +380,7 @@ def training_curves(runs: Mapping[str, Any], labels: Mapping[str, str] | None = 
             ax_loss.plot(epochs, [h["loss"] for h in run.history], **style)
         percent_axis(ax_acc, label="clean test accuracy (%)")
         ax_acc.set_xlabel("epoch")
-        ax_loss.set(xlabel="epoch", ylabel="training loss (Eq. 1)", yscale="log")
+        ax_loss.set(xlabel="epoch", ylabel="training loss (own objective)", yscale="log")
         legend_outside(fig, where="below")
     return fig
 

@@ -260,7 +260,8 @@ def _radius_checks(evaluated: Mapping[str, tuple[Run, dict]], norm: str) -> dict
 
 def radius_panels(evaluated: Mapping[str, tuple[Run, dict]]) -> dict[str, dict[str, tuple[list, list]]]:
     """For :func:`pagcore.book.figures.accuracy_vs_radius`: one panel per dataset and threat model (a
-    dataset's panels side by side), each run's accuracy under PGD-20 (worst iterate) against the radius
+    dataset's panels side by side), each run's accuracy under PGD-20 keeping each image's strongest iterate
+    against the radius
     in multiples of the standard one. The panel's title names the dataset, so the labels leave it out
     and a method keeps one style on both datasets."""
     datasets = dict.fromkeys(
@@ -449,13 +450,14 @@ def loss_gap_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
             pgd_words, autoattack_words = percent(pgd["results"]["robust"]), percent(autoattack["results"]["robust"])
             gaps.append(
                 f"{label} keeps {pgd_words} under PGD-20 and {autoattack_words} under AutoAttack "
-                f"({NORM_WORDS[norm]}, both on the same seeded subset of {pgd['settings']['subset']['size']:,} test "
-                "images, so not the whole-test-set number of the results table)"
+                f"({NORM_WORDS[norm]}, {pgd['settings']['subset']['size']:,} images)"
             )
     if not gaps:
         return "No adversarially trained run shows AutoAttack finding more than PGD-20 on the same images."
     return (
-        f"AutoAttack finds more than PGD-20 on adversarially trained models as well: {'; '.join(gaps)}. The "
+        "AutoAttack finds more than PGD-20 on adversarially trained models as well, each pair of numbers on one "
+        "seeded subset of the test set (not the whole-test-set numbers of the results table): "
+        f"{'; '.join(gaps)}. The "
         f"radii differ by too little to explain that ({radius_difference()}): PGD-20 overstates these models' "
         "robustness too, and AutoAttack is the number to trust. Adversarially trained models are the accepted "
         "baseline of a sound evaluation, so a gap of that size is no evidence of masking by itself: check 3 "
@@ -479,9 +481,9 @@ def strong_attack_sentence(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
         stored = "The one stored checklist was" if total == 1 else f"All {total} stored checklists were"
         return f"{stored} judged against the checks' current references."
     sentence = (
-        f"{len(older)} of the {total} stored checklists were judged against older references: PGD-100×5 alone as "
-        "the strongest white-box attack, or check 3 against targeted APGD. Their passes stand, since each "
-        "change can only make a check easier; a failure of a changed check may vanish, so the tables mark it "
-        "'not read' and the rule of evidence counts it as a checklist to run again"
+        f"{len(older)} of the {total} stored checklists use other references than the current checks: PGD-100×5 "
+        "alone as the strongest white-box attack, or check 3 against targeted APGD. Their passes stand, since the "
+        "current references can only make a check easier to pass; a failure may vanish under them, so the tables "
+        "mark it 'not read' and the rule of evidence counts it as a checklist to run again"
     )
     return sentence + (f" ({listed(older)})." if len(older) <= 4 else ".")
