@@ -541,6 +541,22 @@ def test_the_rule_says_which_rows_carry_their_own_spread_and_which_the_widest():
     assert alone == "Vanilla and One image are judged with their own seed spread."
     assert "every other row" in noise.rule_words({}, rows=["vanilla", "class_mean"])
     assert noise.borrowed("STL-10").rule_words({}).startswith("Every row is judged with the widest seed spread")
+    assert "Here the widest" not in words  # the clean spreads do not set one row apart
+
+
+def test_a_widest_spread_set_by_one_row_alone_is_named_as_cautious():
+    spreads = {
+        "vanilla": {"clean": 0.002, "linf": 0.0, "l2": 0.001},
+        "one_image": {"clean": 0.04, "linf": 0.05, "l2": 0.05},
+    }
+    noise = evidence.Noise(spreads, {"vanilla": 3, "one_image": 3}, "CIFAR-10", own=frozenset({"vanilla"}))
+    labels = {"one_image": "One Image"}
+    apart = "the widest is One Image's alone, the others' at most clean 0.2, ℓ∞ 0.0, ℓ2 0.1 points"
+    assert noise.widest_apart(labels).startswith(apart) and "may hide a real gap" in noise.widest_apart(labels)
+    assert f"Here {apart}" in noise.rule_words(labels)
+    # Another row within twice the widest in one accuracy: no row sets it alone.
+    spreads["nearest_neighbor"] = {"clean": 0.03, "linf": 0.001, "l2": 0.001}
+    assert noise.widest_apart(labels) == ""
 
 
 def test_a_results_table_holds_the_score_based_row_with_its_stated_lambda(tmp_path, monkeypatch):

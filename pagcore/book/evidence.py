@@ -145,6 +145,10 @@ def alignment_spread(scores_by_label: Mapping[str, Sequence[float]]) -> Alignmen
     return max(spreads, key=lambda spread: spread.std, default=None)
 
 
+APART_FACTOR = 2.0
+"""How many times every other row's spread the widest must be before the book says one row sets it alone."""
+
+
 @dataclass(frozen=True)
 class Noise:
     """The spread of accuracies over training seeds: per row and metric, the sample standard deviation
@@ -160,6 +164,26 @@ class Noise:
 
     def widest(self, metric: str) -> float:
         return max(spread.get(metric, 0.0) for spread in self.spreads.values())
+
+    def widest_apart(self, labels: Mapping[str, str]) -> str:
+        """A clause for where one row alone sets the widest spread, at over :data:`APART_FACTOR` times
+        every other row's in every accuracy: the rows that take it are judged far more cautiously than
+        the measured rows suggest, so their 'within noise' may hide a real gap (empty otherwise)."""
+        rows = {max(self.spreads, key=lambda row: self.spreads[row].get(key, 0.0)) for key, _ in METRIC_COLUMNS}
+        if len(rows) != 1 or len(self.spreads) < 2:
+            return ""
+        (row,) = rows
+        others = {
+            key: max(spread.get(key, 0.0) for other, spread in self.spreads.items() if other != row)
+            for key, _ in METRIC_COLUMNS
+        }
+        if any(self.widest(key) <= APART_FACTOR * others[key] for key, _ in METRIC_COLUMNS):
+            return ""
+        at_most = ", ".join(f"{name} {100 * others[key]:.1f}" for key, name in METRIC_COLUMNS)
+        return (
+            f"the widest is {labels.get(row, row)}'s alone, the others' at most {at_most} points, so a row that takes "
+            "it is judged cautiously: its 'within noise' may hide a real gap"
+        )
 
     def spread(self, row: str, metric: str) -> float:
         """The seed spread that ``row``'s ``metric`` carries."""
@@ -207,9 +231,11 @@ class Noise:
         )
         if rows is not None and set(rows) <= self.own:
             return head + "."
+        apart = self.widest_apart(labels)
         return (
             f"{head}; every other row, trained with fewer seeds, takes the widest measured "
             f"({self.widest_words()}), so it must clear a wider gap to be told apart."
+            + (f" Here {apart}." if apart else "")
         )
 
     def words(self, metric: str, labels: Mapping[str, str]) -> str:

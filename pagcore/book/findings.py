@@ -275,6 +275,7 @@ def findings_box(toy_record: Path, runs_dir: str = "", kind: str = "real") -> st
         f"{evidence.OWN_SPREAD_SEEDS} ViT seeds measure it, else the widest on either network); two numbers "
         f"differ only when their gap exceeds {evidence.SIGNIFICANCE:g} standard "
         "errors of the difference, which combines both rows' seed spreads and both numbers' sampling errors"
+        + (f"; {apart}" if (apart := noise.widest_apart(ROW_LABELS)) else "")
         + (f"; {noise.alignment.words()}" if noise.alignment is not None else "")
         if noise is not None
         else "no seed spread has been measured yet, so no row is judged"
