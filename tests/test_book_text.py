@@ -353,7 +353,10 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     )
     near = {1: TimedRun(0.35, 0.18, 0.20), 2: runs[2], 10: TimedRun(0.40, 0.18, 0.25)}
     own = verdicts.k_study_verdict(near, vanilla, 2, 10, wide, model="nearest-neighbour", row="nearest_neighbor")
-    assert "Judged with the nearest-neighbour model's own seed spread at k = 2 (3 seeds), beyond the noise " in own
+    assert (
+        "Judged with the nearest-neighbour model's own seed spread at k = 2 (3 seeds), which each k, one seed "
+        "apiece, is taken to share since its runs differ in k alone, beyond the noise " in own
+    )
     assert "k = 1 is above k = 2 in clean accuracy, k = 1 is below k = 2 in ℓ2 accuracy and k = 10 is above" in own
     assert "so at this scale k moves clean and ℓ2 accuracy but not ℓ∞ accuracy (one seed per k)." in own
     assert "no k differs" in verdicts.k_study_verdict(near, vanilla, 2, 10, wide, row="class_mean")

@@ -109,9 +109,9 @@ class AlignmentSpread:
     def words(self, score: str = "PAG scores") -> str:
         """The margin and where it comes from, as a clause: 'two PAG scores differ when ...'."""
         return (
-            f"two {score} differ when more than {self.margin:.3f} apart: {SIGNIFICANCE:g} standard errors of the "
+            f"two {score} differ when more than {self.margin:.3f} apart ({SIGNIFICANCE:g} standard errors of the "
             f"difference of two runs, from the widest standard deviation over seeds measured, {self.std:.3f} over "
-            f"{self.seeds} seeds of {self.label}"
+            f"{self.seeds} seeds of {self.label})"
         )
 
 

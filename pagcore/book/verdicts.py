@@ -421,9 +421,8 @@ def k_study_ceiling(
         return (
             f"At every k run ({', '.join(map(str, clean))}) the class-mean model's clean accuracy ({span}) stays at "
             f"or under the {percent(ceiling)} that a classifier of the distances to the class means reaches. Their "
-            "accuracy stays within what those distances allow (a lower bound on what they allow: the classifier "
-            "of them is trained, not exact), so these runs may not show whether k matters for a model that uses "
-            "more of the image"
+            "accuracy stays within what those distances allow (the trained distance classifier gives a lower bound "
+            "on that), so these runs may not show whether k matters for a model that uses more of the image"
             + (
                 f"; {other[0]}, at {percent(other[1])} clean, is above that accuracy, and its own k study asks the "
                 "question again."
@@ -462,7 +461,8 @@ def _k_against_preset(
     moved = [heading for _, heading in METRIC_COLUMNS if any(heading in by_metric for by_metric in sides.values())]
     kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
     spread = (
-        f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds)"
+        f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds), which each k, one seed "
+        "apiece, is taken to share since its runs differ in k alone"
         if row in noise.own
         else f"the widest seed spread measured ({noise.widest_words()})"
     )
