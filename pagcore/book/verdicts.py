@@ -656,15 +656,15 @@ def toy_alignment_reading(scores: Mapping[str, Sequence[float]], robust: Mapping
         return sentence + " The score or the PGD accuracy is constant over all models: no rank correlation."
     undefined = [method for method, c in within.items() if math.isnan(c.rho)]
     if undefined:  # e.g. every vanilla model at 0 % PGD accuracy: nothing to rank within that method
-        defined = [f"{c} ({method})" for method, c in within.items() if not math.isnan(c.rho)]
+        defined = [f"{c} for {method}" for method, c in within.items() if not math.isnan(c.rho)]
         return sentence + (
             f" Over all models, score and PGD accuracy have a rank correlation of {overall}; within "
             f"{' and '.join(undefined)} one of them is constant"
             + (f", and within the other it is {defined[0]}." if defined else ".")
         )
     sentence += (
-        f" Within one method, score and PGD accuracy have a rank correlation of {within['vanilla']} (vanilla) and "
-        f"{within['pag']} (PAG), against {overall} over all models: "
+        f" Within one method, score and PGD accuracy have a rank correlation of {within['vanilla']} for vanilla and "
+        f"{within['pag']} for PAG, against {overall} over all models: "
     )
     if overall.low > max(c.high for c in within.values()):
         return sentence + (
