@@ -497,6 +497,7 @@ def test_the_toy_alignment_reading_ranks_correlations_only_beyond_their_interval
     gap = verdicts.toy_alignment_reading(against, robust)
     assert gap.startswith("12 of the 12 PAG models score higher than the best-aligned vanilla model.")
     assert "bootstrap interval" in gap and "the correlation comes from the gap between the two methods" in gap
+    assert " for vanilla and " in gap and " for PAG, against " in gap  # each method named, not parenthesised
     # Within each method the score is scrambled: its intervals include 0.
     scrambled = {
         m: [base + 0.001 * ((k * i) % 12) for i in seeds] for m, base, k in (("vanilla", 0.1, 7), ("pag", 0.8, 5))
