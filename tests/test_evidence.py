@@ -634,3 +634,18 @@ def test_the_radius_figure_has_a_row_of_panels_per_dataset_and_labels_without_it
     assert panels["STL-10, ℓ∞"] == {} and list(panels["CIFAR-10, ℓ∞"]) == ["vanilla (cpu)"]
     del evaluated["CIFAR-10 vanilla (cpu)"], evaluated["STL-10 vanilla (cpu)"]
     assert radius_panels(evaluated) == {"ℓ∞": {}, "ℓ2": {}}  # no checklist anywhere: the empty panels
+
+
+def test_the_pag_score_scatter_marks_the_runs_aligned_by_construction_apart():
+    from pagcore.book.masking import scatter_groups
+
+    scores = {
+        "vanilla": {"dataset": "cifar10", "alignment": 0.1, "robust_l2": 0.0, "built_in": False},
+        "teacher": {"dataset": "cifar10", "alignment": 0.9, "robust_l2": 0.5, "built_in": True},
+        "stl": {"dataset": "stl10", "alignment": 0.2, "robust_l2": 0.1, "built_in": False},
+    }
+    assert scatter_groups(scores) == {
+        "CIFAR-10": [(0.1, 0.0)],
+        "CIFAR-10, adversarially trained or RIGD": [(0.9, 0.5)],
+        "STL-10": [(0.2, 0.1)],
+    }

@@ -321,10 +321,14 @@ def radius_reading(evaluated: Mapping[str, tuple[Run, dict]]) -> str:
 
 def scatter_groups(scores: Mapping[str, dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """For :func:`pagcore.book.figures.alignment_scatter`: (alignment, PGD-20 ℓ2 accuracy) per run,
-    grouped by dataset (each dataset's runs are scored against a reference of that dataset)."""
+    grouped by dataset (each dataset's runs are scored against a reference of that dataset), the runs
+    aligned with their reference by construction apart, since the correlation's second reading sets
+    them aside."""
     groups: dict[str, list[tuple[float, float]]] = {}
     for s in scores.values():
-        groups.setdefault(SPECS[s["dataset"]].title, []).append((s["alignment"], s["robust_l2"]))
+        title = SPECS[s["dataset"]].title
+        label = f"{title}, adversarially trained or RIGD" if s.get("built_in") else title
+        groups.setdefault(label, []).append((s["alignment"], s["robust_l2"]))
     return groups
 
 
