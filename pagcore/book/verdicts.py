@@ -601,7 +601,8 @@ def pictures_reading(runs: Mapping[str, Any], num_classes: int = 10) -> str:
         "The reference, an adversarially trained model, gives the target class of these pictures a mean "
         f"probability of: {', '.join(named(label) for label in ranked)} (a constant guess gives "
         f"{percent(1 / num_classes, digits=0)}). This is the targeted confidence that the gradient-masking chapter "
-        "reports for every run."
+        "reports for every run; the list runs from the highest, but no seed spread of this confidence is measured, "
+        "so it does not rank runs a few points apart."
     )
     others = [label for label in scored if label not in ranked]
     if others:
