@@ -468,6 +468,7 @@ def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
 
     text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
     assert "mean probability of: high 90.0%, low 10.0% (a constant guess gives 10%)" in text
+    assert "so it does not rank runs a few points apart" in text  # no seed spread of the confidence
     assert "judged by eye" in verdicts.pictures_reading({"none": None})
     mixed = {
         "student": Scored(tmp_path / "c", 0.95, teacher="robust-l2"),
