@@ -91,6 +91,7 @@ def test_the_judge_gives_vanilla_its_own_spread_and_the_row_its_own():
     )
     judged = evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=tight, num_classes=10, failed_checks=[])
     assert judged.verdict == "evidence"
+    assert judged.reasons[0].endswith("(AutoAttack ℓ∞ 12.0% against 0.0%, ℓ2 12.0% against 0.0%)")  # its size
 
 
 def test_gaps_within_the_noise_are_not_ranked():

@@ -397,7 +397,15 @@ def judge(
         what = [f"AutoAttack {', '.join(missing)}"] if missing else []
         what += ["the masking checklist with its current attacks"] if failed_checks is None else []
         return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
-    return Judgement(row, "evidence", ("more robust than vanilla beyond the noise under every attack",))
+    # The trusted numbers beside the verdict, so that "evidence" carries its size.
+    trusted = ", ".join(
+        f"{NORM_WORDS[norm]} {percent(robust[('autoattack', norm)].value)} against "
+        f"{percent(vanilla[('autoattack', norm)].value)}"
+        for norm in THREAT_METRICS
+    )
+    return Judgement(
+        row, "evidence", (f"more robust than vanilla beyond the noise under every attack (AutoAttack {trusted})",)
+    )
 
 
 def _images(robust: Mapping[tuple[str, str], Measured]) -> int:
