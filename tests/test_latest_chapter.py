@@ -258,7 +258,7 @@ def test_a_vit_row_with_three_seeds_is_judged_with_its_own_spread_and_the_others
     assert judged["score"].verdict == "within noise"
     # The reason gives both numbers and the gap the noise allows: 2 × √(0.10² + 0.001² + sampling) ≈ 20 points.
     assert judged["score"].reasons == (
-        "within the noise of vanilla under PGD-20 ℓ∞ (12.0% against 0.0%; a gap must exceed 20.0 points)",
+        "not told apart from vanilla under PGD-20 ℓ∞ (12.0% against 0.0%; a gap must exceed 20.0 points)",
     )
     words = latest.architecture_verdict(vit, judged, {}, "cpu", noise=noise)
     assert "The ViT's Vanilla and the ViT's Nearest Neighbor are judged with their own seed spread" in words

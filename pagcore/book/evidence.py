@@ -388,7 +388,7 @@ def judge(
         return Judgement(row, "not more robust", tuple(f"below vanilla under {w}" for w in worse) or ("no attack",))
     tied = [gap(key) for key, c in comparisons.items() if c == 0]
     if tied:
-        return Judgement(row, "within noise", (f"within the noise of vanilla under {', '.join(tied)}",))
+        return Judgement(row, "within noise", (f"not told apart from vanilla under {', '.join(tied)}",))
     if failed_checks:
         words = [CHECK_WORDS.get(check, check) for check in failed_checks]
         return Judgement(row, "masking suspected", (f"fails the {', '.join(words)} check",))
