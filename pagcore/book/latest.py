@@ -398,15 +398,15 @@ TRAINING_WORDS = {
 }
 
 
-def training_words(score: Mapping[str, Any]) -> str:
+def training_words(scored: Mapping[str, Any]) -> str:
     """How a scored model was trained, in the alignment figure's legend: the runs the claim's second
     reading sets apart (RIGD, adversarial training with or without the PAG term) each under a name of
     their own, so a reader can see which points that reading leaves out."""
-    if score.get("source") == "rigd":
+    if scored.get("source") == "rigd":
         return "RIGD (adversarially trained teacher's gradients)"
-    if score["objective"] == "adversarial" and score.get("lam"):
+    if scored["objective"] == "adversarial" and scored.get("lam"):
         return "adversarial training + PAG"
-    return TRAINING_WORDS.get(score["objective"], score["objective"])
+    return TRAINING_WORDS.get(scored["objective"], scored["objective"])
 
 
 def alignment_scores(store: RunStore, scale: str, kind: str = "real") -> dict[str, dict[str, Any]]:
