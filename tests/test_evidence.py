@@ -81,17 +81,43 @@ def test_a_row_has_a_spread_of_its_own_only_with_three_seeds():
 
 def test_the_judge_gives_vanilla_its_own_spread_and_the_row_its_own():
     noise = evidence.seed_noise({"vanilla": seeds_of(0.0, 0.0, 0.0), "one_image": seeds_of(0.1, 0.2, 0.3)}, "test")
-    robust, baseline = numbers(0.12, 0.12), numbers(0.0, 0.0)
-    # The row has no seeds: it takes one image's 0.1, and 0.12 is within twice that of vanilla's 0.
+    robust, baseline = numbers(0.18, 0.18), numbers(0.0, 0.0)
+    # The row has no seeds: it takes one image's 0.1, and 0.18 is within twice that of vanilla's 0.
     assert evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=noise, num_classes=10).verdict == (
         "within noise"
     )
     tight = evidence.seed_noise(
-        {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.11, 0.12, 0.13)}, "test"
+        {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.17, 0.18, 0.19)}, "test"
     )
     judged = evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=tight, num_classes=10, failed_checks=[])
-    assert judged.verdict == "evidence"
-    assert judged.reasons[0].endswith("(AutoAttack ℓ∞ 12.0% against 0.0%, ℓ2 12.0% against 0.0%)")  # its size
+    assert judged.verdict == "evidence" and judged.norms == ("linf", "l2")
+    assert judged.reasons[0].endswith("(AutoAttack ℓ∞ 18.0% against 0.0%, ℓ2 18.0% against 0.0%)")  # its size
+
+
+def test_a_robust_accuracy_no_higher_than_chance_is_no_robustness_in_its_threat_model():
+    noise = evidence.seed_noise(
+        {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.07, 0.075, 0.08)}, "test"
+    )
+
+    def judge(robust):
+        return evidence.judge("nearest_neighbor", 0.6, robust, VANILLA, noise=noise, num_classes=10, failed_checks=[])
+
+    # Far above vanilla's 0 in both threat models, but under l-inf below the constant classifier's 10%.
+    partial = judge(numbers(0.075, 0.36))
+    assert partial.verdict == "partial evidence" and partial.norms == ("l2",)
+    assert partial.supports and not partial.is_evidence
+    (reason,) = partial.reasons
+    assert "beyond the noise under ℓ2 alone (AutoAttack ℓ2 36.0% against 0.0%)" in reason
+    assert "AutoAttack ℓ∞ leaves 7.5%, not above the 10.0% a constant classifier keeps" in reason
+    # The strongest attack of a threat model decides: PGD-20 above chance, AutoAttack at it.
+    robust = numbers(0.3, 0.36) | {("autoattack", "linf"): Measured(0.1, FULL)}
+    assert judge(robust).verdict == "partial evidence"
+    # Just above 10%, but not by more than the noise (twice the row's spread and sampling error).
+    assert judge(numbers(0.105, 0.36)).verdict == "partial evidence"
+    assert judge(numbers(0.2, 0.36)).verdict == "evidence"
+    # At chance in every threat model, however far above vanilla: no evidence at all.
+    low = judge(numbers(0.075, 0.09))
+    assert low.verdict == "near chance" and not low.supports and low.reasons[0].startswith("more robust than vanilla")
 
 
 def test_gaps_within_the_noise_are_not_ranked():
@@ -210,6 +236,34 @@ def test_the_answer_depends_on_which_rows_are_evidence():
     assert finding_sentence(caveated).endswith("claim, without caveat only through Nearest Neighbor.")
     alone = DatasetFinding("cifar10", "cpu", both.judgements, {"class_mean": "a", "nearest_neighbor": "b"})
     assert finding_sentence(alone).endswith("but only with the caveats stated on each supporting row.")
+
+
+def test_rows_that_are_evidence_in_one_threat_model_support_the_claim_in_that_one_alone():
+    def partial(row, *norms):
+        return evidence.Judgement(row, "partial evidence", ("why",), norms)
+
+    judged = {"nearest_neighbor": partial("nearest_neighbor", "l2"), "class_mean": partial("class_mean", "l2")}
+    finding = DatasetFinding("cifar10", "cpu", judged, {"class_mean": "a caveat"})
+    assert finding.answer == "supports in part" and finding.supported_norms == ["l2"]
+    sentence = finding_sentence(finding)
+    assert "partial evidence: Nearest Neighbor and Class Mean (why) (Class Mean: a caveat)" in sentence
+    assert sentence.endswith(
+        "The evidence supports the direction of the paper's claim under ℓ2 alone, without caveat only through "
+        "Nearest Neighbor: in the other threat model no teacher-free row beats both vanilla and chance beyond the "
+        "noise."
+    )
+    # One row that is evidence in both threat models answers fully; a teacher's row never answers.
+    full = judged | {"score": evidence.Judgement("score", "evidence", ("why",), ("linf", "l2"))}
+    assert DatasetFinding("cifar10", "cpu", full).answer == "supports"
+    teacher = {
+        "rigd_linf": partial("rigd_linf", "l2"),
+        "nearest_neighbor": evidence.Judgement("nearest_neighbor", "within noise", ("why",)),
+    }
+    assert DatasetFinding("cifar10", "cpu", teacher).answer == "teacher only"
+    # The box's first line names the threat model.
+    answer = findings._dataset_answer(finding)
+    assert answer.startswith("Nearest Neighbor and Class Mean, trained without adversarial examples, are more robust")
+    assert "beyond the measured noise under ℓ2 alone" in answer
 
 
 def test_the_toy_finding_judges_the_gap_against_the_seed_spread():

@@ -176,6 +176,12 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     evidence = latest.architecture_verdict(runs, {"nearest_neighbor": judged("evidence")}, resnet, "cpu")
     assert evidence.endswith("the runs support the claim beyond ResNet-18.")
     assert "Nearest Neighbor: **evidence** (reason of nearest_neighbor; on the ResNet-18: evidence)" in evidence
+    # Evidence in one threat model answers for that one alone.
+    partial = {"nearest_neighbor": Judgement("nearest_neighbor", "partial evidence", ("why",), ("l2",))}
+    assert latest.architecture_verdict(runs, partial, resnet, "cpu").endswith(
+        "A ViT row meets the rule of evidence under ℓ2 alone: the runs support the claim beyond ResNet-18 in that "
+        "threat model; in the other, no ViT row beats both vanilla and chance beyond the noise."
+    )
     # The ResNet-18's verdict names the spread it was judged with: its own over three seeds, or the widest.
     small = {"clean": 0.01, "linf": 0.01, "l2": 0.01}
     resnet_noise = Noise(

@@ -5,7 +5,9 @@ Three parts, applied by every verdict the book computes:
 1. **Chance.** A constant classifier that always answers one class gets 1/C of a class-balanced test set
    right, and exactly as much under any attack, since no perturbation changes its answer. A model whose
    clean accuracy is under ``FIT_FACTOR`` times that hardly fits its labels: its robust accuracy is that of
-   a near-chance classifier and counts neither for nor against the paper's claim.
+   a near-chance classifier and counts neither for nor against the paper's claim. A robust accuracy no
+   higher than 1/C beyond its noise is no robustness in that threat model, however far above vanilla's
+   it lies: the constant classifier keeps as much.
 2. **Noise.** Two accuracies differ only when their gap exceeds ``SIGNIFICANCE`` standard errors of the
    difference. That error combines, as independent errors, each row's spread over training seeds and
    each number's sampling error on its test subset. A row's seed spread is its own where
@@ -313,16 +315,34 @@ class Judgement:
     verdict: str  # one of VERDICTS
     reasons: tuple[str, ...]
 
+    norms: tuple[str, ...] = ()  # the threat models in which the row is evidence
+
     @property
     def is_evidence(self) -> bool:
         return self.verdict == "evidence"
 
+    @property
+    def supports(self) -> bool:
+        """Evidence in at least one threat model."""
+        return self.verdict in ("evidence", "partial evidence")
 
-VERDICTS = ("evidence", "near chance", "not more robust", "within noise", "masking suspected", "unchecked")
+
+VERDICTS = (
+    "evidence",
+    "partial evidence",
+    "near chance",
+    "not more robust",
+    "within noise",
+    "masking suspected",
+    "unchecked",
+)
 """evidence: the row fits its labels, beats vanilla beyond the noise under PGD and AutoAttack in both
-threat models, and passes the masking checklist; the other verdicts name the first reason, in this
-order, why it does not (unchecked: AutoAttack or the checklist has not been run on it, or the checklist
-must be run again with its current attacks)."""
+threat models, keeps more than chance beyond the noise under each of them, and passes the masking
+checklist; partial evidence: all of that, except that in one threat model its strongest attack leaves
+no more than chance. The other verdicts name the first reason, in this order, why a row is neither
+(near chance: its clean accuracy, or its robust accuracy in every threat model, is not above chance
+beyond its noise; unchecked: AutoAttack or the checklist has not been run on it, or the checklist must
+be run again with its current attacks)."""
 
 ATTACK_WORDS = {
     "pgd20": "PGD-20",
@@ -397,14 +417,54 @@ def judge(
         what = [f"AutoAttack {', '.join(missing)}"] if missing else []
         what += ["the masking checklist with its current attacks"] if failed_checks is None else []
         return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
+
     # The trusted numbers beside the verdict, so that "evidence" carries its size.
-    trusted = ", ".join(
-        f"{NORM_WORDS[norm]} {percent(robust[('autoattack', norm)].value)} against "
-        f"{percent(vanilla[('autoattack', norm)].value)}"
+    def trusted(norms: Sequence[str]) -> str:
+        return "AutoAttack " + ", ".join(
+            f"{NORM_WORDS[norm]} {percent(robust[('autoattack', norm)].value)} against "
+            f"{percent(vanilla[('autoattack', norm)].value)}"
+            for norm in norms
+        )
+
+    # Each threat model is read at its strongest attack: the lowest accuracy any attack left (AutoAttack,
+    # the trusted number, where another attack left as little).
+    weakest = {
+        norm: min((key for key in shared if key[1] == norm), key=lambda k: (robust[k].value, k[0] != "autoattack"))
         for norm in THREAT_METRICS
+    }
+
+    def chance_tolerance(key: tuple[str, str]) -> float:
+        # The row's seed spread and the number's sampling error: the constant classifier has neither.
+        m = robust[key]
+        return SIGNIFICANCE * math.hypot(noise.spread(row, key[1]), sampling_std(m.value, m.images))
+
+    floor = chance(num_classes)
+    above = [norm for norm, key in weakest.items() if robust[key].value - floor > chance_tolerance(key)]
+    if len(above) == len(THREAT_METRICS):
+        return Judgement(
+            row,
+            "evidence",
+            (f"more robust than vanilla and than chance beyond the noise under every attack ({trusted(above)})",),
+            tuple(above),
+        )
+    at_chance = listed(
+        [
+            f"{attack_words(key)} leaves {percent(robust[key].value)}, not above the {percent(floor)} a constant "
+            f"classifier keeps by more than {100 * chance_tolerance(key):.1f} points"
+            for norm, key in weakest.items()
+            if norm not in above
+        ]
     )
+    if not above:
+        return Judgement(row, "near chance", (f"more robust than vanilla beyond the noise, but {at_chance}",))
     return Judgement(
-        row, "evidence", (f"more robust than vanilla beyond the noise under every attack (AutoAttack {trusted})",)
+        row,
+        "partial evidence",
+        (
+            f"more robust than vanilla and than chance beyond the noise under {listed([NORM_WORDS[n] for n in above])} "
+            f"alone ({trusted(above)}), while {at_chance}",
+        ),
+        tuple(above),
     )
 
 

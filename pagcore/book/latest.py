@@ -19,6 +19,7 @@ from pagcore.book.evidence import (
     BASELINE,
     OWN_SPREAD_SEEDS,
     SIGNIFICANCE,
+    THREAT_METRICS,
     Judgement,
     Noise,
     mean_difference,
@@ -374,6 +375,13 @@ def architecture_verdict(
     ]
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
+    elif any(j.supports for j in judged.values()):
+        norms = {norm for j in judged.values() if j.supports for norm in j.norms}
+        words = listed([NORM_WORDS[norm] for norm in THREAT_METRICS if norm in norms])
+        answer = (
+            f"A ViT row meets the rule of evidence under {words} alone: the runs support the claim beyond "
+            "ResNet-18 in that threat model; in the other, no ViT row beats both vanilla and chance beyond the noise."
+        )
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):
         answer = (
             "The claim is not answered yet: a ViT row is still to run, or to be checked with AutoAttack and the "
