@@ -356,8 +356,8 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     near = {1: TimedRun(0.35, 0.18, 0.20), 2: runs[2], 10: TimedRun(0.40, 0.18, 0.25)}
     own = verdicts.k_study_verdict(near, vanilla, 2, 10, wide, model="nearest-neighbour", row="nearest_neighbor")
     assert (
-        "Judged with the nearest-neighbour model's own seed spread at k = 2 (3 seeds), which each k, one seed "
-        "apiece, is taken to share since its runs differ in k alone, beyond the noise " in own
+        "Each k is one run of one seed, taken to vary over seeds as the nearest-neighbour model does at k = 2, "
+        "whose spread 3 seeds measure (the runs differ in k alone). Judged with that spread, beyond the noise " in own
     )
     assert "k = 1 is above k = 2 in clean accuracy, k = 1 is below k = 2 in ℓ2 accuracy and k = 10 is above" in own
     assert "so at this scale k moves clean and ℓ2 accuracy but not ℓ∞ accuracy (one seed per k)." in own
@@ -542,6 +542,18 @@ def test_the_seed_chapter_says_which_spread_each_row_carries():
     assert "paper" not in table
     assert "no row has two seeds yet" in tables.noise_table({"paper": None}, labels)
     assert "judges nothing there" in verdicts.noise_sentence(None, "paper", labels)
+    # One row alone sets the widest, far above every other: the rows that borrow it are judged cautiously.
+    apart = evidence.seed_noise(
+        {
+            "one_image": [{"clean": v, "linf": v, "l2": v} for v in (0.1, 0.2, 0.3)],
+            "vanilla": [{"clean": v, "linf": v, "l2": v} for v in (0.80, 0.801, 0.802)],
+        },
+        "CIFAR-10, cpu scale",
+    )
+    assert verdicts.noise_sentence(apart, "cpu", labels).endswith(
+        "points (the widest is One Image's alone, the others' at most clean 0.1, ℓ∞ 0.1, ℓ2 0.1 points, so a row "
+        "that takes it is judged cautiously: its 'within noise' may hide a real gap)."
+    )
 
 
 def test_a_printed_difference_is_the_difference_of_the_printed_numbers():

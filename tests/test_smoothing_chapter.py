@@ -79,7 +79,7 @@ def test_the_claim_needs_a_certificate_beyond_chance_and_gradients_aligned_beyon
     pag_score(noisy, 0.20)
     assert "against vanilla's 0.10 and its unsmoothed base classifier's 0.20" in verdict(noisy, vanilla)
     assert verdict(noisy, vanilla).endswith(
-        "Over its unsmoothed base classifier, smoothing adds +0.10 at σ = 0.25 (beyond the spread)."
+        "Over its unsmoothed base classifier, smoothing adds +0.100 at σ = 0.25 (beyond the 0.057 margin)."
     )
     # Without a measured seed spread no alignment gap is read, however wide: the claim waits.
     unmeasured = verdict(noisy, vanilla, spread=None)
@@ -94,7 +94,7 @@ def test_alignment_the_base_classifier_already_has_is_not_credited_to_smoothing(
     pag_score(noisy, 0.27)  # the base classifier, 0.03 below its smoothed classifier: within 0.057
     pag_score(noisy, 0.30, smoothed=True)
     assert verdict(noisy, vanilla).endswith(
-        "smoothing adds +0.03 at σ = 0.25 (within the spread): the aligned gradients come with training on "
+        "smoothing adds +0.030 at σ = 0.25 (within the 0.057 margin): the aligned gradients come with training on "
         "Gaussian noise more than with the smoothing itself."
     )
 

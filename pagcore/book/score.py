@@ -423,7 +423,8 @@ def finding(denoiser: Run | None, sbg: Run | None, vanilla: Run | None, judgemen
         parts.append(
             f"The score-based row ({sbg.params['epochs']} epochs) reaches {percent(m['clean'])} clean, "
             f"{percent(m['linf'])} under ℓ∞ and "
-            f"{percent(m['l2'])} under ℓ2 PGD-20{base}; under the rule of evidence it is {judgement}."
+            f"{percent(m['l2'])} under ℓ2 PGD-20{base}; under the rule of evidence, which reads its AutoAttack "
+            f"numbers and masking checklist from the CIFAR-10 chapter's tables, it is {judgement}."
         )
     parts.append(alignment)
     return " ".join(parts)

@@ -478,7 +478,7 @@ def _base_share(from_base: Sequence[tuple[float, float]], spread: AlignmentSprea
     beyond = [gain > spread.margin for _, gain in from_base]
     gains = listed(
         [
-            f"{gain:+.2f} at σ = {sigma:g} ({'beyond' if above else 'within'} the spread)"
+            f"{gain:+.3f} at σ = {sigma:g} ({'beyond' if above else 'within'} the {spread.margin:.3f} margin)"
             for (sigma, gain), above in zip(from_base, beyond)
         ]
     )

@@ -229,8 +229,8 @@ def _pilot_accuracy(finished: Sequence[Mapping[str, Any]], dataset: str) -> list
         text.append(
             "(Median epoch times of the pilot's runs, which at times shared the machine with other work: upper "
             "bounds, where the step throughput above is the clean measure.) The pilot's runs are stored apart from "
-            "the book's; a book run at the chosen width trains as its pilot run did, same seed and deterministic "
-            "steps, so the two can end at the same accuracy."
+            "the book's and only choose the preset: they are not results, and the book's own runs at the chosen "
+            "width, evaluated as every result is, give the accuracies the chapters report."
         )
     return text
 

@@ -113,14 +113,20 @@ def _weak_attack(vanilla: Any) -> list[str]:
         pgd, robust = on_subset["results"]["robust"], entry["results"]["robust"]
         images = entry["settings"]["subset"]["size"]
         error = math.hypot(sampling_std(pgd, images), sampling_std(robust, images))
-        test_set = vanilla.metrics.get("test_set", "whole test set")  # "all 10,000 ..." or "5,000-image subset ..."
-        of_test_set = test_set if test_set.startswith("all ") else f"the {test_set}"
+        of_test_set = test_set_words(vanilla.metrics)
         parts.append(
             f"Vanilla keeps {percent(vanilla.metrics[norm])} of {of_test_set} under PGD-20 {name}; on "
             f"{images:,} of those images it keeps {percent(pgd)} under PGD-20 and {percent(robust)} under AutoAttack"
             + _attack_gap_words(pgd - robust, pgd, error, images)
         )
     return parts
+
+
+def test_set_words(metrics: Mapping[str, Any]) -> str:
+    """The test set a run's whole-test-set numbers come from, as a sentence names it: "all 10,000
+    CIFAR-10 test images", or "the 5,000-image class-balanced subset of the STL-10 test set"."""
+    test_set = metrics.get("test_set", "whole test set")
+    return test_set if test_set.startswith("all ") else f"the {test_set}"
 
 
 def _attack_gap_words(gap: float, pgd: float, error: float, images: int) -> str:
@@ -265,7 +271,7 @@ def seed_verdict(summary: dict[str, Any] | None, reported: dict[str, Any], scale
             "says that at this scale the "
             "one-image model hardly fits its labels: its robust accuracy is that of a near-chance classifier, and "
             "its spread measures how far each seed's training gets out of that regime, not the stability that "
-            "the paper's Table 4 shows."
+            "the paper's Table 4 shows. The last section says how the rule of evidence uses it."
         )
     return " ".join(text)
 
@@ -285,7 +291,14 @@ def noise_sentence(noise: Noise | None, scale: str, labels: dict[str, str]) -> s
     )
     if few:
         text += f", not yet that of {listed(few)}, too few seeds"
-    return text + f"; every other row takes the widest spread measured: {noise.widest_words()}."
+    # Where one row alone sets the widest, the rows that borrow it are judged more cautiously than the
+    # repeated rows' own spreads suggest: the reader must know which way that errs.
+    apart = noise.widest_apart(labels)
+    return (
+        text
+        + f"; every other row takes the widest spread measured: {noise.widest_words()}"
+        + (f" ({apart})." if apart else ".")
+    )
 
 
 def lambda_verdict(metrics_by_lam: Mapping[float, Mapping[str, float] | None], scale: str, noise: Noise | None) -> str:
@@ -460,13 +473,13 @@ def _k_against_preset(
     ]
     moved = [heading for _, heading in METRIC_COLUMNS if any(heading in by_metric for by_metric in sides.values())]
     kept = [heading for _, heading in METRIC_COLUMNS if heading not in moved]
-    spread = (
-        f"the {model} model's own seed spread at k = {preset_k} ({noise.seeds[row]} seeds), which each k, one seed "
-        "apiece, is taken to share since its runs differ in k alone"
+    judged_with = (
+        f"Each k is one run of one seed, taken to vary over seeds as the {model} model does at k = {preset_k}, "
+        f"whose spread {noise.seeds[row]} seeds measure (the runs differ in k alone). Judged with that spread, "
         if row in noise.own
-        else f"the widest seed spread measured ({noise.widest_words()})"
+        else f"Judged with the widest seed spread measured ({noise.widest_words()}), "
     )
-    return f"Judged with {spread}, " + (
+    return judged_with + (
         f"beyond the noise {listed(apart)}, so at this scale k moves {listed(moved)} accuracy"
         + (f" but not {' or '.join(kept)} accuracy" if kept else "")
         + " (one seed per k)."
