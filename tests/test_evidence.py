@@ -368,7 +368,13 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
 
     def scores(pairs):
         return {
-            f"run {i}": {"reference": "teacher", "alignment": a, "robust_l2": r, "configuration": f"recipe {i}"}
+            f"run {i}": {
+                "reference": "teacher",
+                "alignment": a,
+                "robust_l2": r,
+                "configuration": f"recipe {i}",
+                "objective": "cross_entropy" if i < 2 else "pag",
+            }
             for i, (a, r) in enumerate(pairs)
         }
 
@@ -384,7 +390,8 @@ def test_the_masking_chapter_reads_its_correlation_from_the_interval():
     both = correlation_sentence(built)
     assert both.startswith("Across the 8 training configurations scored against the same reference")
     assert "Without the 2 adversarially trained or RIGD configurations, which align with an adversarially" in both
-    assert "construction, over 6 configurations, the Spearman rank correlation" in both
+    # The second reading says what its configurations are.
+    assert "construction, over 6 configurations (4 PAG and 2 vanilla), the Spearman rank correlation" in both
     # Two seeds of one recipe are one point, the mean of theirs, and the bootstrap resamples recipes.
     built["run 7"]["configuration"] = "recipe 6"
     seeded = correlation_sentence(built)

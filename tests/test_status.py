@@ -208,6 +208,7 @@ def test_the_figure_reading_is_computed_from_the_points(mixed):
     assert text.startswith("4 of the 7 paper-scale points lie inside the band")
     # Figure 5's λ = 0.4 is Table 1's class mean, one run: its three numbers are counted once, as drawn.
     assert "of the 3 cpu-scale points" in text
+    assert text.endswith("; the 3 numbers that appear in two of the tables are drawn and counted once.")
 
 
 # -- the figure -------------------------------------------------------------------------------------

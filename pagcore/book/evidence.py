@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -620,12 +621,14 @@ def alignment_claim(
     head: str,
     built_in: Collection[str] = (),
     excluded: Callable[[int], str] = lambda n: f"{n} configurations",
+    kinds: Mapping[str, str] | None = None,
 ) -> str:
     """The later paper's "better alignment, more robustness" read from ``points``; then read again
     without the ``built_in`` runs (described by ``excluded(count)``), which align with the reference
     by construction: the claim must survive without them to say more than that training towards a
     reference aligns a model with it, and hold with them to say that the whole store bears it out. Where
-    only one of the two readings finds the trend, a last sentence says which."""
+    only one of the two readings finds the trend, a last sentence says which. With ``kinds`` (label ->
+    how its configuration was trained), the second reading says what its configurations are."""
     overall = rank_correlation(*zip(*points.values()))
     sentence = correlation_words(points, measures, head, overall)
     independent = {label: point for label, point in points.items() if label not in built_in}
@@ -637,7 +640,13 @@ def alignment_claim(
         few = f"{len(independent)} configuration{' is' if len(independent) == 1 else 's are'}"
         return f"{sentence} {lead}, {few} too few for a rank correlation."
     rest = rank_correlation(*zip(*independent.values()))
-    sentence += " " + correlation_words(independent, measures, f"{lead}, over {len(independent)} configurations", rest)
+    # The reader must see what the points left are: a trend carried by two kinds of training is not
+    # one carried by the PAG runs.
+    counts = Counter(kinds[label] for label in independent) if kinds else Counter()
+    mix = f" ({listed([f'{n} {kind}' for kind, n in counts.most_common()])})" if counts else ""
+    sentence += " " + correlation_words(
+        independent, measures, f"{lead}, over {len(independent)} configurations{mix}", rest
+    )
     with_them, without = _sign(overall), _sign(rest)
     if without == 1 and with_them != 1:
         sentence += (

@@ -398,25 +398,6 @@ def architecture_verdict(
     return head + "; ".join(parts) + ". " + spread + answer
 
 
-TRAINING_WORDS = {
-    "cross_entropy": "vanilla",
-    "pag": "PAG (no adversarial examples)",
-    "adversarial": "adversarial training",
-    "gaussian_noise": "Gaussian noise",
-}
-
-
-def training_words(scored: Mapping[str, Any]) -> str:
-    """How a scored model was trained, in the alignment figure's legend: the runs the claim's second
-    reading sets apart (RIGD, adversarial training with or without the PAG term) each under a name of
-    their own, so a reader can see which points that reading leaves out."""
-    if scored.get("source") == "rigd":
-        return "RIGD (adversarially trained teacher's gradients)"
-    if scored["objective"] == "adversarial" and scored.get("lam"):
-        return "adversarial training + PAG"
-    return TRAINING_WORDS.get(scored["objective"], scored["objective"])
-
-
 def alignment_scores(store: RunStore, scale: str, kind: str = "real") -> dict[str, dict[str, Any]]:
     """The PAG score and PGD-20 ℓ2 accuracy of every CIFAR-10 run at ``scale`` that has one (the
     gradient-masking chapter's measure, read from the store)."""
@@ -430,7 +411,7 @@ def alignment_groups(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, list[
     groups: dict[str, list[tuple[float, float]]] = {}
     for s in scores.values():
         if s["reference"] == reference:
-            groups.setdefault(training_words(s), []).append((s["alignment"], s["robust_l2"]))
+            groups.setdefault(masking.training_words(s), []).append((s["alignment"], s["robust_l2"]))
     return groups
 
 

@@ -339,6 +339,25 @@ def shared_reference(scores: Mapping[str, dict[str, Any]]) -> str | None:
     return max(references, key=references.count, default=None)
 
 
+TRAINING_WORDS = {
+    "cross_entropy": "vanilla",
+    "pag": "PAG (no adversarial examples)",
+    "adversarial": "adversarial training",
+    "gaussian_noise": "Gaussian noise",
+}
+
+
+def training_words(scored: Mapping[str, Any]) -> str:
+    """How a scored model was trained, in the alignment figure's legend: the runs the claim's second
+    reading sets apart (RIGD, adversarial training with or without the PAG term) each under a name of
+    their own, so a reader can see which points that reading leaves out."""
+    if scored.get("source") == "rigd":
+        return "RIGD (adversarially trained teacher's gradients)"
+    if scored["objective"] == "adversarial" and scored.get("lam"):
+        return "adversarial training + PAG"
+    return TRAINING_WORDS.get(scored["objective"], scored["objective"])
+
+
 def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
     """The rank correlation of alignment and robustness over the runs that share the commonest
     reference, with its bootstrap interval, and whether the interval tells it from none; then the same
@@ -361,6 +380,8 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
             f"{'one' if n == 1 else n} adversarially trained or RIGD configuration{'s' if n != 1 else ''}, which "
             f"{verb(n, 'align')} with an adversarially trained model by construction"
         ),
+        # The legend's name without its gloss: "PAG", not "PAG (no adversarial examples)".
+        {label: training_words(shared[label]).partition(" (")[0] for label in points},
     )
 
 

@@ -490,6 +490,13 @@ def figure_reading(rows: list[StatusRow]) -> str:
             f"accuracy (median gap {signed_points(gaps[worst])} points), {above} lie above it, and the {inside} "
             "that land inside it still reproduce nothing, since their protocol differs"
         )
+    # The tables count a number once per table it appears in; say why the figure's count is smaller.
+    twice = sum(r.ours is not None for r in rows) - len(measured)
+    if twice:
+        parts.append(
+            f"the {twice} number{'s' if twice > 1 else ''} that {'appear' if twice > 1 else 'appears'} in two of the "
+            f"tables {'are' if twice > 1 else 'is'} drawn and counted once"
+        )
     text = "; ".join(parts) + "."
     return text[0].upper() + text[1:]
 
