@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from pagcore.base.validation import ConfigError
 from pagcore.book import latest
-from pagcore.book.evidence import Judgement, Noise
+from pagcore.book.evidence import Judgement, Measured, Noise
 from pagcore.config import preset_for
 from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, SEEDS, book_runs
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
@@ -21,7 +22,7 @@ class Stored:
 
     def __init__(self, path, clean, linf, l2, autoattack=None, threat="linf"):
         self.path = path
-        self.metrics = {"clean": clean, "linf": linf, "l2": l2}
+        self.metrics = {"clean": clean, "linf": linf, "l2": l2, "test_images": 10_000}
         (path / "evaluations").mkdir(parents=True)
         if autoattack is not None:
             settings = {"norm": threat, "budgets": "real", "subset": {"size": 500}}
@@ -48,11 +49,12 @@ def by_threat(without, with_pag, score=()):
 
 
 def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_means(tmp_path):
-    # 30 ± 1 against 34 ± 1 over three seeds: a 4-point gain, error 0.8 points.
+    # 30 ± 1 against 34 ± 1 over three seeds on 10,000 images: a 4-point gain, error 1.0 points (0.8 from the
+    # seeds, the rest the sampling error of each mean).
     boosted = by_threat(arm(tmp_path, "a", [0.29, 0.30, 0.31]), arm(tmp_path, "b", [0.33, 0.34, 0.35]))
     verdict = latest.boost_verdict(boosted, "cpu")
     nn, sbg = "nearest neighbour targets (λ = 0.4)", "score-based targets (λ = 1.5)"
-    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 0.8 points (± one standard error; a gain beyond the noise)" in verdict
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 1.0 points (± one standard error; a gain beyond the noise)" in verdict
     assert verdict.endswith(
         f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ "
         f"with {nn}. Not judged yet: ℓ∞ with {sbg}, 3 of 3 seeds without the PAG term and 0 of 3 with it; "
@@ -72,7 +74,7 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     lowered["l2"] = lowered["linf"]
     verdict = latest.boost_verdict(lowered, "cpu")
     assert verdict.startswith("Adversarial training with and without the PAG term, CIFAR-10, cpu scale")
-    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 0.8 points (± one standard error; a loss beyond the noise)" in verdict
+    assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 1.0 points (± one standard error; a loss beyond the noise)" in verdict
     assert verdict.endswith(
         f"The PAG term lowers robust accuracy beyond the noise in ℓ∞ with {nn}; it changes robust accuracy only "
         f"within the noise in ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}: the runs do not support the claim."
@@ -102,6 +104,9 @@ def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_ha
     )
     verdict = latest.boost_verdict(attacked, "cpu")
     assert "AutoAttack ℓ∞ +0.3" in verdict and "(± one standard error; within the noise)" in verdict
+    # PGD-20 on the whole test set stands beside it, unused by the verdict.
+    beside = "within the noise), PGD-20 ℓ∞ +4.0 ± 1.0 points (± one standard error; a gain beyond the noise), clean"
+    assert beside in verdict
     table = latest.boost_table(attacked)
     assert "| ℓ∞ | adversarial | 3 | 60.1 ± 0.1% | 30.0 ± 1.0% | 40.0 ± 0.0% | 26.0 ± 1.0% |" in table
     assert "| ℓ2 | adversarial + PAG (score-based) | 0 | not run | not run | not run | not run |" in table
@@ -275,8 +280,25 @@ def test_a_vit_row_with_three_seeds_is_judged_with_its_own_spread_and_the_others
 
 @pytest.mark.parametrize("seeds", [2, 3])
 def test_the_gain_needs_three_seeds_a_side(seeds):
-    values = [0.3 + 0.01 * i for i in range(seeds)]
+    values = [Measured(0.3 + 0.01 * i, 500) for i in range(seeds)]
     assert (latest.gain(values, values) is None) is (seeds < 3)
+
+
+def test_the_gain_carries_the_sampling_error_of_the_shared_subset_beside_the_seed_spread():
+    without = [Measured(v, 500) for v in (0.30, 0.31, 0.32)]
+    with_pag = [Measured(v, 500) for v in (0.27, 0.28, 0.29)]
+    difference, error = latest.gain(without, with_pag)
+    assert difference == pytest.approx(-0.03)
+    # Seeds alone: √(2 × 0.01² / 3) = 0.0082; each mean on 500 images adds √(p(1 - p)/500) ≈ 0.020.
+    seeds = math.sqrt(2 * 0.01**2 / 3)
+    expected = math.sqrt(seeds**2 + 0.31 * 0.69 / 500 + 0.28 * 0.72 / 500)
+    assert error == pytest.approx(expected)
+    # A 3-point loss on 500 images is within the noise, though far beyond the seeds' spread alone.
+    assert latest.beyond_noise((difference, error)) == 0
+    assert latest.beyond_noise((difference, seeds)) == -1
+    # On the whole test set the same loss is beyond the noise.
+    whole = latest.gain([Measured(m.value, 10_000) for m in without], [Measured(m.value, 10_000) for m in with_pag])
+    assert latest.beyond_noise(whole) == -1
 
 
 def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):

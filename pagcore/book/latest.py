@@ -9,6 +9,7 @@ means, and only with :data:`pagcore.book.evidence.OWN_SPREAD_SEEDS` seeds on eac
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,8 +22,10 @@ from pagcore.book.evidence import (
     SIGNIFICANCE,
     THREAT_METRICS,
     Judgement,
+    Measured,
     Noise,
     mean_difference,
+    sampling_std,
     seed_noise,
 )
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
@@ -120,10 +123,18 @@ def autoattack(run: Run, threat: str) -> float | None:
 
 
 def _values(runs: Sequence[Run], threat: str, metric: str) -> list[float]:
+    return [m.value for m in _measured(runs, threat, metric)]
+
+
+def _measured(runs: Sequence[Run], threat: str, metric: str) -> list[Measured]:
+    """Each run's ``metric`` with the test images behind it: AutoAttack in ``threat`` on the run's seeded
+    subset (none unless every run has it), else the whole-test-set number."""
     if metric == "autoattack":
-        values = [autoattack(run, threat) for run in runs]
-        return [v for v in values if v is not None] if all(v is not None for v in values) else []
-    return [run.metrics[metric] for run in runs]
+        entries = [chosen_evaluations(run).get(("autoattack", threat)) for run in runs]
+        if not all(entries):
+            return []
+        return [Measured(e["results"]["robust"], e["settings"]["subset"]["size"]) for e in entries]
+    return [Measured(run.metrics[metric], run.metrics["test_images"]) for run in runs]
 
 
 def _mean_spread(values: Sequence[float]) -> str:
@@ -173,12 +184,20 @@ def boost_runs_table(by_threat: Mapping[str, Mapping[str, list[Run]]]) -> str:
     return markdown_table(header, rows) if rows else placeholder_table(header, "no run stored yet")
 
 
-def gain(without: Sequence[float], with_pag: Sequence[float]) -> tuple[float, float] | None:
+def gain(without: Sequence[Measured], with_pag: Sequence[Measured]) -> tuple[float, float] | None:
     """The gain of the PAG term (mean with it minus mean without, over seeds) and the standard error
-    of that difference; None without :data:`OWN_SPREAD_SEEDS` seeds on each side."""
+    of that difference, which combines, as the rule of evidence does, each side's spread over seeds
+    with the sampling error of its test images; None without :data:`OWN_SPREAD_SEEDS` seeds a side."""
     if min(len(without), len(with_pag)) < OWN_SPREAD_SEEDS:
         return None
-    return mean_difference(without, with_pag)
+    difference, seeds_error = mean_difference([m.value for m in without], [m.value for m in with_pag])
+    # Every seed of an arm is attacked on the same seeded subset, so the subset's sampling error does not
+    # shrink with the number of seeds: each mean carries one image count's worth of it.
+    sampling = (
+        sampling_std(statistics.fmean(m.value for m in side), min(m.images for m in side))
+        for side in (without, with_pag)
+    )
+    return difference, math.hypot(seeds_error, *sampling)
 
 
 def beyond_noise(measured: tuple[float, float]) -> int:
@@ -215,16 +234,16 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
                 continue
             judged.append(words)
             # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
-            attacked = (_values(without, threat, "autoattack"), _values(with_pag, threat, "autoattack"))
+            attacked = (_measured(without, threat, "autoattack"), _measured(with_pag, threat, "autoattack"))
             trusted = all(attacked)
             attack_words = f"AutoAttack {NORM_WORDS[threat]}" if trusted else f"PGD-20 {NORM_WORDS[threat]}"
-            robust = (
-                gain(*attacked)
-                if trusted
-                else gain(_values(without, threat, threat), _values(with_pag, threat, threat))
-            )
-            clean = gain(_values(without, threat, "clean"), _values(with_pag, threat, "clean"))
-            parts.append(f"{words}: {gain_words(attack_words, robust)}, {gain_words('clean', clean)}")
+            pgd = gain(_measured(without, threat, threat), _measured(with_pag, threat, threat))
+            robust = gain(*attacked) if trusted else pgd
+            clean = gain(_measured(without, threat, "clean"), _measured(with_pag, threat, "clean"))
+            # PGD-20 beside AutoAttack: the whole test set's number, which the verdict does not use but
+            # whose smaller sampling error a reader may weigh.
+            also = f", {gain_words(f'PGD-20 {NORM_WORDS[threat]}', pgd)}" if trusted else ""
+            parts.append(f"{words}: {gain_words(attack_words, robust)}{also}, {gain_words('clean', clean)}")
             if effect := beyond_noise(robust):
                 (boosted if effect > 0 else lowered).append(words)
     head = (
