@@ -78,11 +78,12 @@ class DatasetFinding:
     @property
     def answer(self) -> str:
         """'supports' when a teacher-free row (:data:`~pagcore.book.verdicts.TEACHER_FREE_ROWS`) is
-        evidence, 'supports in part' when teacher-free rows are evidence in one threat model only (beyond
-        chance in the other), 'teacher only' when only RIGD rows are, 'unchecked' when no row is but a teacher-free
-        row still awaits AutoAttack or the checklist, 'within noise' when no teacher-free row is evidence
-        but none is below vanilla or suspected of masking either (the noise hides any gap), 'does not
-        support' when rows were judged and some teacher-free row is, 'no runs' otherwise."""
+        evidence, 'supports in part' when teacher-free rows are evidence in one threat model only (no more
+        than chance in the other), 'teacher only' when only RIGD rows are evidence (in one threat model or
+        both), 'unchecked' when no row is but a teacher-free row still awaits AutoAttack or the checklist,
+        'within noise' when no teacher-free row is evidence but none is below vanilla or suspected of
+        masking either (the noise hides any gap), 'does not support' when rows were judged and some
+        teacher-free row is, 'no runs' otherwise."""
         if not self.judgements:
             return "no runs"
         rows = self.evidence_rows
