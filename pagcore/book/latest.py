@@ -116,9 +116,13 @@ def arms(
     }
 
 
+def _autoattack_entry(run: Run, threat: str) -> dict[str, Any] | None:
+    return chosen_evaluations(run).get(("autoattack", threat))
+
+
 def autoattack(run: Run, threat: str) -> float | None:
     """The run's stored AutoAttack accuracy in ``threat`` (on its seeded subset), if any."""
-    entry = chosen_evaluations(run).get(("autoattack", threat))
+    entry = _autoattack_entry(run, threat)
     return entry["results"]["robust"] if entry else None
 
 
@@ -130,7 +134,7 @@ def _measured(runs: Sequence[Run], threat: str, metric: str) -> list[Measured]:
     """Each run's ``metric`` with the test images behind it: AutoAttack in ``threat`` on the run's seeded
     subset (none unless every run has it), else the whole-test-set number."""
     if metric == "autoattack":
-        entries = [chosen_evaluations(run).get(("autoattack", threat)) for run in runs]
+        entries = [_autoattack_entry(run, threat) for run in runs]
         if not all(entries):
             return []
         return [Measured(e["results"]["robust"], e["settings"]["subset"]["size"]) for e in entries]
