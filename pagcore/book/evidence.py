@@ -43,6 +43,12 @@ BASELINE = "vanilla"
 """The row every other row is judged against."""
 
 
+def threat_words(norms: Collection[str]) -> str:
+    """Threat models in words, in the rule's order: "ℓ2", "ℓ∞ and ℓ2" ("no threat model" for none)."""
+    named = [NORM_WORDS[norm] for norm in THREAT_METRICS if norm in norms]
+    return listed(named) if named else "no threat model"
+
+
 def chance(num_classes: int) -> float:
     """Clean and robust accuracy of a constant classifier on a class-balanced test set."""
     return 1.0 / num_classes
@@ -462,7 +468,7 @@ def judge(
         row,
         "partial evidence",
         (
-            f"more robust than vanilla and than chance beyond the noise under {listed([NORM_WORDS[n] for n in above])} "
+            f"more robust than vanilla and than chance beyond the noise under {threat_words(above)} "
             f"alone ({trusted(above)}), while {at_chance}",
         ),
         tuple(above),

@@ -15,7 +15,7 @@ from typing import Any
 from pagcore.book import evidence, latest, masking, score, smoothing
 from pagcore.book.evidence import AlignmentSpread, Judgement, Noise
 from pagcore.book.tables import class_mean_distance_ceiling
-from pagcore.book.text import NORM_WORDS, listed, percent
+from pagcore.book.text import listed, percent
 from pagcore.book.verdicts import TEACHER_FREE_ROWS, judge_table, row_caveats
 from pagcore.data import SPECS
 from pagcore.orchestrate.book_runs import NOISE_DATASET, results_rows, row_overrides
@@ -191,7 +191,7 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
     answer = {
         "supports": "supports the direction of the paper's claim",
         "supports in part": (
-            f"supports the direction of the paper's claim under {_norms(finding.supported_norms)} alone"
+            f"supports the direction of the paper's claim under {evidence.threat_words(finding.supported_norms)} alone"
             f"{_support_strength(finding)}: in the other threat model no teacher-free row beats both vanilla and "
             "chance beyond the noise"
         ),
@@ -253,10 +253,6 @@ def paper_scale_runs(runs_dir: str = "", kind: str = "real") -> int:
     )
 
 
-def _norms(norms: Sequence[str]) -> str:
-    return listed([NORM_WORDS[norm] for norm in norms]) if norms else "no threat model"
-
-
 def _dataset_answer(finding: DatasetFinding) -> str:
     """One dataset's answer for the box's first line, by the rule of evidence."""
     if finding.answer in ("supports", "supports in part"):
@@ -265,8 +261,8 @@ def _dataset_answer(finding: DatasetFinding) -> str:
         where = (
             "beyond the measured noise"
             if finding.answer == "supports"
-            else f"beyond the measured noise under {_norms(finding.supported_norms)} alone (in the other threat "
-            "model no teacher-free row beats both)"
+            else f"beyond the measured noise under {evidence.threat_words(finding.supported_norms)} alone (in the "
+            "other threat model no teacher-free row beats both)"
         )
         return (
             f"{_rows(rows)}, trained without adversarial examples, {'is' if one else 'are'} more robust than vanilla "

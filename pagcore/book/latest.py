@@ -20,13 +20,13 @@ from pagcore.book.evidence import (
     BASELINE,
     OWN_SPREAD_SEEDS,
     SIGNIFICANCE,
-    THREAT_METRICS,
     Judgement,
     Measured,
     Noise,
     mean_difference,
     sampling_std,
     seed_noise,
+    threat_words,
 )
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
 from pagcore.book.verdicts import judge_table
@@ -399,8 +399,7 @@ def architecture_verdict(
     if any(j.is_evidence for j in judged.values()):
         answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
     elif any(j.supports for j in judged.values()):
-        norms = {norm for j in judged.values() if j.supports for norm in j.norms}
-        words = listed([NORM_WORDS[norm] for norm in THREAT_METRICS if norm in norms])
+        words = threat_words({norm for j in judged.values() if j.supports for norm in j.norms})
         answer = (
             f"A ViT row meets the rule of evidence under {words} alone: the runs support the claim beyond "
             "ResNet-18 in that threat model; in the other, no ViT row beats both vanilla and chance beyond the noise."

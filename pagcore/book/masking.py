@@ -339,23 +339,31 @@ def shared_reference(scores: Mapping[str, dict[str, Any]]) -> str | None:
     return max(references, key=references.count, default=None)
 
 
-TRAINING_WORDS = {
+TRAINING_KINDS = {
     "cross_entropy": "vanilla",
-    "pag": "PAG (no adversarial examples)",
+    "pag": "PAG",
     "adversarial": "adversarial training",
     "gaussian_noise": "Gaussian noise",
 }
+TRAINING_GLOSSES = {"PAG": "no adversarial examples", "RIGD": "adversarially trained teacher's gradients"}
+"""What the alignment figure's legend adds to a kind's name, for a reader who meets it there first."""
+
+
+def training_kind(scored: Mapping[str, Any]) -> str:
+    """How a scored model was trained, in a word or two: the runs the claim's second reading sets apart
+    (RIGD, adversarial training with or without the PAG term) each under a name of their own, so a
+    reader can see which points that reading leaves out."""
+    if scored.get("source") == "rigd":
+        return "RIGD"
+    if scored["objective"] == "adversarial" and scored.get("lam"):
+        return "adversarial training + PAG"
+    return TRAINING_KINDS.get(scored["objective"], scored["objective"])
 
 
 def training_words(scored: Mapping[str, Any]) -> str:
-    """How a scored model was trained, in the alignment figure's legend: the runs the claim's second
-    reading sets apart (RIGD, adversarial training with or without the PAG term) each under a name of
-    their own, so a reader can see which points that reading leaves out."""
-    if scored.get("source") == "rigd":
-        return "RIGD (adversarially trained teacher's gradients)"
-    if scored["objective"] == "adversarial" and scored.get("lam"):
-        return "adversarial training + PAG"
-    return TRAINING_WORDS.get(scored["objective"], scored["objective"])
+    """:func:`training_kind` as the alignment figure's legend names it, with its gloss."""
+    kind = training_kind(scored)
+    return f"{kind} ({TRAINING_GLOSSES[kind]})" if kind in TRAINING_GLOSSES else kind
 
 
 def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
@@ -380,8 +388,7 @@ def correlation_sentence(scores: Mapping[str, dict[str, Any]]) -> str:
             f"{'one' if n == 1 else n} adversarially trained or RIGD configuration{'s' if n != 1 else ''}, which "
             f"{verb(n, 'align')} with an adversarially trained model by construction"
         ),
-        # The legend's name without its gloss: "PAG", not "PAG (no adversarial examples)".
-        {label: training_words(shared[label]).partition(" (")[0] for label in points},
+        {label: training_kind(shared[label]) for label in points},
     )
 
 
