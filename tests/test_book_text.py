@@ -266,6 +266,11 @@ def test_cpu_verdict_checks_what_vanilla_keeps_under_pgd_against_autoattack(tmp_
     # On 1,000 images the same gap is beyond the noise, and more than half of what PGD-20 leaves.
     assert "AutoAttack takes most of what PGD-20 leaves" in on(1000, 0.09, 0.03)
     assert "AutoAttack takes part of what PGD-20 leaves, beyond sampling error" in on(1000, 0.09, 0.06)
+    assert "AutoAttack leaves at least as many of these 1,000 images as PGD-20 does." in on(1000, 0.03, 0.05)
+    # PGD-20 on another subset: the gap would mix the two subsets, so nothing is read.
+    elsewhere = {**on_subset, "settings": {**on_subset["settings"], "subset": {"size": 1000, "seed": 1}}}
+    (tmp_path / "evaluations" / "pgd20-l2-x.json").write_text(json.dumps(elsewhere))
+    assert "Vanilla keeps" not in verdicts.cpu_scale_verdict(runs, reported.TABLES["stl10"], {}, judged(runs), NOISE)
 
 
 def test_results_table_gives_length_wall_time_and_median_epoch(tmp_path):
@@ -332,7 +337,7 @@ class TimedRun(StoredRun):
 
 def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     vanilla = TimedRun(0.83, 0.0, 0.02)
-    runs = {1: TimedRun(0.30, 0.15, 0.22, (50.0,)), 2: TimedRun(0.32, 0.18, 0.25), 5: None}
+    runs = {1: TimedRun(0.30, 0.16, 0.22, (50.0,)), 2: TimedRun(0.32, 0.18, 0.25), 5: None}
     runs[10] = TimedRun(0.35, 0.2, 0.3)
     table = tables.k_study_table(runs)
     assert table.splitlines()[2].startswith("| 1 | 30.0% |") and "| 110 s | CPU: AMD EPYC |" in table
@@ -340,9 +345,13 @@ def test_k_study_says_whether_the_presets_k_changes_the_conclusion():
     same = verdicts.k_study_verdict(runs, vanilla, 2, 10, NOISE)
     assert "differences of -3.0, -2.0, -5.0 points" in same and "does not change that conclusion" in same
     assert "An epoch took 110 s with k = 2 and 110 s with the full sum, 1.0 times as long." in same
-    assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 5.0, 8.0 points." in same
+    assert "Over all 3 values of k (one seed each), clean, ℓ∞ and ℓ2 accuracy span 5.0, 4.0, 8.0 points." in same
     assert "no k differs from k = 2 beyond the noise in clean, ℓ∞ or ℓ2 accuracy" in same
     assert "Judged with the widest seed spread measured (clean 2.0, ℓ∞ 2.5, ℓ2 2.5 points), no k differs" in same
+    # A k that keeps no more than chance under ℓ∞ is not more robust, however far above vanilla it lies.
+    at_chance = {**runs, 1: TimedRun(0.30, 0.08, 0.22, (50.0,))}
+    low = verdicts.k_study_verdict(at_chance, vanilla, 2, 10, NOISE)
+    assert "fitting its labels, for k = 2, 10 (PGD-20 only" in low and "so the conclusion depends on k" in low
     # A row's own spread, narrower than the widest, tells apart a gap that the widest would hide.
     wide = evidence.Noise(
         spreads={
@@ -452,6 +461,9 @@ def test_curves_reading_says_whether_a_run_was_still_learning():
     assert "between 30.0% (b) and 60.0% (a)" in settled and "do not show what a longer schedule would reach" in settled
     rising = verdicts.curves_reading({"a": Curve([0.1, 0.2, 0.4, 0.6]), "b": Curve([0.3, 0.3, 0.3, 0.3])})
     assert "still rises by more than a point for a." in rising
+    # The last quarter of eight epochs is the two last epochs, from the accuracy before them: 50.0% to 52.5%.
+    eight = verdicts.curves_reading({"a": Curve([0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.52, 0.525])})
+    assert "still rises by more than a point for a." in eight
     assert "No run" in verdicts.curves_reading({"a": None})
 
 
@@ -468,16 +480,16 @@ def test_pictures_reading_ranks_the_runs_by_the_references_confidence(tmp_path):
             }
             (path / "evaluations" / "pag_score-all-x.json").write_text(json.dumps(entry))
 
-    text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)})
+    text = verdicts.pictures_reading({"low": Scored(tmp_path / "a", 0.1), "high": Scored(tmp_path / "b", 0.9)}, 10)
     assert "mean probability of: high 90.0%, low 10.0% (a constant guess gives 10%)" in text
     assert "so it does not rank runs a few points apart" in text  # no seed spread of the confidence
-    assert "judged by eye" in verdicts.pictures_reading({"none": None})
+    assert "judged by eye" in verdicts.pictures_reading({"none": None}, 10)
     mixed = {
         "student": Scored(tmp_path / "c", 0.95, teacher="robust-l2"),
         "vanilla": Scored(tmp_path / "d", 0.1),
         "robust-l2 itself": Scored(tmp_path / "e", 0.8, reference="robust-linf"),
     }
-    text = verdicts.pictures_reading(mixed)
+    text = verdicts.pictures_reading(mixed, 10)
     assert "student (distilled from the reference itself) 95.0%, vanilla 10.0%" in text
     assert text.endswith("robust-l2 itself was scored against another reference and is not ranked with them.")
 
@@ -551,8 +563,9 @@ def test_the_seed_chapter_says_which_spread_each_row_carries():
         "CIFAR-10, cpu scale",
     )
     assert verdicts.noise_sentence(apart, "cpu", labels).endswith(
-        "points (the widest is One Image's alone, the others' at most clean 0.1, ℓ∞ 0.1, ℓ2 0.1 points, so a row "
-        "that takes it is judged cautiously: its 'within noise' may hide a real gap)."
+        "points (the widest is One Image's alone, that of the other rows measured over seeds (Vanilla) at most "
+        "clean 0.1, ℓ∞ 0.1, ℓ2 0.1 points, so a row that takes it is judged cautiously: its 'within noise' may hide "
+        "a real gap)."
     )
 
 

@@ -82,16 +82,20 @@ def test_a_row_has_a_spread_of_its_own_only_with_three_seeds():
 def test_the_judge_gives_vanilla_its_own_spread_and_the_row_its_own():
     noise = evidence.seed_noise({"vanilla": seeds_of(0.0, 0.0, 0.0), "one_image": seeds_of(0.1, 0.2, 0.3)}, "test")
     robust, baseline = numbers(0.18, 0.18), numbers(0.0, 0.0)
-    # The row has no seeds: it takes one image's 0.1, and 0.18 is within twice that of vanilla's 0.
+    # The row has no seeds: it takes one image's 0.1, and 0.18 is within twice that of the constant
+    # classifier's 0.1 (and of vanilla's 0).
     assert evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=noise, num_classes=10).verdict == (
-        "within noise"
+        "near chance"
     )
     tight = evidence.seed_noise(
         {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.17, 0.18, 0.19)}, "test"
     )
     judged = evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=tight, num_classes=10, failed_checks=[])
     assert judged.verdict == "evidence" and judged.norms == ("linf", "l2")
-    assert judged.reasons[0].endswith("(AutoAttack ℓ∞ 18.0% against 0.0%, ℓ2 18.0% against 0.0%)")  # its size
+    # Its size, without parentheses: a finding reads the reason inside its own.
+    assert judged.reasons[0].endswith(
+        ", with AutoAttack ℓ∞ 18.0% against vanilla's 0.0%, ℓ2 18.0% against vanilla's 0.0%"
+    )
 
 
 def test_a_robust_accuracy_no_higher_than_chance_is_no_robustness_in_its_threat_model():
@@ -107,17 +111,41 @@ def test_a_robust_accuracy_no_higher_than_chance_is_no_robustness_in_its_threat_
     assert partial.verdict == "partial evidence" and partial.norms == ("l2",)
     assert partial.supports and not partial.is_evidence
     (reason,) = partial.reasons
-    assert "beyond the noise under ℓ2 alone (AutoAttack ℓ2 36.0% against 0.0%)" in reason
-    assert "AutoAttack ℓ∞ leaves 7.5%, not above the 10.0% a constant classifier keeps" in reason
+    assert "beyond the noise under ℓ2 alone, with AutoAttack ℓ2 36.0% against vanilla's 0.0%, while" in reason
+    assert "AutoAttack ℓ∞ leaves 7.5%, no more than the 10.0% a constant classifier keeps" in reason
     # The strongest attack of a threat model decides: PGD-20 above chance, AutoAttack at it.
     robust = numbers(0.3, 0.36) | {("autoattack", "linf"): Measured(0.1, FULL)}
     assert judge(robust).verdict == "partial evidence"
     # Just above 10%, but not by more than the noise (twice the row's spread and sampling error).
-    assert judge(numbers(0.105, 0.36)).verdict == "partial evidence"
+    above_by_little = judge(numbers(0.105, 0.36))
+    assert above_by_little.verdict == "partial evidence"
+    assert (
+        "leaves 10.5%, above the 10.0% a constant classifier keeps by less than the 1.2 points its noise allows"
+        in (above_by_little.reasons[0])
+    )
     assert judge(numbers(0.2, 0.36)).verdict == "evidence"
     # At chance in every threat model, however far above vanilla: no evidence at all.
     low = judge(numbers(0.075, 0.09))
-    assert low.verdict == "near chance" and not low.supports and low.reasons[0].startswith("more robust than vanilla")
+    assert low.verdict == "near chance" and not low.supports
+    assert low.reasons == (
+        "AutoAttack ℓ∞ leaves 7.5%, no more than the 10.0% a constant classifier keeps and "
+        "AutoAttack ℓ2 leaves 9.0%, no more than the 10.0% a constant classifier keeps",
+    )
+
+
+def test_robustness_at_chance_is_final_before_stronger_attacks_or_the_checklist():
+    # PGD-20 alone already leaves chance in both threat models; AutoAttack can only lower it, so the row
+    # is not left waiting as "unchecked" or "masking suspected".
+    at_chance = numbers(0.05, 0.08, autoattack=False)
+    for failed in (None, ["black_box"]):
+        judged = evidence.judge("r", 0.6, at_chance, VANILLA, noise=NOISE, num_classes=10, failed_checks=failed)
+        assert judged.verdict == "near chance"
+        assert judged.reasons[0].startswith("PGD-20 ℓ∞ leaves 5.0%, no more than the 10.0%")
+
+
+def test_a_verdict_outside_the_rule_is_refused():
+    with pytest.raises(ValueError, match="unknown verdict 'within the noise'"):
+        evidence.Judgement("r", "within the noise", ())
 
 
 def test_gaps_within_the_noise_are_not_ranked():
@@ -154,7 +182,7 @@ def test_verdicts_name_the_first_reason_a_row_is_not_evidence():
     assert judge(numbers(0.3, 0.4), ["black_box"]) == "masking suspected"
     assert judge(numbers(0.3, 0.4), None) == "unchecked"
     assert judge(numbers(0.3, 0.4, autoattack=False), []) == "unchecked"
-    weaker = evidence.judge("r", 0.6, numbers(0.0, 0.0), numbers(0.2, 0.2), noise=NOISE, num_classes=10)
+    weaker = evidence.judge("r", 0.6, numbers(0.3, 0.3), numbers(0.5, 0.5), noise=NOISE, num_classes=10)
     assert weaker.verdict == "not more robust"
 
 
@@ -614,7 +642,10 @@ def test_a_widest_spread_set_by_one_row_alone_is_named_as_cautious():
     }
     noise = evidence.Noise(spreads, {"vanilla": 3, "one_image": 3}, "CIFAR-10", own=frozenset({"vanilla"}))
     labels = {"one_image": "One Image"}
-    apart = "the widest is One Image's alone, the others' at most clean 0.2, ℓ∞ 0.0, ℓ2 0.1 points"
+    apart = (
+        "the widest is One Image's alone, that of the other rows measured over seeds (vanilla) at most clean 0.2, "
+        "ℓ∞ 0.0, ℓ2 0.1 points"
+    )
     assert noise.widest_apart(labels).startswith(apart) and "may hide a real gap" in noise.widest_apart(labels)
     assert f"Here {apart}" in noise.rule_words(labels)
     # Another row within twice the widest in one accuracy: no row sets it alone.

@@ -93,7 +93,7 @@ def test_alignment_points_need_both_measures_against_the_chosen_denoiser(tmp_pat
     split = score.alignment_verdict(broken, {"trained"})
     assert "interval includes 0" in split and "the better aligned runs are the more robust ones" in split
     assert split.endswith("do not show that better alignment goes with more robustness.")
-    assert "Only the reading without the runs set apart" in split
+    assert "The claim counts only where both readings find it" in split and "Only the reading without them" in split
     # Trained runs on top of unordered ones: the trend is theirs alone.
     rest = {"a": (0.1, 0.3), "b": (0.2, 0.1), "c": (0.3, 0.25), "d": (0.4, 0.15), "e": (0.5, 0.2), "f": (0.55, 0.12)}
     top = {f"t{i}": (0.7 + 0.05 * i, 0.7 + 0.05 * i) for i in range(5)}
@@ -194,7 +194,7 @@ def test_stl10_has_a_score_based_row_only_with_a_denoiser_of_its_own(tmp_path, m
     row.write_json("record.json", {"kind": "real", "status": "complete", "sessions": [], "wall_seconds": 60})
     row.write_json("metrics.json", {"clean": 0.4, "linf": 0.12, "l2": 0.25, "test_images": 5000})
     line = score.stl10_line(RunStore(tmp_path))
-    assert "Its score-based row (40 epochs at the cpu scale, λ 1.5, the authors' CIFAR-10 value" in line
+    assert "Its score-based row (40 epochs at the cpu scale, λ = 1.5, the authors' CIFAR-10 value" in line
     assert line.endswith(
         "40.0% clean, 12.0% under ℓ∞ and 25.0% under ℓ2 PGD-20; the STL-10 results table ({numref}`tab-stl10`) "
         "judges it beside the paper's rows."

@@ -86,11 +86,30 @@ class Measured:
     images: int
     row: str = ""
 
+    @classmethod
+    def of(cls, metrics: Mapping[str, Any], key: str, row: str = "") -> Measured:
+        """A run's whole-test-set accuracy ``key``, from its metrics."""
+        return cls(metrics[key], metrics["test_images"], row)
+
+    @classmethod
+    def attacked(cls, entry: Mapping[str, Any], row: str = "") -> Measured:
+        """A stored evaluation's robust accuracy, on the subset it was measured on."""
+        return cls(entry["results"]["robust"], entry["settings"]["subset"]["size"], row)
+
 
 SIGNIFICANCE = 2.0
 """Two numbers differ only when their gap exceeds this many standard errors of the difference: for
 normal errors of known size, two rows that are in truth equal are told apart about one time in
 twenty (more often when the spreads come from few seeds)."""
+
+
+def side(gap: float, error: float) -> int:
+    """The rule's one test: +1 when ``gap`` exceeds :data:`SIGNIFICANCE` standard errors ``error``, -1 when
+    it falls below minus that, 0 when the noise cannot tell it from none."""
+    if abs(gap) <= SIGNIFICANCE * error:
+        return 0
+    return 1 if gap > 0 else -1
+
 
 OWN_SPREAD_SEEDS = 3
 """A row's seed spread counts as its own only when this many seeds measure it; a spread from two
@@ -189,9 +208,11 @@ class Noise:
         if any(self.widest(key) <= APART_FACTOR * others[key] for key, _ in METRIC_COLUMNS):
             return ""
         at_most = ", ".join(f"{name} {100 * others[key]:.1f}" for key, name in METRIC_COLUMNS)
+        measured = listed([labels.get(other, other) for other in self.spreads if other != row])
         return (
-            f"the widest is {labels.get(row, row)}'s alone, the others' at most {at_most} points, so a row that takes "
-            "it is judged cautiously: its 'within noise' may hide a real gap"
+            f"the widest is {labels.get(row, row)}'s alone, that of the other rows measured over seeds ({measured}) "
+            f"at most {at_most} points, so a row that takes it is judged cautiously: its 'within noise' may hide a "
+            "real gap"
         )
 
     def spread(self, row: str, metric: str) -> float:
@@ -203,14 +224,13 @@ class Noise:
         architecture, named by ``words``): every row takes the widest."""
         return replace(self, own=frozenset(), measured_on=f"{self.measured_on}, borrowed for {words}")
 
+    def error(self, metric: str, m: Measured) -> float:
+        """The standard error of one accuracy: its row's seed spread and its sampling error."""
+        return math.hypot(self.spread(m.row, metric), sampling_std(m.value, m.images))
+
     def standard_error(self, metric: str, a: Measured, b: Measured) -> float:
         """The standard error of ``a - b``: both rows' seed spreads and both sampling errors."""
-        return math.sqrt(
-            self.spread(a.row, metric) ** 2
-            + self.spread(b.row, metric) ** 2
-            + sampling_std(a.value, a.images) ** 2
-            + sampling_std(b.value, b.images) ** 2
-        )
+        return math.hypot(self.error(metric, a), self.error(metric, b))
 
     def tolerance(self, metric: str, a: Measured, b: Measured) -> float:
         """The gap two accuracies must exceed to be told apart."""
@@ -218,10 +238,16 @@ class Noise:
 
     def differ(self, metric: str, a: Measured, b: Measured) -> int:
         """+1 if ``a`` is above ``b`` by more than the tolerance, -1 if below, 0 if they cannot be told apart."""
-        gap = a.value - b.value
-        if abs(gap) <= self.tolerance(metric, a, b):
-            return 0
-        return 1 if gap > 0 else -1
+        return side(a.value - b.value, self.standard_error(metric, a, b))
+
+    def fits(self, clean: Measured, num_classes: int) -> bool:
+        """:func:`fits_labels` with the margin the rule gives a clean accuracy: its own noise."""
+        return fits_labels(clean.value, num_classes, SIGNIFICANCE * self.error("clean", clean))
+
+    def above_chance(self, metric: str, m: Measured, num_classes: int) -> bool:
+        """Whether a robust accuracy keeps more than a constant classifier beyond its noise (the
+        constant classifier has neither a seed spread nor a sampling error)."""
+        return side(m.value - chance(num_classes), self.error(metric, m)) > 0
 
     def widest_words(self) -> str:
         """The widest seed spread of each accuracy, e.g. 'clean 3.8, ℓ∞ 5.1, ℓ2 4.8 points'."""
@@ -255,20 +281,18 @@ class Noise:
         )
 
 
-def mean_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """The difference of the means of ``b`` and ``a`` (values over seeds, two or more each) and its
+def mean_difference(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``after`` minus the mean of ``before`` (values over seeds, two or more each) and its
     standard error: each side's variance over its seeds, divided by how many there are."""
-    error = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return statistics.fmean(b) - statistics.fmean(a), error
+    error = math.sqrt(statistics.variance(before) / len(before) + statistics.variance(after) / len(after))
+    return statistics.fmean(after) - statistics.fmean(before), error
 
 
 def compare(
     noise: Noise, metric: str, a: Mapping[str, float], b: Mapping[str, float], rows: tuple[str, str] = ("", "")
 ) -> int:
     """:meth:`Noise.differ` for two runs' metrics (each with its ``test_images``), of ``rows``."""
-    return noise.differ(
-        metric, Measured(a[metric], a["test_images"], rows[0]), Measured(b[metric], b["test_images"], rows[1])
-    )
+    return noise.differ(metric, Measured.of(a, metric, rows[0]), Measured.of(b, metric, rows[1]))
 
 
 def seed_noise(metrics_by_row: Mapping[str, Sequence[Mapping[str, float]]], measured_on: str) -> Noise | None:
@@ -323,6 +347,11 @@ class Judgement:
     reasons: tuple[str, ...]
 
     norms: tuple[str, ...] = ()  # the threat models in which the row is evidence
+
+    def __post_init__(self) -> None:
+        # Callers compare verdicts with string literals: a misspelt one would match none of them silently.
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}; the rule's verdicts are {', '.join(VERDICTS)}")
 
     @property
     def is_evidence(self) -> bool:
@@ -389,8 +418,7 @@ def judge(
     again (:func:`failed_checks`)."""
     robust = {key: replace(m, row=row) for key, m in robust.items()}
     vanilla = {key: replace(m, row=BASELINE) for key, m in vanilla.items()}
-    margin = SIGNIFICANCE * math.hypot(noise.spread(row, "clean"), sampling_std(clean, _images(robust)))
-    if not fits_labels(clean, num_classes, margin):
+    if not noise.fits(Measured(clean, _images(robust), row), num_classes):
         return Judgement(
             row,
             "near chance",
@@ -400,6 +428,20 @@ def judge(
             ),
         )
     shared = [key for key in robust if key in vanilla]
+    if not shared:
+        return Judgement(row, "not more robust", ("no attack",))
+    # Each threat model is read at its strongest attack: the lowest accuracy any attack left (AutoAttack,
+    # the trusted number, where another attack left as little). A stronger attack still to run can only
+    # lower it, so a threat model at chance here stays at chance.
+    weakest = {
+        norm: min(keys, key=lambda k: (robust[k].value, k[0] != "autoattack"))
+        for norm in THREAT_METRICS
+        if (keys := [key for key in shared if key[1] == norm])
+    }
+    above = [norm for norm, key in weakest.items() if noise.above_chance(norm, robust[key], num_classes)]
+    short = [_chance_words(key, robust[key], noise, num_classes) for norm, key in weakest.items() if norm not in above]
+    if not above:
+        return Judgement(row, "near chance", (listed(short),))
     comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared}
 
     def gap(key: tuple[str, str]) -> str:
@@ -411,8 +453,8 @@ def judge(
         )
 
     worse = [gap(key) for key, c in comparisons.items() if c < 0]
-    if worse or not shared:
-        return Judgement(row, "not more robust", tuple(f"below vanilla under {w}" for w in worse) or ("no attack",))
+    if worse:
+        return Judgement(row, "not more robust", tuple(f"below vanilla under {w}" for w in worse))
     tied = [gap(key) for key, c in comparisons.items() if c == 0]
     if tied:
         return Judgement(row, "within noise", (f"not told apart from vanilla under {', '.join(tied)}",))
@@ -425,53 +467,44 @@ def judge(
         what += ["the masking checklist with its current attacks"] if failed_checks is None else []
         return Judgement(row, "unchecked", (f"{' and '.join(what)} not run yet",))
 
-    # The trusted numbers beside the verdict, so that "evidence" carries its size.
+    # The trusted numbers beside the verdict, so that "evidence" carries its size. No parentheses: the
+    # reason is itself read inside the parentheses of a finding.
     def trusted(norms: Sequence[str]) -> str:
-        return "AutoAttack " + ", ".join(
-            f"{NORM_WORDS[norm]} {percent(robust[('autoattack', norm)].value)} against "
+        return "with AutoAttack " + ", ".join(
+            f"{NORM_WORDS[norm]} {percent(robust[('autoattack', norm)].value)} against vanilla's "
             f"{percent(vanilla[('autoattack', norm)].value)}"
             for norm in norms
         )
 
-    # Each threat model is read at its strongest attack: the lowest accuracy any attack left (AutoAttack,
-    # the trusted number, where another attack left as little).
-    weakest = {
-        norm: min((key for key in shared if key[1] == norm), key=lambda k: (robust[k].value, k[0] != "autoattack"))
-        for norm in THREAT_METRICS
-    }
-
-    def chance_tolerance(key: tuple[str, str]) -> float:
-        # The row's seed spread and the number's sampling error: the constant classifier has neither.
-        m = robust[key]
-        return SIGNIFICANCE * math.hypot(noise.spread(row, key[1]), sampling_std(m.value, m.images))
-
-    floor = chance(num_classes)
-    above = [norm for norm, key in weakest.items() if robust[key].value - floor > chance_tolerance(key)]
     if len(above) == len(THREAT_METRICS):
         return Judgement(
             row,
             "evidence",
-            (f"more robust than vanilla and than chance beyond the noise under every attack ({trusted(above)})",),
+            (f"more robust than vanilla and than chance beyond the noise under every attack, {trusted(above)}",),
             tuple(above),
         )
-    at_chance = listed(
-        [
-            f"{attack_words(key)} leaves {percent(robust[key].value)}, not above the {percent(floor)} a constant "
-            f"classifier keeps by more than {100 * chance_tolerance(key):.1f} points"
-            for norm, key in weakest.items()
-            if norm not in above
-        ]
-    )
-    if not above:
-        return Judgement(row, "near chance", (f"more robust than vanilla beyond the noise, but {at_chance}",))
     return Judgement(
         row,
         "partial evidence",
         (
             f"more robust than vanilla and than chance beyond the noise under {threat_words(above)} "
-            f"alone ({trusted(above)}), while {at_chance}",
+            f"alone, {trusted(above)}, while {listed(short)}",
         ),
         tuple(above),
+    )
+
+
+def _chance_words(key: tuple[str, str], m: Measured, noise: Noise, num_classes: int) -> str:
+    """Why a threat model's strongest attack leaves no robustness: what it leaves, against what a constant
+    classifier keeps (below it, or above it by less than the noise)."""
+    floor = chance(num_classes)
+    left = f"{attack_words(key)} leaves {percent(m.value)}"
+    if m.value <= floor:
+        return f"{left}, no more than the {percent(floor)} a constant classifier keeps"
+    allowed = 100 * SIGNIFICANCE * noise.error(key[1], m)
+    return (
+        f"{left}, above the {percent(floor)} a constant classifier keeps by less than the {allowed:.1f} points "
+        "its noise allows"
     )
 
 
@@ -492,8 +525,8 @@ def has_targeted_step(checklist: Mapping[str, Any]) -> bool:
 
 
 def judged_by_current_references(checklist: Mapping[str, Any]) -> bool:
-    """Whether a stored checklist was judged against the checks' current references (they are stored
-    with its settings since they were fixed)."""
+    """Whether a stored checklist was judged against the checks' current references (a checklist that
+    was stores them with its settings)."""
     return "references" in checklist.get("settings", {})
 
 
@@ -656,8 +689,9 @@ def alignment_claim(
     with_them, without = _sign(overall), _sign(rest)
     if without == 1 and with_them != 1:
         sentence += (
-            " Only the reading without the runs set apart finds the better aligned runs the more robust; with them "
-            "it does not, so these runs as a whole do not show that better alignment goes with more robustness."
+            " The claim counts only where both readings find it, since the runs set apart have aligned gradients "
+            "too, however they got them. Only the reading without them finds the better aligned runs the more "
+            "robust, so these runs as a whole do not show that better alignment goes with more robustness."
         )
     elif with_them == 1 and without == -1:
         sentence += (

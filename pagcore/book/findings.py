@@ -231,12 +231,11 @@ def toy_finding(record: Mapping[str, Any] | None) -> str:
             f"{paper_words}; one seed gives no spread to judge the gap against."
         )
     gap, error = evidence.mean_difference(vanilla, pag)  # the means over seeds are compared
-    if gap > evidence.SIGNIFICANCE * error:
-        verdict = "PAG is more robust than vanilla beyond the noise"
-    elif gap < -evidence.SIGNIFICANCE * error:
-        verdict = "PAG is less robust than vanilla beyond the noise"
-    else:
-        verdict = "the two are not distinguishable"
+    verdict = {
+        1: "PAG is more robust than vanilla beyond the noise",
+        -1: "PAG is less robust than vanilla beyond the noise",
+        0: "the two are not distinguishable",
+    }[evidence.side(gap, error)]
     return (
         f"{head} the PAG model keeps {spread(pag)} of the test points (mean ± seed spread), vanilla "
         f"{spread(vanilla)} {paper_words}; {verdict} ({evidence.SIGNIFICANCE:g} standard errors of the difference "

@@ -460,9 +460,9 @@ def stl10_line(store: RunStore, kind: str = "real", scale: str = "cpu") -> str:
         else:
             m = row.metrics
             lam = (
-                f"λ {row.params['lam']:g}, the authors' CIFAR-10 value, since none is published for STL-10"
+                f"λ = {row.params['lam']:g}, the authors' CIFAR-10 value, since none is published for STL-10"
                 if "lam" in overrides
-                else f"λ {row.params['lam']:g}"
+                else f"λ = {row.params['lam']:g}"
             )
             tail = (
                 f" Its score-based row ({row.params['epochs']} epochs at the {scale} scale, {lam}) reaches "

@@ -25,6 +25,7 @@ from pagcore.book.evidence import (
     chance,
     fits_labels,
     sampling_std,
+    side,
     spread_words,
 )
 from pagcore.book.figures import PAG_ROW_READING
@@ -148,7 +149,7 @@ def robustness_reading(runs: Mapping[float, Run | None]) -> str:
         base, smoothed, images = run.metrics["clean"], entry["results"]["clean"], entry["results"]["images"]
         error = math.hypot(sampling_std(base, run.metrics["test_images"]), sampling_std(smoothed, images))
         gap = shown_points(smoothed, base)
-        beyond = abs(smoothed - base) > SIGNIFICANCE * error
+        beyond = side(smoothed - base, error) != 0
         parts.append(
             f"at σ = {sigma:g} the smoothed classifier is {abs(gap):.1f} points "
             f"{'above' if gap >= 0 else 'below'} its base on clean images ({images:,} images; "
