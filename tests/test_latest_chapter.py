@@ -9,7 +9,7 @@ import pytest
 
 from pagcore.base.validation import ConfigError
 from pagcore.book import latest
-from pagcore.book.evidence import Judgement, Measured, Noise
+from pagcore.book.evidence import Judgement, Measured, Noise, side
 from pagcore.config import preset_for
 from pagcore.orchestrate.book_runs import ARCHITECTURE_ROWS, SEEDS, book_runs
 from pagcore.orchestrate.experiments import ROWS, RealDataExperiment
@@ -56,17 +56,18 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     nn, sbg = "nearest neighbour targets (λ = 0.4)", "score-based targets (λ = 1.5)"
     assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ +4.0 ± 1.0 points (± one standard error; a gain beyond the noise)" in verdict
     assert verdict.endswith(
-        f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ "
-        f"with {nn}. Not judged yet: ℓ∞ with {sbg}, 3 of 3 seeds without the PAG term and 0 of 3 with it; "
+        f"The PAG term raises {latest.TRUSTED_WORDS} beyond the noise in ℓ∞ with {nn}: the runs support the claim in "
+        f"ℓ∞ with {nn}. Not judged yet: ℓ∞ with {sbg}, 3 of 3 seeds without the PAG term and 0 of 3 with it; "
         f"ℓ2 with {nn}, 0 of 3 seeds without the PAG term and 0 of 3 with it; ℓ2 with {sbg}, 0 of 3 seeds "
         "without the PAG term and 0 of 3 with it."
     )
     # The same means with a 5-point spread per arm: within the noise.
     noisy = by_threat(arm(tmp_path, "c", [0.25, 0.30, 0.35]), arm(tmp_path, "d", [0.29, 0.34, 0.39]))
     assert "(± one standard error; within the noise)" in latest.boost_verdict(noisy, "cpu")
+    # While other arms are still to run, the "no" is said to be theirs so far.
     assert (
-        f"The PAG term changes robust accuracy only within the noise in ℓ∞ with {nn}: the runs do not support the "
-        f"claim. Not judged yet"
+        f"The PAG term changes {latest.TRUSTED_WORDS} only within the noise in ℓ∞ with {nn}: the runs judged so far "
+        "do not support the claim. Not judged yet"
     ) in latest.boost_verdict(noisy, "cpu")
     # A loss beyond the noise with one source, none with the other; the ℓ2 arms are equal, all seeds stored.
     without, lower = arm(tmp_path, "e", [0.29, 0.30, 0.31]), arm(tmp_path, "f", [0.25, 0.26, 0.27])
@@ -76,13 +77,13 @@ def test_a_gain_counts_only_beyond_twice_the_error_of_the_difference_of_the_mean
     assert verdict.startswith("Adversarial training with and without the PAG term, CIFAR-10, cpu scale")
     assert f"ℓ∞ with {nn}: PGD-20 ℓ∞ -4.0 ± 1.0 points (± one standard error; a loss beyond the noise)" in verdict
     assert verdict.endswith(
-        f"The PAG term lowers robust accuracy beyond the noise in ℓ∞ with {nn}; it changes robust accuracy only "
-        f"within the noise in ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}: the runs do not support the claim."
+        f"The PAG term lowers {latest.TRUSTED_WORDS} beyond the noise in ℓ∞ with {nn}; it changes it only within "
+        f"the noise in ℓ∞ with {sbg}, ℓ2 with {nn} and ℓ2 with {sbg}: the runs do not support the claim."
     )
     # A gain with one source and a loss with the other: each is named, and the support is only where it holds.
     mixed = by_threat(without, lower, arm(tmp_path, "h", [0.33, 0.34, 0.35]))
     assert latest.boost_verdict(mixed, "cpu").endswith(
-        f"The PAG term raises robust accuracy beyond the noise in ℓ∞ with {sbg}; it lowers robust accuracy beyond "
+        f"The PAG term raises {latest.TRUSTED_WORDS} beyond the noise in ℓ∞ with {sbg}; it lowers it beyond "
         f"the noise in ℓ∞ with {nn}: the runs support the claim in ℓ∞ with {sbg}. Not judged yet: ℓ2 with {nn}, "
         f"0 of 3 seeds without the PAG term and 0 of 3 with it; ℓ2 with {sbg}, 0 of 3 seeds without the PAG term "
         "and 0 of 3 with it."
@@ -107,6 +108,10 @@ def test_two_seeds_are_not_judged_and_autoattack_is_preferred_when_every_seed_ha
     # PGD-20 on the whole test set stands beside it, unused by the verdict.
     beside = "within the noise), PGD-20 ℓ∞ +4.0 ± 1.0 points (± one standard error; a gain beyond the noise), clean"
     assert beside in verdict
+    # A verdict on the trusted number says what moves beyond the noise beside it.
+    assert "Beside that number, in ℓ∞ with nearest neighbour targets (λ = 0.4), PGD-20 ℓ∞ rises beyond the noise." in (
+        verdict
+    )
     table = latest.boost_table(attacked)
     assert "| ℓ∞ | adversarial | 3 | 60.1 ± 0.1% | 30.0 ± 1.0% | 40.0 ± 0.0% | 26.0 ± 1.0% |" in table
     assert "| ℓ2 | adversarial + PAG (score-based) | 0 | not run | not run | not run | not run |" in table
@@ -184,8 +189,14 @@ def test_the_architecture_verdict_says_yes_only_for_a_vit_row_that_is_evidence()
     # Evidence in one threat model answers for that one alone.
     partial = {"nearest_neighbor": Judgement("nearest_neighbor", "partial evidence", ("why",), ("l2",))}
     assert latest.architecture_verdict(runs, partial, resnet, "cpu").endswith(
-        "A ViT row meets the rule of evidence under ℓ2 alone: the runs support the claim beyond ResNet-18 in that "
-        "threat model; in the other, no ViT row beats both vanilla and chance beyond the noise."
+        "Nearest Neighbor is partial evidence, meeting the rule under ℓ2 alone: the runs support the claim beyond "
+        "ResNet-18 in that threat model only; in the other, no ViT row beats both vanilla and chance beyond the noise."
+    )
+    # Two rows, each evidence in a different threat model, are not one row evidence in both.
+    crossed = partial | {"score": Judgement("score", "partial evidence", ("why",), ("linf",))}
+    assert latest.architecture_verdict(runs, crossed, resnet, "cpu").endswith(
+        "Nearest Neighbor and Score-based (SBG) are partial evidence, each in one threat model and none in both: the "
+        "runs support the claim beyond ResNet-18 in each threat model, but through different rows."
     )
     # The ResNet-18's verdict names the spread it was judged with: its own over three seeds, or the widest.
     small = {"clean": 0.01, "linf": 0.01, "l2": 0.01}
@@ -294,11 +305,11 @@ def test_the_gain_carries_the_sampling_error_of_the_shared_subset_beside_the_see
     expected = math.sqrt(seeds**2 + 0.31 * 0.69 / 500 + 0.28 * 0.72 / 500)
     assert error == pytest.approx(expected)
     # A 3-point loss on 500 images is within the noise, though far beyond the seeds' spread alone.
-    assert latest.beyond_noise((difference, error)) == 0
-    assert latest.beyond_noise((difference, seeds)) == -1
+    assert side(difference, error) == 0
+    assert side(difference, seeds) == -1
     # On the whole test set the same loss is beyond the noise.
     whole = latest.gain([Measured(m.value, 10_000) for m in without], [Measured(m.value, 10_000) for m in with_pag])
-    assert latest.beyond_noise(whole) == -1
+    assert side(*whole) == -1
 
 
 def test_the_command_line_names_the_same_runs_as_the_chapters_rows(tmp_path):
@@ -344,10 +355,10 @@ def test_better_alignment_more_robustness_is_read_from_the_rank_correlation():
     rising["vanilla"] = score("cross_entropy", 0.0, 0.0)
     groups = latest.alignment_groups(rising)
     assert set(groups) == {"PAG (no adversarial examples)", "vanilla"} and len(groups["vanilla"]) == 1
-    claim = latest.alignment_claim(rising, "cpu")
+    claim = latest.alignment_verdict(rising, "cpu")
     assert claim.startswith("Better alignment, more robustness (CIFAR-10, cpu scale): Across the 9 training")
     assert claim.endswith("the interval excludes 0: the better aligned runs are the more robust ones.")
-    assert "no correlation yet" in latest.alignment_claim({"one": score("pag", 0.1, 0.1)}, "cpu")
+    assert "no correlation yet" in latest.alignment_verdict({"one": score("pag", 0.1, 0.1)}, "cpu")
     # The points the second reading sets apart have legend entries of their own.
     rising["rigd"] = {**score("pag", 0.9, 0.5), "source": "rigd"}
     rising["boosted"] = {**score("adversarial", 0.8, 0.5), "lam": 0.4}

@@ -19,13 +19,14 @@ from pagcore.book import masking, score
 from pagcore.book.evidence import (
     BASELINE,
     OWN_SPREAD_SEEDS,
-    SIGNIFICANCE,
+    THREAT_METRICS,
     Judgement,
     Measured,
     Noise,
     mean_difference,
     sampling_std,
     seed_noise,
+    side,
     threat_words,
 )
 from pagcore.book.text import METRIC_COLUMNS, NORM_WORDS, listed, markdown_table, percent, placeholder_table
@@ -137,8 +138,8 @@ def _measured(runs: Sequence[Run], threat: str, metric: str) -> list[Measured]:
         entries = [_autoattack_entry(run, threat) for run in runs]
         if not all(entries):
             return []
-        return [Measured(e["results"]["robust"], e["settings"]["subset"]["size"]) for e in entries]
-    return [Measured(run.metrics[metric], run.metrics["test_images"]) for run in runs]
+        return [Measured.attacked(e) for e in entries]
+    return [Measured.of(run.metrics, metric) for run in runs]
 
 
 def _mean_spread(values: Sequence[float]) -> str:
@@ -204,25 +205,21 @@ def gain(without: Sequence[Measured], with_pag: Sequence[Measured]) -> tuple[flo
     return difference, math.hypot(seeds_error, *sampling)
 
 
-def beyond_noise(measured: tuple[float, float]) -> int:
-    """+1 for a gain beyond :data:`SIGNIFICANCE` standard errors, -1 for such a loss, 0 within the noise."""
-    difference, error = measured
-    return 1 if difference > SIGNIFICANCE * error else -1 if difference < -SIGNIFICANCE * error else 0
-
-
 def gain_words(name: str, measured: tuple[float, float]) -> str:
     difference, error = measured
-    judged = {1: "a gain beyond the noise", -1: "a loss beyond the noise", 0: "within the noise"}[
-        beyond_noise(measured)
-    ]
+    judged = {1: "a gain beyond the noise", -1: "a loss beyond the noise", 0: "within the noise"}[side(*measured)]
     return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points (± one standard error; {judged})"
+
+
+TRUSTED_WORDS = "its trusted robust accuracy (AutoAttack where every seed has it, else PGD-20)"
 
 
 def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) -> str:
     """Per threat model and source of targets, what the PAG term changes in adversarial training, judged
     on its own threat model's robust accuracy: under AutoAttack where every seed of both arms has it,
-    else under PGD-20."""
-    parts, judged, boosted, lowered, pending = [], [], [], [], []
+    else under PGD-20. What moves beyond the noise beside that number is said too, so that a verdict
+    on the trusted number hides no loss elsewhere."""
+    parts, sides, beside, pending = [], {}, [], []
     for threat, by_training in by_threat.items():
         without = by_training[WITHOUT]
         for training, with_pag in by_training.items():
@@ -236,42 +233,48 @@ def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) 
                     f"of {OWN_SPREAD_SEEDS} with it"
                 )
                 continue
-            judged.append(words)
-            # AutoAttack once every seed of both arms has it, else PGD-20 on the whole test set.
             attacked = (_measured(without, threat, "autoattack"), _measured(with_pag, threat, "autoattack"))
             trusted = all(attacked)
-            attack_words = f"AutoAttack {NORM_WORDS[threat]}" if trusted else f"PGD-20 {NORM_WORDS[threat]}"
             pgd = gain(_measured(without, threat, threat), _measured(with_pag, threat, threat))
             robust = gain(*attacked) if trusted else pgd
             clean = gain(_measured(without, threat, "clean"), _measured(with_pag, threat, "clean"))
-            # PGD-20 beside AutoAttack: the whole test set's number, which the verdict does not use but
-            # whose smaller sampling error a reader may weigh.
-            also = f", {gain_words(f'PGD-20 {NORM_WORDS[threat]}', pgd)}" if trusted else ""
-            parts.append(f"{words}: {gain_words(attack_words, robust)}{also}, {gain_words('clean', clean)}")
-            if effect := beyond_noise(robust):
-                (boosted if effect > 0 else lowered).append(words)
+            pgd_words = f"PGD-20 {NORM_WORDS[threat]}"
+            shown = [(f"AutoAttack {NORM_WORDS[threat]}", robust)] if trusted else []
+            shown += [(pgd_words, pgd), ("clean", clean)]
+            parts.append(f"{words}: {', '.join(gain_words(name, m) for name, m in shown)}")
+            sides[words] = side(*robust)
+            others = [(pgd_words, pgd)] if trusted else []
+            moved = [
+                f"{'clean accuracy' if name == 'clean' else name} {'rises' if way > 0 else 'falls'}"
+                for name, m in [*others, ("clean", clean)]
+                if (way := side(*m))
+            ]
+            if moved:
+                beside.append(f"in {words}, {listed(moved)} beyond the noise")
     head = (
-        f"Adversarial training with and without the PAG term, CIFAR-10, {scale} scale, judged on means over "
-        f"{OWN_SPREAD_SEEDS} seeds each"
+        f"Adversarial training with and without the PAG term, CIFAR-10, {scale} scale, judged on the means over "
+        f"each arm's seeds ({OWN_SPREAD_SEEDS} or more)"
     )
-    unchanged = [words for words in judged if words not in boosted + lowered]
-    effects = [
-        f"{change} robust accuracy beyond the noise in {listed(arms)}"
-        for change, arms in (("raises", boosted), ("lowers", lowered))
-        if arms
-    ]
-    if unchanged:
-        effects.append(f"changes robust accuracy only within the noise in {listed(unchanged)}")
-    stored = "; ".join(pending)
-    if not judged:
+    if not sides:
         return (
-            f"{head}: no comparison has all its seeds stored yet ({stored}), so the claim that PAG boosts "
-            "adversarial training is not judged yet."
+            f"{head}: no comparison has all its seeds stored yet ({'; '.join(pending)}), so the claim that PAG "
+            "boosts adversarial training is not judged yet."
         )
-    supported = f"the runs support the claim in {listed(boosted)}" if boosted else "the runs do not support the claim"
+    by_side = {way: [words for words, s in sides.items() if s == way] for way in (1, -1, 0)}
+    effects = []  # the first names the trusted number, the others refer back to it
+    for change, way in (("raises", 1), ("lowers", -1), ("changes", 0)):
+        if by_side[way]:
+            noise = "beyond the noise" if way else "only within the noise"
+            effects.append(f"{change} {'it' if effects else TRUSTED_WORDS} {noise} in {listed(by_side[way])}")
+    if by_side[1]:
+        supported = f"the runs support the claim in {listed(by_side[1])}"
+    else:  # a "no" on part of the arms is said as such while others are still to run
+        supported = f"the runs {'judged so far ' if pending else ''}do not support the claim"
     said = f"{head}: {'; '.join(parts)}. The PAG term {'; it '.join(effects)}: {supported}."
+    if beside:
+        said += f" Beside that number, {'; '.join(beside)}."
     if pending:  # a verdict on part of the claim says which part is still open, and how far its runs are
-        said += f" Not judged yet: {stored}."
+        said += f" Not judged yet: {'; '.join(pending)}."
     return said
 
 
@@ -396,13 +399,26 @@ def architecture_verdict(
         for row, j in judged.items()
         if j.verdict == "within noise" and not (noise is not None and {row, BASELINE} <= noise.own)
     ]
+    supporting = [row for row, j in judged.items() if j.supports]
+    named = listed([ROW_LABELS[row] for row in supporting]) if supporting else ""
+    verb = "is" if len(supporting) == 1 else "are"
+    norms = {norm for row in supporting for norm in judged[row].norms}
     if any(j.is_evidence for j in judged.values()):
-        answer = "A ViT row meets the rule of evidence: the runs support the claim beyond ResNet-18."
-    elif any(j.supports for j in judged.values()):
-        words = threat_words({norm for j in judged.values() if j.supports for norm in j.norms})
+        evident = [ROW_LABELS[row] for row, j in judged.items() if j.is_evidence]
         answer = (
-            f"A ViT row meets the rule of evidence under {words} alone: the runs support the claim beyond "
-            "ResNet-18 in that threat model; in the other, no ViT row beats both vanilla and chance beyond the noise."
+            f"{listed(evident)} {'meets' if len(evident) == 1 else 'meet'} the rule of evidence: the runs support "
+            "the claim beyond ResNet-18."
+        )
+    elif supporting and len(norms) == len(THREAT_METRICS):
+        answer = (
+            f"{named} {verb} partial evidence, each in one threat model and none in both: the runs support the "
+            "claim beyond ResNet-18 in each threat model, but through different rows."
+        )
+    elif supporting:
+        answer = (
+            f"{named} {verb} partial evidence, meeting the rule under {threat_words(norms)} alone: the runs support "
+            "the claim beyond ResNet-18 in that threat model only; in the other, no ViT row beats both vanilla and "
+            "chance beyond the noise."
         )
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):
         answer = (
@@ -437,7 +453,7 @@ def alignment_groups(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, list[
     return groups
 
 
-def alignment_claim(scores: Mapping[str, Mapping[str, Any]], scale: str) -> str:
+def alignment_verdict(scores: Mapping[str, Mapping[str, Any]], scale: str) -> str:
     """The verdict on "better alignment, more robustness": the rank correlation over the runs scored
     against one reference, read by whether its bootstrap interval excludes zero."""
     return f"Better alignment, more robustness (CIFAR-10, {scale} scale): {masking.correlation_sentence(scores)}"
@@ -477,5 +493,5 @@ def finding(scale: str, noise: Noise | None, runs_dir: str = "", kind: str = "re
     vit = first_seeds(seeded, ARCHITECTURE_ROWS)
     vit_noise = architecture_noise(noise, architecture_seeds(seeded, ARCHITECTURE_ROWS, SEEDS))
     others = architecture_verdict(vit, architecture_judgements(vit, vit_noise), {}, scale, noise=vit_noise)
-    claim = alignment_claim(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
+    claim = alignment_verdict(alignment_scores(RunStore(runs_dir or None), scale, kind), scale)
     return f"Later version ({{ref}}`chapter-latest`): {verdict} {others} {claim}"
