@@ -52,6 +52,9 @@ def test_parameters_table_has_two_pairs_per_row_by_default():
         if line.startswith("| `")
     ]
     assert rows == ["| `a` | `1` | `b` | `2` |", "| `c` | `3` |  |  |"]
+    # One parameter alone takes one pair of columns, not a second pair left empty.
+    single = text.parameters_table({"a": 1}, "a", "LINK").splitlines()
+    assert "| `a` | `1` |" in single and "| parameter | value |" in single
 
 
 # -- the cpu preset's pilot and the CPU-scale verdict -------------------------------------------------

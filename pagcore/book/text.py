@@ -145,6 +145,7 @@ def parameters_table(
         return f"`{values[name]!r}`".replace("|", "\\|")  # a "|" inside a value would end its cell early
 
     pairs = [(f"`{name}`", cell(name)) for name in names if name not in INTERNAL_PARAMETERS]
+    columns = max(1, min(columns, len(pairs)))  # no empty pair of columns beside too few parameters
     pairs += [("", "")] * (-len(pairs) % columns)  # pad the last row to full width
     rows = [sum(pairs[i : i + columns], ()) for i in range(0, len(pairs), columns)]
     table = markdown_table(("parameter", "value") * columns, rows)
