@@ -57,7 +57,6 @@ WITHIN_SPREAD = "within our seed spread"
 NOT_REPRODUCED = "not reproduced"
 NOT_COMPARABLE = "reduced protocol, not comparable"
 NOT_RUN = "not run"
-VERDICTS = (REPRODUCED, WITHIN_SPREAD, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
 
 # The figure's three panels: (metric key, title). The toy's only attack, an ℓ2 PGD-10, joins the ℓ2 panel.
 PANELS = (("clean", "clean"), ("linf", "ℓ∞ PGD-20"), ("l2", "ℓ2 PGD-20 (toy: PGD-10)"))
