@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -87,9 +88,17 @@ def test_the_judge_gives_vanilla_its_own_spread_and_the_row_its_own():
     assert evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=noise, num_classes=10).verdict == (
         "near chance"
     )
+    # With a third row whose spread is wide, the widest is 0.1: vanilla is judged with its own 0, or the
+    # 0.18 against 0 would be within the noise.
     tight = evidence.seed_noise(
-        {"vanilla": seeds_of(0.0, 0.0, 0.0), "nearest_neighbor": seeds_of(0.17, 0.18, 0.19)}, "test"
+        {
+            "vanilla": seeds_of(0.0, 0.0, 0.0),
+            "nearest_neighbor": seeds_of(0.17, 0.18, 0.19),
+            "one_image": seeds_of(0.1, 0.2, 0.3),
+        },
+        "test",
     )
+    assert tight.widest("linf") == pytest.approx(0.1)
     judged = evidence.judge("nearest_neighbor", 0.6, robust, baseline, noise=tight, num_classes=10, failed_checks=[])
     assert judged.verdict == "evidence" and judged.norms == ("linf", "l2")
     # Its size, without parentheses: a finding reads the reason inside its own.
@@ -128,7 +137,7 @@ def test_a_robust_accuracy_no_higher_than_chance_is_no_robustness_in_its_threat_
     low = judge(numbers(0.075, 0.09))
     assert low.verdict == "near chance" and not low.supports
     assert low.reasons == (
-        "AutoAttack ℓ∞ leaves 7.5%, no more than the 10.0% a constant classifier keeps and "
+        "AutoAttack ℓ∞ leaves 7.5%, no more than the 10.0% a constant classifier keeps; "
         "AutoAttack ℓ2 leaves 9.0%, no more than the 10.0% a constant classifier keeps",
     )
 
@@ -141,6 +150,19 @@ def test_robustness_at_chance_is_final_before_stronger_attacks_or_the_checklist(
         judged = evidence.judge("r", 0.6, at_chance, VANILLA, noise=NOISE, num_classes=10, failed_checks=failed)
         assert judged.verdict == "near chance"
         assert judged.reasons[0].startswith("PGD-20 ℓ∞ leaves 5.0%, no more than the 10.0%")
+
+
+def test_a_threat_model_at_chance_asks_no_autoattack_and_one_without_any_attack_is_unchecked():
+    # ℓ2 at chance under PGD-20: AutoAttack ℓ2 can only lower it, so only ℓ∞'s is asked for.
+    partial = numbers(0.3, 0.04, autoattack=False) | {("autoattack", "linf"): Measured(0.3, FULL)}
+    judged = evidence.judge("r", 0.6, partial, VANILLA, noise=NOISE, num_classes=10, failed_checks=[])
+    assert judged.verdict == "partial evidence" and judged.norms == ("linf",)
+    # No attack at all in one threat model: neither at chance nor evidence there, but not run yet.
+    only_linf = {key: m for key, m in numbers(0.3, 0.04).items() if key[1] == "linf"}
+    for linf in (0.3, 0.05):
+        robust = {key: replace(m, value=linf) for key, m in only_linf.items()}
+        judged = evidence.judge("r", 0.6, robust, VANILLA, noise=NOISE, num_classes=10, failed_checks=[])
+        assert judged.verdict == "unchecked" and judged.reasons == ("AutoAttack ℓ2 not run yet",)
 
 
 def test_a_verdict_outside_the_rule_is_refused():
@@ -178,7 +200,12 @@ def test_verdicts_name_the_first_reason_a_row_is_not_evidence():
         return evidence.judge("r", 0.6, robust, VANILLA, noise=NOISE, num_classes=10, failed_checks=failed).verdict
 
     assert judge(numbers(0.3, 0.4), []) == "evidence"
-    assert judge(numbers(0.3, 0.04), []) == "within noise"
+    # At chance under ℓ2, which then counts neither way: evidence under ℓ∞ alone.
+    assert judge(numbers(0.3, 0.04), []) == "partial evidence"
+    tied = evidence.judge(
+        "r", 0.6, numbers(0.3, 0.24), numbers(0.0, 0.2), noise=NOISE, num_classes=10, failed_checks=[]
+    )
+    assert tied.verdict == "within noise" and "ℓ2" in tied.reasons[0] and "ℓ∞" not in tied.reasons[0]
     assert judge(numbers(0.3, 0.4), ["black_box"]) == "masking suspected"
     assert judge(numbers(0.3, 0.4), None) == "unchecked"
     assert judge(numbers(0.3, 0.4, autoattack=False), []) == "unchecked"
@@ -193,8 +220,8 @@ def test_a_stronger_attack_on_a_small_subset_can_take_the_evidence_away():
         "r", 0.6, numbers(0.3, 0.4), VANILLA, noise=NOISE, num_classes=10, failed_checks=[]
     ).is_evidence
     verdict = evidence.judge("r", 0.6, robust, baseline, noise=NOISE, num_classes=10, failed_checks=[])
-    assert verdict.verdict == "within noise"
-    assert "AutoAttack ℓ∞" in verdict.reasons[0]
+    assert verdict.verdict == "partial evidence" and not verdict.is_evidence
+    assert "AutoAttack ℓ∞ leaves 5.0%" in verdict.reasons[0]
 
 
 def checklist(failed=(), targeted: bool = True, current: bool = True) -> dict:
@@ -280,6 +307,11 @@ def test_rows_that_are_evidence_in_one_threat_model_support_the_claim_in_that_on
         "Nearest Neighbor: in the other threat model no teacher-free row beats both vanilla and chance beyond the "
         "noise."
     )
+    # While a teacher-free row awaits its stronger attacks, "no row" speaks of the rows judged so far.
+    waiting = judged | {"score": evidence.Judgement("score", "unchecked", ("AutoAttack ℓ∞ not run yet",))}
+    assert "in the other threat model no teacher-free row judged so far beats both" in finding_sentence(
+        DatasetFinding("cifar10", "cpu", waiting)
+    )
     # One row that is evidence in both threat models answers fully; a teacher's row never answers.
     full = judged | {"score": evidence.Judgement("score", "evidence", ("why",), ("linf", "l2"))}
     assert DatasetFinding("cifar10", "cpu", full).answer == "supports"
@@ -363,11 +395,11 @@ def test_the_findings_box_answers_from_the_judged_rows_and_names_them(monkeypatc
     del stored["cifar10"]["class_mean"]
     stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.3, 0.4, checked=False)
     assert "**Not yet checked.**" in findings.findings_box(tmp_path / "no-toy.json")
-    stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.4)
+    stored["cifar10"]["nearest_neighbor"] = Run(0.6, 0.01, 0.05)  # at chance in both threat models
     box = findings.findings_box(tmp_path / "no-toy.json")
     assert (
         "**Not shown at the reduced scale.** CIFAR-10: no teacher-free PAG row (one whose targets need no robust "
-        "model) beats vanilla" in box
+        "model) meets the rule of evidence" in box
     )
     monkeypatch.setattr(findings, "_seed_noise", lambda *args: None)
     assert "**Not yet judged.**" in findings.findings_box(tmp_path / "no-toy.json")

@@ -374,11 +374,12 @@ VERDICTS = (
 )
 """evidence: the row fits its labels, beats vanilla beyond the noise under PGD and AutoAttack in both
 threat models, keeps more than chance beyond the noise under each of them, and passes the masking
-checklist; partial evidence: all of that, except that in one threat model its strongest attack leaves
-no more than chance. The other verdicts name the first reason, in this order, why a row is neither
-(near chance: its clean accuracy, or its robust accuracy in every threat model, is not above chance
-beyond its noise; unchecked: AutoAttack or the checklist has not been run on it, or the checklist must
-be run again with its current attacks)."""
+checklist; partial evidence: all of that in one threat model, while in the other its strongest attack
+leaves no more than chance (a threat model at chance counts neither way: its comparisons with vanilla
+and its AutoAttack are not asked for). The other verdicts name the first reason, in this order, why a
+row is neither (near chance: its clean accuracy is not above twice chance beyond its noise, or its
+robust accuracy in every threat model not above chance; unchecked: AutoAttack or the checklist has not
+been run on it, or the checklist must be run again with its current attacks)."""
 
 ATTACK_WORDS = {
     "pgd20": "PGD-20",
@@ -432,17 +433,17 @@ def judge(
         return Judgement(row, "not more robust", ("no attack",))
     # Each threat model is read at its strongest attack: the lowest accuracy any attack left (AutoAttack,
     # the trusted number, where another attack left as little). A stronger attack still to run can only
-    # lower it, so a threat model at chance here stays at chance.
+    # lower it, so a threat model at chance here stays at chance, and counts neither way after this.
     weakest = {
         norm: min(keys, key=lambda k: (robust[k].value, k[0] != "autoattack"))
         for norm in THREAT_METRICS
-        if (keys := [key for key in shared if key[1] == norm])
+        if (keys := [key for key in robust if key[1] == norm])
     }
     above = [norm for norm, key in weakest.items() if noise.above_chance(norm, robust[key], num_classes)]
     short = [_chance_words(key, robust[key], noise, num_classes) for norm, key in weakest.items() if norm not in above]
-    if not above:
-        return Judgement(row, "near chance", (listed(short),))
-    comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared}
+    if not above and len(weakest) == len(THREAT_METRICS):
+        return Judgement(row, "near chance", ("; ".join(short),))
+    comparisons = {key: noise.differ(key[1], robust[key], vanilla[key]) for key in shared if key[1] in above}
 
     def gap(key: tuple[str, str]) -> str:
         # The two numbers and the gap the noise allows, so a reader can see why they are not told apart.
@@ -461,7 +462,12 @@ def judge(
     if failed_checks:
         words = [CHECK_WORDS.get(check, check) for check in failed_checks]
         return Judgement(row, "masking suspected", (f"fails the {', '.join(words)} check",))
-    missing = [NORM_WORDS[norm] for norm in THREAT_METRICS if ("autoattack", norm) not in shared]
+    # AutoAttack is asked for where the row keeps more than chance, or where no attack has run at all.
+    missing = [
+        NORM_WORDS[norm]
+        for norm in THREAT_METRICS
+        if norm not in weakest or (norm in above and ("autoattack", norm) not in shared)
+    ]
     if missing or failed_checks is None:
         what = [f"AutoAttack {', '.join(missing)}"] if missing else []
         what += ["the masking checklist with its current attacks"] if failed_checks is None else []

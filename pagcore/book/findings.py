@@ -76,6 +76,12 @@ class DatasetFinding:
         return [norm for norm in evidence.THREAT_METRICS if norm in held]
 
     @property
+    def others_open(self) -> bool:
+        """Whether a teacher-free row still awaits AutoAttack or the checklist: a claim about what no row
+        shows is then a claim about the rows judged so far."""
+        return any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in TEACHER_FREE_ROWS)
+
+    @property
     def answer(self) -> str:
         """'supports' when a teacher-free row (:data:`~pagcore.book.verdicts.TEACHER_FREE_ROWS`) is
         evidence, 'supports in part' when teacher-free rows are evidence in one threat model only (no more
@@ -93,8 +99,7 @@ class DatasetFinding:
             return "supports in part"
         if any(j.supports for j in self.judgements.values()):
             return "teacher only"
-        unchecked = any(j.verdict == "unchecked" for row, j in self.judgements.items() if row in TEACHER_FREE_ROWS)
-        if unchecked:
+        if self.others_open:
             return "unchecked"
         free = [j.verdict for row, j in self.judgements.items() if row in TEACHER_FREE_ROWS]
         contradicted = any(verdict in ("not more robust", "masking suspected") for verdict in free)
@@ -192,7 +197,8 @@ def finding_sentence(finding: DatasetFinding, runs: Mapping[str, Any] | None = N
         "supports": "supports the direction of the paper's claim",
         "supports in part": (
             f"supports the direction of the paper's claim under {evidence.threat_words(finding.supported_norms)} alone"
-            f"{_support_strength(finding)}: in the other threat model no teacher-free row beats both vanilla and "
+            f"{_support_strength(finding)}: in the other threat model no teacher-free row"
+            f"{' judged so far' if finding.others_open else ''} beats both vanilla and "
             "chance beyond the noise"
         ),
         "teacher only": "supports it only through the rows that distil an adversarially trained teacher",
@@ -261,7 +267,7 @@ def _dataset_answer(finding: DatasetFinding) -> str:
             "beyond the measured noise"
             if finding.answer == "supports"
             else f"beyond the measured noise under {evidence.threat_words(finding.supported_norms)} alone (in the "
-            "other threat model no teacher-free row beats both)"
+            f"other threat model no teacher-free row{' judged so far' if finding.others_open else ''} beats both)"
         )
         return (
             f"{_rows(rows)}, trained without adversarial examples, {'is' if one else 'are'} more robust than vanilla "

@@ -211,7 +211,7 @@ def gain_words(name: str, measured: tuple[float, float]) -> str:
     return f"{name} {100 * difference:+.1f} ± {100 * error:.1f} points (± one standard error; {judged})"
 
 
-TRUSTED_WORDS = "its trusted robust accuracy (AutoAttack where every seed has it, else PGD-20)"
+TRUSTED_WORDS = "the trusted robust accuracy (AutoAttack where every seed of both arms has it, else PGD-20)"
 
 
 def boost_verdict(by_threat: Mapping[str, Mapping[str, list[Run]]], scale: str) -> str:
@@ -403,6 +403,7 @@ def architecture_verdict(
     named = listed([ROW_LABELS[row] for row in supporting]) if supporting else ""
     verb = "is" if len(supporting) == 1 else "are"
     norms = {norm for row in supporting for norm in judged[row].norms}
+    open_rows = missing or any(j.verdict == "unchecked" for j in judged.values())
     if any(j.is_evidence for j in judged.values()):
         evident = [ROW_LABELS[row] for row, j in judged.items() if j.is_evidence]
         answer = (
@@ -417,7 +418,8 @@ def architecture_verdict(
     elif supporting:
         answer = (
             f"{named} {verb} partial evidence, meeting the rule under {threat_words(norms)} alone: the runs support "
-            "the claim beyond ResNet-18 in that threat model only; in the other, no ViT row beats both vanilla and "
+            "the claim beyond ResNet-18 in that threat model only; in the other, no ViT row"
+            f"{' judged so far' if open_rows else ''} beats both vanilla and "
             "chance beyond the noise."
         )
     elif missing or any(j.verdict == "unchecked" for j in judged.values()):

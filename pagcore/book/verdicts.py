@@ -106,7 +106,8 @@ VANILLA_LEFTOVER = 0.01
 def _weak_attack(vanilla: Any) -> list[str]:
     """Where vanilla keeps more than a point under PGD-20, what AutoAttack leaves of it on its subset,
     and whether the gap exceeds the rule's multiple of both numbers' sampling errors (same model and
-    images, so no seed noise; treating the two as independent only widens the error)."""
+    images, so no seed noise; treating the two as independent only widens the error). A threat model
+    whose two attacks ran on different subsets is not read."""
     parts = []
     entries = chosen_evaluations(vanilla)
     for norm in THREAT_METRICS:
@@ -504,8 +505,9 @@ def k_study_verdict(
     row: str = "",
 ) -> str:
     """Whether the preset's k changes what the ``model`` runs (of the rule's ``row``) say, from the
-    stored runs only; "more robust than vanilla" and a difference between two k mean beyond ``noise``
-    (not judged without it)."""
+    stored runs only; "more robust" means fitting the labels and beating vanilla and chance under PGD-20
+    in both threat models, and it and a difference between two k are judged beyond ``noise`` (not
+    without it)."""
     done = {k: run.metrics for k, run in runs.items() if run is not None and run.metrics}
     if preset_k not in done or num_classes not in done:
         pending = (
