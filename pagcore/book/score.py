@@ -21,7 +21,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from pagcore.book.evidence import (
-    SIGNIFICANCE,
     AlignmentSpread,
     aligned_above,
     alignment_claim,
@@ -29,6 +28,7 @@ from pagcore.book.evidence import (
     configurations_words,
     sampling_std,
     seed_means,
+    side,
 )
 from pagcore.book.figures import percent_axis, readable
 from pagcore.book.style import SMALL_FONT_SIZE, TEXT_WIDTH, book_style, legend_outside, line_style
@@ -111,7 +111,7 @@ def class_information(metrics: Mapping[str, Any]) -> tuple[bool, str]:
     that says so. Score-based targets carry class information only if it does."""
     accuracy = metrics["implicit_classifier"]["accuracy"]
     images, level = metrics["test_images"], metrics["chance"]
-    beyond = accuracy - level > SIGNIFICANCE * sampling_std(level, images)
+    beyond = side(accuracy - level, sampling_std(level, images)) > 0
     sentence = (
         f"The denoiser's implicit classifier, which gives a test image the label whose conditional denoiser "
         f"explains it best, is right on {percent(accuracy)} of {images} test images, against the "

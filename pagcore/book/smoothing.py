@@ -379,7 +379,7 @@ def certified_beyond_chance(entry: Mapping[str, Any], num_classes: int, radius: 
     rule's margin."""
     results = entry["results"]
     share = results["certified_accuracy"][f"{radius:g}"]
-    return share - chance(num_classes) > SIGNIFICANCE * sampling_std(chance(num_classes), results["images"])
+    return side(share - chance(num_classes), sampling_std(chance(num_classes), results["images"])) > 0
 
 
 def smoothed_fits_labels(entry: Mapping[str, Any], num_classes: int) -> bool:

@@ -12,7 +12,6 @@ from typing import Any
 
 from pagcore.book.evidence import (
     FIT_FACTOR,
-    SIGNIFICANCE,
     THREAT_METRICS,
     Judgement,
     Measured,
@@ -28,6 +27,7 @@ from pagcore.book.evidence import (
     sampling_std,
     separated,
     separation_words,
+    side,
     spread_words,
 )
 from pagcore.book.masking import shared_reference
@@ -141,7 +141,7 @@ def _attack_gap_words(gap: float, pgd: float, error: float, images: int) -> str:
     """How much of what PGD-20 leaves AutoAttack takes, judged by the rule's margin on the gap."""
     if gap <= 0:
         return f": AutoAttack leaves at least as many of these {images:,} images as PGD-20 does."
-    if gap <= SIGNIFICANCE * error:
+    if side(gap, error) == 0:
         # One model and the same images: the gap is a count of images, exact on the subset; what it cannot
         # say is how far PGD-20 overstates the whole test set.
         return (
